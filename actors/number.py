@@ -1,0 +1,280 @@
+"""NumberActor: the one task family that sends for one WhatsApp number.
+
+It owns the number's outbox view, token bucket, token manager and transport;
+nothing else touches them. The LMDB outbox is the source of truth: the actor
+rebuilds its in-memory queues from it on every (re)start, and ``notify`` is only
+a fast path for messages committed while it runs.
+
+Scheduling: one FIFO queue per recipient plus a FIFO of recipients that are
+ready (have a pending message and none in flight). A recipient is in flight at
+most once, so its messages go out strictly in acceptance order, while other
+recipients proceed concurrently up to ``max_in_flight``. After each send the
+recipient rejoins the back of the ready line, so one busy recipient cannot
+starve the others.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Final, final
+
+import attrs
+import structlog
+import trio
+
+from actors.outcome import Failed, Reauth, Retry, Sent, classify_error, classify_response
+from actors.ratelimit import TokenBucket
+from actors.token import TokenManager
+from actors.transport import Transport, TransportError
+from dispatcher import ledger
+from dispatcher.channels import onprem
+from dispatcher.clock import WallClock
+from dispatcher.models import MessageRecord, entry_decoder
+from dispatcher.store import Store, StoreError, number_key
+
+log = structlog.get_logger()
+
+MAX_ATTEMPTS: Final = 12
+GAVE_UP: Final = (30008, "Unknown error: gave up after repeated transient failures")
+
+
+@attrs.define(eq=False, slots=True)
+class _Pending:
+    seq: int
+    sid: str
+    to_number: str
+    record: MessageRecord | None = None  # given by notify(); loaded lazily after recovery
+    attempts: int = 0
+
+
+@attrs.frozen
+class ActorStatistics:
+    number: str
+    running: bool
+    pending: int
+    in_flight: int
+    sent: int
+    failed: int
+    retries: int
+    ambiguous: int
+    rate_limited: int
+
+
+@final
+class NumberActor:
+    def __init__(
+        self,
+        *,
+        number: str,
+        store: Store,
+        transport: Transport,
+        tokens: TokenManager,
+        bucket: TokenBucket,
+        wall: WallClock,
+        max_in_flight: int = 32,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        on_status: Callable[[MessageRecord], None] | None = None,
+    ) -> None:
+        self.number = number
+        self._store = store
+        self._transport = transport
+        self._tokens = tokens
+        self._bucket = bucket
+        self._wall = wall
+        self._max_in_flight = max_in_flight
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._on_status = on_status
+        self._running = False
+        self._stopping = False
+        self._reset()
+        self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
+
+    def _reset(self) -> None:
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._ready: deque[str] = deque()
+        self._busy: set[str] = set()
+        self._known: set[int] = set()
+        self._recovered_upto = 0  # recovery saw every committed seq up to here
+        self._wakeup = trio.Event()
+
+    # -- intake -------------------------------------------------------------------
+
+    def notify(self, seq: int, record: MessageRecord) -> None:
+        """A message was committed to this number's outbox. Never blocks."""
+        if self._running:
+            self._enqueue(_Pending(seq, record.sid, record.to_number, record))
+
+    def _enqueue(self, item: _Pending) -> None:
+        if item.seq in self._known or item.seq <= self._recovered_upto:
+            return
+        self._known.add(item.seq)
+        queue = self._queues.get(item.to_number)
+        if queue is None:
+            queue = self._queues[item.to_number] = deque()
+        queue.append(item)
+        if len(queue) == 1 and item.to_number not in self._busy:
+            self._ready.append(item.to_number)
+            self._wakeup.set()
+
+    def _recover(self) -> int:
+        """Rebuild the queues from the durable outbox (inline: runs before we serve)."""
+        prefix = number_key(self.number)
+        count = 0
+        for key, value in self._store.scan(b"outbox", prefix):
+            entry = entry_decoder.decode(value)
+            self._enqueue(_Pending(int.from_bytes(key[len(prefix) :], "big"), entry.sid, entry.to_number))
+            count += 1
+        # Seqs are allocated in commit order, so a notify() at or below the last
+        # recovered seq is for a message recovery already queued (or delivered).
+        self._recovered_upto = max(self._known, default=0)
+        return count
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover the outbox, then send until ``stop()``; ``started()`` fires once recovered."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(number=self.number)
+        self._reset()
+        recovered = self._recover()
+        self._running = True
+        self._stopping = False
+        log.info("actor.started", recovered=recovered)
+        try:
+            async with trio.open_nursery() as outer:
+                # Logging in may take a while (or fail while the API is down): the
+                # actor counts as started once its outbox is recovered.
+                outer.start_soon(self._tokens.run)
+                task_status.started()
+                await self._tokens.wait_ready()
+                async with trio.open_nursery() as sends:
+                    await self._dispatch(sends)
+                # stop(): every send in flight has finished.
+                outer.cancel_scope.cancel()
+        finally:
+            self._running = False
+            log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
+
+    def stop(self) -> None:
+        """Start no new sends; ``run`` returns once the sends in flight finish."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def stop_requested(self) -> bool:
+        return self._stopping
+
+    async def _dispatch(self, sends: trio.Nursery) -> None:
+        slots = trio.Semaphore(self._max_in_flight)
+        while not self.stop_requested():
+            if not self._ready:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                continue
+            await slots.acquire()
+            # Pace in this single dispatching task, so sends leave in FIFO order.
+            await self._bucket.acquire()
+            if self.stop_requested():  # stop() was called while we waited
+                slots.release()
+                return
+            recipient = self._ready.popleft()
+            self._busy.add(recipient)
+            sends.start_soon(self._deliver_head, recipient, slots)
+
+    async def _deliver_head(self, recipient: str, slots: trio.Semaphore) -> None:
+        queue = self._queues[recipient]
+        item = queue[0]
+        try:
+            await self._deliver(item)
+        finally:
+            queue.popleft()
+            self._known.discard(item.seq)
+            self._busy.discard(recipient)
+            if queue:
+                self._ready.append(recipient)
+                self._wakeup.set()
+            else:
+                del self._queues[recipient]
+            slots.release()
+
+    async def _deliver(self, item: _Pending) -> None:
+        """Send one message until it is sent or has failed for good; the bucket slot is held."""
+        record = item.record or self._load(item)
+        if record is None or record.status not in ("queued", "accepted", "sending"):
+            await self._store.write(ledger.drop_entry(self.number, item.seq))
+            return
+        structlog.contextvars.bind_contextvars(sid=item.sid)
+        body = onprem.encode_send(record)
+        while True:
+            token = self._tokens.token
+            try:
+                resp = await self._transport.request(
+                    b"POST",
+                    onprem.MESSAGES_PATH,
+                    [(b"authorization", self._tokens.auth_header()), (b"content-type", b"application/json")],
+                    body,
+                )
+                outcome = classify_response(resp)
+            except TransportError as exc:
+                outcome = classify_error(exc)
+            item.attempts += 1
+            match outcome:
+                case Sent(channel_id=channel_id):
+                    await self._store.write(
+                        ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
+                    )
+                    self.sent += 1
+                    return
+                case Failed(error_code=code, error_message=message):
+                    await self._fail(item, code, message)
+                    return
+                case Reauth():
+                    log.info("send.unauthorized")
+                    await self._tokens.refresh(token)
+                case Retry(reason=reason, after=after, rate_limited=limited, ambiguous=ambiguous):
+                    self.retries += 1
+                    self.ambiguous += ambiguous
+                    self.rate_limited += limited
+                    if item.attempts >= MAX_ATTEMPTS:
+                        await self._fail(item, *GAVE_UP)
+                        return
+                    delay = after if after is not None else self._backoff(item.attempts)
+                    if after is not None:
+                        self._bucket.delay_next(after)
+                    log.warning("send.retry", reason=reason, attempt=item.attempts, delay=round(delay, 3))
+                    await trio.sleep(delay)
+            await self._bucket.acquire()
+
+    async def _fail(self, item: _Pending, code: int, message: str) -> None:
+        log.warning("send.failed", error_code=code, error=message)
+        await self._store.write(
+            ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
+        )
+        self.failed += 1
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        return random.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+
+    def _load(self, item: _Pending) -> MessageRecord | None:
+        raw = self._store.get(b"messages", ledger.sid_key(item.sid))
+        return None if raw is None else ledger.load(raw)
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            number=self.number,
+            running=self._running,
+            pending=sum(len(q) for q in self._queues.values()),
+            in_flight=len(self._busy),
+            sent=self.sent,
+            failed=self.failed,
+            retries=self.retries,
+            ambiguous=self.ambiguous,
+            rate_limited=self.rate_limited,
+        )
+
+
+__all__ = ["ActorStatistics", "NumberActor", "StoreError"]

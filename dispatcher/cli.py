@@ -1,0 +1,120 @@
+"""``wadispatch``: run | check-config | simulate | send."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+
+import msgspec
+import trio
+
+from dispatcher import config as configuration
+from dispatcher import logs
+
+DEFAULT_CONFIG = "conf/dispatcher.toml"
+SANDBOX_ACCOUNT = "AC00000000000000000000000000000001"
+SANDBOX_TOKEN = "sandbox-auth-token"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wadispatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)")
+    run.add_argument("--data-dir", help="override store.data_dir")
+    run.add_argument("--listen", help="override server.listen (HOST:PORT)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path")
+
+    sim = sub.add_parser("simulate", help="run the WhatsApp On-Premises API simulator alone")
+    sim.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see: simulate --help)")
+
+    send = sub.add_parser("send", help="send a WhatsApp message through a running daemon")
+    send.add_argument("--to", required=True, help="recipient, e.g. whatsapp:+15551234567")
+    send.add_argument("--from", dest="from_", default="whatsapp:+15550000001")
+    send.add_argument("--body", required=True)
+    send.add_argument("--url", default="http://127.0.0.1:8080")
+    send.add_argument("--account", default=os.environ.get("WADISPATCH_ACCOUNT_SID", SANDBOX_ACCOUNT))
+    send.add_argument("--token", default=os.environ.get("WADISPATCH_AUTH_TOKEN", SANDBOX_TOKEN))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "simulate":
+        from dispatcher.simulator.cli import main as simulate
+
+        return int(simulate(list(args.args)))
+    if args.command == "send":
+        return _send(args)
+    raise AssertionError(args.command)
+
+
+def _check_config(path: str) -> int:
+    try:
+        cfg = configuration.load(path)
+    except configuration.ConfigError as exc:
+        sys.stderr.write(f"{path}: {exc}\n")
+        return 2
+    sys.stdout.write(f"{path}: ok ({len(cfg.accounts)} accounts, {len(cfg.numbers)} numbers)\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dispatcher.daemon import run_daemon
+    from dispatcher.store import StoreError
+
+    try:
+        cfg = configuration.load(args.config)
+        overrides: dict[str, object] = {}
+        if args.listen:
+            configuration.parse_listen(args.listen, "--listen")
+            overrides["server"] = msgspec.structs.replace(cfg.server, listen=args.listen)
+        if args.data_dir:
+            overrides["store"] = msgspec.structs.replace(cfg.store, data_dir=args.data_dir)
+        cfg = msgspec.structs.replace(cfg, **overrides)
+    except configuration.ConfigError as exc:
+        sys.stderr.write(f"wadispatch: config error: {exc}\n")
+        return 2
+    logs.configure(cfg.log.level)
+    try:
+        trio.run(lambda: run_daemon(cfg))
+    except StoreError as exc:
+        sys.stderr.write(f"wadispatch: storage error: {exc}\n")
+        return 3
+    except OSError as exc:
+        sys.stderr.write(f"wadispatch: cannot start: {exc}\n")
+        return 4
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    data = urllib.parse.urlencode({"To": args.to, "From": args.from_, "Body": args.body}).encode()
+    url = f"{args.url.rstrip('/')}/2010-04-01/Accounts/{args.account}/Messages.json"
+    req = urllib.request.Request(url, data=data, method="POST")
+    req.add_header(
+        "Authorization", "Basic " + base64.b64encode(f"{args.account}:{args.token}".encode()).decode()
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            sys.stdout.write(json.dumps(json.loads(resp.read()), indent=2) + "\n")
+            return 0
+    except urllib.error.HTTPError as exc:
+        sys.stderr.write(exc.read().decode(errors="replace") + "\n")
+        return 1
+    except urllib.error.URLError as exc:
+        sys.stderr.write(f"wadispatch: cannot reach {args.url}: {exc.reason}\n")
+        return 1

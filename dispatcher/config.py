@@ -1,0 +1,197 @@
+"""Daemon configuration: TOML decoded straight into msgspec Structs.
+
+Unknown keys are errors (a typo must not silently fall back to a default), and
+every error names the offending key path, e.g. ``numbers[1].rate: Expected
+float >= 0.001``. Secrets may be given inline, from an environment variable
+(``*_env``) or from a file (``*_file``, e.g. a systemd ``LoadCredential``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
+AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
+PositiveRate = Annotated[float, msgspec.Meta(ge=0.001, le=100_000.0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0.0)]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+class Secret(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A secret value: inline, from ``env`` (variable name) or from ``file`` (path)."""
+
+    value: str | None = None
+    env: str | None = None
+    file: str | None = None
+
+    def resolve(self, where: str) -> str:
+        given = [k for k in ("value", "env", "file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"{where}: give exactly one of value, env, file")
+        if self.value is not None:
+            return self.value
+        if self.env is not None:
+            found = os.environ.get(self.env)
+            if found is None:
+                raise ConfigError(f"{where}.env: environment variable {self.env} is not set")
+            return found
+        assert self.file is not None
+        try:
+            return Path(self.file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}.file: cannot read {self.file}: {exc.strerror}") from exc
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    listen: str = "127.0.0.1:8080"
+    # The URL customers and WhatsApp use to reach this daemon (webhooks, media links).
+    public_url: str | None = None
+    graceful_timeout: Seconds = 5.0
+    drain_timeout: Seconds = 10.0
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    data_dir: str = "./var"
+    map_size_mb: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 4096
+
+
+class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    sid: AccountSid
+    auth_token: Secret
+    friendly_name: str = ""
+
+
+class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One WhatsApp sender number and the API endpoint(s) that serve it."""
+
+    number: E164
+    account: AccountSid
+    channel: Literal["onprem"] = "onprem"
+    # Base URLs of the number's WhatsApp API (on-prem webapp); empty with simulated = true.
+    endpoints: list[str] = []
+    # Served by the daemon's embedded simulator (sandbox numbers).
+    simulated: bool = False
+    username: str = "admin"
+    password: Secret | None = None
+    # Shared secret in the path of the webhook URL WhatsApp posts to.
+    webhook_secret: Secret | None = None
+    rate: PositiveRate = 20.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 60
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
+    request_timeout: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    # Log in again when less than this remains of the token's life (On-Prem tokens last 7 days).
+    token_refresh_before: Seconds = 86_400.0
+    status_callback: str | None = None
+
+
+class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The embedded WhatsApp API simulator that serves ``simulated`` numbers."""
+
+    listen: str = "127.0.0.1:0"
+    rate: PositiveRate = 20.0
+    burst: Annotated[int, msgspec.Meta(ge=1)] = 60
+    webhook_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+
+
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    log: LogConfig = LogConfig()
+    simulator: SimulatorConfig | None = None
+    accounts: list[AccountConfig] = []
+    numbers: list[NumberConfig] = []
+
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
+
+
+def parse_listen(value: str, where: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; port 0 picks a free one."""
+    match = _LISTEN.match(value)
+    if not match or int(match["port"]) > 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def validate(config: Config) -> Config:
+    """Cross-field checks msgspec cannot express; raises ConfigError naming the key."""
+    parse_listen(config.server.listen, "server.listen")
+    if config.simulator is not None:
+        parse_listen(config.simulator.listen, "simulator.listen")
+    sids: set[str] = set()
+    for i, account in enumerate(config.accounts):
+        if account.sid in sids:
+            raise ConfigError(f"accounts[{i}].sid: duplicate account {account.sid}")
+        sids.add(account.sid)
+        account.auth_token.resolve(f"accounts[{i}].auth_token")
+    seen: set[str] = set()
+    for i, num in enumerate(config.numbers):
+        where = f"numbers[{i}]"
+        if num.number in seen:
+            raise ConfigError(f"{where}.number: duplicate number {num.number}")
+        seen.add(num.number)
+        if num.account not in sids:
+            raise ConfigError(f"{where}.account: no account {num.account} in [[accounts]]")
+        if num.simulated:
+            if config.simulator is None:
+                raise ConfigError(f"{where}.simulated: needs a [simulator] section")
+            if num.endpoints:
+                raise ConfigError(f"{where}.endpoints: a simulated number takes no endpoints")
+        elif not num.endpoints:
+            raise ConfigError(f"{where}.endpoints: at least one endpoint URL is required")
+        for j, url in enumerate(num.endpoints):
+            if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+                raise ConfigError(f"{where}.endpoints[{j}]: not an http(s) URL: {url!r}")
+        if num.password is None:
+            raise ConfigError(f"{where}.password: required (the API user's password)")
+        num.password.resolve(f"{where}.password")
+        if num.webhook_secret is None:
+            raise ConfigError(f"{where}.webhook_secret: required (it authenticates WhatsApp's webhooks)")
+        num.webhook_secret.resolve(f"{where}.webhook_secret")
+    return config
+
+
+def loads(text: str | bytes) -> Config:
+    """Decode and validate TOML text."""
+    try:
+        config = msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_tidy(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from exc
+    return validate(config)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {os.fspath(path)}: {exc.strerror}") from exc
+    return loads(text)
+
+
+def _tidy(message: str) -> str:
+    """msgspec says ``Object contains unknown field `x` - at `$.numbers[0]```: lead with the key."""
+    match = re.match(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message)
+    if not match:
+        return message
+    path = (match["path"] or "").lstrip(".")
+    what = match["what"]
+    unknown = re.match(r"^Object contains unknown field `(?P<field>[^`]+)`$", what)
+    if unknown:
+        key = f"{path}.{unknown['field']}" if path else unknown["field"]
+        return f"{key}: unknown key"
+    return f"{path}: {what}" if path else what

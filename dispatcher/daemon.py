@@ -1,0 +1,221 @@
+"""run_daemon(): the whole gateway in one Trio run, and its orderly shutdown.
+
+Nesting is the shutdown order (STYLE.md rule 2): the LMDB environment outlives
+the writer, the writer outlives the actors, the actors outlive the front door.
+On SIGTERM/SIGINT (or ``shutdown.set()``): the front door stops accepting and
+finishes its requests, the actors start no new sends and finish those in flight
+(bounded by ``drain_timeout``; what is cut off stays in the outbox), the writer
+commits what is queued, then LMDB closes. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import final
+
+import attrs
+import structlog
+import trio
+
+from actors.h11pool import H11Pool
+from actors.number import NumberActor
+from actors.ratelimit import TokenBucket
+from actors.token import TokenManager, login
+from actors.transport import Transport
+from dispatcher.clock import SystemWallClock, WallClock
+from dispatcher.config import Config, NumberConfig, parse_listen
+from dispatcher.frontdoor.app import make_app, serve_frontdoor
+from dispatcher.gateway import Gateway, NumberInfo
+from dispatcher.simulator.config import SimNumber
+from dispatcher.simulator.core import Simulator
+from dispatcher.simulator.server import serve as serve_simulator
+from dispatcher.store import Store
+from dispatcher.supervisor import Supervisor
+
+log = structlog.get_logger()
+
+
+@attrs.define(eq=False)
+class Running:
+    """Handles on a running daemon, for tests and benches: ``started()`` value of run_daemon."""
+
+    url: str
+    gateway: Gateway
+    supervisor: Supervisor
+    store: Store
+    shutdown: trio.Event
+    simulator: Simulator | None = None
+    simulator_url: str | None = None
+
+
+TransportFactory = Callable[[NumberConfig, str], Transport]
+
+
+def default_transport(num: NumberConfig, base_url: str) -> Transport:
+    return H11Pool(
+        base_url,
+        max_connections=num.max_in_flight,
+        request_timeout=num.request_timeout,
+    )
+
+
+@final
+class _Numbers:
+    """Builds each configured number's actor and the parts it owns."""
+
+    def __init__(self, store: Store, wall: WallClock, make_transport: TransportFactory) -> None:
+        self._store = store
+        self._wall = wall
+        self._make_transport = make_transport
+        self.transports: list[Transport] = []
+
+    def actor(self, num: NumberConfig, base_url: str) -> NumberActor:
+        transport = self._make_transport(num, base_url)
+        self.transports.append(transport)
+        assert num.password is not None  # checked by config.validate
+        password = num.password.resolve("password")
+
+        tokens = TokenManager(
+            number=num.number,
+            login=lambda: login(transport, num.username, password, self._wall),
+            store=self._store,
+            wall=self._wall,
+            refresh_before=num.token_refresh_before,
+        )
+        return NumberActor(
+            number=num.number,
+            store=self._store,
+            transport=transport,
+            tokens=tokens,
+            bucket=TokenBucket(num.rate, num.burst),
+            wall=self._wall,
+            max_in_flight=num.max_in_flight,
+        )
+
+
+async def _watch_signals(
+    shutdown: trio.Event,
+    hard_stop: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("shutdown.requested", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+                hard_stop.cancel()
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    wall: WallClock | None = None,
+    shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
+    make_transport: TransportFactory = default_transport,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered."""
+    wall = wall or SystemWallClock()
+    shutdown = shutdown or trio.Event()
+    store = Store(
+        config.store.data_dir,
+        map_size=config.store.map_size_mb << 20,
+        max_batch=config.store.max_batch,
+    )
+    numbers = _Numbers(store, wall, make_transport)
+    try:
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                await root.start(_watch_signals, shutdown, root.cancel_scope)
+            simulator: Simulator | None = None
+            sim_url: str | None = None
+            if config.simulator is not None:
+                simulator = Simulator()
+                sim_host, sim_port = parse_listen(config.simulator.listen, "simulator.listen")
+                await root.start(simulator.run)
+                sim_url = await root.start(serve_simulator, simulator, sim_host, sim_port)
+                log.info("simulator.listening", url=sim_url)
+            async with trio.open_nursery() as io:
+                await io.start(store.run_writer)
+                actors = [numbers.actor(num, _base_url(num, sim_url, simulator)) for num in config.numbers]
+                supervisor = Supervisor(actors)
+                gateway = Gateway(
+                    store=store,
+                    supervisor=supervisor,
+                    accounts={a.sid: a.auth_token.resolve("auth_token") for a in config.accounts},
+                    numbers={
+                        n.number: NumberInfo(
+                            number=n.number,
+                            account_sid=n.account,
+                            webhook_secret=n.webhook_secret.resolve("webhook_secret")
+                            if n.webhook_secret
+                            else "",
+                            status_callback=n.status_callback,
+                        )
+                        for n in config.numbers
+                    },
+                    wall=wall,
+                )
+                async with trio.open_nursery() as work:
+                    host, port = parse_listen(config.server.listen, "server.listen")
+                    async with trio.open_nursery() as http:
+                        binds = await http.start(
+                            serve_frontdoor,
+                            make_app(gateway),
+                            host,
+                            port,
+                            shutdown.wait,
+                            graceful_timeout=config.server.graceful_timeout,
+                        )
+                        url = binds[0]
+                        if simulator is not None:
+                            _register_simulated(config, simulator, url, gateway)
+                        await work.start(supervisor.run)
+                        log.info("daemon.ready", url=url, numbers=len(actors))
+                        task_status.started(
+                            Running(url, gateway, supervisor, store, shutdown, simulator, sim_url)
+                        )
+                    # The front door has stopped and answered its last request.
+                    log.info("daemon.draining", timeout=config.server.drain_timeout)
+                    supervisor.stop()
+                    work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
+                for transport in numbers.transports:
+                    await transport.aclose()
+                store.close()  # the writer commits what is queued, then returns
+            root.cancel_scope.cancel()
+    finally:
+        store.close_env()
+        log.info("daemon.stopped")
+
+
+def _base_url(num: NumberConfig, sim_url: str | None, simulator: Simulator | None) -> str:
+    if num.simulated:
+        assert sim_url is not None and simulator is not None
+        return sim_url + "/" + num.number.lstrip("+")
+    return num.endpoints[0]
+
+
+def _register_simulated(config: Config, simulator: Simulator, url: str, gateway: Gateway) -> None:
+    """Serve each sandbox number in the simulator, its webhooks aimed at our front door."""
+    assert config.simulator is not None
+    for num in config.numbers:
+        if not num.simulated:
+            continue
+        assert num.password is not None
+        secret = gateway.numbers[num.number].webhook_secret
+        simulator.add_number(
+            SimNumber(
+                number=num.number,
+                password=num.password.resolve("password"),
+                username=num.username,
+                webhook_url=f"{url}/webhooks/onprem/{num.number.lstrip('+')}/{secret}",
+                rate=config.simulator.rate,
+                burst=config.simulator.burst,
+            )
+        )

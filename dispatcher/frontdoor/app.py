@@ -1,0 +1,115 @@
+"""The HTTP front door: quart-trio routes over the gateway, served by hypercorn in our nursery.
+
+Routes stay thin: decode the request, call the gateway, encode the answer.
+Every error leaves as Twilio's error JSON; nothing inside leaks as a 500 page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from dispatcher.channels import onprem
+from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, encode_message
+from dispatcher.gateway import Gateway, SendRequest
+
+log = structlog.get_logger()
+
+JSON = "application/json"
+_encoder = msgspec.json.Encoder()
+
+
+def _json(body: bytes, status: int) -> Response:
+    return Response(body, status=status, content_type=JSON)
+
+
+def make_app(gateway: Gateway) -> QuartTrio:
+    app = QuartTrio("wadispatch")
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    prefix = f"/{API_VERSION}/Accounts/<account_sid>"
+
+    @app.errorhandler(TwilioError)
+    async def twilio_error(exc: TwilioError) -> Response:
+        return _json(exc.body(), exc.status)
+
+    @app.errorhandler(404)
+    async def not_found(_: Any) -> Response:
+        return _json(
+            TwilioError(404, 20404, f"The requested resource {request.path} was not found").body(), 404
+        )
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Any) -> Response:
+        return _json(TwilioError(405, 20004, "Method not allowed").body(), 405)
+
+    @app.errorhandler(413)
+    async def too_large(_: Any) -> Response:
+        return _json(TwilioError(413, 21617, "Request body too large").body(), 413)
+
+    @app.post(f"{prefix}/Messages.json")
+    async def create_message(account_sid: str) -> Response:
+        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        form = await request.form
+        req = SendRequest(
+            to=form.get("To"),
+            from_=form.get("From"),
+            body=form.get("Body"),
+            status_callback=form.get("StatusCallback"),
+        )
+        record = await gateway.create(account_sid, req)
+        return _json(encode_message(record), 201)
+
+    @app.get(f"{prefix}/Messages/<sid>.json")
+    async def fetch_message(account_sid: str, sid: str) -> Response:
+        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        return _json(encode_message(gateway.fetch(account_sid, sid)), 200)
+
+    @app.post("/webhooks/onprem/<digits>/<secret>")
+    async def onprem_webhook(digits: str, secret: str) -> Response:
+        info = gateway.webhook_number(digits, secret)
+        if info is None:
+            log.warning("webhook.refused", path_number=digits, remote=request.remote_addr)
+            return _json(b'{"error":"forbidden"}', 403)
+        try:
+            hook = onprem.webhook_decoder.decode(await request.get_data())
+        except msgspec.DecodeError as exc:
+            log.warning("webhook.malformed", number=info.number, error=str(exc))
+            return _json(_encoder.encode({"error": "malformed webhook", "detail": str(exc)}), 400)
+        await gateway.on_webhook(info, hook)
+        return _json(b"{}", 200)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        states = gateway.supervisor.states()
+        ok = all(state == "running" for state in states.values())
+        body = _encoder.encode({"status": "ok" if ok else "degraded", "numbers": states})
+        return _json(body, 200 if ok else 503)
+
+    return app
+
+
+async def serve_frontdoor(
+    app: QuartTrio,
+    host: str,
+    port: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    graceful_timeout: float = 5.0,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port)."""
+    cfg = HyperConfig()
+    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    cfg.graceful_timeout = graceful_timeout
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.keep_alive_timeout = 75.0
+    await serve(app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -1,0 +1,85 @@
+"""Stored records and their codecs (msgpack on disk, one Encoder/Decoder each).
+
+Records are plain msgspec Structs keyed by field name with ``omit_defaults``: new
+fields get defaults, so old data dirs decode after an upgrade.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Final
+
+import msgspec
+
+# Twilio statuses, ordered by how far a message got. A status only moves forward:
+# a late ``sent`` after ``read`` changes nothing.
+STATUS_RANK: Final[dict[str, int]] = {
+    "scheduled": 0,
+    "accepted": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "delivered": 5,
+    "read": 6,
+    # Terminal statuses outrank every in-flight one.
+    "undelivered": 7,
+    "failed": 7,
+    "canceled": 7,
+    "received": 7,
+}
+TERMINAL: Final = frozenset({"read", "undelivered", "failed", "canceled", "received"})
+
+
+def advances(current: str, new: str) -> bool:
+    """True if ``new`` is a forward move from ``current``."""
+    if current in TERMINAL:
+        return False
+    return STATUS_RANK[new] > STATUS_RANK[current]
+
+
+def new_sid(prefix: str = "SM") -> str:
+    """Twilio-shaped sid: two letters and 32 lower-case hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One message, outbound or inbound, as the Twilio API shows it."""
+
+    sid: str
+    account_sid: str
+    from_number: str  # E.164, no channel prefix
+    to_number: str  # E.164, no channel prefix
+    body: str = ""
+    status: str = "queued"
+    direction: str = "outbound-api"
+    date_created: float = 0.0  # Unix seconds
+    date_updated: float = 0.0
+    date_sent: float | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    status_callback: str | None = None
+    num_segments: int = 1
+    num_media: int = 0
+    channel_id: str | None = None  # the WhatsApp message id (wamid) once sent
+    attempts: int = 0
+
+
+class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):
+    """What the outbox holds per pending send: enough to schedule without reading the record."""
+
+    sid: str
+    to_number: str
+
+
+class StoredToken(msgspec.Struct, kw_only=True, frozen=True):
+    """An On-Premises API login token; ``expires_at`` is wall-clock Unix seconds."""
+
+    token: str
+    expires_at: float
+    endpoint: str
+
+
+record_encoder: Final = msgspec.msgpack.Encoder()
+record_decoder: Final = msgspec.msgpack.Decoder(MessageRecord)
+entry_decoder: Final = msgspec.msgpack.Decoder(OutboxEntry)
+token_decoder: Final = msgspec.msgpack.Decoder(StoredToken)

@@ -1,0 +1,282 @@
+"""The LMDB environment and its single group-committing writer.
+
+Why this shape (measured on this machine, see bench/RESULTS.md): a durable
+LMDB commit is an fsync (~0.3-0.7 ms) and a trio->thread hop costs ~100 us,
+while an inline read is ~1 us. So reads run inline on the trio thread, and all
+writes go through one writer task that drains every queued write into one
+transaction, commits it with fsync inside one ``trio.to_thread.run_sync`` call
+(py-lmdb write transactions are bound to the thread that began them), then
+wakes every waiter. Callers that wait for the same commit share its fsync.
+
+Each queued write is a function run inside the shared transaction, in its own
+nested transaction: a write that raises (e.g. an idempotency conflict) is
+rolled back alone and its caller gets the exception; the others commit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final, Generic, TypeVar, cast, final
+
+import attrs
+import lmdb
+import structlog
+import trio
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# Named databases. Every key of a per-number DB starts with the number and a NUL,
+# which sorts below every digit, so prefix scans never bleed across numbers.
+DB_NAMES: Final = (b"messages", b"outbox", b"wamid", b"tokens", b"idem", b"meta")
+SEP: Final = b"\x00"
+
+
+class StoreError(Exception):
+    """Base for storage failures the front door reports as 503."""
+
+
+class StoreFullError(StoreError):
+    """The LMDB map is full: nothing of the failed batch was written."""
+
+
+class StoreClosedError(StoreError):
+    """The writer no longer accepts writes (shutting down)."""
+
+
+def number_key(number: str, rest: bytes = b"") -> bytes:
+    return number.encode() + SEP + rest
+
+
+def seq_key(number: str, seq: int) -> bytes:
+    """Big-endian sequence so cursor order is FIFO order."""
+    return number.encode() + SEP + seq.to_bytes(8, "big")
+
+
+@final
+class WriteTxn:
+    """What a queued write function sees: the nested txn and the named DBs."""
+
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: dict[bytes, lmdb._Database],
+        seqs: dict[bytes, int],
+        committed_seqs: dict[bytes, int],
+    ) -> None:
+        self.txn = txn
+        self._dbs = dbs
+        self._seqs = seqs  # allocated in this batch (this nested txn's copy)
+        self._committed_seqs = committed_seqs  # floor from earlier commits
+
+    def db(self, name: bytes) -> lmdb._Database:
+        return self._dbs[name]
+
+    def get(self, name: bytes, key: bytes) -> bytes | None:
+        return cast("bytes | None", self.txn.get(key, db=self._dbs[name]))
+
+    def put(self, name: bytes, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        ok: bool = self.txn.put(key, value, db=self._dbs[name], overwrite=overwrite)
+        return ok
+
+    def delete(self, name: bytes, key: bytes) -> bool:
+        ok: bool = self.txn.delete(key, db=self._dbs[name])
+        return ok
+
+    def next_seq(self, name: bytes, prefix: bytes) -> int:
+        """Allocate the next sequence under ``prefix`` (cached; resumed from disk once)."""
+        ckey = name + SEP + prefix
+        seq = self._seqs.get(ckey) or self._committed_seqs.get(ckey)
+        if seq is None:
+            seq = _last_seq(self.txn, self._dbs[name], prefix) + 1
+        self._seqs[ckey] = seq + 1
+        return seq
+
+
+def _last_seq(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
+    cur = txn.cursor(db=db)
+    found = cur.prev() if cur.set_range(prefix + b"\xff" * 8) else cur.last()
+    key = cast(bytes, cur.key()) if found else b""
+    return int.from_bytes(key[len(prefix) :], "big") if key.startswith(prefix) else 0
+
+
+@attrs.define(eq=False)
+class _Pending(Generic[T]):
+    fn: Callable[[WriteTxn], T]
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+@attrs.frozen
+class StoreStatistics:
+    commits: int
+    writes: int
+    last_batch: int
+    max_batch_seen: int
+    queued: int
+
+
+@final
+class Store:
+    """One LMDB environment (the data dir) with named DBs and one writer."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = 1 << 30,
+        max_batch: int = 4096,
+        commit_in_thread: bool = True,
+    ) -> None:
+        """``commit_in_thread=False`` commits on the trio thread: only for tests under
+        ``MockClock``, where a thread hop would let the clock jump while it runs."""
+        data = Path(path)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            probe = data / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"data dir {data} is not writable: {exc.strerror}") from exc
+        # sync/metasync: a commit returns only once on disk. Never writemap: a full
+        # disk would then kill the process with SIGBUS instead of raising.
+        self.env = lmdb.open(
+            str(data),
+            map_size=map_size,
+            max_dbs=16,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            max_readers=256,
+        )
+        self.env.reader_check()
+        self._dbs = {name: self.env.open_db(name) for name in DB_NAMES}
+        self._seqs: dict[bytes, int] = {}
+        self._max_batch = max_batch
+        self._commit_in_thread = commit_in_thread
+        self._send, self._recv = trio.open_memory_channel[_Pending[object]](max_batch)
+        self._commits = 0
+        self._writes = 0
+        self._last_batch = 0
+        self._max_batch_seen = 0
+
+    # -- reads: inline, ~1 us ------------------------------------------------------
+
+    def get(self, name: bytes, key: bytes) -> bytes | None:
+        with self.env.begin(db=self._dbs[name]) as txn:
+            value = txn.get(key)
+            return value
+
+    def scan(
+        self, name: bytes, prefix: bytes, *, start: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) copies under ``prefix`` in key order.
+
+        The read txn is held while the caller iterates: do not await in between.
+        """
+        with self.env.begin(db=self._dbs[name]) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(start if start is not None else prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield key, value
+
+    def count(self, name: bytes, prefix: bytes) -> int:
+        return sum(1 for _ in self.scan(name, prefix))
+
+    # -- writes: one writer, group commit ------------------------------------------
+
+    async def write(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` inside the next group commit; return its result once durable.
+
+        Raises what ``fn`` raised (its writes rolled back), StoreFullError, or
+        StoreClosedError.
+        """
+        pending: _Pending[T] = _Pending(fn)
+        try:
+            await self._send.send(pending)  # type: ignore[arg-type]
+        except trio.ClosedResourceError:
+            raise StoreClosedError("the store is closed for writes") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[return-value]
+
+    async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued writes until ``close()`` and the queue is drained."""
+        task_status.started()
+        async for first in self._recv:
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            try:
+                if self._commit_in_thread:
+                    # abandon_on_cancel=False: a commit already running always finishes.
+                    await trio.to_thread.run_sync(self._commit, batch)
+                else:
+                    self._commit(batch)
+                    await trio.lowlevel.checkpoint()
+            except lmdb.MapFullError as exc:
+                log.error("store.map_full", batch=len(batch), map_size=self.env.info()["map_size"])
+                for p in batch:
+                    p.error = StoreFullError("storage is full")
+                    p.error.__cause__ = exc
+            except Exception as exc:
+                log.error("store.commit_failed", batch=len(batch), exc_info=exc)
+                for p in batch:
+                    p.error = StoreError(f"commit failed: {exc}")
+                    p.error.__cause__ = exc
+            finally:
+                for p in batch:
+                    p.done.set()
+
+    def close(self) -> None:
+        """Stop accepting writes; the writer commits what is queued, then returns."""
+        self._send.close()
+
+    def close_env(self) -> None:
+        """Close LMDB: only after every task and thread using it has finished."""
+        self.env.close()
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            commits=self._commits,
+            writes=self._writes,
+            last_batch=self._last_batch,
+            max_batch_seen=self._max_batch_seen,
+            queued=self._recv.statistics().current_buffer_used,
+        )
+
+    def _commit(self, batch: list[_Pending[object]]) -> None:
+        """Worker thread: the whole transaction, begin to commit, happens here."""
+        seqs: dict[bytes, int] = {}
+        with self.env.begin(write=True) as txn:
+            for p in batch:
+                child = self.env.begin(write=True, parent=txn)
+                child_seqs = dict(seqs)
+                try:
+                    p.result = p.fn(WriteTxn(child, self._dbs, child_seqs, self._seqs))
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception as exc:
+                    child.abort()
+                    p.error = exc
+                    continue
+                child.commit()
+                seqs = child_seqs
+        # Only after the commit succeeded do allocated sequences become the new floor.
+        self._seqs.update(seqs)
+        self._commits += 1
+        self._writes += len(batch)
+        self._last_batch = len(batch)
+        self._max_batch_seen = max(self._max_batch_seen, len(batch))

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors.token import LoginError, TokenManager, parse_expires_after
+from dispatcher.clock import TrioWallClock
+from dispatcher.models import StoredToken
+from dispatcher.store import Store
+
+DAY = 86_400.0
+
+
+class FakeApi:
+    """Issues 7-day tokens on the wall clock; counts logins."""
+
+    def __init__(self, wall: TrioWallClock) -> None:
+        self.wall = wall
+        self.logins: list[float] = []
+        self.gate: trio.Event | None = None
+
+    async def login(self) -> StoredToken:
+        self.logins.append(trio.current_time())
+        if self.gate is not None:
+            await self.gate.wait()
+        return StoredToken(token=f"tok{len(self.logins)}", expires_at=self.wall.now() + 7 * DAY, endpoint="")
+
+
+def manager(api: FakeApi, store: Store, wall: TrioWallClock) -> TokenManager:
+    return TokenManager(number="+15550000001", login=api.login, store=store, wall=wall, refresh_before=DAY)
+
+
+async def test_refreshes_a_day_before_the_7_day_expiry(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    api = FakeApi(wall)
+    tokens = manager(api, writer, wall)
+    nursery.start_soon(tokens.run)
+    await tokens.wait_ready()
+    assert tokens.token == "tok1"
+    await trio.sleep(6 * DAY - 1)
+    assert len(api.logins) == 1
+    await trio.sleep(2)
+    assert len(api.logins) == 2 and tokens.token == "tok2"
+    assert api.logins[1] - api.logins[0] == pytest.approx(6 * DAY)
+    # And again a week later: it keeps going.
+    await trio.sleep(6 * DAY + 1)
+    assert len(api.logins) == 3
+
+
+async def test_concurrent_401s_share_one_login(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    api = FakeApi(wall)
+    tokens = manager(api, writer, wall)
+    nursery.start_soon(tokens.run)
+    await tokens.wait_ready()
+    stale = tokens.token
+    api.gate = trio.Event()
+    async with trio.open_nursery() as senders:
+        for _ in range(20):
+            senders.start_soon(tokens.refresh, stale)
+        await trio.sleep(1)
+        api.gate.set()
+    assert len(api.logins) == 2  # the startup login and exactly one refresh
+    assert tokens.token == "tok2"
+    # A 401 for the already replaced token changes nothing.
+    await tokens.refresh(stale)
+    assert len(api.logins) == 2
+
+
+async def test_a_restart_reuses_the_stored_token(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    api = FakeApi(wall)
+    first = manager(api, writer, wall)
+    async with trio.open_nursery() as inner:
+        inner.start_soon(first.run)
+        await first.wait_ready()
+        inner.cancel_scope.cancel()
+    second = manager(api, writer, wall)
+    nursery.start_soon(second.run)
+    await second.wait_ready()
+    assert second.token == "tok1" and len(api.logins) == 1
+
+
+async def test_login_failures_are_retried(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    failures = 3
+
+    async def flaky() -> StoredToken:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise LoginError("HTTP 401")
+        return StoredToken(token="good", expires_at=wall.now() + 7 * DAY, endpoint="")
+
+    tokens = TokenManager(
+        number="+1", login=flaky, store=writer, wall=wall, refresh_before=DAY, retry_delay=5
+    )
+    start = trio.current_time()
+    nursery.start_soon(tokens.run)
+    await tokens.wait_ready()
+    assert tokens.token == "good" and trio.current_time() - start == pytest.approx(15.0)
+
+
+def test_parse_expires_after_reads_the_on_prem_format() -> None:
+    assert parse_expires_after("2021-05-01 13:42:30+00:00") == 1619876550.0
+    with pytest.raises(LoginError):
+        parse_expires_after("next tuesday")
