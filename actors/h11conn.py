@@ -1,0 +1,184 @@
+"""One HTTP/1.1 client connection: h11 over a trio stream (TCP, optionally TLS).
+
+``H11Connection`` knows nothing about pooling, retries or the transport error
+tree: it raises trio / ``OSError`` / ``ssl`` / h11 exceptions as they come, and
+``H11Pool`` (``actors/h11pool.py``) decides what each one means for the caller.
+
+Closing is synchronous (``close()`` closes the socket; trio wakes any task
+blocked on it with ``ClosedResourceError``), so it is safe to call from
+``except BaseException`` cleanups and from a cancelled task without awaiting.
+A dropped TLS connection gets no ``close_notify``; peers tolerate that and the
+pool opens its TLS streams with ``https_compatible=True`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from typing import final
+
+import h11
+import trio
+
+from actors.transport import Headers, Response
+
+__all__ = ["H11Connection", "PeerClosedError"]
+
+_RECEIVE_SIZE = 65536
+# Bodies above this are written as a separate buffer rather than copied into
+# the head: one extra syscall is cheaper than a large memcpy.
+_COALESCE_LIMIT = 16384
+
+
+class PeerClosedError(Exception):
+    """The peer closed the connection before the response was complete."""
+
+
+@final
+class H11Connection:
+    """A connected socket plus its h11 state machine; one request at a time.
+
+    Attributes:
+        idle_since: ``trio.current_time()`` when the connection last went idle.
+        requests: requests written on this connection so far (>0 means "reused").
+    """
+
+    __slots__ = ("_h11", "_poll", "_sock", "_stream", "idle_since", "requests")
+
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._h11 = h11.Connection(h11.CLIENT)
+        # One poll object per connection, registered once: the idle check is a
+        # single poll(2) call.
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self.idle_since = 0.0
+        self.requests = 0
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None, server_hostname: str | None
+    ) -> H11Connection:
+        """Connect (and complete the TLS handshake when ``ssl_context`` is given).
+
+        Raises:
+            OSError: DNS failure, connection refused, unreachable...
+            trio.BrokenResourceError: the TLS handshake failed (``__cause__`` is the ``ssl.SSLError``).
+        """
+        tcp = await trio.open_tcp_stream(host, port)
+        sock = tcp.socket
+        if ssl_context is None:
+            return cls(tcp, sock)
+        try:
+            tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname, https_compatible=True)
+            await tls.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return cls(tls, sock)
+
+    def __repr__(self) -> str:
+        try:
+            peer = self._sock.getpeername()
+        except OSError:
+            peer = "closed"
+        return f"<H11Connection {peer} requests={self.requests} state={self._h11.our_state.__name__}>"
+
+    def encode_request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> list[bytes]:
+        """Run the request through h11 and return the bytes to write (one or two buffers).
+
+        Raises:
+            h11.LocalProtocolError: invalid method, target or header (nothing was written).
+        """
+        conn = self._h11
+        head = conn.send(h11.Request(method=method, target=target, headers=headers))
+        assert head is not None
+        if not body:
+            tail = conn.send(h11.EndOfMessage())
+            assert tail is not None
+            return [head + tail] if tail else [head]
+        parts = conn.send_with_data_passthrough(h11.Data(data=body))
+        tail = conn.send(h11.EndOfMessage())
+        assert parts is not None
+        assert tail is not None
+        if len(body) <= _COALESCE_LIMIT:
+            return [b"".join([head, *parts, tail])]
+        return [head, b"".join([*parts, tail])]
+
+    async def send(self, buffers: list[bytes]) -> None:
+        """Write the encoded request.
+
+        Raises:
+            trio.BrokenResourceError: the peer reset or closed the connection.
+            trio.ClosedResourceError: the connection was closed locally (pool shutting down).
+        """
+        self.requests += 1
+        for buf in buffers:
+            await self._stream.send_all(buf)
+
+    async def receive_response(self) -> Response:
+        """Read one full response, skipping 1xx.
+
+        Raises:
+            PeerClosedError: EOF before the end of the response.
+            h11.RemoteProtocolError: the peer sent something that is not HTTP/1.1.
+            trio.BrokenResourceError: connection reset.
+            trio.ClosedResourceError: closed locally.
+        """
+        conn = self._h11
+        receive_some = self._stream.receive_some
+        status = 0
+        headers: Headers = []
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            kind = type(event)
+            if event is h11.NEED_DATA:
+                data = await receive_some(_RECEIVE_SIZE)
+                if not data and conn.their_state is h11.SEND_RESPONSE:
+                    # h11 reports EOF before the status line as ConnectionClosed; be explicit.
+                    raise PeerClosedError("connection closed before the response")
+                conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
+            elif kind is h11.Data:
+                chunks.append(event.data)  # type: ignore[union-attr]
+            elif kind is h11.Response:
+                status = event.status_code  # type: ignore[union-attr]
+                headers = event.headers.raw_items()  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                break
+            elif kind is h11.InformationalResponse:
+                continue
+            else:  # ConnectionClosed (EOF) or PAUSED: no complete response
+                raise PeerClosedError(f"connection closed mid-response ({kind.__name__})")
+        if not chunks:
+            body = b""
+        elif len(chunks) == 1:
+            body = chunks[0]
+        else:
+            body = b"".join(chunks)
+        return Response(status, headers, body)
+
+    def finish_cycle(self) -> bool:
+        """After a complete exchange: prepare the next cycle if the connection can be kept.
+
+        Returns False when either side requires closing (``Connection: close``,
+        HTTP/1.0 without keep-alive, or a framing that ends at EOF).
+        """
+        conn = self._h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    def is_readable(self) -> bool:
+        """True when an idle connection has something to read: EOF, reset or unsolicited bytes.
+
+        Any of these means it cannot carry another request (HTTP/1.1 servers do
+        not speak first; a 408 or a FIN precedes their close).
+        """
+        return bool(self._poll.poll(0))
+
+    def close(self) -> None:
+        """Close the socket now; idempotent, never blocks, never raises."""
+        self._sock.close()

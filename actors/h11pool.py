@@ -1,0 +1,357 @@
+"""The hot-path HTTP/1.1 client: a keep-alive connection pool on h11 over trio streams.
+
+One ``H11Pool`` per endpoint (base URL); every message of a number goes through
+it, so its per-request cost is the delivery ceiling. It does the minimum:
+prebuilt header prefix, one ``h11.Connection`` per socket recycled with
+``start_next_cycle()``, no dicts or logging per request, no background task.
+
+Pool discipline:
+    * at most ``max_connections`` sockets open (idle + busy + connecting);
+    * idle connections are reused LIFO (the warmest socket first); one that is
+      readable while idle (EOF, reset, a stray 408) or older than
+      ``idle_timeout`` is closed on the way and replaced;
+    * callers beyond the limit wait FIFO; a finishing request hands its
+      connection (or, if it dropped it, its slot) straight to the first waiter,
+      so there is no polling and no stealing. The wait counts against
+      ``request_timeout``; if the deadline passes while still waiting the
+      request never left, so ``PoolTimeout`` (a ``ConnectError``) is raised;
+    * expired idle sockets are closed lazily, on the next request that meets them.
+
+Failure mapping (see ``actors/transport.py``):
+    * waiting, DNS, connect, TLS handshake, connect timeout -> ``ConnectError``;
+    * deadline after the first byte of the request was handed to the socket -> ``RequestTimeout``;
+    * reset / EOF / garbage once the request was (partly) written -> ``ResponseLostError``.
+
+Retry: exactly once, and only for the keep-alive race: the write of the request
+to a connection that had been idle (it already carried a response) fails. A
+failed write means the server cannot have received a complete request, so a
+fresh connection is opened and the request rewritten. Nothing is ever retried
+once the request was fully written.
+
+Cancellation: a request cancelled (or timed out) anywhere after it got a
+connection closes that connection, whose state is unknown, and frees its slot.
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+import urllib.parse
+from collections.abc import Iterable
+from typing import final
+
+import attrs
+import h11
+import outcome
+import trio
+
+from actors.h11conn import H11Connection, PeerClosedError
+from actors.transport import ConnectError, Headers, RequestTimeout, Response, ResponseLostError
+
+__all__ = ["H11Pool", "PoolStatistics", "PoolTimeout"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Methods whose empty body is sent without a Content-Length header.
+_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+_ZERO_LENGTH = (b"content-length", b"0")
+
+# Request phases, for the failure mapping.
+_WAIT, _CONNECT, _WRITE, _READ = range(4)
+
+# Exceptions that mean "the connection broke" once the request started.
+_BROKEN = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+    h11.RemoteProtocolError,
+    PeerClosedError,
+)
+
+
+class PoolTimeout(ConnectError):
+    """The request timed out while waiting for (or opening) a connection: it never left."""
+
+
+@attrs.frozen
+class PoolStatistics:
+    """A snapshot of an ``H11Pool``."""
+
+    open_connections: int
+    """Sockets open or being opened (idle + active); never above ``max_connections``."""
+    idle_connections: int
+    """Open sockets waiting for a request."""
+    active_connections: int
+    """Sockets carrying a request (or being connected for one)."""
+    waiting_requests: int
+    """Requests queued for a connection."""
+    requests_total: int
+    """Requests started since the pool was created."""
+    connections_opened: int
+    """Successful connects since the pool was created."""
+    reconnects: int
+    """Connects that replaced a connection dropped because the peer closed it or it broke."""
+    retries: int
+    """Requests transparently rewritten after the keep-alive race."""
+
+
+@final
+class H11Pool:
+    """Keep-alive HTTP/1.1 pool for one endpoint; implements ``actors.transport.Transport``.
+
+    Args:
+        base_url: ``http://host[:port][/prefix]`` or ``https://...``; the path
+            prefix is prepended to every request target.
+        max_connections: sockets open at most; callers beyond wait FIFO.
+        connect_timeout: seconds for DNS + TCP connect + TLS handshake.
+        request_timeout: seconds for the whole request, queueing included.
+        idle_timeout: an idle socket older than this is closed instead of reused.
+        ssl_context: for https; ``ssl.create_default_context()`` when None.
+        default_headers: sent with every request, after ``Host``. Callers must
+            not pass ``Host`` or ``Content-Length``: the pool sets them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 16,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        default_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in _DEFAULT_PORTS or not url.hostname:
+            raise ValueError(f"base_url must be http(s)://host[:port][/prefix], got {base_url!r}")
+        if url.query or url.fragment:
+            raise ValueError(f"base_url must not have a query or fragment, got {base_url!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self._base_url = base_url
+        self._host = url.hostname
+        self._port = url.port or _DEFAULT_PORTS[url.scheme]
+        if url.scheme == "https":
+            self._ssl_context: ssl.SSLContext | None = ssl_context or ssl.create_default_context()
+        else:
+            self._ssl_context = None
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if url.port is not None and url.port != _DEFAULT_PORTS[url.scheme]:
+            host = f"{host}:{url.port}"
+        self._prefix = url.path.rstrip("/").encode("ascii")
+        self._head: Headers = [(b"host", host.encode("ascii")), *default_headers]
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
+
+        self._idle: list[H11Connection] = []  # LIFO: pop() is the most recently used
+        self._busy: set[H11Connection] = set()  # carrying a request, for aclose()
+        self._waiters: collections.deque[trio.lowlevel.Task] = collections.deque()
+        self._open = 0  # slots taken: idle + busy + connecting
+        self._dropped = 0  # connections dropped not yet replaced (for the reconnects figure)
+        self._closed = False
+        self._requests_total = 0
+        self._connections_opened = 0
+        self._reconnects = 0
+        self._retries = 0
+
+    # -- Transport API ---------------------------------------------------------------------------
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        """Send one request and read the full response.
+
+        ``target`` is the path (and query) below the base URL, starting with ``/``.
+
+        Raises:
+            ConnectError: the request never left (``PoolTimeout`` if the deadline passed first).
+            RequestTimeout: no complete response within ``request_timeout``.
+            ResponseLostError: the connection broke after the request was (partly) written.
+            ValueError: invalid method, target or headers (nothing was sent).
+        """
+        if self._closed:
+            raise ConnectError(f"{self!r} is closed")
+        self._requests_total += 1
+        if body or method not in _NO_BODY_METHODS:
+            all_headers = [*self._head, *headers, (b"content-length", b"%d" % len(body))]
+        elif headers:
+            all_headers = [*self._head, *headers]
+        else:
+            all_headers = self._head
+        if self._prefix:
+            target = self._prefix + target
+        phase = _WAIT
+        try:
+            with trio.fail_after(self._request_timeout):
+                conn = await self._checkout()
+                try:
+                    if self._closed:
+                        raise trio.ClosedResourceError("pool closed")
+                    reused = True
+                    if conn is None:
+                        phase, reused = _CONNECT, False
+                        conn = await self._connect()
+                    try:
+                        buffers = conn.encode_request(method, target, all_headers, body)
+                    except h11.LocalProtocolError as exc:
+                        raise ValueError(f"invalid request: {exc}") from exc
+                    phase = _WRITE
+                    try:
+                        await conn.send(buffers)
+                    except trio.BrokenResourceError:
+                        if not reused:
+                            raise
+                        # The keep-alive race: the server closed this idle connection
+                        # as we wrote to it. It cannot have a complete request.
+                        conn.close()
+                        conn = None
+                        self._dropped += 1
+                        self._retries += 1
+                        phase = _CONNECT
+                        conn = await self._connect()
+                        buffers = conn.encode_request(method, target, all_headers, body)
+                        phase = _WRITE
+                        await conn.send(buffers)
+                    phase = _READ
+                    response = await conn.receive_response()
+                except BaseException:
+                    if conn is not None:
+                        conn.close()
+                        self._busy.discard(conn)
+                        if phase >= _WRITE:
+                            self._dropped += 1
+                    self._release_slot()
+                    raise
+        except trio.TooSlowError as exc:
+            if phase <= _CONNECT:
+                raise PoolTimeout(
+                    f"no connection to {self._base_url} within {self._request_timeout}s"
+                ) from exc
+            raise RequestTimeout(
+                f"no response from {self._base_url} within {self._request_timeout}s"
+            ) from exc
+        except _BROKEN as exc:
+            if phase <= _CONNECT:
+                raise ConnectError(f"cannot connect to {self._base_url}: {exc!r}") from exc
+            raise ResponseLostError(f"connection to {self._base_url} broke: {exc!r}") from exc
+        if conn.finish_cycle() and not self._closed:
+            self._checkin(conn)
+        else:
+            conn.close()
+            self._busy.discard(conn)
+            self._dropped += 1
+            self._release_slot()
+        return response
+
+    async def aclose(self) -> None:
+        """Close every connection; in-flight requests fail with ``TransportError``, waiters
+        and later requests with ``ConnectError``."""
+        self._closed = True
+        for conn in self._idle:
+            conn.close()
+        for conn in self._busy:
+            conn.close()
+        self._open -= len(self._idle)
+        self._idle.clear()
+        while self._waiters:
+            error = ConnectError(f"{self!r} closed while waiting for a connection")
+            trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Error(error))
+        await trio.lowlevel.checkpoint()
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        idle = len(self._idle)
+        return PoolStatistics(
+            open_connections=self._open,
+            idle_connections=idle,
+            active_connections=self._open - idle,
+            waiting_requests=len(self._waiters),
+            requests_total=self._requests_total,
+            connections_opened=self._connections_opened,
+            reconnects=self._reconnects,
+            retries=self._retries,
+        )
+
+    def __repr__(self) -> str:
+        idle = len(self._idle)
+        state = " closed" if self._closed else ""
+        return (
+            f"<H11Pool {self._base_url}{state} [Requests: {self._open - idle} active, "
+            f"{len(self._waiters)} waiting, {self._requests_total} total | Connections: {self._open} open, "
+            f"{idle} idle, max {self._max_connections}, {self._reconnects} reconnects]>"
+        )
+
+    # -- slots and connections ------------------------------------------------------------------
+
+    async def _checkout(self) -> H11Connection | None:
+        """Take a slot: a usable idle connection, or None meaning "connect one".
+
+        Waits FIFO when every slot is taken. The fast path does not checkpoint:
+        the caller writes to the socket next, which does.
+        """
+        idle = self._idle
+        if idle:
+            now = trio.current_time()
+            while idle:
+                conn = idle.pop()
+                if now - conn.idle_since >= self._idle_timeout:
+                    conn.close()  # too old: the server may be about to close it
+                elif conn.is_readable():
+                    conn.close()  # EOF, reset or a stray response: the server is done with it
+                    self._dropped += 1
+                else:
+                    self._busy.add(conn)
+                    return conn
+                self._open -= 1
+        if self._open < self._max_connections:
+            self._open += 1
+            return None
+        task = trio.lowlevel.current_task()
+        self._waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        granted: H11Connection | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        return granted
+
+    async def _connect(self) -> H11Connection:
+        """Open a connection for a slot the caller holds."""
+        try:
+            with trio.fail_after(self._connect_timeout):
+                conn = await H11Connection.open(self._host, self._port, self._ssl_context, self._host)
+        except trio.TooSlowError as exc:
+            raise ConnectError(f"cannot connect to {self._base_url} within {self._connect_timeout}s") from exc
+        if self._closed:
+            conn.close()
+            raise trio.ClosedResourceError("pool closed while connecting")
+        self._busy.add(conn)
+        self._connections_opened += 1
+        if self._dropped:
+            self._dropped -= 1
+            self._reconnects += 1
+        return conn
+
+    def _checkin(self, conn: H11Connection) -> None:
+        """A finished request returns a reusable connection: to the first waiter, else idle."""
+        if self._waiters:
+            trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(conn))
+            return
+        self._busy.discard(conn)
+        idle = self._idle
+        now = trio.current_time()
+        conn.idle_since = now
+        # LIFO leaves the coldest socket at the bottom: expire it here, one per check-in.
+        if idle and now - idle[0].idle_since >= self._idle_timeout:
+            idle.pop(0).close()
+            self._open -= 1
+        idle.append(conn)
+
+    def _release_slot(self) -> None:
+        """A request dropped its connection (or never got one): pass the slot on."""
+        if self._waiters and not self._closed:
+            trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(None))
+        else:
+            self._open -= 1
