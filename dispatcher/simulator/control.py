@@ -1,0 +1,142 @@
+"""The control API under ``/_sim/``: what tests, benches and operators do *to* the simulator.
+
+JSON in, JSON out, same error envelope as the On-Prem API:
+
+- ``GET  /_sim/counters``                      -> ``{"numbers": {"+1555...": {counters}}}``
+- ``GET  /_sim/received?number=%2B1555...``     -> ``{"number", "messages": [{recipient,type,content,id}]}``
+  (``&limit=N`` keeps the last N)
+- ``POST /_sim/clock   {"advance": seconds}``   -> ``{"now": wall-clock seconds}``
+- ``POST /_sim/inbound {"number","from","body"|"media":{"mime_type","data"(base64),...},"profile_name"}``
+  -> ``{"messages":[{"id"}], "media_id"?}``
+- ``POST /_sim/reset``                          -> zero counters, forget received messages
+- ``POST /_sim/numbers {SimNumber fields}``     -> 201 ``{"number", "endpoint"}``
+- ``DELETE /_sim/numbers/{digits}``             -> stop serving a number
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+import msgspec
+
+from dispatcher.simulator import errors
+from dispatcher.simulator.config import SimNumber
+from dispatcher.simulator.errors import ApiError
+from dispatcher.simulator.exchange import SimResponse, error_response, json_response
+from dispatcher.simulator.messages import decode_body
+from dispatcher.simulator.wire import (
+    ClockResponse,
+    InboundResult,
+    MessageId,
+    MetaOnly,
+    NumberAdded,
+    ReceivedItem,
+    ReceivedResponse,
+    decode_clock,
+    decode_inbound,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from dispatcher.simulator.core import Simulator
+
+_decode_number = msgspec.json.Decoder(SimNumber).decode
+_OK = encode(MetaOnly())
+
+
+def handle(sim: Simulator, method: str, route: str, query: str, body: bytes) -> SimResponse:
+    """Answer ``method /_sim/{route}?{query}``."""
+    try:
+        return _route(sim, method, route, query, body)
+    except ApiError as exc:
+        return error_response(exc)
+    except KeyError as exc:
+        return error_response(errors.not_found(str(exc.args[0]) if exc.args else "not found"))
+
+
+def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> SimResponse:
+    match method, route:
+        case "GET", "counters":
+            return json_response(200, encode({"numbers": sim.all_counters()}))
+        case "GET", "received":
+            return _received(sim, parse_qs(query))
+        case "POST", "clock":
+            return _clock(sim, body)
+        case "POST", "inbound":
+            return _inbound(sim, body)
+        case "POST", "reset":
+            sim.reset()
+            return json_response(200, _OK)
+        case "POST", "numbers":
+            return _add_number(sim, body)
+        case "DELETE", _ if route.startswith("numbers/"):
+            sim.remove_number(route.removeprefix("numbers/"))
+            return json_response(200, _OK)
+    raise errors.not_found(f"No control route {method} /_sim/{route}")
+
+
+def _received(sim: Simulator, params: dict[str, list[str]]) -> SimResponse:
+    number = params.get("number", [""])[0]
+    if not number:
+        raise errors.missing("Query parameter 'number' is required")
+    items = [ReceivedItem(*entry) for entry in sim.received(number)]
+    limit = params.get("limit")
+    if limit:
+        try:
+            keep = int(limit[0])
+        except ValueError as exc:
+            raise errors.invalid(f"limit must be an integer: {limit[0]!r}") from exc
+        items = items[-keep:] if keep > 0 else []
+    number = "+" + number.strip().removeprefix("+")
+    return json_response(200, encode(ReceivedResponse(number=number, messages=items)))
+
+
+def _clock(sim: Simulator, body: bytes) -> SimResponse:
+    advance = decode_body(decode_clock, body).advance
+    try:
+        now = sim.advance_clock(advance)
+    except TypeError as exc:
+        raise ApiError(409, errors.INVALID_REQUEST, str(exc)) from exc
+    return json_response(200, encode(ClockResponse(now=now)))
+
+
+def _inbound(sim: Simulator, body: bytes) -> SimResponse:
+    req = decode_body(decode_inbound, body)
+    if (req.body is None) == (req.media is None):
+        raise errors.invalid("Give exactly one of 'body' and 'media'")
+    try:
+        if req.body is not None:
+            msg_id = sim.inbound_text(req.number, req.sender, req.body, profile_name=req.profile_name)
+            return json_response(201, encode(InboundResult(messages=[MessageId(msg_id)])))
+        assert req.media is not None
+        try:
+            data = base64.b64decode(req.media.data, validate=True)
+        except binascii.Error as exc:
+            raise errors.invalid("media.data must be base64") from exc
+        msg_id, media_id = sim.inbound_media(
+            req.number,
+            req.sender,
+            data,
+            req.media.mime_type,
+            caption=req.media.caption,
+            filename=req.media.filename,
+            profile_name=req.profile_name,
+        )
+    except LookupError as exc:
+        if isinstance(exc, KeyError):
+            raise
+        raise ApiError(409, errors.WEBHOOK_NOT_CONFIGURED, str(exc)) from exc
+    return json_response(201, encode(InboundResult(messages=[MessageId(msg_id)], media_id=media_id)))
+
+
+def _add_number(sim: Simulator, body: bytes) -> SimResponse:
+    number = decode_body(_decode_number, body)
+    try:
+        sim.add_number(number)
+    except ValueError as exc:
+        raise ApiError(409, errors.INVALID_PARAMETER, str(exc)) from exc
+    endpoint = sim.endpoint_path(number.number)
+    return json_response(201, encode(NumberAdded(number=number.number, endpoint=endpoint)))

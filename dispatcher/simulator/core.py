@@ -1,0 +1,281 @@
+"""The sans-IO WhatsApp On-Premises API simulator: every behaviour, no sockets.
+
+``Simulator.handle(SimRequest) -> SimResponse`` is the whole API; the h11
+server (``server.py``) and the in-process transport (``transport.py``) are thin
+adapters over it, so tests drive it under ``MockClock`` with no I/O. Request
+rates and webhook delays use ``trio.current_time()``; token expiry and payload
+timestamps use the injectable wall clock (``TrioWallClock`` by default, which
+follows trio's clock and can be advanced by days).
+
+Each number is served under the path prefix of its digits
+(``/15550000001/v1/messages``) and the control API under ``/_sim/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import final
+
+import trio
+
+from dispatcher.clock import TrioWallClock, WallClock
+from dispatcher.simulator import control, errors
+from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
+from dispatcher.simulator.endpoints import NumberApi
+from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
+from dispatcher.simulator.ids import IdMaker
+from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
+from dispatcher.simulator.webhooks import Poster, WebhookSender
+from dispatcher.simulator.wire import (
+    InboundContact,
+    InboundMedia,
+    InboundMessage,
+    InboundType,
+    Profile,
+    Text,
+)
+
+
+@final
+class Simulator:
+    """A fake WhatsApp Business On-Premises API serving any number of business numbers.
+
+    Create it inside a trio run (the default wall clock anchors to trio's
+    clock); run ``run()`` in a nursery for webhooks to be posted.
+
+    Args:
+        numbers: the numbers served from the start (more via ``add_number``).
+        wall_clock: source of token expiry and payload timestamps.
+        status_delays: seconds after acceptance of the ``sent``, ``delivered``
+            and ``read`` webhooks; ``None`` sends no status webhooks.
+        webhook_batch: most statuses in one webhook POST.
+        webhook_concurrency: webhook worker tasks (ordering holds per recipient).
+        webhook_queue_size: messages awaiting webhooks beyond which more are
+            dropped and counted (``webhooks_dropped``).
+        poster: ``await poster(url, body) -> status``; default a shared httpx client.
+        invalid_prefix: recipients whose digits start with it are not
+            WhatsApp users (accepted, then a ``failed`` status with 1013).
+        received_limit: messages kept per number for ``received()``.
+        media_limit: media files kept per number (oldest evicted first).
+    """
+
+    def __init__(
+        self,
+        numbers: Iterable[SimNumber] = (),
+        *,
+        wall_clock: WallClock | None = None,
+        status_delays: tuple[float, float, float] | None = (0.0, 0.05, 0.1),
+        webhook_batch: int = 1,
+        webhook_concurrency: int = 4,
+        webhook_queue_size: int = 100_000,
+        poster: Poster | None = None,
+        webhook_retries: int = 3,
+        webhook_retry_delay: float = 0.2,
+        webhook_timeout: float = 10.0,
+        invalid_prefix: str = DEFAULT_INVALID_PREFIX,
+        received_limit: int = 100_000,
+        media_limit: int = 1_000,
+    ) -> None:
+        self._wall = wall_clock if wall_clock is not None else TrioWallClock()
+        self._numbers: dict[str, NumberState] = {}
+        self._webhooks = WebhookSender(
+            self._numbers,
+            self._wall,
+            status_delays=status_delays,
+            batch=webhook_batch,
+            concurrency=webhook_concurrency,
+            queue_size=webhook_queue_size,
+            poster=poster,
+            retries=webhook_retries,
+            retry_delay=webhook_retry_delay,
+            post_timeout=webhook_timeout,
+        )
+        self._received_limit = received_limit
+        self._media_limit = media_limit
+        self._ids = IdMaker()
+        self._api = NumberApi(
+            wall_clock=self._wall, webhooks=self._webhooks, ids=self._ids, invalid_prefix=invalid_prefix
+        )
+        for number in numbers:
+            self.add_number(number)
+
+    # ------------------------------------------------------------------ numbers and state
+
+    @property
+    def wall_clock(self) -> WallClock:
+        return self._wall
+
+    @staticmethod
+    def endpoint_path(number: str) -> str:
+        """The path prefix serving ``number``: ``"+15550000001"`` -> ``"/15550000001"``."""
+        return "/" + digits_of(number)
+
+    def add_number(self, number: SimNumber) -> None:
+        """Serve ``number`` from now on.
+
+        Raises:
+            msgspec.ValidationError: a field breaks its constraint.
+            ValueError: the number is already served.
+        """
+        number = checked(number)
+        if number.digits in self._numbers:
+            raise ValueError(f"{number.number} is already simulated")
+        self._numbers[number.digits] = NumberState.create(
+            number, received_limit=self._received_limit, media_limit=self._media_limit
+        )
+
+    def remove_number(self, number: str) -> None:
+        """Stop serving ``number``: its tokens, counters and pending webhooks are dropped."""
+        del self._numbers[self._digits(number)]
+
+    def numbers(self) -> list[str]:
+        return [state.config.number for state in self._numbers.values()]
+
+    def counters(self, number: str) -> NumberCounters:
+        """A snapshot of ``number``'s counters."""
+        return self._state(number).counters.snapshot()
+
+    def all_counters(self) -> dict[str, NumberCounters]:
+        return {state.config.number: state.counters.snapshot() for state in self._numbers.values()}
+
+    def received(self, number: str) -> list[Received]:
+        """Accepted messages of ``number`` in arrival order (the last ``received_limit``)."""
+        return [to_received(entry) for entry in self._state(number).received]
+
+    def reset(self) -> None:
+        """Zero every counter and forget received messages; tokens and settings stay."""
+        for state in self._numbers.values():
+            state.counters = NumberCounters()
+            state.received.clear()
+
+    def set_webhook_url(self, number: str, url: str | None) -> None:
+        self._state(number).webhook_url = url
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the wall clock forward (tokens expire without waiting); returns its new time.
+
+        Raises:
+            TypeError: the wall clock is not a ``TrioWallClock``.
+        """
+        if not isinstance(self._wall, TrioWallClock):
+            raise TypeError("only a TrioWallClock can be advanced")
+        self._wall.advance(seconds)
+        return self._wall.now()
+
+    @property
+    def webhooks_pending(self) -> int:
+        return self._webhooks.pending
+
+    # ------------------------------------------------------------------ customers and media
+
+    def inbound_text(self, number: str, sender: str, body: str, *, profile_name: str = "Customer") -> str:
+        """Make customer ``sender`` send ``body`` to ``number``; returns the message id.
+
+        Raises:
+            KeyError: unknown number.
+            LookupError: the number has no webhook URL (the real platform holds it; we cannot).
+        """
+        state = self._state(number)
+        message = InboundMessage(
+            sender=digits_of(sender),
+            id=self._ids.new("ABGG"),
+            timestamp=self._timestamp(),
+            type="text",
+            text=Text(body),
+        )
+        return self._push_inbound(state, message, profile_name)
+
+    def inbound_media(
+        self,
+        number: str,
+        sender: str,
+        data: bytes,
+        mime_type: str,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        profile_name: str = "Customer",
+    ) -> tuple[str, str]:
+        """Make ``sender`` send a media file; returns ``(message id, media id)``.
+
+        The bytes are then served at ``GET /v1/media/{media id}``. Raises like ``inbound_text``.
+        """
+        state = self._state(number)
+        media_id = state.store_media(data, mime_type)
+        kind = _media_type(mime_type)
+        media = InboundMedia(
+            id=media_id,
+            mime_type=mime_type,
+            sha256=hashlib.sha256(data).hexdigest(),
+            caption=caption if kind != "audio" else None,
+            filename=filename if kind == "document" else None,
+        )
+        message = InboundMessage(
+            sender=digits_of(sender),
+            id=self._ids.new("ABGG"),
+            timestamp=self._timestamp(),
+            type=kind,
+            image=media if kind == "image" else None,
+            video=media if kind == "video" else None,
+            audio=media if kind == "audio" else None,
+            document=media if kind == "document" else None,
+        )
+        return self._push_inbound(state, message, profile_name), media_id
+
+    def store_media(self, number: str, data: bytes, mime_type: str) -> str:
+        """Keep ``data`` for ``GET /v1/media/{id}``; returns the new UUID media id."""
+        return self._state(number).store_media(data, mime_type)
+
+    def _push_inbound(self, state: NumberState, message: InboundMessage, profile_name: str) -> str:
+        if state.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        contact = InboundContact(profile=Profile(name=profile_name), wa_id=message.sender)
+        self._webhooks.push_inbound(state, contact, message)
+        return message.id
+
+    # ------------------------------------------------------------------ request handling
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Post webhooks until cancelled."""
+        await self._webhooks.run(task_status=task_status)
+
+    async def handle(self, req: SimRequest) -> SimResponse:
+        """Answer one request. Never raises for a bad request: errors are responses."""
+        return self.respond(req)
+
+    def respond(self, req: SimRequest) -> SimResponse:
+        """``handle`` without the coroutine, for callers already in a task."""
+        path, _, query = req.target.partition("?")
+        if path.startswith("/_sim/"):
+            return control.handle(self, req.method, path[6:], query, req.body)
+        slash = path.find("/", 1)
+        state = self._numbers.get(path[1:slash]) if slash > 0 else None
+        if state is None:
+            return error_response(errors.not_found(f"No number is served at {path!r}"))
+        return self._api.dispatch(state, req, path[slash:])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _state(self, number: str) -> NumberState:
+        return self._numbers[self._digits(number)]
+
+    def _digits(self, number: str) -> str:
+        digits = digits_of(number)
+        if digits not in self._numbers:
+            raise KeyError(f"{number!r} is not simulated")
+        return digits
+
+    def _timestamp(self) -> str:
+        return str(int(self._wall.now()))
+
+
+def _media_type(mime_type: str) -> InboundType:
+    major = mime_type.partition("/")[0]
+    if major == "image":
+        return "image"
+    if major == "video":
+        return "video"
+    if major == "audio":
+        return "audio"
+    return "document"

@@ -1,0 +1,141 @@
+"""A lean HTTP/1.1 server for the simulator: h11 directly over trio streams.
+
+No framework on purpose: it must never be the bottleneck of a benchmark (a
+hypercorn+framework server managed under 1,000 req/s here; this one is meant
+for several thousand per core). Per connection: one ``h11.Connection``,
+keep-alive, one request at a time (pipelined requests wait in h11's buffer),
+bodies by Content-Length or chunked. A malformed request gets a 400 and the
+connection is closed; a body over ``max_body`` gets a 413.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from http import HTTPStatus
+
+import h11
+import structlog
+import trio
+
+from dispatcher.simulator import errors
+from dispatcher.simulator.core import Simulator
+from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
+
+log = structlog.get_logger(__name__)
+
+_RECEIVE_SIZE = 65_536
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def serve(
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    idle_timeout: float = 120.0,
+    max_body: int = 16 << 20,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``sim`` on ``host:port`` until cancelled.
+
+    Calls ``task_status.started("http://HOST:PORT")`` with the bound port
+    (useful with ``port=0``). Webhooks need ``sim.run()`` running too.
+    """
+    handler = partial(_serve_connection, sim, idle_timeout=idle_timeout, max_body=max_body)
+    async with trio.open_nursery() as nursery:
+        listeners: list[trio.SocketListener] = await nursery.start(
+            partial(trio.serve_tcp, handler, port, host=host)
+        )
+        bound = listeners[0].socket.getsockname()
+        url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        url = f"http://{url_host}:{bound[1]}"
+        log.info("sim.serving", url=url)
+        task_status.started(url)
+
+
+async def _serve_connection(
+    sim: Simulator, stream: trio.SocketStream, *, idle_timeout: float, max_body: int
+) -> None:
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            with trio.move_on_after(idle_timeout):
+                req = await _read_request(conn, stream, max_body)
+            if req is None:  # peer closed, or idle too long
+                return
+            try:
+                resp = await sim.handle(req)
+            except Exception as exc:
+                log.error("sim.handler_crashed", target=req.target, exc_info=exc)
+                resp = error_response(errors.ApiError(500, errors.INTERNAL_ERROR, type(exc).__name__))
+            await stream.send_all(_encode_response(conn, resp, head=req.method == "HEAD"))
+            if conn.our_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+    except h11.RemoteProtocolError as exc:
+        await _send_error(conn, stream, exc.error_status_hint, str(exc))
+    except _BodyTooLarge:
+        await _send_error(conn, stream, 413, f"Request body over {max_body} bytes")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+
+
+async def _read_request(conn: h11.Connection, stream: trio.SocketStream, max_body: int) -> SimRequest | None:
+    """The next full request, or None if the peer closed between requests."""
+    request: h11.Request | None = None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                await stream.send_all(
+                    conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                )
+            conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+        elif type(event) is h11.Request:
+            request = event
+            for name, value in event.headers:
+                if name == b"content-length" and int(value) > max_body:
+                    raise _BodyTooLarge
+        elif type(event) is h11.Data:
+            size += len(event.data)
+            if size > max_body:
+                raise _BodyTooLarge
+            chunks.append(event.data)
+        elif type(event) is h11.EndOfMessage:
+            assert request is not None
+            return SimRequest(
+                method=request.method.decode("ascii"),
+                target=request.target.decode("latin-1"),
+                headers={name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers},
+                body=b"".join(chunks) if len(chunks) != 1 else chunks[0],
+            )
+        elif type(event) is h11.ConnectionClosed:
+            return None
+
+
+def _encode_response(conn: h11.Connection, resp: SimResponse, *, head: bool) -> bytes:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in resp.headers]
+    headers.append((b"content-length", str(len(resp.body)).encode()))
+    reason = _REASONS.get(resp.status, b"")
+    data = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=reason)) or b""
+    if resp.body and not head:
+        data += conn.send(h11.Data(data=resp.body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
+
+
+async def _send_error(conn: h11.Connection, stream: trio.SocketStream, status: int, details: str) -> None:
+    """Answer a request we cannot serve, then let the connection close."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    code = errors.INVALID_REQUEST if status < 500 else errors.INTERNAL_ERROR
+    headers = [("content-type", "application/json"), ("connection", "close")]
+    resp = SimResponse(status, headers, errors.error_body(code, details))
+    with contextlib.suppress(h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(_encode_response(conn, resp, head=False))
