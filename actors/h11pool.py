@@ -203,9 +203,8 @@ class H11Pool:
                             raise
                         # The keep-alive race: the server closed this idle connection
                         # as we wrote to it. It cannot have a complete request.
-                        conn.close()
+                        self._drop(conn, by_peer=True)
                         conn = None
-                        self._dropped += 1
                         self._retries += 1
                         phase = _CONNECT
                         conn = await self._connect()
@@ -214,12 +213,9 @@ class H11Pool:
                         await conn.send(buffers)
                     phase = _READ
                     response = await conn.receive_response()
-                except BaseException:
-                    if conn is not None:
-                        conn.close()
-                        self._busy.discard(conn)
-                        if phase >= _WRITE:
-                            self._dropped += 1
+                except BaseException as exc:
+                    if conn is not None:  # its state is unknown: never reuse it
+                        self._drop(conn, by_peer=isinstance(exc, _BROKEN))
                     self._release_slot()
                     raise
         except trio.TooSlowError as exc:
@@ -236,10 +232,8 @@ class H11Pool:
             raise ResponseLostError(f"connection to {self._base_url} broke: {exc!r}") from exc
         if conn.finish_cycle() and not self._closed:
             self._checkin(conn)
-        else:
-            conn.close()
-            self._busy.discard(conn)
-            self._dropped += 1
+        else:  # Connection: close, HTTP/1.0, body delimited by EOF, or we are closing
+            self._drop(conn, by_peer=not self._closed)
             self._release_slot()
         return response
 
@@ -348,6 +342,13 @@ class H11Pool:
             idle.pop(0).close()
             self._open -= 1
         idle.append(conn)
+
+    def _drop(self, conn: H11Connection, *, by_peer: bool) -> None:
+        """Close a busy connection; the caller still holds its slot."""
+        conn.close()
+        self._busy.discard(conn)
+        if by_peer:
+            self._dropped += 1
 
     def _release_slot(self) -> None:
         """A request dropped its connection (or never got one): pass the slot on."""

@@ -125,7 +125,7 @@ async def read_request(stream: trio.abc.Stream, conn: h11.Connection) -> Seen | 
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
+            conn.receive_data(bytes(await stream.receive_some(65536)))
         elif isinstance(event, h11.Request):
             seen = Seen(event.method, event.target, list(event.headers), b"")
         elif isinstance(event, h11.Data):
@@ -475,6 +475,16 @@ async def test_connection_refused_is_connect_error() -> None:
     assert (stats.open_connections, stats.connections_opened) == (0, 0)
 
 
+async def test_unresolvable_host_is_connect_error() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        pool = H11Pool("http://no-such-host.invalid", connect_timeout=2.0)
+        with pytest.raises(ConnectError):  # NXDOMAIN, or the connect timeout where DNS is unreachable
+            await pool.request(b"GET", b"/", [], b"")
+        stats = pool.statistics()
+        await pool.aclose()
+    assert (stats.open_connections, stats.active_connections) == (0, 0)
+
+
 async def test_request_timeout_closes_the_connection(nursery: trio.Nursery) -> None:
     async def first_hangs(seen: Seen) -> Reply:
         if seen.target == b"/slow":
@@ -630,9 +640,11 @@ async def test_cancelled_request_frees_its_slot(nursery: trio.Nursery) -> None:
         stats = pool.statistics()
         assert (stats.open_connections, stats.active_connections) == (0, 0)
         resp = await pool.request(b"GET", b"/after", [], b"")
+        stats = pool.statistics()
         await pool.aclose()
     assert resp.status == 200
     assert server.targets == [b"/hang", b"/after"]
+    assert (stats.connections_opened, stats.reconnects) == (2, 0)  # our own close is no reconnect
     assert server.accepts == 2
 
 
