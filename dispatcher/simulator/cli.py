@@ -1,22 +1,21 @@
 """Standalone simulator: ``python -m dispatcher.simulator`` (and ``wadispatch simulate``).
 
-Prints one line on stdout once listening (``... listening on http://HOST:PORT``)
-so scripts can read the port when binding ``:0``; everything else is structlog
-JSON on stderr.
+Prints one plain line on stdout once listening (``... listening on http://HOST:PORT``)
+so scripts can read the port when binding ``:0``; logs are the project's
+structlog JSON lines (``dispatcher.logs``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
-import sys
 from functools import partial
 
 import msgspec
 import structlog
 import trio
 
+from dispatcher import logs
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         delays = _parse_delays(args.status_delays)
     except ValueError as exc:
         parser.error(str(exc))
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level)
 
     async def _main() -> None:
         async with trio.open_nursery() as nursery:
@@ -149,17 +148,3 @@ def _parse_delays(text: str) -> tuple[float, float, float] | None:
     if len(parts) != 3:
         raise ValueError(f'--status-delays wants three seconds "a,b,c" or "off", got {text!r}')
     return parts[0], parts[1], parts[2]
-
-
-def _configure_logging(level: str) -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
