@@ -163,13 +163,17 @@ class H11Connection:
         """After a complete exchange: prepare the next cycle if the connection can be kept.
 
         Returns False when either side requires closing (``Connection: close``,
-        HTTP/1.0 without keep-alive, or a framing that ends at EOF).
+        HTTP/1.0 without keep-alive), when the body ended at EOF, or when the
+        peer sent bytes after the response (nothing may follow it unasked).
         """
         conn = self._h11
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            return True
-        return False
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        extra, eof = conn.trailing_data
+        if extra or eof:
+            return False
+        conn.start_next_cycle()
+        return True
 
     def is_readable(self) -> bool:
         """True when an idle connection has something to read: EOF, reset or unsolicited bytes.

@@ -181,8 +181,11 @@ async def ok_app(seen: Seen) -> Reply:
     return Reply(chunks=(b"echo " + seen.target,))
 
 
-def raw_handler(response: bytes, *, pieces: int = 0) -> Handler:
-    """Read one request, then write ``response`` verbatim (in ``pieces``-byte writes if set) and close."""
+def raw_handler(response: bytes, *, pieces: int = 0, linger: bool = False) -> Handler:
+    """Read one request, write ``response`` verbatim (in ``pieces``-byte writes if set), then close.
+
+    With ``linger`` the connection stays open (until the client closes it).
+    """
 
     async def handler(stream: trio.abc.Stream, server: Server) -> None:
         seen = await read_request(stream, h11.Connection(h11.SERVER))
@@ -191,6 +194,8 @@ def raw_handler(response: bytes, *, pieces: int = 0) -> Handler:
         server.notify()
         if not pieces:
             await stream.send_all(response)
+            if linger:
+                assert await stream.receive_some() == b""
             return
         for i in range(0, len(response), pieces):
             await stream.send_all(response[i : i + pieces])
@@ -418,6 +423,26 @@ async def test_informational_responses_are_skipped(nursery: trio.Nursery) -> Non
         await pool.aclose()
     assert (resp.status, resp.body) == (201, b"done")
     assert resp.header(b"link") is None
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\n\r\nuntil EOF",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nuntil EOF",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nuntil EOFHTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["eof-delimited", "http-1.0", "unsolicited-bytes"],
+)
+async def test_responses_that_end_the_connection(nursery: trio.Nursery, response: bytes) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, raw_handler(response, linger=response.count(b"HTTP/") == 2))
+        pool = H11Pool(url(server))
+        resp = await pool.request(b"GET", b"/", [], b"")
+        stats = pool.statistics()
+        await pool.aclose()
+    assert (resp.status, resp.body) == (200, b"until EOF")
+    assert stats.open_connections == 0
 
 
 async def test_bodiless_responses_keep_the_connection(nursery: trio.Nursery) -> None:
