@@ -118,7 +118,7 @@ class H11Connection:
             await self._stream.send_all(buf)
 
     async def receive_response(self) -> Response:
-        """Read one full response, skipping 1xx.
+        """Read one full response, skipping 1xx; header names come back lowercased.
 
         Raises:
             PeerClosedError: EOF before the end of the response.
@@ -144,7 +144,7 @@ class H11Connection:
                 chunks.append(event.data)  # type: ignore[union-attr]
             elif kind is h11.Response:
                 status = event.status_code  # type: ignore[union-attr]
-                headers = event.headers.raw_items()  # type: ignore[union-attr]
+                headers = list(event.headers)  # type: ignore[union-attr]  # names lowercased
             elif kind is h11.EndOfMessage:
                 break
             elif kind is h11.InformationalResponse:

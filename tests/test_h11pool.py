@@ -407,7 +407,7 @@ async def test_response_written_in_tiny_pieces(nursery: trio.Nursery) -> None:
         resp = await pool.request(b"GET", b"/", [], b"")
         await pool.aclose()
     assert (resp.status, resp.body) == (200, b"hello, tiny pieces")
-    assert resp.header(b"content-type") == b"text/plain"
+    assert resp.headers == [(b"content-type", b"text/plain"), (b"transfer-encoding", b"chunked")]
 
 
 async def test_informational_responses_are_skipped(nursery: trio.Nursery) -> None:
