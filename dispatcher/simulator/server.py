@@ -64,6 +64,7 @@ async def _serve_connection(
     conn = h11.Connection(h11.SERVER)
     try:
         while True:
+            req = None
             with trio.move_on_after(idle_timeout):
                 req = await _read_request(conn, stream, max_body)
             if req is None:  # peer closed, or idle too long
@@ -83,6 +84,8 @@ async def _serve_connection(
         await _send_error(conn, stream, 413, f"Request body over {max_body} bytes")
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
+    except Exception as exc:  # one connection's bug must not stop the server
+        log.error("sim.connection_crashed", exc_info=exc)
 
 
 async def _read_request(conn: h11.Connection, stream: trio.SocketStream, max_body: int) -> SimRequest | None:
