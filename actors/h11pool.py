@@ -19,8 +19,9 @@ Pool discipline:
 
 Failure mapping (see ``actors/transport.py``):
     * waiting, DNS, connect, TLS handshake, connect timeout -> ``ConnectError``;
-    * deadline after the first byte of the request was handed to the socket -> ``RequestTimeout``;
-    * reset / EOF / garbage once the request was (partly) written -> ``ResponseLostError``.
+    * deadline once the request is being written or awaits its response -> ``RequestTimeout``;
+    * reset / EOF / garbage once the request was (partly) written -> ``ResponseLostError``
+      (a failed write on a fresh connection too: part of it may have gone out).
 
 Retry: exactly once, and only for the keep-alive race: the write of the request
 to a connection that had been idle (it already carried a response) fails. A
@@ -53,7 +54,6 @@ __all__ = ["H11Pool", "PoolStatistics", "PoolTimeout"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Methods whose empty body is sent without a Content-Length header.
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
-_ZERO_LENGTH = (b"content-length", b"0")
 
 # Request phases, for the failure mapping.
 _WAIT, _CONNECT, _WRITE, _READ = range(4)
@@ -239,7 +239,11 @@ class H11Pool:
 
     async def aclose(self) -> None:
         """Close every connection; in-flight requests fail with ``TransportError``, waiters
-        and later requests with ``ConnectError``."""
+        and later requests with ``ConnectError``.
+
+        A connect already under way is not interrupted: it fails with ``ConnectError``
+        once it completes (or times out). Idempotent.
+        """
         self._closed = True
         for conn in self._idle:
             conn.close()
