@@ -93,7 +93,7 @@ class _Reader:
         self._buf += chunk
 
 
-async def _drive(host: str, port: int, connections: int, duration: float) -> dict[str, float]:
+async def _drive(host: str, port: int, pid: int, connections: int, duration: float) -> dict[str, float]:
     async with await trio.open_tcp_stream(host, port) as stream:
         auth = b"Basic " + base64.b64encode(f"admin:{PASSWORD}".encode())
         await stream.send_all(_request(b"POST", PREFIX + b"/v1/users/login", [(b"authorization", auth)], b""))
@@ -122,14 +122,14 @@ async def _drive(host: str, port: int, connections: int, duration: float) -> dic
 
     cpu: dict[str, float] = {}
 
-    async def meter(pid: int) -> None:
+    async def meter() -> None:
         await trio.sleep_until(measure_from)
         cpu["server"], cpu["client"] = _cpu_seconds(pid), time.process_time()
         await trio.sleep_until(stop_at)
         cpu["server"], cpu["client"] = _cpu_seconds(pid) - cpu["server"], time.process_time() - cpu["client"]
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(meter, _SERVER_PID)
+        nursery.start_soon(meter)
         for c in range(connections):
             nursery.start_soon(worker, c * (RECIPIENTS // connections))
     latencies.sort()
@@ -159,11 +159,7 @@ async def _core_rate(seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-_SERVER_PID = 0
-
-
 def main() -> int:
-    global _SERVER_PID
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=4)
@@ -188,9 +184,8 @@ def main() -> int:
         if not url:
             raise SystemExit(f"simulator did not start (exit {server.wait()})")
         threading.Thread(target=server.stdout.read, daemon=True).start()  # keep its stdout pipe drained
-        _SERVER_PID = server.pid
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        stats = trio.run(_drive, host, int(port), args.connections, args.duration)
+        stats = trio.run(_drive, host, int(port), server.pid, args.connections, args.duration)
     finally:
         server.terminate()
         server.wait(timeout=10)

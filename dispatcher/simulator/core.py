@@ -54,6 +54,9 @@ class Simulator:
         webhook_queue_size: messages awaiting webhooks beyond which more are
             dropped and counted (``webhooks_dropped``).
         poster: ``await poster(url, body) -> status``; default a shared httpx client.
+        webhook_retries: extra attempts of a failed webhook POST before it is dropped
+            (``webhooks_failed``); backoff starts at ``webhook_retry_delay`` and doubles.
+        webhook_timeout: seconds one webhook POST may take.
         invalid_prefix: recipients whose digits start with it are not
             WhatsApp users (accepted, then a ``failed`` status with 1013).
         received_limit: messages kept per number for ``received()``.
@@ -237,7 +240,7 @@ class Simulator:
     # ------------------------------------------------------------------ request handling
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Post webhooks until cancelled."""
+        """Post webhooks until cancelled; run it once per simulator."""
         await self._webhooks.run(task_status=task_status)
 
     async def handle(self, req: SimRequest) -> SimResponse:

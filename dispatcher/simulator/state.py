@@ -44,7 +44,8 @@ class Received(NamedTuple):
     recipient: str
     type: str
     content: str | Object
-    """The text body for ``text``; otherwise the type's object as JSON-like builtins."""
+    """The text body for ``text``; otherwise the type's object as JSON-like builtins
+    (``{"contacts": [...]}`` for ``contacts``, whose payload is a list)."""
     id: str
 
 

@@ -153,8 +153,8 @@ class WebhookSender:
         self._shard(recipient).push(now + self._delays[0], next(self._seq), job)
 
     def push_inbound(self, state: NumberState, contact: InboundContact, message: InboundMessage) -> bool:
-        """Post a customer's message now; False if it was dropped (queue full or no webhook URL)."""
-        if state.webhook_url is None or self._pending >= self._queue_size:
+        """Post a customer's message now; False if the queue was full and it was dropped."""
+        if self._pending >= self._queue_size:
             state.counters.webhooks_dropped += 1
             return False
         self._pending += 1
