@@ -117,7 +117,7 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream, max_bod
                 method=request.method.decode("ascii"),
                 target=request.target.decode("latin-1"),
                 headers={name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers},
-                body=b"".join(chunks) if len(chunks) != 1 else chunks[0],
+                body=b"".join(chunks),
             )
         elif type(event) is h11.ConnectionClosed:
             return None
