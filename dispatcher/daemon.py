@@ -10,23 +10,21 @@ commits what is queued, then LMDB closes. A second signal stops at once.
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Callable
-from typing import final
 
 import attrs
 import structlog
 import trio
 
 from actors.h11pool import H11Pool
-from actors.number import NumberActor
-from actors.ratelimit import TokenBucket
-from actors.token import TokenManager, login
 from actors.transport import Transport
 from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import Config, NumberConfig, parse_listen
 from dispatcher.frontdoor.app import make_app, serve_frontdoor
 from dispatcher.gateway import Gateway, NumberInfo
+from dispatcher.numbers import build_actor
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve as serve_simulator
@@ -58,40 +56,6 @@ def default_transport(num: NumberConfig, base_url: str) -> Transport:
         max_connections=num.max_in_flight,
         request_timeout=num.request_timeout,
     )
-
-
-@final
-class _Numbers:
-    """Builds each configured number's actor and the parts it owns."""
-
-    def __init__(self, store: Store, wall: WallClock, make_transport: TransportFactory) -> None:
-        self._store = store
-        self._wall = wall
-        self._make_transport = make_transport
-        self.transports: list[Transport] = []
-
-    def actor(self, num: NumberConfig, base_url: str) -> NumberActor:
-        transport = self._make_transport(num, base_url)
-        self.transports.append(transport)
-        assert num.password is not None  # checked by config.validate
-        password = num.password.resolve("password")
-
-        tokens = TokenManager(
-            number=num.number,
-            login=lambda: login(transport, num.username, password, self._wall),
-            store=self._store,
-            wall=self._wall,
-            refresh_before=num.token_refresh_before,
-        )
-        return NumberActor(
-            number=num.number,
-            store=self._store,
-            transport=transport,
-            tokens=tokens,
-            bucket=TokenBucket(num.rate, num.burst),
-            wall=self._wall,
-            max_in_flight=num.max_in_flight,
-        )
 
 
 async def _watch_signals(
@@ -128,7 +92,7 @@ async def run_daemon(
         map_size=config.store.map_size_mb << 20,
         max_batch=config.store.max_batch,
     )
-    numbers = _Numbers(store, wall, make_transport)
+    transports: list[Transport] = []
     try:
         async with trio.open_nursery() as root:
             if handle_signals:
@@ -136,14 +100,18 @@ async def run_daemon(
             simulator: Simulator | None = None
             sim_url: str | None = None
             if config.simulator is not None:
-                simulator = Simulator()
+                simulator = Simulator(webhook_batch=config.simulator.webhook_batch)
                 sim_host, sim_port = parse_listen(config.simulator.listen, "simulator.listen")
                 await root.start(simulator.run)
                 sim_url = await root.start(serve_simulator, simulator, sim_host, sim_port)
                 log.info("simulator.listening", url=sim_url)
             async with trio.open_nursery() as io:
                 await io.start(store.run_writer)
-                actors = [numbers.actor(num, _base_url(num, sim_url, simulator)) for num in config.numbers]
+                actors = []
+                for num in config.numbers:
+                    transport = make_transport(num, _base_url(num, sim_url, simulator))
+                    transports.append(transport)
+                    actors.append(build_actor(num, transport, store=store, wall=wall))
                 supervisor = Supervisor(actors)
                 gateway = Gateway(
                     store=store,
@@ -166,12 +134,14 @@ async def run_daemon(
                     host, port = parse_listen(config.server.listen, "server.listen")
                     async with trio.open_nursery() as http:
                         binds = await http.start(
-                            serve_frontdoor,
-                            make_app(gateway),
-                            host,
-                            port,
-                            shutdown.wait,
-                            graceful_timeout=config.server.graceful_timeout,
+                            functools.partial(
+                                serve_frontdoor,
+                                make_app(gateway),
+                                host,
+                                port,
+                                shutdown.wait,
+                                graceful_timeout=config.server.graceful_timeout,
+                            )
                         )
                         url = binds[0]
                         if simulator is not None:
@@ -185,7 +155,7 @@ async def run_daemon(
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
-                for transport in numbers.transports:
+                for transport in transports:
                     await transport.aclose()
                 store.close()  # the writer commits what is queued, then returns
             root.cancel_scope.cancel()
