@@ -38,7 +38,9 @@ ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "sandbox-auth-token"
 
 
-def write_config(data_dir: Path, port: int, sim_port: int, numbers: int, rate: float, webhook_batch: int) -> Path:
+def write_config(
+    data_dir: Path, port: int, sim_port: int, numbers: int, rate: float, webhook_batch: int
+) -> Path:
     parts = [
         f"""
 [server]
@@ -163,7 +165,9 @@ def main() -> int:
     parser.add_argument("--numbers", type=int, default=3)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=100_000.0, help="per-number limit (default: out of reach)")
+    parser.add_argument(
+        "--rate", type=float, default=100_000.0, help="per-number limit (default: out of reach)"
+    )
     parser.add_argument("--webhook-batch", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")

@@ -49,15 +49,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options (and --help)
+        from dispatcher.simulator.cli import main as simulate
+
+        return int(simulate(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path)
     if args.command == "run":
         return _run(args)
-    if args.command == "simulate":
-        from dispatcher.simulator.cli import main as simulate
-
-        return int(simulate(list(args.args)))
     if args.command == "send":
         return _send(args)
     raise AssertionError(args.command)
