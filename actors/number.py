@@ -24,12 +24,11 @@ import attrs
 import structlog
 import trio
 
-from actors.outcome import Failed, Reauth, Retry, Sent, classify_error, classify_response
+from actors.channel import Channel, Credentials
+from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
 from actors.ratelimit import TokenBucket
-from actors.token import TokenManager
 from actors.transport import Transport, TransportError
 from dispatcher import ledger
-from dispatcher.channels import onprem
 from dispatcher.clock import WallClock
 from dispatcher.models import MessageRecord, entry_decoder
 from dispatcher.store import Store, StoreError, number_key
@@ -70,7 +69,8 @@ class NumberActor:
         number: str,
         store: Store,
         transport: Transport,
-        tokens: TokenManager,
+        channel: Channel,
+        tokens: Credentials,
         bucket: TokenBucket,
         wall: WallClock,
         max_in_flight: int = 32,
@@ -81,6 +81,7 @@ class NumberActor:
         self.number = number
         self._store = store
         self._transport = transport
+        self._channel = channel
         self._tokens = tokens
         self._bucket = bucket
         self._wall = wall
@@ -207,17 +208,17 @@ class NumberActor:
             await self._store.write(ledger.drop_entry(self.number, item.seq))
             return
         structlog.contextvars.bind_contextvars(sid=item.sid)
-        body = onprem.encode_send(record)
+        target, body = self._channel.encode(record)
         while True:
             token = self._tokens.token
             try:
                 resp = await self._transport.request(
                     b"POST",
-                    onprem.MESSAGES_PATH,
+                    target,
                     [(b"authorization", self._tokens.auth_header()), (b"content-type", b"application/json")],
                     body,
                 )
-                outcome = classify_response(resp)
+                outcome = self._channel.classify(resp)
             except TransportError as exc:
                 outcome = classify_error(exc)
             item.attempts += 1

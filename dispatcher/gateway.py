@@ -15,7 +15,6 @@ from typing import Final, final
 import attrs
 import structlog
 
-from actors.outcome import twilio_code
 from dispatcher import ledger
 from dispatcher.channels import onprem
 from dispatcher.clock import WallClock
@@ -75,6 +74,7 @@ class Gateway:
         self.numbers = dict(numbers)
         self._by_digits = {n.lstrip("+"): info for n, info in self.numbers.items()}
         self.wall = wall
+        self._channel = onprem.OnPremChannel()
 
     # -- auth ---------------------------------------------------------------------
 
@@ -175,7 +175,10 @@ class Gateway:
                 continue
             code = message = None
             if status.errors:
-                code, message = twilio_code(status.errors[0].code), status.errors[0].title or None
+                code, message = (
+                    self._channel.twilio_code(status.errors[0].code),
+                    status.errors[0].title or None,
+                )
             updated = await self.store.write(
                 ledger.apply_status(status.id, twilio_status, code, message, now)
             )

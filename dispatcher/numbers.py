@@ -6,6 +6,7 @@ from actors.number import NumberActor
 from actors.ratelimit import TokenBucket
 from actors.token import TokenManager, login
 from actors.transport import Transport
+from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.clock import WallClock
 from dispatcher.config import NumberConfig
 from dispatcher.store import Store
@@ -26,6 +27,7 @@ def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: 
         number=num.number,
         store=store,
         transport=transport,
+        channel=OnPremChannel(),
         tokens=tokens,
         bucket=TokenBucket(num.rate, num.burst),
         wall=wall,

@@ -11,7 +11,7 @@ from dispatcher import logs
 from dispatcher.store import Store
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     # Tests read logs through structlog.testing.capture_logs(), which needs an uncached logger.
     logs.configure("warning", cache=False)

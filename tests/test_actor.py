@@ -10,6 +10,7 @@ from actors.ratelimit import TokenBucket
 from actors.token import TokenManager, login
 from actors.transport import ConnectError, ResponseLostError
 from dispatcher import ledger
+from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.clock import TrioWallClock
 from dispatcher.models import MessageRecord, new_sid
 from dispatcher.store import Store, number_key
@@ -34,6 +35,7 @@ def build(
         number=NUMBER,
         store=store,
         transport=api,
+        channel=OnPremChannel(),
         tokens=tokens,
         bucket=TokenBucket(rate, burst),
         wall=wall,

@@ -5,13 +5,55 @@ Pure translation, no I/O: the actor owns the connection and the policy.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, final
 
 import msgspec
 
+from actors.outcome import GENERIC_FAILURE, Failed, Outcome, Reauth, Retry, Sent, retry_after
+from actors.transport import Response
 from dispatcher.models import MessageRecord
 
 MESSAGES_PATH: Final = b"/v1/messages"
+
+# WhatsApp On-Prem code -> Twilio error code (twilio.com/docs/whatsapp/api/error-code-mapping).
+TWILIO_CODE: Final[dict[int, int]] = {
+    470: 63016,
+    429: 63018,
+    471: 63018,
+    1015: 63018,
+    1006: 63003,
+    1013: 63003,
+    1021: 63003,
+    1002: 63024,
+    1026: 63024,
+    500: 63012,
+    1011: 63012,
+    1014: 63012,
+    1023: 63012,
+    1025: 63012,
+    408: 63021,
+    410: 63021,
+    1001: 63021,
+    430: 63022,
+    432: 63022,
+    433: 63022,
+    400: 63019,
+    402: 63020,
+    472: 63032,
+    1000: 63005,
+    1005: 63001,
+    1008: 63013,
+    1009: 63013,
+    1010: 63030,
+    1022: 63010,
+    1004: 63025,
+    2000: 63028,
+    2001: 63027,
+    2003: 63027,
+    2002: 63029,
+}
+# Codes worth another attempt: overload, rate limits, server trouble, HA routing.
+TRANSIENT_CODES: Final = frozenset({429, 471, 500, 1011, 1014, 1015, 1016, 1017, 1018, 1023})
 
 
 # -- outbound ---------------------------------------------------------------------
@@ -117,3 +159,37 @@ webhook_decoder: Final = msgspec.json.Decoder(Webhook)
 
 # WhatsApp status -> Twilio status.
 STATUS_MAP: Final = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+
+
+@final
+class OnPremChannel:
+    """The On-Premises API v1: ``POST /v1/messages`` with a bearer token from ``/v1/users/login``."""
+
+    name = "onprem"
+
+    def encode(self, record: MessageRecord) -> tuple[bytes, bytes]:
+        return MESSAGES_PATH, encode_send(record)
+
+    def twilio_code(self, code: int) -> int:
+        return TWILIO_CODE.get(code, GENERIC_FAILURE)
+
+    def classify(self, resp: Response) -> Outcome:
+        if resp.status in (200, 201):
+            try:
+                return Sent(send_answer_decoder.decode(resp.body).messages[0].id)
+            except (msgspec.DecodeError, IndexError):
+                # 2xx with a body we cannot read: probably sent; a retry could duplicate.
+                return Retry("unreadable success answer", ambiguous=True)
+        if resp.status == 401:
+            return Reauth()
+        error = decode_error(resp.body)
+        after = retry_after(resp)
+        if resp.status == 429 or (error is not None and error.code in (429, 1015)):
+            return Retry("rate limited", after=after, rate_limited=True)
+        if resp.status >= 500 or (error is not None and error.code in TRANSIENT_CODES):
+            return Retry(f"HTTP {resp.status}", after=after)
+        if error is not None:
+            return Failed(
+                self.twilio_code(error.code), error.title or error.details or f"WhatsApp error {error.code}"
+            )
+        return Failed(GENERIC_FAILURE, f"HTTP {resp.status} from the WhatsApp API")
