@@ -41,14 +41,25 @@ def sid_key(sid: str) -> bytes:
     return sid.encode()
 
 
+def account_key(record: MessageRecord) -> bytes:
+    """Listing index key: by account, then creation time (ms), then sid."""
+    ms = int(record.date_created * 1000)
+    return record.account_sid.encode() + b"\x00" + ms.to_bytes(8, "big") + record.sid.encode()
+
+
+def insert(txn: WriteTxn, record: MessageRecord) -> None:
+    """Inside a write: store a new message (outbound or inbound) and index it for listing."""
+    if not txn.put(b"messages", sid_key(record.sid), record_encoder.encode(record), overwrite=False):
+        raise KeyError(f"message {record.sid} exists")
+    txn.put(b"by_account", account_key(record), b"")
+
+
 def accept(record: MessageRecord) -> Callable[[WriteTxn], int]:
     """Store a new outbound message and queue it on its number's outbox; returns the seq."""
-    payload = record_encoder.encode(record)
     entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number))
 
     def fn(txn: WriteTxn) -> int:
-        if not txn.put(b"messages", sid_key(record.sid), payload, overwrite=False):
-            raise KeyError(f"message {record.sid} exists")
+        insert(txn, record)
         prefix = number_key(record.from_number)
         seq = txn.next_seq(b"outbox", prefix)
         txn.put(b"outbox", seq_key(record.from_number, seq), entry, overwrite=False)

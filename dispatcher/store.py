@@ -31,7 +31,16 @@ T = TypeVar("T")
 
 # Named databases. Every key of a per-number DB starts with the number and a NUL,
 # which sorts below every digit, so prefix scans never bleed across numbers.
-DB_NAMES: Final = (b"messages", b"outbox", b"wamid", b"tokens", b"idem", b"meta")
+DB_NAMES: Final = (
+    b"messages",  # sid -> MessageRecord
+    b"by_account",  # account NUL date_created(8B, ms) sid -> b"" : listing index, newest last
+    b"outbox",  # number NUL seq(8B) -> OutboxEntry
+    b"wamid",  # channel message id -> sid
+    b"window",  # number NUL customer -> last inbound time
+    b"tokens",  # number -> StoredToken
+    b"idem",  # account NUL key -> idempotency record
+    b"meta",  # everything else (orphan statuses, ...)
+)
 SEP: Final = b"\x00"
 
 
