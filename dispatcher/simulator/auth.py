@@ -76,6 +76,12 @@ class TokenStore:
             return False
         return True
 
+    def revoke_all(self) -> int:
+        """Forget every token (revoked early, e.g. by an admin); returns how many were live."""
+        count = len(self._expiry)
+        self._expiry.clear()
+        return count
+
     def revoke(self, token: str) -> bool:
         """Forget ``token`` (logout); other tokens of the same user stay valid."""
         return self._expiry.pop(token, None) is not None

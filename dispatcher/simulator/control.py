@@ -11,6 +11,10 @@ JSON in, JSON out, same error envelope as the On-Prem API:
 - ``POST /_sim/reset``                          -> zero counters, forget received messages
 - ``POST /_sim/numbers {SimNumber fields}``     -> 201 ``{"number", "endpoint"}``
 - ``DELETE /_sim/numbers/{digits}``             -> stop serving a number
+- ``GET  /_sim/faults`` -> ``{"plans": {key: FaultPlan}, "injected": {key: {kind: n}}}``
+- ``PUT  /_sim/faults/{digits}[~endpoint] {FaultPlan}`` -> inject faults for a number (or one endpoint)
+- ``DELETE /_sim/faults[/{key}]``               -> stop injecting (everywhere, or for one key)
+- ``POST /_sim/faults/{digits}/revoke``         -> revoke the number's tokens early: ``{"revoked": n}``
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dispatcher.simulator import errors
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.errors import ApiError
 from dispatcher.simulator.exchange import SimResponse, error_response, json_response
+from dispatcher.simulator.faults import decode_plan, split_prefix
 from dispatcher.simulator.messages import decode_body
 from dispatcher.simulator.wire import (
     ClockResponse,
@@ -72,10 +77,41 @@ def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> 
             return json_response(200, _OK)
         case "POST", "numbers":
             return _add_number(sim, body)
+        case "GET", "faults":
+            listing = {"plans": sim.faults.plans(), "injected": sim.faults.injected}
+            return json_response(200, msgspec.json.encode(listing))
+        case "DELETE", "faults":
+            sim.faults.clear()
+            return json_response(200, _OK)
+        case "POST", _ if route.startswith("faults/") and route.endswith("/revoke"):
+            revoked = sim.revoke_tokens(route.removeprefix("faults/").removesuffix("/revoke"))
+            return json_response(200, msgspec.json.encode({"revoked": revoked}))
+        case "PUT", _ if route.startswith("faults/"):
+            return _set_faults(sim, route.removeprefix("faults/"), body)
+        case "DELETE", _ if route.startswith("faults/"):
+            sim.faults.clear(_fault_key(sim, route.removeprefix("faults/")))
+            return json_response(200, _OK)
         case "DELETE", _ if route.startswith("numbers/"):
             sim.remove_number(route.removeprefix("numbers/"))
             return json_response(200, _OK)
     raise errors.not_found(f"No control route {method} /_sim/{route}")
+
+
+def _fault_key(sim: Simulator, key: str) -> str:
+    """``digits`` or ``digits~endpoint`` of a served number; else 404/400."""
+    digits, endpoint = split_prefix(key)
+    if "+" + digits.removeprefix("+") not in sim.numbers():
+        raise errors.not_found(f"{digits!r} is not simulated")
+    if endpoint is not None and not (endpoint.isascii() and endpoint.isdigit()):
+        raise errors.invalid(f"endpoint must be a number: {endpoint!r}")
+    return digits.removeprefix("+") + ("" if endpoint is None else f"~{endpoint}")
+
+
+def _set_faults(sim: Simulator, key: str, body: bytes) -> SimResponse:
+    key = _fault_key(sim, key)
+    plan = decode_body(decode_plan, body)
+    sim.faults.set(key, plan)
+    return json_response(200, msgspec.json.encode({"key": key, "plan": plan}))
 
 
 def _received(sim: Simulator, params: dict[str, list[str]]) -> SimResponse:

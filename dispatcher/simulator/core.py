@@ -23,7 +23,9 @@ from dispatcher.clock import TrioWallClock, WallClock
 from dispatcher.simulator import control, errors
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
+from dispatcher.simulator.errors import ApiError
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
+from dispatcher.simulator.faults import Decision, Faults, Refused, Reset, ResponseDropped, split_prefix
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
@@ -61,6 +63,7 @@ class Simulator:
             WhatsApp users (accepted, then a ``failed`` status with 1013).
         received_limit: messages kept per number for ``received()``.
         media_limit: media files kept per number (oldest evicted first).
+        fault_seed: seeds the RNG of injected faults (``self.faults``), for repeatable runs.
     """
 
     def __init__(
@@ -79,7 +82,9 @@ class Simulator:
         invalid_prefix: str = DEFAULT_INVALID_PREFIX,
         received_limit: int = 100_000,
         media_limit: int = 1_000,
+        fault_seed: int | None = None,
     ) -> None:
+        self.faults = Faults(seed=fault_seed)
         self._wall = wall_clock if wall_clock is not None else TrioWallClock()
         self._numbers: dict[str, NumberState] = {}
         self._webhooks = WebhookSender(
@@ -93,6 +98,7 @@ class Simulator:
             retries=webhook_retries,
             retry_delay=webhook_retry_delay,
             post_timeout=webhook_timeout,
+            faults=self.faults,
         )
         self._received_limit = received_limit
         self._media_limit = media_limit
@@ -244,7 +250,18 @@ class Simulator:
         await self._webhooks.run(task_status=task_status)
 
     async def handle(self, req: SimRequest) -> SimResponse:
-        """Answer one request. Never raises for a bad request: errors are responses."""
+        """Answer one request. Never raises for a bad request: errors are responses.
+
+        Raises:
+            InjectedFault: a fault plan says the connection is refused, reset, or
+                its answer is dropped; the adapter acts it out on its connection.
+        """
+        if self.faults:
+            decision = self._decide(req)
+            if decision.delay:
+                await trio.sleep(decision.delay)
+            if decision.action is not None:
+                return self._inject(decision, req)
         return self.respond(req)
 
     def respond(self, req: SimRequest) -> SimResponse:
@@ -253,10 +270,48 @@ class Simulator:
         if path.startswith("/_sim/"):
             return control.handle(self, req.method, path[6:], query, req.body)
         slash = path.find("/", 1)
-        state = self._numbers.get(path[1:slash]) if slash > 0 else None
+        state = self._numbers.get(split_prefix(path[1:slash])[0]) if slash > 0 else None
         if state is None:
             return error_response(errors.not_found(f"No number is served at {path!r}"))
         return self._api.dispatch(state, req, path[slash:])
+
+    def revoke_tokens(self, number: str) -> int:
+        """Revoke every live token of ``number`` early (its next request gets 401); returns how many."""
+        return self._state(number).tokens.revoke_all()
+
+    def _decide(self, req: SimRequest) -> Decision:
+        path = req.target.partition("?")[0]
+        slash = path.find("/", 1)
+        if path.startswith("/_sim/") or slash <= 0:
+            return Decision(0.0, None)
+        digits, endpoint = split_prefix(path[1:slash])
+        if digits not in self._numbers:
+            return Decision(0.0, None)
+        return self.faults.decide(digits, endpoint, req.method, path[slash:])
+
+    def _inject(self, decision: Decision, req: SimRequest) -> SimResponse:
+        match decision.action:
+            case "refuse":
+                raise Refused("injected: connection refused")
+            case "reset":
+                raise Reset("injected: connection reset")
+            case "drop":
+                self.respond(req)  # the API acts on it; the answer never arrives
+                raise ResponseDropped("injected: response dropped")
+        state = self._numbers[split_prefix(req.target[1:].partition("/")[0])[0]]
+        if decision.action == "throttle":
+            state.counters.rejected_429 += 1
+            resp = error_response(ApiError(429, errors.TOO_MANY_REQUESTS, "Injected rate limit"))
+            if decision.retry_after is not None:
+                return SimResponse(
+                    429, [*resp.headers, ("retry-after", f"{decision.retry_after:g}")], resp.body
+                )
+            return resp
+        if decision.action == "unauthorized":
+            state.tokens.revoke_all()
+            state.counters.rejected_401 += 1
+            return error_response(errors.unauthorized())
+        return error_response(ApiError(decision.status, errors.INTERNAL_ERROR, "Injected server error"))
 
     # ------------------------------------------------------------------ helpers
 

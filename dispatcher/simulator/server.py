@@ -11,6 +11,8 @@ connection is closed; a body over ``max_body`` gets a 413.
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 from functools import partial
 from http import HTTPStatus
 
@@ -21,6 +23,7 @@ import trio
 from dispatcher.simulator import errors
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
+from dispatcher.simulator.faults import InjectedFault
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +74,9 @@ async def _serve_connection(
                 return
             try:
                 resp = await sim.handle(req)
+            except InjectedFault:
+                _abort(stream)  # refused, reset or answer dropped: the client sees a dead connection
+                return
             except Exception as exc:
                 log.error("sim.handler_crashed", target=req.target, exc_info=exc)
                 resp = error_response(errors.ApiError(500, errors.INTERNAL_ERROR, type(exc).__name__))
@@ -121,6 +127,13 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream, max_bod
             )
         elif type(event) is h11.ConnectionClosed:
             return None
+
+
+def _abort(stream: trio.SocketStream) -> None:
+    """Close with an RST (SO_LINGER 0), as a crashed or unreachable peer would."""
+    with contextlib.suppress(OSError):
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
 
 
 def _encode_response(conn: h11.Connection, resp: SimResponse, *, head: bool) -> bytes:

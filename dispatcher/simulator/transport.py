@@ -10,25 +10,28 @@ from typing import final
 
 import trio
 
-from actors.transport import ConnectError, Headers, Response
+from actors.transport import ConnectError, Headers, Response, ResponseLostError
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.exchange import SimRequest
+from dispatcher.simulator.faults import Refused, Reset, ResponseDropped
 
 
 @final
 class InProcessTransport:
     """One number's endpoint; ``target`` is relative to it (``b"/v1/messages"``)."""
 
-    def __init__(self, sim: Simulator, number: str) -> None:
+    def __init__(self, sim: Simulator, number: str, *, endpoint: int | None = None) -> None:
+        """``endpoint`` k serves the number as endpoint k of a multiconnect set (``/digits~k``)."""
         self._sim = sim
-        self._prefix = sim.endpoint_path(number)
+        self._prefix = sim.endpoint_path(number) + ("" if endpoint is None else f"~{endpoint}")
         self._closed = False
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
         """Answer through the simulator; a checkpoint, like any network call.
 
         Raises:
-            ConnectError: after ``aclose()``.
+            ConnectError: after ``aclose()``, or an injected refusal.
+            ResponseLostError: an injected reset or dropped answer.
         """
         await trio.lowlevel.checkpoint()
         if self._closed:
@@ -39,7 +42,12 @@ class InProcessTransport:
             headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers},
             body=body,
         )
-        resp = await self._sim.handle(req)
+        try:
+            resp = await self._sim.handle(req)
+        except Refused as exc:
+            raise ConnectError(str(exc)) from exc
+        except (Reset, ResponseDropped) as exc:
+            raise ResponseLostError(str(exc)) from exc
         return Response(
             status=resp.status,
             headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in resp.headers],

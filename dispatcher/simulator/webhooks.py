@@ -32,6 +32,7 @@ import trio
 
 from dispatcher.clock import WallClock
 from dispatcher.simulator.errors import TITLES, USER_NOT_VALID
+from dispatcher.simulator.faults import Faults
 from dispatcher.simulator.state import NumberState
 from dispatcher.simulator.wire import (
     PRICING,
@@ -53,6 +54,8 @@ Poster = Callable[[str, bytes], Awaitable[int]]
 STAGES: tuple[Literal["sent"], Literal["delivered"], Literal["read"]] = ("sent", "delivered", "read")
 _NOT_A_USER = [StatusError(code=USER_NOT_VALID, title=TITLES[USER_NOT_VALID])]
 _JSON = {"content-type": "application/json"}
+REORDER_HOLD = 10.0
+"""Longest a webhook is held back for reordering when no later one overtakes it."""
 
 
 @final
@@ -85,6 +88,8 @@ class _Shard:
         self.heap: list[tuple[float, int, _Job]] = []
         self.wakeup = trio.Event()
         self.sleeping_until = -math.inf  # -inf while the worker is awake
+        # A webhook held back to be reordered, per number, and when to post it anyway.
+        self.held: dict[str, tuple[bytes, float]] = {}
 
     def push(self, due: float, seq: int, job: _Job) -> None:
         heapq.heappush(self.heap, (due, seq, job))
@@ -115,6 +120,7 @@ class WebhookSender:
         retries: int,
         retry_delay: float,
         post_timeout: float,
+        faults: Faults | None = None,
     ) -> None:
         if status_delays is not None and (
             min(status_delays) < 0 or list(status_delays) != sorted(status_delays)
@@ -131,6 +137,7 @@ class WebhookSender:
         self._retries = retries
         self._retry_delay = retry_delay
         self._post_timeout = post_timeout
+        self._faults = faults if faults is not None else Faults()
         self._shards = [_Shard() for _ in range(concurrency)]
         self._seq = itertools.count()
         self._pending = 0
@@ -148,6 +155,10 @@ class WebhookSender:
             state.counters.webhooks_dropped += 1
             return
         now = trio.current_time()
+        plan = self._faults.webhook_plan(state.config.digits) if self._faults else None
+        if plan is not None and plan.webhook_delay:
+            now += plan.webhook_delay  # every status of this message comes that much later
+            self._faults.count(state.config.digits, "webhook_delay")
         self._pending += 1
         job = _StatusJob(state.config.digits, msg_id, recipient, now, failed)
         self._shard(recipient).push(now + self._delays[0], next(self._seq), job)
@@ -189,10 +200,15 @@ class WebhookSender:
         while True:
             statuses, inbound = self._take_due(shard)
             if not statuses and not inbound:
+                now = trio.current_time()
+                for digits, (body, until) in list(shard.held.items()):
+                    if until <= now:  # nothing came to overtake it in time
+                        del shard.held[digits]
+                        await self._post(digits, body, poster)
                 await self._sleep(shard)
                 continue
             for digits, batch in statuses.items():
-                await self._post(digits, encode(StatusWebhook(statuses=batch)), poster)
+                await self._post_faulty(shard, digits, encode(StatusWebhook(statuses=batch)), poster)
             for digits, jobs in inbound.items():
                 contacts = [job.contact for job in jobs]
                 body = encode(InboundWebhook(contacts=contacts, messages=[job.message for job in jobs]))
@@ -239,6 +255,8 @@ class WebhookSender:
 
     async def _sleep(self, shard: _Shard) -> None:
         deadline = shard.heap[0][0] if shard.heap else math.inf
+        if shard.held:
+            deadline = min(deadline, *(until for _, until in shard.held.values()))
         shard.wakeup = trio.Event()
         shard.sleeping_until = deadline
         try:
@@ -246,6 +264,24 @@ class WebhookSender:
                 await shard.wakeup.wait()
         finally:
             shard.sleeping_until = -math.inf
+
+    async def _post_faulty(self, shard: _Shard, digits: str, body: bytes, poster: Poster) -> None:
+        """Post a status webhook, duplicated or held back behind the next one if the plan says so."""
+        plan = self._faults.webhook_plan(digits) if self._faults else None
+        if plan is None:
+            await self._post(digits, body, poster)
+            return
+        held = shard.held.pop(digits, None)
+        if held is None and self._faults.chance(plan.webhook_reorder_rate):
+            self._faults.count(digits, "webhook_reorder")
+            shard.held[digits] = (body, trio.current_time() + REORDER_HOLD)
+            return
+        await self._post(digits, body, poster)
+        if held is not None:
+            await self._post(digits, held[0], poster)  # the earlier webhook arrives after this one
+        if self._faults.chance(plan.webhook_duplicate_rate):
+            self._faults.count(digits, "webhook_duplicate")
+            await self._post(digits, body, poster)
 
     async def _post(self, digits: str, body: bytes, poster: Poster) -> None:
         """POST with retries and exponential backoff; then give up and count it."""
