@@ -1,0 +1,67 @@
+"""Smoke runs of every bench with tiny counts: each runs end to end and its JSON line adds up.
+
+These are correctness checks of the benches (they start, measure, stop what they
+started, and report consistent figures), never timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: float = 90.0) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
+def test_floor_smoke() -> None:
+    result = run_bench("bench.floor", "--duration", "0.05", "--connections", "2")
+    assert set(result["server_per_cpu_s"]) == {"quart", "asgi", "h11"}
+    assert all(v > 0 for v in result["server_per_s"].values())
+    assert result["client_per_cpu_s"]["h11_loop_1"] > 0
+    assert set(result["h11pool_over_h11_loop"]) == {"1", "10", "50", "100"}
+    assert set(result["lmdb_records_per_s"]) == {"1", "100", "1000"}
+    assert all(v > 0 for v in result["codec"].values())
+
+
+def test_actors_smoke() -> None:
+    result = run_bench("bench.actors", "--numbers", "20", "--pending", "700", "--recovery-numbers", "3")
+    assert result["numbers"] == 20
+    assert result["pending"] == 700
+    assert result["recovery_s"] > 0
+    assert result["rss_after_mb"] >= result["rss_before_mb"] > 0
+
+
+@pytest.mark.parametrize("bad", [["--numbers", "0"], ["--pending", "-1"]])
+def test_actors_rejects_bad_counts(bad: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.actors", *bad], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert "must be >= 1" in proc.stderr
+
+
+def test_e2e_smoke() -> None:
+    result = run_bench("bench.e2e", "--numbers", "2", "--messages", "40", "--concurrency", "4", "--json")
+    assert result["lost"] == 0
+    assert result["errors"] == 0
+    assert result["delivered_per_s"] > 0
+    assert result["accept_p99_ms"] >= result["accept_p50_ms"] > 0
