@@ -27,9 +27,11 @@ import trio
 from actors.channel import Channel, Credentials
 from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
 from actors.ratelimit import TokenBucket
+from actors.tokeninfo import TokenInfo
 from actors.transport import Transport, TransportError
 from dispatcher import ledger
 from dispatcher.clock import WallClock
+from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from dispatcher.models import MessageRecord, entry_decoder
 from dispatcher.store import Store, StoreError, number_key
 
@@ -59,6 +61,17 @@ class ActorStatistics:
     retries: int
     ambiguous: int
     rate_limited: int
+    # Operations (admin API, /metrics): see NumberActor.statistics().
+    paused: bool = False
+    accepted: int = 0
+    delivered: int = 0
+    read: int = 0
+    failed_by_code: tuple[tuple[int, int], ...] = ()
+    token_refreshes: int = 0
+    token_expires_in: float | None = None
+    rate: float = 0.0
+    burst: int = 0
+    send_latency: HistogramSnapshot | None = None
 
 
 @final
@@ -91,8 +104,14 @@ class NumberActor:
         self._on_status = on_status
         self._running = False
         self._stopping = False
+        self._paused = False
+        self._resumed = trio.Event()
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
+        # Plain ints read by /metrics at scrape time.
+        self.accepted = self.delivered = self.read = 0
+        self.failed_by_code: dict[int, int] = {}
+        self.send_latency = Histogram(LATENCY_BUCKETS)
 
     def _reset(self) -> None:
         self._queues: dict[str, deque[_Pending]] = {}
@@ -106,6 +125,7 @@ class NumberActor:
 
     def notify(self, seq: int, record: MessageRecord) -> None:
         """A message was committed to this number's outbox. Never blocks."""
+        self.accepted += 1
         if self._running:
             self._enqueue(_Pending(seq, record.sid, record.to_number, record))
 
@@ -168,12 +188,52 @@ class NumberActor:
     def stop_requested(self) -> bool:
         return self._stopping
 
+    @property
+    def credentials(self) -> Credentials:
+        return self._tokens
+
+    @property
+    def bucket(self) -> TokenBucket:
+        return self._bucket
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Start no new sends (intake goes on into the outbox); sends in flight finish."""
+        if not self._paused:
+            self._paused = True
+            self._resumed = trio.Event()
+            log.info("actor.paused", number=self.number)
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._resumed.set()
+            log.info("actor.resumed", number=self.number)
+
+    def note_status(self, status: str, error_code: int | None) -> None:
+        """A webhook moved one of this number's messages to ``status`` (for /metrics)."""
+        if status == "delivered":
+            self.delivered += 1
+        elif status == "read":
+            self.read += 1
+        elif status in ("failed", "undelivered"):
+            self._count_failure(error_code or 0)
+
+    def _count_failure(self, code: int) -> None:
+        self.failed_by_code[code] = self.failed_by_code.get(code, 0) + 1
+
     async def _dispatch(self, sends: trio.Nursery) -> None:
         slots = trio.Semaphore(self._max_in_flight)
         while not self.stop_requested():
             if not self._ready:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
+                continue
+            if self._paused:
+                await self._wait_resumed()
                 continue
             await slots.acquire()
             # Pace in this single dispatching task, so sends leave in FIFO order.
@@ -184,6 +244,22 @@ class NumberActor:
             recipient = self._ready.popleft()
             self._busy.add(recipient)
             sends.start_soon(self._deliver_head, recipient, slots)
+
+    async def _wait_resumed(self) -> None:
+        """Sleep while paused; ``stop()`` also wakes us (it sets the wakeup event)."""
+        resumed = self._resumed
+        async with trio.open_nursery() as waiters:
+
+            async def wait_for(event: trio.Event) -> None:
+                await event.wait()
+                waiters.cancel_scope.cancel()
+
+            waiters.start_soon(wait_for, resumed)
+            waiters.start_soon(wait_for, self._wakeup)
+        if self._wakeup.is_set() and self.stop_requested():
+            return
+        if self._wakeup.is_set():
+            self._wakeup = trio.Event()
 
     async def _deliver_head(self, recipient: str, slots: trio.Semaphore) -> None:
         queue = self._queues[recipient]
@@ -211,6 +287,7 @@ class NumberActor:
         target, body = self._channel.encode(record)
         while True:
             token = self._tokens.token
+            began = trio.current_time()
             try:
                 resp = await self._transport.request(
                     b"POST",
@@ -218,6 +295,7 @@ class NumberActor:
                     [(b"authorization", self._tokens.auth_header()), (b"content-type", b"application/json")],
                     body,
                 )
+                self.send_latency.observe(trio.current_time() - began)
                 outcome = self._channel.classify(resp)
             except TransportError as exc:
                 outcome = classify_error(exc)
@@ -255,6 +333,7 @@ class NumberActor:
             ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
         )
         self.failed += 1
+        self._count_failure(code)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
@@ -275,6 +354,16 @@ class NumberActor:
             retries=self.retries,
             ambiguous=self.ambiguous,
             rate_limited=self.rate_limited,
+            paused=self._paused,
+            accepted=self.accepted,
+            delivered=self.delivered,
+            read=self.read,
+            failed_by_code=tuple(sorted(self.failed_by_code.items())),
+            token_refreshes=self._tokens.refreshes if isinstance(self._tokens, TokenInfo) else 0,
+            token_expires_in=self._tokens.expires_in if isinstance(self._tokens, TokenInfo) else None,
+            rate=self._bucket.rate,
+            burst=self._bucket.burst,
+            send_latency=self.send_latency.snapshot(),
         )
 
 

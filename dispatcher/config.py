@@ -106,8 +106,18 @@ class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The operators' API under ``/admin/v1``: its own bearer token, never an account's."""
+
+    # Without a token every admin route answers 403: the admin API is off.
+    token: Secret | None = None
+    # Require the admin token on /metrics too (Prometheus: ``authorization: {credentials: ...}``).
+    protect_metrics: bool = False
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
     store: StoreConfig = StoreConfig()
     log: LogConfig = LogConfig()
     simulator: SimulatorConfig | None = None
@@ -131,6 +141,11 @@ def validate(config: Config) -> Config:
     parse_listen(config.server.listen, "server.listen")
     if config.simulator is not None:
         parse_listen(config.simulator.listen, "simulator.listen")
+    if config.admin.token is not None:
+        if len(config.admin.token.resolve("admin.token")) < 16:
+            raise ConfigError("admin.token: use at least 16 characters")
+    elif config.admin.protect_metrics:
+        raise ConfigError("admin.protect_metrics: needs admin.token")
     sids: set[str] = set()
     for i, account in enumerate(config.accounts):
         if account.sid in sids:

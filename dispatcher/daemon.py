@@ -24,7 +24,9 @@ from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import Config, NumberConfig, parse_listen
 from dispatcher.frontdoor.app import make_app, serve_frontdoor
 from dispatcher.gateway import Gateway, NumberInfo
+from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.numbers import build_actor
+from dispatcher.operations import Operations
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve as serve_simulator
@@ -45,6 +47,8 @@ class Running:
     shutdown: trio.Event
     simulator: Simulator | None = None
     simulator_url: str | None = None
+    ops: Operations | None = None
+    metrics: Metrics | None = None
 
 
 TransportFactory = Callable[[NumberConfig, str], Transport]
@@ -130,13 +134,26 @@ async def run_daemon(
                     },
                     wall=wall,
                 )
+                ops = Operations(gateway)
+                requests = RequestCounts()
+                metrics = Metrics(
+                    DispatcherCollector(actors=supervisor.actors, store=store, requests=requests)
+                )
+                app = make_app(
+                    gateway,
+                    ops=ops,
+                    admin_token=config.admin.token.resolve("admin.token") if config.admin.token else None,
+                    metrics=metrics,
+                    requests=requests,
+                    protect_metrics=config.admin.protect_metrics,
+                )
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
                     async with trio.open_nursery() as http:
                         binds = await http.start(
                             functools.partial(
                                 serve_frontdoor,
-                                make_app(gateway),
+                                app,
                                 host,
                                 port,
                                 shutdown.wait,
@@ -149,7 +166,9 @@ async def run_daemon(
                         await work.start(supervisor.run)
                         log.info("daemon.ready", url=url, numbers=len(actors))
                         task_status.started(
-                            Running(url, gateway, supervisor, store, shutdown, simulator, sim_url)
+                            Running(
+                                url, gateway, supervisor, store, shutdown, simulator, sim_url, ops, metrics
+                            )
                         )
                     # The front door has stopped and answered its last request.
                     log.info("daemon.draining", timeout=config.server.drain_timeout)

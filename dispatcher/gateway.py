@@ -70,11 +70,17 @@ class Gateway:
     ) -> None:
         self.store = store
         self.supervisor = supervisor
+        self.configure(accounts, numbers)
+        self.wall = wall
+        # Numbers being drained by an operator: no new messages for them.
+        self.draining: set[str] = set()
+        self._channel = onprem.OnPremChannel()
+
+    def configure(self, accounts: Mapping[str, str], numbers: Mapping[str, NumberInfo]) -> None:
+        """Install the accounts and numbers of a (re)loaded config."""
         self._accounts = dict(accounts)  # sid -> auth token
         self.numbers = dict(numbers)
         self._by_digits = {n.lstrip("+"): info for n, info in self.numbers.items()}
-        self.wall = wall
-        self._channel = onprem.OnPremChannel()
 
     # -- auth ---------------------------------------------------------------------
 
@@ -108,6 +114,10 @@ class Gateway:
         if info is None or info.account_sid != account_sid:
             raise TwilioError(
                 400, 63007, f"Twilio could not find a Channel with the specified From address: {req.from_}"
+            )
+        if from_ in self.draining:
+            raise TwilioError(
+                503, 20503, f"Service unavailable: {from_} is being drained and accepts no new messages."
             )
         if to == from_:
             raise TwilioError(
@@ -184,6 +194,9 @@ class Gateway:
             )
             if updated is not None:
                 moved += 1
+                actor = self.supervisor.actor(info.number)
+                if actor is not None:
+                    actor.note_status(updated.status, updated.error_code)
                 log.info(
                     "message.status",
                     number=info.number,

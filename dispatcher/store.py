@@ -16,6 +16,7 @@ rolled back alone and its caller gets the exception; the others commit.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final, Generic, TypeVar, cast, final
@@ -24,6 +25,8 @@ import attrs
 import lmdb
 import structlog
 import trio
+
+from dispatcher.histogram import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 
 log = structlog.get_logger()
 
@@ -172,6 +175,9 @@ class Store:
         self._writes = 0
         self._last_batch = 0
         self._max_batch_seen = 0
+        # For /metrics: writes per group commit, and seconds per commit (begin to fsync).
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
 
     # -- reads: inline, ~1 us ------------------------------------------------------
 
@@ -268,6 +274,7 @@ class Store:
     def _commit(self, batch: list[_Pending[object]]) -> None:
         """Worker thread: the whole transaction, begin to commit, happens here."""
         seqs: dict[bytes, int] = {}
+        began = time.perf_counter()  # measures this thread's work, not trio time
         with self.env.begin(write=True) as txn:
             for p in batch:
                 child = self.env.begin(write=True, parent=txn)
@@ -289,3 +296,5 @@ class Store:
         self._writes += len(batch)
         self._last_batch = len(batch)
         self._max_batch_seen = max(self._max_batch_seen, len(batch))
+        self.batch_sizes.observe(len(batch))
+        self.commit_seconds.observe(time.perf_counter() - began)

@@ -26,6 +26,10 @@ class _Slot:
     state: str = "starting"  # starting | running | restarting | stopped
     restarts: int = 0
     last_error: str | None = None
+    retiring: bool = False  # removed or replaced by a live reload: stop for good
+    stopped: trio.Event = attrs.Factory(trio.Event)
+    wake: trio.Event = attrs.Factory(trio.Event)  # cuts a restart backoff short
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
 
 @final
@@ -43,6 +47,7 @@ class Supervisor:
         self._cap = max_delay
         self._reset_after = reset_after
         self._stopping = False
+        self._nursery: trio.Nursery | None = None
 
     def actor(self, number: str) -> NumberActor | None:
         slot = self._slots.get(number)
@@ -54,12 +59,60 @@ class Supervisor:
     def restarts(self, number: str) -> int:
         return self._slots[number].restarts
 
+    def actors(self) -> list[NumberActor]:
+        return [slot.actor for slot in self._slots.values()]
+
+    def last_error(self, number: str) -> str | None:
+        slot = self._slots.get(number)
+        return None if slot is None else slot.last_error
+
+    async def add(self, actor: NumberActor) -> None:
+        """Start supervising a new number's actor (live reload); returns once it recovered its outbox."""
+        if self._nursery is None or self._stopping:
+            raise RuntimeError("the supervisor is not running")
+        if actor.number in self._slots:
+            raise ValueError(f"{actor.number} is already supervised")
+        slot = self._slots[actor.number] = _Slot(actor)
+        await self._nursery.start(self._supervise, slot)
+
+    async def retire(self, number: str, *, timeout: float = 10.0) -> None:
+        """Stop a number's actor for good; its outbox stays in LMDB.
+
+        Its sends in flight get ``timeout`` seconds to finish; then the actor is
+        cancelled (an interrupted send is retried by whoever sends for the number next).
+        """
+        slot = self._slots.get(number)
+        if slot is None:
+            raise KeyError(number)
+        slot.retiring = True
+        slot.actor.stop()
+        slot.wake.set()
+        with trio.move_on_after(timeout):
+            await slot.stopped.wait()
+        if not slot.stopped.is_set():
+            log.warning("actor.retire_cancelled", number=number, timeout=timeout)
+            slot.scope.cancel()
+            await slot.stopped.wait()
+        if self._slots.get(number) is slot:
+            del self._slots[number]
+
+    async def replace(self, actor: NumberActor, *, timeout: float = 10.0) -> None:
+        """Swap a number's actor for a new one (changed endpoint or credentials).
+
+        The old one finishes its sends in flight and stops before the new one
+        recovers the outbox, so no message is ever sent by both.
+        """
+        await self.retire(actor.number, timeout=timeout)
+        await self.add(actor)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every actor (each recovers its outbox first), then supervise until they stop."""
         async with trio.open_nursery() as nursery:
-            for slot in self._slots.values():
+            for slot in list(self._slots.values()):
                 await nursery.start(self._supervise, slot)
+            self._nursery = nursery
             task_status.started()
+        self._nursery = None
 
     def stop_requested(self) -> bool:
         return self._stopping
@@ -73,9 +126,17 @@ class Supervisor:
     async def _supervise(
         self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        try:
+            with slot.scope:
+                await self._supervise_until_stopped(slot, task_status)
+        finally:
+            slot.state = "stopped"
+            slot.stopped.set()
+
+    async def _supervise_until_stopped(self, slot: _Slot, task_status: trio.TaskStatus[None]) -> None:
         delay = self._base
         first = True
-        while not self.stop_requested():
+        while not (self.stop_requested() or slot.retiring):
             started_at = trio.current_time()
             try:
                 if first:
@@ -89,15 +150,16 @@ class Supervisor:
                 slot.state = "restarting"
                 log.error("actor.crashed", number=slot.actor.number, restarts=slot.restarts, exc_info=exc)
             else:
-                if self.stop_requested():
+                if self.stop_requested() or slot.retiring:
                     break
                 slot.state = "restarting"
                 log.warning("actor.returned", number=slot.actor.number)
             if trio.current_time() - started_at >= self._reset_after:
                 delay = self._base
-            await trio.sleep(random.uniform(0.0, delay))
+            # retire() sets wake: a retiring actor is not restarted after its backoff.
+            with trio.move_on_after(random.uniform(0.0, delay)):
+                await slot.wake.wait()
             delay = min(self._cap, delay * 2)
-        slot.state = "stopped"
 
     async def _run_once(self, slot: _Slot, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:

@@ -18,8 +18,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from dispatcher.channels import onprem
+from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.gateway import Gateway, SendRequest
+from dispatcher.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from dispatcher.metrics import Metrics, RequestCounts
+from dispatcher.operations import Operations
 
 log = structlog.get_logger()
 
@@ -31,9 +35,30 @@ def _json(body: bytes, status: int) -> Response:
     return Response(body, status=status, content_type=JSON)
 
 
-def make_app(gateway: Gateway) -> QuartTrio:
+def make_app(
+    gateway: Gateway,
+    *,
+    ops: Operations | None = None,
+    admin_token: str | None = None,
+    metrics: Metrics | None = None,
+    requests: RequestCounts | None = None,
+    protect_metrics: bool = False,
+) -> QuartTrio:
+    """The front door; ``ops``/``metrics`` add the admin API and /metrics (the daemon passes both)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    if requests is not None:
+        requests.install(app)
+    register_admin(app, ops or Operations(gateway), admin_token)
+
+    if metrics is not None:
+
+        @app.get("/metrics")
+        async def metrics_text() -> Response:
+            if protect_metrics:
+                require_admin(admin_token)
+            return Response(metrics.render(), status=200, content_type=METRICS_CONTENT_TYPE)
+
     prefix = f"/{API_VERSION}/Accounts/<account_sid>"
 
     @app.errorhandler(TwilioError)
