@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from actors.channel import Channel, Credentials
+from actors.holds import SendHolds
 from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
 from actors.ratelimit import TokenBucket
 from actors.tokeninfo import TokenInfo
@@ -33,7 +34,7 @@ from dispatcher import ledger
 from dispatcher.clock import WallClock
 from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from dispatcher.models import MessageRecord, entry_decoder
-from dispatcher.store import Store, StoreError, number_key
+from dispatcher.store import Store, StoreError, number_key, seq_key
 
 log = structlog.get_logger()
 
@@ -106,6 +107,8 @@ class NumberActor:
         self._stopping = False
         self._paused = False
         self._resumed = trio.Event()
+        # Outlives restarts: a cancel may be committing while the actor restarts.
+        self.holds = SendHolds()
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         # Plain ints read by /metrics at scrape time.
@@ -279,6 +282,15 @@ class NumberActor:
 
     async def _deliver(self, item: _Pending) -> None:
         """Send one message until it is sent or has failed for good; the bucket slot is held."""
+        # A cancel may be committing: wait for it. A canceled message has left the outbox.
+        await self.holds.begin_send(item.sid)
+        try:
+            if self._store.get(b"outbox", seq_key(self.number, item.seq)) is not None:
+                await self._deliver_entry(item)
+        finally:
+            self.holds.end_send(item.sid)
+
+    async def _deliver_entry(self, item: _Pending) -> None:
         record = item.record or self._load(item)
         if record is None or record.status not in ("queued", "accepted", "sending"):
             await self._store.write(ledger.drop_entry(self.number, item.seq))

@@ -14,6 +14,7 @@ from typing import Final
 import msgspec
 
 from dispatcher.models import (
+    TERMINAL,
     MessageRecord,
     OutboxEntry,
     advances,
@@ -59,9 +60,9 @@ def accept(record: MessageRecord) -> Callable[[WriteTxn], int]:
     entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number))
 
     def fn(txn: WriteTxn) -> int:
+        seq = txn.next_seq(b"outbox", number_key(record.from_number))
+        record.outbox_seq = seq
         insert(txn, record)
-        prefix = number_key(record.from_number)
-        seq = txn.next_seq(b"outbox", prefix)
         txn.put(b"outbox", seq_key(record.from_number, seq), entry, overwrite=False)
         return seq
 
@@ -163,3 +164,92 @@ def _apply(record: MessageRecord, status: str, code: int | None, message: str | 
 
 def load(raw: bytes) -> MessageRecord:
     return record_decoder.decode(raw)
+
+
+# -- changes a customer asks for (update, delete) -------------------------------------
+
+# Still waiting in the outbox, not yet handed to the channel: cancel takes it out.
+CANCELABLE: Final = frozenset({"accepted", "queued"})
+# Not finished: the record is still being worked on, so it cannot go away or lose its body.
+IN_PROGRESS: Final = frozenset({"scheduled", "accepted", "queued", "sending"})
+
+
+class MessageNotFound(LookupError):
+    """No message with that sid in that account."""
+
+
+class WrongState(Exception):
+    """The change is not allowed in the message's current status."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _owned(txn: WriteTxn, sid: str, account_sid: str) -> MessageRecord:
+    raw = txn.get(b"messages", sid_key(sid))
+    if raw is None:
+        raise MessageNotFound(sid)
+    record = record_decoder.decode(raw)
+    if record.account_sid != account_sid:
+        raise MessageNotFound(sid)
+    return record
+
+
+def cancel(sid: str, account_sid: str, now: float) -> Callable[[WriteTxn], MessageRecord]:
+    """``Status=canceled``: a message still waiting in its outbox leaves it, atomically, as ``canceled``.
+
+    Raises MessageNotFound, or WrongState once the message has gone to the
+    channel (its outbox entry is gone). Canceling a canceled message returns it
+    unchanged. The caller holds the number's actor off this sid while the write
+    commits (``SendHolds``), so a send cannot start in between.
+    """
+
+    def fn(txn: WriteTxn) -> MessageRecord:
+        record = _owned(txn, sid, account_sid)
+        if record.status == "canceled":
+            return record
+        if record.status not in CANCELABLE or record.outbox_seq is None:
+            raise WrongState(record.status)
+        if not txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq)):
+            raise WrongState(record.status)  # already taken for sending
+        record.status = "canceled"
+        record.outbox_seq = None
+        record.date_updated = now
+        txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
+        return record
+
+    return fn
+
+
+def redact(sid: str, account_sid: str, now: float) -> Callable[[WriteTxn], MessageRecord]:
+    """``Body=""``: erase the body of a message that is no longer in progress."""
+
+    def fn(txn: WriteTxn) -> MessageRecord:
+        record = _owned(txn, sid, account_sid)
+        if record.status in IN_PROGRESS:
+            raise WrongState(record.status)
+        if record.body:
+            record.body = ""
+            record.date_updated = now
+            txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
+        return record
+
+    return fn
+
+
+def remove(sid: str, account_sid: str) -> Callable[[WriteTxn], None]:
+    """DELETE: drop a finished message, its listing entry and its channel-id mapping."""
+
+    def fn(txn: WriteTxn) -> None:
+        record = _owned(txn, sid, account_sid)
+        if record.status in IN_PROGRESS:
+            raise WrongState(record.status)
+        txn.delete(b"messages", sid_key(sid))
+        txn.delete(b"by_account", account_key(record))
+        # A message still expecting statuses keeps its mapping, so they find it gone
+        # instead of waiting forever as orphans.
+        if record.channel_id is not None and record.status in TERMINAL:
+            txn.delete(b"wamid", record.channel_id.encode())
+
+    return fn

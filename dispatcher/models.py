@@ -62,6 +62,7 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     num_media: int = 0
     channel_id: str | None = None  # the WhatsApp message id (wamid) once sent
     attempts: int = 0
+    outbox_seq: int | None = None  # its outbox entry's seq while queued (cancel removes it)
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):

@@ -202,6 +202,24 @@ class Store:
                     return
                 yield key, value
 
+    def scan_back(
+        self, name: bytes, prefix: bytes, *, below: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Like ``scan`` in descending key order, from just below ``below`` (or the last key).
+
+        The read txn is held while the caller iterates: do not await in between.
+        """
+        upper = below if below is not None else prefix + b"\xff" * 64
+        with self.env.begin(db=self._dbs[name]) as txn:
+            cur = txn.cursor()
+            found = cur.prev() if cur.set_range(upper) else cur.last()
+            if not found:
+                return
+            for key, value in cur.iterprev():
+                if not key.startswith(prefix):
+                    return
+                yield key, value
+
     def count(self, name: bytes, prefix: bytes) -> int:
         return sum(1 for _ in self.scan(name, prefix))
 

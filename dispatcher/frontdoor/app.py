@@ -17,10 +17,14 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from dispatcher import edits, listing
 from dispatcher.channels import onprem
 from dispatcher.frontdoor.admin import register_admin, require_admin
+from dispatcher.frontdoor.intake import send_request
+from dispatcher.frontdoor.pages import encode_page
+from dispatcher.frontdoor.params import Params, parse_body
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, encode_message
-from dispatcher.gateway import Gateway, SendRequest
+from dispatcher.gateway import Gateway
 from dispatcher.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dispatcher.metrics import Metrics, RequestCounts
 from dispatcher.operations import Operations
@@ -79,23 +83,38 @@ def make_app(
     async def too_large(_: Any) -> Response:
         return _json(TwilioError(413, 21617, "Request body too large").body(), 413)
 
+    async def body_params() -> Params:
+        return parse_body(request.headers.get("Content-Type"), await request.get_data(True, False, False))
+
     @app.post(f"{prefix}/Messages.json")
     async def create_message(account_sid: str) -> Response:
         gateway.authenticate(request.headers.get("Authorization"), account_sid)
-        form = await request.form
-        req = SendRequest(
-            to=form.get("To"),
-            from_=form.get("From"),
-            body=form.get("Body"),
-            status_callback=form.get("StatusCallback"),
-        )
-        record = await gateway.create(account_sid, req)
+        record = await gateway.create(account_sid, send_request(await body_params()))
         return _json(encode_message(record), 201)
+
+    @app.get(f"{prefix}/Messages.json")
+    async def list_messages(account_sid: str) -> Response:
+        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        query = listing.parse_query({k: request.args.getlist(k) for k in request.args})
+        page = listing.read_page(gateway.store, account_sid, query)
+        return _json(encode_page(account_sid, query, page), 200)
 
     @app.get(f"{prefix}/Messages/<sid>.json")
     async def fetch_message(account_sid: str, sid: str) -> Response:
         gateway.authenticate(request.headers.get("Authorization"), account_sid)
         return _json(encode_message(gateway.fetch(account_sid, sid)), 200)
+
+    @app.post(f"{prefix}/Messages/<sid>.json")
+    async def update_message(account_sid: str, sid: str) -> Response:
+        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        record = await edits.update(gateway, account_sid, sid, await body_params())
+        return _json(encode_message(record), 200)
+
+    @app.delete(f"{prefix}/Messages/<sid>.json")
+    async def delete_message(account_sid: str, sid: str) -> Response:
+        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        await edits.delete(gateway, account_sid, sid)
+        return Response(b"", status=204)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
     async def onprem_webhook(digits: str, secret: str) -> Response:
