@@ -39,8 +39,17 @@ TOKEN = "sandbox-auth-token"
 
 
 def write_config(
-    data_dir: Path, port: int, sim_port: int, numbers: int, rate: float, webhook_batch: int
+    data_dir: Path,
+    port: int,
+    sim_port: int,
+    numbers: int,
+    rate: float,
+    webhook_batch: int,
+    *,
+    burst: int | None = None,
 ) -> Path:
+    """N simulated numbers; the simulator enforces the same ``rate``/``burst`` as the numbers."""
+    burst = int(rate) if burst is None else burst
     parts = [
         f"""
 [server]
@@ -53,7 +62,7 @@ level = "warning"
 [simulator]
 listen = "127.0.0.1:{sim_port}"
 rate = {rate}
-burst = {int(rate)}
+burst = {burst}
 webhook_batch = {webhook_batch}
 [[accounts]]
 sid = "{ACCOUNT}"
@@ -70,7 +79,7 @@ simulated = true
 password = {{ value = "Bench-Passw0rd!" }}
 webhook_secret = {{ value = "bench-{i}" }}
 rate = {rate}
-burst = {int(rate)}
+burst = {burst}
 max_in_flight = 64
 """
         )
@@ -98,20 +107,51 @@ async def sim_accepted(pool: H11Pool) -> int:
     return sum(c["accepted"] for c in json.loads(resp.body)["numbers"].values())
 
 
-async def drive(args: argparse.Namespace, url: str, sim_url: str, pid: int) -> dict[str, float]:
+def front_headers() -> list[tuple[bytes, bytes]]:
     auth = b"Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode())
-    headers = [(b"authorization", auth), (b"content-type", b"application/x-www-form-urlencoded")]
-    path = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
-    bodies = [
+    return [(b"authorization", auth), (b"content-type", b"application/x-www-form-urlencoded")]
+
+
+def create_path() -> bytes:
+    return f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
+
+
+def create_bodies(numbers: int, messages: int) -> list[bytes]:
+    """Twilio-form creates, round-robin over the numbers, 1000 recipients."""
+    return [
         urllib.parse.urlencode(
             {
-                "From": f"whatsapp:+1555000{i % args.numbers:04d}",
+                "From": f"whatsapp:+1555000{i % numbers:04d}",
                 "To": f"whatsapp:+1555123{i % 1000:04d}",
                 "Body": f"Your code is {i:06d}. It expires in 10 minutes.",
             }
         ).encode()
-        for i in range(args.messages)
+        for i in range(messages)
     ]
+
+
+def start_daemon(cfg: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dispatcher", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the daemon drains), then SIGKILL if it has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def drive(args: argparse.Namespace, url: str, sim_url: str, pid: int) -> dict[str, float]:
+    headers, path = front_headers(), create_path()
+    bodies = create_bodies(args.numbers, args.messages)
     front = H11Pool(url, max_connections=args.concurrency, request_timeout=30.0)
     sim = H11Pool(sim_url, max_connections=1)
     latencies: list[float] = []
@@ -175,19 +215,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-") as tmp:
         port, sim_port = free_port(), free_port()
         cfg = write_config(Path(tmp) / "data", port, sim_port, args.numbers, args.rate, args.webhook_batch)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        proc = start_daemon(cfg)
         try:
             url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
             trio.run(wait_ready, url)
             result = trio.run(drive, args, url, sim_url, proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_daemon(proc)
     for key, value in result.items():
         sys.stderr.write(f"{key:>22}: {value}\n")
     sys.stdout.write(json.dumps(result) + "\n")

@@ -65,3 +65,24 @@ def test_e2e_smoke() -> None:
     assert result["errors"] == 0
     assert result["delivered_per_s"] > 0
     assert result["accept_p99_ms"] >= result["accept_p50_ms"] > 0
+
+
+def test_rate_smoke() -> None:
+    result = run_bench("bench.rate", "--rate", "50", "--burst", "10", "--duration", "1.5", "--json")
+    figures = result["numbers"]["+15550000000"]
+    assert figures["saturated"]
+    assert figures["rejected_429"] == 0
+    assert figures["sent"] > 10
+    assert 0 < figures["achieved_over_configured"] < 2
+    assert figures["max_burst"] > 0
+
+
+def test_rate_analysis_of_an_exact_series() -> None:
+    from bench.rate import analyse
+
+    # A full bucket of 5, then exactly 10/s, sampled every 0.1 s.
+    series = [(0.1 * i, 5 + i) for i in range(1, 31)]
+    figures = analyse(series, rate=10.0, burst=5)
+    assert figures["achieved_over_configured"] == 1.0
+    assert figures["max_burst"] == 5.0
+    assert figures["sent"] == 35
