@@ -29,7 +29,7 @@ from actors.holds import SendHolds
 from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
 from actors.ratelimit import TokenBucket
 from actors.tokeninfo import TokenInfo
-from actors.transport import Transport, TransportError
+from actors.transport import Response, Transport, TransportError
 from dispatcher import ledger
 from dispatcher.clock import WallClock
 from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
@@ -182,6 +182,23 @@ class NumberActor:
         finally:
             self._running = False
             log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
+
+    async def api_get(self, target: bytes) -> Response:
+        """GET on the number's API with its token (one re-login on 401): inbound media downloads.
+
+        Raises:
+            TransportError: no answer.
+        """
+        await self._tokens.wait_ready()
+        for _ in range(2):
+            token = self._tokens.token
+            resp = await self._transport.request(
+                b"GET", target, [(b"authorization", self._tokens.auth_header())], b""
+            )
+            if resp.status != 401:
+                break
+            await self._tokens.refresh(token)
+        return resp
 
     def stop(self) -> None:
         """Start no new sends; ``run`` returns once the sends in flight finish."""

@@ -8,6 +8,7 @@ float >= 0.001``. Secrets may be given inline, from an environment variable
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -91,6 +92,28 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Log in again when less than this remains of the token's life (On-Prem tokens last 7 days).
     token_refresh_before: Seconds = 86_400.0
     status_callback: str | None = None
+    # Where inbound messages to this number are POSTed (Twilio's "A message comes in" URL).
+    inbound_url: str | None = None
+    # How WhatsApp's webhooks prove they come from this number's API: the secret in
+    # the URL path (/webhooks/onprem/{digits}/{secret}) or in a header
+    # (/webhooks/onprem/{digits} with ``webhook_header: secret``).
+    webhook_auth: Literal["path", "header"] = "path"
+    webhook_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "X-Webhook-Secret"
+
+
+class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Delivery of status callbacks and inbound webhooks to customer URLs."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    per_destination: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 4
+    lane_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    timeout: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    backoff_initial: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
+    backoff_max: Annotated[float, msgspec.Meta(gt=0.0)] = 600.0
+    give_up_after: Annotated[float, msgspec.Meta(gt=0.0)] = 4 * 3600.0
+    poll_interval: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
+    # Addresses or CIDRs that callback URLs may reach although private/loopback (SSRF guard).
+    allow_private: list[str] = []
 
 
 class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -121,6 +144,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     store: StoreConfig = StoreConfig()
     log: LogConfig = LogConfig()
     simulator: SimulatorConfig | None = None
+    callbacks: CallbacksConfig = CallbacksConfig()
     accounts: list[AccountConfig] = []
     numbers: list[NumberConfig] = []
 
@@ -176,6 +200,15 @@ def validate(config: Config) -> Config:
         if num.webhook_secret is None:
             raise ConfigError(f"{where}.webhook_secret: required (it authenticates WhatsApp's webhooks)")
         num.webhook_secret.resolve(f"{where}.webhook_secret")
+        for key in ("status_callback", "inbound_url"):
+            url = getattr(num, key)
+            if url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+                raise ConfigError(f"{where}.{key}: not an http(s) URL: {url!r}")
+    for i, entry in enumerate(config.callbacks.allow_private):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
     return config
 
 

@@ -15,13 +15,15 @@ import signal
 from collections.abc import Callable
 
 import attrs
+import httpx
 import structlog
 import trio
 
 from actors.h11pool import H11Pool
 from actors.transport import Transport
+from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
-from dispatcher.config import Config, NumberConfig, parse_listen
+from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
 from dispatcher.frontdoor.app import make_app, serve_frontdoor
 from dispatcher.gateway import Gateway, NumberInfo
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -30,6 +32,7 @@ from dispatcher.operations import Operations
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve as serve_simulator
+from dispatcher.ssrf import UrlGuard
 from dispatcher.store import Store
 from dispatcher.supervisor import Supervisor
 
@@ -97,8 +100,14 @@ async def run_daemon(
         max_batch=config.store.max_batch,
     )
     transports: list[Transport] = []
+    # Opened outside the nursery that uses it (STYLE rule 2); cold path, own pool.
+    callback_client = httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=config.callbacks.concurrency),
+    )
     try:
-        async with trio.open_nursery() as root:
+        async with callback_client, trio.open_nursery() as root:
             if handle_signals:
                 await root.start(_watch_signals, shutdown, root.cancel_scope)
             simulator: Simulator | None = None
@@ -129,11 +138,25 @@ async def run_daemon(
                             if n.webhook_secret
                             else "",
                             status_callback=n.status_callback,
+                            inbound_url=n.inbound_url,
+                            webhook_auth=n.webhook_auth,
+                            webhook_header=n.webhook_header,
                         )
                         for n in config.numbers
                     },
                     wall=wall,
                 )
+                public = PublicUrl(config.server.public_url)
+                sender = CallbackSender(
+                    store=store,
+                    client=callback_client,
+                    auth_token=gateway.auth_token,
+                    guard=UrlGuard(config.callbacks.allow_private),
+                    wall=wall,
+                    settings=sender_settings(config.callbacks),
+                    on_reply=gateway.inbox.reply,
+                )
+                gateway.inbox.configure(public_url=public.get, wake_callbacks=sender.wake)
                 ops = Operations(gateway)
                 requests = RequestCounts()
                 metrics = Metrics(
@@ -147,6 +170,7 @@ async def run_daemon(
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
                 )
+                cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
                     async with trio.open_nursery() as http:
@@ -161,6 +185,7 @@ async def run_daemon(
                             )
                         )
                         url = binds[0]
+                        public.bound(url)
                         if simulator is not None:
                             _register_simulated(config, simulator, url, gateway)
                         await work.start(supervisor.run)
@@ -174,6 +199,7 @@ async def run_daemon(
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
+                cold.cancel()  # undelivered callbacks stay queued in LMDB
                 for transport in transports:
                     await transport.aclose()
                 store.close()  # the writer commits what is queued, then returns
@@ -181,6 +207,43 @@ async def run_daemon(
     finally:
         store.close_env()
         log.info("daemon.stopped")
+
+
+@attrs.define
+class PublicUrl:
+    """How customers reach us (media links): ``server.public_url``, else the bound address."""
+
+    configured: str | None
+    actual: str = ""
+
+    def bound(self, url: str) -> None:
+        self.actual = url
+
+    def get(self) -> str:
+        return (self.configured or self.actual).rstrip("/")
+
+
+def sender_settings(cfg: CallbacksConfig) -> SenderSettings:
+    return SenderSettings(
+        concurrency=cfg.concurrency,
+        per_destination=cfg.per_destination,
+        lane_size=cfg.lane_size,
+        timeout=cfg.timeout,
+        backoff_initial=cfg.backoff_initial,
+        backoff_max=cfg.backoff_max,
+        give_up_after=cfg.give_up_after,
+        poll_interval=cfg.poll_interval,
+    )
+
+
+async def _run_cold(
+    sender: CallbackSender, *, task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The callback sender in a scope of its own, cancelled after the actors stop."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sender.run)
+            task_status.started(scope)
 
 
 def _base_url(num: NumberConfig, sim_url: str | None, simulator: Simulator | None) -> str:

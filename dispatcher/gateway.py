@@ -16,10 +16,12 @@ import attrs
 import structlog
 
 from dispatcher import ledger
-from dispatcher.channels import onprem
 from dispatcher.clock import WallClock
+from dispatcher.events import WebhookEvents
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
+from dispatcher.inbox import Applied, Inbox
 from dispatcher.models import MessageRecord, new_sid
+from dispatcher.ssrf import RefusedURLError, check_syntax
 from dispatcher.store import Store, StoreError
 from dispatcher.supervisor import Supervisor
 
@@ -35,6 +37,9 @@ class NumberInfo:
     account_sid: str
     webhook_secret: str
     status_callback: str | None = None
+    inbound_url: str | None = None
+    webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
+    webhook_header: str = "X-Webhook-Secret"
 
 
 @attrs.frozen
@@ -67,6 +72,7 @@ class Gateway:
         accounts: Mapping[str, str],
         numbers: Mapping[str, NumberInfo],
         wall: WallClock,
+        inbox: Inbox | None = None,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -74,7 +80,14 @@ class Gateway:
         self.wall = wall
         # Numbers being drained by an operator: no new messages for them.
         self.draining: set[str] = set()
-        self._channel = onprem.OnPremChannel()
+        self.inbox = inbox or Inbox(
+            store=store,
+            wall=wall,
+            public_url=lambda: "",
+            numbers=self.numbers.get,
+            notify=self._notify,
+            on_status=self._note_status,
+        )
 
     def configure(self, accounts: Mapping[str, str], numbers: Mapping[str, NumberInfo]) -> None:
         """Install the accounts and numbers of a (re)loaded config."""
@@ -129,6 +142,11 @@ class Gateway:
             raise TwilioError(
                 400, 21617, f"The concatenated message body exceeds the {MAX_BODY} character limit."
             )
+        if req.status_callback:
+            try:
+                check_syntax(req.status_callback)
+            except RefusedURLError as exc:
+                raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
         now = self.wall.now()
         return MessageRecord(
             sid=new_sid(),
@@ -167,44 +185,28 @@ class Gateway:
 
     # -- webhooks from WhatsApp ------------------------------------------------------
 
-    def webhook_number(self, digits: str, secret: str) -> NumberInfo | None:
-        """The number a webhook path names, if its secret matches (constant time)."""
+    def numbers_by_digits(self, digits: str) -> NumberInfo | None:
+        return self._by_digits.get(digits)
+
+    def webhook_number(self, digits: str, secret: str, *, via: str = "path") -> NumberInfo | None:
+        """The number a webhook names, if it uses that way of proving its source and the secret matches."""
         info = self._by_digits.get(digits)
-        if info is None or not hmac.compare_digest(secret.encode(), info.webhook_secret.encode()):
+        if info is None or info.webhook_auth != via:
+            return None
+        if not hmac.compare_digest(secret.encode(), info.webhook_secret.encode()):
             return None
         return info
 
-    async def on_webhook(self, info: NumberInfo, hook: onprem.Webhook) -> int:
-        """Apply every status of a webhook; returns how many moved a message forward."""
-        now = self.wall.now()
-        moved = 0
-        for status in hook.statuses:
-            twilio_status = onprem.STATUS_MAP.get(status.status)
-            if twilio_status is None:
-                log.info("webhook.status_ignored", number=info.number, status=status.status)
-                continue
-            code = message = None
-            if status.errors:
-                code, message = (
-                    self._channel.twilio_code(status.errors[0].code),
-                    status.errors[0].title or None,
-                )
-            updated = await self.store.write(
-                ledger.apply_status(status.id, twilio_status, code, message, now)
-            )
-            if updated is not None:
-                moved += 1
-                actor = self.supervisor.actor(info.number)
-                if actor is not None:
-                    actor.note_status(updated.status, updated.error_code)
-                log.info(
-                    "message.status",
-                    number=info.number,
-                    sid=updated.sid,
-                    wamid=status.id,
-                    status=updated.status,
-                    error_code=updated.error_code,
-                )
-        for error in hook.errors:
-            log.warning("webhook.system_error", number=info.number, code=error.code, title=error.title)
-        return moved
+    async def on_webhook(self, info: NumberInfo, events: WebhookEvents) -> Applied:
+        """Apply a channel's decoded webhook (any channel): statuses, inbound messages, callbacks."""
+        return await self.inbox.apply(info, events)
+
+    def _notify(self, number: str, seq: int, record: MessageRecord) -> None:
+        actor = self.supervisor.actor(number)
+        if actor is not None:
+            actor.notify(seq, record)
+
+    def _note_status(self, number: str, record: MessageRecord) -> None:
+        actor = self.supervisor.actor(number)
+        if actor is not None:
+            actor.note_status(record.status, record.error_code)

@@ -13,6 +13,7 @@ from typing import Final
 
 import msgspec
 
+from dispatcher import callbacks
 from dispatcher.models import (
     TERMINAL,
     MessageRecord,
@@ -84,12 +85,14 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
         record.attempts += 1
         if advances(record.status, "sent"):
             record.status = "sent"
+            callbacks.status_changed(txn, record, now)
         txn.put(b"wamid", channel_id.encode(), sid.encode())
         # A status webhook may have beaten this commit: apply what it said.
         orphan_raw = txn.get(b"meta", b"orphan" + b"\x00" + channel_id.encode())
         if orphan_raw is not None:
             orphan = _orphan_decoder.decode(orphan_raw)
-            _apply(record, orphan.status, orphan.error_code, orphan.error_message, now)
+            if _apply(record, orphan.status, orphan.error_code, orphan.error_message, now):
+                callbacks.status_changed(txn, record, now)
             txn.delete(b"meta", b"orphan" + b"\x00" + channel_id.encode())
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
@@ -108,7 +111,8 @@ def mark_failed(
             return
         record = record_decoder.decode(raw)
         record.attempts += 1
-        _apply(record, "failed", error_code, error_message, now)
+        if _apply(record, "failed", error_code, error_message, now):
+            callbacks.status_changed(txn, record, now)
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
     return fn
@@ -146,6 +150,7 @@ def apply_status(
         if not _apply(record, status, error_code, error_message, now):
             return None
         txn.put(b"messages", sid, record_encoder.encode(record))
+        callbacks.status_changed(txn, record, now)
         return record
 
     return fn

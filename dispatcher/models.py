@@ -42,6 +42,14 @@ def new_sid(prefix: str = "SM") -> str:
     return prefix + secrets.token_hex(16)
 
 
+class StoredMedia(msgspec.Struct, array_like=True, frozen=True):
+    """One media item of an inbound message: our ``ME`` sid, the channel's media id, its type."""
+
+    sid: str
+    channel_media_id: str
+    content_type: str
+
+
 class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One message, outbound or inbound, as the Twilio API shows it."""
 
@@ -63,6 +71,7 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     channel_id: str | None = None  # the WhatsApp message id (wamid) once sent
     attempts: int = 0
     outbox_seq: int | None = None  # its outbox entry's seq while queued (cancel removes it)
+    media: list[StoredMedia] = []  # inbound media, served under .../Media/{sid}
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):

@@ -43,6 +43,7 @@ DB_NAMES: Final = (
     b"tokens",  # number -> StoredToken
     b"idem",  # account NUL key -> idempotency record
     b"meta",  # everything else (orphan statuses, ...)
+    b"callbacks",  # origin NUL seq(8B) -> CallbackEntry : customer callbacks to deliver
 )
 SEP: Final = b"\x00"
 

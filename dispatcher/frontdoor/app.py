@@ -18,16 +18,18 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from dispatcher import edits, listing
-from dispatcher.channels import onprem
+from dispatcher.channels import onprem_webhook
 from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.intake import send_request
+from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
 from dispatcher.frontdoor.params import Params, parse_body
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, encode_message
-from dispatcher.gateway import Gateway
+from dispatcher.gateway import Gateway, NumberInfo
 from dispatcher.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dispatcher.metrics import Metrics, RequestCounts
 from dispatcher.operations import Operations
+from dispatcher.store import StoreError
 
 log = structlog.get_logger()
 
@@ -117,18 +119,16 @@ def make_app(
         return Response(b"", status=204)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
-    async def onprem_webhook(digits: str, secret: str) -> Response:
-        info = gateway.webhook_number(digits, secret)
-        if info is None:
-            log.warning("webhook.refused", path_number=digits, remote=request.remote_addr)
-            return _json(b'{"error":"forbidden"}', 403)
-        try:
-            hook = onprem.webhook_decoder.decode(await request.get_data())
-        except msgspec.DecodeError as exc:
-            log.warning("webhook.malformed", number=info.number, error=str(exc))
-            return _json(_encoder.encode({"error": "malformed webhook", "detail": str(exc)}), 400)
-        await gateway.on_webhook(info, hook)
-        return _json(b"{}", 200)
+    async def onprem_webhook_path(digits: str, secret: str) -> Response:
+        return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret), digits)
+
+    @app.post("/webhooks/onprem/<digits>")
+    async def onprem_webhook_header(digits: str) -> Response:
+        info = gateway.numbers_by_digits(digits)
+        secret = request.headers.get(info.webhook_header, "") if info is not None else ""
+        return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret, via="header"), digits)
+
+    register_media_routes(app, gateway)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -138,6 +138,25 @@ def make_app(
         return _json(body, 200 if ok else 503)
 
     return app
+
+
+async def _onprem_webhook(gateway: Gateway, info: NumberInfo | None, digits: str) -> Response:
+    """Authenticated by the caller's route; decode fully, then apply atomically."""
+    if info is None:
+        log.warning("webhook.refused", path_number=digits[:20], remote=request.remote_addr)
+        return _json(b'{"error":"forbidden"}', 403)
+    try:
+        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
+        events = onprem_webhook.decode(body)
+    except onprem_webhook.WebhookError as exc:
+        log.warning("webhook.malformed", number=info.number, error=str(exc)[:200])
+        return _json(_encoder.encode({"error": "malformed webhook", "detail": str(exc)[:500]}), 400)
+    try:
+        await gateway.on_webhook(info, events)
+    except StoreError as exc:
+        log.error("webhook.store_failed", number=info.number, error=str(exc))
+        return _json(b'{"error":"unavailable"}', 503)  # WhatsApp retries the delivery
+    return _json(b"{}", 200)
 
 
 async def serve_frontdoor(

@@ -1,0 +1,66 @@
+"""Channel-neutral webhook events: what a channel adapter decodes WhatsApp's webhooks into.
+
+The On-Prem and Cloud adapters both turn their payloads into these, and
+``dispatcher.inbox`` applies them (statuses move messages forward, inbound
+messages become Messages records and customer webhooks). Statuses already use
+Twilio's names and error codes, so nothing above the adapter knows the channel.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery report for one of our outbound messages."""
+
+    channel_id: str  # the channel's message id (wamid) we stored at send time
+    status: str  # Twilio status: sent | delivered | read | failed | undelivered
+    error_code: int | None = None  # Twilio error code, for failed / undelivered
+    error_message: str | None = None
+    recipient: str = ""  # the customer's WhatsApp id (digits)
+
+
+class MediaItem(msgspec.Struct, frozen=True):
+    """A media file attached to an inbound message, still held by the channel."""
+
+    media_id: str
+    content_type: str
+
+
+class InboundEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer's message to one of our numbers, flattened to what Twilio's webhook carries."""
+
+    channel_id: str  # the channel's message id: inbound messages are deduplicated on it
+    sender: str  # E.164 of the customer
+    kind: str  # text, image, video, audio, document, sticker, location, contacts, button, interactive...
+    timestamp: float  # Unix seconds, as the channel reported
+    body: str = ""
+    profile_name: str = ""
+    media: list[MediaItem] = []
+    latitude: float | None = None
+    longitude: float | None = None
+    address: str | None = None
+    label: str | None = None
+    button_text: str | None = None
+    button_payload: str | None = None
+    list_id: str | None = None  # interactive list_reply id
+    reply_to: str | None = None  # channel id of the message this one answers (context)
+    forwarded: bool = False
+    frequently_forwarded: bool = False
+
+
+class ChannelError(msgspec.Struct, frozen=True):
+    """A channel-level error with no message attached (logged, counted)."""
+
+    code: int
+    title: str = ""
+
+
+class WebhookEvents(msgspec.Struct, frozen=True):
+    """Everything one channel webhook delivery carried."""
+
+    statuses: list[StatusEvent] = []
+    inbound: list[InboundEvent] = []
+    errors: list[ChannelError] = []
+    ignored: int = 0  # items understood but with nothing to do (e.g. ``deleted``)

@@ -1,0 +1,132 @@
+"""SSRF guard for URLs customers give us (status callbacks, inbound webhooks, media).
+
+A customer-supplied URL must not make the daemon reach into its own network:
+loopback, private (RFC 1918 / ULA), link-local (incl. the cloud metadata
+service 169.254.169.254 and fd00:ec2::254), carrier-grade NAT, multicast,
+reserved and unspecified addresses are refused unless allow-listed.
+
+Every address a host name resolves to is checked, and the caller connects to
+the checked address (``Resolved.ip``) rather than resolving again, so a DNS
+answer that changes between check and connect (DNS rebinding) cannot slip
+through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, final
+from urllib.parse import SplitResult, urlsplit
+
+import attrs
+import trio
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+_EXTRA_BLOCKED: Final[tuple[IPNetwork, ...]] = (
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT: is_private says no
+    ipaddress.ip_network("192.0.0.0/24"),
+    ipaddress.ip_network("198.18.0.0/15"),
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6 (covered by ULA too)
+)
+
+
+class RefusedURLError(ValueError):
+    """The URL is malformed or points at a forbidden address; retrying will not help."""
+
+
+class ResolveError(OSError):
+    """The host name did not resolve (may be transient)."""
+
+
+@attrs.frozen
+class Resolved:
+    """A checked URL and the address to connect to."""
+
+    url: str
+    parts: SplitResult
+    host: str
+    port: int
+    ip: str
+
+
+def check_syntax(url: str) -> SplitResult:
+    """An absolute http(s) URL with a host, no whitespace or control characters.
+
+    Raises:
+        RefusedURLError: not such a URL.
+    """
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise RefusedURLError("the URL is too long or contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise RefusedURLError(f"not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RefusedURLError("only absolute http:// and https:// URLs are accepted")
+    return parts
+
+
+def blocked(ip: IPAddress) -> bool:
+    """True for addresses a customer URL may not reach."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return blocked(ip.ipv4_mapped)
+    return (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or any(ip in net for net in _EXTRA_BLOCKED)
+    )
+
+
+async def _system_resolver(host: str, port: int) -> list[str]:
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@final
+class UrlGuard:
+    """Checks customer URLs; ``allow`` lists CIDRs or addresses exempt from the block list."""
+
+    def __init__(self, allow: Iterable[str] = (), *, resolver: Resolver | None = None) -> None:
+        self._allow = tuple(ipaddress.ip_network(entry, strict=False) for entry in allow)
+        self._resolve = resolver or _system_resolver
+
+    def allowed(self, ip: IPAddress) -> bool:
+        return any(ip in net for net in self._allow) or not blocked(ip)
+
+    async def resolve(self, url: str) -> Resolved:
+        """Check ``url`` and pick the address to connect to.
+
+        Raises:
+            RefusedURLError: malformed, or some address it resolves to is forbidden.
+            ResolveError: the name did not resolve.
+        """
+        parts = check_syntax(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                found = await self._resolve(host, port)
+            except OSError as exc:
+                raise ResolveError(f"cannot resolve {host}: {exc}") from exc
+            addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in found]
+            if not addresses:
+                raise ResolveError(f"{host} has no address")
+        for ip in addresses:
+            if not self.allowed(ip):
+                raise RefusedURLError(f"{host} resolves to {ip}, a loopback/private/link-local address")
+        return Resolved(url=url, parts=parts, host=host, port=port, ip=str(addresses[0]))
