@@ -1,9 +1,11 @@
 """End to end: load generator -> front door -> LMDB -> actors -> simulator, in separate processes.
 
-The daemon runs as ``wadispatch run`` in a subprocess with a generated config:
-N simulated numbers whose rate limits are set out of reach (this measures the
-pipeline, not the WhatsApp limit), the embedded simulator on a known port with
-status webhooks batched. This process posts M messages through the
+The simulator runs as its own process (``wadispatch simulate``, numbers added
+through its control API, status webhooks batched and aimed at the daemon), and
+the daemon as ``wadispatch run`` in another, with a generated config: N numbers
+whose rate limits are set out of reach (this measures the pipeline, not the
+WhatsApp limit). ``--embedded-sim`` runs the simulator inside the daemon
+instead (the daemon's CPU figure then includes it). This process posts M messages through the
 Twilio-compatible front door over keep-alive connections (H11Pool), then polls
 the simulator's counters until every message reached it.
 
@@ -36,6 +38,15 @@ from bench.procstat import cpu_seconds, free_port, rss_mb
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "sandbox-auth-token"
+PASSWORD = "Bench-Passw0rd!"
+
+
+def number_digits(i: int) -> str:
+    return f"1555000{i:04d}"
+
+
+def webhook_secret(i: int) -> str:
+    return f"bench-{i}"
 
 
 def write_config(
@@ -47,8 +58,13 @@ def write_config(
     webhook_batch: int,
     *,
     burst: int | None = None,
+    embedded: bool = True,
 ) -> Path:
-    """N simulated numbers; the simulator enforces the same ``rate``/``burst`` as the numbers."""
+    """N numbers on a simulator enforcing the same ``rate``/``burst`` as the numbers.
+
+    ``embedded``: the daemon runs the simulator itself (``simulated = true``);
+    otherwise the numbers point at a simulator process on ``sim_port`` (``start_simulator``).
+    """
     burst = int(rate) if burst is None else burst
     parts = [
         f"""
@@ -59,25 +75,35 @@ data_dir = "{data_dir}"
 map_size_mb = 2048
 [log]
 level = "warning"
-[simulator]
-listen = "127.0.0.1:{sim_port}"
-rate = {rate}
-burst = {burst}
-webhook_batch = {webhook_batch}
 [[accounts]]
 sid = "{ACCOUNT}"
 auth_token = {{ value = "{TOKEN}" }}
 """
     ]
+    if embedded:
+        parts.append(
+            f"""
+[simulator]
+listen = "127.0.0.1:{sim_port}"
+rate = {rate}
+burst = {burst}
+webhook_batch = {webhook_batch}
+"""
+        )
     for i in range(numbers):
+        where = (
+            "simulated = true"
+            if embedded
+            else f'endpoints = ["http://127.0.0.1:{sim_port}/{number_digits(i)}"]'
+        )
         parts.append(
             f"""
 [[numbers]]
-number = "+1555000{i:04d}"
+number = "+{number_digits(i)}"
 account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Bench-Passw0rd!" }}
-webhook_secret = {{ value = "bench-{i}" }}
+{where}
+password = {{ value = "{PASSWORD}" }}
+webhook_secret = {{ value = "{webhook_secret(i)}" }}
 rate = {rate}
 burst = {burst}
 max_in_flight = 64
@@ -102,9 +128,64 @@ async def wait_ready(url: str, timeout: float = 30.0) -> None:
     await pool.aclose()
 
 
-async def sim_accepted(pool: H11Pool) -> int:
+def start_simulator(sim_port: int, webhook_batch: int) -> subprocess.Popen[bytes]:
+    """The simulator as its own process (numbers are added by ``register_numbers``)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dispatcher.simulator",
+            "--listen",
+            f"127.0.0.1:{sim_port}",
+            # A number nobody sends to: the CLI serves a default one otherwise.
+            "--number",
+            "+19990000000:unused-Passw0rd!",
+            "--webhook-batch",
+            str(webhook_batch),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def register_numbers(sim_url: str, port: int, numbers: int, rate: float, burst: int) -> None:
+    """Serve the bench numbers in the simulator process, their webhooks aimed at the daemon."""
+    pool = H11Pool(sim_url, max_connections=1)
+    try:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    if (await pool.request(b"GET", b"/_sim/counters", [], b"")).status == 200:
+                        break
+                except Exception:
+                    pass
+                await trio.sleep(0.1)
+        for i in range(numbers):
+            body = json.dumps(
+                {
+                    "number": f"+{number_digits(i)}",
+                    "password": PASSWORD,
+                    "webhook_url": f"http://127.0.0.1:{port}/webhooks/onprem/{number_digits(i)}/{webhook_secret(i)}",
+                    "rate": rate,
+                    "burst": burst,
+                }
+            ).encode()
+            resp = await pool.request(
+                b"POST", b"/_sim/numbers", [(b"content-type", b"application/json")], body
+            )
+            if resp.status != 201:
+                raise RuntimeError(f"simulator refused number {i}: {resp.status} {resp.body!r}")
+    finally:
+        await pool.aclose()
+
+
+async def sim_counts(pool: H11Pool) -> tuple[int, int]:
+    """(messages the simulator accepted, 429s it answered), over every number."""
     resp = await pool.request(b"GET", b"/_sim/counters", [], b"")
-    return sum(c["accepted"] for c in json.loads(resp.body)["numbers"].values())
+    numbers = json.loads(resp.body)["numbers"].values()
+    return sum(c["accepted"] for c in numbers), sum(c["rejected_429"] for c in numbers)
 
 
 def front_headers() -> list[tuple[bytes, bytes]]:
@@ -121,7 +202,7 @@ def create_bodies(numbers: int, messages: int) -> list[bytes]:
     return [
         urllib.parse.urlencode(
             {
-                "From": f"whatsapp:+1555000{i % numbers:04d}",
+                "From": f"whatsapp:+{number_digits(i % numbers)}",
                 "To": f"whatsapp:+1555123{i % 1000:04d}",
                 "Body": f"Your code is {i:06d}. It expires in 10 minutes.",
             }
@@ -149,7 +230,9 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def drive(args: argparse.Namespace, url: str, sim_url: str, pid: int) -> dict[str, float]:
+async def drive(
+    args: argparse.Namespace, url: str, sim_url: str, pid: int, sim_pid: int | None
+) -> dict[str, object]:
     headers, path = front_headers(), create_path()
     bodies = create_bodies(args.numbers, args.messages)
     front = H11Pool(url, max_connections=args.concurrency, request_timeout=30.0)
@@ -170,18 +253,20 @@ async def drive(args: argparse.Namespace, url: str, sim_url: str, pid: int) -> d
                 errors += 1
 
     cpu0 = cpu_seconds(pid)
+    sim_cpu0 = cpu_seconds(sim_pid) if sim_pid else 0.0
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(args.concurrency):
             nursery.start_soon(worker)
     accepted_s = time.perf_counter() - t0
-    delivered = 0
+    delivered = rejected_429 = 0
     with trio.move_on_after(args.timeout):
         while delivered < args.messages - errors:
-            delivered = await sim_accepted(sim)
+            delivered, rejected_429 = await sim_counts(sim)
             await trio.sleep(0.02)
     delivered_s = time.perf_counter() - t0
     cpu = cpu_seconds(pid) - cpu0
+    sim_cpu = cpu_seconds(sim_pid) - sim_cpu0 if sim_pid else None
     await front.aclose()
     await sim.aclose()
     lat = sorted(latencies)
@@ -195,7 +280,11 @@ async def drive(args: argparse.Namespace, url: str, sim_url: str, pid: int) -> d
         "accept_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 2),
         "errors": errors,
         "lost": args.messages - errors - delivered,
+        "sim_429": rejected_429,
+        "simulator": "embedded" if sim_pid is None else "process",
         "daemon_cpu_s_per_1k": round(cpu / args.messages * 1000, 3),
+        "daemon_msgs_per_cpu_s": round(args.messages / cpu) if cpu > 0 else 0,
+        "sim_cpu_s_per_1k": None if sim_cpu is None else round(sim_cpu / args.messages * 1000, 3),
         "daemon_rss_mb": round(rss_mb(pid), 1),
     }
 
@@ -210,18 +299,43 @@ def main() -> int:
     )
     parser.add_argument("--webhook-batch", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--embedded-sim",
+        action="store_true",
+        help="run the simulator inside the daemon (default: its own process, measured apart)",
+    )
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args()
+    if args.numbers < 1 or args.messages < 1 or args.concurrency < 1 or args.rate <= 0:
+        parser.error("--numbers, --messages and --concurrency must be >= 1, --rate > 0")
+    burst = max(1, int(args.rate))
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-") as tmp:
         port, sim_port = free_port(), free_port()
-        cfg = write_config(Path(tmp) / "data", port, sim_port, args.numbers, args.rate, args.webhook_batch)
-        proc = start_daemon(cfg)
+        url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
+        cfg = write_config(
+            Path(tmp) / "data",
+            port,
+            sim_port,
+            args.numbers,
+            args.rate,
+            args.webhook_batch,
+            burst=burst,
+            embedded=args.embedded_sim,
+        )
+        sim_proc = None if args.embedded_sim else start_simulator(sim_port, args.webhook_batch)
+        proc = None
         try:
-            url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
+            if sim_proc is not None:
+                trio.run(register_numbers, sim_url, port, args.numbers, args.rate, burst)
+            proc = start_daemon(cfg)
             trio.run(wait_ready, url)
-            result = trio.run(drive, args, url, sim_url, proc.pid)
+            sim_pid = None if sim_proc is None else sim_proc.pid
+            result = trio.run(drive, args, url, sim_url, proc.pid, sim_pid)
         finally:
-            stop_daemon(proc)
+            if proc is not None:
+                stop_daemon(proc)
+            if sim_proc is not None:
+                stop_daemon(sim_proc)
     for key, value in result.items():
         sys.stderr.write(f"{key:>22}: {value}\n")
     sys.stdout.write(json.dumps(result) + "\n")
