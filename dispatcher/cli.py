@@ -78,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     from dispatcher.daemon import run_daemon
     from dispatcher.store import StoreError
 
-    try:
+    def load() -> configuration.Config:
+        """The config file with the command line's overrides (also on every live reload)."""
         cfg = configuration.load(args.config)
         overrides: dict[str, object] = {}
         if args.listen:
@@ -86,13 +87,16 @@ def _run(args: argparse.Namespace) -> int:
             overrides["server"] = msgspec.structs.replace(cfg.server, listen=args.listen)
         if args.data_dir:
             overrides["store"] = msgspec.structs.replace(cfg.store, data_dir=args.data_dir)
-        cfg = msgspec.structs.replace(cfg, **overrides)
+        return msgspec.structs.replace(cfg, **overrides)
+
+    try:
+        cfg = load()
     except configuration.ConfigError as exc:
         sys.stderr.write(f"wadispatch: config error: {exc}\n")
         return 2
     logs.configure(cfg.log.level)
     try:
-        trio.run(lambda: run_daemon(cfg))
+        trio.run(lambda: run_daemon(cfg, reload_config=load))
     except StoreError as exc:
         sys.stderr.write(f"wadispatch: storage error: {exc}\n")
         return 3

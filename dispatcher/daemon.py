@@ -24,12 +24,13 @@ from actors.transport import Transport
 from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
+from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.frontdoor.app import make_app, serve_frontdoor
-from dispatcher.gateway import Gateway, NumberInfo
+from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
-from dispatcher.numbers import build_actor
 from dispatcher.operations import Operations
-from dispatcher.simulator.config import SimNumber
+from dispatcher.reload import Reloader
+from dispatcher.sdnotify import Notifier, WriterProgress
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve as serve_simulator
 from dispatcher.ssrf import UrlGuard
@@ -52,9 +53,6 @@ class Running:
     simulator_url: str | None = None
     ops: Operations | None = None
     metrics: Metrics | None = None
-
-
-TransportFactory = Callable[[NumberConfig, str], Transport]
 
 
 def default_transport(num: NumberConfig, base_url: str) -> Transport:
@@ -82,6 +80,47 @@ async def _watch_signals(
                 hard_stop.cancel()
 
 
+async def _watch_reload(
+    ops: Operations,
+    notifier: Notifier,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGHUP: live reload, bracketed by RELOADING=1 / READY=1 for systemd. Ends at shutdown."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+
+            async def reload_on_signal() -> None:
+                async for _ in signals:
+                    log.info("reload.requested", signal="SIGHUP")
+                    notifier.reloading()
+                    result = await ops.reload()
+                    status = "reloaded" if result.ok else f"reload rejected: {result.error}"
+                    notifier.notify(ready=1, status=status)
+
+            nursery.start_soon(reload_on_signal)
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _notify_stopping(shutdown: trio.Event, notifier: Notifier) -> None:
+    await shutdown.wait()
+    notifier.stopping()
+
+
+def _writer_health(store: Store, notifier: Notifier) -> WriterProgress:
+    """Healthy unless the LMDB writer has queued writes and no commit for half the watchdog period."""
+    period = (notifier.watchdog_usec or 0) / 1_000_000
+
+    def progress() -> tuple[int, int]:
+        stats = store.statistics()
+        return stats.commits, stats.queued
+
+    return WriterProgress(progress, stall_after=max(10.0, period / 2))
+
+
 async def run_daemon(
     config: Config,
     *,
@@ -89,17 +128,23 @@ async def run_daemon(
     shutdown: trio.Event | None = None,
     handle_signals: bool = True,
     make_transport: TransportFactory = default_transport,
+    reload_config: Callable[[], Config] | None = None,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered."""
+    """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered.
+
+    ``reload_config`` re-reads the config for a live reload (SIGHUP, ``POST /admin/v1/reload``);
+    ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``).
+    """
     wall = wall or SystemWallClock()
+    notifier = notifier or Notifier.from_environ()
     shutdown = shutdown or trio.Event()
     store = Store(
         config.store.data_dir,
         map_size=config.store.map_size_mb << 20,
         max_batch=config.store.max_batch,
     )
-    transports: list[Transport] = []
     # Opened outside the nursery that uses it (STYLE rule 2); cold path, own pool.
     callback_client = httpx.AsyncClient(
         follow_redirects=False,
@@ -110,6 +155,7 @@ async def run_daemon(
         async with callback_client, trio.open_nursery() as root:
             if handle_signals:
                 await root.start(_watch_signals, shutdown, root.cancel_scope)
+            root.start_soon(_notify_stopping, shutdown, notifier)
             simulator: Simulator | None = None
             sim_url: str | None = None
             if config.simulator is not None:
@@ -120,30 +166,22 @@ async def run_daemon(
                 log.info("simulator.listening", url=sim_url)
             async with trio.open_nursery() as io:
                 await io.start(store.run_writer)
-                actors = []
-                for num in config.numbers:
-                    transport = make_transport(num, _base_url(num, sim_url, simulator))
-                    transports.append(transport)
-                    actors.append(build_actor(num, transport, store=store, wall=wall))
+                await root.start(notifier.watchdog, _writer_health(store, notifier))
+                fleet = Fleet(
+                    store=store,
+                    wall=wall,
+                    make_transport=make_transport,
+                    simulator=simulator,
+                    simulator_url=sim_url,
+                    simulator_config=config.simulator,
+                )
+                actors = [fleet.build(num) for num in config.numbers]
                 supervisor = Supervisor(actors)
                 gateway = Gateway(
                     store=store,
                     supervisor=supervisor,
-                    accounts={a.sid: a.auth_token.resolve("auth_token") for a in config.accounts},
-                    numbers={
-                        n.number: NumberInfo(
-                            number=n.number,
-                            account_sid=n.account,
-                            webhook_secret=n.webhook_secret.resolve("webhook_secret")
-                            if n.webhook_secret
-                            else "",
-                            status_callback=n.status_callback,
-                            inbound_url=n.inbound_url,
-                            webhook_auth=n.webhook_auth,
-                            webhook_header=n.webhook_header,
-                        )
-                        for n in config.numbers
-                    },
+                    accounts=gateway_accounts(config),
+                    numbers={n.number: number_info(n) for n in config.numbers},
                     wall=wall,
                 )
                 public = PublicUrl(config.server.public_url)
@@ -186,9 +224,22 @@ async def run_daemon(
                         )
                         url = binds[0]
                         public.bound(url)
-                        if simulator is not None:
-                            _register_simulated(config, simulator, url, gateway)
+                        fleet.front_url = url
+                        for num in config.numbers:
+                            fleet.register_simulated(num)
                         await work.start(supervisor.run)
+                        if reload_config is not None:
+                            reloader = Reloader(
+                                load=reload_config,
+                                config=config,
+                                supervisor=supervisor,
+                                gateway=gateway,
+                                fleet=fleet,
+                            )
+                            ops.set_reload(reloader)
+                        if handle_signals:
+                            await http.start(_watch_reload, ops, notifier, shutdown)
+                        notifier.ready(f"serving {len(actors)} numbers on {url}")
                         log.info("daemon.ready", url=url, numbers=len(actors))
                         task_status.started(
                             Running(
@@ -200,8 +251,7 @@ async def run_daemon(
                     supervisor.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
-                for transport in transports:
-                    await transport.aclose()
+                await fleet.aclose()
                 store.close()  # the writer commits what is queued, then returns
             root.cancel_scope.cancel()
     finally:
@@ -244,30 +294,3 @@ async def _run_cold(
         async with trio.open_nursery() as nursery:
             await nursery.start(sender.run)
             task_status.started(scope)
-
-
-def _base_url(num: NumberConfig, sim_url: str | None, simulator: Simulator | None) -> str:
-    if num.simulated:
-        assert sim_url is not None and simulator is not None
-        return sim_url + "/" + num.number.lstrip("+")
-    return num.endpoints[0]
-
-
-def _register_simulated(config: Config, simulator: Simulator, url: str, gateway: Gateway) -> None:
-    """Serve each sandbox number in the simulator, its webhooks aimed at our front door."""
-    assert config.simulator is not None
-    for num in config.numbers:
-        if not num.simulated:
-            continue
-        assert num.password is not None
-        secret = gateway.numbers[num.number].webhook_secret
-        simulator.add_number(
-            SimNumber(
-                number=num.number,
-                password=num.password.resolve("password"),
-                username=num.username,
-                webhook_url=f"{url}/webhooks/onprem/{num.number.lstrip('+')}/{secret}",
-                rate=config.simulator.rate,
-                burst=config.simulator.burst,
-            )
-        )

@@ -89,11 +89,22 @@ class Gateway:
             on_status=self._note_status,
         )
 
-    def configure(self, accounts: Mapping[str, str], numbers: Mapping[str, NumberInfo]) -> None:
-        """Install the accounts and numbers of a (re)loaded config."""
+    def configure(
+        self,
+        accounts: Mapping[str, str],
+        numbers: Mapping[str, NumberInfo],
+        *,
+        webhooks_only: Mapping[str, NumberInfo] | None = None,
+    ) -> None:
+        """Install the accounts and numbers of a (re)loaded config.
+
+        ``webhooks_only``: numbers removed by a reload. They take no new messages,
+        but WhatsApp's status webhooks for what they already sent still apply.
+        """
         self._accounts = dict(accounts)  # sid -> auth token
         self.numbers = dict(numbers)
-        self._by_digits = {n.lstrip("+"): info for n, info in self.numbers.items()}
+        hooks = {**(webhooks_only or {}), **self.numbers}
+        self._by_digits = {n.lstrip("+"): info for n, info in hooks.items()}
 
     # -- auth ---------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class ReloadResult(msgspec.Struct, kw_only=True, frozen=True):
     removed: list[str] = []
     replaced: list[str] = []
     retuned: list[str] = []
+    # Changed sections that only a restart applies.
+    restart_needed: list[str] = []
     error: str | None = None
 
 

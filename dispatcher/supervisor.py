@@ -48,6 +48,7 @@ class Supervisor:
         self._reset_after = reset_after
         self._stopping = False
         self._nursery: trio.Nursery | None = None
+        self._stop_event = trio.Event()
 
     def actor(self, number: str) -> NumberActor | None:
         slot = self._slots.get(number)
@@ -111,6 +112,8 @@ class Supervisor:
             for slot in list(self._slots.values()):
                 await nursery.start(self._supervise, slot)
             self._nursery = nursery
+            # Keeps the nursery open while a live reload retires every actor and adds new ones.
+            nursery.start_soon(self._stop_event.wait)
             task_status.started()
         self._nursery = None
 
@@ -120,6 +123,7 @@ class Supervisor:
     def stop(self) -> None:
         """Ask every actor to finish its sends in flight and return."""
         self._stopping = True
+        self._stop_event.set()
         for slot in self._slots.values():
             slot.actor.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -55,10 +56,13 @@ auth_token = {{ value = "{TOKEN}" }}
 
 
 @asynccontextmanager
-async def running_daemon(cfg: configuration.Config) -> AsyncIterator[tuple[Running, httpx.AsyncClient]]:
+async def running_daemon(
+    cfg: configuration.Config, **options: Any
+) -> AsyncIterator[tuple[Running, httpx.AsyncClient]]:
+    """``options`` go to run_daemon (reload_config, notifier, ...)."""
     async with trio.open_nursery() as nursery:
         daemon: Running = await nursery.start(
-            lambda task_status: run_daemon(cfg, handle_signals=False, task_status=task_status)
+            lambda task_status: run_daemon(cfg, handle_signals=False, task_status=task_status, **options)
         )
         async with httpx.AsyncClient(base_url=daemon.url, auth=(ACCOUNT, TOKEN), timeout=10.0) as client:
             try:

@@ -1,0 +1,112 @@
+"""The configured numbers as running parts: transport, actor, gateway entry, simulator entry.
+
+Used by the daemon at start and by live reload, so both build a number the
+same way. The fleet owns the transports: it closes a number's transport once
+the actor using it has stopped, and every remaining one at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import final
+
+import structlog
+
+from actors.number import NumberActor
+from actors.transport import Transport
+from dispatcher.clock import WallClock
+from dispatcher.config import Config, NumberConfig, SimulatorConfig
+from dispatcher.gateway import NumberInfo
+from dispatcher.numbers import build_actor
+from dispatcher.simulator.config import SimNumber
+from dispatcher.simulator.core import Simulator
+from dispatcher.store import Store
+
+log = structlog.get_logger()
+
+TransportFactory = Callable[[NumberConfig, str], Transport]
+
+
+def gateway_accounts(config: Config) -> dict[str, str]:
+    """Account sid -> auth token."""
+    return {a.sid: a.auth_token.resolve("auth_token") for a in config.accounts}
+
+
+def number_info(num: NumberConfig) -> NumberInfo:
+    return NumberInfo(
+        number=num.number,
+        account_sid=num.account,
+        webhook_secret=num.webhook_secret.resolve("webhook_secret") if num.webhook_secret else "",
+        status_callback=num.status_callback,
+        inbound_url=num.inbound_url,
+        webhook_auth=num.webhook_auth,
+        webhook_header=num.webhook_header,
+    )
+
+
+@final
+class Fleet:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        wall: WallClock,
+        make_transport: TransportFactory,
+        simulator: Simulator | None = None,
+        simulator_url: str | None = None,
+        simulator_config: SimulatorConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._wall = wall
+        self._make_transport = make_transport
+        self._simulator = simulator
+        self._simulator_url = simulator_url
+        self._simulator_config = simulator_config or SimulatorConfig()
+        self._transports: dict[int, Transport] = {}  # id(actor) -> the transport it sends through
+        self.front_url: str | None = None  # set once the front door listens
+
+    @property
+    def has_simulator(self) -> bool:
+        return self._simulator is not None
+
+    def build(self, num: NumberConfig) -> NumberActor:
+        """A new actor for ``num`` with a new transport to its endpoint (not started)."""
+        transport = self._make_transport(num, self._base_url(num))
+        actor = build_actor(num, transport, store=self._store, wall=self._wall)
+        self._transports[id(actor)] = transport
+        return actor
+
+    async def release(self, actor: NumberActor) -> None:
+        """Close the transport of an actor that has stopped for good."""
+        transport = self._transports.pop(id(actor), None)
+        if transport is not None:
+            await transport.aclose()
+
+    async def aclose(self) -> None:
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+    def register_simulated(self, num: NumberConfig) -> None:
+        """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""
+        if not num.simulated:
+            return
+        assert self._simulator is not None and self.front_url is not None and num.password is not None
+        info = number_info(num)
+        sim = SimNumber(
+            number=num.number,
+            password=num.password.resolve("password"),
+            username=num.username,
+            webhook_url=f"{self.front_url}/webhooks/onprem/{num.number.lstrip('+')}/{info.webhook_secret}",
+            rate=self._simulator_config.rate,
+            burst=self._simulator_config.burst,
+        )
+        if num.number in self._simulator.numbers():
+            self._simulator.remove_number(num.number)
+        self._simulator.add_number(sim)
+
+    def _base_url(self, num: NumberConfig) -> str:
+        if num.simulated:
+            assert self._simulator_url is not None, "a simulated number needs the simulator"
+            return self._simulator_url + "/" + num.number.lstrip("+")
+        return num.endpoints[0]
