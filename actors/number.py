@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Final, final
+from typing import Final, Literal, final
 
 import attrs
 import structlog
@@ -40,6 +40,11 @@ log = structlog.get_logger()
 
 MAX_ATTEMPTS: Final = 12
 GAVE_UP: Final = (30008, "Unknown error: gave up after repeated transient failures")
+AMBIGUOUS_FAILED: Final = (
+    30008,
+    "Unknown error: the send may or may not have reached WhatsApp; not retried (on_ambiguous = fail)",
+)
+AmbiguousPolicy = Literal["retry", "fail"]
 
 
 @attrs.define(eq=False, slots=True)
@@ -49,6 +54,7 @@ class _Pending:
     to_number: str
     record: MessageRecord | None = None  # given by notify(); loaded lazily after recovery
     attempts: int = 0
+    holds_slot: bool = True  # False while backing off (the in-flight slot is lent to others)
 
 
 @attrs.frozen
@@ -73,6 +79,7 @@ class ActorStatistics:
     rate: float = 0.0
     burst: int = 0
     send_latency: HistogramSnapshot | None = None
+    send_rate: float = 0.0  # sends/s in force now: below the configured rate after 429s
 
 
 @final
@@ -90,8 +97,12 @@ class NumberActor:
         max_in_flight: int = 32,
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        on_ambiguous: AmbiguousPolicy = "retry",
         on_status: Callable[[MessageRecord], None] | None = None,
     ) -> None:
+        """``on_ambiguous``: a send that may have reached WhatsApp (answer lost) is sent again
+        (``retry``: at-least-once, the default) or failed (``fail``: at-most-once)."""
         self.number = number
         self._store = store
         self._transport = transport
@@ -102,6 +113,8 @@ class NumberActor:
         self._max_in_flight = max_in_flight
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._max_attempts = max_attempts
+        self._on_ambiguous = on_ambiguous
         self._on_status = on_status
         self._running = False
         self._stopping = False
@@ -109,6 +122,7 @@ class NumberActor:
         self._resumed = trio.Event()
         # Outlives restarts: a cancel may be committing while the actor restarts.
         self.holds = SendHolds()
+        self._stopped = trio.Event()
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         # Plain ints read by /metrics at scrape time.
@@ -167,6 +181,7 @@ class NumberActor:
         recovered = self._recover()
         self._running = True
         self._stopping = False
+        self._stopped = trio.Event()
         log.info("actor.started", recovered=recovered)
         try:
             async with trio.open_nursery() as outer:
@@ -203,6 +218,7 @@ class NumberActor:
     def stop(self) -> None:
         """Start no new sends; ``run`` returns once the sends in flight finish."""
         self._stopping = True
+        self._stopped.set()
         self._wakeup.set()
 
     def stop_requested(self) -> bool:
@@ -285,7 +301,7 @@ class NumberActor:
         queue = self._queues[recipient]
         item = queue[0]
         try:
-            await self._deliver(item)
+            await self._deliver(item, slots)
         finally:
             queue.popleft()
             self._known.discard(item.seq)
@@ -295,19 +311,20 @@ class NumberActor:
                 self._wakeup.set()
             else:
                 del self._queues[recipient]
-            slots.release()
+            if item.holds_slot:
+                slots.release()
 
-    async def _deliver(self, item: _Pending) -> None:
+    async def _deliver(self, item: _Pending, slots: trio.Semaphore) -> None:
         """Send one message until it is sent or has failed for good; the bucket slot is held."""
         # A cancel may be committing: wait for it. A canceled message has left the outbox.
         await self.holds.begin_send(item.sid)
         try:
             if self._store.get(b"outbox", seq_key(self.number, item.seq)) is not None:
-                await self._deliver_entry(item)
+                await self._deliver_entry(item, slots)
         finally:
             self.holds.end_send(item.sid)
 
-    async def _deliver_entry(self, item: _Pending) -> None:
+    async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> None:
         record = item.record or self._load(item)
         if record is None or record.status not in ("queued", "accepted", "sending"):
             await self._store.write(ledger.drop_entry(self.number, item.seq))
@@ -342,19 +359,53 @@ class NumberActor:
                 case Reauth():
                     log.info("send.unauthorized")
                     await self._tokens.refresh(token)
-                case Retry(reason=reason, after=after, rate_limited=limited, ambiguous=ambiguous):
-                    self.retries += 1
-                    self.ambiguous += ambiguous
-                    self.rate_limited += limited
-                    if item.attempts >= MAX_ATTEMPTS:
-                        await self._fail(item, *GAVE_UP)
+                case Retry() as retry:
+                    if not await self._retry_or_give_up(item, retry, slots):
                         return
-                    delay = after if after is not None else self._backoff(item.attempts)
-                    if after is not None:
-                        self._bucket.delay_next(after)
-                    log.warning("send.retry", reason=reason, attempt=item.attempts, delay=round(delay, 3))
-                    await trio.sleep(delay)
             await self._bucket.acquire()
+
+    async def _retry_or_give_up(self, item: _Pending, retry: Retry, slots: trio.Semaphore) -> bool:
+        """Count the failed attempt, then back off (True), or record the failure or stop (False).
+
+        A stop() during the backoff ends it at once: the message stays in the outbox.
+        """
+        if retry.rate_limited:
+            self.rate_limited += 1
+        if retry.after is not None:
+            self._bucket.delay_next(retry.after)  # the server said when: honour it exactly
+        elif retry.rate_limited and self._bucket.throttled():
+            log.warning("send.slowed_down", rate=round(self._bucket.current_rate(), 3))
+        if retry.ambiguous:
+            self.ambiguous += 1
+            log.warning(
+                "send.ambiguous",
+                number=self.number,
+                sid=item.sid,
+                reason=retry.reason,
+                policy=self._on_ambiguous,
+                attempt=item.attempts,
+            )
+            if self._on_ambiguous == "fail":
+                await self._fail(item, *AMBIGUOUS_FAILED)
+                return False
+        cap = self._max_attempts if retry.cap is None else min(retry.cap, self._max_attempts)
+        if item.attempts >= cap:
+            await self._fail(item, *(retry.gives_up_with or GAVE_UP))
+            return False
+        self.retries += 1
+        delay = retry.after if retry.after is not None else self._backoff(item.attempts)
+        log.warning("send.retry", reason=retry.reason, attempt=item.attempts, delay=round(delay, 3))
+        # Back off without holding an in-flight slot: the number keeps sending to other
+        # recipients, while this recipient's queue waits (its order is kept).
+        slots.release()
+        item.holds_slot = False
+        with trio.move_on_after(delay):
+            await self._stopped.wait()
+        if self._stopping:
+            return False
+        await slots.acquire()
+        item.holds_slot = True
+        return True
 
     async def _fail(self, item: _Pending, code: int, message: str) -> None:
         log.warning("send.failed", error_code=code, error=message)
@@ -393,6 +444,7 @@ class NumberActor:
             rate=self._bucket.rate,
             burst=self._bucket.burst,
             send_latency=self.send_latency.snapshot(),
+            send_rate=self._bucket.current_rate(),
         )
 
 

@@ -13,6 +13,8 @@ import attrs
 from actors.transport import ConnectError, Response, TransportError
 
 GENERIC_FAILURE: Final = 30008  # Twilio's "Unknown error"
+UNKNOWN_CODE_ATTEMPTS: Final = 3
+"""An error code we do not know is retried (it may be transient), but only this many times."""
 
 
 @attrs.frozen
@@ -22,12 +24,20 @@ class Sent:
 
 @attrs.frozen
 class Retry:
-    """Try again later; ``after`` is the server's Retry-After, if it gave one."""
+    """Try again later; ``after`` is the server's Retry-After, if it gave one.
+
+    ``ambiguous``: the request may have been acted on (a retry may duplicate).
+    ``cap``: attempts allowed for this kind of failure (below the number's
+    ``max_attempts``); ``gives_up_with``: the Twilio (code, message) recorded
+    when the attempts run out (default: 30008, gave up).
+    """
 
     reason: str
     after: float | None = None
     rate_limited: bool = False
     ambiguous: bool = False
+    cap: int | None = None
+    gives_up_with: tuple[int, str] | None = None
 
 
 @attrs.frozen

@@ -99,6 +99,13 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # (/webhooks/onprem/{digits} with ``webhook_header: secret``).
     webhook_auth: Literal["path", "header"] = "path"
     webhook_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "X-Webhook-Secret"
+    # Transient failures: full-jitter exponential backoff per message, then failed.
+    backoff_base: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 0.5
+    backoff_cap: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 60.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 12
+    # A send whose answer was lost may have reached WhatsApp: send it again
+    # ("retry": at-least-once) or record it failed ("fail": at-most-once).
+    on_ambiguous: Literal["retry", "fail"] = "retry"
 
 
 class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -194,6 +201,8 @@ def validate(config: Config) -> Config:
         for j, url in enumerate(num.endpoints):
             if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
                 raise ConfigError(f"{where}.endpoints[{j}]: not an http(s) URL: {url!r}")
+        if num.backoff_base > num.backoff_cap:
+            raise ConfigError(f"{where}.backoff_base: must not exceed backoff_cap ({num.backoff_cap})")
         if num.password is None:
             raise ConfigError(f"{where}.password: required (the API user's password)")
         num.password.resolve(f"{where}.password")

@@ -32,4 +32,8 @@ def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: 
         bucket=TokenBucket(num.rate, num.burst),
         wall=wall,
         max_in_flight=num.max_in_flight,
+        backoff_base=num.backoff_base,
+        backoff_cap=num.backoff_cap,
+        max_attempts=num.max_attempts,
+        on_ambiguous=num.on_ambiguous,
     )

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pytest
 import trio
 import trio.testing
 
@@ -20,7 +19,14 @@ NUMBER = "+15550000001"
 
 
 def build(
-    store: Store, *, rate: float = 1000.0, burst: int = 1000, max_in_flight: int = 8, latency: float = 0.0
+    store: Store,
+    *,
+    rate: float = 1000.0,
+    burst: int = 1000,
+    max_in_flight: int = 8,
+    latency: float = 0.0,
+    max_attempts: int = 12,
+    on_ambiguous: number_mod.AmbiguousPolicy = "retry",
 ):
     wall = TrioWallClock(start=1_700_000_000.0)
     api = FakeApi(wall.now, latency=latency)
@@ -42,6 +48,8 @@ def build(
         max_in_flight=max_in_flight,
         backoff_base=0.5,
         backoff_cap=8.0,
+        max_attempts=max_attempts,
+        on_ambiguous=on_ambiguous,
     )
     return actor, api, wall
 
@@ -165,15 +173,14 @@ async def test_gives_up_after_max_attempts(
     autojump_clock: trio.testing.MockClock,
     writer: Store,
     nursery: trio.Nursery,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(number_mod, "MAX_ATTEMPTS", 3)
-    actor, api, _ = build(writer)
+    actor, api, _ = build(writer, max_attempts=3)
     api.script = lambda msg, n: error(500, 500, "Generic error")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
     await wait_for(lambda: status_of(writer, record.sid).status == "failed")
-    assert len(api.attempts) == 3 and status_of(writer, record.sid).error_code == 30008
+    # 5xx exhausted: Twilio's "channel provider returned an internal service error".
+    assert len(api.attempts) == 3 and status_of(writer, record.sid).error_code == 63012
 
 
 async def test_stop_finishes_in_flight_and_keeps_the_rest(
@@ -189,3 +196,27 @@ async def test_stop_finishes_in_flight_and_keeps_the_rest(
     sent = len(api.sent)
     assert 1 <= sent < 10
     assert writer.count(b"outbox", number_key(NUMBER)) == 10 - sent
+
+
+async def test_an_unknown_error_code_is_retried_a_few_times_then_failed(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    actor, api, _ = build(writer)
+    api.script = lambda msg, n: error(400, 4242, "Something new")
+    await nursery.start(actor.run)
+    record = await submit(writer, actor, "+15551230000", "hello")
+    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
+    failed = status_of(writer, record.sid)
+    assert len(api.attempts) == 3  # UNKNOWN_CODE_ATTEMPTS, below max_attempts (12)
+    assert failed.error_code == 30008 and failed.error_message == "WhatsApp error 4242: Something new"
+
+
+async def test_a_known_permanent_code_fails_at_once_with_its_twilio_code(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    actor, api, _ = build(writer)
+    api.script = lambda msg, n: error(400, 470, "Message failed to send because more than 24 hours")
+    await nursery.start(actor.run)
+    record = await submit(writer, actor, "+15551230000", "hello")
+    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
+    assert len(api.attempts) == 1 and status_of(writer, record.sid).error_code == 63016

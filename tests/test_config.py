@@ -81,6 +81,18 @@ def test_secrets_from_env_and_file(good: str) -> None:
             ('auth_token = { value = "tok" }', "auth_token = 5"),
             r"^accounts\[0\]\.auth_token: Expected `object`",
         ),
+        (
+            ("[[numbers]]", "[[numbers]]\nbackoff_base = 10.0\nbackoff_cap = 5.0"),
+            r"^numbers\[0\]\.backoff_base: must not exceed backoff_cap",
+        ),
+        (
+            ("[[numbers]]", "[[numbers]]\nmax_attempts = 0"),
+            r"^numbers\[0\]\.max_attempts: Expected `int` >= 1",
+        ),
+        (
+            ("[[numbers]]", '[[numbers]]\non_ambiguous = "maybe"'),
+            r"^numbers\[0\]\.on_ambiguous: Invalid enum value .maybe.",
+        ),
     ],
 )
 def test_bad_keys_and_values_are_named(good: str, edit: tuple[str, str], message: str) -> None:

@@ -48,3 +48,25 @@ def test_bad_limits_are_rejected() -> None:
             TokenBucket(rate=1, burst=0)
 
     trio.run(main)
+
+
+async def test_throttled_cuts_once_per_cooldown_then_recovers(autojump_clock: trio.testing.MockClock) -> None:
+    bucket = TokenBucket(rate=20.0, burst=20, decrease=0.5, recovery=0.1)
+    assert bucket.throttled() is True
+    assert bucket.current_rate() == pytest.approx(10.0)
+    assert bucket.throttled() is False  # the other sends in flight come back 429 together: one cut
+    await trio.sleep(1.0)
+    assert bucket.current_rate() == pytest.approx(12.0)  # + 10% of 20/s per second
+    # While slowed there is no burst: sends are spaced at the current rate.
+    start = trio.current_time()
+    await bucket.acquire()
+    await bucket.acquire()
+    assert trio.current_time() - start >= 1 / 12.5
+    await trio.sleep(10.0)
+    assert bucket.current_rate() == 20.0
+
+
+async def test_bad_aimd_parameters_are_refused() -> None:
+    for kwargs in ({"decrease": 1.0}, {"decrease": 0.0}, {"recovery": 0.0}):
+        with pytest.raises(ValueError):
+            TokenBucket(rate=1.0, burst=1, **kwargs)

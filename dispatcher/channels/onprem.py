@@ -9,7 +9,16 @@ from typing import Final, final
 
 import msgspec
 
-from actors.outcome import GENERIC_FAILURE, Failed, Outcome, Reauth, Retry, Sent, retry_after
+from actors.outcome import (
+    GENERIC_FAILURE,
+    UNKNOWN_CODE_ATTEMPTS,
+    Failed,
+    Outcome,
+    Reauth,
+    Retry,
+    Sent,
+    retry_after,
+)
 from actors.transport import Response
 from dispatcher.models import MessageRecord
 
@@ -54,6 +63,9 @@ TWILIO_CODE: Final[dict[int, int]] = {
 }
 # Codes worth another attempt: overload, rate limits, server trouble, HA routing.
 TRANSIENT_CODES: Final = frozenset({429, 471, 500, 1011, 1014, 1015, 1016, 1017, 1018, 1023})
+
+
+_RATE_LIMIT_GAVE_UP: Final = "Rate limit exceeded for Channel: gave up after repeated 429s"
 
 
 # -- outbound ---------------------------------------------------------------------
@@ -184,12 +196,23 @@ class OnPremChannel:
             return Reauth()
         error = decode_error(resp.body)
         after = retry_after(resp)
-        if resp.status == 429 or (error is not None and error.code in (429, 1015)):
-            return Retry("rate limited", after=after, rate_limited=True)
-        if resp.status >= 500 or (error is not None and error.code in TRANSIENT_CODES):
-            return Retry(f"HTTP {resp.status}", after=after)
-        if error is not None:
-            return Failed(
-                self.twilio_code(error.code), error.title or error.details or f"WhatsApp error {error.code}"
+        if resp.status == 429 or (error is not None and error.code in (429, 471, 1015)):
+            return Retry(
+                "rate limited", after=after, rate_limited=True, gives_up_with=(63018, _RATE_LIMIT_GAVE_UP)
             )
+        if resp.status >= 500 or (error is not None and error.code in TRANSIENT_CODES):
+            code = error.code if error is not None else resp.status
+            message = f"WhatsApp API error {code} (HTTP {resp.status}): gave up after repeated attempts"
+            return Retry(f"HTTP {resp.status}", after=after, gives_up_with=(63012, message))
+        if error is not None:
+            title = error.title or error.details or f"WhatsApp error {error.code}"
+            if error.code not in TWILIO_CODE:
+                # A code we do not know may be transient: retry it, a few times only.
+                return Retry(
+                    f"unknown WhatsApp error {error.code}",
+                    after=after,
+                    cap=UNKNOWN_CODE_ATTEMPTS,
+                    gives_up_with=(GENERIC_FAILURE, f"WhatsApp error {error.code}: {title}"),
+                )
+            return Failed(self.twilio_code(error.code), title)
         return Failed(GENERIC_FAILURE, f"HTTP {resp.status} from the WhatsApp API")
