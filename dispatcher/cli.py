@@ -1,4 +1,4 @@
-"""``wadispatch``: run | check-config | simulate | send."""
+"""``wadispatch``: run | check-config | simulate | send, and the admin commands (see admincli)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
+from dispatcher import admincli, logs
 from dispatcher import config as configuration
-from dispatcher import logs
 
 DEFAULT_CONFIG = "conf/dispatcher.toml"
 SANDBOX_ACCOUNT = "AC00000000000000000000000000000001"
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--url", default="http://127.0.0.1:8080")
     send.add_argument("--account", default=os.environ.get("WADISPATCH_ACCOUNT_SID", SANDBOX_ACCOUNT))
     send.add_argument("--token", default=os.environ.get("WADISPATCH_AUTH_TOKEN", SANDBOX_TOKEN))
+    admincli.add_parsers(sub)
     return parser
 
 
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "send":
         return _send(args)
+    if args.command in admincli.COMMANDS:
+        return admincli.run(args)
     raise AssertionError(args.command)
 
 
