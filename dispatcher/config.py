@@ -18,6 +18,7 @@ import msgspec
 
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
+ApiKeySid = Annotated[str, msgspec.Meta(pattern=r"^SK[0-9a-fA-F]{32}$")]
 PositiveRate = Annotated[float, msgspec.Meta(ge=0.001, le=100_000.0)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0)]
 
@@ -65,10 +66,19 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 4096
 
 
+class ApiKeyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """An API key of the account: HTTP Basic ``SK...:secret`` acts as the account."""
+
+    sid: ApiKeySid
+    secret: Secret
+    friendly_name: str = ""
+
+
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     sid: AccountSid
     auth_token: Secret
     friendly_name: str = ""
+    api_keys: list[ApiKeyConfig] = []
 
 
 class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -178,11 +188,17 @@ def validate(config: Config) -> Config:
     elif config.admin.protect_metrics:
         raise ConfigError("admin.protect_metrics: needs admin.token")
     sids: set[str] = set()
+    key_sids: set[str] = set()
     for i, account in enumerate(config.accounts):
         if account.sid in sids:
             raise ConfigError(f"accounts[{i}].sid: duplicate account {account.sid}")
         sids.add(account.sid)
         account.auth_token.resolve(f"accounts[{i}].auth_token")
+        for j, api_key in enumerate(account.api_keys):
+            if api_key.sid in key_sids:
+                raise ConfigError(f"accounts[{i}].api_keys[{j}].sid: duplicate API key {api_key.sid}")
+            key_sids.add(api_key.sid)
+            api_key.secret.resolve(f"accounts[{i}].api_keys[{j}].secret")
     seen: set[str] = set()
     for i, num in enumerate(config.numbers):
         where = f"numbers[{i}]"

@@ -21,6 +21,8 @@ import trio
 
 from actors.h11pool import H11Pool
 from actors.transport import Transport
+from dispatcher import idempotency
+from dispatcher.auth import api_keys
 from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
@@ -167,6 +169,7 @@ async def run_daemon(
             async with trio.open_nursery() as io:
                 await io.start(store.run_writer)
                 await root.start(notifier.watchdog, _writer_health(store, notifier))
+                root.start_soon(idempotency.sweep_forever, store, wall)
                 fleet = Fleet(
                     store=store,
                     wall=wall,
@@ -181,6 +184,7 @@ async def run_daemon(
                     store=store,
                     supervisor=supervisor,
                     accounts=gateway_accounts(config),
+                    api_keys=api_keys(config),
                     numbers={n.number: number_info(n) for n in config.numbers},
                     wall=wall,
                 )

@@ -6,23 +6,23 @@ intake path (Twilio form, JSON, batch) shares one set of rules.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, final
 
 import attrs
 import structlog
 
-from dispatcher import ledger
+from dispatcher import idempotency, ledger
+from dispatcher.auth import ApiKey, Authenticator
 from dispatcher.clock import WallClock
 from dispatcher.events import WebhookEvents
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.inbox import Applied, Inbox
 from dispatcher.models import MessageRecord, new_sid
 from dispatcher.ssrf import RefusedURLError, check_syntax
-from dispatcher.store import Store, StoreError
+from dispatcher.store import Store, StoreError, WriteTxn
 from dispatcher.supervisor import Supervisor
 
 log = structlog.get_logger()
@@ -73,10 +73,11 @@ class Gateway:
         numbers: Mapping[str, NumberInfo],
         wall: WallClock,
         inbox: Inbox | None = None,
+        api_keys: Mapping[str, ApiKey] | None = None,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
-        self.configure(accounts, numbers)
+        self.configure(accounts, numbers, api_keys)
         self.wall = wall
         # Numbers being drained by an operator: no new messages for them.
         self.draining: set[str] = set()
@@ -93,15 +94,16 @@ class Gateway:
         self,
         accounts: Mapping[str, str],
         numbers: Mapping[str, NumberInfo],
+        api_keys: Mapping[str, ApiKey] | None = None,
         *,
         webhooks_only: Mapping[str, NumberInfo] | None = None,
     ) -> None:
-        """Install the accounts and numbers of a (re)loaded config.
+        """Install the accounts, API keys and numbers of a (re)loaded config.
 
         ``webhooks_only``: numbers removed by a reload. They take no new messages,
         but WhatsApp's status webhooks for what they already sent still apply.
         """
-        self._accounts = dict(accounts)  # sid -> auth token
+        self._auth = Authenticator(accounts, api_keys)
         self.numbers = dict(numbers)
         hooks = {**(webhooks_only or {}), **self.numbers}
         self._by_digits = {n.lstrip("+"): info for n, info in hooks.items()}
@@ -109,21 +111,15 @@ class Gateway:
     # -- auth ---------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None, account_sid: str) -> None:
-        """HTTP Basic ``AccountSid:AuthToken`` that must match the account in the path."""
-        if authorization and authorization.startswith("Basic "):
-            try:
-                user, _, secret = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                user, secret = "", ""
-            token = self._accounts.get(user)
-            if token is not None and hmac.compare_digest(secret.encode(), token.encode()):
-                if user != account_sid:
-                    raise TwilioError(403, 20003, "Authenticate: this account cannot access that resource")
-                return
-        raise TwilioError(401, 20003, "Authenticate")
+        """Credentials (auth token or API key) of the account in the path: 401/403 otherwise."""
+        self._auth.authenticate(authorization, account_sid)
+
+    def account_for(self, authorization: str | None) -> str:
+        """The account valid credentials act for (routes without an account in the path)."""
+        return self._auth.account_for(authorization)
 
     def auth_token(self, account_sid: str) -> str | None:
-        return self._accounts.get(account_sid)
+        return self._auth.auth_token(account_sid)
 
     # -- messages -----------------------------------------------------------------
 
@@ -171,14 +167,33 @@ class Gateway:
             status_callback=req.status_callback or info.status_callback,
         )
 
-    async def create(self, account_sid: str, req: SendRequest) -> MessageRecord:
-        """Validate, commit durably (record + outbox entry, one fsync shared), wake the actor."""
+    async def create(
+        self, account_sid: str, req: SendRequest, *, idempotency_key: str | None = None
+    ) -> MessageRecord:
+        """Validate, commit durably (record + outbox entry, one fsync shared), wake the actor.
+
+        With an idempotency key, a create already seen returns the original message.
+        """
         record = self.validate(account_sid, req)
+        write: Callable[[WriteTxn], int | idempotency.Replay] = (
+            ledger.accept(record)
+            if idempotency_key is None
+            else idempotency.accept_once(
+                account_sid, idempotency_key, idempotency.fingerprint(req), record, record.date_created
+            )
+        )
         try:
-            seq = await self.store.write(ledger.accept(record))
+            seq = await self.store.write(write)
+        except idempotency.KeyConflict:
+            raise TwilioError(
+                422, 20001, "This idempotency key was already used with different parameters."
+            ) from None
         except StoreError as exc:
             log.error("message.store_failed", sid=record.sid, error=str(exc))
             raise TwilioError(503, 20503, "Service unavailable: the message could not be stored.") from exc
+        if isinstance(seq, idempotency.Replay):
+            log.info("message.idempotent_replay", sid=seq.record.sid, number=record.from_number)
+            return seq.record
         actor = self.supervisor.actor(record.from_number)
         if actor is not None:
             actor.notify(seq, record)

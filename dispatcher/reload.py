@@ -27,6 +27,7 @@ import msgspec
 import structlog
 import trio
 
+from dispatcher.auth import api_keys
 from dispatcher.config import Config, ConfigError, NumberConfig
 from dispatcher.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.gateway import Gateway, NumberInfo
@@ -124,6 +125,7 @@ class Reloader:
         self._gateway.configure(
             gateway_accounts(new),
             {n: number_info(num) for n, num in new_numbers.items()},
+            api_keys(new),
             webhooks_only=self._removed,
         )
         self.config = new

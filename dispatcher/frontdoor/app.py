@@ -17,8 +17,9 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher import edits, listing
+from dispatcher import edits, idempotency, listing
 from dispatcher.channels import onprem_webhook
+from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.intake import send_request
 from dispatcher.frontdoor.media import register_media_routes
@@ -85,13 +86,22 @@ def make_app(
     async def too_large(_: Any) -> Response:
         return _json(TwilioError(413, 21617, "Request body too large").body(), 413)
 
+    def idempotency_key() -> str | None:
+        for name in idempotency.HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                return idempotency.check_key(value)
+        return None
+
     async def body_params() -> Params:
         return parse_body(request.headers.get("Content-Type"), await request.get_data(True, False, False))
 
     @app.post(f"{prefix}/Messages.json")
     async def create_message(account_sid: str) -> Response:
         gateway.authenticate(request.headers.get("Authorization"), account_sid)
-        record = await gateway.create(account_sid, send_request(await body_params()))
+        record = await gateway.create(
+            account_sid, send_request(await body_params()), idempotency_key=idempotency_key()
+        )
         return _json(encode_message(record), 201)
 
     @app.get(f"{prefix}/Messages.json")
@@ -117,6 +127,16 @@ def make_app(
         gateway.authenticate(request.headers.get("Authorization"), account_sid)
         await edits.delete(gateway, account_sid, sid)
         return Response(b"", status=204)
+
+    @app.post("/v1/messages:batch")
+    async def batch_messages() -> Response:
+        account_sid = gateway.account_for(request.headers.get("Authorization"))
+        if any(request.headers.get(name) is not None for name in idempotency.HEADERS):
+            raise TwilioError(
+                400, 20001, "Idempotency keys are per message: use the Messages.json create to send with one."
+            )
+        items = batch.decode(await request.get_data(True, False, False))
+        return _json(await batch.accept_batch(gateway, account_sid, items), 200)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
     async def onprem_webhook_path(digits: str, secret: str) -> Response:

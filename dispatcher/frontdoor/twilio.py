@@ -100,12 +100,13 @@ class TwilioError(Exception):
         self.code = code
         self.message = message
 
-    def body(self) -> bytes:
-        return _encoder.encode(
-            ErrorBody(
-                code=self.code,
-                message=self.message,
-                more_info=f"https://www.twilio.com/docs/errors/{self.code}",
-                status=self.status,
-            )
+    def error_body(self) -> ErrorBody:
+        return ErrorBody(
+            code=self.code,
+            message=self.message,
+            more_info=f"https://www.twilio.com/docs/errors/{self.code}",
+            status=self.status,
         )
+
+    def body(self) -> bytes:
+        return _encoder.encode(self.error_body())
