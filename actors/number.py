@@ -80,6 +80,7 @@ class ActorStatistics:
     burst: int = 0
     send_latency: HistogramSnapshot | None = None
     send_rate: float = 0.0  # sends/s in force now: below the configured rate after 429s
+    degraded: str | None = None  # why the number is degraded (crash loop, revoked token...), if it is
 
 
 @final
@@ -125,6 +126,7 @@ class NumberActor:
         self._stopped = trio.Event()
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
+        self.degraded: str | None = None
         # Plain ints read by /metrics at scrape time.
         self.accepted = self.delivered = self.read = 0
         self.failed_by_code: dict[int, int] = {}
@@ -248,6 +250,18 @@ class NumberActor:
             self._paused = False
             self._resumed.set()
             log.info("actor.resumed", number=self.number)
+
+    def mark_degraded(self, reason: str) -> None:
+        """Flag the number as degraded (health, /metrics): e.g. a crash loop, or a channel whose
+        token was revoked (Cloud API error 190). The actor keeps running; clear it once fixed."""
+        if self.degraded != reason:
+            log.error("actor.degraded", number=self.number, reason=reason)
+        self.degraded = reason
+
+    def clear_degraded(self) -> None:
+        if self.degraded is not None:
+            log.info("actor.recovered", number=self.number, was=self.degraded)
+        self.degraded = None
 
     def note_status(self, status: str, error_code: int | None) -> None:
         """A webhook moved one of this number's messages to ``status`` (for /metrics)."""
@@ -445,6 +459,7 @@ class NumberActor:
             burst=self._bucket.burst,
             send_latency=self.send_latency.snapshot(),
             send_rate=self._bucket.current_rate(),
+            degraded=self.degraded,
         )
 
 

@@ -4,11 +4,18 @@ An actor that raises is restarted after a full-jitter exponential backoff
 (base doubling to a cap, reset once it has run stably for ``reset_after``).
 Its outbox lives in LMDB, so a restart loses nothing: the new run recovers it.
 Only ``Exception`` is caught: cancellation and KeyboardInterrupt always propagate.
+
+An actor that crashes ``crash_limit`` times within ``crash_window`` seconds is
+in a crash loop: it is marked degraded (``states()`` and /healthz say so, its
+statistics carry the reason) and restarted only every ``degraded_delay``
+seconds, so it cannot burn CPU or hammer its API; the other actors never
+notice. Once a run lasts ``reset_after`` seconds it is healthy again.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import final
 
 import attrs
@@ -18,6 +25,13 @@ import trio
 from actors.number import NumberActor
 
 log = structlog.get_logger()
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error inside nested one-member exception groups (what actually went wrong)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 @attrs.define(eq=False)
@@ -30,6 +44,8 @@ class _Slot:
     stopped: trio.Event = attrs.Factory(trio.Event)
     wake: trio.Event = attrs.Factory(trio.Event)  # cuts a restart backoff short
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    crashes: deque[float] = attrs.Factory(deque)  # trio times of the crashes within the window
+    crash_looping: bool = False
 
 
 @final
@@ -41,8 +57,16 @@ class Supervisor:
         base_delay: float = 0.1,
         max_delay: float = 30.0,
         reset_after: float = 60.0,
+        crash_limit: int = 5,
+        crash_window: float = 60.0,
+        degraded_delay: float = 60.0,
     ) -> None:
+        if crash_limit < 1 or crash_window <= 0 or degraded_delay <= 0:
+            raise ValueError("crash_limit must be >= 1, crash_window and degraded_delay > 0")
         self._slots = {a.number: _Slot(a) for a in actors}
+        self._crash_limit = crash_limit
+        self._crash_window = crash_window
+        self._degraded_delay = degraded_delay
         self._base = base_delay
         self._cap = max_delay
         self._reset_after = reset_after
@@ -55,7 +79,24 @@ class Supervisor:
         return None if slot is None else slot.actor
 
     def states(self) -> dict[str, str]:
-        return {number: slot.state for number, slot in self._slots.items()}
+        """starting | running | restarting | degraded | stopped, per number."""
+        return {
+            number: "degraded" if slot.actor.degraded is not None and slot.state != "stopped" else slot.state
+            for number, slot in self._slots.items()
+        }
+
+    def degraded(self) -> dict[str, str]:
+        """The reason of every degraded number."""
+        return {n: s.actor.degraded for n, s in self._slots.items() if s.actor.degraded is not None}
+
+    def mark_degraded(self, number: str, reason: str) -> None:
+        """Flag ``number`` degraded from outside (e.g. its channel's token was revoked)."""
+        self._slots[number].actor.mark_degraded(reason)
+
+    def clear_degraded(self, number: str) -> None:
+        slot = self._slots[number]
+        slot.crash_looping = False
+        slot.actor.clear_degraded()
 
     def restarts(self, number: str) -> int:
         return self._slots[number].restarts
@@ -150,9 +191,10 @@ class Supervisor:
                     await self._run_once(slot, trio.TASK_STATUS_IGNORED)
             except Exception as exc:
                 slot.restarts += 1
-                slot.last_error = repr(exc)
+                slot.last_error = repr(_innermost(exc))
                 slot.state = "restarting"
                 log.error("actor.crashed", number=slot.actor.number, restarts=slot.restarts, exc_info=exc)
+                self._note_crash(slot)
             else:
                 if self.stop_requested() or slot.retiring:
                     break
@@ -160,13 +202,45 @@ class Supervisor:
                 log.warning("actor.returned", number=slot.actor.number)
             if trio.current_time() - started_at >= self._reset_after:
                 delay = self._base
+            # Crash loop: retry slowly (jittered, so many looping actors do not restart in step).
+            wait = (
+                self._degraded_delay * random.uniform(0.8, 1.0)
+                if slot.crash_looping
+                else random.uniform(0.0, delay)
+            )
             # retire() sets wake: a retiring actor is not restarted after its backoff.
-            with trio.move_on_after(random.uniform(0.0, delay)):
+            with trio.move_on_after(wait):
                 await slot.wake.wait()
             delay = min(self._cap, delay * 2)
 
+    def _note_crash(self, slot: _Slot) -> None:
+        now = trio.current_time()
+        slot.crashes.append(now)
+        while slot.crashes and slot.crashes[0] < now - self._crash_window:
+            slot.crashes.popleft()
+        if len(slot.crashes) >= self._crash_limit and not slot.crash_looping:
+            slot.crash_looping = True
+            slot.actor.mark_degraded(
+                f"crash loop: {len(slot.crashes)} crashes in {self._crash_window:g}s, last {slot.last_error}"
+            )
+
     async def _run_once(self, slot: _Slot, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(slot.actor.run)
+
+            async def run_actor(*, task_status: trio.TaskStatus[None]) -> None:
+                try:
+                    await slot.actor.run(task_status=task_status)
+                finally:
+                    nursery.cancel_scope.cancel()  # the stability timer has nothing left to watch
+
+            await nursery.start(run_actor)
             slot.state = "running"
             task_status.started()
+            if slot.crash_looping:
+                nursery.start_soon(self._clear_when_stable, slot)
+
+    async def _clear_when_stable(self, slot: _Slot) -> None:
+        """A crash-looping actor that stays up for ``reset_after`` is healthy again."""
+        await trio.sleep(self._reset_after)
+        if slot.crash_looping:
+            self.clear_degraded(slot.actor.number)

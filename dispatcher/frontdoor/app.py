@@ -154,7 +154,13 @@ def make_app(
     async def healthz() -> Response:
         states = gateway.supervisor.states()
         ok = all(state == "running" for state in states.values())
-        body = _encoder.encode({"status": "ok" if ok else "degraded", "numbers": states})
+        body = _encoder.encode(
+            {
+                "status": "ok" if ok else "degraded",
+                "numbers": states,
+                "degraded": gateway.supervisor.degraded(),
+            }
+        )
         return _json(body, 200 if ok else 503)
 
     return app
