@@ -140,6 +140,9 @@ class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     rate: PositiveRate = 20.0
     burst: Annotated[int, msgspec.Meta(ge=1)] = 60
     webhook_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    # Walk every accepted message through sent/delivered/read webhooks on its own;
+    # false leaves statuses to the control API (POST /_sim/status), for tests.
+    status_webhooks: bool = True
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -33,7 +33,7 @@ from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.operations import Operations
 from dispatcher.reload import Reloader
 from dispatcher.sdnotify import Notifier, WriterProgress
-from dispatcher.simulator.core import Simulator
+from dispatcher.simulator.core import STATUS_DELAYS, Simulator
 from dispatcher.simulator.server import serve as serve_simulator
 from dispatcher.ssrf import UrlGuard
 from dispatcher.store import Store
@@ -161,7 +161,10 @@ async def run_daemon(
             simulator: Simulator | None = None
             sim_url: str | None = None
             if config.simulator is not None:
-                simulator = Simulator(webhook_batch=config.simulator.webhook_batch)
+                simulator = Simulator(
+                    webhook_batch=config.simulator.webhook_batch,
+                    status_delays=STATUS_DELAYS if config.simulator.status_webhooks else None,
+                )
                 sim_host, sim_port = parse_listen(config.simulator.listen, "simulator.listen")
                 await root.start(simulator.run)
                 sim_url = await root.start(serve_simulator, simulator, sim_host, sim_port)

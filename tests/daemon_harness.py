@@ -19,8 +19,15 @@ NUMBERS = ("+15550000001", "+15550000002", "+15550000003")
 
 
 def sandbox_config(
-    data_dir: Path, *, rate: float = 20.0, burst: int = 60, extra: str = ""
+    data_dir: Path,
+    *,
+    rate: float = 20.0,
+    burst: int = 60,
+    extra: str = "",
+    number_extra: str = "",
+    simulator_extra: str = "",
 ) -> configuration.Config:
+    """``extra`` is appended to the file; ``number_extra`` / ``simulator_extra`` to those tables."""
     numbers = "".join(
         f"""
 [[numbers]]
@@ -31,6 +38,7 @@ password = {{ value = "Sandbox-Passw0rd!" }}
 webhook_secret = {{ value = "hook-{i}" }}
 rate = {rate}
 burst = {burst}
+{number_extra}
 """
         for i, n in enumerate(NUMBERS, 1)
     )
@@ -46,6 +54,7 @@ map_size_mb = 64
 listen = "127.0.0.1:0"
 rate = {rate}
 burst = {burst}
+{simulator_extra}
 [[accounts]]
 sid = "{ACCOUNT}"
 auth_token = {{ value = "{TOKEN}" }}

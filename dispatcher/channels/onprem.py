@@ -130,47 +130,7 @@ def decode_error(body: bytes) -> ApiError | None:
     return errors[0] if errors else None
 
 
-# -- webhooks -----------------------------------------------------------------------
-
-
-class StatusError(msgspec.Struct, kw_only=True):
-    code: int
-    title: str = ""
-
-
-class Status(msgspec.Struct, kw_only=True):
-    id: str
-    status: str
-    timestamp: str = "0"
-    recipient_id: str = ""
-    errors: list[StatusError] = []
-
-
-class InboundText(msgspec.Struct):
-    body: str
-
-
-class InboundMessage(msgspec.Struct, kw_only=True):
-    id: str
-    type: str
-    timestamp: str = "0"
-    text: InboundText | None = None
-    # "from" is a keyword in Python.
-    from_: str = msgspec.field(name="from")
-
-
-class Webhook(msgspec.Struct, kw_only=True):
-    """A flat On-Prem webhook: statuses, inbound messages, or system errors."""
-
-    statuses: list[Status] = []
-    messages: list[InboundMessage] = []
-    errors: list[ApiError] = []
-
-
-webhook_decoder: Final = msgspec.json.Decoder(Webhook)
-
-# WhatsApp status -> Twilio status.
-STATUS_MAP: Final = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+# Webhooks are decoded in ``onprem_webhook.py``.
 
 
 @final

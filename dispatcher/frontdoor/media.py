@@ -116,4 +116,4 @@ def register_media_routes(app: QuartTrio, gateway: Gateway) -> None:
         if resp.status != 200 or len(resp.body) > MAX_MEDIA:
             log.warning("media.fetch_failed", number=record.to_number, sid=sid, status=resp.status)
             raise TwilioError(502, 20500, f"WhatsApp answered HTTP {resp.status} for this media")
-        return Response(resp.body, status=200, content_type=media.content_type)
+        return Response(bytes(resp.body), status=200, content_type=media.content_type)

@@ -6,8 +6,12 @@ JSON in, JSON out, same error envelope as the On-Prem API:
 - ``GET  /_sim/received?number=%2B1555...``     -> ``{"number", "messages": [{recipient,type,content,id}]}``
   (``&limit=N`` keeps the last N)
 - ``POST /_sim/clock   {"advance": seconds}``   -> ``{"now": wall-clock seconds}``
-- ``POST /_sim/inbound {"number","from","body"|"media":{"mime_type","data"(base64),...},"profile_name"}``
-  -> ``{"messages":[{"id"}], "media_id"?}``
+- ``POST /_sim/inbound {"number","from", one of "body" | "media":{"mime_type","data"(base64),...}
+  | "location":{latitude,longitude,name?,address?} | "contacts":[...] | "button":{text,payload}
+  | "interactive":{type,button_reply|list_reply}, "type"? (sticker/voice with media), "context"?,
+  "profile_name"?}`` -> ``{"messages":[{"id"}], "media_id"?}``
+- ``POST /_sim/status {"number","id","status","recipient_id"?,"errors"?}`` -> 202: one status webhook
+  now, for any path (out of order, repeated, ``failed`` with any code, ``deleted``)
 - ``POST /_sim/reset``                          -> zero counters, forget received messages
 - ``POST /_sim/numbers {SimNumber fields}``     -> 201 ``{"number", "endpoint"}``
 - ``DELETE /_sim/numbers/{digits}``             -> stop serving a number
@@ -42,6 +46,7 @@ from dispatcher.simulator.wire import (
     ReceivedResponse,
     decode_clock,
     decode_inbound,
+    decode_status,
     encode,
 )
 
@@ -72,6 +77,8 @@ def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> 
             return _clock(sim, body)
         case "POST", "inbound":
             return _inbound(sim, body)
+        case "POST", "status":
+            return _status(sim, body)
         case "POST", "reset":
             sim.reset()
             return json_response(200, _OK)
@@ -141,31 +148,68 @@ def _clock(sim: Simulator, body: bytes) -> SimResponse:
 
 def _inbound(sim: Simulator, body: bytes) -> SimResponse:
     req = decode_body(decode_inbound, body)
-    if (req.body is None) == (req.media is None):
-        raise errors.invalid("Give exactly one of 'body' and 'media'")
+    objects = {
+        "body": req.body,
+        "media": req.media,
+        "location": req.location,
+        "contacts": req.contacts,
+        "button": req.button,
+        "interactive": req.interactive,
+    }
+    given = [name for name, value in objects.items() if value is not None]
+    if len(given) != 1:
+        raise errors.invalid(f"Give exactly one of {', '.join(objects)}")
+    media_id: str | None = None
     try:
         if req.body is not None:
             msg_id = sim.inbound_text(req.number, req.sender, req.body, profile_name=req.profile_name)
-            return json_response(201, encode(InboundResult(messages=[MessageId(msg_id)])))
-        assert req.media is not None
-        try:
-            data = base64.b64decode(req.media.data, validate=True)
-        except binascii.Error as exc:
-            raise errors.invalid("media.data must be base64") from exc
-        msg_id, media_id = sim.inbound_media(
-            req.number,
-            req.sender,
-            data,
-            req.media.mime_type,
-            caption=req.media.caption,
-            filename=req.media.filename,
-            profile_name=req.profile_name,
-        )
+        elif req.media is not None:
+            try:
+                data = base64.b64decode(req.media.data, validate=True)
+            except binascii.Error as exc:
+                raise errors.invalid("media.data must be base64") from exc
+            msg_id, media_id = sim.inbound_media(
+                req.number,
+                req.sender,
+                data,
+                req.media.mime_type,
+                caption=req.media.caption,
+                filename=req.media.filename,
+                profile_name=req.profile_name,
+                kind=req.type,
+                context=req.context,
+            )
+        else:
+            kind = given[0]
+            msg_id = sim.inbound_message(
+                req.number,
+                req.sender,
+                kind,  # type: ignore[arg-type]
+                location=req.location,
+                contacts=req.contacts,
+                button=req.button,
+                interactive=req.interactive,
+                context=req.context,
+                profile_name=req.profile_name,
+            )
+    except ValueError as exc:
+        raise errors.invalid(str(exc)) from exc
     except LookupError as exc:
         if isinstance(exc, KeyError):
             raise
         raise ApiError(409, errors.WEBHOOK_NOT_CONFIGURED, str(exc)) from exc
     return json_response(201, encode(InboundResult(messages=[MessageId(msg_id)], media_id=media_id)))
+
+
+def _status(sim: Simulator, body: bytes) -> SimResponse:
+    req = decode_body(decode_status, body)
+    try:
+        sim.emit_status(req.number, req.id, req.status, recipient=req.recipient_id, errors=req.errors)
+    except LookupError as exc:
+        if isinstance(exc, KeyError):
+            raise
+        raise ApiError(409, errors.WEBHOOK_NOT_CONFIGURED, str(exc)) from exc
+    return json_response(202, _OK)
 
 
 def _add_number(sim: Simulator, body: bytes) -> SimResponse:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import final
+from typing import Final, final
 
 import trio
 
@@ -30,13 +30,25 @@ from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
 from dispatcher.simulator.wire import (
+    MEDIA_TYPES,
+    InboundButton,
     InboundContact,
+    InboundContext,
+    InboundInteractive,
+    InboundLocation,
     InboundMedia,
     InboundMessage,
     InboundType,
     Profile,
+    Status,
+    StatusError,
+    StatusName,
+    StatusWebhook,
     Text,
+    encode,
 )
+
+STATUS_DELAYS: Final = (0.0, 0.05, 0.1)
 
 
 @final
@@ -71,7 +83,7 @@ class Simulator:
         numbers: Iterable[SimNumber] = (),
         *,
         wall_clock: WallClock | None = None,
-        status_delays: tuple[float, float, float] | None = (0.0, 0.05, 0.1),
+        status_delays: tuple[float, float, float] | None = STATUS_DELAYS,
         webhook_batch: int = 1,
         webhook_concurrency: int = 4,
         webhook_queue_size: int = 100_000,
@@ -195,6 +207,64 @@ class Simulator:
         )
         return self._push_inbound(state, message, profile_name)
 
+    def inbound_message(
+        self,
+        number: str,
+        sender: str,
+        kind: InboundType,
+        *,
+        location: InboundLocation | None = None,
+        contacts: list[dict[str, object]] | None = None,
+        button: InboundButton | None = None,
+        interactive: InboundInteractive | None = None,
+        context: InboundContext | None = None,
+        profile_name: str = "Customer",
+    ) -> str:
+        """Make ``sender`` send a location, shared contacts, or a button / interactive reply.
+
+        The object matching ``kind`` must be given. Raises like ``inbound_text``, and
+        ValueError when the object for ``kind`` is missing.
+        """
+        state = self._state(number)
+        given = {"location": location, "contacts": contacts, "button": button, "interactive": interactive}
+        if given.get(kind) is None:
+            raise ValueError(f"a {kind!r} message needs its {kind!r} object")
+        message = InboundMessage(
+            sender=digits_of(sender),
+            id=self._ids.new("ABGG"),
+            timestamp=self._timestamp(),
+            type=kind,
+            location=location if kind == "location" else None,
+            contacts=contacts if kind == "contacts" else None,
+            button=button if kind == "button" else None,
+            interactive=interactive if kind == "interactive" else None,
+            context=context,
+        )
+        return self._push_inbound(state, message, profile_name)
+
+    def emit_status(
+        self,
+        number: str,
+        msg_id: str,
+        status: StatusName,
+        *,
+        recipient: str = "",
+        errors: list[StatusError] | None = None,
+    ) -> None:
+        """Post one status webhook for ``msg_id`` now (out of order, repeated, ``deleted``: any path).
+
+        Raises:
+            KeyError: unknown number.
+            LookupError: the number has no webhook URL.
+        """
+        state = self._state(number)
+        if state.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        item = Status(
+            msg_id, digits_of(recipient) if recipient else "", status, self._timestamp(), errors=errors
+        )
+        self._webhooks.push_raw(state, encode(StatusWebhook(statuses=[item])))
+
     def inbound_media(
         self,
         number: str,
@@ -205,19 +275,24 @@ class Simulator:
         caption: str | None = None,
         filename: str | None = None,
         profile_name: str = "Customer",
+        kind: InboundType | None = None,
+        context: InboundContext | None = None,
     ) -> tuple[str, str]:
         """Make ``sender`` send a media file; returns ``(message id, media id)``.
 
+        ``kind`` overrides the type the MIME type implies ("sticker", "voice").
         The bytes are then served at ``GET /v1/media/{media id}``. Raises like ``inbound_text``.
         """
         state = self._state(number)
+        if kind is not None and kind not in MEDIA_TYPES:
+            raise ValueError(f"{kind!r} is not a media type")
         media_id = state.store_media(data, mime_type)
-        kind = _media_type(mime_type)
+        kind = kind or _media_type(mime_type)
         media = InboundMedia(
             id=media_id,
             mime_type=mime_type,
             sha256=hashlib.sha256(data).hexdigest(),
-            caption=caption if kind != "audio" else None,
+            caption=caption if kind in ("image", "video", "document") else None,
             filename=filename if kind == "document" else None,
         )
         message = InboundMessage(
@@ -228,7 +303,10 @@ class Simulator:
             image=media if kind == "image" else None,
             video=media if kind == "video" else None,
             audio=media if kind == "audio" else None,
+            voice=media if kind == "voice" else None,
             document=media if kind == "document" else None,
+            sticker=media if kind == "sticker" else None,
+            context=context,
         )
         return self._push_inbound(state, message, profile_name), media_id
 

@@ -77,7 +77,16 @@ class _InboundJob:
     message: InboundMessage
 
 
-_Job = _StatusJob | _InboundJob
+@final
+@attrs.frozen(eq=False)
+class _RawJob:
+    """A prepared webhook body, posted as is (``Simulator.emit_status``)."""
+
+    digits: str
+    body: bytes
+
+
+_Job = _StatusJob | _InboundJob | _RawJob
 
 
 @final
@@ -173,6 +182,16 @@ class WebhookSender:
         self._shard(message.sender).push(trio.current_time(), next(self._seq), job)
         return True
 
+    def push_raw(self, state: NumberState, body: bytes) -> bool:
+        """Post ``body`` to the number's webhook now (with retries); False if dropped (queue full)."""
+        if self._pending >= self._queue_size:
+            state.counters.webhooks_dropped += 1
+            return False
+        self._pending += 1
+        job = _RawJob(state.config.digits, body)
+        self._shard(state.config.digits).push(trio.current_time(), next(self._seq), job)
+        return True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post webhooks until cancelled; opens the shared httpx client unless a poster was given."""
         if self._poster is not None:
@@ -198,8 +217,8 @@ class WebhookSender:
 
     async def _work(self, shard: _Shard, poster: Poster) -> None:
         while True:
-            statuses, inbound = self._take_due(shard)
-            if not statuses and not inbound:
+            statuses, inbound, raw = self._take_due(shard)
+            if not statuses and not inbound and not raw:
                 now = trio.current_time()
                 for digits, (body, until) in list(shard.held.items()):
                     if until <= now:  # nothing came to overtake it in time
@@ -207,6 +226,8 @@ class WebhookSender:
                         await self._post(digits, body, poster)
                 await self._sleep(shard)
                 continue
+            for job in raw:
+                await self._post(job.digits, job.body, poster)
             for digits, batch in statuses.items():
                 await self._post_faulty(shard, digits, encode(StatusWebhook(statuses=batch)), poster)
             for digits, jobs in inbound.items():
@@ -214,12 +235,15 @@ class WebhookSender:
                 body = encode(InboundWebhook(contacts=contacts, messages=[job.message for job in jobs]))
                 await self._post(digits, body, poster)
 
-    def _take_due(self, shard: _Shard) -> tuple[dict[str, list[Status]], dict[str, list[_InboundJob]]]:
+    def _take_due(
+        self, shard: _Shard
+    ) -> tuple[dict[str, list[Status]], dict[str, list[_InboundJob]], list[_RawJob]]:
         """Pop up to ``batch`` due jobs, grouped by number; re-queue unfinished status walks."""
         now = trio.current_time()
         heap = shard.heap
         statuses: dict[str, list[Status]] = {}
         inbound: dict[str, list[_InboundJob]] = {}
+        raw: list[_RawJob] = []
         wall_now = self._wall.now()
         taken = 0
         while heap and heap[0][0] <= now and taken < self._batch:
@@ -229,6 +253,10 @@ class WebhookSender:
                 self._pending -= 1
                 inbound.setdefault(job.digits, []).append(job)
                 continue
+            if isinstance(job, _RawJob):
+                self._pending -= 1
+                raw.append(job)
+                continue
             statuses.setdefault(job.digits, []).append(self._status(job, wall_now))
             if job.failed or job.stage + 1 == len(STAGES):
                 self._pending -= 1
@@ -237,7 +265,7 @@ class WebhookSender:
                 job.stage += 1
                 due = job.accepted_at + self._delays[job.stage]
                 heapq.heappush(heap, (due, next(self._seq), job))
-        return statuses, inbound
+        return statuses, inbound, raw
 
     def _status(self, job: _StatusJob, wall_now: float) -> Status:
         timestamp = str(int(wall_now))

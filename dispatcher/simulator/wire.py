@@ -232,6 +232,9 @@ class Pricing(msgspec.Struct, frozen=True):
 PRICING = Pricing()
 
 
+StatusName = Literal["sent", "delivered", "read", "failed", "deleted"]
+
+
 class StatusError(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     title: str
@@ -241,7 +244,7 @@ class StatusError(msgspec.Struct, frozen=True, omit_defaults=True):
 class Status(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     recipient_id: str
-    status: Literal["sent", "delivered", "read", "failed"]
+    status: StatusName
     timestamp: str
     """Unix seconds, as a string (like the real platform)."""
     conversation: Conversation | None = None
@@ -270,7 +273,56 @@ class InboundMedia(msgspec.Struct, frozen=True, omit_defaults=True):
     filename: str | None = None
 
 
-InboundType = Literal["text", "image", "audio", "video", "document", "sticker"]
+InboundType = Literal[
+    "text",
+    "image",
+    "audio",
+    "voice",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "button",
+    "interactive",
+]
+MEDIA_TYPES = ("image", "audio", "voice", "video", "document", "sticker")
+
+
+class InboundLocation(msgspec.Struct, frozen=True, omit_defaults=True):
+    latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+
+
+class InboundButton(msgspec.Struct, frozen=True):
+    """A quick-reply button of a template, tapped."""
+
+    text: str
+    payload: str
+
+
+class InteractiveReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: NonEmpty
+    title: str
+    description: str | None = None
+
+
+class InboundInteractive(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: Literal["button_reply", "list_reply"]
+    button_reply: InteractiveReply | None = None
+    list_reply: InteractiveReply | None = None
+
+
+class InboundContext(msgspec.Struct, frozen=True, omit_defaults=True):
+    """On a reply: the message it answers (``from`` is the business number's digits)."""
+
+    id: str | None = None
+    sender: str | None = msgspec.field(default=None, name="from")
+    forwarded: bool | None = None
+    frequently_forwarded: bool | None = None
 
 
 class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -284,6 +336,12 @@ class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     video: InboundMedia | None = None
     document: InboundMedia | None = None
     sticker: InboundMedia | None = None
+    voice: InboundMedia | None = None
+    location: InboundLocation | None = None
+    contacts: list[Object] | None = None
+    button: InboundButton | None = None
+    interactive: InboundInteractive | None = None
+    context: InboundContext | None = None
 
 
 class InboundWebhook(msgspec.Struct, frozen=True):
@@ -315,7 +373,24 @@ class InboundRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sender: NonEmpty = msgspec.field(name="from")
     body: str | None = None
     media: InboundMediaSpec | None = None
+    location: InboundLocation | None = None
+    contacts: Annotated[list[Object], msgspec.Meta(min_length=1)] | None = None
+    button: InboundButton | None = None
+    interactive: InboundInteractive | None = None
+    # With ``media``: "sticker" or "voice" instead of the type its MIME type implies.
+    type: InboundType | None = None
+    context: InboundContext | None = None
     profile_name: str = "Customer"
+
+
+class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /_sim/status``: post one status webhook now, whatever the message's history."""
+
+    number: NonEmpty
+    id: NonEmpty
+    status: StatusName
+    recipient_id: str = ""
+    errors: list[StatusError] | None = None
 
 
 class InboundResult(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -347,3 +422,4 @@ decode_settings = msgspec.json.Decoder(ApplicationSettings).decode
 decode_contacts = msgspec.json.Decoder(ContactsRequest).decode
 decode_clock = msgspec.json.Decoder(ClockAdvance).decode
 decode_inbound = msgspec.json.Decoder(InboundRequest).decode
+decode_status = msgspec.json.Decoder(StatusRequest).decode
