@@ -366,6 +366,7 @@ class NumberActor:
                         ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
                     )
                     self.sent += 1
+                    log.info("message.sent", wamid=channel_id, status="sent", attempts=item.attempts)
                     return
                 case Failed(error_code=code, error_message=message):
                     await self._fail(item, code, message)
@@ -422,7 +423,7 @@ class NumberActor:
         return True
 
     async def _fail(self, item: _Pending, code: int, message: str) -> None:
-        log.warning("send.failed", error_code=code, error=message)
+        log.warning("send.failed", status="failed", error_code=code, error=message)
         await self._store.write(
             ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
         )

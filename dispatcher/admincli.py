@@ -80,7 +80,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Console(file=sys.stdout, soft_wrap=True)
+    # Piped (grep, less, a log): wide enough that a table never wraps a number or sid.
+    out = Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
     try:
         client = _Client(args)
         with client:
@@ -251,7 +252,7 @@ def _duration(seconds: float | None) -> str:
 def _status_table(status: Status) -> Table:
     table = Table(title=f"wadispatch: {len(status.numbers)} numbers, {status.store_queued} writes queued")
     for col in ("number", "state", "outbox", "in flight", "rate/burst", "sent", "failed", "retries", "429s"):
-        table.add_column(col, justify="left" if col in ("number", "state") else "right")
+        table.add_column(col, justify="left" if col in ("number", "state") else "right", no_wrap=True)
     table.add_column("restarts", justify="right")
     table.add_column("token expires", justify="right")
     for n in status.numbers:
