@@ -70,3 +70,19 @@ async def test_bad_aimd_parameters_are_refused() -> None:
     for kwargs in ({"decrease": 1.0}, {"decrease": 0.0}, {"recovery": 0.0}):
         with pytest.raises(ValueError):
             TokenBucket(rate=1.0, burst=1, **kwargs)
+
+
+async def test_free_slot_is_still_a_checkpoint(autojump_clock: trio.testing.MockClock) -> None:
+    """The no-wait fast path yields and honours cancellation like a sleep would."""
+    bucket = TokenBucket(rate=10.0, burst=5, headroom=0)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await bucket.acquire()
+    # The cancelled waiter forfeited its slot: four of the burst are left, then 10/s.
+    start = trio.current_time()
+    for _ in range(4):
+        await bucket.acquire()
+    assert trio.current_time() == start
+    await bucket.acquire()
+    assert trio.current_time() == pytest.approx(start + 0.1)
