@@ -33,6 +33,7 @@ from pathlib import Path
 import trio
 
 from actors.h11pool import H11Pool
+from bench.floor import Server, server_case
 from bench.procstat import cpu_seconds, free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,11 +242,17 @@ async def drive(
     errors = 0
     next_index = 0
 
+    start_at = trio.current_time()
+
     async def worker() -> None:
         nonlocal next_index, errors
         while next_index < len(bodies):
-            body = bodies[next_index]
+            index = next_index
+            body = bodies[index]
             next_index += 1
+            if args.accept_rate:
+                # Open loop: request i is due at i / rate, whether or not earlier ones returned.
+                await trio.sleep_until(start_at + index / args.accept_rate)
             t0 = time.perf_counter()
             resp = await front.request(b"POST", path, headers, body)
             latencies.append(time.perf_counter() - t0)
@@ -259,8 +266,9 @@ async def drive(
         for _ in range(args.concurrency):
             nursery.start_soon(worker)
     accepted_s = time.perf_counter() - t0
+    intake_cpu = cpu_seconds(pid) - cpu0
     delivered = rejected_429 = 0
-    with trio.move_on_after(args.timeout):
+    with trio.move_on_after(0 if args.intake_only else args.timeout):
         while delivered < args.messages - errors:
             delivered, rejected_429 = await sim_counts(sim)
             await trio.sleep(0.02)
@@ -270,6 +278,20 @@ async def drive(
     await front.aclose()
     await sim.aclose()
     lat = sorted(latencies)
+    accepted = args.messages - errors
+    if args.intake_only:
+        return {
+            "numbers": args.numbers,
+            "messages": args.messages,
+            "concurrency": args.concurrency,
+            "accept_rate": args.accept_rate,
+            "accepted_per_s": round(accepted / accepted_s, 1),
+            "accept_p50_ms": round(statistics.median(lat) * 1000, 2),
+            "accept_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 2),
+            "errors": errors,
+            "creates_per_daemon_cpu_s": round(accepted / intake_cpu) if intake_cpu > 0 else 0,
+            "daemon_rss_mb": round(rss_mb(pid), 1),
+        }
     return {
         "numbers": args.numbers,
         "messages": args.messages,
@@ -300,14 +322,38 @@ def main() -> int:
     parser.add_argument("--webhook-batch", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument(
+        "--intake-only",
+        action="store_true",
+        help="measure the front door alone: numbers paced to 1 msg/min, no wait for delivery",
+    )
+    parser.add_argument(
+        "--accept-rate",
+        type=float,
+        default=0.0,
+        help="pace creates open-loop at this many per second (default: as fast as answered)",
+    )
+    parser.add_argument(
+        "--quart-floor",
+        action="store_true",
+        help="also measure the hello-world quart-trio floor (bench.floor) in this run, for the ratio",
+    )
+    parser.add_argument(
         "--embedded-sim",
         action="store_true",
         help="run the simulator inside the daemon (default: its own process, measured apart)",
     )
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args()
-    if args.numbers < 1 or args.messages < 1 or args.concurrency < 1 or args.rate <= 0:
-        parser.error("--numbers, --messages and --concurrency must be >= 1, --rate > 0")
+    if (
+        args.numbers < 1
+        or args.messages < 1
+        or args.concurrency < 1
+        or args.rate <= 0
+        or args.accept_rate < 0
+    ):
+        parser.error("--numbers, --messages and --concurrency must be >= 1, --rate > 0, --accept-rate >= 0")
+    if args.intake_only:
+        args.rate = 1 / 60
     burst = max(1, int(args.rate))
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-") as tmp:
         port, sim_port = free_port(), free_port()
@@ -336,10 +382,16 @@ def main() -> int:
                 stop_daemon(proc)
             if sim_proc is not None:
                 stop_daemon(sim_proc)
+    if args.quart_floor:
+        with Server("quart") as server:
+            floor = trio.run(server_case, server, 2.0)
+        result["quart_floor_per_cpu_s"] = floor["per_cpu_s"]
+        per_cpu = result.get("creates_per_daemon_cpu_s") or result.get("daemon_msgs_per_cpu_s")
+        result["over_quart_floor"] = round(float(per_cpu) / floor["per_cpu_s"], 2)  # type: ignore[arg-type]
     for key, value in result.items():
         sys.stderr.write(f"{key:>22}: {value}\n")
     sys.stdout.write(json.dumps(result) + "\n")
-    return 0 if result["lost"] == 0 else 1
+    return 0 if result.get("lost", 0) == 0 else 1
 
 
 if __name__ == "__main__":
