@@ -45,7 +45,11 @@ BODY = (
     b'{"messaging_product":"whatsapp","recipient_type":"individual","to":"15551234567",'
     b'"type":"text","text":{"preview_url":false,"body":"Your code is 123456. It expires in 10 minutes."}}'
 )
-REPLY = b'{"messages":[{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}]}'
+# The Cloud API's answer to a send (bench.peer's pywa client parses it as such).
+REPLY = (
+    b'{"messaging_product":"whatsapp","contacts":[{"input":"15551234567","wa_id":"15551234567"}],'
+    b'"messages":[{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}]}'
+)
 HEADERS = [(b"content-type", b"application/json"), (b"authorization", b"Bearer bench-token")]
 SERVERS = ("quart", "asgi", "h11")
 POOL_INFLIGHT = (1, 10, 50, 100)

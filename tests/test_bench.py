@@ -86,3 +86,32 @@ def test_rate_analysis_of_an_exact_series() -> None:
     assert figures["achieved_over_configured"] == 1.0
     assert figures["max_burst"] == 5.0
     assert figures["sent"] == 35
+
+
+def test_peer_smoke_against_a_cloud_shaped_server() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", "--serve", "h11"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        result = run_bench(
+            "bench.peer", "--endpoint", f"http://127.0.0.1:{port}", "--messages", "30", "--sweep", "1,4"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert result["errors"] == 0
+    assert [level["sent"] for level in result["levels"]] == [30, 30]
+    assert result["sent_per_s"] == max(level["sent_per_s"] for level in result["levels"])
+    assert result["best_inflight"] in (1, 4)
+
+
+@pytest.mark.parametrize(
+    "bad", [["--endpoint", "ftp://x"], ["--endpoint", "http://127.0.0.1:9", "--sweep", "0"]]
+)
+def test_peer_rejects_bad_arguments(bad: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.peer", *bad], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
