@@ -26,6 +26,7 @@ import trio
 
 from actors.channel import Channel, Credentials
 from actors.holds import SendHolds
+from actors.multiconnect import MultiEndpoint
 from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
 from actors.ratelimit import TokenBucket
 from actors.tokeninfo import TokenInfo
@@ -190,6 +191,8 @@ class NumberActor:
                 # Logging in may take a while (or fail while the API is down): the
                 # actor counts as started once its outbox is recovered.
                 outer.start_soon(self._tokens.run)
+                if isinstance(self._transport, MultiEndpoint):
+                    outer.start_soon(self._transport.monitor)  # endpoint health checks
                 task_status.started()
                 await self._tokens.wait_ready()
                 async with trio.open_nursery() as sends:

@@ -91,6 +91,8 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     endpoints: list[str] = []
     # Served by the daemon's embedded simulator (sandbox numbers).
     simulated: bool = False
+    # A simulated number served as this many endpoints (multiconnect), like several ``endpoints``.
+    simulated_endpoints: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     username: str = "admin"
     password: Secret | None = None
     # Shared secret in the path of the webhook URL WhatsApp posts to.
@@ -215,6 +217,8 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{where}.simulated: needs a [simulator] section")
             if num.endpoints:
                 raise ConfigError(f"{where}.endpoints: a simulated number takes no endpoints")
+        elif num.simulated_endpoints != 1:
+            raise ConfigError(f"{where}.simulated_endpoints: only for a simulated number")
         elif not num.endpoints:
             raise ConfigError(f"{where}.endpoints: at least one endpoint URL is required")
         for j, url in enumerate(num.endpoints):

@@ -12,6 +12,7 @@ from typing import final
 
 import structlog
 
+from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.transport import Transport
 from dispatcher.clock import WallClock
@@ -71,7 +72,12 @@ class Fleet:
 
     def build(self, num: NumberConfig) -> NumberActor:
         """A new actor for ``num`` with a new transport to its endpoint (not started)."""
-        transport = self._make_transport(num, self._base_url(num))
+        urls = self._base_urls(num)
+        transport: Transport
+        if len(urls) == 1:
+            transport = self._make_transport(num, urls[0])
+        else:  # multiconnect: least-outstanding choice, failover, health checks
+            transport = MultiEndpoint([(url, self._make_transport(num, url)) for url in urls])
         actor = build_actor(num, transport, store=self._store, wall=self._wall)
         self._transports[id(actor)] = transport
         return actor
@@ -105,8 +111,11 @@ class Fleet:
             self._simulator.remove_number(num.number)
         self._simulator.add_number(sim)
 
-    def _base_url(self, num: NumberConfig) -> str:
+    def _base_urls(self, num: NumberConfig) -> list[str]:
         if num.simulated:
             assert self._simulator_url is not None, "a simulated number needs the simulator"
-            return self._simulator_url + "/" + num.number.lstrip("+")
-        return num.endpoints[0]
+            base = self._simulator_url + "/" + num.number.lstrip("+")
+            if num.simulated_endpoints == 1:
+                return [base]
+            return [f"{base}~{k}" for k in range(num.simulated_endpoints)]
+        return list(num.endpoints)

@@ -17,6 +17,7 @@ from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.faults import FaultPlan, Refused
 from dispatcher.simulator.server import serve
 from dispatcher.simulator.transport import InProcessTransport
+from dispatcher.simulator.webhooks import REORDER_HOLD
 
 NUMBER = "+15550000001"
 OTHER = "+15550000002"
@@ -173,7 +174,7 @@ async def test_webhooks_delayed_duplicated_and_reordered(autojump_clock: trio.te
     stages = [status for _, batch in posted for _, status in batch]
     # "sent" held back behind "delivered" (duplicated); "read" held, then posted when nothing overtook it.
     assert stages == ["delivered", "sent", "delivered", "read"]
-    assert posted[-1][0] >= 5.0 + 2.0 + 10.0
+    assert posted[-1][0] >= 5.0 + 2.0 + REORDER_HOLD
     injected = sim.faults.injected["15550000001"]
     assert injected == {"webhook_delay": 1, "webhook_reorder": 2, "webhook_duplicate": 1}
 

@@ -54,7 +54,7 @@ Poster = Callable[[str, bytes], Awaitable[int]]
 STAGES: tuple[Literal["sent"], Literal["delivered"], Literal["read"]] = ("sent", "delivered", "read")
 _NOT_A_USER = [StatusError(code=USER_NOT_VALID, title=TITLES[USER_NOT_VALID])]
 _JSON = {"content-type": "application/json"}
-REORDER_HOLD = 10.0
+REORDER_HOLD = 1.0
 """Longest a webhook is held back for reordering when no later one overtakes it."""
 
 
