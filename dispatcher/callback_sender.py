@@ -60,7 +60,7 @@ class SenderSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 600.0
     give_up_after: float = 4 * 3600.0
-    poll_interval: float = 1.0
+    poll_interval: float = 0.25
 
 
 @attrs.define(eq=False)

@@ -130,7 +130,7 @@ class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     backoff_initial: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
     backoff_max: Annotated[float, msgspec.Meta(gt=0.0)] = 600.0
     give_up_after: Annotated[float, msgspec.Meta(gt=0.0)] = 4 * 3600.0
-    poll_interval: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
+    poll_interval: Annotated[float, msgspec.Meta(gt=0.0)] = 0.25
     # Addresses or CIDRs that callback URLs may reach although private/loopback (SSRF guard).
     allow_private: list[str] = []
 
