@@ -107,6 +107,27 @@ async def _watch_reload(
             nursery.cancel_scope.cancel()
 
 
+def _callback_metrics(collector: DispatcherCollector, store: Store, sender: CallbackSender) -> None:
+    """Customer callbacks on /metrics: the durable queue's depth and what the sender did."""
+    collector.add_gauge(
+        "wadispatch_callback_queue_depth",
+        "Status callbacks and inbound webhooks waiting in LMDB for the customer's endpoint.",
+        lambda: store.entries(b"callbacks"),
+    )
+    for name, doc in (
+        ("delivered", "Callbacks the customer's endpoint accepted."),
+        ("retried", "Callback attempts that failed and will be retried."),
+        ("gave_up", "Callbacks dropped after retrying for callbacks.give_up_after."),
+        ("refused", "Callbacks not sent: the URL is private or not allowed (SSRF guard)."),
+        ("rejected", "Callbacks the customer's endpoint answered with a permanent error."),
+    ):
+        collector.add_counter(f"wadispatch_callbacks_{name}", doc, functools.partial(_attr, sender, name))
+
+
+def _attr(obj: object, name: str) -> float:
+    return float(getattr(obj, name))
+
+
 async def _notify_stopping(shutdown: trio.Event, notifier: Notifier) -> None:
     await shutdown.wait()
     notifier.stopping()
@@ -215,6 +236,7 @@ async def run_daemon(
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
                 )
+                _callback_metrics(metrics.collector, store, sender)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")

@@ -65,11 +65,15 @@ class DispatcherCollector(Collector):
         self._actors = actors
         self._store = store
         self._requests = requests
-        self._gauges: dict[str, tuple[str, GaugeSource]] = {}
+        self._extra: dict[str, tuple[str, str, GaugeSource]] = {}
 
     def add_gauge(self, name: str, documentation: str, source: GaugeSource) -> None:
         """A process-wide gauge read at scrape time, e.g. the callback queue depth."""
-        self._gauges[name] = (documentation, source)
+        self._extra[name] = ("gauge", documentation, source)
+
+    def add_counter(self, name: str, documentation: str, source: GaugeSource) -> None:
+        """A process-wide counter (a plain int somewhere) read at scrape time; ``name`` without _total."""
+        self._extra[name] = ("counter", documentation, source)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._per_number()
@@ -166,10 +170,14 @@ class DispatcherCollector(Collector):
         queued = GaugeMetricFamily("wadispatch_store_queued_writes", "Writes waiting for the next commit.")
         queued.add_metric([], self._store.statistics().queued)
         yield queued
-        for name, (documentation, source) in sorted(self._gauges.items()):
-            gauge = GaugeMetricFamily(name, documentation)
-            gauge.add_metric([], source())
-            yield gauge
+        for name, (kind, documentation, source) in sorted(self._extra.items()):
+            family: GaugeMetricFamily | CounterMetricFamily = (
+                GaugeMetricFamily(name, documentation)
+                if kind == "gauge"
+                else CounterMetricFamily(name, documentation)
+            )
+            family.add_metric([], source())
+            yield family
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], snap: HistogramSnapshot) -> None:

@@ -9,6 +9,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.histogram import Histogram
+from dispatcher.store import Store, WriteTxn
 from tests.daemon_harness import messages_path, running_daemon, sandbox_config
 from tests.test_admin import ADMIN, ADMIN_TOKEN
 
@@ -100,3 +101,46 @@ async def test_metrics_can_require_the_admin_token(tmp_path: Path) -> None:
             assert (await client.get("/metrics", auth=None)).status_code == 401
             resp = await client.get("/metrics", headers=ADMIN, auth=None)
             assert resp.status_code == 200 and "wadispatch_outbox_depth" in resp.text
+
+
+async def test_callback_queue_and_sender_figures(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_daemon(sandbox_config(tmp_path / "data")) as (_, client):
+            samples = parse((await client.get("/metrics")).text)
+            assert value(samples, "wadispatch_callback_queue_depth") == 0
+            resp = await client.post(
+                messages_path(),
+                data={
+                    "From": "whatsapp:+15550000001",
+                    "To": "whatsapp:+15551234567",
+                    "Body": "hi",
+                    # Loopback and not allow-listed: the SSRF guard refuses to call it.
+                    "StatusCallback": "http://127.0.0.1:9/status",
+                },
+            )
+            assert resp.status_code == 201, resp.text
+            with trio.fail_after(15):
+                while True:
+                    samples = parse((await client.get("/metrics")).text)
+                    if value(samples, "wadispatch_callbacks_refused_total") >= 1:
+                        break
+                    await trio.sleep(0.05)
+            assert value(samples, "wadispatch_callbacks_delivered_total") == 0
+            # A refused callback leaves the durable queue.
+            with trio.fail_after(15):
+                while True:
+                    samples = parse((await client.get("/metrics")).text)
+                    if value(samples, "wadispatch_callback_queue_depth") == 0:
+                        break
+                    await trio.sleep(0.05)
+
+
+async def test_store_entries_counts_a_named_db(writer: Store) -> None:
+    def put(txn: WriteTxn) -> None:
+        for i in range(3):
+            txn.put(b"callbacks", b"origin\0" + i.to_bytes(8, "big"), b"x")
+
+    assert writer.entries(b"callbacks") == 0
+    await writer.write(put)
+    assert writer.entries(b"callbacks") == 3
+    assert writer.entries(b"outbox") == 0
