@@ -193,3 +193,24 @@ async def test_update_and_delete_errors_over_http(slow_daemon) -> None:
     assert resp.status_code == 404 and resp.json()["code"] == 20404
     resp = await client.post(messages_path("SM" + "0" * 32), data={"Status": "canceled"})
     assert resp.status_code == 404 and resp.json()["code"] == 20404
+
+
+async def test_inbound_messages_are_listed_fetched_and_deleted(slow_daemon) -> None:
+    running, client = slow_daemon
+    assert running.simulator is not None
+    (sent,) = await create_spaced(client, 1)
+    running.simulator.inbound_text("+15550000001", "+15551234567", "a reply")
+    with trio.fail_after(10):
+        while running.store.count(b"by_account", ACCOUNT.encode()) < 2:  # noqa: ASYNC110 - real clock
+            await trio.sleep(0.02)
+    listed = (await client.get(messages_path(), params={"To": FROM})).json()["messages"]
+    assert [(m["direction"], m["status"], m["body"], m["from"]) for m in listed] == [
+        ("inbound", "received", "a reply", "whatsapp:+15551234567")
+    ]
+    everything = (await client.get(messages_path())).json()["messages"]
+    assert {m["sid"] for m in everything} == {listed[0]["sid"], sent["sid"]}
+    fetched = (await client.get(messages_path(listed[0]["sid"]))).json()
+    assert fetched["direction"] == "inbound"
+    resp = await client.delete(messages_path(listed[0]["sid"]))
+    assert resp.status_code == 204
+    assert [m["sid"] for m in (await client.get(messages_path())).json()["messages"]] == [sent["sid"]]
