@@ -63,6 +63,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     data_dir: str = "./var"
     map_size_mb: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    # When the map is full it doubles, up to this (0: never grows; a full map answers 503).
+    map_max_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 4096
 
 
@@ -185,6 +187,8 @@ def parse_listen(value: str, where: str) -> tuple[str, int]:
 def validate(config: Config) -> Config:
     """Cross-field checks msgspec cannot express; raises ConfigError naming the key."""
     parse_listen(config.server.listen, "server.listen")
+    if config.store.map_max_mb and config.store.map_max_mb < config.store.map_size_mb:
+        raise ConfigError(f"store.map_max_mb: must be 0 or at least map_size_mb ({config.store.map_size_mb})")
     if config.simulator is not None:
         parse_listen(config.simulator.listen, "simulator.listen")
     if config.admin.token is not None:

@@ -166,6 +166,7 @@ async def run_daemon(
     store = Store(
         config.store.data_dir,
         map_size=config.store.map_size_mb << 20,
+        map_max=(config.store.map_max_mb << 20) or None,
         max_batch=config.store.max_batch,
     )
     # Opened outside the nursery that uses it (STYLE rule 2); cold path, own pool.

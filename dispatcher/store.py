@@ -144,9 +144,12 @@ class Store:
         map_size: int = 1 << 30,
         max_batch: int = 4096,
         commit_in_thread: bool = True,
+        map_max: int | None = None,
     ) -> None:
         """``commit_in_thread=False`` commits on the trio thread: only for tests under
-        ``MockClock``, where a thread hop would let the clock jump while it runs."""
+        ``MockClock``, where a thread hop would let the clock jump while it runs.
+        ``map_max``: when the map is full, it doubles up to this size (None: it never grows)."""
+        self._map_max = map_max
         data = Path(path)
         try:
             data.mkdir(parents=True, exist_ok=True)
@@ -258,12 +261,16 @@ class Store:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             try:
-                if self._commit_in_thread:
-                    # abandon_on_cancel=False: a commit already running always finishes.
-                    await trio.to_thread.run_sync(self._commit, batch)
-                else:
-                    self._commit(batch)
-                    await trio.lowlevel.checkpoint()
+                while True:
+                    try:
+                        await self._commit_batch(batch)
+                    except lmdb.MapFullError:
+                        if not self._grow():
+                            raise
+                        for p in batch:  # the whole batch was rolled back: run it again
+                            p.error = p.result = None
+                        continue
+                    break
             except lmdb.MapFullError as exc:
                 log.error("store.map_full", batch=len(batch), map_size=self.env.info()["map_size"])
                 for p in batch:
@@ -277,6 +284,28 @@ class Store:
             finally:
                 for p in batch:
                     p.done.set()
+
+    async def _commit_batch(self, batch: list[_Pending[object]]) -> None:
+        if self._commit_in_thread:
+            # abandon_on_cancel=False: a commit already running always finishes.
+            await trio.to_thread.run_sync(self._commit, batch)
+        else:
+            self._commit(batch)
+            await trio.lowlevel.checkpoint()
+
+    def _grow(self) -> bool:
+        """Double the map (up to ``map_max``) after a full one; False if it may not grow.
+
+        Runs on the trio thread between commits: no write txn is open, and reads
+        never hold a txn across a checkpoint, so none is open either.
+        """
+        size = int(self.env.info()["map_size"])
+        if self._map_max is None or size >= self._map_max:
+            return False
+        new_size = min(self._map_max, size * 2)
+        self.env.set_mapsize(new_size)
+        log.warning("store.map_grown", from_mb=size >> 20, to_mb=new_size >> 20, max_mb=self._map_max >> 20)
+        return True
 
     def close(self) -> None:
         """Stop accepting writes; the writer commits what is queued, then returns."""

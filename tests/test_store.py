@@ -119,3 +119,17 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="not writable"):
         Store(blocker / "db")
+
+
+async def test_a_full_map_grows_up_to_its_maximum(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db", map_size=1 << 20, map_max=16 << 20)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(s.run_writer)
+        await s.write(put(b"big", os.urandom(3 << 20)))  # grew 1 -> 2 -> 4 MiB, then fits
+        assert s.env.info()["map_size"] == 4 << 20
+        with pytest.raises(StoreFullError):  # beyond the maximum: refused, nothing written
+            await s.write(put(b"huge", os.urandom(20 << 20)))
+        assert s.get(b"meta", b"huge") is None and s.env.info()["map_size"] == 16 << 20
+        s.close()
+    assert s.get(b"meta", b"big") is not None
+    s.close_env()

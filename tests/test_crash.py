@@ -1,0 +1,29 @@
+"""A short crash test: kill -9 the daemon twice under load; every acknowledged message is delivered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from bench.crash import crash_run
+
+
+async def test_two_kills_under_load_lose_nothing(tmp_path: Path) -> None:
+    with trio.fail_after(120):  # bounded: it stops by itself well before
+        result = await crash_run(
+            kills=2,
+            numbers=2,
+            rate=200.0,
+            concurrency=8,
+            up_min=0.3,
+            up_max=0.8,
+            drain_timeout=60.0,
+            seed=7,
+            workdir=tmp_path,
+        )
+    assert result["restarts"] == 2
+    assert result["accepted"] > 0
+    assert result["lost"] == 0
+    # At-least-once: a duplicate is only ever a send that was in flight when the daemon died.
+    assert result["duplicates_explained"] == result["duplicated"]
