@@ -15,6 +15,7 @@ starve the others.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections import deque
 from collections.abc import Callable
@@ -165,10 +166,19 @@ class NumberActor:
         """Rebuild the queues from the durable outbox (inline: runs before we serve)."""
         prefix = number_key(self.number)
         count = 0
-        for key, value in self._store.scan(b"outbox", prefix):
-            entry = entry_decoder.decode(value)
-            self._enqueue(_Pending(int.from_bytes(key[len(prefix) :], "big"), entry.sid, entry.to_number))
-            count += 1
+        # Every entry becomes new objects that cannot be garbage yet; with the cyclic GC
+        # on, each collection walks the growing heap again (a third of the time at 1M).
+        # Nothing awaits in here, so no other task runs with the GC off.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for key, value in self._store.scan(b"outbox", prefix):
+                entry = entry_decoder.decode(value)
+                self._enqueue(_Pending(int.from_bytes(key[len(prefix) :], "big"), entry.sid, entry.to_number))
+                count += 1
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         # Seqs are allocated in commit order, so a notify() at or below the last
         # recovered seq is for a message recovery already queued (or delivered).
         self._recovered_upto = max(self._known, default=0)

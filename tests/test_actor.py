@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+
 import trio
 import trio.testing
 
@@ -102,6 +104,24 @@ async def test_recovers_the_outbox_on_start(
     await wait_for(lambda: len(api.sent) == 5)
     assert [body for *_, body in api.sent] == [f"m{i}" for i in range(5)]
     await wait_for(lambda: all(status_of(writer, r.sid).status == "sent" for r in records))
+
+
+async def test_recovery_leaves_the_garbage_collector_as_it_found_it(writer: Store) -> None:
+    """Recovery turns the cyclic GC off while it loads the outbox, and back on after."""
+    for i in range(3):
+        await submit(writer, None, f"+155512300{i:02d}", f"m{i}")
+    actor, _, _ = build(writer)
+    assert gc.isenabled()
+    assert actor._recover() == 3
+    assert gc.isenabled()
+    assert actor.statistics().pending == 3
+    gc.disable()
+    try:
+        actor._reset()
+        assert actor._recover() == 3
+        assert not gc.isenabled()  # an embedding application that turned it off keeps it off
+    finally:
+        gc.enable()
 
 
 async def test_transient_errors_back_off_then_deliver_once(
