@@ -35,6 +35,7 @@ import trio
 from actors.h11pool import H11Pool
 from bench.floor import Server, server_case
 from bench.procstat import cpu_seconds, free_port, rss_mb
+from bench.progress import Bars, bars
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -259,19 +260,30 @@ async def drive(
             if resp.status != 201:
                 errors += 1
 
+    async def show_accepted(bar: Bars) -> None:
+        while True:
+            bar.update("accepted", len(latencies))
+            await trio.sleep(0.2)
+
     cpu0 = cpu_seconds(pid)
     sim_cpu0 = cpu_seconds(sim_pid) if sim_pid else 0.0
     t0 = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(args.concurrency):
-            nursery.start_soon(worker)
-    accepted_s = time.perf_counter() - t0
-    intake_cpu = cpu_seconds(pid) - cpu0
     delivered = rejected_429 = 0
-    with trio.move_on_after(0 if args.intake_only else args.timeout):
-        while delivered < args.messages - errors:
-            delivered, rejected_429 = await sim_counts(sim)
-            await trio.sleep(0.02)
+    with bars(args.messages, "accepted", "delivered") as bar:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(show_accepted, bar)
+            async with trio.open_nursery() as workers:
+                for _ in range(args.concurrency):
+                    workers.start_soon(worker)
+            nursery.cancel_scope.cancel()
+        bar.update("accepted", len(latencies))
+        accepted_s = time.perf_counter() - t0
+        intake_cpu = cpu_seconds(pid) - cpu0
+        with trio.move_on_after(0 if args.intake_only else args.timeout):
+            while delivered < args.messages - errors:
+                delivered, rejected_429 = await sim_counts(sim)
+                bar.update("delivered", delivered)
+                await trio.sleep(0.02)
     delivered_s = time.perf_counter() - t0
     cpu = cpu_seconds(pid) - cpu0
     sim_cpu = cpu_seconds(sim_pid) - sim_cpu0 if sim_pid else None

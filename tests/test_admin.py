@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from dispatcher import config as configuration
-from tests.daemon_harness import messages_path, running_daemon, sandbox_config
+from tests.daemon_harness import ACCOUNT, messages_path, running_daemon, sandbox_config
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -178,3 +178,24 @@ async def test_unknown_numbers_and_bad_arguments(tmp_path: Path) -> None:
                 assert resp.status_code == 400, bad
             resp = await client.get("/admin/v1/numbers/15550000001/pause", headers=ADMIN, auth=None)
             assert resp.status_code == 405
+
+
+async def test_token_refresh_that_cannot_log_in_is_a_502(tmp_path: Path) -> None:
+    unreachable = f"""
+[[numbers]]
+number = "+15550000009"
+account = "{ACCOUNT}"
+endpoints = ["http://127.0.0.1:9"]
+password = {{ value = "Passw0rd!" }}
+webhook_secret = {{ value = "hook-9" }}
+request_timeout = 1.0
+"""
+    cfg = sandbox_config(tmp_path / "data", extra=unreachable + ADMIN_SECTION)
+    with trio.fail_after(30):
+        async with running_daemon(cfg) as (_, client):
+            resp = await client.post("/admin/v1/numbers/15550000009/token/refresh", headers=ADMIN, auth=None)
+            assert resp.status_code == 502
+            assert resp.json()["message"].startswith("Login for +15550000009 failed")
+            status = (await client.get("/admin/v1/status", headers=ADMIN, auth=None)).json()
+            n9 = {n["number"]: n for n in status["numbers"]}["+15550000009"]
+            assert n9["token_expires_in"] is None
