@@ -118,6 +118,16 @@ class DispatcherCollector(Collector):
         up = GaugeMetricFamily(
             "wadispatch_number_running", "1 if the number's actor runs and is not paused.", labels=labels
         )
+        degraded = GaugeMetricFamily(
+            "wadispatch_number_degraded",
+            "1 if the number is degraded (crash loop, revoked credentials...).",
+            labels=labels,
+        )
+        send_rate = GaugeMetricFamily(
+            "wadispatch_send_rate",
+            "Sends per second in force (below the configured rate while slowed down by 429s).",
+            labels=labels,
+        )
         latency = HistogramMetricFamily(
             "wadispatch_send_latency_seconds",
             "Time from writing a send to WhatsApp to its full response.",
@@ -143,10 +153,12 @@ class DispatcherCollector(Collector):
             outbox.add_metric(n, depth)
             in_flight.add_metric(n, stats.in_flight)
             up.add_metric(n, 1.0 if stats.running and not stats.paused else 0.0)
+            degraded.add_metric(n, 0.0 if stats.degraded is None else 1.0)
+            send_rate.add_metric(n, stats.send_rate)
             if stats.send_latency is not None:
                 _add_histogram(latency, n, stats.send_latency)
         yield from (accepted, sent, delivered, read, failed, limited, retries, ambiguous, refreshes)
-        yield from (expiry, outbox, in_flight, up, latency)
+        yield from (expiry, outbox, in_flight, up, degraded, send_rate, latency)
 
     def _process(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
