@@ -21,7 +21,7 @@ import trio
 
 from actors.h11pool import H11Pool
 from actors.transport import Transport
-from dispatcher import callbacks, idempotency
+from dispatcher import idempotency
 from dispatcher.auth import api_keys
 from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
@@ -226,9 +226,9 @@ async def run_daemon(
                 gateway.inbox.configure(public_url=public.get, wake_callbacks=sender.wake)
                 ops = Operations(gateway)
                 requests = RequestCounts()
-                collector = DispatcherCollector(actors=supervisor.actors, store=store, requests=requests)
-                _callback_gauges(collector, store, sender)
-                metrics = Metrics(collector)
+                metrics = Metrics(
+                    DispatcherCollector(actors=supervisor.actors, store=store, requests=requests)
+                )
                 app = make_app(
                     gateway,
                     ops=ops,
@@ -301,29 +301,6 @@ class PublicUrl:
 
     def get(self) -> str:
         return (self.configured or self.actual).rstrip("/")
-
-
-def _callback_gauges(collector: DispatcherCollector, store: Store, sender: CallbackSender) -> None:
-    collector.add_gauge(
-        "wadispatch_callbacks_queued",
-        "Customer callbacks (status and inbound) waiting in LMDB.",
-        lambda: float(store.entries(callbacks.DB)),
-    )
-    collector.add_gauge(
-        "wadispatch_callback_destinations",
-        "Callback destinations (scheme://host:port) with callbacks in memory or in flight.",
-        lambda: float(sender.statistics().lanes),
-    )
-    collector.add_gauge(
-        "wadispatch_callbacks_gave_up",
-        "Callbacks dropped since start: older than callbacks.give_up_after.",
-        lambda: float(sender.gave_up),
-    )
-    collector.add_gauge(
-        "wadispatch_callbacks_refused",
-        "Callbacks dropped since start: URL refused by the SSRF guard or answered 4xx.",
-        lambda: float(sender.refused + sender.rejected),
-    )
 
 
 def sender_settings(cfg: CallbacksConfig) -> SenderSettings:

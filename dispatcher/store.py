@@ -232,12 +232,6 @@ class Store:
     def count(self, name: bytes, prefix: bytes) -> int:
         return sum(1 for _ in self.scan(name, prefix))
 
-    def entries(self, name: bytes) -> int:
-        """How many keys a named DB holds, from LMDB's own counter (O(1), for metrics)."""
-        with self.env.begin() as txn:
-            found: int = txn.stat(self._dbs[name])["entries"]
-            return found
-
     # -- writes: one writer, group commit ------------------------------------------
 
     async def write(self, fn: Callable[[WriteTxn], T]) -> T:

@@ -367,8 +367,8 @@ async def test_private_callback_urls_are_refused_and_dropped(tmp_path: Path) -> 
             assert refused and refused[0]["sid"] == sid and "127.0.0.2" in refused[0]["reason"]
             assert sink.hits == []
             metrics = (await client.get("/metrics")).text
-            assert "wadispatch_callbacks_refused 3.0" in metrics  # sent, delivered, read
-            assert "wadispatch_callbacks_queued 0.0" in metrics
+            assert "wadispatch_callbacks_refused_total 3.0" in metrics  # sent, delivered, read
+            assert "wadispatch_callback_queue_depth 0.0" in metrics
             bad = await client.post(
                 messages_path(),
                 data={
