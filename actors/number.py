@@ -11,11 +11,18 @@ most once, so its messages go out strictly in acceptance order, while other
 recipients proceed concurrently up to ``max_in_flight``. After each send the
 recipient rejoins the back of the ready line, so one busy recipient cannot
 starve the others.
+
+Cloud numbers add two of Meta's limits before the bucket (``pair``: the
+per-recipient rate; ``budget``: the messaging tier). A recipient that must
+wait is *parked* until its time, off the ready line and without a send slot,
+so it never blocks the recipients behind it.
 """
 
 from __future__ import annotations
 
 import gc
+import heapq
+import itertools
 import random
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +35,8 @@ import trio
 from actors.channel import Channel, Credentials
 from actors.holds import SendHolds
 from actors.multiconnect import MultiEndpoint
-from actors.outcome import Failed, Reauth, Retry, Sent, classify_error
+from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
+from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
 from actors.tokeninfo import TokenInfo
 from actors.transport import Response, Transport, TransportError
@@ -37,6 +45,7 @@ from dispatcher.clock import WallClock
 from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from dispatcher.models import MessageRecord, entry_decoder
 from dispatcher.store import Store, StoreError, number_key, seq_key
+from dispatcher.tier import TierBudget
 
 log = structlog.get_logger()
 
@@ -46,6 +55,7 @@ AMBIGUOUS_FAILED: Final = (
     30008,
     "Unknown error: the send may or may not have reached WhatsApp; not retried (on_ambiguous = fail)",
 )
+PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate limit (131056) kept refusing")
 AmbiguousPolicy = Literal["retry", "fail"]
 
 
@@ -83,6 +93,11 @@ class ActorStatistics:
     send_latency: HistogramSnapshot | None = None
     send_rate: float = 0.0  # sends/s in force now: below the configured rate after 429s
     degraded: str | None = None  # why the number is degraded (crash loop, revoked token...), if it is
+    pair_limited: int = 0  # Meta's 131056 answers
+    parked: int = 0  # recipients waiting for their pair rate or the tier budget
+    tier_used: int = 0  # business-initiated recipients counted in the last 24 h
+    tier_limit: int | None = None  # None: no tier (On-Prem) or unlimited
+    tier_waits: int = 0  # times a new recipient had to wait for the tier budget
 
 
 @final
@@ -103,6 +118,8 @@ class NumberActor:
         max_attempts: int = MAX_ATTEMPTS,
         on_ambiguous: AmbiguousPolicy = "retry",
         on_status: Callable[[MessageRecord], None] | None = None,
+        pair: PairLimiter | None = None,
+        budget: TierBudget | None = None,
     ) -> None:
         """``on_ambiguous``: a send that may have reached WhatsApp (answer lost) is sent again
         (``retry``: at-least-once, the default) or failed (``fail``: at-most-once)."""
@@ -119,6 +136,10 @@ class NumberActor:
         self._max_attempts = max_attempts
         self._on_ambiguous = on_ambiguous
         self._on_status = on_status
+        self._pair = pair
+        self._budget = budget
+        self._halted: str | None = None  # the credentials were refused (Halt): why
+        self.pair_limited = 0
         self._running = False
         self._stopping = False
         self._paused = False
@@ -141,6 +162,8 @@ class NumberActor:
         self._known: set[int] = set()
         self._recovered_upto = 0  # recovery saw every committed seq up to here
         self._wakeup = trio.Event()
+        self._parked: list[tuple[float, int, str]] = []  # (trio time, tiebreak, recipient)
+        self._parked_seq = itertools.count()
 
     # -- intake -------------------------------------------------------------------
 
@@ -192,6 +215,8 @@ class NumberActor:
         structlog.contextvars.bind_contextvars(number=self.number)
         self._reset()
         recovered = self._recover()
+        if self._budget is not None:
+            self._budget.load(self._wall.now())
         self._running = True
         self._stopping = False
         self._stopped = trio.Event()
@@ -291,22 +316,59 @@ class NumberActor:
     async def _dispatch(self, sends: trio.Nursery) -> None:
         slots = trio.Semaphore(self._max_in_flight)
         while not self.stop_requested():
+            self._unpark_due()
             if not self._ready:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
+                deadline = self._parked[0][0] if self._parked else float("inf")
+                with trio.move_on_at(deadline):
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
                 continue
             if self._paused:
                 await self._wait_resumed()
                 continue
+            recipient = self._ready.popleft()
+            new_count = False
+            if self._pair is not None or self._budget is not None:
+                hold, new_count = self._admit(recipient)
+                if hold > 0:
+                    self._park(recipient, hold)
+                    continue
             await slots.acquire()
+            if self._halted is not None:
+                await self._tokens.wait_ready()  # no send with credentials known to be refused
             # Pace in this single dispatching task, so sends leave in FIFO order.
             await self._bucket.acquire()
             if self.stop_requested():  # stop() was called while we waited
                 slots.release()
                 return
-            recipient = self._ready.popleft()
             self._busy.add(recipient)
-            sends.start_soon(self._deliver_head, recipient, slots)
+            sends.start_soon(self._deliver_head, recipient, slots, new_count)
+
+    def _admit(self, recipient: str) -> tuple[float, bool]:
+        """``(seconds to wait, counts against the tier)`` for the head message to ``recipient``."""
+        now = trio.current_time()
+        if self._pair is not None:
+            hold = self._pair.ready_at(recipient, now) - now
+            if hold > 0:
+                return hold, False
+        new_count = False
+        if self._budget is not None:
+            admission = self._budget.admit(recipient, self._wall.now())
+            if admission.wait > 0:
+                log.info("tier.wait", recipient=recipient, wait=round(admission.wait, 1))
+                return admission.wait, False
+            new_count = admission.new
+        if self._pair is not None:
+            self._pair.take(recipient, now)
+        return 0.0, new_count
+
+    def _park(self, recipient: str, seconds: float) -> None:
+        heapq.heappush(self._parked, (trio.current_time() + seconds, next(self._parked_seq), recipient))
+
+    def _unpark_due(self) -> None:
+        now = trio.current_time()
+        while self._parked and self._parked[0][0] <= now:
+            self._ready.append(heapq.heappop(self._parked)[2])
 
     async def _wait_resumed(self) -> None:
         """Sleep while paused; ``stop()`` also wakes us (it sets the wakeup event)."""
@@ -324,38 +386,50 @@ class NumberActor:
         if self._wakeup.is_set():
             self._wakeup = trio.Event()
 
-    async def _deliver_head(self, recipient: str, slots: trio.Semaphore) -> None:
+    async def _deliver_head(self, recipient: str, slots: trio.Semaphore, new_count: bool = False) -> None:
         queue = self._queues[recipient]
         item = queue[0]
+        again: float | None = None
         try:
-            await self._deliver(item, slots)
+            if new_count and self._budget is not None:
+                await self._store.write(self._budget.persist(recipient))
+            again = await self._deliver(item, slots)
         finally:
-            queue.popleft()
-            self._known.discard(item.seq)
             self._busy.discard(recipient)
-            if queue:
-                self._ready.append(recipient)
+            if again is not None:
+                self._park(recipient, again)  # the same message, later
                 self._wakeup.set()
             else:
-                del self._queues[recipient]
+                queue.popleft()
+                self._known.discard(item.seq)
+                if queue:
+                    self._ready.append(recipient)
+                    self._wakeup.set()
+                else:
+                    del self._queues[recipient]
             if item.holds_slot:
                 slots.release()
 
-    async def _deliver(self, item: _Pending, slots: trio.Semaphore) -> None:
-        """Send one message until it is sent or has failed for good; the bucket slot is held."""
+    async def _deliver(self, item: _Pending, slots: trio.Semaphore) -> float | None:
+        """Send one message until it is sent or has failed for good; the bucket slot is held.
+
+        Returns None when done with the message, or the seconds after which to try it
+        again (Meta's pair rate back-off), the recipient parked meanwhile.
+        """
         # A cancel may be committing: wait for it. A canceled message has left the outbox.
         await self.holds.begin_send(item.sid)
         try:
             if self._store.get(b"outbox", seq_key(self.number, item.seq)) is not None:
-                await self._deliver_entry(item, slots)
+                return await self._deliver_entry(item, slots)
+            return None
         finally:
             self.holds.end_send(item.sid)
 
-    async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> None:
+    async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
         if record is None or record.status not in ("queued", "accepted", "sending"):
             await self._store.write(ledger.drop_entry(self.number, item.seq))
-            return
+            return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
         target, body = self._channel.encode(record)
         while True:
@@ -380,17 +454,58 @@ class NumberActor:
                     )
                     self.sent += 1
                     log.info("message.sent", wamid=channel_id, status="sent", attempts=item.attempts)
-                    return
+                    if self._pair is not None:
+                        self._pair.succeeded(item.to_number)
+                    return None
                 case Failed(error_code=code, error_message=message):
                     await self._fail(item, code, message)
-                    return
+                    return None
                 case Reauth():
                     log.info("send.unauthorized")
                     await self._tokens.refresh(token)
+                case Halt(reason=reason):
+                    item.attempts -= 1  # the message is not at fault
+                    if not await self._halt(reason, token):
+                        return None  # stopping: the message stays in the outbox
+                case Retry(pair_limited=True) if self._pair is not None:
+                    return await self._pair_refused(item)
                 case Retry() as retry:
                     if not await self._retry_or_give_up(item, retry, slots):
-                        return
+                        return None
             await self._bucket.acquire()
+
+    async def _pair_refused(self, item: _Pending) -> float | None:
+        """Meta's 131056: park this recipient for 4^X s (None: gave up, the message failed)."""
+        self.pair_limited += 1
+        self.rate_limited += 1
+        if item.attempts >= self._max_attempts:
+            await self._fail(item, *PAIR_GAVE_UP)
+            return None
+        assert self._pair is not None
+        wait = self._pair.penalize(item.to_number, trio.current_time())
+        log.warning("send.pair_limited", attempt=item.attempts, delay=wait)
+        return wait
+
+    async def _halt(self, reason: str, token: str | None) -> bool:
+        """Degrade until the credentials change; False if the actor stopped meanwhile."""
+        self._halted = reason
+        self.mark_degraded(reason)
+        recovered = False
+        async with trio.open_nursery() as nursery:
+
+            async def on_stop() -> None:
+                await self._stopped.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_stop)
+            await self._tokens.refresh(token)
+            recovered = True
+            nursery.cancel_scope.cancel()
+        if recovered and self._halted is not None:
+            if self.degraded == self._halted:
+                self.clear_degraded()
+            self._halted = None
+        return recovered
 
     async def _retry_or_give_up(self, item: _Pending, retry: Retry, slots: trio.Semaphore) -> bool:
         """Count the failed attempt, then back off (True), or record the failure or stop (False).
@@ -474,6 +589,11 @@ class NumberActor:
             send_latency=self.send_latency.snapshot(),
             send_rate=self._bucket.current_rate(),
             degraded=self.degraded,
+            pair_limited=self.pair_limited,
+            parked=len(self._parked),
+            tier_used=self._budget.used if self._budget is not None else 0,
+            tier_limit=self._budget.limit if self._budget is not None else None,
+            tier_waits=self._budget.waits if self._budget is not None else 0,
         )
 
 

@@ -38,6 +38,8 @@ class Retry:
     ambiguous: bool = False
     cap: int | None = None
     gives_up_with: tuple[int, str] | None = None
+    # Only this recipient is over its rate (Cloud 131056): back off it alone.
+    pair_limited: bool = False
 
 
 @attrs.frozen
@@ -46,12 +48,20 @@ class Reauth:
 
 
 @attrs.frozen
+class Halt:
+    """The credentials are refused and cannot renew themselves (Cloud 190): the number is
+    degraded until they change; the message stays queued."""
+
+    reason: str
+
+
+@attrs.frozen
 class Failed:
     error_code: int
     error_message: str
 
 
-Outcome = Sent | Retry | Reauth | Failed
+Outcome = Sent | Retry | Reauth | Halt | Failed
 
 
 def classify_error(exc: TransportError) -> Retry:

@@ -83,13 +83,36 @@ class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     api_keys: list[ApiKeyConfig] = []
 
 
+class CloudConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A Cloud API (Graph) number: its id, system-user token, webhook secrets and Meta's limits."""
+
+    phone_number_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+    # A system-user token (no login flow); re-read from env/file when Meta answers 190.
+    access_token: Secret
+    # Signs Meta's webhook POSTs (X-Hub-Signature-256) and answers the GET handshake.
+    app_secret: Secret
+    verify_token: Secret
+    api_version: Annotated[str, msgspec.Meta(pattern=r"^v[0-9]{1,3}\.[0-9]{1,2}$")] = "v23.0"
+    # Per-number throughput (Meta: 80 messages/s by default, up to 1000 once upgraded).
+    throughput: Annotated[float, msgspec.Meta(ge=0.001, le=1000.0)] = 80.0
+    throughput_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 80
+    # Unique business-initiated recipients per rolling 24 h (Meta's messaging tier).
+    messaging_limit: Annotated[int, msgspec.Meta(ge=1)] | Literal["unlimited"] = 250
+    # Messages per recipient: one every pair_interval seconds, with bursts of pair_burst.
+    pair_interval: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] = 6.0
+    pair_burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 45
+    # Seconds between re-reads of access_token while Meta refuses it (error 190).
+    token_recheck: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
+
+
 class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """One WhatsApp sender number and the API endpoint(s) that serve it."""
 
     number: E164
     account: AccountSid
-    channel: Literal["onprem"] = "onprem"
+    channel: Literal["onprem", "cloud"] = "onprem"
     # Base URLs of the number's WhatsApp API (on-prem webapp); empty with simulated = true.
+    # A cloud number defaults to https://graph.facebook.com.
     endpoints: list[str] = []
     # Served by the daemon's embedded simulator (sandbox numbers).
     simulated: bool = False
@@ -120,6 +143,9 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # A send whose answer was lost may have reached WhatsApp: send it again
     # ("retry": at-least-once) or record it failed ("fail": at-most-once).
     on_ambiguous: Literal["retry", "fail"] = "retry"
+
+    # Cloud API only (channel = "cloud"); see CloudConfig.
+    cloud: CloudConfig | None = None
 
 
 class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -223,13 +249,18 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{where}.endpoints: a simulated number takes no endpoints")
         elif num.simulated_endpoints != 1:
             raise ConfigError(f"{where}.simulated_endpoints: only for a simulated number")
-        elif not num.endpoints:
+        elif not num.endpoints and num.channel != "cloud":
             raise ConfigError(f"{where}.endpoints: at least one endpoint URL is required")
         for j, url in enumerate(num.endpoints):
             if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
                 raise ConfigError(f"{where}.endpoints[{j}]: not an http(s) URL: {url!r}")
         if num.backoff_base > num.backoff_cap:
             raise ConfigError(f"{where}.backoff_base: must not exceed backoff_cap ({num.backoff_cap})")
+        if num.channel == "cloud":
+            _validate_cloud(num, where)
+            continue
+        if num.cloud is not None:
+            raise ConfigError(f'{where}.cloud: only for channel = "cloud"')
         if num.password is None:
             raise ConfigError(f"{where}.password: required (the API user's password)")
         num.password.resolve(f"{where}.password")
@@ -246,6 +277,32 @@ def validate(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
     return config
+
+
+def _validate_cloud(num: NumberConfig, where: str) -> None:
+    cloud = num.cloud
+    if cloud is None:
+        raise ConfigError(f'{where}.cloud: required for channel = "cloud" (phone_number_id, tokens)')
+    defaults = NumberConfig(number=num.number, account=num.account)
+    for key in ("rate", "burst"):
+        if getattr(num, key) != getattr(defaults, key):
+            raise ConfigError(
+                f"{where}.{key}: a cloud number's pace is cloud.throughput{'_burst' * (key == 'burst')}"
+            )
+    if num.password is not None:
+        raise ConfigError(f"{where}.password: a cloud number uses cloud.access_token, not a login")
+    for key in ("access_token", "app_secret", "verify_token"):
+        secret: Secret = getattr(cloud, key)
+        if not secret.resolve(f"{where}.cloud.{key}"):
+            raise ConfigError(f"{where}.cloud.{key}: must not be empty")
+
+
+def cloud_base_url(num: NumberConfig) -> str:
+    """Where a non-simulated cloud number's Graph API lives."""
+    return num.endpoints[0] if num.endpoints else GRAPH_URL
+
+
+GRAPH_URL = "https://graph.facebook.com"
 
 
 def loads(text: str | bytes) -> Config:

@@ -16,8 +16,8 @@ from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.transport import Transport
 from dispatcher.clock import WallClock
-from dispatcher.config import Config, NumberConfig, SimulatorConfig
-from dispatcher.gateway import NumberInfo
+from dispatcher.config import Config, NumberConfig, SimulatorConfig, cloud_base_url
+from dispatcher.gateway import CloudHook, NumberInfo
 from dispatcher.numbers import build_actor
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
@@ -42,6 +42,18 @@ def number_info(num: NumberConfig) -> NumberInfo:
         inbound_url=num.inbound_url,
         webhook_auth=num.webhook_auth,
         webhook_header=num.webhook_header,
+        cloud=cloud_hook(num),
+    )
+
+
+def cloud_hook(num: NumberConfig) -> CloudHook | None:
+    if num.cloud is None:
+        return None
+    where = f"{num.number}.cloud"
+    return CloudHook(
+        phone_number_id=num.cloud.phone_number_id,
+        app_secret=num.cloud.app_secret.resolve(f"{where}.app_secret"),
+        verify_token=num.cloud.verify_token.resolve(f"{where}.verify_token"),
     )
 
 
@@ -95,7 +107,7 @@ class Fleet:
 
     def register_simulated(self, num: NumberConfig) -> None:
         """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""
-        if not num.simulated:
+        if not num.simulated or num.channel != "onprem":
             return
         assert self._simulator is not None and self.front_url is not None and num.password is not None
         info = number_info(num)
@@ -114,8 +126,12 @@ class Fleet:
     def _base_urls(self, num: NumberConfig) -> list[str]:
         if num.simulated:
             assert self._simulator_url is not None, "a simulated number needs the simulator"
+            if num.channel == "cloud":
+                return [self._simulator_url]  # the Graph paths carry the version and phone number id
             base = self._simulator_url + "/" + num.number.lstrip("+")
             if num.simulated_endpoints == 1:
                 return [base]
             return [f"{base}~{k}" for k in range(num.simulated_endpoints)]
+        if num.channel == "cloud":
+            return [cloud_base_url(num)]
         return list(num.endpoints)

@@ -32,6 +32,15 @@ _E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 @attrs.frozen
+class CloudHook:
+    """How a Cloud API number's webhooks are checked: Meta's app secret and our verify token."""
+
+    phone_number_id: str
+    app_secret: str = attrs.field(repr=False)
+    verify_token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
 class NumberInfo:
     number: str
     account_sid: str
@@ -40,6 +49,7 @@ class NumberInfo:
     inbound_url: str | None = None
     webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
     webhook_header: str = "X-Webhook-Secret"
+    cloud: CloudHook | None = None  # a Cloud API number (its webhooks come to /webhooks/cloud/...)
 
 
 @attrs.frozen
@@ -222,6 +232,11 @@ class Gateway:
         if not hmac.compare_digest(secret.encode(), info.webhook_secret.encode()):
             return None
         return info
+
+    def cloud_number(self, digits: str) -> NumberInfo | None:
+        """The Cloud API number a ``/webhooks/cloud/{digits}`` route names (its secrets are checked there)."""
+        info = self._by_digits.get(digits)
+        return info if info is not None and info.cloud is not None else None
 
     async def on_webhook(self, info: NumberInfo, events: WebhookEvents) -> Applied:
         """Apply a channel's decoded webhook (any channel): statuses, inbound messages, callbacks."""

@@ -1,19 +1,25 @@
-"""Build a configured number's actor and the parts it owns (token manager, bucket)."""
+"""Build a configured number's actor and the parts it owns (credentials, bucket, channel, limits)."""
 
 from __future__ import annotations
 
+from actors.bearer import BearerCredentials
 from actors.number import NumberActor
+from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
 from actors.token import TokenManager, login
 from actors.transport import Transport
+from dispatcher.channels.cloud import CloudChannel
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.clock import WallClock
 from dispatcher.config import NumberConfig
 from dispatcher.store import Store
+from dispatcher.tier import TierBudget
 
 
 def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: WallClock) -> NumberActor:
     """The actor for ``num`` sending through ``transport`` (the number's endpoint)."""
+    if num.channel == "cloud":
+        return build_cloud_actor(num, transport, store=store, wall=wall)
     assert num.password is not None  # config.validate() requires it
     password = num.password.resolve("password")
     tokens = TokenManager(
@@ -36,4 +42,30 @@ def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: 
         backoff_cap=num.backoff_cap,
         max_attempts=num.max_attempts,
         on_ambiguous=num.on_ambiguous,
+    )
+
+
+def build_cloud_actor(
+    num: NumberConfig, transport: Transport, *, store: Store, wall: WallClock
+) -> NumberActor:
+    """A Cloud API number: static bearer token and Meta's three limits enforced before sending."""
+    cloud = num.cloud
+    assert cloud is not None  # config.validate() requires it
+    where = f"{num.number}.cloud.access_token"
+    limit = None if cloud.messaging_limit == "unlimited" else cloud.messaging_limit
+    return NumberActor(
+        number=num.number,
+        store=store,
+        transport=transport,
+        channel=CloudChannel(cloud.phone_number_id, cloud.api_version),
+        tokens=BearerCredentials(lambda: cloud.access_token.resolve(where), recheck=cloud.token_recheck),
+        bucket=TokenBucket(cloud.throughput, cloud.throughput_burst),
+        wall=wall,
+        max_in_flight=num.max_in_flight,
+        backoff_base=num.backoff_base,
+        backoff_cap=num.backoff_cap,
+        max_attempts=num.max_attempts,
+        on_ambiguous=num.on_ambiguous,
+        pair=PairLimiter(cloud.pair_interval, cloud.pair_burst) if cloud.pair_interval > 0 else None,
+        budget=TierBudget(store, num.number, limit),
     )

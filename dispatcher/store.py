@@ -44,6 +44,8 @@ DB_NAMES: Final = (
     b"idem",  # account NUL key -> idempotency record
     b"meta",  # everything else (orphan statuses, ...)
     b"callbacks",  # origin NUL seq(8B) -> CallbackEntry : customer callbacks to deliver
+    b"tier",  # number NUL recipient -> wall time counted against the Cloud messaging tier
+    b"dedup",  # channel NUL event id -> expiry : webhook deliveries already processed
 )
 SEP: Final = b"\x00"
 

@@ -1,0 +1,197 @@
+"""The WhatsApp Cloud API (Graph) wire format: requests out, answers in.
+
+Pure translation, no I/O. ``POST /{version}/{phone-number-id}/messages`` with
+``messaging_product: "whatsapp"``; errors come as one Graph ``{"error": {...}}``
+envelope, branched on ``code`` (Meta: not on the title or the HTTP status).
+
+What each code class means to the actor:
+
+- 190 / 0 (token expired or invalid): ``Halt``. The number is degraded until
+  the system-user token is replaced; retrying with the same token only burns
+  the app's call budget, and the message stays queued.
+- 130429, 4, 80007 (throughput, app or WABA call limits): ``Retry`` that also
+  pushes the number's bucket back (``rate_limited``).
+- 131056 (pair rate): ``Retry`` for that one recipient with Meta's 4^X
+  back-off (``pair_limited``); other recipients keep flowing.
+- 1, 2, 131000, 131016, 131057, 5xx: transient ``Retry``.
+- everything else: ``Failed`` with the Twilio code.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+import msgspec
+
+from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, Sent, retry_after
+from actors.transport import Response
+from dispatcher.models import MessageRecord
+
+# Cloud code -> Twilio error code (twilio.com/docs/whatsapp/api/error-code-mapping, where listed).
+TWILIO_CODE: Final[dict[int, int]] = {
+    0: 63001,
+    190: 63001,
+    3: 63005,
+    10: 63005,
+    200: 63005,
+    131005: 63005,
+    368: 63005,
+    131031: 63005,
+    130497: 63005,
+    4: 63018,
+    80007: 63018,
+    130429: 63018,
+    131048: 63018,
+    131056: 63018,
+    1: 63012,
+    2: 63012,
+    131000: 63012,
+    131016: 63012,
+    131057: 63012,
+    100: 63021,
+    131008: 63021,
+    131009: 63021,
+    131051: 63021,
+    132007: 63021,
+    131021: 63031,
+    131026: 63024,
+    130472: 63024,
+    131047: 63016,
+    131049: 63049,
+    131050: 63049,
+    131052: 63019,
+    131053: 63019,
+    132000: 63028,
+    132012: 63028,
+    132001: 63027,
+    132015: 63027,
+    132016: 63027,
+    132005: 63029,
+}
+AUTH_CODES: Final = frozenset({0, 190})
+THROUGHPUT_CODES: Final = frozenset({4, 80007, 130429})
+PAIR_RATE_CODE: Final = 131056
+TRANSIENT_CODES: Final = frozenset({1, 2, 131000, 131016, 131057})
+# Meta gives no Retry-After: on a throughput error the whole number pauses this long.
+THROUGHPUT_PAUSE: Final = 1.0
+
+
+def twilio_code(code: int) -> int:
+    return TWILIO_CODE.get(code, GENERIC_FAILURE)
+
+
+# -- outbound ---------------------------------------------------------------------
+
+
+class _Text(msgspec.Struct):
+    body: str
+    preview_url: bool = False
+
+
+class TextMessage(msgspec.Struct, kw_only=True):
+    to: str
+    text: _Text
+    messaging_product: str = "whatsapp"
+    recipient_type: str = "individual"
+    type: str = "text"
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def wa_id(e164: str) -> str:
+    return e164.lstrip("+")
+
+
+def encode_send(record: MessageRecord) -> bytes:
+    return _encoder.encode(TextMessage(to=wa_id(record.to_number), text=_Text(body=record.body)))
+
+
+# -- answers ----------------------------------------------------------------------
+
+
+class _MessageId(msgspec.Struct):
+    id: str
+
+
+class SendAnswer(msgspec.Struct):
+    messages: list[_MessageId]
+
+
+class ErrorData(msgspec.Struct, kw_only=True):
+    details: str = ""
+
+
+class GraphError(msgspec.Struct, kw_only=True):
+    code: int
+    message: str = ""
+    type: str = ""
+    error_subcode: int | None = None
+    error_data: ErrorData | None = None
+    fbtrace_id: str = ""
+
+    @property
+    def details(self) -> str:
+        return self.error_data.details if self.error_data is not None else ""
+
+    def describe(self) -> str:
+        """Meta's own words, for error_message and logs (never a token)."""
+        text = self.details or self.message or f"WhatsApp Cloud API error {self.code}"
+        return f"{text} (fbtrace_id {self.fbtrace_id})" if self.fbtrace_id else text
+
+
+class ErrorAnswer(msgspec.Struct):
+    error: GraphError
+
+
+send_answer_decoder: Final = msgspec.json.Decoder(SendAnswer)
+error_answer_decoder: Final = msgspec.json.Decoder(ErrorAnswer)
+
+
+def decode_error(body: bytes) -> GraphError | None:
+    try:
+        return error_answer_decoder.decode(body).error
+    except msgspec.DecodeError:
+        return None
+
+
+@final
+class CloudChannel:
+    """One Cloud API phone number: ``POST /{version}/{phone_number_id}/messages``."""
+
+    name = "cloud"
+
+    def __init__(self, phone_number_id: str, api_version: str) -> None:
+        self.phone_number_id = phone_number_id
+        self.api_version = api_version
+        self.messages_path = f"/{api_version}/{phone_number_id}/messages".encode()
+
+    def encode(self, record: MessageRecord) -> tuple[bytes, bytes]:
+        return self.messages_path, encode_send(record)
+
+    def twilio_code(self, code: int) -> int:
+        return twilio_code(code)
+
+    def classify(self, resp: Response) -> Outcome:
+        if 200 <= resp.status < 300:
+            try:
+                return Sent(send_answer_decoder.decode(resp.body).messages[0].id)
+            except (msgspec.DecodeError, IndexError):
+                return Retry("unreadable success answer", ambiguous=True)
+        error = decode_error(resp.body)
+        if error is None:
+            if resp.status == 401:
+                return Halt("HTTP 401 without a Graph error: the access token was refused")
+            if resp.status == 429 or resp.status >= 500:
+                return Retry(f"HTTP {resp.status}", after=retry_after(resp), rate_limited=resp.status == 429)
+            return Failed(GENERIC_FAILURE, f"HTTP {resp.status} from the WhatsApp Cloud API")
+        code = error.code
+        if code in AUTH_CODES:
+            return Halt(f"access token refused (code {code}): {error.describe()}")
+        if code in THROUGHPUT_CODES:
+            return Retry(f"throughput limit (code {code})", after=THROUGHPUT_PAUSE, rate_limited=True)
+        if code == PAIR_RATE_CODE:
+            return Retry("pair rate limit (code 131056)", rate_limited=True, pair_limited=True)
+        if code in TRANSIENT_CODES or resp.status >= 500:
+            return Retry(f"transient error (code {code})", after=retry_after(resp))
+        return Failed(twilio_code(code), error.describe())
