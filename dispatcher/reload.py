@@ -139,18 +139,12 @@ class Reloader:
             num = new_numbers[number]
             self._fleet.register_simulated(num)
             await self._supervisor.add(self._fleet.build(num))
-        for number in sorted(replaced):
-            num = new_numbers[number]
-            previous = self._supervisor.actor(number)
-            self._fleet.register_simulated(num)
-            successor = self._fleet.build(num)
-            if previous is not None and previous.paused:
-                successor.pause()  # an operator's pause outlives the swap
-            await self._supervisor.replace(successor, timeout=drain)
-            if previous is not None:
-                await self._fleet.release(previous)
-        for number in sorted(removed):
-            await self._retire(number, drain)
+        # Each waits up to drain_timeout for sends in flight: all numbers at once, not one after another.
+        async with trio.open_nursery() as nursery:
+            for number in sorted(replaced):
+                nursery.start_soon(self._replace, new_numbers[number], drain)
+            for number in sorted(removed):
+                nursery.start_soon(self._retire, number, drain)
         result = ReloadResult(
             ok=True,
             added=sorted(added),
@@ -168,6 +162,16 @@ class Reloader:
             restart_needed=restart,
         )
         return result
+
+    async def _replace(self, num: NumberConfig, timeout: float) -> None:
+        previous = self._supervisor.actor(num.number)
+        self._fleet.register_simulated(num)
+        successor = self._fleet.build(num)
+        if previous is not None and previous.paused:
+            successor.pause()  # an operator's pause outlives the swap
+        await self._supervisor.replace(successor, timeout=timeout)
+        if previous is not None:
+            await self._fleet.release(previous)
 
     async def _retire(self, number: str, timeout: float) -> None:
         """Give a removed number ``timeout`` seconds to empty its outbox, then stop its actor."""

@@ -6,12 +6,16 @@ import trio
 import trio.testing
 
 from actors.transport import ConnectError, Headers, Response
+from dispatcher import config as configuration
 from dispatcher.clock import TrioWallClock
+from dispatcher.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.gateway import Gateway
 from dispatcher.numbers import build_actor
+from dispatcher.reload import Reloader
 from dispatcher.simulator.transport import InProcessTransport
 from dispatcher.store import Store, number_key
 from dispatcher.supervisor import Supervisor
-from tests.test_delivery import Timed, number_config, sim_with, submit, wait_for
+from tests.test_delivery import ACCOUNT, Timed, number_config, sim_with, submit, wait_for
 
 ONE, TWO = "+15550000001", "+15550000002"
 
@@ -110,3 +114,66 @@ async def test_replace_hands_the_outbox_to_the_new_actor(
     await wait_for(lambda: writer.count(b"outbox", number_key(ONE)) == 0)
     assert old_transport.sends == [] and len(new_transport.sends) == 3
     assert sorted(r.content for r in sim.received(ONE)) == ["m0", "m1", "m2"]
+
+
+def two_number_config(numbers: tuple[str, ...], drain: float) -> configuration.Config:
+    blocks = "".join(
+        f"""
+[[numbers]]
+number = "{n}"
+account = "{ACCOUNT}"
+endpoints = ["http://whatsapp.invalid"]
+password = {{ value = "Passw0rd!" }}
+webhook_secret = {{ value = "s" }}
+"""
+        for n in numbers
+    )
+    return configuration.loads(
+        f"""
+[server]
+drain_timeout = {drain}
+[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = {{ value = "t" }}
+{blocks}
+"""
+    )
+
+
+async def test_removed_numbers_drain_at_the_same_time(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE, TWO)
+    fleet = Fleet(
+        store=writer,
+        wall=wall,
+        make_transport=lambda num, _url: Timed(InProcessTransport(sim, num.number)),
+    )
+    first = two_number_config((ONE, TWO), drain=5.0)
+    supervisor = Supervisor([fleet.build(n) for n in first.numbers])
+    gateway = Gateway(
+        store=writer,
+        supervisor=supervisor,
+        accounts=gateway_accounts(first),
+        numbers={n.number: number_info(n) for n in first.numbers},
+        wall=wall,
+    )
+    await nursery.start(supervisor.run)
+    for number in (ONE, TWO):
+        actor = supervisor.actor(number)
+        assert actor is not None
+        actor.pause()  # a paused number cannot drain: each removal waits its full drain_timeout
+        await submit(writer, actor, number, "+15551230000", "stays")
+    current = {"config": first}
+    reloader = Reloader(
+        load=lambda: current["config"], config=first, supervisor=supervisor, gateway=gateway, fleet=fleet
+    )
+    current["config"] = two_number_config((), drain=5.0)
+    began = trio.current_time()
+    result = await reloader()
+    assert result.ok and result.removed == [ONE, TWO]
+    # Both drains ran at once: 5 s in all, not 5 s per number. Both outboxes are kept.
+    assert 5.0 <= trio.current_time() - began < 5.5
+    assert supervisor.actors() == []
+    assert writer.count(b"outbox", number_key(ONE)) == writer.count(b"outbox", number_key(TWO)) == 1
