@@ -195,6 +195,9 @@ def front_headers() -> list[tuple[bytes, bytes]]:
     return [(b"authorization", auth), (b"content-type", b"application/x-www-form-urlencoded")]
 
 
+BATCH_PATH = b"/v1/messages:batch"
+
+
 def create_path() -> bytes:
     return f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
 
@@ -210,6 +213,22 @@ def create_bodies(numbers: int, messages: int) -> list[bytes]:
             }
         ).encode()
         for i in range(messages)
+    ]
+
+
+def batch_bodies(numbers: int, messages: int, size: int) -> list[tuple[bytes, int]]:
+    """``POST /v1/messages:batch`` JSON arrays of up to ``size`` messages: (body, count)."""
+    items = [
+        {
+            "from": f"whatsapp:+{number_digits(i % numbers)}",
+            "to": f"whatsapp:+1555123{i % 1000:04d}",
+            "body": f"Your code is {i:06d}. It expires in 10 minutes.",
+        }
+        for i in range(messages)
+    ]
+    return [
+        (json.dumps(items[lo : lo + size]).encode(), len(items[lo : lo + size]))
+        for lo in range(0, messages, size)
     ]
 
 
@@ -235,8 +254,16 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
 async def drive(
     args: argparse.Namespace, url: str, sim_url: str, pid: int, sim_pid: int | None
 ) -> dict[str, object]:
-    headers, path = front_headers(), create_path()
-    bodies = create_bodies(args.numbers, args.messages)
+    if args.intake == "batch":
+        headers = [front_headers()[0], (b"content-type", b"application/json")]
+        path, created = BATCH_PATH, 200
+        requests = batch_bodies(args.numbers, args.messages, args.batch_size)
+    else:
+        headers, path, created = front_headers(), create_path(), 201
+        requests = [(body, 1) for body in create_bodies(args.numbers, args.messages)]
+    sent_before = [0]
+    for _, count in requests:
+        sent_before.append(sent_before[-1] + count)
     front = H11Pool(url, max_connections=args.concurrency, request_timeout=30.0)
     sim = H11Pool(sim_url, max_connections=1)
     latencies: list[float] = []
@@ -247,18 +274,21 @@ async def drive(
 
     async def worker() -> None:
         nonlocal next_index, errors
-        while next_index < len(bodies):
+        while next_index < len(requests):
             index = next_index
-            body = bodies[index]
+            body, count = requests[index]
             next_index += 1
             if args.accept_rate:
-                # Open loop: request i is due at i / rate, whether or not earlier ones returned.
-                await trio.sleep_until(start_at + index / args.accept_rate)
+                # Open loop: a request is due when the messages before it are, at the given
+                # rate, whether or not earlier requests returned.
+                await trio.sleep_until(start_at + sent_before[index] / args.accept_rate)
             t0 = time.perf_counter()
             resp = await front.request(b"POST", path, headers, body)
             latencies.append(time.perf_counter() - t0)
-            if resp.status != 201:
-                errors += 1
+            if resp.status != created:
+                errors += count
+            elif count > 1 or args.intake == "batch":
+                errors += count - json.loads(resp.body)["accepted"]
 
     async def show_accepted(bar: Bars) -> None:
         while True:
@@ -296,6 +326,8 @@ async def drive(
             "numbers": args.numbers,
             "messages": args.messages,
             "concurrency": args.concurrency,
+            "intake": args.intake,
+            "batch_size": args.batch_size if args.intake == "batch" else 1,
             "accept_rate": args.accept_rate,
             "accepted_per_s": round(accepted / accepted_s, 1),
             "accept_p50_ms": round(statistics.median(lat) * 1000, 2),
@@ -308,6 +340,9 @@ async def drive(
         "numbers": args.numbers,
         "messages": args.messages,
         "concurrency": args.concurrency,
+        "intake": args.intake,
+        "batch_size": args.batch_size if args.intake == "batch" else 1,
+        "status_batch": args.webhook_batch,
         "accepted_per_s": round((args.messages - errors) / accepted_s, 1),
         "delivered_per_s": round(delivered / delivered_s, 1),
         "accept_p50_ms": round(statistics.median(lat) * 1000, 2),
@@ -331,7 +366,21 @@ def main() -> int:
     parser.add_argument(
         "--rate", type=float, default=100_000.0, help="per-number limit (default: out of reach)"
     )
-    parser.add_argument("--webhook-batch", type=int, default=50)
+    parser.add_argument(
+        "--intake",
+        choices=("single", "batch"),
+        default="single",
+        help="Twilio-form creates, one message each, or POST /v1/messages:batch arrays",
+    )
+    parser.add_argument("--batch-size", type=int, default=500, help="messages per batch request (max 1000)")
+    parser.add_argument(
+        "--status-batch",
+        "--webhook-batch",
+        dest="webhook_batch",
+        type=int,
+        default=50,
+        help="statuses per simulator webhook POST",
+    )
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument(
         "--intake-only",
@@ -364,6 +413,8 @@ def main() -> int:
         or args.accept_rate < 0
     ):
         parser.error("--numbers, --messages and --concurrency must be >= 1, --rate > 0, --accept-rate >= 0")
+    if not 1 <= args.batch_size <= 1000 or not 1 <= args.webhook_batch <= 1000:
+        parser.error("--batch-size and --status-batch must be in 1..1000")
     if args.intake_only:
         args.rate = 1 / 60
     burst = max(1, int(args.rate))
