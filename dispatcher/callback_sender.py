@@ -40,7 +40,7 @@ from dispatcher.callbacks import CallbackEntry
 from dispatcher.clock import WallClock
 from dispatcher.ssrf import RefusedURLError, ResolveError, UrlGuard
 from dispatcher.store import SEP, Store, StoreError, WriteTxn
-from dispatcher.twiml import Reply, TwimlError, replies
+from dispatcher.twiml import MAX_TWIML, Reply, TwimlError, replies
 
 log = structlog.get_logger()
 
@@ -49,6 +49,7 @@ ReplyHandler = Callable[[bytes, CallbackEntry, list[Reply]], Awaitable[None]]
 
 _RETRY_STATUSES: Final = frozenset({408, 425, 429})
 _USER_AGENT: Final = "wadispatch-callbacks/0.1"
+MAX_ANSWER: Final = MAX_TWIML  # more than this is not TwiML we would act on
 
 
 @attrs.frozen
@@ -237,35 +238,50 @@ class CallbackSender:
             if target.parts.username
             else None
         )
+        status, answer = 0, b""
         try:
             async with self._limiter:
-                resp = await self._client.post(
-                    pinned,
-                    content=urlencode(entry.params).encode(),
-                    headers=headers,
-                    extensions=extensions,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=self._s.timeout,
-                )
+                # One deadline for the whole exchange: httpx's timeouts are per read, so an
+                # endpoint trickling bytes could otherwise hold a slot for ever.
+                with trio.move_on_after(self._s.timeout) as deadline:
+                    request = self._client.build_request(
+                        "POST",
+                        pinned,
+                        content=urlencode(entry.params).encode(),
+                        headers=headers,
+                        extensions=extensions,
+                        timeout=self._s.timeout,
+                    )
+                    resp = await self._client.send(
+                        request, auth=auth or httpx.USE_CLIENT_DEFAULT, stream=True
+                    )
+                    try:
+                        status = resp.status_code
+                        answer = await _read_capped(resp, MAX_ANSWER)
+                    finally:
+                        await resp.aclose()
         except httpx.HTTPError as exc:
             bound.info("callback.failed", error=type(exc).__name__)
             return False
-        if 200 <= resp.status_code < 300:
-            self.delivered += 1
-            bound.debug("callback.delivered", status=resp.status_code)
-            if entry.kind == "inbound" and self._on_reply is not None:
-                return await self._reply(key, entry, resp, bound)
-            return await self._finish(key)
-        if resp.status_code in _RETRY_STATUSES or resp.status_code >= 500:
-            bound.info("callback.failed", status=resp.status_code)
+        if deadline.cancelled_caught:
+            bound.info("callback.failed", error="timeout", timeout=self._s.timeout)
             return False
-        bound.warning("callback.rejected", status=resp.status_code)
+        if 200 <= status < 300:
+            self.delivered += 1
+            bound.debug("callback.delivered", status=status)
+            if entry.kind == "inbound" and self._on_reply is not None:
+                return await self._reply(key, entry, answer)
+            return await self._finish(key)
+        if status in _RETRY_STATUSES or status >= 500:
+            bound.info("callback.failed", status=status)
+            return False
+        bound.warning("callback.rejected", status=status)
         self.rejected += 1
         return await self._finish(key)
 
-    async def _reply(self, key: bytes, entry: CallbackEntry, resp: httpx.Response, bound: object) -> bool:
+    async def _reply(self, key: bytes, entry: CallbackEntry, answer: bytes) -> bool:
         try:
-            found = replies(resp.content)
+            found = replies(answer)
         except TwimlError as exc:
             log.warning("callback.twiml_invalid", number=entry.number, sid=entry.sid, error=str(exc))
             found = []
@@ -286,6 +302,18 @@ class CallbackSender:
             log.error("callback.delete_failed", error=str(exc))
             return False
         return True
+
+
+async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
+    """The answer's first ``limit`` + 1 bytes at most: a hostile endpoint cannot fill our memory."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[: limit + 1]
 
 
 def delete(key: bytes) -> Callable[[WriteTxn], None]:

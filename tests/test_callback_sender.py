@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import httpx
@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from dispatcher import callbacks
-from dispatcher.callback_sender import CallbackSender, SenderSettings
+from dispatcher.callback_sender import MAX_ANSWER, CallbackSender, SenderSettings
 from dispatcher.callbacks import CallbackEntry
 from dispatcher.clock import TrioWallClock
 from dispatcher.ssrf import UrlGuard
@@ -247,3 +247,50 @@ async def test_a_new_sender_resumes_the_queue_from_lmdb(
     await trio.sleep(1)
     sids = sorted(dict(parse_qsl(r.content.decode()))["MessageSid"] for _, r in second.requests)
     assert sids == ["S0", "S1", "S2"] and second.pending() == 0
+
+
+async def test_a_trickling_endpoint_is_cut_off_at_the_timeout_and_retried(
+    writer: Store, nursery: trio.Nursery, clock: object
+) -> None:
+    async def trickle() -> AsyncIterator[bytes]:
+        while True:
+            await trio.sleep(1)  # each read is quick; the whole answer never ends
+            yield b" "
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=trickle())
+
+    h = Harness(writer, handler, timeout=5.0, backoff_initial=100.0, backoff_max=100.0)
+    await run(h, nursery)
+    await h.queue(entry("https://a.example/cb"))
+    await trio.sleep(4)
+    assert h.sender.statistics().retried == 0  # still reading: every read takes only 1 s
+    await trio.sleep(2)
+    assert h.sender.statistics().retried == 1  # cut off at the 5 s deadline: a failed attempt
+    assert len(h.requests) == 1 and h.pending() == 1 and h.sender.statistics().delivered == 0
+
+
+async def test_an_oversized_answer_is_read_only_up_to_the_cap(
+    writer: Store, nursery: trio.Nursery, clock: object
+) -> None:
+    produced = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal produced
+        yield b"<Response><Message>"
+        while True:
+            produced += 1 << 16
+            yield b"x" * (1 << 16)
+            await trio.lowlevel.checkpoint()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    h = Harness(writer, handler)
+    await run(h, nursery)
+    with capture_logs() as logs:
+        await h.queue(entry("https://a.example/cb", kind="inbound"))
+        await trio.sleep(1)
+    assert produced <= 4 * MAX_ANSWER
+    assert [e["event"] for e in logs if e["event"].startswith("callback.twiml")] == ["callback.twiml_invalid"]
+    assert h.replies == [] and h.pending() == 0
