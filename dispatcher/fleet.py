@@ -19,6 +19,7 @@ from dispatcher.clock import WallClock
 from dispatcher.config import Config, NumberConfig, SimulatorConfig, cloud_base_url
 from dispatcher.gateway import CloudHook, NumberInfo
 from dispatcher.numbers import build_actor
+from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.store import Store
@@ -107,7 +108,10 @@ class Fleet:
 
     def register_simulated(self, num: NumberConfig) -> None:
         """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""
-        if not num.simulated or num.channel != "onprem":
+        if not num.simulated:
+            return
+        if num.channel == "cloud":
+            self._register_cloud(num)
             return
         assert self._simulator is not None and self.front_url is not None and num.password is not None
         info = number_info(num)
@@ -122,6 +126,26 @@ class Fleet:
         if num.number in self._simulator.numbers():
             self._simulator.remove_number(num.number)
         self._simulator.add_number(sim)
+
+    def _register_cloud(self, num: NumberConfig) -> None:
+        """A sandbox Cloud number: Meta's limits as configured, signed webhooks to /webhooks/cloud/."""
+        assert self._simulator is not None and self.front_url is not None and num.cloud is not None
+        cloud, where = num.cloud, f"{num.number}.cloud"
+        sim = CloudNumber(
+            number=num.number,
+            phone_number_id=cloud.phone_number_id,
+            access_token=cloud.access_token.resolve(f"{where}.access_token"),
+            app_secret=cloud.app_secret.resolve(f"{where}.app_secret"),
+            webhook_url=f"{self.front_url}/webhooks/cloud/{num.number.lstrip('+')}",
+            throughput=cloud.throughput,
+            throughput_burst=cloud.throughput_burst,
+            pair_interval=cloud.pair_interval or 6.0,
+            pair_burst=cloud.pair_burst,
+            messaging_limit=None if cloud.messaging_limit == "unlimited" else cloud.messaging_limit,
+        )
+        if cloud.phone_number_id in {n.phone_number_id for n in self._simulator.cloud.numbers()}:
+            self._simulator.cloud.remove_number(cloud.phone_number_id)
+        self._simulator.cloud.add_number(sim)
 
     def _base_urls(self, num: NumberConfig) -> list[str]:
         if num.simulated:

@@ -21,6 +21,7 @@ from dispatcher import edits, idempotency, listing
 from dispatcher.channels import onprem_webhook
 from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.admin import register_admin, require_admin
+from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.intake import send_request
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
@@ -149,6 +150,7 @@ def make_app(
         return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret, via="header"), digits)
 
     register_media_routes(app, gateway)
+    install_cloud_webhooks(app, gateway)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -21,6 +21,7 @@ import trio
 
 from dispatcher.clock import TrioWallClock, WallClock
 from dispatcher.simulator import control, errors
+from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
 from dispatcher.simulator.errors import ApiError
@@ -95,6 +96,7 @@ class Simulator:
         received_limit: int = 100_000,
         media_limit: int = 1_000,
         fault_seed: int | None = None,
+        cloud_poster: SignedPoster | None = None,
     ) -> None:
         self.faults = Faults(seed=fault_seed)
         self._wall = wall_clock if wall_clock is not None else TrioWallClock()
@@ -117,6 +119,16 @@ class Simulator:
         self._ids = IdMaker()
         self._api = NumberApi(
             wall_clock=self._wall, webhooks=self._webhooks, ids=self._ids, invalid_prefix=invalid_prefix
+        )
+        # Cloud API (Graph) numbers, served under /{version}/{phone-number-id}/...
+        self.cloud = CloudApi(
+            wall_clock=self._wall,
+            ids=self._ids,
+            status_delays=status_delays,
+            poster=cloud_poster,
+            invalid_prefix=invalid_prefix,
+            webhook_retries=webhook_retries,
+            webhook_retry_delay=webhook_retry_delay,
         )
         for number in numbers:
             self.add_number(number)
@@ -325,7 +337,10 @@ class Simulator:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post webhooks until cancelled; run it once per simulator."""
-        await self._webhooks.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.cloud.run)
+            await nursery.start(self._webhooks.run)
+            task_status.started()
 
     async def handle(self, req: SimRequest) -> SimResponse:
         """Answer one request. Never raises for a bad request: errors are responses.
@@ -347,6 +362,8 @@ class Simulator:
         path, _, query = req.target.partition("?")
         if path.startswith("/_sim/"):
             return control.handle(self, req.method, path[6:], query, req.body)
+        if path.startswith("/v"):  # Graph: /v23.0/{phone-number-id}/messages (digits never start with v)
+            return self.cloud.respond(req, path)
         slash = path.find("/", 1)
         state = self._numbers.get(split_prefix(path[1:slash])[0]) if slash > 0 else None
         if state is None:
@@ -360,7 +377,7 @@ class Simulator:
     def _decide(self, req: SimRequest) -> Decision:
         path = req.target.partition("?")[0]
         slash = path.find("/", 1)
-        if path.startswith("/_sim/") or slash <= 0:
+        if path.startswith(("/_sim/", "/v")) or slash <= 0:
             return Decision(0.0, None)
         digits, endpoint = split_prefix(path[1:slash])
         if digits not in self._numbers:

@@ -20,10 +20,15 @@ from dispatcher.simulator.faults import Refused, Reset, ResponseDropped
 class InProcessTransport:
     """One number's endpoint; ``target`` is relative to it (``b"/v1/messages"``)."""
 
-    def __init__(self, sim: Simulator, number: str, *, endpoint: int | None = None) -> None:
+    def __init__(
+        self, sim: Simulator, number: str, *, endpoint: int | None = None, cloud: bool = False
+    ) -> None:
+        """``cloud``: a Cloud API number, whose targets carry the whole Graph path."""
         """``endpoint`` k serves the number as endpoint k of a multiconnect set (``/digits~k``)."""
         self._sim = sim
-        self._prefix = sim.endpoint_path(number) + ("" if endpoint is None else f"~{endpoint}")
+        self._prefix = (
+            "" if cloud else sim.endpoint_path(number) + ("" if endpoint is None else f"~{endpoint}")
+        )
         self._closed = False
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:

@@ -1,0 +1,528 @@
+"""The simulator's Cloud API (Graph) mode: ``POST /{version}/{phone-number-id}/messages``.
+
+Sans-IO like the On-Prem core: ``CloudApi.respond`` answers a request at once
+(times from ``trio.current_time()`` and the wall clock), ``run`` posts the
+webhooks. What it enforces, with Meta's error bodies (``{"error": {...}}``):
+
+- the bearer token (``190`` once revoked or wrong, HTTP 401);
+- ``messaging_product: "whatsapp"`` and the message shape (``100``, ``131008``, ``131009``);
+- throughput per number (``130429``), pair rate per recipient (``131056``)
+  and the messaging tier: unique business-initiated recipients per rolling
+  24 h (``131048``); a recipient who wrote in the last 24 h is inside the
+  service window and does not count;
+- templates against the registered ones (``132001`` unknown name/language,
+  ``132000`` parameter count);
+- with ``enforce_window``, free-form messages outside the service window are
+  accepted and then fail by webhook with ``131047``, as on the platform.
+
+Webhooks use the Cloud envelope (``object / entry / changes / value`` with
+``metadata``, ``contacts`` carrying ``wa_id`` and ``user_id``), signed with
+``X-Hub-Signature-256`` (HMAC-SHA256 of the body keyed with the app secret):
+``sent``, ``delivered``, ``read`` per accepted message; ``failed`` with
+``131026`` for recipients that are not WhatsApp users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import itertools
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final, final
+
+import attrs
+import httpx
+import msgspec
+import structlog
+import trio
+
+from dispatcher.clock import WallClock
+from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX
+from dispatcher.simulator.exchange import SimRequest, SimResponse, json_response
+from dispatcher.simulator.ids import IdMaker
+from dispatcher.simulator.ratelimit import RateGate
+
+log = structlog.get_logger(__name__)
+
+SignedPoster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+"""``await poster(url, body, headers) -> HTTP status``; raising counts as a failed attempt."""
+
+WINDOW: Final = 24 * 3600.0
+_PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
+_encoder: Final = msgspec.json.Encoder()
+
+
+class CloudTemplate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A registered (approved) template: its body text with ``{{1}}``.. placeholders."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    language: str = "en_US"
+    body: str = ""
+
+    @property
+    def parameters(self) -> int:
+        return len(set(_PLACEHOLDER.findall(self.body)))
+
+
+class CloudNumber(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One simulated Cloud API business number."""
+
+    number: Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{4,14}$")]
+    phone_number_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+    access_token: Annotated[str, msgspec.Meta(min_length=1)]
+    app_secret: Annotated[str, msgspec.Meta(min_length=1)]
+    webhook_url: str | None = None
+    waba_id: str = "102290129340398"
+    throughput: Annotated[float, msgspec.Meta(gt=0.0)] = 80.0
+    throughput_burst: Annotated[int, msgspec.Meta(ge=1)] = 80
+    pair_interval: Annotated[float, msgspec.Meta(gt=0.0)] = 6.0
+    pair_burst: Annotated[int, msgspec.Meta(ge=1)] = 45
+    messaging_limit: Annotated[int, msgspec.Meta(ge=1)] | None = 250
+    enforce_window: bool = False
+    templates: list[CloudTemplate] = []
+
+
+class CloudCounters(msgspec.Struct):
+    accepted: int = 0
+    unauthorized: int = 0
+    invalid: int = 0
+    throughput_limited: int = 0
+    pair_limited: int = 0
+    tier_limited: int = 0
+    template_errors: int = 0
+    webhooks_sent: int = 0
+    webhooks_failed: int = 0
+
+
+@attrs.define(eq=False)
+class _State:
+    config: CloudNumber
+    gate: RateGate
+    counters: CloudCounters = attrs.Factory(CloudCounters)
+    token: str = ""
+    pairs: dict[str, RateGate] = attrs.Factory(dict)
+    reached: dict[str, float] = attrs.Factory(dict)  # recipient -> wall time first reached (tier)
+    reached_order: deque[tuple[float, str]] = attrs.Factory(deque)
+    last_inbound: dict[str, float] = attrs.Factory(dict)  # customer -> wall time of their last message
+    received: list[dict[str, Any]] = attrs.Factory(list)
+
+
+def graph_error(
+    status: int, code: int, message: str, details: str = "", *, subcode: int | None = None
+) -> SimResponse:
+    """Meta's error envelope; ``fbtrace_id`` random like the platform's."""
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {message}",
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details or message},
+        "fbtrace_id": "A" + hashlib.sha1(f"{code}{trio.current_time()}".encode()).hexdigest()[:22],
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return json_response(status, _encoder.encode({"error": error}))
+
+
+def sign(app_secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def user_id(digits: str) -> str:
+    """A stable business-scoped user id for a customer (``CC.<digits>``), as Meta adds since 2026."""
+    return "US." + str(int(hashlib.sha256(digits.encode()).hexdigest()[:16], 16))
+
+
+@final
+class CloudApi:
+    """Every Cloud number of one simulator, by phone number id."""
+
+    def __init__(
+        self,
+        *,
+        wall_clock: WallClock,
+        ids: IdMaker,
+        status_delays: tuple[float, float, float] | None = (0.0, 0.05, 0.1),
+        poster: SignedPoster | None = None,
+        invalid_prefix: str = DEFAULT_INVALID_PREFIX,
+        webhook_retries: int = 3,
+        webhook_retry_delay: float = 0.2,
+    ) -> None:
+        self._wall = wall_clock
+        self._ids = ids
+        self._delays = status_delays
+        self._poster = poster
+        self._invalid_prefix = invalid_prefix
+        self._retries = webhook_retries
+        self._retry_delay = webhook_retry_delay
+        self._numbers: dict[str, _State] = {}
+        self._jobs: list[tuple[float, int, Callable[[], tuple[str, str, bytes] | None]]] = []
+        self._seq = itertools.count()
+        self._wakeup = trio.Event()
+
+    # -- numbers ------------------------------------------------------------------
+
+    def add_number(self, number: CloudNumber) -> None:
+        """Serve ``number``. Raises ValueError if its phone number id is taken, msgspec errors if invalid."""
+        number = msgspec.convert(msgspec.to_builtins(number), CloudNumber)
+        if number.phone_number_id in self._numbers:
+            raise ValueError(f"phone number id {number.phone_number_id} is already simulated")
+        self._numbers[number.phone_number_id] = _State(
+            number, RateGate(number.throughput, number.throughput_burst), token=number.access_token
+        )
+
+    def remove_number(self, phone_number_id: str) -> None:
+        del self._numbers[phone_number_id]
+
+    def numbers(self) -> list[CloudNumber]:
+        return [s.config for s in self._numbers.values()]
+
+    def counters(self, phone_number_id: str) -> CloudCounters:
+        return msgspec.structs.replace(self._numbers[phone_number_id].counters)
+
+    def received(self, phone_number_id: str) -> list[dict[str, Any]]:
+        """The accepted send bodies, in arrival order."""
+        return list(self._numbers[phone_number_id].received)
+
+    def set_webhook_url(self, phone_number_id: str, url: str | None) -> None:
+        state = self._numbers[phone_number_id]
+        state.config = msgspec.structs.replace(state.config, webhook_url=url)
+
+    def revoke_token(self, phone_number_id: str, new_token: str | None = None) -> None:
+        """The system user's token is revoked: only ``new_token`` (if given) works from now on."""
+        self._numbers[phone_number_id].token = new_token or ""
+
+    def register_template(self, phone_number_id: str, template: CloudTemplate) -> None:
+        state = self._numbers[phone_number_id]
+        state.config = msgspec.structs.replace(
+            state.config,
+            templates=[
+                *state.config.templates,
+                msgspec.convert(msgspec.to_builtins(template), CloudTemplate),
+            ],
+        )
+
+    # -- customers ------------------------------------------------------------------
+
+    def inbound_text(
+        self, phone_number_id: str, sender: str, body: str, *, profile_name: str = "Customer"
+    ) -> str:
+        """Customer ``sender`` writes ``body``: opens their service window; returns the wamid.
+
+        Raises:
+            KeyError: unknown phone number id.
+            LookupError: the number has no webhook URL.
+        """
+        state = self._numbers[phone_number_id]
+        if state.config.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        digits = sender.strip().removeprefix("+")
+        wamid = self._wamid()
+        now = self._wall.now()
+        state.last_inbound[digits] = now
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": self._metadata(state),
+            "contacts": [{"profile": {"name": profile_name}, "wa_id": digits, "user_id": user_id(digits)}],
+            "messages": [
+                {
+                    "from": digits,
+                    "id": wamid,
+                    "timestamp": str(int(now)),
+                    "type": "text",
+                    "text": {"body": body},
+                }
+            ],
+        }
+        self._schedule(trio.current_time(), state, value)
+        return wamid
+
+    # -- requests -------------------------------------------------------------------
+
+    def respond(self, req: SimRequest, path: str) -> SimResponse:
+        """``path``: ``/{version}/{phone-number-id}/messages``."""
+        parts = path.strip("/").split("/")
+        if len(parts) != 3 or not re.match(r"^v[0-9]+\.[0-9]+$", parts[0]):
+            return graph_error(400, 100, "Unknown path components", f"No Graph API path {path[:100]!r}")
+        state = self._numbers.get(parts[1])
+        if state is None:
+            return graph_error(
+                400,
+                100,
+                "Invalid parameter",
+                f"Unsupported post request. Object with ID '{parts[1][:40]}' does not exist",
+            )
+        if parts[2] != "messages" or req.method != "POST":
+            return graph_error(
+                400, 100, "Unsupported request", f"{req.method} {parts[2][:40]} is not supported"
+            )
+        auth = req.headers.get("authorization", "")
+        if not state.token or not hmac.compare_digest(auth.encode(), f"Bearer {state.token}".encode()):
+            state.counters.unauthorized += 1
+            return graph_error(
+                401,
+                190,
+                "Error validating access token: Session has expired",
+                "Invalid OAuth access token.",
+                subcode=463,
+            )
+        try:
+            msg = msgspec.json.decode(req.body)
+        except msgspec.DecodeError:
+            state.counters.invalid += 1
+            return graph_error(400, 100, "Invalid parameter", "The request body is not valid JSON")
+        if not isinstance(msg, dict):
+            state.counters.invalid += 1
+            return graph_error(400, 100, "Invalid parameter", "The request body must be a JSON object")
+        return self._send(state, msg)
+
+    def _send(self, state: _State, msg: dict[str, Any]) -> SimResponse:
+        if msg.get("messaging_product") != "whatsapp":
+            state.counters.invalid += 1
+            return graph_error(400, 100, "Invalid parameter", "The parameter messaging_product is required.")
+        if "status" in msg and msg.get("status") == "read":
+            return json_response(200, b'{"success":true}')  # mark as read
+        to = msg.get("to")
+        if not isinstance(to, str) or not re.match(r"^\+?[0-9]{5,15}$", to):
+            state.counters.invalid += 1
+            return graph_error(400, 131008, "Required parameter is missing", "The parameter to is required.")
+        kind = msg.get("type", "text")
+        problem = self._check_payload(msg, kind)
+        if problem is not None:
+            state.counters.invalid += 1
+            return graph_error(400, 131009, "Parameter value is not valid", problem)
+        template_error = self._check_template(state, msg) if kind == "template" else None
+        if template_error is not None:
+            state.counters.template_errors += 1
+            return template_error
+        digits = to.removeprefix("+")
+        now, wall_now = trio.current_time(), self._wall.now()
+        if not state.gate.admit(now):
+            state.counters.throughput_limited += 1
+            return graph_error(
+                400,
+                130429,
+                "Rate limit hit",
+                "Cloud API message throughput has been reached.",
+                subcode=2494055,
+            )
+        pair = state.pairs.get(digits)
+        if pair is None:
+            pair = state.pairs[digits] = RateGate(1.0 / state.config.pair_interval, state.config.pair_burst)
+        if not pair.admit(now):
+            state.counters.pair_limited += 1
+            return graph_error(
+                400,
+                131056,
+                "(Business Account, Consumer Account) pair rate limit hit",
+                "Message failed to send because there were too many messages sent from this phone number "
+                "to the same phone number in a short period of time.",
+            )
+        in_window = wall_now - state.last_inbound.get(digits, -WINDOW) < WINDOW
+        if not in_window and not self._tier_admit(state, digits, wall_now):
+            state.counters.tier_limited += 1
+            return graph_error(
+                400,
+                131048,
+                "Spam rate limit hit",
+                "Message failed to send because there are restrictions on how many messages can be sent "
+                "from this phone number. This may be because too many previous messages were blocked or "
+                "flagged as spam.",
+            )
+        wamid = self._wamid()
+        state.counters.accepted += 1
+        state.received.append(msg)
+        failure: tuple[int, str] | None = None
+        if digits.startswith(self._invalid_prefix):
+            failure = (131026, "Message undeliverable")
+        elif state.config.enforce_window and kind != "template" and not in_window:
+            failure = (131047, "Re-engagement message")
+        self._schedule_statuses(state, wamid, digits, failure)
+        answer: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": digits}],
+            "messages": [
+                {"id": wamid, "message_status": "accepted"} if kind == "template" else {"id": wamid}
+            ],
+        }
+        return json_response(200, _encoder.encode(answer))
+
+    @staticmethod
+    def _check_payload(msg: dict[str, Any], kind: Any) -> str | None:
+        if kind == "text":
+            text = msg.get("text")
+            if not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]:
+                return "text.body is required for a text message"
+            if len(text["body"]) > 4096:
+                return "text.body is longer than 4096 characters"
+            return None
+        if kind in ("image", "video", "audio", "document", "sticker"):
+            media = msg.get(kind)
+            if not isinstance(media, dict) or (("id" in media) == ("link" in media)):
+                return f"{kind} needs exactly one of id or link"
+            return None
+        if kind in ("template", "interactive", "location", "contacts", "reaction"):
+            return None if isinstance(msg.get(kind), (dict, list)) else f"{kind} object is required"
+        return f"Unsupported message type {str(kind)[:32]!r}"
+
+    @staticmethod
+    def _check_template(state: _State, msg: dict[str, Any]) -> SimResponse | None:
+        template = msg["template"]
+        name = template.get("name") if isinstance(template, dict) else None
+        language = template.get("language", {}) if isinstance(template, dict) else {}
+        code = language.get("code") if isinstance(language, dict) else None
+        match = next(
+            (t for t in state.config.templates if t.name == name and t.language == code),
+            None,
+        )
+        if match is None:
+            return graph_error(
+                404,
+                132001,
+                "Template name does not exist in the translation",
+                f"template name ({str(name)[:64]}) does not exist in {str(code)[:16]}",
+            )
+        given = 0
+        for component in template.get("components") or []:
+            if isinstance(component, dict) and str(component.get("type", "")).lower() == "body":
+                given += len(component.get("parameters") or [])
+        if given != match.parameters:
+            return graph_error(
+                400,
+                132000,
+                "Number of parameters does not match the expected number of params",
+                f"body: number of localizable_params ({given}) does not match the expected number of params "
+                f"({match.parameters})",
+            )
+        return None
+
+    def _tier_admit(self, state: _State, digits: str, wall_now: float) -> bool:
+        limit = state.config.messaging_limit
+        if limit is None:
+            return True
+        order = state.reached_order
+        while order and wall_now - order[0][0] >= WINDOW:
+            at, old = order.popleft()
+            if state.reached.get(old) == at:
+                del state.reached[old]
+        if digits in state.reached:
+            return True
+        if len(state.reached) >= limit:
+            return False
+        state.reached[digits] = wall_now
+        order.append((wall_now, digits))
+        return True
+
+    # -- webhooks -----------------------------------------------------------------
+
+    def _wamid(self) -> str:
+        return "wamid." + self._ids.new("HBgL")
+
+    @staticmethod
+    def _metadata(state: _State) -> dict[str, str]:
+        return {
+            "display_phone_number": state.config.number.removeprefix("+"),
+            "phone_number_id": state.config.phone_number_id,
+        }
+
+    def _schedule_statuses(
+        self, state: _State, wamid: str, digits: str, failure: tuple[int, str] | None
+    ) -> None:
+        if self._delays is None or state.config.webhook_url is None:
+            return
+        start = trio.current_time()
+        stages = ["failed"] if failure is not None else ["sent", "delivered", "read"]
+        for delay, stage in zip(self._delays, stages, strict=False):
+            status: dict[str, Any] = {"id": wamid, "status": stage, "recipient_id": digits}
+            if failure is not None:
+                code, title = failure
+                status["errors"] = [
+                    {"code": code, "title": title, "message": title, "error_data": {"details": title}}
+                ]
+            else:
+                status["conversation"] = {
+                    "id": hashlib.md5(digits.encode()).hexdigest(),
+                    "origin": {"type": "utility"},
+                }
+                status["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility"}
+            value = {
+                "messaging_product": "whatsapp",
+                "metadata": self._metadata(state),
+                "contacts": [{"wa_id": digits, "user_id": user_id(digits)}],
+                "statuses": [status],
+            }
+            self._schedule(start + delay, state, value)
+
+    def _schedule(self, due: float, state: _State, value: dict[str, Any]) -> None:
+        config = state.config
+
+        def build() -> tuple[str, str, bytes] | None:
+            if config.webhook_url is None:
+                return None
+            for stamp in value.get("statuses", []):
+                stamp["timestamp"] = str(int(self._wall.now()))
+            body = _encoder.encode(
+                {
+                    "object": "whatsapp_business_account",
+                    "entry": [{"id": config.waba_id, "changes": [{"field": "messages", "value": value}]}],
+                }
+            )
+            return config.webhook_url, config.app_secret, body
+
+        heapq.heappush(self._jobs, (due, next(self._seq), build))
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Post due webhooks, in order, until cancelled."""
+        if self._poster is not None:
+            task_status.started()
+            await self._loop(self._poster)
+            return
+        async with httpx.AsyncClient(timeout=10.0) as client:
+
+            async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+                return (await client.post(url, content=body, headers=headers)).status_code
+
+            task_status.started()
+            await self._loop(post)
+
+    async def _loop(self, poster: SignedPoster) -> None:
+        while True:
+            if not self._jobs:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                continue
+            due = self._jobs[0][0]
+            if due > trio.current_time():
+                with trio.move_on_at(due):
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                continue
+            _, _, build = heapq.heappop(self._jobs)
+            built = build()
+            if built is not None:
+                await self._post(poster, *built)
+
+    async def _post(self, poster: SignedPoster, url: str, secret: str, body: bytes) -> None:
+        headers = {"content-type": "application/json", "x-hub-signature-256": sign(secret, body)}
+        delay = self._retry_delay
+        for attempt in range(self._retries + 1):
+            try:
+                status = await poster(url, body, headers)
+            except Exception as exc:  # a dead receiver must not stop the simulator
+                log.info("sim.cloud_webhook_error", url=url, error=str(exc)[:200], attempt=attempt)
+                status = 0
+            if 200 <= status < 300:
+                self._count(body, "webhooks_sent")
+                return
+            await trio.sleep(delay)
+            delay *= 2
+        self._count(body, "webhooks_failed")
+
+    def _count(self, body: bytes, counter: str) -> None:
+        pnid = msgspec.json.decode(body)["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"]
+        state = self._numbers.get(pnid)
+        if state is not None:
+            setattr(state.counters, counter, getattr(state.counters, counter) + 1)

@@ -1,0 +1,205 @@
+"""The simulator's Cloud API mode, sans-IO under MockClock: auth, shapes, the three limits, templates,
+and signed webhooks that the real pywa package accepts and parses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from pywa import WhatsApp, types
+
+from dispatcher.clock import TrioWallClock
+from dispatcher.simulator.cloud import CloudApi, CloudNumber, CloudTemplate, sign
+from dispatcher.simulator.exchange import SimRequest, SimResponse
+from dispatcher.simulator.ids import IdMaker
+
+PNID = "106540352242922"
+TOKEN = "EAAsystemuser"
+SECRET = "app-secret"
+PATH = f"/v23.0/{PNID}/messages"
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        self.posts.append((url, body, headers))
+        return 200
+
+
+def make(**number: Any) -> tuple[CloudApi, Captured]:
+    captured = Captured()
+    api = CloudApi(wall_clock=TrioWallClock(start=1_700_000_000.0), ids=IdMaker(), poster=captured)
+    api.add_number(
+        CloudNumber(
+            number="+15550783881",
+            phone_number_id=PNID,
+            access_token=TOKEN,
+            app_secret=SECRET,
+            webhook_url="http://hooks.example/cloud",
+            templates=[
+                CloudTemplate(name="order_update", language="en_US", body="Hi {{1}}, order {{2}} shipped")
+            ],
+            **number,
+        )
+    )
+    return api, captured
+
+
+def send(api: CloudApi, msg: dict[str, Any], token: str = TOKEN) -> SimResponse:
+    body = json.dumps({"messaging_product": "whatsapp", "recipient_type": "individual", **msg}).encode()
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    return api.respond(SimRequest("POST", PATH, headers, body), PATH)
+
+
+def text(to: str = "16505551234", body: str = "hello") -> dict[str, Any]:
+    return {"to": to, "type": "text", "text": {"body": body, "preview_url": False}}
+
+
+def error_of(resp: SimResponse) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads(resp.body)["error"]
+    assert error["type"] == "OAuthException" and error["fbtrace_id"]
+    assert error["error_data"]["messaging_product"] == "whatsapp" and error["error_data"]["details"]
+    return error
+
+
+async def test_accepts_a_text_with_the_graph_answer() -> None:
+    api, _ = make()
+    resp = send(api, text())
+    assert resp.status == 200
+    answer = json.loads(resp.body)
+    assert answer["contacts"] == [{"input": "16505551234", "wa_id": "16505551234"}]
+    assert answer["messages"][0]["id"].startswith("wamid.")
+    assert api.counters(PNID).accepted == 1
+
+
+async def test_token_errors_are_190() -> None:
+    api, _ = make()
+    assert error_of(send(api, text(), token="EAAwrong"))["code"] == 190
+    api.revoke_token(PNID, "EAAnew")
+    resp = send(api, text())
+    assert resp.status == 401 and error_of(resp)["code"] == 190
+    assert send(api, text(), token="EAAnew").status == 200
+
+
+@pytest.mark.parametrize(
+    ("msg", "code"),
+    [
+        ({"to": "1", "type": "text", "text": {"body": "x"}}, 131008),
+        ({"type": "text", "text": {"body": "x"}}, 131008),
+        ({"to": "16505551234", "type": "text", "text": {}}, 131009),
+        ({"to": "16505551234", "type": "image", "image": {}}, 131009),
+        ({"to": "16505551234", "type": "hologram", "hologram": {}}, 131009),
+    ],
+)
+async def test_bad_shapes_get_their_codes(msg: dict[str, Any], code: int) -> None:
+    api, _ = make()
+    assert error_of(send(api, msg))["code"] == code
+    assert api.counters(PNID).accepted == 0
+
+
+async def test_messaging_product_is_required() -> None:
+    api, _ = make()
+    body = json.dumps(text()).encode()
+    resp = api.respond(SimRequest("POST", PATH, {"authorization": f"Bearer {TOKEN}"}, body), PATH)
+    assert error_of(resp)["code"] == 100
+
+
+async def test_unknown_phone_number_id_and_paths() -> None:
+    api, _ = make()
+    for path in ("/v23.0/999/messages", "/v23.0/x", f"/23.0/{PNID}/messages"):
+        resp = api.respond(SimRequest("POST", path, {"authorization": f"Bearer {TOKEN}"}, b"{}"), path)
+        assert resp.status == 400 and error_of(resp)["code"] == 100
+
+
+async def test_throughput_limit_is_130429(autojump_clock: trio.testing.MockClock) -> None:
+    api, _ = make(throughput=10.0, throughput_burst=5, pair_burst=1000)
+    answers = [send(api, text(to=f"1650555{i:04d}")) for i in range(6)]
+    assert [a.status for a in answers[:5]] == [200] * 5
+    error = error_of(answers[5])
+    assert (
+        error["code"] == 130429
+        and error["error_data"]["details"] == "Cloud API message throughput has been reached."
+    )
+    await trio.sleep(0.1)
+    assert send(api, text(to="16505559999")).status == 200
+
+
+async def test_pair_limit_is_131056_per_recipient(autojump_clock: trio.testing.MockClock) -> None:
+    api, _ = make(pair_interval=6.0, pair_burst=2)
+    assert [send(api, text()).status for _ in range(2)] == [200, 200]
+    assert error_of(send(api, text()))["code"] == 131056
+    assert send(api, text(to="16505550000")).status == 200  # other users are unaffected
+    await trio.sleep(6.0)
+    assert send(api, text()).status == 200
+    assert api.counters(PNID).pair_limited == 1
+
+
+async def test_tier_counts_business_initiated_recipients(autojump_clock: trio.testing.MockClock) -> None:
+    api, _ = make(messaging_limit=2)
+    api.inbound_text(PNID, "+16505557777", "hi")  # this customer opened a service window
+    assert send(api, text(to="16505550001")).status == 200
+    assert send(api, text(to="16505550002")).status == 200
+    assert send(api, text(to="16505557777")).status == 200  # a reply: free
+    assert send(api, text(to="16505550001")).status == 200  # reached already: free
+    error = error_of(send(api, text(to="16505550003")))
+    assert error["code"] == 131048
+    await trio.sleep(24 * 3600.0)
+    assert send(api, text(to="16505550003")).status == 200
+
+
+async def test_templates_are_checked_against_registered_ones() -> None:
+    api, _ = make()
+
+    def template(name: str, lang: str, params: list[str]) -> dict[str, Any]:
+        components = [{"type": "BODY", "parameters": [{"type": "text", "text": p} for p in params]}]
+        return {
+            "to": "16505551234",
+            "type": "template",
+            "template": {"name": name, "language": {"code": lang}, "components": components},
+        }
+
+    ok = send(api, template("order_update", "en_US", ["Ada", "42"]))
+    assert ok.status == 200 and json.loads(ok.body)["messages"][0]["message_status"] == "accepted"
+    assert error_of(send(api, template("order_update", "de_DE", ["Ada", "42"])))["code"] == 132001
+    assert error_of(send(api, template("nope", "en_US", [])))["code"] == 132001
+    assert error_of(send(api, template("order_update", "en_US", ["Ada"])))["code"] == 132000
+    api.register_template(PNID, CloudTemplate(name="hello", language="en_US", body="Hello"))
+    assert send(api, template("hello", "en_US", [])).status == 200
+    assert api.counters(PNID).template_errors == 3
+
+
+async def test_webhooks_are_signed_and_pywa_parses_them(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    api, captured = make()
+    await nursery.start(api.run)
+    wamid = json.loads(send(api, text()).body)["messages"][0]["id"]
+    failed = json.loads(send(api, text(to="15559990001")).body)["messages"][0]["id"]
+    inbound = api.inbound_text(PNID, "+16505551234", "hi there", profile_name="Ada")
+    await trio.sleep(1.0)
+    assert len(captured.posts) == 5 and api.counters(PNID).webhooks_sent == 5
+
+    hook = WhatsApp(phone_id=PNID, token=None, verify_token="vt", app_secret=SECRET, validate_updates=True)
+    seen: list[tuple[Any, ...]] = []
+    hook.on_message()(lambda _, m: seen.append(("message", m.id, m.from_user.wa_id, m.text)))
+    hook.on_message_status()(
+        lambda _, s: seen.append(("status", s.id, str(s.status), s.error and s.error.code))
+    )
+    for url, body, headers in captured.posts:
+        assert url == "http://hooks.example/cloud"
+        assert headers["x-hub-signature-256"] == sign(SECRET, body)
+        assert hook.webhook_update_validator(body, headers["x-hub-signature-256"]) is None
+        assert hook.webhook_update_handler(body) == ("ok", 200)
+    assert (
+        hook.webhook_update_validator(captured.posts[0][1], sign("other", captured.posts[0][1])) is not None
+    )
+    assert ("message", inbound, "16505551234", "hi there") in seen
+    statuses = [(s[1], s[2], s[3]) for s in seen if s[0] == "status"]
+    assert (wamid, "sent", None) in statuses and (wamid, "read", None) in statuses
+    assert (failed, "failed", 131026) in statuses
+    assert isinstance(types.MessageStatus, type)
