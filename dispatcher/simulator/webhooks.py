@@ -217,13 +217,13 @@ class WebhookSender:
 
     async def _work(self, shard: _Shard, poster: Poster) -> None:
         while True:
+            now = trio.current_time()
+            for digits, (body, until) in list(shard.held.items()):
+                if until <= now:  # nothing came to overtake it in time
+                    del shard.held[digits]
+                    await self._post(digits, body, poster)
             statuses, inbound, raw = self._take_due(shard)
             if not statuses and not inbound and not raw:
-                now = trio.current_time()
-                for digits, (body, until) in list(shard.held.items()):
-                    if until <= now:  # nothing came to overtake it in time
-                        del shard.held[digits]
-                        await self._post(digits, body, poster)
                 await self._sleep(shard)
                 continue
             for job in raw:
