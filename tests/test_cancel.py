@@ -152,3 +152,19 @@ async def test_redact_and_delete_once_finished(
     assert await writer.write(ledger.apply_status(channel_id, "delivered", None, None, wall.now())) is None
     assert writer.get(b"meta", b"orphan\x00" + channel_id.encode()) is None
     assert api.sent[0][2] == "code 1234"
+
+
+async def test_a_cancel_survives_a_restart_and_recovery_skips_it(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    actor, api, wall = build(writer)
+    gateway = gateway_for(writer, actor, wall)
+    kept = await submit(writer, None, "+15551234567", "kept")
+    dropped = await submit(writer, None, "+15551234567", "dropped")
+    await edits.cancel(gateway, ACCOUNT, dropped.sid)  # the actor is not running: no hold needed
+    await nursery.start(actor.run)  # recovery reads the outbox
+    await wait_for(lambda: len(api.sent) == 1)
+    await trio.sleep(60)
+    assert [body for _, _, body in api.sent] == ["kept"]
+    assert status_of(writer, kept.sid).status == "sent"
+    assert status_of(writer, dropped.sid).status == "canceled"
