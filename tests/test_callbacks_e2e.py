@@ -111,6 +111,7 @@ async def test_status_callbacks_for_sent_delivered_read_are_signed(tmp_path: Pat
             await wait_status(client, sid, "read")
             await trio.sleep(0.2)  # nothing more arrives
             assert len(sink.hits) == 3
+            await poll(lambda: queued_callbacks(daemon) == 0)
             assert_signed(sink.hits)
             forms = [h.form for h in sink.hits]
             assert sorted(f["MessageStatus"] for f in forms) == ["delivered", "read", "sent"]
@@ -120,7 +121,6 @@ async def test_status_callbacks_for_sent_delivered_read_are_signed(tmp_path: Pat
                 assert form["AccountSid"] == ACCOUNT
                 assert (form["From"], form["To"]) == (f"whatsapp:{NUMBER}", f"whatsapp:{CUSTOMER}")
                 assert form["ChannelToAddress"] == CUSTOMER and "ErrorCode" not in form
-            assert queued_callbacks(daemon) == 0
 
 
 async def test_failed_delivery_reports_the_twilio_error_code(tmp_path: Path) -> None:
@@ -313,22 +313,33 @@ async def test_twiml_reply_is_sent_back_to_the_customer(tmp_path: Path) -> None:
 
 async def test_pending_callbacks_survive_a_restart_and_arrive_exactly_once(tmp_path: Path) -> None:
     cfg = config(tmp_path / "d", status_webhooks=False, callbacks_extra="per_destination = 1\n")
+    restarted = trio.Event()
+
+    async def after_restart(_: Hit) -> tuple[int, bytes]:
+        if restarted.is_set():
+            return 200, b""
+        # A retry squeezed into the first run's shutdown hangs, and its sender is gone
+        # by the time it would be answered: it never counts as delivered.
+        await restarted.wait()
+        return 599, b""
+
     with trio.fail_after(60):
-        async with open_sink(fail_first=5) as sink:
+        async with open_sink(fail_first=5, respond=after_restart) as sink:
             async with running_daemon(cfg) as (daemon, client):
                 sids = [await send(client, f"m{i}", sink.url + "/status") for i in range(3)]
                 for sid in sids:
                     await wait_status(client, sid, "sent")
                 await sink.wait_for(lambda s: len(s.failed()) >= 5)
-            first_run = [h.form["MessageSid"] for h in sink.delivered()]
+                assert queued_callbacks(daemon) == 3
+            assert sink.delivered() == []
+            restarted.set()
             async with running_daemon(cfg) as (daemon, client):
                 await sink.wait_for(lambda s: len(s.delivered()) >= 3)
-                await trio.sleep(0.3)
-                assert queued_callbacks(daemon) == 0
-        assert len(sink.failed()) == 5
+                await poll(lambda: queued_callbacks(daemon) == 0)
+                await trio.sleep(0.3)  # and nothing more arrives
+        assert sum(h.status == 503 for h in sink.hits) == 5
         delivered = [h.form["MessageSid"] for h in sink.delivered()]
         assert sorted(delivered) == sorted(sids)  # every pending callback, none twice
-        assert len(delivered) - len(first_run) >= 1  # and the restart delivered what was pending
         tokens = [h.headers["i-twilio-idempotency-token"] for h in sink.hits]
         assert len(set(tokens)) == 3  # retries carry the same token
         assert_signed(sink.hits)
@@ -352,7 +363,7 @@ async def test_a_dead_endpoint_delays_neither_delivery_nor_other_customers(tmp_p
             for sid in stuck + fine:
                 await wait_status(client, sid, "read")
             assert len(dead.hits) == 0  # still hanging on the first two requests
-            assert queued_callbacks(daemon) == 8 * 3
+            await poll(lambda: queued_callbacks(daemon) == 8 * 3)  # the good ones are all done
 
 
 async def test_private_callback_urls_are_refused_and_dropped(tmp_path: Path) -> None:
