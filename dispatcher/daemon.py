@@ -227,7 +227,12 @@ async def run_daemon(
                 ops = Operations(gateway)
                 requests = RequestCounts()
                 metrics = Metrics(
-                    DispatcherCollector(actors=supervisor.actors, store=store, requests=requests)
+                    DispatcherCollector(
+                        actors=supervisor.actors,
+                        store=store,
+                        requests=requests,
+                        restarts=supervisor.restarts,
+                    )
                 )
                 app = make_app(
                     gateway,

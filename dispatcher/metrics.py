@@ -61,8 +61,10 @@ class DispatcherCollector(Collector):
         actors: Callable[[], Iterable[NumberActor]],
         store: Store,
         requests: RequestCounts,
+        restarts: Callable[[str], int] | None = None,
     ) -> None:
         self._actors = actors
+        self._restarts = restarts
         self._store = store
         self._requests = requests
         self._extra: dict[str, tuple[str, str, GaugeSource]] = {}
@@ -128,6 +130,33 @@ class DispatcherCollector(Collector):
             "Sends per second in force (below the configured rate while slowed down by 429s).",
             labels=labels,
         )
+        configured = GaugeMetricFamily(
+            "wadispatch_rate_limit", "Configured sends per second (the token bucket's rate).", labels=labels
+        )
+        restarts = CounterMetricFamily(
+            "wadispatch_actor_restarts", "Actor restarts after a crash.", labels=labels
+        )
+        pair_limited = CounterMetricFamily(
+            "wadispatch_pair_rate_limited", "Sends answered 131056 (pair rate) by WhatsApp.", labels=labels
+        )
+        parked = GaugeMetricFamily(
+            "wadispatch_parked_recipients",
+            "Recipients waiting for their pair rate or the messaging-tier budget.",
+            labels=labels,
+        )
+        tier_used = GaugeMetricFamily(
+            "wadispatch_tier_recipients_used",
+            "Business-initiated recipients counted in the last 24 h.",
+            labels=labels,
+        )
+        tier_limit = GaugeMetricFamily(
+            "wadispatch_tier_recipients_limit",
+            "The number's messaging-tier limit, when it has one.",
+            labels=labels,
+        )
+        tier_waits = CounterMetricFamily(
+            "wadispatch_tier_budget_waits", "Times a new recipient waited for the tier budget.", labels=labels
+        )
         latency = HistogramMetricFamily(
             "wadispatch_send_latency_seconds",
             "Time from writing a send to WhatsApp to its full response.",
@@ -157,8 +186,20 @@ class DispatcherCollector(Collector):
             send_rate.add_metric(n, stats.send_rate)
             if stats.send_latency is not None:
                 _add_histogram(latency, n, stats.send_latency)
+            configured.add_metric(n, stats.rate)
+            if self._restarts is not None:
+                restarts.add_metric(n, self._restarts(stats.number))
+            pair_limited.add_metric(n, stats.pair_limited)
+            parked.add_metric(n, stats.parked)
+            tier_used.add_metric(n, stats.tier_used)
+            if stats.tier_limit is not None:
+                tier_limit.add_metric(n, stats.tier_limit)
+            tier_waits.add_metric(n, stats.tier_waits)
         yield from (accepted, sent, delivered, read, failed, limited, retries, ambiguous, refreshes)
-        yield from (expiry, outbox, in_flight, up, degraded, send_rate, latency)
+        yield from (expiry, outbox, in_flight, up, degraded, send_rate, latency, configured)
+        if self._restarts is not None:
+            yield restarts
+        yield from (pair_limited, parked, tier_used, tier_limit, tier_waits)
 
     def _process(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

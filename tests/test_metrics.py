@@ -76,6 +76,14 @@ async def test_metrics_after_sends_and_failures(tmp_path: Path) -> None:
             assert value(samples, "wadispatch_outbox_depth", number=n) == 0
             assert value(samples, "wadispatch_number_running", number=n) == 1
             assert value(samples, "wadispatch_token_refreshes_total", number=n) == 1
+            assert value(samples, "wadispatch_rate_limit", number=n) == 20.0
+            assert value(samples, "wadispatch_actor_restarts_total", number=n) == 0
+            assert value(samples, "wadispatch_pair_rate_limited_total", number=n) == 0
+            assert value(samples, "wadispatch_parked_recipients", number=n) == 0
+            assert value(samples, "wadispatch_tier_recipients_used", number=n) == 0
+            assert value(samples, "wadispatch_tier_budget_waits_total", number=n) == 0
+            # On-Prem numbers have no messaging tier: no limit series at all.
+            assert not [k for k in samples if k[0] == "wadispatch_tier_recipients_limit"]
             assert 6 * 86400 < value(samples, "wadispatch_token_expiry_seconds", number=n) <= 7 * 86400
             # Both sends got a full response from the simulator.
             assert value(samples, "wadispatch_send_latency_seconds_count", number=n) == 2
