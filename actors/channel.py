@@ -20,8 +20,9 @@ from dispatcher.models import MessageRecord
 class Channel(Protocol):
     name: str
 
-    def encode(self, record: MessageRecord) -> tuple[bytes, bytes]:
-        """``(target, body)`` of the send request for ``record``."""
+    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
+        """``(target, body)`` of the send request for channel message ``part`` of ``record``
+        (see ``dispatcher.parts``: segments, media items, or the template)."""
         ...
 
     def classify(self, resp: Response) -> Outcome:

@@ -57,6 +57,7 @@ AMBIGUOUS_FAILED: Final = (
 )
 PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate limit (131056) kept refusing")
 AmbiguousPolicy = Literal["retry", "fail"]
+EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
 
 
 @attrs.define(eq=False, slots=True)
@@ -67,6 +68,7 @@ class _Pending:
     record: MessageRecord | None = None  # given by notify(); loaded lazily after recovery
     attempts: int = 0
     holds_slot: bool = True  # False while backing off (the in-flight slot is lent to others)
+    part: int = 0  # which channel message of the record (segments, media items)
 
 
 @attrs.frozen
@@ -167,11 +169,11 @@ class NumberActor:
 
     # -- intake -------------------------------------------------------------------
 
-    def notify(self, seq: int, record: MessageRecord) -> None:
-        """A message was committed to this number's outbox. Never blocks."""
+    def notify(self, seq: int, record: MessageRecord, part: int = 0) -> None:
+        """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks."""
         self.accepted += 1
         if self._running:
-            self._enqueue(_Pending(seq, record.sid, record.to_number, record))
+            self._enqueue(_Pending(seq, record.sid, record.to_number, record, part=part))
 
     def _enqueue(self, item: _Pending) -> None:
         if item.seq in self._known or item.seq <= self._recovered_upto:
@@ -197,7 +199,8 @@ class NumberActor:
         try:
             for key, value in self._store.scan(b"outbox", prefix):
                 entry = entry_decoder.decode(value)
-                self._enqueue(_Pending(int.from_bytes(key[len(prefix) :], "big"), entry.sid, entry.to_number))
+                seq = int.from_bytes(key[len(prefix) :], "big")
+                self._enqueue(_Pending(seq, entry.sid, entry.to_number, part=entry.part))
                 count += 1
         finally:
             if gc_was_enabled:
@@ -427,12 +430,15 @@ class NumberActor:
 
     async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
-        if record is None or record.status not in ("queued", "accepted", "sending"):
+        if record is None or not _sendable(record, item.part):
             await self._store.write(ledger.drop_entry(self.number, item.seq))
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
-        target, body = self._channel.encode(record)
+        target, body = self._channel.encode(record, item.part)
         while True:
+            if record.valid_until is not None and self._wall.now() >= record.valid_until:
+                await self._fail(item, *EXPIRED)  # never sent late
+                return None
             token = self._tokens.token
             began = trio.current_time()
             try:
@@ -595,6 +601,13 @@ class NumberActor:
             tier_limit=self._budget.limit if self._budget is not None else None,
             tier_waits=self._budget.waits if self._budget is not None else 0,
         )
+
+
+def _sendable(record: MessageRecord, part: int) -> bool:
+    """Still to be sent: queued; or a later part of a message whose earlier parts went out."""
+    if record.status in ("queued", "accepted", "sending"):
+        return True
+    return part > 0 and record.status in ("sent", "delivered", "read")
 
 
 __all__ = ["ActorStatistics", "NumberActor", "StoreError"]

@@ -19,6 +19,7 @@ import msgspec
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
 ApiKeySid = Annotated[str, msgspec.Meta(pattern=r"^SK[0-9a-fA-F]{32}$")]
+ServiceSid = Annotated[str, msgspec.Meta(pattern=r"^MG[0-9a-fA-F]{32}$")]
 PositiveRate = Annotated[float, msgspec.Meta(ge=0.001, le=100_000.0)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0)]
 
@@ -143,6 +144,9 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # A send whose answer was lost may have reached WhatsApp: send it again
     # ("retry": at-least-once) or record it failed ("fail": at-most-once).
     on_ambiguous: Literal["retry", "fail"] = "retry"
+    # Refuse free-form messages outside the customer's 24 h window at create (63016).
+    # Default: on, except for simulated (sandbox) numbers.
+    enforce_window: bool | None = None
 
     # Cloud API only (channel = "cloud"); see CloudConfig.
     cloud: CloudConfig | None = None
@@ -161,6 +165,24 @@ class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     poll_interval: Annotated[float, msgspec.Meta(gt=0.0)] = 0.25
     # Addresses or CIDRs that callback URLs may reach although private/loopback (SSRF guard).
     allow_private: list[str] = []
+
+
+class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A Messaging Service (``MessagingServiceSid``): a pool of the account's sender numbers."""
+
+    sid: ServiceSid
+    account: AccountSid
+    numbers: list[E164]
+    friendly_name: str = ""
+    status_callback: str | None = None
+
+
+class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Twilio's Body limit is 1600; raise it to accept longer bodies, which go out
+    # split into WhatsApp-sized (4096) segments.
+    max_body: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 1600
+    # WhatsApp templates (ContentSid -> namespace/name/language/body), see dispatcher/templates.py.
+    templates_file: str | None = None
 
 
 class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -197,6 +219,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     callbacks: CallbacksConfig = CallbacksConfig()
     accounts: list[AccountConfig] = []
     numbers: list[NumberConfig] = []
+    messaging: MessagingConfig = MessagingConfig()
+    services: list[ServiceConfig] = []
 
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
@@ -276,6 +300,7 @@ def validate(config: Config) -> Config:
             ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
+    _validate_services(config)
     return config
 
 
@@ -303,6 +328,23 @@ def cloud_base_url(num: NumberConfig) -> str:
 
 
 GRAPH_URL = "https://graph.facebook.com"
+
+
+def _validate_services(config: Config) -> None:
+    owner = {num.number: num.account for num in config.numbers}
+    seen: set[str] = set()
+    for i, service in enumerate(config.services):
+        where = f"services[{i}]"
+        if service.sid in seen:
+            raise ConfigError(f"{where}.sid: duplicate service {service.sid}")
+        seen.add(service.sid)
+        if not any(a.sid == service.account for a in config.accounts):
+            raise ConfigError(f"{where}.account: no account {service.account} in [[accounts]]")
+        if not service.numbers:
+            raise ConfigError(f"{where}.numbers: a service needs at least one sender number")
+        for j, number in enumerate(service.numbers):
+            if owner.get(number) != service.account:
+                raise ConfigError(f"{where}.numbers[{j}]: {number} is not a number of {service.account}")
 
 
 def loads(text: str | bytes) -> Config:

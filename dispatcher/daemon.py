@@ -33,11 +33,13 @@ from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.operations import Operations
 from dispatcher.reload import Reloader
 from dispatcher.sdnotify import Notifier, WriterProgress
+from dispatcher.services import Services
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
 from dispatcher.simulator.server import serve as serve_simulator
 from dispatcher.ssrf import UrlGuard
 from dispatcher.store import Store
 from dispatcher.supervisor import Supervisor
+from dispatcher.templates import TemplateRegistry, load_file
 
 log = structlog.get_logger()
 
@@ -212,6 +214,12 @@ async def run_daemon(
                     api_keys=api_keys(config),
                     numbers={n.number: number_info(n) for n in config.numbers},
                     wall=wall,
+                    templates=TemplateRegistry(
+                        store,
+                        load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
+                    ),
+                    services=Services(config.services, store),
+                    max_body=config.messaging.max_body,
                 )
                 public = PublicUrl(config.server.public_url)
                 sender = CallbackSender(
@@ -263,6 +271,7 @@ async def run_daemon(
                         for num in config.numbers:
                             fleet.register_simulated(num)
                         await work.start(supervisor.run)
+                        await work.start(gateway.scheduler.run)
                         if reload_config is not None:
                             reloader = Reloader(
                                 load=reload_config,

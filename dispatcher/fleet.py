@@ -43,6 +43,7 @@ def number_info(num: NumberConfig) -> NumberInfo:
         inbound_url=num.inbound_url,
         webhook_auth=num.webhook_auth,
         webhook_header=num.webhook_header,
+        enforce_window=num.enforce_window if num.enforce_window is not None else not num.simulated,
         cloud=cloud_hook(num),
     )
 

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, final
 
 import attrs
 import structlog
 
-from dispatcher import idempotency, ledger
+from dispatcher import idempotency, ledger, scheduler, window
 from dispatcher.auth import ApiKey, Authenticator
 from dispatcher.clock import WallClock
+from dispatcher.compose import Content, compose
+from dispatcher.compose import apply as apply_content
 from dispatcher.events import WebhookEvents
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.inbox import Applied, Inbox
 from dispatcher.models import MessageRecord, new_sid
+from dispatcher.services import Services
 from dispatcher.ssrf import RefusedURLError, check_syntax
 from dispatcher.store import Store, StoreError, WriteTxn
 from dispatcher.supervisor import Supervisor
+from dispatcher.templates import TemplateRegistry
 
 log = structlog.get_logger()
 
@@ -50,6 +54,7 @@ class NumberInfo:
     webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
     webhook_header: str = "X-Webhook-Secret"
     cloud: CloudHook | None = None  # a Cloud API number (its webhooks come to /webhooks/cloud/...)
+    enforce_window: bool = True  # free-form only inside the customer's 24 h window (63016)
 
 
 @attrs.frozen
@@ -60,6 +65,13 @@ class SendRequest:
     from_: str | None
     body: str | None
     status_callback: str | None = None
+    media_urls: Sequence[str] = ()
+    content_sid: str | None = None
+    content_variables: str | None = None
+    validity_period: str | None = None
+    send_at: str | None = None
+    schedule_type: str | None = None
+    messaging_service_sid: str | None = None
 
 
 def parse_address(value: str, *, field: str, code: int) -> str:
@@ -84,6 +96,9 @@ class Gateway:
         wall: WallClock,
         inbox: Inbox | None = None,
         api_keys: Mapping[str, ApiKey] | None = None,
+        templates: TemplateRegistry | None = None,
+        services: Services | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -91,6 +106,12 @@ class Gateway:
         self.wall = wall
         # Numbers being drained by an operator: no new messages for them.
         self.draining: set[str] = set()
+        self.templates = templates
+        self.services = services or Services((), store)
+        self.max_body = max_body
+        self.scheduler = scheduler.Scheduler(
+            store=store, wall=wall, notify=self._notify_part, blocked=self._window_blocks
+        )
         self.inbox = inbox or Inbox(
             store=store,
             wall=wall,
@@ -134,12 +155,20 @@ class Gateway:
     # -- messages -----------------------------------------------------------------
 
     def validate(self, account_sid: str, req: SendRequest) -> MessageRecord:
+        """Every create rule, Twilio's error code for the first broken one; nothing is written."""
         if not req.to:
             raise TwilioError(400, 21604, "A 'To' phone number is required.")
         to = parse_address(req.to, field="To", code=21211)
-        if not req.from_:
+        service = None
+        if req.messaging_service_sid:
+            service = self.services.get(account_sid, req.messaging_service_sid)
+        now = self.wall.now()
+        if req.from_:
+            from_ = parse_address(req.from_, field="From", code=21212)
+        elif service is not None:
+            from_ = self.services.pick(service, to, now, self._running)
+        else:
             raise TwilioError(400, 21603, "A 'From' phone number is required.")
-        from_ = parse_address(req.from_, field="From", code=21212)
         info = self.numbers.get(from_)
         if info is None or info.account_sid != account_sid:
             raise TwilioError(
@@ -153,43 +182,124 @@ class Gateway:
             raise TwilioError(
                 400, 21211, f"The 'To' number {req.to} cannot be the same as the 'From' number."
             )
-        if not req.body:
-            raise TwilioError(400, 21602, "Message body is required.")
-        if len(req.body) > MAX_BODY:
+        content = compose(
+            account_sid,
+            body=req.body,
+            media_urls=req.media_urls,
+            content_sid=req.content_sid,
+            content_variables=req.content_variables,
+            validity_period=req.validity_period,
+            templates=self.templates,
+            max_body=self.max_body,
+        )
+        send_at = self._send_at(req, service is not None, now)
+        if send_at is None and self._outside_window(info, to, content, now):
             raise TwilioError(
-                400, 21617, f"The concatenated message body exceeds the {MAX_BODY} character limit."
+                400,
+                63016,
+                "Failed to send freeform message because you are outside the allowed window. "
+                "If you are using WhatsApp, please use a Message Template.",
             )
         if req.status_callback:
             try:
                 check_syntax(req.status_callback)
             except RefusedURLError as exc:
                 raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
-        now = self.wall.now()
-        return MessageRecord(
-            sid=new_sid(),
+        record = MessageRecord(
+            sid=new_sid("MM" if content.media_urls else "SM"),
             account_sid=account_sid,
             from_number=from_,
             to_number=to,
-            body=req.body,
-            status="queued",
+            status="queued" if send_at is None else "scheduled",
             date_created=now,
             date_updated=now,
-            status_callback=req.status_callback or info.status_callback,
+            status_callback=req.status_callback
+            or (service.status_callback if service is not None else None)
+            or info.status_callback,
+            send_at=send_at,
+            messaging_service_sid=service.sid if service is not None else None,
         )
+        return apply_content(record, content, start=now if send_at is None else send_at)
+
+    @staticmethod
+    def _send_at(req: SendRequest, has_service: bool, now: float) -> float | None:
+        """``SendAt`` + ``ScheduleType=fixed`` -> the due time; None for an immediate send."""
+        if not req.send_at and not req.schedule_type:
+            return None
+        if req.schedule_type != "fixed":
+            raise TwilioError(400, 35114, "ScheduleType must be 'fixed' to schedule a message with SendAt.")
+        if not req.send_at:
+            raise TwilioError(400, 35114, "SendAt is required with ScheduleType=fixed.")
+        if not has_service:
+            raise TwilioError(400, 35114, "Scheduling a message requires a MessagingServiceSid.")
+        return scheduler.parse_send_at(req.send_at, now)
+
+    def _outside_window(self, info: NumberInfo, to: str, content: Content, now: float) -> bool:
+        return (
+            info.enforce_window and content.free_form and not window.is_open(self.store, info.number, to, now)
+        )
+
+    def _window_blocks(self, record: MessageRecord, now: float) -> bool:
+        """At a scheduled message's time: a free-form message whose window has closed cannot go."""
+        info = self.numbers.get(record.from_number)
+        return (
+            info is not None
+            and info.enforce_window
+            and record.template is None
+            and not window.is_open(self.store, record.from_number, record.to_number, now)
+        )
+
+    def _running(self, number: str) -> bool:
+        return self.supervisor.states().get(number) == "running"
+
+    def _notify_part(self, seq: int, record: MessageRecord, part: int) -> None:
+        actor = self.supervisor.actor(record.from_number)
+        if actor is not None:
+            actor.notify(seq, record, part)
+
+    def intake(self, record: MessageRecord) -> Callable[[WriteTxn], int]:
+        """The one write that accepts a validated ``record``: stored, then queued (every part) or
+        scheduled, its sticky sender kept. Returns the first outbox seq (0 if scheduled)."""
+        store_it = scheduler.schedule(record) if record.status == "scheduled" else ledger.accept(record)
+        service_sid = record.messaging_service_sid
+
+        def fn(txn: WriteTxn) -> int:
+            seq = store_it(txn)
+            if service_sid is not None:
+                Services.remember(txn, service_sid, record.to_number, record.from_number)
+            return seq
+
+        return fn
+
+    def handoff(self, seq: int, record: MessageRecord) -> None:
+        """After ``intake`` committed: wake the number's actor for every part, or the scheduler."""
+        if record.status == "scheduled":
+            self.scheduler.wake()
+            log.debug("message.scheduled", sid=record.sid, number=record.from_number, send_at=record.send_at)
+            return
+        for part in range(record.parts):
+            self._notify_part(seq + part, record, part)
+        log.debug("message.accepted", sid=record.sid, number=record.from_number, seq=seq)
 
     async def create(
         self, account_sid: str, req: SendRequest, *, idempotency_key: str | None = None
     ) -> MessageRecord:
-        """Validate, commit durably (record + outbox entry, one fsync shared), wake the actor.
+        """Validate, commit durably (record + outbox entries, one fsync shared), wake the actor.
 
         With an idempotency key, a create already seen returns the original message.
         """
         record = self.validate(account_sid, req)
+        intake = self.intake(record)
         write: Callable[[WriteTxn], int | idempotency.Replay] = (
-            ledger.accept(record)
+            intake
             if idempotency_key is None
             else idempotency.accept_once(
-                account_sid, idempotency_key, idempotency.fingerprint(req), record, record.date_created
+                account_sid,
+                idempotency_key,
+                idempotency.fingerprint(req),
+                record,
+                record.date_created,
+                accept=intake,
             )
         )
         try:
@@ -204,10 +314,7 @@ class Gateway:
         if isinstance(seq, idempotency.Replay):
             log.info("message.idempotent_replay", sid=seq.record.sid, number=record.from_number)
             return seq.record
-        actor = self.supervisor.actor(record.from_number)
-        if actor is not None:
-            actor.notify(seq, record)
-        log.debug("message.accepted", sid=record.sid, number=record.from_number, seq=seq)
+        self.handoff(seq, record)
         return record
 
     def fetch(self, account_sid: str, sid: str) -> MessageRecord:

@@ -80,10 +80,18 @@ def _expiry_key(expires_at: float, idem_key: bytes) -> bytes:
 
 
 def accept_once(
-    account_sid: str, key: str, digest: bytes, record: MessageRecord, now: float, ttl: float = TTL
+    account_sid: str,
+    key: str,
+    digest: bytes,
+    record: MessageRecord,
+    now: float,
+    ttl: float = TTL,
+    *,
+    accept: Callable[[WriteTxn], int] | None = None,
 ) -> Callable[[WriteTxn], int | Replay]:
-    """``ledger.accept`` guarded by the key: the new seq, or the original message as a Replay."""
-    accept = ledger.accept(record)
+    """``accept`` (default ``ledger.accept``) guarded by the key: the new seq, or the original
+    message as a Replay. The gateway passes its intake (scheduled messages, sticky senders)."""
+    accept = accept or ledger.accept(record)
 
     def fn(txn: WriteTxn) -> int | Replay:
         idem_key = _key(account_sid, key)

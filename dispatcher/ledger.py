@@ -57,17 +57,39 @@ def insert(txn: WriteTxn, record: MessageRecord) -> None:
 
 
 def accept(record: MessageRecord) -> Callable[[WriteTxn], int]:
-    """Store a new outbound message and queue it on its number's outbox; returns the seq."""
-    entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number))
+    """Store a new outbound message and queue it on its number's outbox; returns the seq.
+
+    A message of several parts (segments, media items) gets one entry per part at
+    consecutive seqs ``seq .. seq + record.parts - 1``, so they go out in order.
+    """
 
     def fn(txn: WriteTxn) -> int:
-        seq = txn.next_seq(b"outbox", number_key(record.from_number))
-        record.outbox_seq = seq
+        seq = enqueue(txn, record)
         insert(txn, record)
-        txn.put(b"outbox", seq_key(record.from_number, seq), entry, overwrite=False)
         return seq
 
     return fn
+
+
+def enqueue(txn: WriteTxn, record: MessageRecord) -> int:
+    """Inside a write: put every part of ``record`` on its number's outbox; returns the first seq.
+
+    Sets ``record.outbox_seq`` (the caller stores the record in the same write).
+    """
+    prefix = number_key(record.from_number)
+    first = 0
+    for part in range(record.parts):
+        seq = txn.next_seq(b"outbox", prefix)
+        first = first or seq
+        entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number, part))
+        txn.put(b"outbox", seq_key(record.from_number, seq), entry, overwrite=False)
+    record.outbox_seq = first
+    return first
+
+
+def scheduled_key(due: float, sid: str) -> bytes:
+    """Key of the ``scheduled`` index: due time (ms, big-endian) then sid, so cursor order is due order."""
+    return int(due * 1000).to_bytes(8, "big") + sid.encode()
 
 
 def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> Callable[[WriteTxn], None]:
@@ -214,10 +236,17 @@ def cancel(sid: str, account_sid: str, now: float) -> Callable[[WriteTxn], Messa
         record = _owned(txn, sid, account_sid)
         if record.status == "canceled":
             return record
-        if record.status not in CANCELABLE or record.outbox_seq is None:
+        if record.status == "scheduled" and record.send_at is not None:
+            # Not due yet: it leaves the schedule (the timer never sees it again).
+            if not txn.delete(b"scheduled", scheduled_key(record.send_at, sid)):
+                raise WrongState(record.status)
+        elif record.status not in CANCELABLE or record.outbox_seq is None:
             raise WrongState(record.status)
-        if not txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq)):
+        elif not txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq)):
             raise WrongState(record.status)  # already taken for sending
+        else:
+            for later in range(1, record.parts):  # the other parts of a segmented/media message
+                txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq + later))
         record.status = "canceled"
         record.outbox_seq = None
         record.date_updated = now

@@ -50,6 +50,20 @@ class StoredMedia(msgspec.Struct, array_like=True, frozen=True):
     content_type: str
 
 
+class TemplateSend(msgspec.Struct, array_like=True, frozen=True):
+    """The WhatsApp template a message goes out as, resolved at create time.
+
+    A snapshot, not a reference: editing the registry later never changes a
+    message already accepted.
+    """
+
+    content_sid: str
+    namespace: str
+    name: str
+    language: str
+    params: list[str] = []
+
+
 class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One message, outbound or inbound, as the Twilio API shows it."""
 
@@ -72,6 +86,12 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempts: int = 0
     outbox_seq: int | None = None  # its outbox entry's seq while queued (cancel removes it)
     media: list[StoredMedia] = []  # inbound media, served under .../Media/{sid}
+    media_urls: list[str] = []  # MediaUrl, in order: one WhatsApp media message each
+    template: TemplateSend | None = None  # sent as this template instead of free text
+    valid_until: float | None = None  # wall time after which it is never sent (30036)
+    send_at: float | None = None  # scheduled send (wall time), status "scheduled" until then
+    messaging_service_sid: str | None = None
+    parts: int = 1  # outbox entries (channel messages) this message goes out as
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -79,6 +99,7 @@ class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):
 
     sid: str
     to_number: str
+    part: int = 0  # which of the message's channel messages (segment / media item)
 
 
 class StoredToken(msgspec.Struct, kw_only=True, frozen=True):

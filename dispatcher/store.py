@@ -46,6 +46,7 @@ DB_NAMES: Final = (
     b"callbacks",  # origin NUL seq(8B) -> CallbackEntry : customer callbacks to deliver
     b"tier",  # number NUL recipient -> wall time counted against the Cloud messaging tier
     b"dedup",  # channel NUL event id -> expiry : webhook deliveries already processed
+    b"scheduled",  # due time(8B, ms) sid -> number : scheduled messages, earliest first
 )
 SEP: Final = b"\x00"
 

@@ -25,6 +25,7 @@ import msgspec
 
 from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, Sent, retry_after
 from actors.transport import Response
+from dispatcher import parts
 from dispatcher.models import MessageRecord
 
 # Cloud code -> Twilio error code (twilio.com/docs/whatsapp/api/error-code-mapping, where listed).
@@ -103,8 +104,85 @@ def wa_id(e164: str) -> str:
     return e164.lstrip("+")
 
 
-def encode_send(record: MessageRecord) -> bytes:
-    return _encoder.encode(TextMessage(to=wa_id(record.to_number), text=_Text(body=record.body)))
+class _Link(msgspec.Struct, omit_defaults=True):
+    link: str
+    caption: str | None = None
+    filename: str | None = None
+
+
+class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One of ``image``/``video``/``audio``/``document``/``sticker`` is set, named by ``type``."""
+
+    to: str
+    type: str
+    messaging_product: str = "whatsapp"
+    recipient_type: str = "individual"
+    image: _Link | None = None
+    video: _Link | None = None
+    audio: _Link | None = None
+    document: _Link | None = None
+    sticker: _Link | None = None
+
+
+class _Language(msgspec.Struct):
+    code: str
+
+
+class _TextParam(msgspec.Struct):
+    text: str
+    type: str = "text"
+
+
+class _Component(msgspec.Struct):
+    type: str
+    parameters: list[_TextParam]
+
+
+class _Template(msgspec.Struct, omit_defaults=True):
+    """Cloud templates are named per WABA: no namespace, language by code only."""
+
+    name: str
+    language: _Language
+    components: list[_Component] | None = None
+
+
+class TemplateMessage(msgspec.Struct, kw_only=True):
+    to: str
+    template: _Template
+    messaging_product: str = "whatsapp"
+    recipient_type: str = "individual"
+    type: str = "template"
+
+
+def encode_part(to: str, part: parts.Part) -> bytes:
+    """The Graph send body for one channel message (text segment, media item, template)."""
+    match part:
+        case parts.TextPart(body=body):
+            return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
+        case parts.TemplatePart(template=template):
+            components = (
+                [_Component("body", [_TextParam(v) for v in template.params])] if template.params else None
+            )
+            return _encoder.encode(
+                TemplateMessage(
+                    to=to,
+                    template=_Template(
+                        name=template.name, language=_Language(template.language), components=components
+                    ),
+                )
+            )
+        case parts.MediaPart(item=item, caption=caption):
+            message = MediaMessage(to=to, type=item.kind)
+            setattr(message, item.kind, _Link(item.link, caption=caption, filename=item.filename))
+            return _encoder.encode(message)
+
+
+def encode_send(record: MessageRecord, part: int = 0) -> bytes:
+    """The Graph send body for part ``part`` of a stored message (see ``dispatcher.parts``)."""
+    to = wa_id(record.to_number)
+    if part == 0 and record.template is None and not record.media_urls and record.parts == 1:
+        return _encoder.encode(TextMessage(to=to, text=_Text(body=record.body)))  # the common case
+    return encode_part(to, parts.plan(record)[part])
 
 
 # -- answers ----------------------------------------------------------------------
@@ -166,8 +244,8 @@ class CloudChannel:
         self.api_version = api_version
         self.messages_path = f"/{api_version}/{phone_number_id}/messages".encode()
 
-    def encode(self, record: MessageRecord) -> tuple[bytes, bytes]:
-        return self.messages_path, encode_send(record)
+    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
+        return self.messages_path, encode_send(record, part)
 
     def twilio_code(self, code: int) -> int:
         return twilio_code(code)

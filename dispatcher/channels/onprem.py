@@ -20,7 +20,8 @@ from actors.outcome import (
     retry_after,
 )
 from actors.transport import Response
-from dispatcher.models import MessageRecord
+from dispatcher import parts
+from dispatcher.models import MessageRecord, TemplateSend
 
 MESSAGES_PATH: Final = b"/v1/messages"
 
@@ -83,6 +84,54 @@ class TextMessage(msgspec.Struct, kw_only=True):
     preview_url: bool = False
 
 
+class _Link(msgspec.Struct, omit_defaults=True):
+    link: str
+    caption: str | None = None
+    filename: str | None = None
+
+
+class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One of ``image``/``video``/``audio``/``document``/``sticker`` is set, named by ``type``."""
+
+    to: str
+    type: str
+    recipient_type: str = "individual"
+    image: _Link | None = None
+    video: _Link | None = None
+    audio: _Link | None = None
+    document: _Link | None = None
+    sticker: _Link | None = None
+
+
+class _Language(msgspec.Struct):
+    code: str
+    policy: str = "deterministic"
+
+
+class _TextParam(msgspec.Struct):
+    text: str
+    type: str = "text"
+
+
+class _Component(msgspec.Struct):
+    type: str
+    parameters: list[_TextParam]
+
+
+class _Template(msgspec.Struct, omit_defaults=True):
+    namespace: str
+    name: str
+    language: _Language
+    components: list[_Component] | None = None
+
+
+class TemplateMessage(msgspec.Struct, kw_only=True):
+    to: str
+    template: _Template
+    recipient_type: str = "individual"
+    type: str = "template"
+
+
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -91,9 +140,43 @@ def wa_id(e164: str) -> str:
     return e164.lstrip("+")
 
 
-def encode_send(record: MessageRecord) -> bytes:
-    """The ``POST /v1/messages`` body for a stored message."""
-    return _encoder.encode(TextMessage(to=wa_id(record.to_number), text=_Text(body=record.body)))
+def encode_template(to: str, template: TemplateSend) -> bytes:
+    """A ``type: template`` message: the body placeholders filled in order ({{1}}, {{2}}, ...)."""
+    components = (
+        [_Component("body", [_TextParam(value) for value in template.params])] if template.params else None
+    )
+    return _encoder.encode(
+        TemplateMessage(
+            to=to,
+            template=_Template(
+                namespace=template.namespace,
+                name=template.name,
+                language=_Language(template.language),
+                components=components,
+            ),
+        )
+    )
+
+
+def encode_part(to: str, part: parts.Part) -> bytes:
+    """The ``POST /v1/messages`` body for one channel message of a stored message."""
+    match part:
+        case parts.TextPart(body=body):
+            return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
+        case parts.TemplatePart(template=template):
+            return encode_template(to, template)
+        case parts.MediaPart(item=item, caption=caption):
+            message = MediaMessage(to=to, type=item.kind)
+            setattr(message, item.kind, _Link(item.link, caption=caption, filename=item.filename))
+            return _encoder.encode(message)
+
+
+def encode_send(record: MessageRecord, part: int = 0) -> bytes:
+    """The ``POST /v1/messages`` body for part ``part`` of a stored message."""
+    to = wa_id(record.to_number)
+    if part == 0 and record.template is None and not record.media_urls and record.parts == 1:
+        return _encoder.encode(TextMessage(to=to, text=_Text(body=record.body)))  # the common case
+    return encode_part(to, parts.plan(record)[part])
 
 
 # -- answers ----------------------------------------------------------------------
@@ -139,8 +222,8 @@ class OnPremChannel:
 
     name = "onprem"
 
-    def encode(self, record: MessageRecord) -> tuple[bytes, bytes]:
-        return MESSAGES_PATH, encode_send(record)
+    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
+        return MESSAGES_PATH, encode_send(record, part)
 
     def twilio_code(self, code: int) -> int:
         return TWILIO_CODE.get(code, GENERIC_FAILURE)

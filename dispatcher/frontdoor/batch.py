@@ -17,7 +17,6 @@ from typing import Final
 import msgspec
 import structlog
 
-from dispatcher import ledger
 from dispatcher.frontdoor.params import INVALID_PARAMETER
 from dispatcher.frontdoor.twilio import ErrorBody, TwilioError
 from dispatcher.gateway import Gateway, SendRequest
@@ -71,8 +70,8 @@ def decode(body: bytes) -> list[BatchItem]:
     return items
 
 
-def _accept_all(records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
-    accepts = [ledger.accept(record) for record in records]
+def _accept_all(gateway: Gateway, records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
+    accepts = [gateway.intake(record) for record in records]
 
     def fn(txn: WriteTxn) -> list[int]:
         return [accept(txn) for accept in accepts]
@@ -97,13 +96,11 @@ async def accept_batch(gateway: Gateway, account_sid: str, items: list[BatchItem
         results.append(Accepted(record.sid, record.status))
     if records:
         try:
-            seqs = await gateway.store.write(_accept_all(records))
+            seqs = await gateway.store.write(_accept_all(gateway, records))
         except StoreError as exc:
             log.error("batch.store_failed", messages=len(records), error=str(exc))
             raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.") from exc
         for seq, record in zip(seqs, records, strict=True):
-            actor = gateway.supervisor.actor(record.from_number)
-            if actor is not None:
-                actor.notify(seq, record)
+            gateway.handoff(seq, record)
     log.info("batch.accepted", account=account_sid, accepted=len(records), rejected=len(items) - len(records))
     return _encoder.encode(BatchResponse(len(records), len(items) - len(records), results))

@@ -77,6 +77,7 @@ def render_message(record: MessageRecord) -> MessageResource:
         error_code=record.error_code,
         error_message=record.error_message,
         from_=CHANNEL_PREFIX + record.from_number,
+        messaging_service_sid=record.messaging_service_sid,
         num_media=str(record.num_media),
         num_segments=str(record.num_segments),
         sid=record.sid,

@@ -1,0 +1,69 @@
+"""A stored message -> the channel messages it goes out as, in order.
+
+One Twilio message may become several WhatsApp messages: a long body becomes
+text segments, each MediaUrl a media message (the Body as the first one's
+caption), a template exactly one template message. The outbox holds one entry
+per part (``OutboxEntry.part``), and the channel encodes ``plan(record)[part]``.
+
+Pure and deterministic, so the plan computed at create time (how many outbox
+entries) and the one the actor computes at send time always agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from dispatcher import media, segments
+from dispatcher.models import MessageRecord, TemplateSend
+
+CAPTION_LIMIT: Final = 1024  # WhatsApp's caption length limit
+
+
+@attrs.frozen
+class TextPart:
+    body: str
+
+
+@attrs.frozen
+class MediaPart:
+    item: media.MediaItem
+    caption: str | None = None
+
+
+@attrs.frozen
+class TemplatePart:
+    template: TemplateSend
+
+
+Part = TextPart | MediaPart | TemplatePart
+
+
+def plan(record: MessageRecord, text_limit: int = segments.TEXT_LIMIT) -> list[Part]:
+    """Every channel message of ``record``, in sending order."""
+    if record.template is not None:
+        return [TemplatePart(record.template)]
+    if not record.media_urls:
+        return [TextPart(s) for s in segments.split(record.body, text_limit)]
+    items = [media.classify(url) for url in record.media_urls]
+    body = record.body
+    out: list[Part] = []
+    first = items[0]
+    if body and first.kind in media.CAPTIONED and len(body) <= CAPTION_LIMIT:
+        out.append(MediaPart(first, caption=body))
+        body = ""
+    else:
+        out.append(MediaPart(first))
+    out.extend(MediaPart(item) for item in items[1:])
+    # A body no caption can carry (audio/sticker first, or too long) follows as text.
+    if body:
+        out.extend(TextPart(s) for s in segments.split(body, text_limit))
+    return out
+
+
+def num_segments(record: MessageRecord, text_limit: int = segments.TEXT_LIMIT) -> int:
+    """Twilio's ``num_segments``: the text messages a plain body needs, else 1."""
+    if record.template is not None or record.media_urls:
+        return 1
+    return segments.count(record.body, text_limit)
