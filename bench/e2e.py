@@ -96,7 +96,8 @@ webhook_batch = {webhook_batch}
         where = (
             "simulated = true"
             if embedded
-            else f'endpoints = ["http://127.0.0.1:{sim_port}/{number_digits(i)}"]'
+            # Load goes to customers who never wrote: no 24 h window to enforce.
+            else f'endpoints = ["http://127.0.0.1:{sim_port}/{number_digits(i)}"]\nenforce_window = false'
         )
         parts.append(
             f"""
