@@ -293,6 +293,7 @@ async def run_daemon(
                     # The front door has stopped and answered its last request.
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
+                    gateway.scheduler.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 await fleet.aclose()

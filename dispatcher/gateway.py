@@ -54,7 +54,9 @@ class NumberInfo:
     webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
     webhook_header: str = "X-Webhook-Secret"
     cloud: CloudHook | None = None  # a Cloud API number (its webhooks come to /webhooks/cloud/...)
-    enforce_window: bool = True  # free-form only inside the customer's 24 h window (63016)
+    # Free-form only inside the customer's 24 h window (63016). The config's default is
+    # on (off for simulated numbers): see fleet.number_info.
+    enforce_window: bool = False
 
 
 @attrs.frozen
@@ -106,7 +108,8 @@ class Gateway:
         self.wall = wall
         # Numbers being drained by an operator: no new messages for them.
         self.draining: set[str] = set()
-        self.templates = templates
+        # Without a configured file: only the templates added through the admin API.
+        self.templates = templates if templates is not None else TemplateRegistry(store)
         self.services = services or Services((), store)
         self.max_body = max_body
         self.scheduler = scheduler.Scheduler(

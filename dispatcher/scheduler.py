@@ -124,10 +124,16 @@ class Scheduler:
         self._batch = batch
         self._max_sleep = max_sleep
         self._wakeup = trio.Event()
+        self._stopping = False
         self.fired = 0
 
     def wake(self) -> None:
         """A message was scheduled: re-check the earliest due time."""
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Fire nothing more; ``run`` returns (what is not due stays scheduled in LMDB)."""
+        self._stopping = True
         self._wakeup.set()
 
     def next_due(self) -> float | None:
@@ -154,9 +160,10 @@ class Scheduler:
                 return total
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Fire scheduled messages at their time until cancelled."""
+        """Fire scheduled messages at their time until ``stop()`` (or cancelled)."""
         task_status.started()
-        while True:
+        self._stopping = False
+        while not self._stopping:
             self._wakeup = trio.Event()
             due = self.next_due()
             delay = self._max_sleep if due is None else due - self._wall.now()

@@ -17,6 +17,7 @@ from dispatcher.frontdoor.twilio import TwilioError
 from dispatcher.gateway import Gateway, NumberInfo, SendRequest
 from dispatcher.models import MessageRecord
 from dispatcher.numbers import build_actor
+from dispatcher.scheduler import Scheduler
 from dispatcher.services import Services
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
@@ -425,3 +426,22 @@ async def test_ledger_outbox_entries_carry_the_part_index(writer: Store) -> None
 
     entries = [entry_decoder.decode(v) for _, v in writer.scan(b"outbox", b"")]
     assert [e.part for e in entries] == [0, 1, 2] and first == 1
+
+
+async def test_stop_ends_the_scheduler_at_once_and_keeps_what_is_not_due(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    world = await open_world(nursery, writer)
+    await world.create(
+        from_=None, messaging_service_sid=SERVICE, send_at=iso(world.wall.now() + HOUR), schedule_type="fixed"
+    )
+    scheduler = Scheduler(store=writer, wall=world.wall, notify=lambda seq, record, part: None)
+    start = trio.current_time()
+    async with trio.open_nursery() as inner:
+        await inner.start(scheduler.run)
+        await trio.sleep(1)
+        scheduler.stop()
+    assert trio.current_time() - start == 1  # returned at once, not at the next due time
+    assert scheduler.pending() == 1 and scheduler.next_due() == pytest.approx(
+        world.wall.now() + HOUR - 1, abs=0.01
+    )
