@@ -301,6 +301,13 @@ def validate(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
     _validate_services(config)
+    if config.messaging.templates_file:
+        from dispatcher.templates import TemplateError, load_file
+
+        try:
+            load_file(config.messaging.templates_file)
+        except TemplateError as exc:
+            raise ConfigError(f"messaging.templates_file: {exc}") from exc
     return config
 
 

@@ -143,3 +143,17 @@ async def test_a_sid_defined_twice_is_refused(writer: Store) -> None:
     t = Template(sid=HELLO, account=ACCOUNT, namespace="n", name="a", language="en", body="x")
     with pytest.raises(TemplateExistsError):
         TemplateRegistry(writer, [t, t])
+
+
+def test_the_shipped_example_templates_file_loads() -> None:
+    templates = load_file(Path(__file__).parent.parent / "conf" / "templates.toml")
+    assert {t.name for t in templates} == {"order_shipped", "appointment_reminder"}
+
+
+def test_a_bad_templates_file_is_a_config_error(tmp_path: Path) -> None:
+    from dispatcher import config as configuration
+
+    path = tmp_path / "t.toml"
+    path.write_text("[[templates]]\nsid = 'nope'\n")
+    with pytest.raises(configuration.ConfigError, match=r"messaging\.templates_file"):
+        configuration.loads(f'[messaging]\ntemplates_file = "{path}"\n')

@@ -21,6 +21,7 @@ from dispatcher import edits, idempotency, listing
 from dispatcher.channels import onprem_webhook
 from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.admin import register_admin, require_admin
+from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.intake import send_request
 from dispatcher.frontdoor.media import register_media_routes
@@ -58,6 +59,7 @@ def make_app(
     if requests is not None:
         requests.install(app)
     register_admin(app, ops or Operations(gateway), admin_token)
+    register_template_routes(app, gateway.templates)
 
     if metrics is not None:
 
