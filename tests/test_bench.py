@@ -115,3 +115,14 @@ def test_peer_rejects_bad_arguments(bad: list[str]) -> None:
         [sys.executable, "-m", "bench.peer", *bad], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2
+
+
+def test_webhooks_smoke() -> None:
+    result = run_bench(
+        "bench.webhooks", "--numbers", "2", "--messages", "60", "--status-batch", "25", "--json"
+    )
+    assert result["statuses"] == 180
+    assert result["errors"] == 0
+    assert result["not_read_in_sample"] == 0
+    assert result["sample"] == 50
+    assert result["statuses_per_s"] > 0
