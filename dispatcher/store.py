@@ -42,13 +42,14 @@ DB_NAMES: Final = (
     b"window",  # number NUL customer -> last inbound time
     b"tokens",  # number -> StoredToken
     b"idem",  # account NUL key -> idempotency record
-    b"meta",  # everything else (orphan statuses, ...)
+    b"meta",  # everything else (orphan statuses, sequence high-water marks, ...)
     b"callbacks",  # origin NUL seq(8B) -> CallbackEntry : customer callbacks to deliver
     b"tier",  # number NUL recipient -> wall time counted against the Cloud messaging tier
     b"dedup",  # channel NUL event id -> expiry : webhook deliveries already processed
     b"scheduled",  # due time(8B, ms) sid -> number : scheduled messages, earliest first
 )
 SEP: Final = b"\x00"
+SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
 
 
 class StoreError(Exception):
@@ -107,7 +108,11 @@ class WriteTxn:
         ckey = name + SEP + prefix
         seq = self._seqs.get(ckey) or self._committed_seqs.get(ckey)
         if seq is None:
-            seq = _last_seq(self.txn, self._dbs[name], prefix) + 1
+            # The last key alone is not enough: once its entry is consumed a restarted
+            # process would hand out seqs again that an actor has already seen.
+            mark = self.txn.get(SEQ_MARK + ckey, db=self._dbs[b"meta"])
+            high = int.from_bytes(mark, "big") if mark else 0
+            seq = max(_last_seq(self.txn, self._dbs[name], prefix), high) + 1
         self._seqs[ckey] = seq + 1
         return seq
 
@@ -346,6 +351,10 @@ class Store:
                     continue
                 child.commit()
                 seqs = child_seqs
+            # Sequences never go back, across restarts too: keep the high-water mark.
+            meta = self._dbs[b"meta"]
+            for ckey, upcoming in seqs.items():
+                txn.put(SEQ_MARK + ckey, (upcoming - 1).to_bytes(8, "big"), db=meta)
         # Only after the commit succeeded do allocated sequences become the new floor.
         self._seqs.update(seqs)
         self._commits += 1

@@ -93,6 +93,35 @@ async def test_sequences_resume_from_disk_and_skip_rolled_back(tmp_path: Path) -
     s2.close_env()
 
 
+async def test_sequences_never_go_back_once_their_entries_are_consumed(tmp_path: Path) -> None:
+    """An actor dedups notifications by seq: a restarted process that reused seqs of
+    delivered (deleted) entries would have its new messages ignored until the next restart."""
+
+    def append(txn: WriteTxn) -> int:
+        seq = txn.next_seq(b"outbox", b"+1555" + SEP)
+        txn.put(b"outbox", seq_key("+1555", seq), b"x")
+        return seq
+
+    def consume_all(txn: WriteTxn) -> None:
+        for seq in range(1, 4):
+            txn.delete(b"outbox", seq_key("+1555", seq))
+
+    s = Store(tmp_path / "db", map_size=8 << 20)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(s.run_writer)
+        assert [await s.write(append) for _ in range(3)] == [1, 2, 3]
+        await s.write(consume_all)
+        s.close()
+    s.close_env()
+    s2 = Store(tmp_path / "db", map_size=8 << 20)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(s2.run_writer)
+        assert list(s2.scan(b"outbox", b"+1555" + SEP)) == []
+        assert await s2.write(append) == 4
+        s2.close()
+    s2.close_env()
+
+
 async def test_map_full_fails_the_batch_and_writes_nothing(tmp_path: Path) -> None:
     s = Store(tmp_path / "db", map_size=1 << 20)
     async with trio.open_nursery() as nursery:
