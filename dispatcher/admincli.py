@@ -256,7 +256,8 @@ def _status_table(status: Status) -> Table:
     table.add_column("restarts", justify="right")
     table.add_column("token expires", justify="right")
     for n in status.numbers:
-        state = n.state if not n.last_error or n.state == "running" else f"{n.state} ({n.last_error})"
+        reason = n.degraded or (n.last_error if n.state != "running" else None)
+        state = f"{n.state} ({reason})" if reason else n.state
         table.add_row(
             n.number,
             state,

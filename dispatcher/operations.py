@@ -40,6 +40,8 @@ class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     restarts: int
     token_expires_in: float | None
     last_error: str | None = None
+    degraded: str | None = None  # why the number is degraded, if it is
+    send_rate: float = 0.0  # sends/s in force (below rate while slowed down by 429s)
 
 
 class Status(msgspec.Struct, kw_only=True, frozen=True):
@@ -148,6 +150,8 @@ class Operations:
                     restarts=supervisor.restarts(actor.number),
                     token_expires_in=stats.token_expires_in,
                     last_error=supervisor.last_error(actor.number),
+                    degraded=stats.degraded,
+                    send_rate=stats.send_rate,
                 )
             )
         store = self._gateway.store.statistics()

@@ -131,3 +131,17 @@ def test_template_list_rendering() -> None:
     assert [c.header for c in rendered.columns] == ["name", "language"]
     assert admincli._generic_table([]) == "no templates"
     assert admincli._generic_table({"odd": 1}) == '{\n  "odd": 1\n}'
+
+
+async def test_status_shows_why_a_number_is_degraded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WADISPATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    with trio.fail_after(60):
+        async with running_daemon(sandbox_config(tmp_path / "data", extra=ADMIN_SECTION)) as (daemon, _):
+            daemon.supervisor.mark_degraded(N2, "token revoked (190)")
+            code, out, _ = await cli(capsys, "status", "--json", "--url", daemon.url)
+            n2 = {n.number: n for n in msgspec.json.decode(out, type=Status).numbers}[N2]
+            assert (n2.state, n2.degraded) == ("degraded", "token revoked (190)")
+            code, out, _ = await cli(capsys, "status", "--url", daemon.url)
+            assert code == 0 and "degraded (token revoked (190))" in out
