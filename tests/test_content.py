@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from dispatcher import media, parts, segments
@@ -142,3 +143,26 @@ def test_media_only_message_needs_no_body_and_a_raised_max_body_is_honoured() ->
     assert content.media_urls == ["https://x.io/a.jpg"] and content.body == ""
     assert _compose(body="x" * 9000, max_body=10_000).body == "x" * 9000
     assert parse_validity("36000") == 36000 and parse_validity(None) is None
+
+
+def test_the_cloud_channel_encodes_templates_and_media_in_graph_shape() -> None:
+    from dispatcher.channels.cloud import encode_send
+
+    template = TemplateSend("HX" + "0" * 32, "ns", "order_shipped", "en_US", ["Ada"])
+    sent = msgspec.json.decode(encode_send(_record(body="Hi Ada", template=template)))
+    assert sent == {
+        "to": "1555",
+        "template": {
+            "name": "order_shipped",
+            "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"text": "Ada", "type": "text"}]}],
+        },
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "type": "template",
+    }
+    record = _record(body="look", media_urls=["https://x.io/a.png", "https://x.io/r.pdf"], parts=2)
+    first, second = (msgspec.json.decode(encode_send(record, part)) for part in (0, 1))
+    assert first["type"] == "image" and first["image"] == {"link": "https://x.io/a.png", "caption": "look"}
+    assert second["document"] == {"link": "https://x.io/r.pdf", "filename": "r.pdf"}
+    assert first["messaging_product"] == second["messaging_product"] == "whatsapp"

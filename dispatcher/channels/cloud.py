@@ -115,8 +115,9 @@ class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     to: str
     type: str
-    messaging_product: str = "whatsapp"
-    recipient_type: str = "individual"
+    # No defaults here: omit_defaults would drop them, and Graph requires messaging_product.
+    messaging_product: str
+    recipient_type: str
     image: _Link | None = None
     video: _Link | None = None
     audio: _Link | None = None
@@ -172,7 +173,9 @@ def encode_part(to: str, part: parts.Part) -> bytes:
                 )
             )
         case parts.MediaPart(item=item, caption=caption):
-            message = MediaMessage(to=to, type=item.kind)
+            message = MediaMessage(
+                to=to, type=item.kind, messaging_product="whatsapp", recipient_type="individual"
+            )
             setattr(message, item.kind, _Link(item.link, caption=caption, filename=item.filename))
             return _encoder.encode(message)
 
