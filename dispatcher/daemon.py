@@ -27,7 +27,8 @@ from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
 from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_info
-from dispatcher.frontdoor.app import make_app, serve_frontdoor
+from dispatcher.frontdoor.app import MAX_BODY, make_app, serve_frontdoor
+from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.operations import Operations
@@ -242,7 +243,7 @@ async def run_daemon(
                         restarts=supervisor.restarts,
                     )
                 )
-                app = make_app(
+                quart_app = make_app(
                     gateway,
                     ops=ops,
                     admin_token=config.admin.token.resolve("admin.token") if config.admin.token else None,
@@ -250,6 +251,7 @@ async def run_daemon(
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
                 )
+                app = FastLane(quart_app, gateway, max_body=MAX_BODY, requests=requests)
                 _callback_metrics(metrics.collector, store, sender)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:

@@ -43,9 +43,13 @@ class RequestCounts:
             rule = request.url_rule
             # The route template, never the raw path: sids and numbers must not become labels.
             route = rule.rule if rule is not None else "unmatched"
-            key = (request.method, route, str(response.status_code))
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self.count(request.method, route, response.status_code)
             return response
+
+    def count(self, method: str, route: str, status: int) -> None:
+        """One answered request; the fast lane (frontdoor/fastlane.py) counts its routes here too."""
+        key = (method, route, str(status))
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 GaugeSource = Callable[[], float]

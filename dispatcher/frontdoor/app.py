@@ -17,13 +17,13 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher import edits, idempotency, listing
+from dispatcher import edits, listing
 from dispatcher.channels import onprem_webhook
-from dispatcher.frontdoor import batch
+from dispatcher.frontdoor import hot_routes
 from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
-from dispatcher.frontdoor.intake import send_request
+from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
 from dispatcher.frontdoor.params import Params, parse_body
@@ -37,6 +37,9 @@ from dispatcher.store import StoreError
 log = structlog.get_logger()
 
 JSON = "application/json"
+MAX_BODY = 1 << 20
+CREATE_ROUTE = f"/{API_VERSION}/Accounts/<account_sid>/Messages.json"
+BATCH_ROUTE = "/v1/messages:batch"
 _encoder = msgspec.json.Encoder()
 
 
@@ -55,7 +58,7 @@ def make_app(
 ) -> QuartTrio:
     """The front door; ``ops``/``metrics`` add the admin API and /metrics (the daemon passes both)."""
     app = QuartTrio("wadispatch")
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     if requests is not None:
         requests.install(app)
     register_admin(app, ops or Operations(gateway), admin_token)
@@ -87,25 +90,17 @@ def make_app(
 
     @app.errorhandler(413)
     async def too_large(_: Any) -> Response:
-        return _json(TwilioError(413, 21617, "Request body too large").body(), 413)
-
-    def idempotency_key() -> str | None:
-        for name in idempotency.HEADERS:
-            value = request.headers.get(name)
-            if value is not None:
-                return idempotency.check_key(value)
-        return None
+        return _json(hot_routes.body_too_large().body(), 413)
 
     async def body_params() -> Params:
         return parse_body(request.headers.get("Content-Type"), await request.get_data(True, False, False))
 
-    @app.post(f"{prefix}/Messages.json")
+    @app.post(CREATE_ROUTE)
     async def create_message(account_sid: str) -> Response:
-        gateway.authenticate(request.headers.get("Authorization"), account_sid)
-        record = await gateway.create(
-            account_sid, send_request(await body_params()), idempotency_key=idempotency_key()
+        body = await hot_routes.create_message(
+            gateway, account_sid, request.headers.get, await request.get_data(True, False, False)
         )
-        return _json(encode_message(record), 201)
+        return _json(body, hot_routes.CREATE_STATUS)
 
     @app.get(f"{prefix}/Messages.json")
     async def list_messages(account_sid: str) -> Response:
@@ -131,15 +126,12 @@ def make_app(
         await edits.delete(gateway, account_sid, sid)
         return Response(b"", status=204)
 
-    @app.post("/v1/messages:batch")
+    @app.post(BATCH_ROUTE)
     async def batch_messages() -> Response:
-        account_sid = gateway.account_for(request.headers.get("Authorization"))
-        if any(request.headers.get(name) is not None for name in idempotency.HEADERS):
-            raise TwilioError(
-                400, 20001, "Idempotency keys are per message: use the Messages.json create to send with one."
-            )
-        items = batch.decode(await request.get_data(True, False, False))
-        return _json(await batch.accept_batch(gateway, account_sid, items), 200)
+        body = await hot_routes.batch_messages(
+            gateway, request.headers.get, await request.get_data(True, False, False)
+        )
+        return _json(body, hot_routes.BATCH_STATUS)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
     async def onprem_webhook_path(digits: str, secret: str) -> Response:
@@ -190,7 +182,7 @@ async def _onprem_webhook(gateway: Gateway, info: NumberInfo | None, digits: str
 
 
 async def serve_frontdoor(
-    app: QuartTrio,
+    app: QuartTrio | FastLane,
     host: str,
     port: int,
     shutdown_trigger: Callable[[], Awaitable[None]],

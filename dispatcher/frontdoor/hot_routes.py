@@ -1,0 +1,54 @@
+"""The hot routes' logic, framework-free: one implementation for quart and the fast lane.
+
+Each function takes the route's inputs (path values, a header lookup, the raw
+body) and returns the JSON answer's bytes, or raises ``TwilioError``. The quart
+routes in ``app.py`` and the raw ASGI lane in ``fastlane.py`` both call these,
+so a rule (auth, idempotency keys, parameters, batch limits) lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dispatcher import idempotency
+from dispatcher.frontdoor import batch
+from dispatcher.frontdoor.intake import send_request
+from dispatcher.frontdoor.params import parse_body
+from dispatcher.frontdoor.twilio import TwilioError, encode_message
+from dispatcher.gateway import Gateway
+
+HeaderLookup = Callable[[str], str | None]
+"""Header value by name (case-insensitive), the first if repeated, or None."""
+
+CREATE_STATUS = 201
+BATCH_STATUS = 200
+
+
+def body_too_large() -> TwilioError:
+    return TwilioError(413, 21617, "Request body too large")
+
+
+def idempotency_key(header: HeaderLookup) -> str | None:
+    for name in idempotency.HEADERS:
+        value = header(name)
+        if value is not None:
+            return idempotency.check_key(value)
+    return None
+
+
+async def create_message(gateway: Gateway, account_sid: str, header: HeaderLookup, body: bytes) -> bytes:
+    """``POST /2010-04-01/Accounts/{sid}/Messages.json``: the Message resource (201)."""
+    gateway.authenticate(header("Authorization"), account_sid)
+    params = parse_body(header("Content-Type"), body)
+    record = await gateway.create(account_sid, send_request(params), idempotency_key=idempotency_key(header))
+    return encode_message(record)
+
+
+async def batch_messages(gateway: Gateway, header: HeaderLookup, body: bytes) -> bytes:
+    """``POST /v1/messages:batch``: one result per item (200)."""
+    account_sid = gateway.account_for(header("Authorization"))
+    if any(header(name) is not None for name in idempotency.HEADERS):
+        raise TwilioError(
+            400, 20001, "Idempotency keys are per message: use the Messages.json create to send with one."
+        )
+    return await batch.accept_batch(gateway, account_sid, batch.decode(body))
