@@ -210,8 +210,20 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     protect_metrics: bool = False
 
 
+class SupervisorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How a crashed number actor is restarted, and when a crash loop marks it degraded."""
+
+    restart_base: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 0.1  # first restart delay
+    restart_max: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 30.0  # backoff cap
+    stable_after: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0  # a run this long resets the backoff
+    crash_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5  # crashes within crash_window ...
+    crash_window: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0  # ... mark the number degraded
+    degraded_retry: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 60.0  # restart delay while degraded
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     server: ServerConfig = ServerConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     admin: AdminConfig = AdminConfig()
     store: StoreConfig = StoreConfig()
     log: LogConfig = LogConfig()
@@ -239,6 +251,10 @@ def validate(config: Config) -> Config:
     parse_listen(config.server.listen, "server.listen")
     if config.store.map_max_mb and config.store.map_max_mb < config.store.map_size_mb:
         raise ConfigError(f"store.map_max_mb: must be 0 or at least map_size_mb ({config.store.map_size_mb})")
+    if config.supervisor.restart_max < config.supervisor.restart_base:
+        raise ConfigError(
+            f"supervisor.restart_max: must be at least restart_base ({config.supervisor.restart_base})"
+        )
     if config.simulator is not None:
         parse_listen(config.simulator.listen, "simulator.listen")
     if config.admin.token is not None:

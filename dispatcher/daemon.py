@@ -207,7 +207,16 @@ async def run_daemon(
                     simulator_config=config.simulator,
                 )
                 actors = [fleet.build(num) for num in config.numbers]
-                supervisor = Supervisor(actors)
+                sup = config.supervisor
+                supervisor = Supervisor(
+                    actors,
+                    base_delay=sup.restart_base,
+                    max_delay=sup.restart_max,
+                    reset_after=sup.stable_after,
+                    crash_limit=sup.crash_limit,
+                    crash_window=sup.crash_window,
+                    degraded_delay=sup.degraded_retry,
+                )
                 gateway = Gateway(
                     store=store,
                     supervisor=supervisor,

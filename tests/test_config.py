@@ -93,6 +93,18 @@ def test_secrets_from_env_and_file(good: str) -> None:
             ("[[numbers]]", '[[numbers]]\non_ambiguous = "maybe"'),
             r"^numbers\[0\]\.on_ambiguous: Invalid enum value .maybe.",
         ),
+        (
+            ("[[accounts]]", "[supervisor]\ncrash_limit = 0\n[[accounts]]"),
+            r"^supervisor\.crash_limit: Expected `int` >= 1",
+        ),
+        (
+            ("[[accounts]]", "[supervisor]\ncrash_windw = 5.0\n[[accounts]]"),
+            r"^supervisor\.crash_windw: unknown key$",
+        ),
+        (
+            ("[[accounts]]", "[supervisor]\nrestart_base = 10.0\nrestart_max = 1.0\n[[accounts]]"),
+            r"^supervisor\.restart_max: must be at least restart_base",
+        ),
     ],
 )
 def test_bad_keys_and_values_are_named(good: str, edit: tuple[str, str], message: str) -> None:
