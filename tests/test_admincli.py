@@ -145,3 +145,36 @@ async def test_status_shows_why_a_number_is_degraded(
             assert (n2.state, n2.degraded) == ("degraded", "token revoked (190)")
             code, out, _ = await cli(capsys, "status", "--url", daemon.url)
             assert code == 0 and "degraded (token revoked (190))" in out
+
+
+async def test_templates_add_then_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WADISPATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    definition = tmp_path / "otp.json"
+    definition.write_text(
+        json.dumps(
+            {
+                "account": "AC00000000000000000000000000000001",
+                "namespace": "acme",
+                "name": "otp_code",
+                "language": "en",
+                "body": "Your code is {{1}}.",
+            }
+        )
+    )
+    with trio.fail_after(60):
+        async with running_daemon(sandbox_config(tmp_path / "data", extra=ADMIN_SECTION)) as (daemon, _):
+            url = ["--url", daemon.url]
+            code, out, err = await cli(capsys, "templates", "add", str(definition), *url)
+            assert code == 0, err
+            assert out.startswith("template added:") and "otp_code" in out
+            code, out, err = await cli(capsys, "templates", "list", *url)
+            assert code == 0 and "otp_code" in out and "Your code is {{1}}." in out
+            code, out, _ = await cli(capsys, "templates", "list", "--json", *url)
+            assert [t["name"] for t in json.loads(out)["templates"]] == ["otp_code"]
+            # A definition the daemon refuses: exit 1 with its reason.
+            bad = tmp_path / "bad.json"
+            bad.write_text(json.dumps({"name": "no_account"}))
+            code, _, err = await cli(capsys, "templates", "add", str(bad), *url)
+            assert code == 1 and err.startswith("wadispatch: HTTP 400: Invalid template")
