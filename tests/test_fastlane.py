@@ -201,3 +201,24 @@ async def test_a_client_gone_before_its_body_gets_no_answer_and_nothing_is_store
 
 async def _refuse(scope: Any, receive: Any, send: Any) -> None:
     raise AssertionError(f"the fast lane passed {scope.get('method')} {scope.get('path')} on")
+
+
+def test_sids_are_unique_random_hex_across_pool_refills_and_forks() -> None:
+    import os
+
+    from dispatcher.models import new_sid
+
+    sids = [new_sid() for _ in range(5000)]  # several 1,024-sid draws
+    assert len(set(sids)) == len(sids)
+    assert all(len(s) == 34 and s.startswith("SM") and int(s[2:], 16) >= 0 for s in sids)
+    assert new_sid("MM").startswith("MM")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_sid().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child != new_sid() and child not in sids
