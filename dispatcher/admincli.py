@@ -255,6 +255,8 @@ def _status_table(status: Status) -> Table:
         table.add_column(col, justify="left" if col in ("number", "state") else "right", no_wrap=True)
     table.add_column("restarts", justify="right")
     table.add_column("token expires", justify="right")
+    table.add_column("tier (waits)", justify="right")
+    table.add_column("parked", justify="right")
     for n in status.numbers:
         reason = n.degraded or (n.last_error if n.state != "running" else None)
         state = f"{n.state} ({reason})" if reason else n.state
@@ -270,6 +272,8 @@ def _status_table(status: Status) -> Table:
             str(n.rate_limited),
             str(n.restarts),
             _duration(n.token_expires_in),
+            "-" if n.tier_limit is None else f"{n.tier_used}/{n.tier_limit} ({n.tier_waits})",
+            str(n.parked),
         )
     return table
 

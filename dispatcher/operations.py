@@ -42,6 +42,11 @@ class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     last_error: str | None = None
     degraded: str | None = None  # why the number is degraded, if it is
     send_rate: float = 0.0  # sends/s in force (below rate while slowed down by 429s)
+    # Cloud numbers: recipients held back (pair rate / tier) and the messaging tier's use.
+    parked: int = 0
+    tier_used: int = 0
+    tier_limit: int | None = None
+    tier_waits: int = 0
 
 
 class Status(msgspec.Struct, kw_only=True, frozen=True):
@@ -152,6 +157,10 @@ class Operations:
                     last_error=supervisor.last_error(actor.number),
                     degraded=stats.degraded,
                     send_rate=stats.send_rate,
+                    parked=stats.parked,
+                    tier_used=stats.tier_used,
+                    tier_limit=stats.tier_limit,
+                    tier_waits=stats.tier_waits,
                 )
             )
         store = self._gateway.store.statistics()

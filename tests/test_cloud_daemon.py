@@ -18,6 +18,8 @@ from dispatcher.config import Config
 from dispatcher.daemon import Running
 from dispatcher.frontdoor.cloud_routes import signature
 from tests.daemon_harness import ACCOUNT, running_daemon, sandbox_config
+from tests.test_admin import ADMIN, ADMIN_SECTION
+from tests.test_metrics import parse, value
 
 CLOUD = "+15550009999"
 PNID = "106540352242922"
@@ -27,8 +29,10 @@ VERIFY = "verify-me"
 CUSTOMER = "+16505551234"
 
 
-def mixed_config(data_dir: Path, cloud_extra: str = "") -> Config:
-    extra = f"""
+def mixed_config(data_dir: Path, cloud_extra: str = "", extra_sections: str = "") -> Config:
+    extra = (
+        extra_sections
+        + f"""
 [[numbers]]
 number = "{CLOUD}"
 account = "{ACCOUNT}"
@@ -41,6 +45,7 @@ app_secret = {{ value = "{SECRET}" }}
 verify_token = {{ value = "{VERIFY}" }}
 {cloud_extra}
 """
+    )
     return sandbox_config(data_dir, extra=extra)
 
 
@@ -268,3 +273,25 @@ async def test_pywa_sends_through_the_simulator_and_reads_its_errors(tmp_path: P
         assert isinstance(error, TooManyMessages) and error.code == 131056
         assert daemon.simulator is not None
         assert [m["text"]["body"] for m in daemon.simulator.cloud.received(PNID)] == ["hello from pywa"]
+
+
+async def test_tier_wait_is_visible_in_metrics_and_admin_status(tmp_path: Path) -> None:
+    cfg = mixed_config(tmp_path / "data", cloud_extra="messaging_limit = 1", extra_sections=ADMIN_SECTION)
+    async with running_daemon(cfg) as (_, client):
+        first = await create(client, CLOUD, "first", to="+16505550001")
+        held = await create(client, CLOUD, "held back", to="+16505550002")
+        await wait_status(client, first, "read")
+        with trio.fail_after(10):
+            while True:
+                samples = parse((await client.get("/metrics")).text)
+                if value(samples, "wadispatch_parked_recipients", number=CLOUD) == 1:
+                    break
+                await trio.sleep(0.02)
+        assert value(samples, "wadispatch_tier_recipients_used", number=CLOUD) == 1
+        assert value(samples, "wadispatch_tier_recipients_limit", number=CLOUD) == 1
+        assert value(samples, "wadispatch_tier_budget_waits_total", number=CLOUD) >= 1
+        assert ("wadispatch_tier_recipients_limit", (("number", "+15550000001"),)) not in samples  # On-Prem: no tier
+        assert (await status_of(client, held))["status"] == "queued"
+        status = (await client.get("/admin/v1/status", headers=ADMIN, auth=None)).json()
+        [cloud] = [n for n in status["numbers"] if n["number"] == CLOUD]
+        assert (cloud["tier_used"], cloud["tier_limit"], cloud["parked"], cloud["outbox"]) == (1, 1, 1, 1)
