@@ -32,6 +32,7 @@ import attrs
 import structlog
 import trio
 
+from actors.bearer import RefusableCredentials
 from actors.channel import Channel, Credentials
 from actors.holds import SendHolds
 from actors.multiconnect import MultiEndpoint
@@ -50,6 +51,7 @@ from dispatcher.tier import TierBudget
 log = structlog.get_logger()
 
 MAX_ATTEMPTS: Final = 12
+HALT_RETRY: Final = 60.0  # seconds between tries while credentials are refused (when they cannot say)
 GAVE_UP: Final = (30008, "Unknown error: gave up after repeated transient failures")
 AMBIGUOUS_FAILED: Final = (
     30008,
@@ -504,7 +506,11 @@ class NumberActor:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(on_stop)
-            await self._tokens.refresh(token)
+            if isinstance(self._tokens, RefusableCredentials):
+                self._tokens.refused(token)
+                await self._tokens.wait_ready()  # until the token is replaced
+            else:
+                await trio.sleep(HALT_RETRY)  # credentials that cannot tell: try again slowly
             recovered = True
             nursery.cancel_scope.cancel()
         if recovered and self._halted is not None:

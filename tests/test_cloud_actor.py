@@ -240,3 +240,22 @@ async def test_a_degraded_actor_still_stops(autojump_clock: trio.testing.MockClo
             actor.stop()
     assert status_of(writer, record.sid).status == "queued"
     assert writer.count(b"outbox", number_key(NUMBER)) == 1
+
+
+async def test_bearer_refresh_never_blocks_and_refusal_waits_for_a_new_token(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    source = ["EAAone"]
+    creds = BearerCredentials(lambda: source[0], recheck=5.0)
+    await nursery.start(creds.run)
+    with trio.fail_after(1):
+        await creds.refresh(creds.token)  # what `wadispatch token refresh` does: nothing new, no wait
+    assert creds.token == "EAAone" and creds.valid
+    creds.refused("EAAone")
+    assert not creds.valid
+    source[0] = "EAAtwo"
+    with trio.fail_after(6):
+        await creds.wait_ready()
+    assert (creds.token, creds.refreshes, creds.auth_header()) == ("EAAtwo", 1, b"Bearer EAAtwo")
+    creds.refused("EAAone")  # a late report about the old token changes nothing
+    assert creds.valid
