@@ -203,3 +203,42 @@ async def test_webhooks_are_signed_and_pywa_parses_them(
     assert (wamid, "sent", None) in statuses and (wamid, "read", None) in statuses
     assert (failed, "failed", 131026) in statuses
     assert isinstance(types.MessageStatus, type)
+
+
+async def test_control_api_adds_numbers_sends_inbound_and_revokes(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    from dispatcher.simulator.core import Simulator
+
+    captured = Captured()
+    sim = Simulator(status_delays=None, cloud_poster=captured)
+    await nursery.start(sim.run)
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> SimResponse:
+        raw = b"" if body is None else json.dumps(body).encode()
+        return sim.respond(SimRequest(method, path, {}, raw))
+
+    number = {
+        "number": "+15550783881",
+        "phone_number_id": PNID,
+        "access_token": TOKEN,
+        "app_secret": SECRET,
+        "webhook_url": "http://hooks.example/cloud",
+    }
+    assert call("POST", "/_sim/cloud/numbers", number).status == 201
+    assert call("POST", "/_sim/cloud/numbers", number).status == 400  # already served
+    assert call("POST", "/_sim/cloud/numbers", {**number, "phone_number_id": "x"}).status == 400
+    assert [n["phone_number_id"] for n in json.loads(call("GET", "/_sim/cloud/numbers").body)] == [PNID]
+    assert call("POST", f"/_sim/cloud/{PNID}/templates", {"name": "hi", "body": "Hi {{1}}"}).status == 201
+    sent = call("POST", f"/_sim/cloud/{PNID}/inbound", {"from": "+16505551234", "body": "hello"})
+    assert sent.status == 201 and json.loads(sent.body)["id"].startswith("wamid.")
+    await trio.sleep(0.1)
+    assert len(captured.posts) == 1
+    assert call("POST", f"/_sim/cloud/{PNID}/revoke", {"token": "EAAnew"}).status == 200
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    body = json.dumps({"messaging_product": "whatsapp", **text()}).encode()
+    assert error_of(sim.respond(SimRequest("POST", PATH, headers, body)))["code"] == 190
+    assert json.loads(call("GET", f"/_sim/cloud/{PNID}").body)["unauthorized"] == 1
+    assert call("GET", "/_sim/cloud/999").status == 404
+    assert call("POST", "/_sim/cloud/999/inbound", {"from": "+1650", "body": "x"}).status == 404
+    assert call("DELETE", "/_sim/cloud/numbers").status == 404

@@ -20,7 +20,7 @@ from typing import Final, final
 import trio
 
 from dispatcher.clock import TrioWallClock, WallClock
-from dispatcher.simulator import control, errors
+from dispatcher.simulator import cloud_control, control, errors
 from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
@@ -360,6 +360,8 @@ class Simulator:
     def respond(self, req: SimRequest) -> SimResponse:
         """``handle`` without the coroutine, for callers already in a task."""
         path, _, query = req.target.partition("?")
+        if path.startswith("/_sim/cloud/"):
+            return cloud_control.handle(self.cloud, req.method, path[12:], req.body)
         if path.startswith("/_sim/"):
             return control.handle(self, req.method, path[6:], query, req.body)
         if path.startswith("/v"):  # Graph: /v23.0/{phone-number-id}/messages (digits never start with v)

@@ -1,0 +1,68 @@
+"""Control API of the simulator's Cloud numbers, under ``/_sim/cloud/``.
+
+- ``GET  /_sim/cloud/numbers``: the Cloud numbers served;
+- ``POST /_sim/cloud/numbers``: serve one more (a ``CloudNumber`` JSON object);
+- ``GET  /_sim/cloud/{phone-number-id}``: its counters;
+- ``POST /_sim/cloud/{phone-number-id}/inbound``: ``{"from": "+1...", "body": "..."}``, a customer writes;
+- ``POST /_sim/cloud/{phone-number-id}/templates``: register a ``CloudTemplate``;
+- ``POST /_sim/cloud/{phone-number-id}/revoke``: ``{"token": "..."}`` (optional): the access token
+  stops working (sends get 190); only the given new token works from now on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from dispatcher.simulator.cloud import CloudApi, CloudNumber, CloudTemplate, graph_error
+from dispatcher.simulator.exchange import SimResponse, json_response
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+class _Inbound(msgspec.Struct, forbid_unknown_fields=True):
+    body: str
+    sender: str = msgspec.field(name="from")
+    profile_name: str = "Customer"
+
+
+class _Revoke(msgspec.Struct, forbid_unknown_fields=True):
+    token: str | None = None
+
+
+def _bad(details: str) -> SimResponse:
+    return graph_error(400, 100, "Invalid parameter", details[:300])
+
+
+def handle(api: CloudApi, method: str, path: str, body: bytes) -> SimResponse:
+    """``path`` is what follows ``/_sim/cloud/``."""
+    parts = path.strip("/").split("/")
+    try:
+        if parts == ["numbers"]:
+            if method == "GET":
+                return json_response(200, _encoder.encode(api.numbers()))
+            if method == "POST":
+                api.add_number(msgspec.json.decode(body, type=CloudNumber))
+                return json_response(201, b"{}")
+        elif len(parts) == 1 and method == "GET":
+            return json_response(200, _encoder.encode(api.counters(parts[0])))
+        elif len(parts) == 2 and method == "POST":
+            pnid, action = parts
+            if action == "inbound":
+                inbound = msgspec.json.decode(body, type=_Inbound)
+                wamid = api.inbound_text(
+                    pnid, inbound.sender, inbound.body, profile_name=inbound.profile_name
+                )
+                return json_response(201, _encoder.encode({"id": wamid}))
+            if action == "templates":
+                api.register_template(pnid, msgspec.json.decode(body, type=CloudTemplate))
+                return json_response(201, b"{}")
+            if action == "revoke":
+                api.revoke_token(pnid, msgspec.json.decode(body or b"{}", type=_Revoke).token)
+                return json_response(200, b"{}")
+    except KeyError:
+        return graph_error(404, 100, "Invalid parameter", f"No Cloud number {parts[0][:40]!r}")
+    except (msgspec.DecodeError, ValueError, LookupError) as exc:
+        return _bad(str(exc))
+    return graph_error(404, 100, "Unknown path components", f"{method} /_sim/cloud/{path[:80]}")
