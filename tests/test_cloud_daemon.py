@@ -134,6 +134,9 @@ async def test_onprem_and_cloud_numbers_deliver_in_one_daemon(tmp_path: Path) ->
         [sent] = daemon.simulator.cloud.received(PNID)
         assert sent["messaging_product"] == "whatsapp" and sent["text"]["body"] == "via graph"
         assert [m.content for m in daemon.simulator.received("+15550000001")] == ["via on-prem"]
+        with trio.fail_after(10):  # counted once the simulator's POST has returned
+            while daemon.simulator.cloud.counters(PNID).webhooks_sent < 3:  # noqa: ASYNC110 - a counter, not an event
+                await trio.sleep(0.02)
         assert daemon.simulator.cloud.counters(PNID).webhooks_sent == 3
 
 
