@@ -30,6 +30,7 @@ from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_i
 from dispatcher.frontdoor.app import MAX_BODY, make_app, serve_frontdoor
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.gateway import Gateway
+from dispatcher.media_guard import MediaGuard
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.operations import Operations
 from dispatcher.reload import Reloader
@@ -37,7 +38,7 @@ from dispatcher.sdnotify import Notifier, WriterProgress
 from dispatcher.services import Services
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
 from dispatcher.simulator.server import serve as serve_simulator
-from dispatcher.ssrf import UrlGuard
+from dispatcher.ssrf import Resolver, UrlGuard
 from dispatcher.store import Store
 from dispatcher.supervisor import Supervisor
 from dispatcher.templates import TemplateRegistry, load_file
@@ -156,12 +157,14 @@ async def run_daemon(
     make_transport: TransportFactory = default_transport,
     reload_config: Callable[[], Config] | None = None,
     notifier: Notifier | None = None,
+    resolver: Resolver | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered.
 
     ``reload_config`` re-reads the config for a live reload (SIGHUP, ``POST /admin/v1/reload``);
-    ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``).
+    ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``); ``resolver`` resolves
+    the host names of customer URLs (callbacks, MediaUrl) for the SSRF guard (default: the system's).
     """
     wall = wall or SystemWallClock()
     notifier = notifier or Notifier.from_environ()
@@ -217,6 +220,7 @@ async def run_daemon(
                     crash_window=sup.crash_window,
                     degraded_delay=sup.degraded_retry,
                 )
+                url_guard = UrlGuard(config.callbacks.allow_private, resolver=resolver)
                 gateway = Gateway(
                     store=store,
                     supervisor=supervisor,
@@ -230,13 +234,14 @@ async def run_daemon(
                     ),
                     services=Services(config.services, store),
                     max_body=config.messaging.max_body,
+                    media_guard=MediaGuard(url_guard),
                 )
                 public = PublicUrl(config.server.public_url)
                 sender = CallbackSender(
                     store=store,
                     client=callback_client,
                     auth_token=gateway.auth_token,
-                    guard=UrlGuard(config.callbacks.allow_private),
+                    guard=url_guard,
                     wall=wall,
                     settings=sender_settings(config.callbacks),
                     on_reply=gateway.inbox.reply,

@@ -22,6 +22,7 @@ from dispatcher.compose import apply as apply_content
 from dispatcher.events import WebhookEvents
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.inbox import Applied, Inbox
+from dispatcher.media_guard import MediaGuard
 from dispatcher.models import MessageRecord, new_sid
 from dispatcher.services import Services
 from dispatcher.ssrf import RefusedURLError, check_syntax
@@ -101,6 +102,7 @@ class Gateway:
         templates: TemplateRegistry | None = None,
         services: Services | None = None,
         max_body: int = MAX_BODY,
+        media_guard: MediaGuard | None = None,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -112,6 +114,8 @@ class Gateway:
         self.templates = templates if templates is not None else TemplateRegistry(store)
         self.services = services or Services((), store)
         self.max_body = max_body
+        # SSRF check of MediaUrl hosts at create (the daemon always sets one).
+        self.media_guard = media_guard
         self.scheduler = scheduler.Scheduler(
             store=store, wall=wall, notify=self._notify_part, blocked=self._window_blocks
         )
@@ -292,6 +296,8 @@ class Gateway:
         With an idempotency key, a create already seen returns the original message.
         """
         record = self.validate(account_sid, req)
+        if record.media_urls and self.media_guard is not None:
+            await self.media_guard.check(record.media_urls)
         intake = self.intake(record)
         write: Callable[[WriteTxn], int | idempotency.Replay] = (
             intake

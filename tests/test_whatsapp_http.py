@@ -34,6 +34,11 @@ TEMPLATE = {
 }
 
 
+async def public_dns(host: str, port: int) -> list[str]:
+    """No internet here: every media host is a public address (the SSRF guard resolves them)."""
+    return ["93.184.216.34"]
+
+
 def sdk(running: Running) -> Client:
     client = Client(ACCOUNT, TOKEN)
     client.api.base_url = running.url
@@ -87,7 +92,10 @@ async def test_admin_adds_and_lists_templates_and_the_sdk_sends_one(tmp_path: Pa
 
 async def test_sdk_media_urls_and_a_scheduled_message_canceled(tmp_path: Path) -> None:
     with trio.fail_after(60):
-        async with running_daemon(sandbox_config(tmp_path / "d", extra=EXTRA)) as (daemon, _client):
+        async with running_daemon(sandbox_config(tmp_path / "d", extra=EXTRA), resolver=public_dns) as (
+            daemon,
+            _client,
+        ):
 
             def use_sdk() -> tuple[str, str, str, str, str, str]:
                 client = sdk(daemon)
@@ -151,7 +159,10 @@ async def test_form_parameters_reach_the_whatsapp_rules(tmp_path: Path) -> None:
 
 async def test_json_bodies_carry_media_and_services_too(tmp_path: Path) -> None:
     with trio.fail_after(60):
-        async with running_daemon(sandbox_config(tmp_path / "d", extra=EXTRA)) as (_daemon, client):
+        async with running_daemon(sandbox_config(tmp_path / "d", extra=EXTRA), resolver=public_dns) as (
+            _daemon,
+            client,
+        ):
             resp = await client.post(
                 messages_path(),
                 json={"MessagingServiceSid": SERVICE, "To": TO, "MediaUrl": ["https://x.io/v.mp4"]},
