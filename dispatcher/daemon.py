@@ -246,7 +246,9 @@ async def run_daemon(
                     settings=sender_settings(config.callbacks),
                     on_reply=gateway.inbox.reply,
                 )
-                gateway.inbox.configure(public_url=public.get, wake_callbacks=sender.wake)
+                gateway.inbox.configure(
+                    public_url=public.get, wake_callbacks=sender.wake, media_guard=gateway.media_guard
+                )
                 ops = Operations(gateway)
                 requests = RequestCounts()
                 metrics = Metrics(

@@ -358,10 +358,10 @@ class Gateway:
         """Apply a channel's decoded webhook (any channel): statuses, inbound messages, callbacks."""
         return await self.inbox.apply(info, events)
 
-    def _notify(self, number: str, seq: int, record: MessageRecord) -> None:
+    def _notify(self, number: str, seq: int, record: MessageRecord, part: int = 0) -> None:
         actor = self.supervisor.actor(number)
         if actor is not None:
-            actor.notify(seq, record)
+            actor.notify(seq, record, part)
 
     def _note_status(self, number: str, record: MessageRecord) -> None:
         actor = self.supervisor.actor(number)

@@ -19,8 +19,11 @@ import structlog
 
 from dispatcher import callbacks, ledger, window
 from dispatcher.callbacks import CallbackEntry
+from dispatcher.compose import Content, compose
+from dispatcher.compose import apply as apply_content
 from dispatcher.events import InboundEvent, WebhookEvents
-from dispatcher.frontdoor.twilio import API_VERSION
+from dispatcher.frontdoor.twilio import API_VERSION, TwilioError
+from dispatcher.media_guard import MediaGuard
 from dispatcher.models import MessageRecord, StoredMedia, new_sid
 from dispatcher.store import Store, WriteTxn
 from dispatcher.twiml import Reply
@@ -47,7 +50,7 @@ class InboxNumber(Protocol):
 
 
 class Notifier(Protocol):
-    def __call__(self, number: str, seq: int, record: MessageRecord) -> None: ...
+    def __call__(self, number: str, seq: int, record: MessageRecord, part: int = 0) -> None: ...
 
 
 @attrs.frozen
@@ -84,11 +87,19 @@ class Inbox:
         self._wake = wake_callbacks
         self._notify = notify
         self._on_status = on_status
+        self._media_guard: MediaGuard | None = None
 
-    def configure(self, *, public_url: Callable[[], str], wake_callbacks: Callable[[], None]) -> None:
+    def configure(
+        self,
+        *,
+        public_url: Callable[[], str],
+        wake_callbacks: Callable[[], None],
+        media_guard: MediaGuard | None = None,
+    ) -> None:
         """Late wiring by the daemon: the URL is known once bound, the sender once built."""
         self._public_url = public_url
         self._wake = wake_callbacks
+        self._media_guard = media_guard
 
     async def apply(self, info: InboxNumber, events: WebhookEvents) -> Applied:
         """Apply a whole delivery atomically; raises StoreError if it could not be committed."""
@@ -186,6 +197,22 @@ class Inbox:
             )
         return record
 
+    async def _reply_content(self, account_sid: str, reply: Reply) -> Content:
+        """A TwiML reply's content under a create's rules (media count, URLs, SSRF guard)."""
+        content = compose(
+            account_sid,
+            body=reply.body,
+            media_urls=reply.media,
+            content_sid=None,
+            content_variables=None,
+            validity_period=None,
+            templates=None,
+            max_body=MAX_REPLY_BODY,
+        )
+        if content.media_urls and self._media_guard is not None:
+            await self._media_guard.check(content.media_urls)
+        return content
+
     async def reply(self, key: bytes, entry: CallbackEntry, replies: list[Reply]) -> None:
         """TwiML ``<Message>`` replies to an inbound webhook: queue them and drop the callback, atomically.
 
@@ -202,20 +229,30 @@ class Inbox:
             if len(reply.body) > MAX_REPLY_BODY:
                 log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="too long")
                 continue
-            records.append(
-                MessageRecord(
-                    sid=new_sid(),
-                    account_sid=entry.account_sid,
-                    from_number=entry.number,
-                    to_number=entry.customer,
-                    body=reply.body,
-                    status="queued",
-                    direction="outbound-reply",
-                    date_created=now,
-                    date_updated=now,
-                    status_callback=info.status_callback if info is not None else None,
+            try:
+                content = await self._reply_content(entry.account_sid, reply)
+            except TwilioError as exc:
+                log.warning(
+                    "twiml.reply_ignored",
+                    number=entry.number,
+                    sid=entry.sid,
+                    reason=exc.message,
+                    code=exc.code,
                 )
+                continue
+            record = MessageRecord(
+                sid=new_sid("MM" if content.media_urls else "SM"),
+                account_sid=entry.account_sid,
+                from_number=entry.number,
+                to_number=entry.customer,
+                body=reply.body,
+                status="queued",
+                direction="outbound-reply",
+                date_created=now,
+                date_updated=now,
+                status_callback=info.status_callback if info is not None else None,
             )
+            records.append(apply_content(record, content, start=now))
 
         def fn(txn: WriteTxn) -> list[int]:
             txn.delete(callbacks.DB, key)
@@ -225,7 +262,8 @@ class Inbox:
         for seq, record in zip(seqs, records, strict=True):
             log.info("message.reply_queued", number=record.from_number, sid=record.sid, reply_to=entry.sid)
             if self._notify is not None:
-                self._notify(record.from_number, seq, record)
+                for part in range(record.parts):  # a media reply: one outbox entry per URL
+                    self._notify(record.from_number, seq + part, record, part)
 
 
 def _sent_at(timestamp: float, now: float) -> float:

@@ -5,6 +5,10 @@ the customer wrote to. Either form is accepted::
 
     <Response><Message>Thanks!</Message></Response>
     <Response><Message><Body>Thanks!</Body></Message></Response>
+    <Response><Message><Body>Here</Body><Media>https://a.example/x.jpg</Media></Message></Response>
+
+``<Media>`` children become the reply's MediaUrls; the inbox checks them like
+a create's (at most 10, syntax, SSRF guard) and drops a reply that fails.
 
 The customer's endpoint is untrusted: the body is size-capped and any DOCTYPE
 (entity expansion) is refused before parsing; anything unparseable yields no
@@ -30,6 +34,7 @@ class TwimlError(ValueError):
 class Reply:
     body: str
     to: str | None = None  # ``to`` attribute; None means the customer who wrote
+    media: tuple[str, ...] = ()  # ``<Media>`` URLs, in order
 
 
 def replies(body: bytes) -> list[Reply]:
@@ -56,8 +61,9 @@ def replies(body: bytes) -> list[Reply]:
         body_el = message.find("Body")
         content = (body_el.text if body_el is not None else message.text) or ""
         content = content.strip()
-        if content:
-            found.append(Reply(body=content, to=message.get("to")))
+        media = tuple(url for el in message.findall("Media") if (url := (el.text or "").strip()))
+        if content or media:
+            found.append(Reply(body=content, to=message.get("to"), media=media))
         if len(found) == MAX_REPLIES:
             break
     return found

@@ -308,6 +308,47 @@ async def test_twiml_reply_is_sent_back_to_the_customer(tmp_path: Path) -> None:
                 assert queued_callbacks(daemon) <= 2  # only later statuses may still be queued
 
 
+async def test_twiml_media_reply_goes_out_as_media_and_a_private_media_url_is_dropped(
+    tmp_path: Path,
+) -> None:
+    async def answer(hit: Hit) -> tuple[int, bytes]:
+        if hit.path != "/inbound":
+            return 200, b""
+        return 200, (
+            b"<Response><Message><Body>Your invoice</Body><Media>https://cdn.example.com/inv.pdf</Media>"
+            b"<Media>https://cdn.example.com/logo.jpg</Media></Message>"
+            b"<Message><Body>secret</Body><Media>http://169.254.169.254/latest/meta-data</Media></Message>"
+            b"</Response>"
+        )
+
+    async def public_dns(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    with trio.fail_after(30):
+        async with open_sink(respond=answer) as sink:
+            cfg = config(tmp_path / "d", sink)
+            with capture_logs() as logs:
+                async with running_daemon(cfg, resolver=public_dns) as (daemon, client):
+                    assert daemon.simulator is not None
+                    resp = await sim_control(
+                        daemon, "inbound", {"number": NUMBER, "from": CUSTOMER, "body": "invoice?"}
+                    )
+                    assert resp.status_code == 201
+                    await poll(lambda: len(daemon.simulator.received(NUMBER)) >= 2)  # type: ignore[union-attr]
+                    sent = daemon.simulator.received(NUMBER)
+                    assert [r.type for r in sent] == ["document", "image"]
+                    assert isinstance(sent[0].content, dict)
+                    assert sent[0].content["link"] == "https://cdn.example.com/inv.pdf"
+                    assert sent[0].content.get("caption") == "Your invoice"
+                    listed = (await client.get(messages_path())).json()["messages"]
+                    replies = [m for m in listed if m["direction"] == "outbound-reply"]
+                    # The replies of one answer commit together: the refused one is not stored at all.
+                    assert len(replies) == 1 and replies[0]["num_media"] == "2"
+                    assert replies[0]["sid"].startswith("MM")
+            ignored = [e for e in logs if e["event"] == "twiml.reply_ignored"]
+            assert len(ignored) == 1 and ignored[0]["code"] == 21620
+
+
 # -- durability and isolation ---------------------------------------------------------
 
 

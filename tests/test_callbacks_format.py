@@ -92,6 +92,18 @@ def test_origin_is_the_isolation_unit() -> None:
 # -- TwiML ------------------------------------------------------------------------
 
 
+def test_twiml_media_children_become_the_reply_media() -> None:
+    answer = (
+        b"<Response><Message><Body>Here it is</Body><Media>https://a.example/x.jpg</Media>"
+        b"<Media> https://a.example/y.pdf </Media><Media></Media></Message>"
+        b"<Message><Media>https://a.example/only.png</Media></Message></Response>"
+    )
+    assert twiml.replies(answer) == [
+        twiml.Reply("Here it is", media=("https://a.example/x.jpg", "https://a.example/y.pdf")),
+        twiml.Reply("", media=("https://a.example/only.png",)),
+    ]
+
+
 def test_twiml_message_forms() -> None:
     assert twiml.replies(b"") == []
     assert twiml.replies(b"<Response/>") == []

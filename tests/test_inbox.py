@@ -33,7 +33,7 @@ def make_inbox(store: Store, notified: list[tuple[str, int, MessageRecord]] | No
         wall=TrioWallClock(start=1_700_000_000.0),
         public_url=lambda: "https://gw.example",
         numbers=lambda n: Info() if n == NUMBER else None,
-        notify=(lambda n, seq, r: notified.append((n, seq, r))) if notified is not None else None,
+        notify=(lambda n, seq, r, part=0: notified.append((n, seq, r))) if notified is not None else None,
     )
 
 
