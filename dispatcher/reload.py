@@ -12,7 +12,9 @@ applied number by number:
 - changed endpoints or credentials replace the actor: the old one finishes its
   sends in flight and stops before the new one recovers the outbox, so nothing
   is sent twice by two actors;
-- accounts, webhook secrets and status-callback URLs are swapped in the gateway.
+- accounts, webhook secrets and status-callback URLs are swapped in the gateway;
+- ``[[services]]``, ``[messaging] max_body`` and the ``templates_file`` (re-read;
+  admin-added templates stay) replace the gateway's.
 
 Sections that only take effect on a restart (server, store, simulator, log,
 admin) are reported, not applied.
@@ -32,7 +34,9 @@ from dispatcher.config import Config, ConfigError, NumberConfig
 from dispatcher.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.gateway import Gateway, NumberInfo
 from dispatcher.operations import ReloadResult
+from dispatcher.services import Services
 from dispatcher.supervisor import Supervisor
+from dispatcher.templates import Template, TemplateError, load_file
 
 log = structlog.get_logger()
 
@@ -83,11 +87,12 @@ class Reloader:
         try:
             new = self._load()
             self._check(new)
+            templates = self._templates(new)
         except ConfigError as exc:
             log.error("config.reload_rejected", error=str(exc), kept="running config")
             return ReloadResult(ok=False, error=str(exc))
         try:
-            return await self._apply(new)
+            return await self._apply(new, templates)
         except Exception as exc:
             # A bug or an environment failure half way: say so loudly; the parts applied stay.
             log.error("config.reload_failed", exc_info=exc)
@@ -101,7 +106,18 @@ class Reloader:
                     f"numbers[{i}].simulated: the embedded simulator is not running; restart to add it"
                 )
 
-    async def _apply(self, new: Config) -> ReloadResult:
+    @staticmethod
+    def _templates(new: Config) -> list[Template]:
+        """The new templates file, read now: validate() read it too, but it may have changed since."""
+        path = new.messaging.templates_file
+        if not path:
+            return []
+        try:
+            return load_file(path)
+        except TemplateError as exc:
+            raise ConfigError(f"messaging.templates_file: {exc}") from exc
+
+    async def _apply(self, new: Config, templates: list[Template]) -> ReloadResult:
         old = self.config
         old_numbers = {n.number: n for n in old.numbers}
         new_numbers = {n.number: n for n in new.numbers}
@@ -128,6 +144,9 @@ class Reloader:
             api_keys(new),
             webhooks_only=self._removed,
         )
+        self._gateway.services = Services(new.services, self._gateway.store)
+        self._gateway.max_body = new.messaging.max_body
+        self._gateway.templates.reload(templates)
         self.config = new
         drain = new.server.drain_timeout
         for number in sorted(retuned):

@@ -174,6 +174,11 @@ class TemplateRegistry:
                 if stored.sid not in self._by_sid:  # the file wins over an older admin copy
                     self._add(stored)
 
+    def reload(self, configured: Iterable[Template]) -> None:
+        """A reloaded templates file: its templates replace the old file's; admin-added ones stay."""
+        fresh = TemplateRegistry(self._store, configured)
+        self._by_sid, self._by_account = fresh._by_sid, fresh._by_account
+
     def _add(self, template: Template) -> None:
         if template.sid in self._by_sid:
             raise TemplateExistsError(f"template {template.sid} is defined twice")
