@@ -1,6 +1,6 @@
 """Client cost per request: plain h11 loop (the floor) vs H11Pool vs httpx, in requests per CPU-second.
 
-A plain h11 server runs in a subprocess (``--serve``), so only the client's CPU
+bench.floor's plain h11 server runs in a subprocess, so only the client's CPU
 is measured here (``time.process_time`` of this process). Each case runs for
 ``--duration`` seconds after a short warm-up; the request is the hot path's
 shape: a POST of a ~200-byte JSON body with an auth header, a small JSON reply.
@@ -25,56 +25,15 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import h11
 import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.h11pool import H11Pool
+from bench.floor import BODY, HEADERS, POOL_INFLIGHT, TARGET, WARMUP, h11_loop_request
 
-TARGET = b"/v17.0/15550000001/messages"
-BODY = (
-    b'{"messaging_product":"whatsapp","recipient_type":"individual","to":"15551234567",'
-    b'"type":"text","text":{"preview_url":false,"body":"Your code is 123456. It expires in 10 minutes."}}'
-)
-AUTH = (b"authorization", b"Bearer EAAJB0123456789abcdefghijklmnopqrstuvwxyz")
-JSON = (b"content-type", b"application/json")
-REPLY = b'{"messaging_product":"whatsapp","contacts":[{"input":"15551234567","wa_id":"15551234567"}],"messages":[{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}]}'  # noqa: E501
-
-POOL_INFLIGHT = (1, 10, 50, 100)
 HTTPX_INFLIGHT = (1, 10, 50)
-WARMUP = 0.3
-
-
-# -- server (subprocess) -----------------------------------------------------------------------------
-
-
-async def _serve_connection(stream: trio.SocketStream) -> None:
-    conn = h11.Connection(h11.SERVER)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(REPLY))]
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.EndOfMessage):
-                out = conn.send(h11.Response(status_code=200, headers=headers))
-                assert out is not None
-                out += conn.send(h11.Data(data=REPLY)) or b""
-                out += conn.send(h11.EndOfMessage()) or b""
-                await stream.send_all(out)
-                conn.start_next_cycle()
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-    except (trio.BrokenResourceError, h11.RemoteProtocolError):
-        return
-
-
-async def serve() -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    print(listeners[0].socket.getsockname()[1], flush=True)
-    await trio.serve_listeners(_serve_connection, listeners)
 
 
 # -- clients -----------------------------------------------------------------------------------------
@@ -117,36 +76,14 @@ def floor_case(port: int) -> Callable[[], Awaitable[Callable[[], Awaitable[None]
     """One trio stream, one h11.Connection, h11 used the ordinary way: the cheapest correct client."""
 
     async def make() -> Callable[[], Awaitable[None]]:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        conn = h11.Connection(h11.CLIENT)
-        host = (b"host", b"127.0.0.1:%d" % port)
-
-        async def request() -> None:
-            headers = [host, AUTH, JSON, (b"content-length", b"%d" % len(BODY))]
-            out = conn.send(h11.Request(method=b"POST", target=TARGET, headers=headers))
-            assert out is not None
-            out += conn.send(h11.Data(data=BODY)) or b""
-            out += conn.send(h11.EndOfMessage()) or b""
-            await stream.send_all(out)
-            body = []
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Data):
-                    body.append(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-            conn.start_next_cycle()
-
-        return request
+        return h11_loop_request(await trio.open_tcp_stream("127.0.0.1", port), port)
 
     return make
 
 
 def pool_case(pool: H11Pool) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
     async def make() -> Callable[[], Awaitable[None]]:
-        headers = [AUTH, JSON]
+        headers = HEADERS
 
         async def request() -> None:
             await pool.request(b"POST", TARGET, headers, BODY)
@@ -158,7 +95,7 @@ def pool_case(pool: H11Pool) -> Callable[[], Awaitable[Callable[[], Awaitable[No
 
 def httpx_case(client: httpx.AsyncClient) -> Callable[[], Awaitable[Callable[[], Awaitable[None]]]]:
     async def make() -> Callable[[], Awaitable[None]]:
-        headers = {"authorization": AUTH[1].decode(), "content-type": JSON[1].decode()}
+        headers = {name.decode(): value.decode() for name, value in HEADERS}
         target = TARGET.decode()
 
         async def request() -> None:
@@ -208,15 +145,14 @@ async def run_all(port: int, duration: float) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", action="store_true", help="run the h11 server (used as the subprocess)")
     parser.add_argument("--duration", type=float, default=2.5, help="seconds measured per case")
     parser.add_argument("--profile", metavar="CASE", help="cProfile one case (floor, pool:N, httpx:N)")
     parser.add_argument("cases", nargs="*", help="run only these cases (table only, no JSON)")
     args = parser.parse_args()
-    if args.serve:
-        trio.run(serve)
-        return
-    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", "--serve", "h11"], cwd=root, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())

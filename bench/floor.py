@@ -235,7 +235,7 @@ async def server_case(server: Server, duration: float, connections: int = 8) -> 
     return _figures(done, wall, cpu)
 
 
-def _h11_loop_request(stream: trio.SocketStream, port: int) -> Callable[[], Awaitable[None]]:
+def h11_loop_request(stream: trio.SocketStream, port: int) -> Callable[[], Awaitable[None]]:
     conn = h11.Connection(h11.CLIENT)
     host = (b"host", b"127.0.0.1:%d" % port)
 
@@ -264,7 +264,7 @@ async def client_case(port: int, kind: str, inflight: int, duration: float) -> d
     pool: H11Pool | None = None
     if kind == "h11":
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        request = _h11_loop_request(stream, port)
+        request = h11_loop_request(stream, port)
     else:
         pool = H11Pool(f"http://127.0.0.1:{port}", max_connections=max(16, min(inflight, 100)))
         client = pool
