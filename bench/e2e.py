@@ -12,6 +12,16 @@ the simulator's counters until every message reached it.
 Usage::
 
     .venv/bin/python -m bench.e2e --numbers 3 --messages 3000 [--concurrency 32] [--json]
+    .venv/bin/python -m bench.e2e --channel cloud --peer --numbers 3 --messages 30000 \
+        --intake batch --status-batch 500 [--json]
+
+``--channel cloud`` gives the daemon Cloud API numbers (throughput ``--rate``,
+1000/s by default, the messaging tier unlimited, one recipient per message
+because of the pair rate) on the simulator's Cloud mode, whose signed status
+webhooks come batched by ``--status-batch``. ``--peer`` first runs bench.peer
+(pywa straight at the same simulator, through a number of its own) while the
+daemon is up and idle, and adds ``peer_sent_per_s`` and ``ratio_vs_peer``
+(delivered_per_s / peer_sent_per_s) to the JSON line.
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -29,10 +39,12 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any, cast
 
 import trio
 
 from actors.h11pool import H11Pool
+from bench import cloud
 from bench.floor import Server, server_case
 from bench.procstat import cpu_seconds, free_port, rss_mb
 from bench.progress import Bars, bars
@@ -61,11 +73,13 @@ def write_config(
     *,
     burst: int | None = None,
     embedded: bool = True,
+    channel: str = "onprem",
 ) -> Path:
     """N numbers on a simulator enforcing the same ``rate``/``burst`` as the numbers.
 
     ``embedded``: the daemon runs the simulator itself (``simulated = true``);
     otherwise the numbers point at a simulator process on ``sim_port`` (``start_simulator``).
+    ``channel = "cloud"``: Cloud API numbers (``bench.cloud``), ``rate`` as their throughput.
     """
     burst = int(rate) if burst is None else burst
     parts = [
@@ -93,6 +107,10 @@ webhook_batch = {webhook_batch}
 """
         )
     for i in range(numbers):
+        if channel == "cloud":
+            where = "simulated = true" if embedded else f'endpoints = ["http://127.0.0.1:{sim_port}"]'
+            parts.append(cloud.number_section(i, number_digits(i), ACCOUNT, where, rate, burst, 64))
+            continue
         where = (
             "simulated = true"
             if embedded
@@ -203,13 +221,18 @@ def create_path() -> bytes:
     return f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
 
 
-def create_bodies(numbers: int, messages: int) -> list[bytes]:
-    """Twilio-form creates, round-robin over the numbers, 1000 recipients."""
+def recipient(i: int, channel: str = "onprem") -> str:
+    """Message ``i``'s recipient: 1000 of them round-robin, or one per message on Cloud (pair rate)."""
+    return cloud.recipient(i) if channel == "cloud" else f"+1555123{i % 1000:04d}"
+
+
+def create_bodies(numbers: int, messages: int, channel: str = "onprem") -> list[bytes]:
+    """Twilio-form creates, round-robin over the numbers (recipients: ``recipient``)."""
     return [
         urllib.parse.urlencode(
             {
                 "From": f"whatsapp:+{number_digits(i % numbers)}",
-                "To": f"whatsapp:+1555123{i % 1000:04d}",
+                "To": f"whatsapp:{recipient(i, channel)}",
                 "Body": f"Your code is {i:06d}. It expires in 10 minutes.",
             }
         ).encode()
@@ -217,12 +240,12 @@ def create_bodies(numbers: int, messages: int) -> list[bytes]:
     ]
 
 
-def batch_bodies(numbers: int, messages: int, size: int) -> list[tuple[bytes, int]]:
+def batch_bodies(numbers: int, messages: int, size: int, channel: str = "onprem") -> list[tuple[bytes, int]]:
     """``POST /v1/messages:batch`` JSON arrays of up to ``size`` messages: (body, count)."""
     items = [
         {
             "from": f"whatsapp:+{number_digits(i % numbers)}",
-            "to": f"whatsapp:+1555123{i % 1000:04d}",
+            "to": f"whatsapp:{recipient(i, channel)}",
             "body": f"Your code is {i:06d}. It expires in 10 minutes.",
         }
         for i in range(messages)
@@ -258,10 +281,10 @@ async def drive(
     if args.intake == "batch":
         headers = [front_headers()[0], (b"content-type", b"application/json")]
         path, created = BATCH_PATH, 200
-        requests = batch_bodies(args.numbers, args.messages, args.batch_size)
+        requests = batch_bodies(args.numbers, args.messages, args.batch_size, args.channel)
     else:
         headers, path, created = front_headers(), create_path(), 201
-        requests = [(body, 1) for body in create_bodies(args.numbers, args.messages)]
+        requests = [(body, 1) for body in create_bodies(args.numbers, args.messages, args.channel)]
     sent_before = [0]
     for _, count in requests:
         sent_before.append(sent_before[-1] + count)
@@ -312,7 +335,9 @@ async def drive(
         intake_cpu = cpu_seconds(pid) - cpu0
         with trio.move_on_after(0 if args.intake_only else args.timeout):
             while delivered < args.messages - errors:
-                delivered, rejected_429 = await sim_counts(sim)
+                delivered, rejected_429 = await (
+                    cloud.sim_counts(sim, args.numbers) if args.channel == "cloud" else sim_counts(sim)
+                )
                 bar.update("delivered", delivered)
                 await trio.sleep(0.02)
     delivered_s = time.perf_counter() - t0
@@ -338,6 +363,7 @@ async def drive(
             "daemon_rss_mb": round(rss_mb(pid), 1),
         }
     return {
+        "channel": args.channel,
         "numbers": args.numbers,
         "messages": args.messages,
         "concurrency": args.concurrency,
@@ -359,14 +385,42 @@ async def drive(
     }
 
 
+def peer_results(peer: dict[str, Any], delivered_per_s: float) -> dict[str, object]:
+    """The peer's figures for the final line, and wadispatch's delivered rate over its best."""
+    best = float(peer["sent_per_s"])
+    return {
+        "peer_sent_per_s": best,
+        "peer_best_inflight": peer["best_inflight"],
+        "peer_levels": {str(level["inflight"]): level["sent_per_s"] for level in peer["levels"]},
+        "peer_errors": peer["errors"],
+        "ratio_vs_peer": round(delivered_per_s / best, 2) if best > 0 else None,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numbers", type=int, default=3)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--rate", type=float, default=100_000.0, help="per-number limit (default: out of reach)"
+        "--channel",
+        choices=("onprem", "cloud"),
+        default="onprem",
+        help="the numbers' channel: On-Prem, or the Cloud API (simulator in its Cloud mode)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="per-number limit (default: out of reach on-prem; 1000/s, Meta's highest, on Cloud)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="Cloud: also run bench.peer (pywa) against the same simulator, for ratio_vs_peer",
+    )
+    parser.add_argument("--peer-messages", type=int, default=2000, help="peer sends per concurrency level")
+    parser.add_argument("--peer-sweep", default="1,4,16,64", help="peer in-flight levels")
     parser.add_argument(
         "--intake",
         choices=("single", "batch"),
@@ -406,6 +460,12 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args()
+    if args.rate is None:
+        args.rate = cloud.MAX_THROUGHPUT if args.channel == "cloud" else 100_000.0
+    if args.channel == "cloud" and args.rate > cloud.MAX_THROUGHPUT:
+        parser.error(f"--rate: a Cloud number's throughput is at most {cloud.MAX_THROUGHPUT:g}/s")
+    if args.peer and (args.channel != "cloud" or args.intake_only or args.peer_messages < 1):
+        parser.error("--peer needs --channel cloud, delivery (not --intake-only) and --peer-messages >= 1")
     if (
         args.numbers < 1
         or args.messages < 1
@@ -431,16 +491,32 @@ def main() -> int:
             args.webhook_batch,
             burst=burst,
             embedded=args.embedded_sim,
+            channel=args.channel,
         )
         sim_proc = None if args.embedded_sim else start_simulator(sim_port, args.webhook_batch)
         proc = None
         try:
-            if sim_proc is not None:
+            if sim_proc is not None and args.channel == "cloud":
+                numbers = [
+                    cloud.sim_number(
+                        i, number_digits(i), f"{url}/webhooks/cloud/{number_digits(i)}", args.rate, burst
+                    )
+                    for i in range(args.numbers)
+                ]
+                trio.run(cloud.register, sim_url, numbers)
+            elif sim_proc is not None:
                 trio.run(register_numbers, sim_url, port, args.numbers, args.rate, burst)
             proc = start_daemon(cfg)
             trio.run(wait_ready, url)
+            peer = None
+            if args.peer:  # the daemon is up and idle: same simulator, same machine state
+                peer_number = cloud.peer_number(args.rate * args.numbers, burst * args.numbers)
+                trio.run(cloud.register, sim_url, [peer_number])
+                peer = cloud.run_peer(sim_url, args.peer_messages, args.peer_sweep)
             sim_pid = None if sim_proc is None else sim_proc.pid
             result = trio.run(drive, args, url, sim_url, proc.pid, sim_pid)
+            if peer is not None:
+                result.update(peer_results(peer, cast(float, result["delivered_per_s"])))
         finally:
             if proc is not None:
                 stop_daemon(proc)

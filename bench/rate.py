@@ -18,6 +18,12 @@ Per number it reports:
 Usage::
 
     .venv/bin/python -m bench.rate [--numbers 1] [--rate 20] [--burst 60] [--duration 30] [--json]
+    .venv/bin/python -m bench.rate --channel cloud [--rate 80] [--burst 80] [--json]
+
+With ``--channel cloud`` the numbers are Cloud API numbers (Meta's default
+throughput, 80 msg/s with bursts of 80, the messaging tier unlimited, one
+recipient per message so the pair rate never binds), and ``rejected_429``
+counts Meta's limit refusals (130429, 131056, 131048: HTTP 400 on Graph).
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -36,10 +42,12 @@ from typing import Any
 import trio
 
 from actors.h11pool import H11Pool
+from bench import cloud
 from bench.e2e import (
     create_bodies,
     create_path,
     front_headers,
+    number_digits,
     start_daemon,
     stop_daemon,
     wait_ready,
@@ -50,7 +58,17 @@ from bench.procstat import free_port
 Samples = list[tuple[float, int]]
 
 
-async def _sim_counters(sim: H11Pool) -> dict[str, dict[str, int]]:
+async def _sim_counters(sim: H11Pool, channel: str, count: int) -> dict[str, dict[str, int]]:
+    """Per number: ``accepted`` and ``rejected_429`` (on Cloud, Meta's three limit refusals)."""
+    if channel == "cloud":
+        figures = await cloud.counters(sim, count)
+        return {
+            f"+{number_digits(i)}": {
+                "accepted": figures[cloud.pnid(i)]["accepted"],
+                "rejected_429": cloud.refused(figures[cloud.pnid(i)]),
+            }
+            for i in range(count)
+        }
     resp = await sim.request(b"GET", b"/_sim/counters", [], b"")
     numbers: dict[str, dict[str, int]] = json.loads(resp.body)["numbers"]
     return numbers
@@ -59,7 +77,7 @@ async def _sim_counters(sim: H11Pool) -> dict[str, dict[str, int]]:
 async def drive(args: argparse.Namespace, url: str, sim_url: str) -> dict[str, Any]:
     per_number = math.ceil(args.rate * args.duration + args.burst * 1.5 + 10)
     total = per_number * args.numbers
-    bodies = create_bodies(args.numbers, total)
+    bodies = create_bodies(args.numbers, total, args.channel)
     front = H11Pool(url, max_connections=8, request_timeout=30.0)
     sim = H11Pool(sim_url, max_connections=1)
     samples: dict[str, Samples] = {}
@@ -80,13 +98,13 @@ async def drive(args: argparse.Namespace, url: str, sim_url: str) -> dict[str, A
         for lo in range(0, total, step):
             nursery.start_soon(post, lo, min(total, lo + step))
         while (asked := time.perf_counter()) < end:
-            counters = await _sim_counters(sim)
+            counters = await _sim_counters(sim, args.channel, args.numbers)
             # The counters were read somewhere between asking and hearing back: take the midpoint.
             at = (asked + time.perf_counter()) / 2 - t0
             for number, figures in counters.items():
                 samples.setdefault(number, []).append((at, figures["accepted"]))
             await trio.sleep(args.sample)
-    counters = await _sim_counters(sim)
+    counters = await _sim_counters(sim, args.channel, args.numbers)
     await front.aclose()
     await sim.aclose()
     if errors:
@@ -99,6 +117,7 @@ async def drive(args: argparse.Namespace, url: str, sim_url: str) -> dict[str, A
         result["numbers"][number] = figures
     every = result["numbers"].values()
     result.update(
+        channel=args.channel,
         rate=args.rate,
         burst=args.burst,
         duration_s=args.duration,
@@ -146,18 +165,36 @@ def analyse(series: Samples, rate: float, burst: int, settle: float = 1.0) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--numbers", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=20.0, help="configured msgs/s per number (On-Prem: 20)")
-    parser.add_argument("--burst", type=int, default=60, help="configured burst per number (On-Prem: 60)")
+    parser.add_argument(
+        "--channel", choices=("onprem", "cloud"), default="onprem", help="On-Prem, or Cloud API numbers"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=None, help="configured msgs/s per number (On-Prem: 20, Cloud: 80)"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=None, help="configured burst per number (On-Prem: 60, Cloud: 80)"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of saturation")
     parser.add_argument("--sample", type=float, default=0.05, help="seconds between counter samples")
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args(argv)
+    if args.rate is None:
+        args.rate = 80.0 if args.channel == "cloud" else 20.0
+    if args.burst is None:
+        args.burst = 80 if args.channel == "cloud" else 60
     if args.numbers < 1 or args.rate <= 0 or args.burst < 1 or args.duration <= 0 or args.sample <= 0:
         parser.error("--numbers and --burst must be >= 1; --rate, --duration and --sample > 0")
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-rate-") as tmp:
         port, sim_port = free_port(), free_port()
         cfg = write_config(
-            Path(tmp) / "data", port, sim_port, args.numbers, args.rate, webhook_batch=50, burst=args.burst
+            Path(tmp) / "data",
+            port,
+            sim_port,
+            args.numbers,
+            args.rate,
+            webhook_batch=50,
+            burst=args.burst,
+            channel=args.channel,
         )
         proc = start_daemon(cfg)
         try:

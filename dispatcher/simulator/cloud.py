@@ -25,30 +25,23 @@ Webhooks use the Cloud envelope (``object / entry / changes / value`` with
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
-import itertools
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final, final
 
 import attrs
-import httpx
 import msgspec
-import structlog
 import trio
 
 from dispatcher.clock import WallClock
+from dispatcher.simulator.cloud_hooks import CloudHooks, Destination, user_id
+from dispatcher.simulator.cloud_hooks import SignedPoster as SignedPoster  # re-exported
+from dispatcher.simulator.cloud_hooks import sign as sign  # re-exported
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX
 from dispatcher.simulator.exchange import SimRequest, SimResponse, json_response
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.ratelimit import RateGate
-
-log = structlog.get_logger(__name__)
-
-SignedPoster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
-"""``await poster(url, body, headers) -> HTTP status``; raising counts as a failed attempt."""
 
 WINDOW: Final = 24 * 3600.0
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
@@ -107,7 +100,7 @@ class _State:
     reached: dict[str, float] = attrs.Factory(dict)  # recipient -> wall time first reached (tier)
     reached_order: deque[tuple[float, str]] = attrs.Factory(deque)
     last_inbound: dict[str, float] = attrs.Factory(dict)  # customer -> wall time of their last message
-    received: list[dict[str, Any]] = attrs.Factory(list)
+    received: deque[dict[str, Any]] = attrs.Factory(deque)  # the latest sends, bounded by add_number
 
 
 def graph_error(
@@ -126,15 +119,6 @@ def graph_error(
     return json_response(status, _encoder.encode({"error": error}))
 
 
-def sign(app_secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def user_id(digits: str) -> str:
-    """A stable business-scoped user id for a customer (``CC.<digits>``), as Meta adds since 2026."""
-    return "US." + str(int(hashlib.sha256(digits.encode()).hexdigest()[:16], 16))
-
-
 @final
 class CloudApi:
     """Every Cloud number of one simulator, by phone number id."""
@@ -149,18 +133,26 @@ class CloudApi:
         invalid_prefix: str = DEFAULT_INVALID_PREFIX,
         webhook_retries: int = 3,
         webhook_retry_delay: float = 0.2,
+        webhook_batch: int = 1,
+        webhook_concurrency: int = 1,
+        received_limit: int = 100_000,
     ) -> None:
         self._wall = wall_clock
         self._ids = ids
-        self._delays = status_delays
-        self._poster = poster
         self._invalid_prefix = invalid_prefix
-        self._retries = webhook_retries
-        self._retry_delay = webhook_retry_delay
+        self._received_limit = received_limit
         self._numbers: dict[str, _State] = {}
-        self._jobs: list[tuple[float, int, Callable[[], tuple[str, str, bytes] | None]]] = []
-        self._seq = itertools.count()
-        self._wakeup = trio.Event()
+        self._hooks = CloudHooks(
+            lookup=self._destination,
+            count=self._count_post,
+            wall_clock=wall_clock,
+            status_delays=status_delays,
+            batch=webhook_batch,
+            concurrency=webhook_concurrency,
+            retries=webhook_retries,
+            retry_delay=webhook_retry_delay,
+            poster=poster,
+        )
 
     # -- numbers ------------------------------------------------------------------
 
@@ -170,7 +162,10 @@ class CloudApi:
         if number.phone_number_id in self._numbers:
             raise ValueError(f"phone number id {number.phone_number_id} is already simulated")
         self._numbers[number.phone_number_id] = _State(
-            number, RateGate(number.throughput, number.throughput_burst), token=number.access_token
+            number,
+            RateGate(number.throughput, number.throughput_burst),
+            token=number.access_token,
+            received=deque(maxlen=self._received_limit),
         )
 
     def remove_number(self, phone_number_id: str) -> None:
@@ -183,7 +178,7 @@ class CloudApi:
         return msgspec.structs.replace(self._numbers[phone_number_id].counters)
 
     def received(self, phone_number_id: str) -> list[dict[str, Any]]:
-        """The accepted send bodies, in arrival order."""
+        """The latest accepted send bodies (up to ``received_limit``), in arrival order."""
         return list(self._numbers[phone_number_id].received)
 
     def set_webhook_url(self, phone_number_id: str, url: str | None) -> None:
@@ -236,7 +231,7 @@ class CloudApi:
                 }
             ],
         }
-        self._schedule(trio.current_time(), state, value)
+        self._hooks.push_value(phone_number_id, digits, value)
         return wamid
 
     # -- requests -------------------------------------------------------------------
@@ -339,7 +334,8 @@ class CloudApi:
             failure = (131026, "Message undeliverable")
         elif state.config.enforce_window and kind != "template" and not in_window:
             failure = (131047, "Re-engagement message")
-        self._schedule_statuses(state, wamid, digits, failure)
+        if state.config.webhook_url is not None:
+            self._hooks.push_statuses(state.config.phone_number_id, wamid, digits, failure)
         answer: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "contacts": [{"input": to, "wa_id": digits}],
@@ -415,7 +411,7 @@ class CloudApi:
         order.append((wall_now, digits))
         return True
 
-    # -- webhooks -----------------------------------------------------------------
+    # -- webhooks (posted by CloudHooks) -----------------------------------------------------------------
 
     def _wamid(self) -> str:
         return "wamid." + self._ids.new("HBgL")
@@ -427,102 +423,24 @@ class CloudApi:
             "phone_number_id": state.config.phone_number_id,
         }
 
-    def _schedule_statuses(
-        self, state: _State, wamid: str, digits: str, failure: tuple[int, str] | None
-    ) -> None:
-        if self._delays is None or state.config.webhook_url is None:
-            return
-        start = trio.current_time()
-        stages = ["failed"] if failure is not None else ["sent", "delivered", "read"]
-        for delay, stage in zip(self._delays, stages, strict=False):
-            status: dict[str, Any] = {"id": wamid, "status": stage, "recipient_id": digits}
-            if failure is not None:
-                code, title = failure
-                status["errors"] = [
-                    {"code": code, "title": title, "message": title, "error_data": {"details": title}}
-                ]
-            else:
-                status["conversation"] = {
-                    "id": hashlib.md5(digits.encode()).hexdigest(),
-                    "origin": {"type": "utility"},
-                }
-                status["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility"}
-            value = {
-                "messaging_product": "whatsapp",
-                "metadata": self._metadata(state),
-                "contacts": [{"wa_id": digits, "user_id": user_id(digits)}],
-                "statuses": [status],
-            }
-            self._schedule(start + delay, state, value)
-
-    def _schedule(self, due: float, state: _State, value: dict[str, Any]) -> None:
+    def _destination(self, phone_number_id: str) -> Destination | None:
+        state = self._numbers.get(phone_number_id)
+        if state is None:
+            return None
         config = state.config
+        if config.webhook_url is None:
+            return None
+        return Destination(config.webhook_url, config.app_secret, config.waba_id, self._metadata(state))
 
-        def build() -> tuple[str, str, bytes] | None:
-            if config.webhook_url is None:
-                return None
-            for stamp in value.get("statuses", []):
-                stamp["timestamp"] = str(int(self._wall.now()))
-            body = _encoder.encode(
-                {
-                    "object": "whatsapp_business_account",
-                    "entry": [{"id": config.waba_id, "changes": [{"field": "messages", "value": value}]}],
-                }
-            )
-            return config.webhook_url, config.app_secret, body
-
-        heapq.heappush(self._jobs, (due, next(self._seq), build))
-        self._wakeup.set()
+    def _count_post(self, phone_number_id: str, delivered: bool) -> None:
+        state = self._numbers.get(phone_number_id)
+        if state is None:
+            return
+        if delivered:
+            state.counters.webhooks_sent += 1
+        else:
+            state.counters.webhooks_failed += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Post due webhooks, in order, until cancelled."""
-        if self._poster is not None:
-            task_status.started()
-            await self._loop(self._poster)
-            return
-        async with httpx.AsyncClient(timeout=10.0) as client:
-
-            async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
-                return (await client.post(url, content=body, headers=headers)).status_code
-
-            task_status.started()
-            await self._loop(post)
-
-    async def _loop(self, poster: SignedPoster) -> None:
-        while True:
-            if not self._jobs:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                continue
-            due = self._jobs[0][0]
-            if due > trio.current_time():
-                with trio.move_on_at(due):
-                    await self._wakeup.wait()
-                    self._wakeup = trio.Event()
-                continue
-            _, _, build = heapq.heappop(self._jobs)
-            built = build()
-            if built is not None:
-                await self._post(poster, *built)
-
-    async def _post(self, poster: SignedPoster, url: str, secret: str, body: bytes) -> None:
-        headers = {"content-type": "application/json", "x-hub-signature-256": sign(secret, body)}
-        delay = self._retry_delay
-        for attempt in range(self._retries + 1):
-            try:
-                status = await poster(url, body, headers)
-            except Exception as exc:  # a dead receiver must not stop the simulator
-                log.info("sim.cloud_webhook_error", url=url, error=str(exc)[:200], attempt=attempt)
-                status = 0
-            if 200 <= status < 300:
-                self._count(body, "webhooks_sent")
-                return
-            await trio.sleep(delay)
-            delay *= 2
-        self._count(body, "webhooks_failed")
-
-    def _count(self, body: bytes, counter: str) -> None:
-        pnid = msgspec.json.decode(body)["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"]
-        state = self._numbers.get(pnid)
-        if state is not None:
-            setattr(state.counters, counter, getattr(state.counters, counter) + 1)
+        """Post due webhooks (batched per number, in order per recipient) until cancelled."""
+        await self._hooks.run(task_status=task_status)

@@ -129,6 +129,9 @@ class Simulator:
             invalid_prefix=invalid_prefix,
             webhook_retries=webhook_retries,
             webhook_retry_delay=webhook_retry_delay,
+            webhook_batch=webhook_batch,
+            webhook_concurrency=webhook_concurrency,
+            received_limit=received_limit,
         )
         for number in numbers:
             self.add_number(number)
