@@ -29,6 +29,7 @@ from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_liste
 from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.frontdoor.app import MAX_BODY, make_app, serve_frontdoor
 from dispatcher.frontdoor.fastlane import FastLane
+from dispatcher.frontdoor.keepalive import ShieldFinalSend
 from dispatcher.gateway import Gateway
 from dispatcher.media_guard import MediaGuard
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -267,7 +268,7 @@ async def run_daemon(
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
                 )
-                app = FastLane(quart_app, gateway, max_body=MAX_BODY, requests=requests)
+                app = FastLane(ShieldFinalSend(quart_app), gateway, max_body=MAX_BODY, requests=requests)
                 _callback_metrics(metrics.collector, store, sender)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
