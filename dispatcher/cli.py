@@ -78,6 +78,7 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dispatcher import gcpolicy
     from dispatcher.daemon import run_daemon
     from dispatcher.store import StoreError
 
@@ -98,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wadispatch: config error: {exc}\n")
         return 2
     logs.configure(cfg.log.level)
+    gcpolicy.configure()
     try:
         trio.run(lambda: run_daemon(cfg, reload_config=load))
     except StoreError as exc:
