@@ -298,6 +298,7 @@ async def run_daemon(
                                 supervisor=supervisor,
                                 gateway=gateway,
                                 fleet=fleet,
+                                url_guard=url_guard,
                             )
                             ops.set_reload(reloader)
                         if handle_signals:

@@ -14,10 +14,12 @@ applied number by number:
   is sent twice by two actors;
 - accounts, webhook secrets and status-callback URLs are swapped in the gateway;
 - ``[[services]]``, ``[messaging] max_body`` and the ``templates_file`` (re-read;
-  admin-added templates stay) replace the gateway's.
+  admin-added templates stay) replace the gateway's;
+- ``[callbacks] allow_private`` replaces the SSRF allow-list of callbacks and
+  MediaUrl checks.
 
 Sections that only take effect on a restart (server, store, simulator, log,
-admin) are reported, not applied.
+admin, and the callback sender's other settings) are reported, not applied.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import structlog
 import trio
 
 from dispatcher.auth import api_keys
-from dispatcher.config import Config, ConfigError, NumberConfig
+from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig
 from dispatcher.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.gateway import Gateway, NumberInfo
 from dispatcher.operations import ReloadResult
 from dispatcher.services import Services
+from dispatcher.ssrf import UrlGuard
 from dispatcher.supervisor import Supervisor
 from dispatcher.templates import Template, TemplateError, load_file
 
@@ -58,6 +61,11 @@ def _resolved(num: NumberConfig) -> dict[str, object]:
     return fields
 
 
+def _sender_settings(config: Config) -> CallbacksConfig:
+    """The [callbacks] settings the running sender keeps until a restart (all but the allow-list)."""
+    return msgspec.structs.replace(config.callbacks, allow_private=[])
+
+
 def changed_fields(old: NumberConfig, new: NumberConfig) -> set[str]:
     before, after = _resolved(old), _resolved(new)
     return {name for name in before if before[name] != after[name]}
@@ -73,6 +81,7 @@ class Reloader:
         supervisor: Supervisor,
         gateway: Gateway,
         fleet: Fleet,
+        url_guard: UrlGuard | None = None,
         poll_interval: float = 0.05,
     ) -> None:
         self._load = load
@@ -80,6 +89,7 @@ class Reloader:
         self._supervisor = supervisor
         self._gateway = gateway
         self._fleet = fleet
+        self._url_guard = url_guard
         self._poll = poll_interval
         self._removed: dict[str, NumberInfo] = {}
 
@@ -132,6 +142,8 @@ class Reloader:
             elif changes & _TUNABLE:
                 retuned.append(number)
         restart = [s for s in RESTART_SECTIONS if getattr(old, s) != getattr(new, s)]
+        if _sender_settings(old) != _sender_settings(new):
+            restart.append("callbacks")
 
         for number in added:
             self._removed.pop(number, None)
@@ -147,6 +159,8 @@ class Reloader:
         self._gateway.services = Services(new.services, self._gateway.store)
         self._gateway.max_body = new.messaging.max_body
         self._gateway.templates.reload(templates)
+        if self._url_guard is not None and old.callbacks.allow_private != new.callbacks.allow_private:
+            self._url_guard.set_allow(new.callbacks.allow_private)
         self.config = new
         drain = new.server.drain_timeout
         for number in sorted(retuned):

@@ -91,13 +91,21 @@ async def _system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+def _networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
 @final
 class UrlGuard:
     """Checks customer URLs; ``allow`` lists CIDRs or addresses exempt from the block list."""
 
     def __init__(self, allow: Iterable[str] = (), *, resolver: Resolver | None = None) -> None:
-        self._allow = tuple(ipaddress.ip_network(entry, strict=False) for entry in allow)
+        self._allow = _networks(allow)
         self._resolve = resolver or _system_resolver
+
+    def set_allow(self, allow: Iterable[str]) -> None:
+        """Replace the allow-list (live reload); checks from here on use the new one."""
+        self._allow = _networks(allow)
 
     def allowed(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self._allow) or not blocked(ip)

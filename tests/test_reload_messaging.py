@@ -106,3 +106,26 @@ async def test_invalid_messaging_values_are_rejected_and_the_old_ones_kept(tmp_p
                 client, From=f"whatsapp:{N1}", ContentSid=SHIPPED, ContentVariables='{"1":"Ada","2":"#42"}'
             )
             assert shipped.status_code == 201
+
+
+async def test_reload_applies_the_ssrf_allow_list_and_reports_other_callback_settings(tmp_path: Path) -> None:
+    cfg = ConfigFile(tmp_path)
+    local_media = {"From": f"whatsapp:{N1}", "MediaUrl": "http://127.0.0.1:9/cat.jpg"}
+    with trio.fail_after(30):
+        async with running_daemon(cfg.write({N1: ""}), reload_config=cfg.load) as (_, client):
+            assert (await create(client, **local_media)).json()["code"] == 21620
+
+            base = cfg.path.read_text()
+            cfg.path.write_text(base + '[callbacks]\nallow_private = ["127.0.0.1/32"]\n')
+            result = (await reload(client)).json()
+            assert result["ok"] is True and result["restart_needed"] == []
+            assert (await create(client, **local_media)).status_code == 201
+
+            # The sender's other settings need a restart: reported, and the allow-list still applies.
+            cfg.path.write_text(base + '[callbacks]\nallow_private = ["127.0.0.1/32"]\nconcurrency = 8\n')
+            assert (await reload(client)).json()["restart_needed"] == ["callbacks"]
+            assert (await create(client, **local_media)).status_code == 201
+
+            cfg.path.write_text(base)
+            assert (await reload(client)).json()["ok"] is True
+            assert (await create(client, **local_media)).json()["code"] == 21620
