@@ -1,4 +1,9 @@
-"""One HTTP/1.1 client connection: h11 over a trio stream (TCP, optionally TLS).
+"""One HTTP/1.1 client connection over a trio stream (TCP, optionally TLS).
+
+The plain exchange (a prepared request, an ``HTTP/1.1`` answer with a
+Content-Length) is framed and parsed by ``actors.http1``; every other one is
+run through an ``h11.Connection`` made for that cycle, which an unusual
+response joins mid-way (the request is replayed into it, unsent).
 
 ``H11Connection`` knows nothing about pooling, retries or the transport error
 tree: it raises trio / ``OSError`` / ``ssl`` / h11 exceptions as they come, and
@@ -17,12 +22,17 @@ import select
 import ssl
 from typing import final
 
+import attrs
 import h11
 import trio
 
+from actors.http1 import parse_response_head, request_head
 from actors.transport import Headers, Response
 
-__all__ = ["H11Connection", "PeerClosedError"]
+__all__ = ["NO_BODY_METHODS", "H11Connection", "PeerClosedError", "Prepared"]
+
+# Methods whose empty body is sent without a Content-Length header.
+NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 
 _RECEIVE_SIZE = 65536
 # Bodies above this are written as a separate buffer rather than copied into
@@ -34,6 +44,23 @@ class PeerClosedError(Exception):
     """The peer closed the connection before the response was complete."""
 
 
+@attrs.frozen
+class Prepared:
+    """A request's constant part (all but Content-Length and the body), prepared once per shape."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    """Every header but Content-Length (Host first)."""
+    wire: bytes | None
+    """Request line and headers as sent, or None: this request goes through h11."""
+
+    @classmethod
+    def of(cls, method: bytes, target: bytes, headers: Headers) -> Prepared:
+        """Raises ValueError if h11 would refuse the request."""
+        return cls(method, target, headers, request_head(method, target, headers))
+
+
 @final
 class H11Connection:
     """A connected socket plus its h11 state machine; one request at a time.
@@ -43,12 +70,26 @@ class H11Connection:
         requests: requests written on this connection so far (>0 means "reused").
     """
 
-    __slots__ = ("_h11", "_poll", "_sock", "_stream", "idle_since", "requests")
+    __slots__ = (
+        "_body",
+        "_h11",
+        "_keep_alive",
+        "_poll",
+        "_request",
+        "_sock",
+        "_stream",
+        "idle_since",
+        "requests",
+    )
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self._stream = stream
         self._sock = sock
-        self._h11 = h11.Connection(h11.CLIENT)
+        # This cycle's h11 state machine; None while the request is framed by ``actors.http1``.
+        self._h11: h11.Connection | None = None
+        self._request: Prepared | None = None  # the request of this cycle, for an h11 replay
+        self._body = b""
+        self._keep_alive = False
         # One poll object per connection, registered once: the idle check is a
         # single poll(2) call.
         self._poll = select.poll()
@@ -83,16 +124,38 @@ class H11Connection:
             peer = self._sock.getpeername()
         except OSError:
             peer = "closed"
-        return f"<H11Connection {peer} requests={self.requests} state={self._h11.our_state.__name__}>"
+        mode = "fast" if self._h11 is None else f"h11 {self._h11.our_state.__name__}"
+        return f"<H11Connection {peer} requests={self.requests} {mode}>"
 
-    def encode_request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> list[bytes]:
-        """Run the request through h11 and return the bytes to write (one or two buffers).
+    def encode_request(self, request: Prepared, body: bytes) -> list[bytes]:
+        """The bytes to write for ``request`` with ``body`` (one or two buffers).
+
+        A request with wire bytes is framed here; any other goes through a fresh
+        ``h11.Connection``, which then also reads the response.
 
         Raises:
-            h11.LocalProtocolError: invalid method, target or header (nothing was written).
+            h11.LocalProtocolError: h11 refused the request (nothing was written).
         """
+        self._request = request
+        self._body = body
+        sized = bool(body) or request.method not in NO_BODY_METHODS
+        if request.wire is None:
+            self._h11 = h11.Connection(h11.CLIENT)
+            return self._encode_h11(request, body, sized=sized)
+        self._h11 = None
+        head = request.wire + (b"content-length: %d\r\n\r\n" % len(body) if sized else b"\r\n")
+        if not body:
+            return [head]
+        if len(body) <= _COALESCE_LIMIT:
+            return [head + body]
+        return [head, body]
+
+    def _encode_h11(self, request: Prepared, body: bytes, *, sized: bool) -> list[bytes]:
+        """Run the request through this cycle's h11 state machine."""
         conn = self._h11
-        head = conn.send(h11.Request(method=method, target=target, headers=headers))
+        assert conn is not None
+        headers = [*request.headers, (b"content-length", b"%d" % len(body))] if sized else request.headers
+        head = conn.send(h11.Request(method=request.method, target=request.target, headers=headers))
         assert head is not None
         if not body:
             tail = conn.send(h11.EndOfMessage())
@@ -120,13 +183,56 @@ class H11Connection:
     async def receive_response(self) -> Response:
         """Read one full response, skipping 1xx; header names come back lowercased.
 
+        The plain case (the whole head in the first read, ``HTTP/1.1``,
+        Content-Length) is parsed by ``actors.http1``; anything else is replayed
+        into h11 and read there.
+
         Raises:
             PeerClosedError: EOF before the end of the response.
             h11.RemoteProtocolError: the peer sent something that is not HTTP/1.1.
             trio.BrokenResourceError: connection reset.
             trio.ClosedResourceError: closed locally.
         """
+        if self._h11 is not None:
+            return await self._receive_h11()
+        receive_some = self._stream.receive_some
+        received = await receive_some(_RECEIVE_SIZE)
+        if not received:
+            raise PeerClosedError("connection closed before the response")
+        data = received if type(received) is bytes else bytes(received)
+        end = data.find(b"\r\n\r\n")
+        head = parse_response_head(data, end) if end >= 0 else None
+        if head is None:
+            return await self._fall_back(data)
+        status, headers, length, keep_alive = head
+        start = end + 4
+        stop = start + length
+        if len(data) >= stop:
+            self._keep_alive = keep_alive and len(data) == stop  # nothing may follow unasked
+            return Response(status, headers, data[start:stop])
+        chunks: list[bytes | bytearray] = [data[start:]]
+        have = len(data) - start
+        while have < length:
+            received = await receive_some(_RECEIVE_SIZE)
+            if not received:
+                raise PeerClosedError("connection closed mid-response (Data)")
+            chunks.append(received)
+            have += len(received)
+        self._keep_alive = keep_alive and have == length
+        return Response(status, headers, b"".join(chunks)[:length])
+
+    async def _fall_back(self, received: bytes) -> Response:
+        """Hand an unusual response to h11: replay our request into it, then feed what came."""
+        self._h11 = h11.Connection(h11.CLIENT)
+        request, body = self._request, self._body
+        assert request is not None
+        self._encode_h11(request, body, sized=bool(body) or request.method not in NO_BODY_METHODS)
+        self._h11.receive_data(received)
+        return await self._receive_h11()
+
+    async def _receive_h11(self) -> Response:
         conn = self._h11
+        assert conn is not None
         receive_some = self._stream.receive_some
         status = 0
         headers: Headers = []
@@ -160,20 +266,20 @@ class H11Connection:
         return Response(status, headers, body)
 
     def finish_cycle(self) -> bool:
-        """After a complete exchange: prepare the next cycle if the connection can be kept.
+        """After a complete exchange: True if the connection can carry another request.
 
-        Returns False when either side requires closing (``Connection: close``,
+        False when either side requires closing (``Connection: close``,
         HTTP/1.0 without keep-alive), when the body ended at EOF, or when the
         peer sent bytes after the response (nothing may follow it unasked).
         """
         conn = self._h11
+        if conn is None:
+            return self._keep_alive
+        self._h11 = None  # the next request starts afresh
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return False
         extra, eof = conn.trailing_data
-        if extra or eof:
-            return False
-        conn.start_next_cycle()
-        return True
+        return not (extra or eof)
 
     def is_readable(self) -> bool:
         """True when an idle connection has something to read: EOF, reset or unsolicited bytes.
