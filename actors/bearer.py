@@ -4,13 +4,15 @@ There is nothing to renew: when Meta refuses the token (190), the operator
 replaces it (rotates the file or environment variable the config points at).
 The actor reports the refusal (``refused``): unless the source already holds
 another token, the credentials turn *invalid*, ``wait_ready`` blocks, and
-``run`` re-reads the source every ``recheck`` seconds until a different token
-appears. Nothing retries with a token known to be bad. ``refresh`` (also what
+its upkeep re-reads the source every ``recheck`` seconds until a different token
+appears (its ``due_at``: the actor's host wakes it for that). Nothing retries
+with a token known to be bad. ``refresh`` (also what
 ``wadispatch token refresh`` calls) re-reads the source now and never blocks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol, final, runtime_checkable
 
@@ -29,13 +31,16 @@ class RefusableCredentials(Protocol):
 
 @final
 class BearerCredentials:
+    __slots__ = ("_read", "_ready", "_recheck", "_recheck_at", "_token", "refreshes")
+
     def __init__(self, read: Callable[[], str], *, recheck: float = 30.0) -> None:
         """``read()`` returns the current token (raising if the source is unreadable)."""
         self._read = read
         self._recheck = recheck
         self._token = read()
-        self._ready = trio.Event()
-        self._ready.set()
+        # While refused: the Event sends wait on; None while the token is good.
+        self._ready: trio.Event | None = None
+        self._recheck_at = math.inf  # next re-read of the source while refused
         self.refreshes = 0  # tokens replaced while running
 
     @property
@@ -44,7 +49,11 @@ class BearerCredentials:
 
     @property
     def valid(self) -> bool:
-        return self._ready.is_set()
+        return self._ready is None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready is None
 
     @property
     def expires_in(self) -> float | None:
@@ -54,19 +63,36 @@ class BearerCredentials:
         return b"Bearer " + self._token.encode()
 
     async def wait_ready(self) -> None:
-        await self._ready.wait()
+        if self._ready is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._ready.wait()
 
     def refused(self, token: str | None) -> None:
         if token != self._token or self._reload():
             return  # already replaced
-        if self._ready.is_set():
+        if self._ready is None:
             self._ready = trio.Event()
+            self._recheck_at = trio.current_time() + self._recheck
             log.error("token.refused", action="replace the access token; sends wait until then")
 
     async def refresh(self, stale: str | None) -> None:
         """Take a new token from the source if it holds one; never waits."""
         await trio.lowlevel.checkpoint()
         if stale == self._token:
+            self._reload()
+
+    def restore(self) -> None:
+        """Nothing persisted: the token is read from its source at construction."""
+
+    def due_at(self) -> float:
+        """While refused: the next re-read of the source; otherwise never."""
+        return self._recheck_at
+
+    async def upkeep(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._ready is not None and self._recheck_at <= trio.current_time():
+            self._recheck_at = trio.current_time() + self._recheck
             self._reload()
 
     def _reload(self) -> bool:
@@ -80,13 +106,17 @@ class BearerCredentials:
             return False
         self._token = fresh
         self.refreshes += 1
-        self._ready.set()
+        if self._ready is not None:
+            ready, self._ready = self._ready, None
+            self._recheck_at = math.inf
+            ready.set()
         log.info("token.replaced")
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Standalone upkeep (an actor uses its host's shared timers instead)."""
         task_status.started()
         while True:
             await trio.sleep(self._recheck)
-            if not self._ready.is_set():
+            if self._ready is not None:
                 self._reload()

@@ -8,9 +8,7 @@ statuses) is shared.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import trio
+from typing import Protocol, runtime_checkable
 
 from actors.outcome import Outcome
 from actors.transport import Response
@@ -34,10 +32,34 @@ class Channel(Protocol):
         ...
 
 
-class Credentials(Protocol):
+@runtime_checkable
+class Upkeep(Protocol):
+    """Chores a part of the actor has at set times (token refresh, endpoint probes).
+
+    The actor schedules ``due_at()`` on its host's shared ``Timers`` and calls
+    ``upkeep()`` from a task of its own once due, so an idle actor keeps no task
+    sleeping for them.
+    """
+
+    def due_at(self) -> float:
+        """Trio time of the next chore (``math.inf``: none)."""
+        ...
+
+    async def upkeep(self) -> None:
+        """Do what is due now (nothing if nothing is); expected failures are handled here and
+        move ``due_at`` (e.g. a login retried later)."""
+        ...
+
+
+class Credentials(Upkeep, Protocol):
     @property
     def token(self) -> str | None:
         """The current token (compared by ``refresh`` to detect a stale 401)."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """A usable token is there (``wait_ready`` would return at once)."""
         ...
 
     def auth_header(self) -> bytes: ...
@@ -48,6 +70,6 @@ class Credentials(Protocol):
         """Renew unless the token already changed from ``stale``."""
         ...
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the credentials fresh until cancelled."""
+    def restore(self) -> None:
+        """Take persisted credentials if any are still good (no network: runs before serving)."""
         ...

@@ -10,9 +10,9 @@ on, so it is *not* resent here: it goes back to the actor as an ambiguous
 outcome (its ``on_ambiguous`` policy decides), and the endpoint is marked down.
 
 Health: an endpoint is marked down on a connection error, a timeout, a lost
-response or ``unhealthy_after`` 5xx answers in a row; ``monitor()`` (run by the
-actor while it runs) probes every endpoint each ``check_interval`` seconds with
-``GET /v1/health`` and marks it up again on any HTTP answer (even a 401: the
+response or ``unhealthy_after`` 5xx answers in a row; its upkeep (``due_at`` /
+``upkeep``, run by the actor when due) probes every endpoint each
+``check_interval`` seconds with ``GET /v1/health`` and marks it up again on any HTTP answer (even a 401: the
 API is there). When every endpoint is down, they are still tried (last resort),
 so a recovered endpoint is found without waiting for the next probe.
 """
@@ -74,6 +74,7 @@ class MultiEndpoint:
         self._check_timeout = check_timeout
         self._unhealthy_after = unhealthy_after
         self.failovers = 0  # requests re-sent to another endpoint after a connection error
+        self._next_check: float | None = None  # trio time of the next probe round (set when first asked)
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -144,13 +145,21 @@ class MultiEndpoint:
             endpoint.healthy = True
             log.info("endpoint.up", endpoint=endpoint.url)
 
-    async def monitor(self) -> None:
-        """Probe every endpoint each ``check_interval`` until cancelled."""
-        while True:
-            await trio.sleep(self._check_interval)
-            async with trio.open_nursery() as nursery:
-                for endpoint in self._endpoints:
-                    nursery.start_soon(self._probe, endpoint)
+    def due_at(self) -> float:
+        """Trio time of the next probe round: every ``check_interval`` seconds."""
+        if self._next_check is None:
+            self._next_check = trio.current_time() + self._check_interval
+        return self._next_check
+
+    async def upkeep(self) -> None:
+        """Probe every endpoint at once if a round is due."""
+        if self.due_at() > trio.current_time():
+            await trio.lowlevel.checkpoint()
+            return
+        async with trio.open_nursery() as nursery:
+            for endpoint in self._endpoints:
+                nursery.start_soon(self._probe, endpoint)
+        self._next_check = trio.current_time() + self._check_interval
 
     async def _probe(self, endpoint: Endpoint) -> None:
         try:

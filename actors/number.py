@@ -23,22 +23,24 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Literal, final
+from typing import Final, Literal, Protocol, final
 
 import attrs
 import structlog
 import trio
 
 from actors.bearer import RefusableCredentials
-from actors.channel import Channel, Credentials
+from actors.channel import Channel, Credentials, Upkeep
 from actors.holds import SendHolds
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
 from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
+from actors.timers import Timer, Timers
 from actors.tokeninfo import TokenInfo
 from actors.transport import Response, Transport, TransportError
 from dispatcher import ledger
@@ -59,6 +61,7 @@ AMBIGUOUS_FAILED: Final = (
 )
 PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate limit (131056) kept refusing")
 AmbiguousPolicy = Literal["retry", "fail"]
+IDLE_LINGER: Final = 30.0  # seconds an actor's task waits with nothing to do before it ends
 EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
 
 
@@ -104,8 +107,77 @@ class ActorStatistics:
     tier_waits: int = 0  # times a new recipient had to wait for the tier budget
 
 
+class ActorHost(Protocol):
+    """Where a number actor's work runs: the ``Supervisor`` (restarts, shared by every number)
+    or ``NumberActor.run`` (standalone). It owns the timers and the tasks; the actor owns none."""
+
+    @property
+    def timers(self) -> Timers: ...
+
+    def wake(self, actor: NumberActor) -> None:
+        """``actor`` has work and no task serving it: call ``actor.serve()`` in a task soon.
+        Never called for an actor that is stopping, except to let a standalone ``run`` return."""
+        ...
+
+
 @final
 class NumberActor:
+    """One number's sender. Idle, it has no task: ``start`` recovers its outbox and schedules
+    its chores (token refresh, endpoint probes) on the host's shared timers; when a message
+    arrives or a chore comes due it asks its host to run ``serve``, which sends until the
+    outbox is empty and then lingers ``idle_linger`` seconds before returning."""
+
+    __slots__ = (
+        "_backoff_base",
+        "_backoff_cap",
+        "_bucket",
+        "_budget",
+        "_busy",
+        "_channel",
+        "_chores",
+        "_halted",
+        "_host",
+        "_known",
+        "_linger",
+        "_live",
+        "_max_attempts",
+        "_max_in_flight",
+        "_on_ambiguous",
+        "_on_status",
+        "_pair",
+        "_parked",
+        "_parked_seq",
+        "_paused",
+        "_queues",
+        "_ready",
+        "_recovered_upto",
+        "_resumed",
+        "_stopped",
+        "_stopping",
+        "_store",
+        "_tokens",
+        "_transport",
+        "_upkeep_due",
+        "_upkeep_timer",
+        "_upkeeping",
+        "_wakeup",
+        "_wall",
+        "accepted",
+        "ambiguous",
+        "degraded",
+        "delivered",
+        "failed",
+        "failed_by_code",
+        "holds",
+        "number",
+        "pair_limited",
+        "rate_limited",
+        "read",
+        "retries",
+        "send_latency",
+        "sent",
+    )
+
     def __init__(
         self,
         *,
@@ -124,9 +196,11 @@ class NumberActor:
         on_status: Callable[[MessageRecord], None] | None = None,
         pair: PairLimiter | None = None,
         budget: TierBudget | None = None,
+        idle_linger: float = IDLE_LINGER,
     ) -> None:
         """``on_ambiguous``: a send that may have reached WhatsApp (answer lost) is sent again
-        (``retry``: at-least-once, the default) or failed (``fail``: at-most-once)."""
+        (``retry``: at-least-once, the default) or failed (``fail``: at-most-once).
+        ``idle_linger``: seconds ``serve`` waits with nothing to do before returning."""
         self.number = number
         self._store = store
         self._transport = transport
@@ -142,15 +216,23 @@ class NumberActor:
         self._on_status = on_status
         self._pair = pair
         self._budget = budget
+        self._linger = idle_linger
         self._halted: str | None = None  # the credentials were refused (Halt): why
         self.pair_limited = 0
-        self._running = False
+        self._host: ActorHost | None = None
+        self._live = False  # the queues mirror the outbox (recovered, no crash since)
         self._stopping = False
         self._paused = False
-        self._resumed = trio.Event()
+        self._resumed: trio.Event | None = None  # while paused
         # Outlives restarts: a cancel may be committing while the actor restarts.
         self.holds = SendHolds()
-        self._stopped = trio.Event()
+        # While a serve() runs (None otherwise): its wake-up, stop signal and chores nursery.
+        self._wakeup: trio.Event | None = None
+        self._stopped: trio.Event | None = None
+        self._chores: trio.Nursery | None = None
+        self._upkeep_timer: Timer | None = None
+        self._upkeep_due = False  # a chore came due while no serve() could start it
+        self._upkeeping = False
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         self.degraded: str | None = None
@@ -165,7 +247,6 @@ class NumberActor:
         self._busy: set[str] = set()
         self._known: set[int] = set()
         self._recovered_upto = 0  # recovery saw every committed seq up to here
-        self._wakeup = trio.Event()
         self._parked: list[tuple[float, int, str]] = []  # (trio time, tiebreak, recipient)
         self._parked_seq = itertools.count()
 
@@ -174,7 +255,7 @@ class NumberActor:
     def notify(self, seq: int, record: MessageRecord, part: int = 0) -> None:
         """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks."""
         self.accepted += 1
-        if self._running:
+        if self._live:
             self._enqueue(_Pending(seq, record.sid, record.to_number, record, part=part))
 
     def _enqueue(self, item: _Pending) -> None:
@@ -187,7 +268,15 @@ class NumberActor:
         queue.append(item)
         if len(queue) == 1 and item.to_number not in self._busy:
             self._ready.append(item.to_number)
+            if self._live:  # not while recovering
+                self._signal()
+
+    def _signal(self) -> None:
+        """There is something to do: wake the serving task, or ask the host for one."""
+        if self._wakeup is not None:
             self._wakeup.set()
+        elif self._host is not None and self._live and not self._stopping:
+            self._host.wake(self)
 
     def _recover(self) -> int:
         """Rebuild the queues from the durable outbox (inline: runs before we serve)."""
@@ -212,36 +301,135 @@ class NumberActor:
         self._recovered_upto = max(self._known, default=0)
         return count
 
-    # -- the loop -----------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover the outbox, then send until ``stop()``; ``started()`` fires once recovered."""
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(number=self.number)
+    def start(self, host: ActorHost) -> int:
+        """Recover the outbox and go live, with no task of its own: ``host`` runs ``serve()``
+        whenever the actor has work. Returns the number of messages recovered."""
+        self._host = host
+        self._stopping = False
+        recovered = self._go_live()
+        if self._queues:
+            host.wake(self)
+        return recovered
+
+    def _go_live(self) -> int:
+        """(Re)build the in-memory state from LMDB: at start, and after a crash."""
         self._reset()
         recovered = self._recover()
+        self._tokens.restore()
         if self._budget is not None:
             self._budget.load(self._wall.now())
-        self._running = True
-        self._stopping = False
-        self._stopped = trio.Event()
-        log.info("actor.started", recovered=recovered)
+        self._live = True
+        self._schedule_upkeep()
+        log.info("actor.started", number=self.number, recovered=recovered)
+        return recovered
+
+    async def serve(self) -> None:
+        """Send what is queued and do due chores until idle for ``idle_linger`` seconds, or until
+        ``stop()`` (sends in flight finish first). Raises what crashed the actor; the next
+        ``serve()`` then rebuilds its queues from the outbox first."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(number=self.number)
+        self._stopped = stopped = trio.Event()
+        if self._stopping:
+            stopped.set()
         try:
-            async with trio.open_nursery() as outer:
-                # Logging in may take a while (or fail while the API is down): the
-                # actor counts as started once its outbox is recovered.
-                outer.start_soon(self._tokens.run)
-                if isinstance(self._transport, MultiEndpoint):
-                    outer.start_soon(self._transport.monitor)  # endpoint health checks
-                task_status.started()
-                await self._tokens.wait_ready()
-                async with trio.open_nursery() as sends:
-                    await self._dispatch(sends)
-                # stop(): every send in flight has finished.
-                outer.cancel_scope.cancel()
+            if not self._live:
+                self._go_live()
+            while True:
+                self._wakeup = trio.Event()
+                async with trio.open_nursery() as chores:
+                    self._chores = chores
+                    if self._upkeep_due:
+                        self._start_upkeep()
+                    async with trio.open_nursery() as sends:
+                        await self._dispatch(sends)
+                    self._chores = None
+                    if self._stopping:
+                        chores.cancel_scope.cancel()  # a login under way is not needed any more
+                # No checkpoint from here to the return: a notify() either landed in the
+                # queues (seen here) or finds _wakeup None and asks the host for a new serve().
+                if self._stopping or not (self._queues or self._upkeep_due):
+                    return
+        except BaseException:
+            self._live = False  # the queues may be half-updated: rebuild them from LMDB
+            raise
         finally:
-            self._running = False
-            log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
+            self._wakeup = self._stopped = self._chores = None
+            if self._stopping:
+                log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run standalone (tests, tools) with timers of its own: recover, ``started()``, then
+        serve whenever there is work, until ``stop()``. A crash propagates: restarting is
+        the Supervisor's job."""
+        host = _SoloHost()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(host.timers.run)
+            self.start(host)
+            task_status.started()
+            while not self._stopping:
+                await host.woken()
+                if not self._stopping:
+                    await self.serve()
+            nursery.cancel_scope.cancel()
+
+    # -- chores (token refresh, endpoint probes) ------------------------------------
+
+    def _upkeeps(self) -> tuple[Upkeep, ...]:
+        if isinstance(self._transport, MultiEndpoint):  # health probes
+            return (self._tokens, self._transport)
+        return (self._tokens,)
+
+    def _schedule_upkeep(self) -> None:
+        """Put the earliest chore on the host's timers (replacing the previous timer)."""
+        if self._host is None or self._stopping or self._upkeeping:
+            return  # a running upkeep reschedules when it is done
+        due = min(part.due_at() for part in self._upkeeps())
+        timer = self._upkeep_timer
+        if timer is not None and timer.active:
+            if timer.deadline == due:
+                return
+            timer.cancel()
+        timers = self._host.timers
+        self._upkeep_timer = None if due == math.inf else timers.call_at(due, self._upkeep_came_due)
+
+    def _upkeep_came_due(self) -> None:
+        """Timer callback: start the chores now if serving, else ask the host to serve."""
+        self._upkeep_timer = None
+        if self._upkeeping or self._stopping:
+            return
+        if self._chores is not None:
+            self._start_upkeep()
+        else:
+            self._upkeep_due = True
+            if self._wakeup is not None:
+                self._wakeup.set()
+            elif self._host is not None and self._live:
+                self._host.wake(self)
+
+    def _start_upkeep(self) -> None:
+        assert self._chores is not None
+        self._upkeep_due = False
+        self._upkeeping = True
+        self._chores.start_soon(self._upkeep)
+
+    async def _upkeep(self) -> None:
+        # Started from the timers' task: its context, not the serving task's.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(number=self.number)
+        try:
+            for part in self._upkeeps():
+                if part.due_at() <= trio.current_time():
+                    await part.upkeep()
+        finally:
+            self._upkeeping = False
+            self._schedule_upkeep()
+            if self._wakeup is not None:
+                self._wakeup.set()  # the dispatcher may be waiting for this to go idle
+
+    # -- control ------------------------------------------------------------------
 
     async def api_get(self, target: bytes) -> Response:
         """GET on the number's API with its token (one re-login on 401): inbound media downloads.
@@ -261,13 +449,25 @@ class NumberActor:
         return resp
 
     def stop(self) -> None:
-        """Start no new sends; ``run`` returns once the sends in flight finish."""
+        """Start no new sends; ``serve`` (and ``run``) return once the sends in flight finish."""
         self._stopping = True
-        self._stopped.set()
-        self._wakeup.set()
+        if self._upkeep_timer is not None:
+            self._upkeep_timer.cancel()
+            self._upkeep_timer = None
+        if self._stopped is not None:
+            self._stopped.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
+        elif self._host is not None:
+            self._host.wake(self)  # lets a standalone run() return
 
     def stop_requested(self) -> bool:
         return self._stopping
+
+    @property
+    def serving(self) -> bool:
+        """A task is serving the actor now (False while idle)."""
+        return self._wakeup is not None
 
     @property
     def credentials(self) -> Credentials:
@@ -291,8 +491,12 @@ class NumberActor:
     def resume(self) -> None:
         if self._paused:
             self._paused = False
-            self._resumed.set()
+            if self._resumed is not None:
+                self._resumed.set()
+                self._resumed = None
             log.info("actor.resumed", number=self.number)
+            if self._queues:
+                self._signal()
 
     def mark_degraded(self, reason: str) -> None:
         """Flag the number as degraded (health, /metrics): e.g. a crash loop, or a channel whose
@@ -319,15 +523,28 @@ class NumberActor:
         self.failed_by_code[code] = self.failed_by_code.get(code, 0) + 1
 
     async def _dispatch(self, sends: trio.Nursery) -> None:
+        """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
+        idle_since: float | None = None
         while not self.stop_requested():
             self._unpark_due()
             if not self._ready:
-                deadline = self._parked[0][0] if self._parked else float("inf")
+                if self._queues or self._upkeeping:
+                    idle_since = None  # messages in flight or parked, or a chore under way
+                    deadline = self._parked[0][0] if self._parked else math.inf
+                else:
+                    now = trio.current_time()
+                    if idle_since is None:
+                        idle_since = now
+                    deadline = idle_since + self._linger
+                    if now >= deadline:
+                        return
+                assert self._wakeup is not None
                 with trio.move_on_at(deadline):
                     await self._wakeup.wait()
                     self._wakeup = trio.Event()
                 continue
+            idle_since = None
             if self._paused:
                 await self._wait_resumed()
                 continue
@@ -339,8 +556,8 @@ class NumberActor:
                     self._park(recipient, hold)
                     continue
             await slots.acquire()
-            if self._halted is not None:
-                await self._tokens.wait_ready()  # no send with credentials known to be refused
+            if self._halted is not None or not self._tokens.ready:
+                await self._tokens.wait_ready()  # no send without a token, or with one known to be refused
             # Pace in this single dispatching task, so sends leave in FIFO order.
             await self._bucket.acquire()
             if self.stop_requested():  # stop() was called while we waited
@@ -377,7 +594,8 @@ class NumberActor:
 
     async def _wait_resumed(self) -> None:
         """Sleep while paused; ``stop()`` also wakes us (it sets the wakeup event)."""
-        resumed = self._resumed
+        resumed, wakeup = self._resumed, self._wakeup
+        assert resumed is not None and wakeup is not None
         async with trio.open_nursery() as waiters:
 
             async def wait_for(event: trio.Event) -> None:
@@ -385,10 +603,10 @@ class NumberActor:
                 waiters.cancel_scope.cancel()
 
             waiters.start_soon(wait_for, resumed)
-            waiters.start_soon(wait_for, self._wakeup)
-        if self._wakeup.is_set() and self.stop_requested():
+            waiters.start_soon(wait_for, wakeup)
+        if wakeup.is_set() and self.stop_requested():
             return
-        if self._wakeup.is_set():
+        if wakeup.is_set():
             self._wakeup = trio.Event()
 
     async def _deliver_head(self, recipient: str, slots: trio.Semaphore, new_count: bool = False) -> None:
@@ -403,15 +621,17 @@ class NumberActor:
             self._busy.discard(recipient)
             if again is not None:
                 self._park(recipient, again)  # the same message, later
-                self._wakeup.set()
+                self._signal()
             else:
                 queue.popleft()
                 self._known.discard(item.seq)
                 if queue:
                     self._ready.append(recipient)
-                    self._wakeup.set()
+                    self._signal()
                 else:
                     del self._queues[recipient]
+                    if not self._queues:
+                        self._signal()  # nothing left: the dispatcher starts its idle linger
             if item.holds_slot:
                 slots.release()
 
@@ -502,12 +722,14 @@ class NumberActor:
         async with trio.open_nursery() as nursery:
 
             async def on_stop() -> None:
+                assert self._stopped is not None
                 await self._stopped.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(on_stop)
             if isinstance(self._tokens, RefusableCredentials):
                 self._tokens.refused(token)
+                self._schedule_upkeep()  # re-read the refused token's source from now on
                 await self._tokens.wait_ready()  # until the token is replaced
             else:
                 await trio.sleep(HALT_RETRY)  # credentials that cannot tell: try again slowly
@@ -554,6 +776,7 @@ class NumberActor:
         # recipients, while this recipient's queue waits (its order is kept).
         slots.release()
         item.holds_slot = False
+        assert self._stopped is not None
         with trio.move_on_after(delay):
             await self._stopped.wait()
         if self._stopping:
@@ -581,7 +804,7 @@ class NumberActor:
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
             number=self.number,
-            running=self._running,
+            running=self._live,
             pending=sum(len(q) for q in self._queues.values()),
             in_flight=len(self._busy),
             sent=self.sent,
@@ -609,6 +832,24 @@ class NumberActor:
         )
 
 
+@final
+class _SoloHost:
+    """``NumberActor.run``'s host: its own timers, and a flag for its loop."""
+
+    __slots__ = ("_woken", "timers")
+
+    def __init__(self) -> None:
+        self.timers = Timers()
+        self._woken = trio.Event()
+
+    def wake(self, actor: NumberActor) -> None:
+        self._woken.set()
+
+    async def woken(self) -> None:
+        await self._woken.wait()
+        self._woken = trio.Event()
+
+
 def _sendable(record: MessageRecord, part: int) -> bool:
     """Still to be sent: queued; or a later part of a message whose earlier parts went out."""
     if record.status in ("queued", "accepted", "sending"):
@@ -616,4 +857,4 @@ def _sendable(record: MessageRecord, part: int) -> bool:
     return part > 0 and record.status in ("sent", "delivered", "read")
 
 
-__all__ = ["ActorStatistics", "NumberActor", "StoreError"]
+__all__ = ["ActorHost", "ActorStatistics", "NumberActor", "StoreError"]

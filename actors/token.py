@@ -1,8 +1,9 @@
 """The number's On-Premises API login token: login, persist, refresh early, single-flight.
 
 Tokens last 7 days (``expires_after`` in the login answer). The manager logs in
-again ``refresh_before`` seconds before expiry, and at once when a request
-comes back 401. Concurrent 401s share one login (single flight): the first
+again ``refresh_before`` seconds before expiry (its ``due_at``; the actor's
+host wakes it then, even an idle one), and at once when a request comes back
+401. Concurrent 401s share one login (single flight): the first
 caller logs in, the others wait for its result. The token is persisted so a
 restart reuses it instead of logging in again; it is never logged.
 """
@@ -10,6 +11,7 @@ restart reuses it instead of logging in again; it is never logged.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import final
@@ -79,7 +81,21 @@ Login = Callable[[], Awaitable[StoredToken]]
 
 @final
 class TokenManager:
-    """Holds the current token for one number; ``run`` keeps it fresh."""
+    """Holds the current token for one number; its upkeep (or ``run``) keeps it fresh."""
+
+    __slots__ = (
+        "_login",
+        "_number",
+        "_ready",
+        "_refresh_before",
+        "_refreshing",
+        "_retry_at",
+        "_retry_delay",
+        "_store",
+        "_token",
+        "_wall",
+        "refreshes",
+    )
 
     def __init__(
         self,
@@ -99,13 +115,17 @@ class TokenManager:
         self._retry_delay = retry_delay
         self._token: StoredToken | None = None
         self._refreshing: trio.Event | None = None
-        self._changed = trio.Event()
-        self._ready = trio.Event()
+        self._ready: trio.Event | None = None  # made by the first waiter, while there is no token
+        self._retry_at = -math.inf  # after a failed login: not before this trio time
         self.refreshes = 0
 
     @property
     def token(self) -> str | None:
         return self._token.token if self._token is not None else None
+
+    @property
+    def ready(self) -> bool:
+        return self._token is not None
 
     @property
     def expires_in(self) -> float | None:
@@ -114,42 +134,62 @@ class TokenManager:
 
     async def wait_ready(self) -> None:
         """Return once a token is available."""
+        if self._token is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._ready is None:
+            self._ready = trio.Event()
         await self._ready.wait()
 
     def auth_header(self) -> bytes:
         if self._token is None:
-            raise RuntimeError("no token yet: TokenManager.run() has not started")
+            raise RuntimeError("no token yet: the TokenManager has not logged in")
         return b"Bearer " + self._token.token.encode()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load or obtain a token, then refresh it ahead of expiry forever."""
+    def restore(self) -> None:
+        """Reuse the persisted token unless it is due for refresh (a restart skips a login)."""
         stored = self._store.get(b"tokens", number_key(self._number))
-        if stored is not None:
-            token = token_decoder.decode(stored)
-            if token.expires_at - self._wall.now() > self._refresh_before:
-                self._token = token
-                self._ready.set()
-                log.info("token.reused", expires_in=round(token.expires_at - self._wall.now()))
+        if stored is None or self._token is not None:
+            return
+        token = token_decoder.decode(stored)
+        if token.expires_at - self._wall.now() > self._refresh_before:
+            self._set(token)
+            log.info("token.reused", expires_in=round(token.expires_at - self._wall.now()))
+
+    def due_at(self) -> float:
+        """Trio time of the next login: ``refresh_before`` ahead of expiry, now without a token,
+        never before the retry delay after a failure."""
+        if self._token is None:
+            return self._retry_at
+        # Wall-clock expiry converted to a trio deadline, so MockClock drives it.
+        due = trio.current_time() + (self._token.expires_at - self._wall.now()) - self._refresh_before
+        return max(due, self._retry_at)
+
+    async def upkeep(self) -> None:
+        """Log in if it is time to; a failure is logged and retried ``retry_delay`` later."""
+        if self.due_at() > trio.current_time():
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self.refresh(self.token)
+        except (LoginError, TransportError) as exc:
+            self._retry_at = trio.current_time() + self._retry_delay
+            event = "token.login_failed" if self._token is None else "token.refresh_failed"
+            log.warning(event, error=str(exc), retry_in=self._retry_delay)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Standalone upkeep (an actor uses its host's shared timers instead): load or obtain a
+        token, ``started()``, then refresh it ahead of expiry until cancelled."""
+        self.restore()
         while self._token is None:
-            try:
-                await self.refresh(None)
-            except (LoginError, TransportError) as exc:
-                log.warning("token.login_failed", error=str(exc), retry_in=self._retry_delay)
-                await trio.sleep(self._retry_delay)
+            await trio.sleep_until(self.due_at())
+            await self.upkeep()
         task_status.started()
         while True:
-            assert self._token is not None
-            # Wall-clock expiry converted to a trio deadline, so MockClock drives it.
-            due = trio.current_time() + (self._token.expires_at - self._wall.now()) - self._refresh_before
-            with trio.move_on_at(due):
-                await self._changed.wait()  # someone else refreshed: recompute the deadline
-                self._changed = trio.Event()
-                continue
-            try:
-                await self.refresh(self._token.token)
-            except (LoginError, TransportError) as exc:
-                log.warning("token.refresh_failed", error=str(exc), retry_in=self._retry_delay)
-                await trio.sleep(self._retry_delay)
+            # A refresh by someone else only moves the due time later: sleeping until the
+            # older one costs a no-op upkeep, never a missed refresh.
+            await trio.sleep_until(self.due_at())
+            await self.upkeep()
 
     async def refresh(self, stale: str | None) -> None:
         """Log in again unless the token already changed from ``stale`` (single flight)."""
@@ -160,16 +200,21 @@ class TokenManager:
         self._refreshing = done = trio.Event()
         try:
             token = await self._login()
-            self._token = token
-            self._ready.set()
+            self._set(token)
+            self._retry_at = -math.inf
             self.refreshes += 1
-            self._changed.set()
             log.info("token.refreshed", expires_in=round(token.expires_at - self._wall.now()))
             # Persisted only so a restart can skip a login; losing it costs one login.
             await self._store.write(_save_token(self._number, token))
         finally:
             self._refreshing = None
             done.set()
+
+    def _set(self, token: StoredToken) -> None:
+        self._token = token
+        if self._ready is not None:
+            self._ready.set()
+            self._ready = None
 
 
 def _save_token(number: str, token: StoredToken) -> Callable[[WriteTxn], None]:

@@ -5,7 +5,8 @@ TokenBucket) for every number and ``Supervisor.run``, whose ``started()`` fires
 once every actor has recovered its outbox from LMDB.
 
 * Idle: ``--numbers`` actors with a valid stored token each, so they reach
-  their idle state (waiting for work) without any network. RSS per actor is
+  their idle state (no task; a shared timer entry for the token refresh)
+  without any network. RSS per actor is
   the process RSS growth divided by the number of actors.
 * Recovery: a fresh data dir holding ``--pending`` accepted, unsent messages
   (message record, listing index and outbox entry each, spread over
@@ -91,7 +92,7 @@ async def _run_idle(data_dir: Path, count: int) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run_writer)
         await nursery.start(supervisor.run)
-        # Stored tokens make every actor go straight to its dispatch loop and park there.
+        # Stored tokens leave every actor idle: no task, a timer entry for its token refresh.
         await trio.testing.wait_all_tasks_blocked()
         spawn_s = time.perf_counter() - t0
         gc.collect()

@@ -1,5 +1,9 @@
 """Runs one NumberActor per number and restarts a crashed one; the others never notice.
 
+An idle actor has no task: the supervisor is its host (``ActorHost``), with one
+shared timer task for every actor's chores, and starts a task for an actor only
+when it has work (a message, a token refresh due), until it is idle again.
+
 An actor that raises is restarted after a full-jitter exponential backoff
 (base doubling to a cap, reset once it has run stably for ``reset_after``).
 Its outbox lives in LMDB, so a restart loses nothing: the new run recovers it.
@@ -23,6 +27,7 @@ import structlog
 import trio
 
 from actors.number import NumberActor
+from actors.timers import Timer, Timers
 
 log = structlog.get_logger()
 
@@ -34,22 +39,29 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class _Slot:
     actor: NumberActor
     state: str = "starting"  # starting | running | restarting | stopped
     restarts: int = 0
     last_error: str | None = None
     retiring: bool = False  # removed or replaced by a live reload: stop for good
-    stopped: trio.Event = attrs.Factory(trio.Event)
-    wake: trio.Event = attrs.Factory(trio.Event)  # cuts a restart backoff short
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    crashes: deque[float] = attrs.Factory(deque)  # trio times of the crashes within the window
+    serving: bool = False  # a task of ours serves the actor now (or waits out its restart backoff)
+    scope: trio.CancelScope | None = None  # that task's (retire() cancels it)
+    stopped: trio.Event | None = None  # made by retire(); set once the slot has stopped
+    wake: trio.Event | None = None  # made by a restart backoff; retire() sets it to cut it short
+    crashes: deque[float] | None = None  # trio times of the crashes within the window
     crash_looping: bool = False
+    delay: float = 0.0  # the next restart backoff's upper bound
+    started_at: float = 0.0  # trio time of the last (re)start
+    stable: Timer | None = None  # clears a crash loop once the actor stays up for reset_after
 
 
 @final
 class Supervisor:
+    """The host of every number actor: one shared timer task, and a task per actor only while
+    it has work (``ActorHost.wake``). An idle actor costs a slot and a timer entry."""
+
     def __init__(
         self,
         actors: list[NumberActor],
@@ -63,7 +75,7 @@ class Supervisor:
     ) -> None:
         if crash_limit < 1 or crash_window <= 0 or degraded_delay <= 0:
             raise ValueError("crash_limit must be >= 1, crash_window and degraded_delay > 0")
-        self._slots = {a.number: _Slot(a) for a in actors}
+        self._slots = {a.number: _Slot(a, delay=base_delay) for a in actors}
         self._crash_limit = crash_limit
         self._crash_window = crash_window
         self._degraded_delay = degraded_delay
@@ -73,13 +85,18 @@ class Supervisor:
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._stop_event = trio.Event()
+        self._timers = Timers()
+
+    @property
+    def timers(self) -> Timers:
+        return self._timers
 
     def actor(self, number: str) -> NumberActor | None:
         slot = self._slots.get(number)
         return None if slot is None else slot.actor
 
     def states(self) -> dict[str, str]:
-        """starting | running | restarting | degraded | stopped, per number."""
+        """starting | running | restarting | degraded | stopped, per number (idle counts as running)."""
         return {
             number: "degraded" if slot.actor.degraded is not None and slot.state != "stopped" else slot.state
             for number, slot in self._slots.items()
@@ -114,8 +131,9 @@ class Supervisor:
             raise RuntimeError("the supervisor is not running")
         if actor.number in self._slots:
             raise ValueError(f"{actor.number} is already supervised")
-        slot = self._slots[actor.number] = _Slot(actor)
-        await self._nursery.start(self._supervise, slot)
+        slot = self._slots[actor.number] = _Slot(actor, delay=self._base)
+        self._start(slot)
+        await trio.lowlevel.checkpoint()
 
     async def retire(self, number: str, *, timeout: float = 10.0) -> None:
         """Stop a number's actor for good; its outbox stays in LMDB.
@@ -128,13 +146,21 @@ class Supervisor:
             raise KeyError(number)
         slot.retiring = True
         slot.actor.stop()
-        slot.wake.set()
-        with trio.move_on_after(timeout):
-            await slot.stopped.wait()
-        if not slot.stopped.is_set():
-            log.warning("actor.retire_cancelled", number=number, timeout=timeout)
-            slot.scope.cancel()
-            await slot.stopped.wait()
+        if slot.serving:
+            if slot.wake is not None:
+                slot.wake.set()
+            if slot.stopped is None:
+                slot.stopped = trio.Event()
+            with trio.move_on_after(timeout):
+                await slot.stopped.wait()
+            if slot.serving:
+                log.warning("actor.retire_cancelled", number=number, timeout=timeout)
+                if slot.scope is not None:
+                    slot.scope.cancel()
+                await slot.stopped.wait()
+        else:
+            self._stopped(slot)
+            await trio.lowlevel.checkpoint()
         if self._slots.get(number) is slot:
             del self._slots[number]
 
@@ -148,15 +174,25 @@ class Supervisor:
         await self.add(actor)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every actor (each recovers its outbox first), then supervise until they stop."""
+        """Start every actor (each recovers its outbox first), serve them on demand until
+        ``stop()``, then return once every actor has finished its sends in flight."""
         async with trio.open_nursery() as nursery:
-            for slot in list(self._slots.values()):
-                await nursery.start(self._supervise, slot)
+            timers = trio.CancelScope()
+            nursery.start_soon(self._run_timers, timers)
             self._nursery = nursery
-            # Keeps the nursery open while a live reload retires every actor and adds new ones.
-            nursery.start_soon(self._stop_event.wait)
+            for slot in list(self._slots.values()):
+                self._start(slot)
             task_status.started()
+            # Waits here, not in a task: a live reload may retire every actor and add new ones.
+            await self._stop_event.wait()
+            timers.cancel()
         self._nursery = None
+        for slot in self._slots.values():
+            self._stopped(slot)
+
+    async def _run_timers(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._timers.run()
 
     def stop_requested(self) -> bool:
         return self._stopping
@@ -168,79 +204,118 @@ class Supervisor:
         for slot in self._slots.values():
             slot.actor.stop()
 
-    async def _supervise(
-        self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    # -- ActorHost --------------------------------------------------------------------
+
+    def wake(self, actor: NumberActor) -> None:
+        """``actor`` has work: serve it in a task of its own until it is idle again."""
+        slot = self._slots.get(actor.number)
+        if slot is None or slot.actor is not actor or slot.serving or slot.retiring or self._stopping:
+            return
+        if actor.stop_requested() or self._nursery is None:
+            return
+        slot.serving = True
+        self._nursery.start_soon(self._serve, slot, False)
+
+    # -- supervision ------------------------------------------------------------------
+
+    def _start(self, slot: _Slot) -> None:
+        """Recover the actor's outbox and put it on standby (it gets a task when it has work)."""
+        slot.started_at = trio.current_time()
         try:
-            with slot.scope:
-                await self._supervise_until_stopped(slot, task_status)
+            slot.actor.start(self)
+        except Exception as exc:
+            self._crashed(slot, exc)
+            slot.serving = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._serve, slot, True)
+            return
+        slot.state = "running"
+
+    async def _serve(self, slot: _Slot, crashed: bool) -> None:
+        """Serve the actor until it is idle; restart it after a crash (backoff, crash loops)."""
+        actor = slot.actor
+        try:
+            with trio.CancelScope() as slot.scope:
+                while not self._retired(slot):
+                    if crashed:
+                        await self._backoff(slot)
+                        if self._retired(slot):  # stop() or retire() during the backoff
+                            break
+                        slot.started_at = trio.current_time()
+                        if slot.crash_looping:
+                            self._watch_stability(slot)
+                    slot.state = "running"
+                    try:
+                        await actor.serve()
+                    except Exception as exc:
+                        self._crashed(slot, exc)
+                        crashed = True
+                        continue
+                    break  # idle (or stopping): the task ends, the actor stays on standby
         finally:
-            slot.state = "stopped"
-            slot.stopped.set()
+            slot.serving = False
+            slot.scope = None
+            if self._stopping or slot.retiring:
+                self._stopped(slot)
 
-    async def _supervise_until_stopped(self, slot: _Slot, task_status: trio.TaskStatus[None]) -> None:
-        delay = self._base
-        first = True
-        while not (self.stop_requested() or slot.retiring):
-            started_at = trio.current_time()
-            try:
-                if first:
-                    first = False
-                    await self._run_once(slot, task_status)
-                else:
-                    await self._run_once(slot, trio.TASK_STATUS_IGNORED)
-            except Exception as exc:
-                slot.restarts += 1
-                slot.last_error = repr(_innermost(exc))
-                slot.state = "restarting"
-                log.error("actor.crashed", number=slot.actor.number, restarts=slot.restarts, exc_info=exc)
-                self._note_crash(slot)
-            else:
-                if self.stop_requested() or slot.retiring:
-                    break
-                slot.state = "restarting"
-                log.warning("actor.returned", number=slot.actor.number)
-            if trio.current_time() - started_at >= self._reset_after:
-                delay = self._base
-            # Crash loop: retry slowly (jittered, so many looping actors do not restart in step).
-            wait = (
-                self._degraded_delay * random.uniform(0.8, 1.0)
-                if slot.crash_looping
-                else random.uniform(0.0, delay)
-            )
-            # retire() sets wake: a retiring actor is not restarted after its backoff.
-            with trio.move_on_after(wait):
-                await slot.wake.wait()
-            delay = min(self._cap, delay * 2)
+    def _retired(self, slot: _Slot) -> bool:
+        return self._stopping or slot.retiring
 
-    def _note_crash(self, slot: _Slot) -> None:
+    def _crashed(self, slot: _Slot, exc: Exception) -> None:
+        slot.restarts += 1
+        slot.last_error = repr(_innermost(exc))
+        slot.state = "restarting"
+        log.error("actor.crashed", number=slot.actor.number, restarts=slot.restarts, exc_info=exc)
+        if slot.stable is not None:
+            slot.stable.cancel()
+            slot.stable = None
         now = trio.current_time()
-        slot.crashes.append(now)
-        while slot.crashes and slot.crashes[0] < now - self._crash_window:
-            slot.crashes.popleft()
-        if len(slot.crashes) >= self._crash_limit and not slot.crash_looping:
+        if now - slot.started_at >= self._reset_after:
+            slot.delay = self._base  # it had been healthy for a while
+        crashes = slot.crashes
+        if crashes is None:
+            crashes = slot.crashes = deque()
+        crashes.append(now)
+        while crashes and crashes[0] < now - self._crash_window:
+            crashes.popleft()
+        if len(crashes) >= self._crash_limit and not slot.crash_looping:
             slot.crash_looping = True
             slot.actor.mark_degraded(
-                f"crash loop: {len(slot.crashes)} crashes in {self._crash_window:g}s, last {slot.last_error}"
+                f"crash loop: {len(crashes)} crashes in {self._crash_window:g}s, last {slot.last_error}"
             )
 
-    async def _run_once(self, slot: _Slot, task_status: trio.TaskStatus[None]) -> None:
-        async with trio.open_nursery() as nursery:
+    async def _backoff(self, slot: _Slot) -> None:
+        # Crash loop: retry slowly (jittered, so many looping actors do not restart in step).
+        wait = (
+            self._degraded_delay * random.uniform(0.8, 1.0)
+            if slot.crash_looping
+            else random.uniform(0.0, slot.delay)
+        )
+        slot.delay = min(self._cap, slot.delay * 2)
+        # retire() sets wake: a retiring actor is not restarted after its backoff.
+        slot.wake = trio.Event()
+        try:
+            with trio.move_on_after(wait):
+                await slot.wake.wait()
+        finally:
+            slot.wake = None
 
-            async def run_actor(*, task_status: trio.TaskStatus[None]) -> None:
-                try:
-                    await slot.actor.run(task_status=task_status)
-                finally:
-                    nursery.cancel_scope.cancel()  # the stability timer has nothing left to watch
-
-            await nursery.start(run_actor)
-            slot.state = "running"
-            task_status.started()
-            if slot.crash_looping:
-                nursery.start_soon(self._clear_when_stable, slot)
-
-    async def _clear_when_stable(self, slot: _Slot) -> None:
+    def _watch_stability(self, slot: _Slot) -> None:
         """A crash-looping actor that stays up for ``reset_after`` is healthy again."""
-        await trio.sleep(self._reset_after)
-        if slot.crash_looping:
-            self.clear_degraded(slot.actor.number)
+
+        def clear() -> None:
+            slot.stable = None
+            if slot.crash_looping and slot.actor is self.actor(slot.actor.number):
+                self.clear_degraded(slot.actor.number)
+
+        if slot.stable is not None:
+            slot.stable.cancel()
+        slot.stable = self._timers.call_at(trio.current_time() + self._reset_after, clear)
+
+    def _stopped(self, slot: _Slot) -> None:
+        slot.state = "stopped"
+        if slot.stable is not None:
+            slot.stable.cancel()
+            slot.stable = None
+        if slot.stopped is not None:
+            slot.stopped.set()

@@ -64,17 +64,44 @@ async def test_retire_stops_one_number_and_keeps_its_outbox(
     assert bodies == [f"one {i}" for i in range(5)]
 
 
+class Hung:
+    """An endpoint that accepts connections and never answers."""
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        pass
+
+
 async def test_retire_cancels_an_actor_that_cannot_stop_in_time(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     wall = TrioWallClock(start=1_700_000_000.0)
-    stuck = build_actor(number_config(ONE), Unreachable(), store=writer, wall=wall)
+    stuck = build_actor(number_config(ONE), Hung(), store=writer, wall=wall)
     supervisor = Supervisor([stuck])
     await nursery.start(supervisor.run)
-    await trio.sleep(60)  # logging in fails and is retried; the actor never gets a token
+    await submit(writer, stuck, ONE, "+15551230000", "waits for a token that never comes")
+    await trio.sleep(60)  # the login never answers: the message waits for a token
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=7.0)
     assert trio.current_time() - began == 7.0
+    assert supervisor.actor(ONE) is None
+    assert writer.count(b"outbox", number_key(ONE)) == 1
+
+
+async def test_an_idle_actor_without_a_token_retires_at_once(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    never = build_actor(number_config(ONE), Unreachable(), store=writer, wall=wall)
+    supervisor = Supervisor([never])
+    await nursery.start(supervisor.run)
+    await trio.sleep(60)  # logging in fails and is retried every 5 s; nothing to send
+    began = trio.current_time()
+    await supervisor.retire(ONE, timeout=7.0)
+    assert trio.current_time() - began < 1.0
     assert supervisor.actor(ONE) is None
 
 

@@ -1,0 +1,164 @@
+"""Idle actors keep no task: woken by a message or a due chore, served, idle again (MockClock)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from actors.number import IDLE_LINGER
+from dispatcher.clock import TrioWallClock
+from dispatcher.numbers import build_actor
+from dispatcher.simulator.transport import InProcessTransport
+from dispatcher.store import Store, number_key
+from dispatcher.supervisor import Supervisor
+from tests.test_delivery import DAY, Timed, number_config, sim_with, submit, wait_for
+
+ONE, TWO = "+15550000001", "+15550000002"
+
+
+def task_count() -> int:
+    """Every task of this trio run."""
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        count += 1
+        todo.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
+    return count
+
+
+async def test_idle_actors_keep_no_task(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    numbers = [f"+1555000{i:04d}" for i in range(50)]
+    sim = sim_with(wall, *numbers)
+    actors = [
+        build_actor(number_config(n), InProcessTransport(sim, n), store=writer, wall=wall) for n in numbers
+    ]
+    few = Supervisor(actors[:1])
+    await nursery.start(few.run)
+    await trio.sleep(IDLE_LINGER + 1)  # the first login is done, the actor idle again
+    baseline = task_count()
+    many = Supervisor(actors[1:])
+    await nursery.start(many.run)
+    await trio.sleep(IDLE_LINGER + 1)
+    assert all(not a.serving for a in actors)
+    assert task_count() == baseline + 2  # the second supervisor's run and its timer task: no task per actor
+    assert set(many.states().values()) == {"running"}  # idle counts as running (health, admin)
+    assert sim.counters(numbers[7]).logins == 1
+
+
+async def test_a_message_wakes_an_idle_actor_which_goes_idle_again(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    transport = Timed(InProcessTransport(sim, ONE))
+    actor = build_actor(number_config(ONE), transport, store=writer, wall=wall)
+    supervisor = Supervisor([actor])
+    await nursery.start(supervisor.run)
+    await trio.sleep(IDLE_LINGER + 1)
+    assert not actor.serving
+    for round_ in range(3):
+        woken_at = trio.current_time()
+        await submit(writer, actor, ONE, "+15551230000", f"round {round_}")
+        await wait_for(lambda r=round_: sim.counters(ONE).accepted == r + 1)
+        assert transport.sends[-1] - woken_at < 0.1
+        await wait_for(lambda: not actor.serving)
+        # It lingers IDLE_LINGER seconds after its last send, then its task ends.
+        assert IDLE_LINGER <= trio.current_time() - transport.sends[-1] <= IDLE_LINGER + 0.02
+        assert supervisor.states() == {ONE: "running"} and actor.statistics().running
+    assert writer.count(b"outbox", number_key(ONE)) == 0
+    assert sim.counters(ONE).logins == 1
+
+
+async def test_an_idle_actor_refreshes_its_token_on_time(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    actor = build_actor(number_config(ONE), InProcessTransport(sim, ONE), store=writer, wall=wall)
+    supervisor = Supervisor([actor])
+    start = trio.current_time()
+    await nursery.start(supervisor.run)
+    await wait_for(lambda: sim.counters(ONE).logins == 1)
+    await wait_for(lambda: not actor.serving)
+    expires_in = actor.statistics().token_expires_in
+    assert expires_in is not None and abs(expires_in - (7 * DAY - IDLE_LINGER)) < 1.0
+    # Idle all along: the shared timers wake it a day before the 7-day token expires.
+    await trio.sleep_until(start + 6 * DAY - 1)
+    assert sim.counters(ONE).logins == 1 and not actor.serving
+    await trio.sleep(2)
+    assert sim.counters(ONE).logins == 2
+    await trio.sleep(IDLE_LINGER)
+    assert not actor.serving  # back to idle after the refresh
+    await trio.sleep_until(start + 12 * DAY + 1)
+    assert sim.counters(ONE).logins == 3
+    # The token still works: a message goes out with no 401.
+    await submit(writer, actor, ONE, "+15551230000", "after two refreshes")
+    await wait_for(lambda: sim.counters(ONE).accepted == 1)
+    assert sim.counters(ONE).rejected_401 == 0
+
+
+async def test_a_woken_actor_that_crashes_is_restarted_and_sends(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE, TWO)
+    transport = Timed(InProcessTransport(sim, ONE))
+    actors = [
+        build_actor(number_config(ONE), transport, store=writer, wall=wall),
+        build_actor(number_config(TWO), InProcessTransport(sim, TWO), store=writer, wall=wall),
+    ]
+    supervisor = Supervisor(actors, base_delay=1.0)
+    await nursery.start(supervisor.run)
+    await trio.sleep(IDLE_LINGER + 1)
+    assert not actors[0].serving
+    transport.fail_next = RuntimeError("bug in the channel adapter")
+    record = await submit(writer, actors[0], ONE, "+15551230000", "crashes once")
+    await wait_for(lambda: supervisor.restarts(ONE) == 1)
+    assert supervisor.states()[ONE] == "restarting" and not actors[1].serving
+    await wait_for(lambda: sim.counters(ONE).accepted == 1)
+    assert [m.content for m in sim.received(ONE)] == ["crashes once"] and record.sid
+    assert writer.count(b"outbox", number_key(ONE)) == 0
+    await wait_for(lambda: not actors[0].serving)
+    assert supervisor.states() == {ONE: "running", TWO: "running"}
+    # Woken again later, it sends at once: the crash left nothing behind.
+    await submit(writer, actors[0], ONE, "+15551230000", "later")
+    await wait_for(lambda: sim.counters(ONE).accepted == 2)
+    assert supervisor.restarts(ONE) == 1
+
+
+async def test_pause_holds_a_woken_actor_and_resume_sends(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    actor = build_actor(number_config(ONE), InProcessTransport(sim, ONE), store=writer, wall=wall)
+    supervisor = Supervisor([actor])
+    await nursery.start(supervisor.run)
+    await trio.sleep(IDLE_LINGER + 1)
+    actor.pause()
+    await submit(writer, actor, ONE, "+15551230000", "held")
+    await trio.sleep(3600)
+    assert sim.counters(ONE).accepted == 0 and actor.statistics().pending == 1
+    actor.resume()
+    await wait_for(lambda: sim.counters(ONE).accepted == 1)
+
+
+async def test_stop_returns_at_once_with_idle_actors(
+    autojump_clock: trio.testing.MockClock, writer: Store
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE, TWO)
+    actors = [
+        build_actor(number_config(n), InProcessTransport(sim, n), store=writer, wall=wall) for n in (ONE, TWO)
+    ]
+    supervisor = Supervisor(actors)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await trio.sleep(IDLE_LINGER + 1)
+        began = trio.current_time()
+        supervisor.stop()
+    assert trio.current_time() == began
+    assert supervisor.states() == {ONE: "stopped", TWO: "stopped"}
