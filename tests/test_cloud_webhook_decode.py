@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.channels.cloud_webhook import decode
+from dispatcher.channels.cloud_webhook import decode, digits_of
 from dispatcher.channels.onprem_webhook import WebhookError
 
 PNID = "106540352242922"
@@ -172,4 +172,19 @@ def test_system_errors_are_reported() -> None:
 )
 def test_malformed_deliveries_are_refused_whole(body: bytes) -> None:
     with pytest.raises(WebhookError):
+        decode(body, PNID)
+
+
+def test_recipients_are_read_as_digits() -> None:
+    decoded = decode(
+        envelope({"statuses": [status("sent"), status("delivered", recipient_id="+1 (650) 555-1234")]}), PNID
+    )
+    assert [s.recipient for s in decoded.events.statuses] == ["16505551234", "16505551234"]
+    assert digits_of("16505551234") == "16505551234"
+    assert digits_of("\u0661\u0662\u06634") == "4"  # non-ASCII digits are not a phone number's
+
+
+def test_an_unknown_status_deep_in_a_batch_is_named_by_its_position() -> None:
+    body = envelope({"statuses": [status("sent"), status("delivered"), status("bogus")]})
+    with pytest.raises(WebhookError, match=r"^entry\[0\]\.changes\[0\]\.value\.statuses\[2\]\.status: "):
         decode(body, PNID)

@@ -36,6 +36,7 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Timestamp = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}$")]
 Text = Annotated[str, msgspec.Meta(max_length=65_536)]
 _PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+_NON_DIGITS = re.compile(r"[^0-9]")
 GENERIC_FAILURE: Final = 30008
 
 # Cloud status -> Twilio status; ``played`` (voice) and ``deleted`` change nothing.
@@ -164,7 +165,7 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
                 foreign += 1
                 continue
             for i, status in enumerate(value.statuses):
-                for update in _status(status, f"{where}.statuses[{i}]"):
+                for update in _status(status, where, i):
                     statuses.append(update)
                     status_keys.append(f"s:{update.channel_id}:{update.status}")
                 ignored += status.status in IGNORED_STATUSES
@@ -181,19 +182,25 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
     return Decoded(events, status_keys, inbound_keys, foreign)
 
 
-def _status(status: _Status, where: str) -> list[StatusEvent]:
+def digits_of(text: str) -> str:
+    """``text`` without its non-digits (a wa_id is usually digits already: no regex then)."""
+    return text if text.isdigit() and text.isascii() else _NON_DIGITS.sub("", text)
+
+
+def _status(status: _Status, where: str, index: int) -> list[StatusEvent]:
+    """One status, read by its position ``where``.statuses[``index``] (named only in errors)."""
     if status.status in IGNORED_STATUSES:
         return []
     twilio = STATUSES.get(status.status)
     if twilio is None:
-        raise WebhookError(f"{where}.status: unknown status {status.status[:32]!r}")
+        raise WebhookError(f"{where}.statuses[{index}].status: unknown status {status.status[:32]!r}")
     code = message = None
     if status.errors:
         first = status.errors[0]
         code, message = twilio_code(first.code), first.text()
     elif twilio == "failed":
         code, message = GENERIC_FAILURE, "WhatsApp reported the message failed"
-    recipient = re.sub(r"[^0-9]", "", status.recipient_id)
+    recipient = digits_of(status.recipient_id)
     event = StatusEvent(
         channel_id=status.id, status=twilio, error_code=code, error_message=message, recipient=recipient
     )
@@ -218,7 +225,7 @@ def _inbound(raw: msgspec.Raw, profiles: dict[str, str], where: str) -> InboundE
         message = _message.decode(raw)
     except msgspec.DecodeError as exc:
         raise WebhookError(f"{where}: {exc}") from exc
-    sender = re.sub(r"[^0-9]", "", message.sender)
+    sender = digits_of(message.sender)
     try:
         return onprem_webhook._inbound(message, profiles.get(sender, ""), 0)
     except WebhookError as exc:

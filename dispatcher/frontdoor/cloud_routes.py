@@ -69,16 +69,17 @@ class CloudWebhooks:
         self._in_progress |= taken
         try:
             # One key can also repeat inside a delivery: apply its first occurrence only.
-            first: set[str] = set()
+            # (A set: a batched delivery carries hundreds of keys.)
+            pending = set(fresh)
             statuses: list[StatusEvent] = []
             for update, key in zip(events.statuses, decoded.status_keys, strict=True):
-                if key in fresh and key not in first:
-                    first.add(key)
+                if key in pending:
+                    pending.discard(key)
                     statuses.append(update)
             inbound: list[InboundEvent] = []
             for message, key in zip(events.inbound, decoded.inbound_keys, strict=True):
-                if key in fresh and key not in first:
-                    first.add(key)
+                if key in pending:
+                    pending.discard(key)
                     inbound.append(message)
             skipped = len(keys) - len(statuses) - len(inbound)
             await self._gateway.on_webhook(
