@@ -39,6 +39,8 @@ SignedPoster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
 
 STAGES: Final = ("sent", "delivered", "read")
 _encoder: Final = msgspec.json.Encoder()
+_ORIGIN: Final = {"type": "utility"}
+_PRICING: Final = {"billable": True, "pricing_model": "PMP", "category": "utility"}
 
 
 @attrs.frozen
@@ -68,6 +70,9 @@ class _Walk:
     failure: tuple[int, str] | None
     accepted_at: float
     stage: int = 0
+    # Built at the first stage, shared by the next two (a hash each: not once per stage).
+    contact: dict[str, str] | None = None
+    conversation: dict[str, Any] | None = None
 
 
 @final
@@ -199,8 +204,9 @@ class CloudHooks:
                 continue
             items, contacts = statuses.setdefault(job.pnid, ([], {}))
             items.append(_status(job, timestamp))
-            if job.digits not in contacts:
-                contacts[job.digits] = {"wa_id": job.digits, "user_id": user_id(job.digits)}
+            if job.contact is None:
+                job.contact = {"wa_id": job.digits, "user_id": user_id(job.digits)}
+            contacts.setdefault(job.digits, job.contact)
             if job.failure is None and job.stage + 1 < len(STAGES):
                 assert self._delays is not None  # walks exist only when statuses are on
                 job.stage += 1
@@ -270,14 +276,13 @@ def _status(walk: _Walk, timestamp: str) -> dict[str, Any]:
             "recipient_id": walk.digits,
             "errors": [{"code": code, "title": title, "message": title, "error_data": {"details": title}}],
         }
+    if walk.conversation is None:
+        walk.conversation = {"id": hashlib.md5(walk.digits.encode()).hexdigest(), "origin": _ORIGIN}
     return {
         "id": walk.wamid,
         "status": STAGES[walk.stage],
         "timestamp": timestamp,
         "recipient_id": walk.digits,
-        "conversation": {
-            "id": hashlib.md5(walk.digits.encode()).hexdigest(),
-            "origin": {"type": "utility"},
-        },
-        "pricing": {"billable": True, "pricing_model": "PMP", "category": "utility"},
+        "conversation": walk.conversation,
+        "pricing": _PRICING,
     }

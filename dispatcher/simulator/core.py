@@ -65,7 +65,8 @@ class Simulator:
         status_delays: seconds after acceptance of the ``sent``, ``delivered``
             and ``read`` webhooks; ``None`` sends no status webhooks.
         webhook_batch: most statuses in one webhook POST.
-        webhook_concurrency: webhook worker tasks (ordering holds per recipient).
+        webhook_concurrency: webhook worker tasks of On-Prem numbers (ordering holds per recipient);
+            Cloud numbers have one, so their batches fill while its POST is in flight.
         webhook_queue_size: messages awaiting webhooks beyond which more are
             dropped and counted (``webhooks_dropped``).
         poster: ``await poster(url, body) -> status``; default a shared httpx client.
@@ -130,7 +131,6 @@ class Simulator:
             webhook_retries=webhook_retries,
             webhook_retry_delay=webhook_retry_delay,
             webhook_batch=webhook_batch,
-            webhook_concurrency=webhook_concurrency,
             received_limit=received_limit,
         )
         for number in numbers:
