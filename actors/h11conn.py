@@ -18,6 +18,7 @@ pool opens its TLS streams with ``https_compatible=True`` for the same reason.
 
 from __future__ import annotations
 
+import os
 import select
 import ssl
 from typing import final
@@ -72,6 +73,8 @@ class H11Connection:
 
     __slots__ = (
         "_body",
+        "_closed",
+        "_fd",
         "_h11",
         "_keep_alive",
         "_poll",
@@ -82,9 +85,15 @@ class H11Connection:
         "requests",
     )
 
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType, *, raw: bool = False) -> None:
+        """``raw``: ``stream`` is the plain TCP stream of ``sock``, which is then read and written
+        directly (``os.read``/``os.write`` and trio's ``wait_readable``/``wait_writable``)."""
         self._stream = stream
         self._sock = sock
+        # Plain TCP skips SocketStream and trio's socket wrappers (a conflict detector, an
+        # error-translating context manager and two checkpoints per call): -1 for TLS.
+        self._fd = sock.fileno() if raw else -1
+        self._closed = False
         # This cycle's h11 state machine; None while the request is framed by ``actors.http1``.
         self._h11: h11.Connection | None = None
         self._request: Prepared | None = None  # the request of this cycle, for an h11 replay
@@ -110,7 +119,7 @@ class H11Connection:
         tcp = await trio.open_tcp_stream(host, port)
         sock = tcp.socket
         if ssl_context is None:
-            return cls(tcp, sock)
+            return cls(tcp, sock, raw=True)
         try:
             tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname, https_compatible=True)
             await tls.do_handshake()
@@ -177,8 +186,44 @@ class H11Connection:
             trio.ClosedResourceError: the connection was closed locally (pool shutting down).
         """
         self.requests += 1
+        if self._fd < 0:
+            for buf in buffers:
+                await self._stream.send_all(buf)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()  # as send_all: nothing leaves once cancelled
         for buf in buffers:
-            await self._stream.send_all(buf)
+            view = memoryview(buf)
+            while view:
+                if self._closed:
+                    raise trio.ClosedResourceError("connection closed")
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._fd)
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket send failed: {exc!r}") from exc
+
+    async def _receive(self, *, wait: bool = False) -> bytes:
+        """The next bytes from the peer (b"" at EOF); ``wait``: the peer has not answered yet.
+
+        Raises:
+            trio.BrokenResourceError: connection reset.
+            trio.ClosedResourceError: closed locally.
+        """
+        if self._fd < 0:
+            data = await self._stream.receive_some(_RECEIVE_SIZE)
+            return data if type(data) is bytes else bytes(data)
+        if wait:  # a read now would only find nothing: sleep until there is something
+            await trio.lowlevel.wait_readable(self._fd)
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("connection closed")
+            try:
+                return os.read(self._fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket receive failed: {exc!r}") from exc
 
     async def receive_response(self) -> Response:
         """Read one full response, skipping 1xx; header names come back lowercased.
@@ -195,11 +240,9 @@ class H11Connection:
         """
         if self._h11 is not None:
             return await self._receive_h11()
-        receive_some = self._stream.receive_some
-        received = await receive_some(_RECEIVE_SIZE)
-        if not received:
+        data = await self._receive(wait=True)
+        if not data:
             raise PeerClosedError("connection closed before the response")
-        data = received if type(received) is bytes else bytes(received)
         end = data.find(b"\r\n\r\n")
         head = parse_response_head(data, end) if end >= 0 else None
         if head is None:
@@ -210,10 +253,10 @@ class H11Connection:
         if len(data) >= stop:
             self._keep_alive = keep_alive and len(data) == stop  # nothing may follow unasked
             return Response(status, headers, data[start:stop])
-        chunks: list[bytes | bytearray] = [data[start:]]
+        chunks = [data[start:]]
         have = len(data) - start
         while have < length:
-            received = await receive_some(_RECEIVE_SIZE)
+            received = await self._receive()
             if not received:
                 raise PeerClosedError("connection closed mid-response (Data)")
             chunks.append(received)
@@ -233,7 +276,6 @@ class H11Connection:
     async def _receive_h11(self) -> Response:
         conn = self._h11
         assert conn is not None
-        receive_some = self._stream.receive_some
         status = 0
         headers: Headers = []
         chunks: list[bytes] = []
@@ -241,11 +283,11 @@ class H11Connection:
             event = conn.next_event()
             kind = type(event)
             if event is h11.NEED_DATA:
-                data = await receive_some(_RECEIVE_SIZE)
+                data = await self._receive()
                 if not data and conn.their_state is h11.SEND_RESPONSE:
                     # h11 reports EOF before the status line as ConnectionClosed; be explicit.
                     raise PeerClosedError("connection closed before the response")
-                conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
+                conn.receive_data(data)
             elif kind is h11.Data:
                 chunks.append(event.data)  # type: ignore[union-attr]
             elif kind is h11.Response:
@@ -290,5 +332,11 @@ class H11Connection:
         return bool(self._poll.poll(0))
 
     def close(self) -> None:
-        """Close the socket now; idempotent, never blocks, never raises."""
+        """Close the socket now; idempotent, never blocks, never raises.
+
+        A task blocked on the socket is woken with ``ClosedResourceError`` (trio's
+        ``notify_closing``); one about to use it sees ``_closed`` first, so it never
+        touches a descriptor number the kernel may have given to another socket.
+        """
+        self._closed = True
         self._sock.close()

@@ -19,10 +19,14 @@ from typing import Final
 
 from actors.transport import Headers
 
-__all__ = ["MAX_HEAD", "ResponseHead", "parse_response_head", "request_head"]
-
-MAX_HEAD: Final = 65536
-"""A head still incomplete after this many bytes is left to h11 (which refuses it)."""
+__all__ = [
+    "RequestHead",
+    "ResponseHead",
+    "encode_response",
+    "parse_request_head",
+    "parse_response_head",
+    "request_head",
+]
 
 # h11._abnf: token, request-target (vchar+), field-value.
 _TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
@@ -35,10 +39,15 @@ _FRAMING: Final = frozenset(
 # HEAD answers carry no body whatever their Content-Length; CONNECT switches protocols.
 _H11_METHODS: Final = frozenset({b"HEAD", b"CONNECT"})
 _STATUS_LINE: Final = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
+_REQUEST_LINE: Final = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+) ([\x21-\x7e]+) HTTP/1\.1")
+# Header names a message with them is judged on (the rest are passed through as they are).
+_SPECIAL: Final = frozenset({b"connection", b"content-length", b"host", *_FRAMING})
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 ResponseHead = tuple[int, Headers, int, bool]
 """``(status, headers with lowercased names, content length, keep-alive)``."""
+RequestHead = tuple[bytes, bytes, Headers, int, bool]
+"""``(method, target, headers with lowercased names, content length, keep-alive)``."""
 
 
 def request_head(method: bytes, target: bytes, headers: Headers) -> bytes | None:
@@ -86,26 +95,78 @@ def parse_response_head(data: bytes, end: int) -> ResponseHead | None:
     status = int(status_line[9:12])
     if status in _NO_BODY_STATUSES:
         return None
+    fields = _parse_fields(lines)
+    if fields is None or fields[1] < 0:
+        return None  # odd header lines, or delimited by EOF (or chunked): h11's job
+    headers, length, keep_alive, _ = fields
+    return status, headers, length, keep_alive
+
+
+def parse_request_head(data: bytes, end: int) -> RequestHead | None:
+    """Parse the request head ``data[:end]`` (``end`` is where ``\\r\\n\\r\\n`` starts).
+
+    Returns None unless the request is ``HTTP/1.1``, not HEAD or CONNECT, with one
+    Host, plain header lines, at most one Content-Length, and no Transfer-Encoding
+    or Expect: everything else (including garbage) is h11's to judge.
+    """
+    lines = data[:end].split(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        return None
+    method, target = match.groups()
+    if method in _H11_METHODS:
+        return None
+    fields = _parse_fields(lines)
+    if fields is None or fields[3] != 1:
+        return None
+    headers, length, keep_alive, _ = fields
+    return method, target, headers, max(length, 0), keep_alive
+
+
+def _parse_fields(lines: list[bytes]) -> tuple[Headers, int, bool, int] | None:
+    """``(headers, content length or -1, keep-alive, Host count)`` of ``lines[1:]``, or None."""
     headers: Headers = []
     length = -1
     keep_alive = True
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
+    hosts = 0
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
             return None  # obs-fold, bare LF, no colon, space before the colon...
         value = value.strip(b" \t")
         if not _VALUE.fullmatch(value):
             return None
         name = name.lower()
-        if name == b"content-length":
-            if length >= 0 or not value.isdigit() or len(value) > 18:
+        if name in _SPECIAL:
+            if name == b"content-length":
+                if length >= 0 or not value.isdigit() or len(value) > 18:
+                    return None
+                length = int(value)
+            elif name == b"host":
+                hosts += 1
+            elif name == b"connection":
+                if b"close" in [t.strip(b" \t") for t in value.lower().split(b",")]:
+                    keep_alive = False
+            else:  # Transfer-Encoding, Expect, Upgrade...
                 return None
-            length = int(value)
-        elif name == b"transfer-encoding":
-            return None
-        elif name == b"connection" and b"close" in [t.strip(b" \t") for t in value.lower().split(b",")]:
-            keep_alive = False
         headers.append((name, value))
-    if length < 0:
-        return None  # delimited by EOF (or chunked): h11's job
-    return status, headers, length, keep_alive
+    return headers, length, keep_alive, hosts
+
+
+def encode_response(status: int, reason: bytes, headers: Headers, body: bytes, *, close: bool) -> bytes:
+    """A whole ``HTTP/1.1`` response with a Content-Length body (``Connection: close`` if ``close``).
+
+    ``headers`` must not hold Content-Length, Connection or Transfer-Encoding.
+
+    Raises:
+        ValueError: an invalid header name or value.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            raise ValueError(f"invalid response header {name!r}: {value!r}")
+        lines += (name, b": ", value, b"\r\n")
+    if close:
+        lines.append(b"connection: close\r\n")
+    lines += (b"content-length: %d\r\n\r\n" % len(body), body)
+    return b"".join(lines)

@@ -14,7 +14,7 @@ import trio.testing
 
 from actors.h11conn import H11Connection, Prepared
 from actors.h11pool import H11Pool
-from actors.http1 import parse_response_head, request_head
+from actors.http1 import encode_response, parse_request_head, parse_response_head, request_head
 from actors.transport import Response, ResponseLostError
 from tests.test_h11pool import (
     TEST_TIMEOUT,
@@ -311,3 +311,81 @@ async def test_request_with_a_framing_header_goes_through_h11(
     assert server.requests[0].header(b"connection") == b"close"
     assert stats.open_connections == 0  # h11 knew we asked to close
     assert fallbacks == []  # read by that cycle's h11 from the start, no hand-over
+
+
+# -- the server side (the simulator) --------------------------------------------------------------
+
+
+def request_of(raw: bytes) -> object:
+    return parse_request_head(raw, raw.find(b"\r\n\r\n"))
+
+
+def test_plain_request_head() -> None:
+    raw = (
+        b"POST /v1/messages?a=b HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer x\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    assert request_of(raw) == (
+        b"POST",
+        b"/v1/messages?a=b",
+        [(b"host", b"sim"), (b"authorization", b"Bearer x"), (b"content-length", b"2")],
+        2,
+        True,
+    )
+    assert request_of(b"GET / HTTP/1.1\r\nhost: s\r\nconnection: close\r\n\r\n") == (
+        b"GET",
+        b"/",
+        [(b"host", b"s"), (b"connection", b"close")],
+        0,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: s\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: s\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: s\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: s\r\nUpgrade: websocket\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ],
+    ids=[
+        "chunked",
+        "expect",
+        "head",
+        "http-1.0",
+        "no-host",
+        "two-hosts",
+        "double-space",
+        "two-lengths",
+        "upgrade",
+        "garbage",
+    ],
+)
+def test_unusual_requests_are_left_to_h11(raw: bytes) -> None:
+    assert request_of(raw) is None
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_encode_response_reads_back_through_h11(close: bool) -> None:
+    wire = encode_response(
+        201, b"Created", [(b"content-type", b"application/json")], b'{"ok":1}', close=close
+    )
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "s")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(wire)
+    response = conn.next_event()
+    assert isinstance(response, h11.Response)
+    assert (response.status_code, response.reason) == (201, b"Created")
+    assert conn.next_event() == h11.Data(data=b'{"ok":1}')
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+    assert (conn.their_state is h11.MUST_CLOSE) is close
+    with pytest.raises(ValueError, match="invalid response header"):
+        encode_response(200, b"OK", [(b"x", b"a\r\nInjected: 1")], b"", close=False)

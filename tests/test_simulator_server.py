@@ -309,3 +309,110 @@ async def test_a_crashing_handler_gives_500_and_the_server_keeps_serving(
             assert crashed.status_code == 500
             assert crashed.json()["errors"][0]["code"] == 1014
             assert (await client.get("/_sim/counters")).status_code == 200
+
+
+# -- plain requests (actors.http1) and the hand-over to h11 ------------------------------------
+
+
+async def _answers(
+    stream: trio.SocketStream, count: int
+) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """Read ``count`` responses with an h11 client that believes it sent ``count`` GETs."""
+    conn = h11.Connection(h11.CLIENT)
+    answers = []
+    for _ in range(count):
+        conn.send(h11.Request(method="GET", target="/", headers=[("host", "sim")]))
+        conn.send(h11.EndOfMessage())
+        status, headers, body = 0, [], b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65_536))
+            elif isinstance(event, h11.Response):
+                status, headers = event.status_code, list(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        answers.append((status, headers, body))
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+    return answers
+
+
+def _add(number: str) -> bytes:
+    body = json.dumps({"number": number, "password": "pw"}).encode()
+    return b"POST /_sim/numbers HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+COUNTERS = b"GET /_sim/counters HTTP/1.1\r\nHost: sim\r\n\r\n"
+
+
+async def test_plain_requests_one_write_each_keep_the_connection(sim: Simulator, url: str) -> None:
+    with trio.fail_after(GUARD):
+        stream = await trio.open_tcp_stream(*_host_port(url))
+        async with stream:
+            await stream.send_all(_add("+15550000004"))
+            (added,) = await _answers(stream, 1)
+            await stream.send_all(COUNTERS)
+            (counters,) = await _answers(stream, 1)
+    assert added[0] == 201
+    assert (b"content-length", b"%d" % len(added[2])) in added[1]
+    assert counters[0] == 200
+    assert "+15550000004" in sim.numbers()
+
+
+async def test_pieces_pipelining_and_chunked_are_served_by_h11(sim: Simulator, url: str) -> None:
+    first, second = _add("+15550000005"), _add("+15550000006")
+    chunked = (
+        b"POST /_sim/numbers HTTP/1.1\r\nHost: sim\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'10\r\n{"number": "+155\r\n1b\r\n50000007", "password": "p"}\r\n0\r\n\r\n'
+    )
+    with trio.fail_after(GUARD):
+        stream = await trio.open_tcp_stream(*_host_port(url))
+        async with stream:
+            await stream.send_all(first[:30])  # a head in pieces
+            await trio.testing.wait_all_tasks_blocked()  # the server has read the first part
+            await stream.send_all(first[30:])
+            (one,) = await _answers(stream, 1)
+            await stream.send_all(second + COUNTERS)  # pipelined
+            two = await _answers(stream, 2)
+            await stream.send_all(chunked)  # the connection stays with h11 from here
+            (three,) = await _answers(stream, 1)
+    assert [one[0], *(a[0] for a in two), three[0]] == [201, 201, 200, 201]
+    assert {"+15550000005", "+15550000006", "+15550000007"} <= set(sim.numbers())
+
+
+async def test_plain_body_in_pieces(sim: Simulator, url: str) -> None:
+    request = _add("+15550000008")
+    head_end = request.index(b"\r\n\r\n") + 4
+    with trio.fail_after(GUARD):
+        stream = await trio.open_tcp_stream(*_host_port(url))
+        async with stream:
+            await stream.send_all(request[: head_end + 3])
+            await trio.testing.wait_all_tasks_blocked()  # the server has read the first part
+            await stream.send_all(request[head_end + 3 :])
+            (answer,) = await _answers(stream, 1)
+    assert answer[0] == 201
+    assert "+15550000008" in sim.numbers()
+
+
+async def test_plain_connection_close_is_answered_then_closed(url: str) -> None:
+    with trio.fail_after(GUARD):
+        answer = await _raw(url, b"GET /_sim/counters HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nconnection: close\r\n" in head + b"\r\n"
+    assert json.loads(body)["numbers"]
+
+
+async def test_body_cut_by_eof_gets_400(url: str) -> None:
+    with trio.fail_after(GUARD):
+        stream = await trio.open_tcp_stream(*_host_port(url))
+        async with stream:
+            await stream.send_all(b"POST /_sim/numbers HTTP/1.1\r\nHost: sim\r\nContent-Length: 50\r\n\r\n{")
+            await stream.send_eof()
+            answer = b""
+            while chunk := await stream.receive_some(65_536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")

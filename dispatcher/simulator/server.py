@@ -2,10 +2,11 @@
 
 No framework on purpose: it must never be the bottleneck of a benchmark (a
 hypercorn+framework server managed under 1,000 req/s here; this one is meant
-for several thousand per core). Per connection: one ``h11.Connection``,
-keep-alive, one request at a time (pipelined requests wait in h11's buffer),
-bodies by Content-Length or chunked. A malformed request gets a 400 and the
-connection is closed; a body over ``max_body`` gets a 413.
+for several thousand per core). Per connection: keep-alive, one request at a
+time; plain requests (HTTP/1.1, Content-Length) are parsed by ``actors.http1``,
+and from the first other one (chunked, Expect, HEAD, pipelined, malformed...)
+an ``h11.Connection`` serves the rest of the connection. A malformed request
+gets a 400 and the connection is closed; a body over ``max_body`` gets a 413.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import struct
 from functools import partial
 from http import HTTPStatus
 
+import attrs
 import h11
 import structlog
 import trio
 
+from actors import http1
 from dispatcher.simulator import errors
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
@@ -64,12 +67,25 @@ async def serve(
 async def _serve_connection(
     sim: Simulator, stream: trio.SocketStream, *, idle_timeout: float, max_body: int
 ) -> None:
-    conn = h11.Connection(h11.SERVER)
+    # Plain requests are read and answered by ``actors.http1``; from the first one that
+    # is not plain (or a pipelined one), h11 serves the connection to its end.
+    conn: h11.Connection | None = None
     try:
         while True:
             req = None
+            keep_alive = True
             with trio.move_on_after(idle_timeout):
-                req = await _read_request(conn, stream, max_body)
+                if conn is None:
+                    got = await _read_plain(stream, max_body)
+                    if isinstance(got, _HandOver):
+                        conn = h11.Connection(h11.SERVER)
+                        conn.receive_data(got.data)
+                        if got.eof:
+                            conn.receive_data(b"")
+                    elif got is not None:
+                        req, keep_alive = got
+                if conn is not None:
+                    req = await _read_request(conn, stream, max_body)
             if req is None:  # peer closed, or idle too long
                 return
             try:
@@ -80,18 +96,74 @@ async def _serve_connection(
             except Exception as exc:
                 log.error("sim.handler_crashed", target=req.target, exc_info=exc)
                 resp = error_response(errors.ApiError(500, errors.INTERNAL_ERROR, type(exc).__name__))
+            if conn is None:
+                await stream.send_all(_encode_plain(resp, close=not keep_alive))
+                if not keep_alive:
+                    return
+                continue
             await stream.send_all(_encode_response(conn, resp, head=req.method == "HEAD"))
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
     except h11.RemoteProtocolError as exc:
-        await _send_error(conn, stream, exc.error_status_hint, str(exc))
+        if conn is not None:
+            await _send_error(conn, stream, exc.error_status_hint, str(exc))
     except _BodyTooLarge:
-        await _send_error(conn, stream, 413, f"Request body over {max_body} bytes")
+        if conn is not None:
+            await _send_error(conn, stream, 413, f"Request body over {max_body} bytes")
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     except Exception as exc:  # one connection's bug must not stop the server
         log.error("sim.connection_crashed", exc_info=exc)
+
+
+@attrs.frozen
+class _HandOver:
+    """What came of a request that is not plain, for h11 to read from."""
+
+    data: bytes
+    eof: bool
+
+
+async def _read_plain(stream: trio.SocketStream, max_body: int) -> tuple[SimRequest, bool] | _HandOver | None:
+    """The next request if it is plain: ``(request, keep-alive)``; None if the peer closed first.
+
+    Anything else is handed over to h11 with the bytes received: a head
+    that is not plain or not whole in the first read, a body over ``max_body``,
+    a body cut by EOF, or bytes past the body (a pipelined request).
+    """
+    data = await stream.receive_some(_RECEIVE_SIZE)
+    if not data:
+        return None
+    end = data.find(b"\r\n\r\n")
+    head = http1.parse_request_head(data, end) if end >= 0 else None
+    if head is None or head[3] > max_body:
+        return _HandOver(data, eof=False)
+    method, target, headers, length, keep_alive = head
+    start = end + 4
+    stop = start + length
+    if len(data) < stop:
+        buffer = bytearray(data)
+        while len(buffer) < stop:
+            more = await stream.receive_some(_RECEIVE_SIZE)
+            if not more:
+                return _HandOver(bytes(buffer), eof=True)
+            buffer += more
+        data = bytes(buffer)
+    if len(data) > stop:
+        return _HandOver(data, eof=False)
+    request = SimRequest(
+        method=method.decode("ascii"),
+        target=target.decode("latin-1"),
+        headers={name.decode("latin-1"): value.decode("latin-1") for name, value in headers},
+        body=data[start:stop],
+    )
+    return request, keep_alive
+
+
+def _encode_plain(resp: SimResponse, *, close: bool) -> bytes:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in resp.headers]
+    return http1.encode_response(resp.status, _REASONS.get(resp.status, b""), headers, resp.body, close=close)
 
 
 async def _read_request(conn: h11.Connection, stream: trio.SocketStream, max_body: int) -> SimRequest | None:
