@@ -148,7 +148,8 @@ class H11Pool:
 
         self._idle: list[H11Connection] = []  # LIFO: pop() is the most recently used
         self._busy: set[H11Connection] = set()  # carrying a request, for aclose()
-        self._waiters: collections.deque[trio.lowlevel.Task] = collections.deque()
+        # Made by the first caller that has to wait: most pools never queue (an idle number's never).
+        self._waiters: collections.deque[trio.lowlevel.Task] | None = None
         self._open = 0  # slots taken: idle + busy + connecting
         self._dropped = 0  # connections dropped not yet replaced (for the reconnects figure)
         self._closed = False
@@ -266,7 +267,7 @@ class H11Pool:
             open_connections=self._open,
             idle_connections=idle,
             active_connections=self._open - idle,
-            waiting_requests=len(self._waiters),
+            waiting_requests=len(self._waiters) if self._waiters else 0,
             requests_total=self._requests_total,
             connections_opened=self._connections_opened,
             reconnects=self._reconnects,
@@ -276,9 +277,10 @@ class H11Pool:
     def __repr__(self) -> str:
         idle = len(self._idle)
         state = " closed" if self._closed else ""
+        waiting = len(self._waiters) if self._waiters else 0
         return (
             f"<H11Pool {self._base_url}{state} [Requests: {self._open - idle} active, "
-            f"{len(self._waiters)} waiting, {self._requests_total} total | Connections: {self._open} open, "
+            f"{waiting} waiting, {self._requests_total} total | Connections: {self._open} open, "
             f"{idle} idle, max {self._max_connections}, {self._reconnects} reconnects]>"
         )
 
@@ -320,10 +322,13 @@ class H11Pool:
             self._open += 1
             return None
         task = trio.lowlevel.current_task()
-        self._waiters.append(task)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = collections.deque()
+        waiters.append(task)
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiters.remove(task)
+            waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
         granted: H11Connection | None = await trio.lowlevel.wait_task_rescheduled(abort)

@@ -243,7 +243,8 @@ class NumberActor:
 
     def _reset(self) -> None:
         self._queues: dict[str, deque[_Pending]] = {}
-        self._ready: deque[str] = deque()
+        # Recipients whose head message can go now, FIFO; made on demand (an idle actor has none).
+        self._ready: deque[str] | None = None
         self._busy: set[str] = set()
         self._known: set[int] = set()
         self._recovered_upto = 0  # recovery saw every committed seq up to here
@@ -267,9 +268,15 @@ class NumberActor:
             queue = self._queues[item.to_number] = deque()
         queue.append(item)
         if len(queue) == 1 and item.to_number not in self._busy:
-            self._ready.append(item.to_number)
+            self._make_ready(item.to_number)
             if self._live:  # not while recovering
                 self._signal()
+
+    def _make_ready(self, recipient: str) -> None:
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = deque()
+        ready.append(recipient)
 
     def _signal(self) -> None:
         """There is something to do: wake the serving task, or ask the host for one."""
@@ -351,6 +358,8 @@ class NumberActor:
                 # No checkpoint from here to the return: a notify() either landed in the
                 # queues (seen here) or finds _wakeup None and asks the host for a new serve().
                 if self._stopping or not (self._queues or self._upkeep_due):
+                    if not self._queues:
+                        self._ready = None  # idle: let the ready line's buffer go
                     return
         except BaseException:
             self._live = False  # the queues may be half-updated: rebuild them from LMDB
@@ -590,7 +599,7 @@ class NumberActor:
     def _unpark_due(self) -> None:
         now = trio.current_time()
         while self._parked and self._parked[0][0] <= now:
-            self._ready.append(heapq.heappop(self._parked)[2])
+            self._make_ready(heapq.heappop(self._parked)[2])
 
     async def _wait_resumed(self) -> None:
         """Sleep while paused; ``stop()`` also wakes us (it sets the wakeup event)."""
@@ -626,7 +635,7 @@ class NumberActor:
                 queue.popleft()
                 self._known.discard(item.seq)
                 if queue:
-                    self._ready.append(recipient)
+                    self._make_ready(recipient)
                     self._signal()
                 else:
                     del self._queues[recipient]

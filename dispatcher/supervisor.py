@@ -203,6 +203,8 @@ class Supervisor:
         self._stop_event.set()
         for slot in self._slots.values():
             slot.actor.stop()
+            if slot.wake is not None:
+                slot.wake.set()  # a restart backoff ends now: there is nothing to restart
 
     # -- ActorHost --------------------------------------------------------------------
 

@@ -162,3 +162,22 @@ async def test_stop_returns_at_once_with_idle_actors(
         supervisor.stop()
     assert trio.current_time() == began
     assert supervisor.states() == {ONE: "stopped", TWO: "stopped"}
+
+
+async def test_stop_cuts_a_restart_backoff_short(
+    autojump_clock: trio.testing.MockClock, writer: Store
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    transport = Timed(InProcessTransport(sim, ONE))
+    actor = build_actor(number_config(ONE), transport, store=writer, wall=wall)
+    supervisor = Supervisor([actor], base_delay=1000.0, max_delay=1000.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        transport.fail_next = RuntimeError("bug")
+        await submit(writer, actor, ONE, "+15551230000", "crash")
+        await wait_for(lambda: supervisor.restarts(ONE) == 1)
+        began = trio.current_time()
+        supervisor.stop()
+    assert trio.current_time() - began < 1.0
+    assert supervisor.states() == {ONE: "stopped"} and writer.count(b"outbox", number_key(ONE)) == 1
