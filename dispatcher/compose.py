@@ -66,17 +66,32 @@ def compose(
             urls.append(media.check_url(url))
         except media.MediaUrlError as exc:
             raise TwilioError(400, 21620, str(exc)) from exc
+    if not urls:
+        text, matched = text_content(account_sid, body, templates=templates, max_body=max_body)
+        return Content(body=text, media_urls=urls, template=matched, validity=validity)
     text = body or ""
-    if not text and not urls:
+    _check_length(text, max_body)
+    return Content(body=text, media_urls=urls, template=None, validity=validity)
+
+
+def text_content(
+    account_sid: str, body: str | None, *, templates: TemplateRegistry | None, max_body: int
+) -> tuple[str, TemplateSend | None]:
+    """A Body without media: the text and the template it is an instance of (Twilio's classic
+    matching), or TwilioError (21602, 21617). ``compose`` without the other parameters."""
+    text = body or ""
+    if not text:
         raise TwilioError(400, 21602, "Message body is required.")
+    _check_length(text, max_body)
+    matched = templates.match(account_sid, text) if templates is not None else None
+    return text, matched
+
+
+def _check_length(text: str, max_body: int) -> None:
     if len(text) > max_body:
         raise TwilioError(
             400, 21617, f"The concatenated message body exceeds the {max_body} character limit."
         )
-    matched: TemplateSend | None = None
-    if text and not urls and templates is not None:
-        matched = templates.match(account_sid, text)  # Twilio's classic template matching
-    return Content(body=text, media_urls=urls, template=matched, validity=validity)
 
 
 def parse_validity(value: str | None) -> int | None:

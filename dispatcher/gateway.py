@@ -8,32 +8,37 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Final, final
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import attrs
 import structlog
 
-from dispatcher import idempotency, ledger, scheduler, window
+from dispatcher import idempotency, ledger, parts, scheduler, segments, window
 from dispatcher.auth import ApiKey, Authenticator
 from dispatcher.clock import WallClock
-from dispatcher.compose import Content, compose
+from dispatcher.compose import Content, compose, text_content
 from dispatcher.compose import apply as apply_content
 from dispatcher.events import WebhookEvents
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.inbox import Applied, Inbox
 from dispatcher.media_guard import MediaGuard
-from dispatcher.models import MessageRecord, new_sid
+from dispatcher.models import MessageRecord, TemplateSend, new_sid, new_sids
 from dispatcher.services import Services
 from dispatcher.ssrf import RefusedURLError, check_syntax
 from dispatcher.store import Store, StoreError, WriteTxn
 from dispatcher.supervisor import Supervisor
 from dispatcher.templates import TemplateRegistry
 
+if TYPE_CHECKING:
+    from actors.number import NumberActor
+
 log = structlog.get_logger()
 
 MAX_BODY: Final = 1600  # Twilio's limit for a (concatenated) message body
 _E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Parsed addresses kept (cleared when full): senders and repeat recipients parse once.
+_ADDRESS_CACHE: Final = 65_536
 
 
 @attrs.frozen
@@ -77,6 +82,19 @@ class SendRequest:
     messaging_service_sid: str | None = None
 
 
+class PlainSend(Protocol):
+    """A create with only To, From, Body and StatusCallback: an item of the batch route."""
+
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def from_(self) -> str | None: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def status_callback(self) -> str | None: ...
+
+
 def parse_address(value: str, *, field: str, code: int) -> str:
     """``whatsapp:+15551234567`` (or bare E.164) -> ``+15551234567``."""
     raw = value.strip()
@@ -85,6 +103,34 @@ def parse_address(value: str, *, field: str, code: int) -> str:
     if not _E164.match(raw):
         raise TwilioError(400, code, f"The '{field}' number {value} is not a valid phone number.")
     return raw
+
+
+def _missing_to() -> TwilioError:
+    return TwilioError(400, 21604, "A 'To' phone number is required.")
+
+
+def _missing_from() -> TwilioError:
+    return TwilioError(400, 21603, "A 'From' phone number is required.")
+
+
+def _same_number(raw_to: str) -> TwilioError:
+    return TwilioError(400, 21211, f"The 'To' number {raw_to} cannot be the same as the 'From' number.")
+
+
+def _outside_window() -> TwilioError:
+    return TwilioError(
+        400,
+        63016,
+        "Failed to send freeform message because you are outside the allowed window. "
+        "If you are using WhatsApp, please use a Message Template.",
+    )
+
+
+def _check_callback(url: str) -> None:
+    try:
+        check_syntax(url)
+    except RefusedURLError as exc:
+        raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
 
 
 @final
@@ -106,6 +152,7 @@ class Gateway:
     ) -> None:
         self.store = store
         self.supervisor = supervisor
+        self._addresses: dict[str, str] = {}
         self.configure(accounts, numbers, api_keys)
         self.wall = wall
         # Numbers being drained by an operator: no new messages for them.
@@ -164,31 +211,21 @@ class Gateway:
     def validate(self, account_sid: str, req: SendRequest) -> MessageRecord:
         """Every create rule, Twilio's error code for the first broken one; nothing is written."""
         if not req.to:
-            raise TwilioError(400, 21604, "A 'To' phone number is required.")
-        to = parse_address(req.to, field="To", code=21211)
+            raise _missing_to()
+        to = self._address(req.to, field="To", code=21211)
         service = None
         if req.messaging_service_sid:
             service = self.services.get(account_sid, req.messaging_service_sid)
         now = self.wall.now()
         if req.from_:
-            from_ = parse_address(req.from_, field="From", code=21212)
+            from_ = self._address(req.from_, field="From", code=21212)
         elif service is not None:
             from_ = self.services.pick(service, to, now, self._running)
         else:
-            raise TwilioError(400, 21603, "A 'From' phone number is required.")
-        info = self.numbers.get(from_)
-        if info is None or info.account_sid != account_sid:
-            raise TwilioError(
-                400, 63007, f"Twilio could not find a Channel with the specified From address: {req.from_}"
-            )
-        if from_ in self.draining:
-            raise TwilioError(
-                503, 20503, f"Service unavailable: {from_} is being drained and accepts no new messages."
-            )
+            raise _missing_from()
+        info = self._sender(account_sid, from_, req.from_)
         if to == from_:
-            raise TwilioError(
-                400, 21211, f"The 'To' number {req.to} cannot be the same as the 'From' number."
-            )
+            raise _same_number(req.to)
         content = compose(
             account_sid,
             body=req.body,
@@ -201,17 +238,9 @@ class Gateway:
         )
         send_at = self._send_at(req, service is not None, now)
         if send_at is None and self._outside_window(info, to, content, now):
-            raise TwilioError(
-                400,
-                63016,
-                "Failed to send freeform message because you are outside the allowed window. "
-                "If you are using WhatsApp, please use a Message Template.",
-            )
+            raise _outside_window()
         if req.status_callback:
-            try:
-                check_syntax(req.status_callback)
-            except RefusedURLError as exc:
-                raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
+            _check_callback(req.status_callback)
         record = MessageRecord(
             sid=new_sid("MM" if content.media_urls else "SM"),
             account_sid=account_sid,
@@ -228,6 +257,96 @@ class Gateway:
         )
         return apply_content(record, content, start=now if send_at is None else send_at)
 
+    def validate_plain(
+        self, account_sid: str, requests: Sequence[PlainSend]
+    ) -> list[MessageRecord | TwilioError]:
+        """``validate`` for requests with only To, From, Body and StatusCallback (the batch route):
+        the same rules in the same order, per request its record or its error.
+
+        What a batch shares is worked out once per batch rather than per message:
+        each From's number (account, draining), each StatusCallback's syntax, the sids.
+        """
+        senders: dict[str, tuple[str, NumberInfo]] = {}
+        callbacks: set[str] = set()
+        sids = iter(new_sids("SM", len(requests)))
+        out: list[MessageRecord | TwilioError] = []
+        for req in requests:
+            try:
+                out.append(self._plain(account_sid, req, senders, callbacks, sids))
+            except TwilioError as exc:
+                out.append(exc)
+        return out
+
+    def _plain(
+        self,
+        account_sid: str,
+        req: PlainSend,
+        senders: dict[str, tuple[str, NumberInfo]],
+        callbacks: set[str],
+        sids: Iterator[str],
+    ) -> MessageRecord:
+        if not req.to:
+            raise _missing_to()
+        to = self._address(req.to, field="To", code=21211)
+        now = self.wall.now()
+        raw_from = req.from_
+        if not raw_from:
+            raise _missing_from()
+        sender = senders.get(raw_from)
+        if sender is None:
+            from_ = self._address(raw_from, field="From", code=21212)
+            sender = senders[raw_from] = (from_, self._sender(account_sid, from_, raw_from))
+        from_, info = sender
+        if to == from_:
+            raise _same_number(req.to)
+        body, template = text_content(account_sid, req.body, templates=self.templates, max_body=self.max_body)
+        if self._text_outside_window(info, to, template, now):
+            raise _outside_window()
+        callback = req.status_callback
+        if callback and callback not in callbacks:
+            _check_callback(callback)
+            callbacks.add(callback)
+        record = MessageRecord(
+            sid=next(sids),
+            account_sid=account_sid,
+            from_number=from_,
+            to_number=to,
+            body=body,
+            status="queued",
+            date_created=now,
+            date_updated=now,
+            status_callback=callback or info.status_callback,
+            template=template,
+        )
+        # As compose.apply does for content without media or validity period.
+        if len(body) > segments.TEXT_LIMIT:
+            record.parts = len(parts.plan(record))
+            record.num_segments = parts.num_segments(record)
+        return record
+
+    def _address(self, value: str, *, field: str, code: int) -> str:
+        """``parse_address``, remembered for valid values."""
+        parsed = self._addresses.get(value)
+        if parsed is None:
+            parsed = parse_address(value, field=field, code=code)
+            if len(self._addresses) >= _ADDRESS_CACHE:
+                self._addresses.clear()
+            self._addresses[value] = parsed
+        return parsed
+
+    def _sender(self, account_sid: str, from_: str, raw_from: str | None) -> NumberInfo:
+        """The account's number ``from_`` if it takes new messages (63007, or 503 while drained)."""
+        info = self.numbers.get(from_)
+        if info is None or info.account_sid != account_sid:
+            raise TwilioError(
+                400, 63007, f"Twilio could not find a Channel with the specified From address: {raw_from}"
+            )
+        if from_ in self.draining:
+            raise TwilioError(
+                503, 20503, f"Service unavailable: {from_} is being drained and accepts no new messages."
+            )
+        return info
+
     @staticmethod
     def _send_at(req: SendRequest, has_service: bool, now: float) -> float | None:
         """``SendAt`` + ``ScheduleType=fixed`` -> the due time; None for an immediate send."""
@@ -242,8 +361,13 @@ class Gateway:
         return scheduler.parse_send_at(req.send_at, now)
 
     def _outside_window(self, info: NumberInfo, to: str, content: Content, now: float) -> bool:
+        return self._text_outside_window(info, to, content.template, now)
+
+    def _text_outside_window(
+        self, info: NumberInfo, to: str, template: TemplateSend | None, now: float
+    ) -> bool:
         return (
-            info.enforce_window and content.free_form and not window.is_open(self.store, info.number, to, now)
+            info.enforce_window and template is None and not window.is_open(self.store, info.number, to, now)
         )
 
     def _window_blocks(self, record: MessageRecord, now: float) -> bool:
@@ -277,6 +401,38 @@ class Gateway:
             return seq
 
         return fn
+
+    def intake_many(self, records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
+        """``intake`` of many records in one write; each record's first seq (0 if scheduled)."""
+        if all(r.status != "scheduled" and r.messaging_service_sid is None for r in records):
+            return ledger.accept_many(records)
+        each = [self.intake(record) for record in records]
+
+        def fn(txn: WriteTxn) -> list[int]:
+            return [intake(txn) for intake in each]
+
+        return fn
+
+    def handoff_many(self, seqs: Sequence[int], records: Sequence[MessageRecord]) -> None:
+        """``handoff`` after ``intake_many`` committed, each number's actor looked up once;
+        one debug line for the lot instead of one per message."""
+        actors: dict[str, NumberActor | None] = {}
+        scheduled = 0
+        for seq, record in zip(seqs, records, strict=True):
+            if record.status == "scheduled":
+                scheduled += 1
+                continue
+            number = record.from_number
+            if number in actors:
+                actor = actors[number]
+            else:
+                actor = actors[number] = self.supervisor.actor(number)
+            if actor is not None:
+                for part in range(record.parts):
+                    actor.notify(seq + part, record, part)
+        if scheduled:
+            self.scheduler.wake()
+        log.debug("messages.accepted", messages=len(records) - scheduled, scheduled=scheduled)
 
     def handoff(self, seq: int, record: MessageRecord) -> None:
         """After ``intake`` committed: wake the number's actor for every part, or the scheduler."""

@@ -71,6 +71,38 @@ def accept(record: MessageRecord) -> Callable[[WriteTxn], int]:
     return fn
 
 
+def accept_many(records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
+    """``accept`` for many records in one write: the same keys and values, each DB's put
+    through one cursor. Returns each record's first seq; raises KeyError (nothing of
+    it written) if a sid exists already."""
+
+    def fn(txn: WriteTxn) -> list[int]:
+        outbox: list[tuple[bytes, bytes]] = []
+        firsts: list[int] = []
+        prefixes: dict[str, bytes] = {}
+        for record in records:
+            number = record.from_number
+            prefix = prefixes.get(number)
+            if prefix is None:
+                prefix = prefixes[number] = number_key(number)
+            first = 0
+            for part in range(record.parts):
+                seq = txn.next_seq(b"outbox", prefix)
+                first = first or seq
+                entry = OutboxEntry(record.sid, record.to_number, part)
+                outbox.append((prefix + seq.to_bytes(8, "big"), record_encoder.encode(entry)))
+            record.outbox_seq = first
+            firsts.append(first)
+        txn.put_many(b"outbox", outbox, overwrite=False)
+        messages = [(sid_key(r.sid), record_encoder.encode(r)) for r in records]
+        if txn.put_many(b"messages", messages, overwrite=False) != len(messages):
+            raise KeyError("a message of the batch exists")
+        txn.put_many(b"by_account", [(account_key(r), b"") for r in records])
+        return firsts
+
+    return fn
+
+
 def enqueue(txn: WriteTxn, record: MessageRecord) -> int:
     """Inside a write: put every part of ``record`` on its number's outbox; returns the first seq.
 

@@ -99,6 +99,11 @@ class WriteTxn:
         ok: bool = self.txn.put(key, value, db=self._dbs[name], overwrite=overwrite)
         return ok
 
+    def put_many(self, name: bytes, items: list[tuple[bytes, bytes]], *, overwrite: bool = True) -> int:
+        """``put`` of every (key, value) through one cursor, in one C loop; returns how many were added."""
+        added: int = self.txn.cursor(db=self._dbs[name]).putmulti(items, overwrite=overwrite)[1]
+        return added
+
     def delete(self, name: bytes, key: bytes) -> bool:
         ok: bool = self.txn.delete(key, db=self._dbs[name])
         return ok

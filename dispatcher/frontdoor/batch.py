@@ -11,7 +11,6 @@ with a 400 naming the path, e.g. ``$[3].to``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -19,9 +18,9 @@ import structlog
 
 from dispatcher.frontdoor.params import INVALID_PARAMETER
 from dispatcher.frontdoor.twilio import ErrorBody, TwilioError
-from dispatcher.gateway import Gateway, SendRequest
+from dispatcher.gateway import Gateway
 from dispatcher.models import MessageRecord
-from dispatcher.store import StoreError, WriteTxn
+from dispatcher.store import StoreError
 
 log = structlog.get_logger()
 
@@ -70,37 +69,22 @@ def decode(body: bytes) -> list[BatchItem]:
     return items
 
 
-def _accept_all(gateway: Gateway, records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
-    accepts = [gateway.intake(record) for record in records]
-
-    def fn(txn: WriteTxn) -> list[int]:
-        return [accept(txn) for accept in accepts]
-
-    return fn
-
-
 async def accept_batch(gateway: Gateway, account_sid: str, items: list[BatchItem]) -> bytes:
     """Validate every item, commit the valid ones together, answer per item in order."""
     results: list[Accepted | Rejected] = []
     records: list[MessageRecord] = []
-    for item in items:
-        try:
-            request = SendRequest(
-                to=item.to, from_=item.from_, body=item.body, status_callback=item.status_callback
-            )
-            record = gateway.validate(account_sid, request)
-        except TwilioError as exc:
-            results.append(Rejected(exc.error_body()))
-            continue
-        records.append(record)
-        results.append(Accepted(record.sid, record.status))
+    for outcome in gateway.validate_plain(account_sid, items):
+        if isinstance(outcome, TwilioError):
+            results.append(Rejected(outcome.error_body()))
+        else:
+            records.append(outcome)
+            results.append(Accepted(outcome.sid, outcome.status))
     if records:
         try:
-            seqs = await gateway.store.write(_accept_all(gateway, records))
+            seqs = await gateway.store.write(gateway.intake_many(records))
         except StoreError as exc:
             log.error("batch.store_failed", messages=len(records), error=str(exc))
             raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.") from exc
-        for seq, record in zip(seqs, records, strict=True):
-            gateway.handoff(seq, record)
+        gateway.handoff_many(seqs, records)
     log.info("batch.accepted", account=account_sid, accepted=len(records), rejected=len(items) - len(records))
     return _encoder.encode(BatchResponse(len(records), len(items) - len(records), results))
