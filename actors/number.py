@@ -686,6 +686,12 @@ class NumberActor:
             item.attempts += 1
             match outcome:
                 case Sent(channel_id=channel_id):
+                    # The API answered: free the send slot for other recipients while the
+                    # commit lands. This recipient stays busy, so its next message still
+                    # waits for this one's durable 'sent'.
+                    if item.holds_slot:
+                        slots.release()
+                        item.holds_slot = False
                     await self._store.write(
                         ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
                     )

@@ -240,3 +240,39 @@ async def test_a_known_permanent_code_fails_at_once_with_its_twilio_code(
     record = await submit(writer, actor, "+15551230000", "hello")
     await wait_for(lambda: status_of(writer, record.sid).status == "failed")
     assert len(api.attempts) == 1 and status_of(writer, record.sid).error_code == 63016
+
+
+async def test_a_sent_commit_frees_the_send_slot_but_holds_the_recipient(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery, monkeypatch
+) -> None:
+    """Waiting for the durable 'sent' must not idle the number's send slots: another recipient
+    goes out meanwhile, while the same recipient's next message waits for that commit."""
+    gate = trio.Event()
+    mark_sent = ledger.mark_sent
+    real_write = writer.write
+
+    def tagged_mark_sent(*args, **kwargs):
+        fn = mark_sent(*args, **kwargs)
+        fn.is_sent = True  # type: ignore[attr-defined]
+        return fn
+
+    async def gated_write(fn):
+        if getattr(fn, "is_sent", False):
+            await gate.wait()
+        return await real_write(fn)
+
+    monkeypatch.setattr(number_mod.ledger, "mark_sent", tagged_mark_sent)
+    monkeypatch.setattr(writer, "write", gated_write)
+    actor, api, _ = build(writer, max_in_flight=1)
+    await nursery.start(actor.run)
+    a1 = await submit(writer, actor, "+15551230001", "a1")
+    b1 = await submit(writer, actor, "+15551230002", "b1")
+    a2 = await submit(writer, actor, "+15551230001", "a2")
+    await wait_for(lambda: len(api.sent) == 2)
+    await trio.sleep(1.0)
+    assert [body for *_, body in api.sent] == ["a1", "b1"]  # one slot, two sends: a1's commit pends
+    assert status_of(writer, a1.sid).status == "queued"
+    gate.set()
+    await wait_for(lambda: len(api.sent) == 3)
+    assert [body for *_, body in api.sent] == ["a1", "b1", "a2"]
+    await wait_for(lambda: all(status_of(writer, r.sid).status == "sent" for r in (a1, b1, a2)))
