@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from prometheus_client import CollectorRegistry
 
 from actors.number import IDLE_LINGER
 from dispatcher.clock import TrioWallClock
+from dispatcher.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.gateway import Gateway
+from dispatcher.metrics import DispatcherCollector, RequestCounts
 from dispatcher.numbers import build_actor
+from dispatcher.operations import Operations
 from dispatcher.simulator.transport import InProcessTransport
 from dispatcher.store import Store, number_key
 from dispatcher.supervisor import Supervisor
 from tests.test_delivery import DAY, Timed, number_config, sim_with, submit, wait_for
+from tests.test_supervisor_reload import two_number_config
 
 ONE, TWO = "+15550000001", "+15550000002"
 
@@ -181,3 +187,33 @@ async def test_stop_cuts_a_restart_backoff_short(
         supervisor.stop()
     assert trio.current_time() - began < 1.0
     assert supervisor.states() == {ONE: "stopped"} and writer.count(b"outbox", number_key(ONE)) == 1
+
+
+async def test_operator_views_show_idle_actors_as_running(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    fleet = Fleet(
+        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+    )
+    config = two_number_config((ONE,), drain=5.0)
+    supervisor = Supervisor([fleet.build(n) for n in config.numbers])
+    gateway = Gateway(
+        store=writer,
+        supervisor=supervisor,
+        accounts=gateway_accounts(config),
+        numbers={n.number: number_info(n) for n in config.numbers},
+        wall=wall,
+    )
+    await nursery.start(supervisor.run)
+    await trio.sleep(IDLE_LINGER + 1)
+    actor = supervisor.actor(ONE)
+    assert actor is not None and not actor.serving
+    status = Operations(gateway).status().numbers[0]
+    assert (status.state, status.outbox, status.in_flight) == ("running", 0, 0)
+    assert status.token_expires_in is not None and status.token_expires_in > 6 * DAY
+    registry = CollectorRegistry()
+    registry.register(DispatcherCollector(actors=supervisor.actors, store=writer, requests=RequestCounts()))
+    assert registry.get_sample_value("wadispatch_number_running", {"number": ONE}) == 1.0
+    assert registry.get_sample_value("wadispatch_token_refreshes_total", {"number": ONE}) == 1.0
