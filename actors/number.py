@@ -137,6 +137,7 @@ class NumberActor:
         "_chores",
         "_halted",
         "_host",
+        "_idle_since",
         "_known",
         "_linger",
         "_live",
@@ -233,6 +234,9 @@ class NumberActor:
         self._upkeep_timer: Timer | None = None
         self._upkeep_due = False  # a chore came due while no serve() could start it
         self._upkeeping = False
+        # Trio time the last pending message left the queues: the linger counts from it, so a
+        # serve() woken only for a chore (a token refresh, a probe) ends as soon as it is done.
+        self._idle_since = -math.inf
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         self.degraded: str | None = None
@@ -534,26 +538,22 @@ class NumberActor:
     async def _dispatch(self, sends: trio.Nursery) -> None:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
-        idle_since: float | None = None
         while not self.stop_requested():
             self._unpark_due()
             if not self._ready:
-                if self._queues or self._upkeeping:
-                    idle_since = None  # messages in flight or parked, or a chore under way
+                if self._queues:  # messages in flight or parked
                     deadline = self._parked[0][0] if self._parked else math.inf
+                elif self._upkeeping:
+                    deadline = math.inf  # a chore under way: it wakes us when done
                 else:
-                    now = trio.current_time()
-                    if idle_since is None:
-                        idle_since = now
-                    deadline = idle_since + self._linger
-                    if now >= deadline:
+                    deadline = self._idle_since + self._linger
+                    if trio.current_time() >= deadline:
                         return
                 assert self._wakeup is not None
                 with trio.move_on_at(deadline):
                     await self._wakeup.wait()
                     self._wakeup = trio.Event()
                 continue
-            idle_since = None
             if self._paused:
                 await self._wait_resumed()
                 continue
@@ -640,6 +640,7 @@ class NumberActor:
                 else:
                     del self._queues[recipient]
                     if not self._queues:
+                        self._idle_since = trio.current_time()
                         self._signal()  # nothing left: the dispatcher starts its idle linger
             if item.holds_slot:
                 slots.release()

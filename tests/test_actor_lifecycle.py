@@ -13,10 +13,13 @@ from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, RequestCounts
 from dispatcher.numbers import build_actor
 from dispatcher.operations import Operations
+from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
 from dispatcher.store import Store, number_key
 from dispatcher.supervisor import Supervisor
 from tests.test_delivery import DAY, Timed, number_config, sim_with, submit, wait_for
+from tests.test_fault_delivery import number_config as fault_number_config
+from tests.test_multiconnect import DIGITS, multi
 from tests.test_supervisor_reload import two_number_config
 
 ONE, TWO = "+15550000001", "+15550000002"
@@ -89,15 +92,16 @@ async def test_an_idle_actor_refreshes_its_token_on_time(
     await nursery.start(supervisor.run)
     await wait_for(lambda: sim.counters(ONE).logins == 1)
     await wait_for(lambda: not actor.serving)
+    # Woken only for the login: its task ended as soon as that was done.
+    assert trio.current_time() - start < 1.0
     expires_in = actor.statistics().token_expires_in
-    assert expires_in is not None and abs(expires_in - (7 * DAY - IDLE_LINGER)) < 1.0
+    assert expires_in is not None and abs(expires_in - 7 * DAY) < 1.0
     # Idle all along: the shared timers wake it a day before the 7-day token expires.
     await trio.sleep_until(start + 6 * DAY - 1)
     assert sim.counters(ONE).logins == 1 and not actor.serving
     await trio.sleep(2)
     assert sim.counters(ONE).logins == 2
-    await trio.sleep(IDLE_LINGER)
-    assert not actor.serving  # back to idle after the refresh
+    assert not actor.serving  # back to idle right after the refresh
     await trio.sleep_until(start + 12 * DAY + 1)
     assert sim.counters(ONE).logins == 3
     # The token still works: a message goes out with no 401.
@@ -217,3 +221,22 @@ async def test_operator_views_show_idle_actors_as_running(
     registry.register(DispatcherCollector(actors=supervisor.actors, store=writer, requests=RequestCounts()))
     assert registry.get_sample_value("wadispatch_number_running", {"number": ONE}) == 1.0
     assert registry.get_sample_value("wadispatch_token_refreshes_total", {"number": ONE}) == 1.0
+
+
+async def test_an_idle_multiconnect_actor_probes_its_endpoints_from_the_shared_timers(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    sim = sim_with(wall, ONE)
+    transport = multi(sim, 2, check_interval=5.0)
+    actor = build_actor(fault_number_config(), transport, store=writer, wall=wall)
+    supervisor = Supervisor([actor])
+    await nursery.start(supervisor.run)
+    await trio.sleep(2.5)
+    assert not actor.serving  # between probes: no task
+    sim.faults.set(f"{DIGITS}~1", FaultPlan(down=True))
+    await trio.sleep(5.0)  # the probe at 5 s finds it down
+    assert [s.healthy for s in transport.statistics()] == [True, False] and not actor.serving
+    sim.faults.clear(f"{DIGITS}~1")
+    await trio.sleep(5.0)  # the probe at 10 s finds it back
+    assert [s.healthy for s in transport.statistics()] == [True, True] and not actor.serving
