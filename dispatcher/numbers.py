@@ -8,7 +8,7 @@ from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
 from actors.token import TokenManager, login
 from actors.transport import Transport
-from dispatcher.channels.cloud import CloudChannel
+from dispatcher.channels.cloud import CloudChannel, bucket_headroom
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.clock import WallClock
 from dispatcher.config import NumberConfig
@@ -59,7 +59,9 @@ def build_cloud_actor(
         transport=transport,
         channel=CloudChannel(cloud.phone_number_id, cloud.api_version),
         tokens=BearerCredentials(lambda: cloud.access_token.resolve(where), recheck=cloud.token_recheck),
-        bucket=TokenBucket(cloud.throughput, cloud.throughput_burst),
+        bucket=TokenBucket(
+            cloud.throughput, cloud.throughput_burst, headroom=bucket_headroom(cloud.throughput)
+        ),
         wall=wall,
         max_in_flight=num.max_in_flight,
         backoff_base=num.backoff_base,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pytest
+import trio
+import trio.testing
 
 from actors.outcome import Failed, Halt, Retry, Sent
-from actors.transport import Response
-from dispatcher.channels.cloud import CloudChannel, twilio_code
+from actors.transport import Response, Transport
+from dispatcher.channels.cloud import CloudChannel, bucket_headroom, twilio_code
+from dispatcher.clock import SystemWallClock
 from dispatcher.models import MessageRecord
+from dispatcher.store import Store
 
 
 def graph_error(code: int, details: str = "", status: int = 400, fbtrace: str = "Az8or2") -> Response:
@@ -130,3 +135,30 @@ def test_error_without_details_uses_the_message() -> None:
 def test_non_graph_4xx_fails_generically() -> None:
     outcome = CHANNEL.classify(Response(404, [], b"not found"))
     assert isinstance(outcome, Failed) and outcome.error_code == 30008
+
+
+@pytest.mark.parametrize(("throughput", "slots"), [(80.0, 4), (1000.0, 50), (20.0, 1), (0.5, 1)])
+def test_bucket_keeps_50_ms_of_slots_back_for_jitter(throughput: float, slots: int) -> None:
+    assert bucket_headroom(throughput) == slots
+
+
+async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: trio.testing.MockClock) -> None:
+    from dispatcher.config import CloudConfig, NumberConfig, Secret
+    from dispatcher.numbers import build_cloud_actor
+
+    cloud = CloudConfig(
+        phone_number_id="1",
+        access_token=Secret(value="t"),
+        app_secret=Secret(value="s"),
+        verify_token=Secret(value="v"),
+        throughput=80.0,
+        throughput_burst=80,
+    )
+    num = NumberConfig(number="+15550000001", account="AC" + "0" * 32, channel="cloud", cloud=cloud)
+    actor = build_cloud_actor(num, cast(Transport, None), store=cast(Store, None), wall=SystemWallClock())
+    released = 0
+    with trio.move_on_after(0.001):
+        while True:
+            await actor.bucket.acquire()
+            released += 1
+    assert released == 80 - 4  # 4 slots (50 ms at 80/s) kept back rather than one

@@ -19,6 +19,7 @@ What each code class means to the actor:
 
 from __future__ import annotations
 
+import math
 from typing import Final, final
 
 import msgspec
@@ -75,6 +76,15 @@ PAIR_RATE_CODE: Final = 131056
 TRANSIENT_CODES: Final = frozenset({1, 2, 131000, 131016, 131057})
 # Meta gives no Retry-After: on a throughput error the whole number pauses this long.
 THROUGHPUT_PAUSE: Final = 1.0
+# Sends reach Meta later than we release them, by a delay that varies (tens of ms on a busy
+# host). Paced at the limit, that jitter bunches them into more than Meta's bucket holds: one
+# slot of headroom is 1 ms at 1000/s, so the bucket keeps this many seconds' worth back.
+JITTER_HEADROOM: Final = 0.05
+
+
+def bucket_headroom(throughput: float) -> int:
+    """Slots of the burst the number's token bucket keeps back (at least one)."""
+    return max(1, math.ceil(throughput * JITTER_HEADROOM - 1e-9))
 
 
 def twilio_code(code: int) -> int:
