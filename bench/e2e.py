@@ -74,6 +74,7 @@ def write_config(
     burst: int | None = None,
     embedded: bool = True,
     channel: str = "onprem",
+    max_in_flight: int = 64,
 ) -> Path:
     """N numbers on a simulator enforcing the same ``rate``/``burst`` as the numbers.
 
@@ -109,7 +110,8 @@ webhook_batch = {webhook_batch}
     for i in range(numbers):
         if channel == "cloud":
             where = "simulated = true" if embedded else f'endpoints = ["http://127.0.0.1:{sim_port}"]'
-            parts.append(cloud.number_section(i, number_digits(i), ACCOUNT, where, rate, burst, 64))
+            section = cloud.number_section(i, number_digits(i), ACCOUNT, where, rate, burst, max_in_flight)
+            parts.append(section)
             continue
         where = (
             "simulated = true"
@@ -127,7 +129,7 @@ password = {{ value = "{PASSWORD}" }}
 webhook_secret = {{ value = "{webhook_secret(i)}" }}
 rate = {rate}
 burst = {burst}
-max_in_flight = 64
+max_in_flight = {max_in_flight}
 """
         )
     path = data_dir.parent / "bench.toml"
@@ -436,6 +438,7 @@ def main() -> int:
         default=50,
         help="statuses per simulator webhook POST",
     )
+    parser.add_argument("--max-in-flight", type=int, default=64, help="sends in flight per number")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument(
         "--intake-only",
@@ -470,10 +473,14 @@ def main() -> int:
         args.numbers < 1
         or args.messages < 1
         or args.concurrency < 1
+        or args.max_in_flight < 1
         or args.rate <= 0
         or args.accept_rate < 0
     ):
-        parser.error("--numbers, --messages and --concurrency must be >= 1, --rate > 0, --accept-rate >= 0")
+        parser.error(
+            "--numbers, --messages, --concurrency and --max-in-flight must be >= 1, --rate > 0, "
+            "--accept-rate >= 0"
+        )
     if not 1 <= args.batch_size <= 1000 or not 1 <= args.webhook_batch <= 1000:
         parser.error("--batch-size and --status-batch must be in 1..1000")
     if args.intake_only:
@@ -492,6 +499,7 @@ def main() -> int:
             burst=burst,
             embedded=args.embedded_sim,
             channel=args.channel,
+            max_in_flight=args.max_in_flight,
         )
         sim_proc = None if args.embedded_sim else start_simulator(sim_port, args.webhook_batch)
         proc = None
