@@ -104,3 +104,25 @@ async def test_batch_caps_a_post_and_each_recipient_keeps_its_order(
     for digits in {d for _, d in sent}:
         mine = [w for w, d in sent if d == digits]
         assert [w for r, w, st in seen if r == digits and st == "sent"] == mine
+
+
+async def test_every_numbers_counters_in_one_request(autojump_clock: trio.testing.MockClock) -> None:
+    from dispatcher.simulator.core import Simulator
+
+    sim = Simulator(status_delays=None)
+    for pnid in ("111", "222"):
+        number = {
+            "number": f"+1555000{pnid}0",
+            "phone_number_id": pnid,
+            "access_token": TOKEN,
+            "app_secret": "s",
+        }
+        assert (
+            sim.respond(SimRequest("POST", "/_sim/cloud/numbers", {}, json.dumps(number).encode())).status
+            == 201
+        )
+    body = json.dumps({"messaging_product": "whatsapp", "to": "16500000001", "text": {"body": "hi"}}).encode()
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    assert sim.respond(SimRequest("POST", "/v23.0/222/messages", headers, body)).status == 200
+    every = json.loads(sim.respond(SimRequest("GET", "/_sim/cloud/counters")).body)
+    assert {pnid: figures["accepted"] for pnid, figures in every.items()} == {"111": 0, "222": 1}

@@ -45,6 +45,8 @@ from dispatcher.simulator.ratelimit import RateGate
 
 WINDOW: Final = 24 * 3600.0
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
+_VERSION = re.compile(r"^v[0-9]+\.[0-9]+$")
+_TO = re.compile(r"^\+?[0-9]{5,15}$")
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -239,7 +241,7 @@ class CloudApi:
     def respond(self, req: SimRequest, path: str) -> SimResponse:
         """``path``: ``/{version}/{phone-number-id}/messages``."""
         parts = path.strip("/").split("/")
-        if len(parts) != 3 or not re.match(r"^v[0-9]+\.[0-9]+$", parts[0]):
+        if len(parts) != 3 or not _VERSION.match(parts[0]):
             return graph_error(400, 100, "Unknown path components", f"No Graph API path {path[:100]!r}")
         state = self._numbers.get(parts[1])
         if state is None:
@@ -280,7 +282,7 @@ class CloudApi:
         if "status" in msg and msg.get("status") == "read":
             return json_response(200, b'{"success":true}')  # mark as read
         to = msg.get("to")
-        if not isinstance(to, str) or not re.match(r"^\+?[0-9]{5,15}$", to):
+        if not isinstance(to, str) or not _TO.match(to):
             state.counters.invalid += 1
             return graph_error(400, 131008, "Required parameter is missing", "The parameter to is required.")
         kind = msg.get("type", "text")

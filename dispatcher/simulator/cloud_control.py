@@ -2,6 +2,7 @@
 
 - ``GET  /_sim/cloud/numbers``: the Cloud numbers served;
 - ``POST /_sim/cloud/numbers``: serve one more (a ``CloudNumber`` JSON object);
+- ``GET  /_sim/cloud/counters``: every number's counters, by phone number id (one request for a poller);
 - ``GET  /_sim/cloud/{phone-number-id}``: its counters;
 - ``POST /_sim/cloud/{phone-number-id}/inbound``: ``{"from": "+1...", "body": "..."}``, a customer writes;
 - ``POST /_sim/cloud/{phone-number-id}/templates``: register a ``CloudTemplate``;
@@ -45,6 +46,9 @@ def handle(api: CloudApi, method: str, path: str, body: bytes) -> SimResponse:
             if method == "POST":
                 api.add_number(msgspec.json.decode(body, type=CloudNumber))
                 return json_response(201, b"{}")
+        elif parts == ["counters"] and method == "GET":
+            every = {n.phone_number_id: api.counters(n.phone_number_id) for n in api.numbers()}
+            return json_response(200, _encoder.encode(every))
         elif len(parts) == 1 and method == "GET":
             return json_response(200, _encoder.encode(api.counters(parts[0])))
         elif len(parts) == 2 and method == "POST":
