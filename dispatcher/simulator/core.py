@@ -69,7 +69,7 @@ class Simulator:
             Cloud numbers have one, so their batches fill while its POST is in flight.
         webhook_queue_size: messages awaiting webhooks beyond which more are
             dropped and counted (``webhooks_dropped``).
-        poster: ``await poster(url, body) -> status``; default a shared httpx client.
+        poster: ``await poster(url, body) -> status``; default keep-alive H11Pools (``poster.py``).
         webhook_retries: extra attempts of a failed webhook POST before it is dropped
             (``webhooks_failed``); backoff starts at ``webhook_retry_delay`` and doubles.
         webhook_timeout: seconds one webhook POST may take.

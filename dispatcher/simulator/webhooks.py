@@ -26,13 +26,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, final
 
 import attrs
-import httpx
 import structlog
 import trio
 
 from dispatcher.clock import WallClock
 from dispatcher.simulator.errors import TITLES, USER_NOT_VALID
 from dispatcher.simulator.faults import Faults
+from dispatcher.simulator.poster import PoolPoster
 from dispatcher.simulator.state import NumberState
 from dispatcher.simulator.wire import (
     PRICING,
@@ -53,7 +53,6 @@ Poster = Callable[[str, bytes], Awaitable[int]]
 
 STAGES: tuple[Literal["sent"], Literal["delivered"], Literal["read"]] = ("sent", "delivered", "read")
 _NOT_A_USER = [StatusError(code=USER_NOT_VALID, title=TITLES[USER_NOT_VALID])]
-_JSON = {"content-type": "application/json"}
 REORDER_HOLD = 1.0
 """Longest a webhook is held back for reordering when no later one overtakes it."""
 
@@ -193,18 +192,16 @@ class WebhookSender:
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Post webhooks until cancelled; opens the shared httpx client unless a poster was given."""
+        """Post webhooks until cancelled; opens pooled connections unless a poster was given."""
         if self._poster is not None:
             await self._run_workers(self._poster, task_status)
             return
-        limits = httpx.Limits(max_connections=2 * len(self._shards))
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self._post_timeout), limits=limits) as client:
-
-            async def post(url: str, body: bytes) -> int:
-                response = await client.post(url, content=body, headers=_JSON)
-                return response.status_code
-
-            await self._run_workers(post, task_status)
+        poster = PoolPoster(max_connections=2 * len(self._shards), timeout=self._post_timeout)
+        try:
+            await self._run_workers(poster, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await poster.aclose()
 
     async def _run_workers(self, poster: Poster, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
