@@ -20,7 +20,7 @@ import trio
 from dispatcher.frontdoor.app import MAX_BODY, make_app
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.metrics import RequestCounts
-from tests.daemon_harness import ACCOUNT, TOKEN, messages_path, running_daemon, sandbox_config
+from tests.daemon_harness import ACCOUNT, NUMBERS, TOKEN, messages_path, running_daemon, sandbox_config
 
 FROM = "whatsapp:+15550000001"
 TO = "whatsapp:+15551234567"
@@ -222,3 +222,27 @@ def test_sids_are_unique_random_hex_across_pool_refills_and_forks() -> None:
     os.close(read)
     os.close(write)
     assert child != new_sid() and child not in sids
+
+
+HOOK = "/webhooks/onprem/{digits}/{secret}"
+WEBHOOK_CASES: list[tuple[str, bytes]] = [
+    ("wrong-secret", b'{"statuses": []}'),
+    ("hook-1", b'{"statuses": [{"id": "wamid.x"}]}'),  # no status: malformed
+    ("hook-1", b"not json"),
+    ("hook-1", b'{"statuses": [{"id": "wamid.unknown", "status": "delivered", "timestamp": "1"}]}'),
+    ("hook-1", b'{"statuses": []}'),
+]
+
+
+@pytest.mark.parametrize("case", range(len(WEBHOOK_CASES)))
+async def test_onprem_webhooks_answer_as_quart_does_and_are_counted(daemon, case: int) -> None:
+    running, _ = daemon
+    secret, body = WEBHOOK_CASES[case]
+    path = HOOK.format(digits=NUMBERS[0].lstrip("+"), secret=secret)
+    headers = {"Content-Type": "application/json"}
+    counts = RequestCounts()
+    lane = FastLane(_refuse, running.gateway, max_body=MAX_BODY, requests=counts)
+    expected = await asgi_post(make_app(running.gateway), path, headers, body)
+    got = await asgi_post(lane, path, headers, body)
+    assert got == expected
+    assert counts.counts == {("POST", "/webhooks/onprem/<digits>/<secret>", str(expected[0])): 1}

@@ -3,8 +3,9 @@
 Profiles of single creates showed hypercorn + quart at ~85% of a create's CPU,
 most of it quart's request/response machinery (contexts, werkzeug routing,
 header objects, hooks) rather than the route's own work. This lane serves
-exactly ``POST .../Messages.json`` and ``POST /v1/messages:batch`` itself, by
-calling the same functions as the quart routes (``hot_routes``), and hands
+exactly ``POST .../Messages.json``, ``POST /v1/messages:batch`` and the On-Prem
+status webhook (``POST /webhooks/onprem/<digits>/<secret>``) itself, by calling
+the same functions as the quart routes (``hot_routes``), and hands
 every other request (and the lifespan) to the quart app unchanged. Answers are
 the quart routes' answers: same status, same JSON bytes, same content type.
 """
@@ -32,6 +33,9 @@ log = structlog.get_logger()
 _CREATE: Final = re.compile(rf"^/{re.escape(API_VERSION)}/Accounts/([^/]+)/Messages\.json$")
 _BATCH_PATH: Final = "/v1/messages:batch"
 _CREATE_ROUTE: Final = f"/{API_VERSION}/Accounts/<account_sid>/Messages.json"
+_ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([^/]+)/([^/]+)$")
+_ONPREM_WEBHOOK_ROUTE: Final = "/webhooks/onprem/<digits>/<secret>"
+_WEBHOOK_TOO_LARGE: Final = b'{"error":"body too large"}'
 
 
 class _TooLarge(Exception):
@@ -105,6 +109,9 @@ class FastLane:
             match = _CREATE.match(path)
             if match is not None:
                 return await self._serve(scope, receive, send, _CREATE_ROUTE, match.group(1))
+            match = _ONPREM_WEBHOOK.match(path)
+            if match is not None:
+                return await self._webhook(scope, receive, send, match.group(1), match.group(2))
         await self._app(scope, receive, send)
 
     async def _serve(
@@ -138,4 +145,25 @@ class FastLane:
             status, answer = error.status, error.body()
         if self._requests is not None:
             self._requests.count("POST", route, status)
+        await _respond(send, status, answer)
+
+    async def _webhook(
+        self, scope: HTTPScope, receive: Receive, send: Send, digits: str, secret: str
+    ) -> None:
+        """The On-Prem status webhook (secret in the path): its body is read only once authenticated."""
+        info = self._gateway.webhook_number(digits, secret)
+        client = scope.get("client")
+        remote = client[0] if client else None
+        try:
+            body = b"" if info is None else await _read_body(receive, self._max_body)
+            status, answer = await hot_routes.onprem_webhook(self._gateway, info, digits, body, remote)
+        except _TooLarge:
+            status, answer = 413, _WEBHOOK_TOO_LARGE
+        except _Disconnected:
+            return
+        except Exception:
+            log.exception("frontdoor.unhandled", route=_ONPREM_WEBHOOK_ROUTE)
+            status, answer = 500, b'{"error":"internal server error"}'
+        if self._requests is not None:
+            self._requests.count("POST", _ONPREM_WEBHOOK_ROUTE, status)
         await _respond(send, status, answer)

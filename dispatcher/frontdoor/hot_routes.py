@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+import structlog
+
 from dispatcher import idempotency
+from dispatcher.channels import onprem_webhook as onprem
 from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.intake import send_request
 from dispatcher.frontdoor.params import parse_body
 from dispatcher.frontdoor.twilio import TwilioError, encode_message
-from dispatcher.gateway import Gateway
+from dispatcher.gateway import Gateway, NumberInfo
+from dispatcher.store import StoreError
+
+log = structlog.get_logger()
+_encoder = msgspec.json.Encoder()
 
 HeaderLookup = Callable[[str], str | None]
 """Header value by name (case-insensitive), the first if repeated, or None."""
@@ -52,3 +60,25 @@ async def batch_messages(gateway: Gateway, header: HeaderLookup, body: bytes) ->
             400, 20001, "Idempotency keys are per message: use the Messages.json create to send with one."
         )
     return await batch.accept_batch(gateway, account_sid, batch.decode(body))
+
+
+async def onprem_webhook(
+    gateway: Gateway, info: NumberInfo | None, digits: str, body: bytes, remote: str | None
+) -> tuple[int, bytes]:
+    """``POST /webhooks/onprem/...``: ``(status, JSON)``. ``info`` is the number the caller's
+    route authenticated (None: refused, the body need not be read); decoded fully, then
+    applied atomically, so a malformed delivery changes nothing."""
+    if info is None:
+        log.warning("webhook.refused", path_number=digits[:20], remote=remote)
+        return 403, b'{"error":"forbidden"}'
+    try:
+        events = onprem.decode(body)
+    except onprem.WebhookError as exc:
+        log.warning("webhook.malformed", number=info.number, error=str(exc)[:200])
+        return 400, _encoder.encode({"error": "malformed webhook", "detail": str(exc)[:500]})
+    try:
+        await gateway.on_webhook(info, events)
+    except StoreError as exc:
+        log.error("webhook.store_failed", number=info.number, error=str(exc))
+        return 503, b'{"error":"unavailable"}'  # WhatsApp retries the delivery
+    return 200, b"{}"
