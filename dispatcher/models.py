@@ -108,8 +108,13 @@ class TemplateSend(msgspec.Struct, array_like=True, frozen=True):
     params: list[str] = []
 
 
-class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One message, outbound or inbound, as the Twilio API shows it."""
+class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One message, outbound or inbound, as the Twilio API shows it.
+
+    ``gc=False``: its fields (strings, numbers, lists of strings and frozen
+    Structs) can never lead back to it, so the cyclic GC need not scan the
+    record of every queued message.
+    """
 
     sid: str
     account_sid: str

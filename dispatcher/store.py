@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final, Generic, TypeVar, cast, final
 
@@ -99,7 +99,7 @@ class WriteTxn:
         ok: bool = self.txn.put(key, value, db=self._dbs[name], overwrite=overwrite)
         return ok
 
-    def put_many(self, name: bytes, items: list[tuple[bytes, bytes]], *, overwrite: bool = True) -> int:
+    def put_many(self, name: bytes, items: Iterable[tuple[bytes, bytes]], *, overwrite: bool = True) -> int:
         """``put`` of every (key, value) through one cursor, in one C loop; returns how many were added."""
         added: int = self.txn.cursor(db=self._dbs[name]).putmulti(items, overwrite=overwrite)[1]
         return added
