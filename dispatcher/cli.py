@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
-from dispatcher import admincli, logs
+from dispatcher import admincli, logs, runtime
 from dispatcher import config as configuration
 
 DEFAULT_CONFIG = "conf/dispatcher.toml"
@@ -100,8 +100,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logs.configure(cfg.log.level)
     gcpolicy.configure()
+    runtime.tune()
     try:
-        trio.run(lambda: run_daemon(cfg, reload_config=load))
+        trio.run(lambda: run_daemon(cfg, reload_config=load, on_ready=runtime.settle))
     except StoreError as exc:
         sys.stderr.write(f"wadispatch: storage error: {exc}\n")
         return 3

@@ -159,6 +159,7 @@ async def run_daemon(
     reload_config: Callable[[], Config] | None = None,
     notifier: Notifier | None = None,
     resolver: Resolver | None = None,
+    on_ready: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered.
@@ -166,6 +167,7 @@ async def run_daemon(
     ``reload_config`` re-reads the config for a live reload (SIGHUP, ``POST /admin/v1/reload``);
     ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``); ``resolver`` resolves
     the host names of customer URLs (callbacks, MediaUrl) for the SSRF guard (default: the system's).
+    ``on_ready`` runs once, when ready, before ``started()`` (the CLI settles the GC there: ``runtime``).
     """
     wall = wall or SystemWallClock()
     notifier = notifier or Notifier.from_environ()
@@ -305,6 +307,8 @@ async def run_daemon(
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
                         log.info("daemon.ready", url=url, numbers=len(actors))
+                        if on_ready is not None:
+                            on_ready()
                         task_status.started(
                             Running(
                                 url, gateway, supervisor, store, shutdown, simulator, sim_url, ops, metrics
