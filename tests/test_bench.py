@@ -67,6 +67,19 @@ def test_e2e_smoke() -> None:
     assert result["accept_p99_ms"] >= result["accept_p50_ms"] > 0
 
 
+def test_e2e_paced_counts_the_wait_for_a_free_worker() -> None:
+    """Open loop with one worker and a rate it cannot keep: every request after the first
+    was due while the previous one was in flight, and that wait is in its latency."""
+    result = run_bench(
+        "bench.e2e",
+        *("--numbers", "1", "--messages", "40", "--concurrency", "1"),
+        *("--intake-only", "--accept-rate", "1000000", "--json"),
+    )
+    assert result["errors"] == 0
+    assert result["stalled_starts"] == 39
+    assert result["accept_p99_ms"] > result["accept_p50_ms"] > 0
+
+
 def test_rate_smoke() -> None:
     result = run_bench("bench.rate", "--rate", "50", "--burst", "10", "--duration", "1.5", "--json")
     figures = result["numbers"]["+15550000000"]
