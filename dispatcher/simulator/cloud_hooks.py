@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, final
 
 import attrs
-import httpx
 import msgspec
 import structlog
 import trio
 
 from dispatcher.clock import WallClock
+from dispatcher.simulator.poster import PoolPoster
 
 log = structlog.get_logger(__name__)
 
@@ -154,17 +154,23 @@ class CloudHooks:
         self._shard(digits).push(trio.current_time(), next(self._seq), _Value(pnid, value))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Post due webhooks until cancelled; opens an httpx client unless a poster was given."""
+        """Post due webhooks until cancelled; opens pooled connections unless a poster was given."""
         if self._poster is not None:
             await self._run_workers(self._poster, task_status)
             return
-        limits = httpx.Limits(max_connections=2 * len(self._shards))
-        async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+        pools = PoolPoster(max_connections=2 * len(self._shards), timeout=10.0)
 
-            async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
-                return (await client.post(url, content=body, headers=headers)).status_code
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+            extra = [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if k != "content-type"
+            ]
+            return await pools(url, body, extra)
 
+        try:
             await self._run_workers(post, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await pools.aclose()
 
     async def _run_workers(self, poster: SignedPoster, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:

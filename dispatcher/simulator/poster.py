@@ -32,11 +32,14 @@ class PoolPoster:
         self._pools: dict[str, H11Pool] = {}
         self._routes: dict[str, tuple[H11Pool, bytes, Headers]] = {}
 
-    async def __call__(self, url: str, body: bytes) -> int:
+    async def __call__(self, url: str, body: bytes, extra_headers: Headers | None = None) -> int:
+        """``extra_headers``: sent after the content type (e.g. a Cloud webhook's signature)."""
         route = self._routes.get(url)
         if route is None:
             route = self._routes[url] = self._route(url)
         pool, target, headers = route
+        if extra_headers:
+            headers = [*headers, *extra_headers]
         return (await pool.request(b"POST", target, headers, body)).status
 
     def _route(self, url: str) -> tuple[H11Pool, bytes, Headers]:
