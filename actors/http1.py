@@ -14,6 +14,7 @@ here h11 would accept too.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -88,7 +89,18 @@ def parse_response_head(data: bytes, end: int) -> ResponseHead | None:
     than 204/304, plain header lines and exactly one Content-Length and no
     Transfer-Encoding: everything else (including garbage) is h11's to judge.
     """
-    lines = data[:end].split(b"\r\n")
+    parsed = _response_head(data[:end])
+    if parsed is None:
+        return None
+    status, headers, length, keep_alive = parsed
+    return status, list(headers), length, keep_alive
+
+
+@functools.lru_cache(maxsize=256)
+def _response_head(head: bytes) -> tuple[int, tuple[tuple[bytes, bytes], ...], int, bool] | None:
+    """``parse_response_head`` of a whole head, remembered: an API answers with the same
+    head bytes again and again (same headers, same length), so most are parsed once."""
+    lines = head.split(b"\r\n")
     status_line = lines[0]
     if not _STATUS_LINE.fullmatch(status_line):
         return None
@@ -99,7 +111,7 @@ def parse_response_head(data: bytes, end: int) -> ResponseHead | None:
     if fields is None or fields[1] < 0:
         return None  # odd header lines, or delimited by EOF (or chunked): h11's job
     headers, length, keep_alive, _ = fields
-    return status, headers, length, keep_alive
+    return status, tuple(headers), length, keep_alive
 
 
 def parse_request_head(data: bytes, end: int) -> RequestHead | None:

@@ -389,3 +389,12 @@ def test_encode_response_reads_back_through_h11(close: bool) -> None:
     assert (conn.their_state is h11.MUST_CLOSE) is close
     with pytest.raises(ValueError, match="invalid response header"):
         encode_response(200, b"OK", [(b"x", b"a\r\nInjected: 1")], b"", close=False)
+
+
+def test_a_remembered_head_gives_each_response_its_own_header_list() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    first = parse_response_head(raw, raw.find(b"\r\n\r\n"))
+    assert first is not None
+    first[1].append((b"x-mutated", b"1"))
+    second = parse_response_head(raw + b"{}", raw.find(b"\r\n\r\n"))
+    assert second == (200, [(b"content-type", b"application/json"), (b"content-length", b"2")], 2, True)

@@ -12,6 +12,7 @@ gets a 400 and the connection is closed; a body over ``max_body`` gets a 413.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import struct
@@ -137,7 +138,7 @@ async def _read_plain(stream: trio.SocketStream, max_body: int) -> tuple[SimRequ
     if not data:
         return None
     end = data.find(b"\r\n\r\n")
-    head = http1.parse_request_head(data, end) if end >= 0 else None
+    head = _plain_head(data[:end]) if end >= 0 else None
     if head is None or head[3] > max_body:
         return _HandOver(data, eof=False)
     method, target, headers, length, keep_alive = head
@@ -153,13 +154,19 @@ async def _read_plain(stream: trio.SocketStream, max_body: int) -> tuple[SimRequ
         data = bytes(buffer)
     if len(data) > stop:
         return _HandOver(data, eof=False)
-    request = SimRequest(
-        method=method.decode("ascii"),
-        target=target.decode("latin-1"),
-        headers={name.decode("latin-1"): value.decode("latin-1") for name, value in headers},
-        body=data[start:stop],
-    )
-    return request, keep_alive
+    return SimRequest(method=method, target=target, headers=dict(headers), body=data[start:stop]), keep_alive
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_head(head: bytes) -> tuple[str, str, tuple[tuple[str, str], ...], int, bool] | None:
+    """A plain request head, parsed and decoded, remembered: a client repeats the same head
+    bytes (same target, headers and body length) request after request."""
+    parsed = http1.parse_request_head(head, len(head))
+    if parsed is None:
+        return None
+    method, target, headers, length, keep_alive = parsed
+    decoded = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+    return method.decode("ascii"), target.decode("latin-1"), decoded, length, keep_alive
 
 
 async def _receive(stream: trio.SocketStream, *, wait: bool = False) -> bytes:
