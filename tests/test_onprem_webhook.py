@@ -132,3 +132,14 @@ def test_system_errors() -> None:
 def test_malformed_bodies_are_rejected_whole(body: bytes) -> None:
     with pytest.raises(WebhookError):
         decode(body)
+
+
+@pytest.mark.parametrize(
+    ("recipient", "digits"),
+    [("15551230001", "15551230001"), ("+1 555-123-0001", "15551230001"), ("\uff11\uff12", ""), ("", "")],
+    ids=["digits", "formatted", "fullwidth-digits", "empty"],
+)
+def test_status_recipient_is_read_as_ascii_digits(recipient: str, digits: str) -> None:
+    body = {"statuses": [{"id": "wamid.1", "status": "sent", "timestamp": "1", "recipient_id": recipient}]}
+    [event] = decode(json.dumps(body).encode()).statuses
+    assert event.recipient == digits

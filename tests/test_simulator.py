@@ -382,6 +382,21 @@ async def test_statuses_are_posted_sent_delivered_read_at_their_delays(
     assert running.webhooks_pending == 0
 
 
+async def test_a_message_keeps_its_conversation_across_a_utc_day(
+    hook: Recorder, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The conversation a message opened is the one its later statuses name, even on the next day."""
+    sim = Simulator([number(rate=1000.0, burst=1000)], poster=hook, status_delays=(0.0, 86_000.0, 172_000.0))
+    await nursery.start(sim.run)
+    await send(sim, await login(sim))
+    for _ in range(3):
+        await trio.sleep(60_000.0)  # two days and more, in steps under a day
+    statuses = hook.statuses()
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    assert len({s["conversation"]["id"] for s in statuses}) == 1
+    assert len({s["timestamp"] for s in statuses}) == 3
+
+
 async def test_invalid_recipient_is_accepted_then_fails_with_1013(
     running: Simulator, hook: Recorder, autojump_clock: trio.testing.MockClock
 ) -> None:

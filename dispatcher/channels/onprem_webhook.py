@@ -291,4 +291,6 @@ def _need(value: T | None, where: str, field: str) -> T:
 
 
 def _digits(wa_id: str) -> str:
+    if wa_id.isascii() and wa_id.isdigit():
+        return wa_id  # the usual case: no regex pass per status
     return _DIGITS.sub("", wa_id)

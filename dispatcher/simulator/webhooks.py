@@ -66,6 +66,7 @@ class _StatusJob:
     accepted_at: float
     failed: bool
     stage: int = 0
+    conversation: Conversation | None = None  # opened by the first status, kept by the next
 
 
 @final
@@ -242,6 +243,7 @@ class WebhookSender:
         inbound: dict[str, list[_InboundJob]] = {}
         raw: list[_RawJob] = []
         wall_now = self._wall.now()
+        timestamp = str(int(wall_now))
         taken = 0
         while heap and heap[0][0] <= now and taken < self._batch:
             _, _, job = heapq.heappop(heap)
@@ -254,7 +256,7 @@ class WebhookSender:
                 self._pending -= 1
                 raw.append(job)
                 continue
-            statuses.setdefault(job.digits, []).append(self._status(job, wall_now))
+            statuses.setdefault(job.digits, []).append(self._status(job, wall_now, timestamp))
             if job.failed or job.stage + 1 == len(STAGES):
                 self._pending -= 1
             else:
@@ -264,11 +266,14 @@ class WebhookSender:
                 heapq.heappush(heap, (due, next(self._seq), job))
         return statuses, inbound, raw
 
-    def _status(self, job: _StatusJob, wall_now: float) -> Status:
-        timestamp = str(int(wall_now))
+    def _status(self, job: _StatusJob, wall_now: float, timestamp: str) -> Status:
         if job.failed:
             return Status(job.msg_id, job.recipient, "failed", timestamp, errors=_NOT_A_USER)
-        conversation = Conversation(conversation_id(job.digits, job.recipient, wall_now))
+        conversation = job.conversation
+        if conversation is None:
+            conversation = job.conversation = Conversation(
+                conversation_id(job.digits, job.recipient, wall_now)
+            )
         return Status(
             job.msg_id,
             job.recipient,
