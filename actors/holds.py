@@ -17,13 +17,15 @@ import trio
 
 @final
 class SendHolds:
+    __slots__ = ("_held", "_sending")
+
     def __init__(self) -> None:
         self._held: dict[str, tuple[trio.Event, int]] = {}
-        self._sending: set[str] = set()
+        self._sending: set[str] | None = None  # made by the first send (an idle number has none)
 
     def try_hold(self, sid: str) -> bool:
         """Hold ``sid`` off the wire; False if its send has already started."""
-        if sid in self._sending:
+        if self._sending is not None and sid in self._sending:
             return False
         event, count = self._held.get(sid, (trio.Event(), 0))
         self._held[sid] = (event, count + 1)
@@ -44,10 +46,14 @@ class SendHolds:
         """Wait out any hold, then mark ``sid`` as sending."""
         while (held := self._held.get(sid)) is not None:
             await held[0].wait()
-        self._sending.add(sid)
+        sending = self._sending
+        if sending is None:
+            sending = self._sending = set()
+        sending.add(sid)
 
     def end_send(self, sid: str) -> None:
-        self._sending.discard(sid)
+        if self._sending is not None:
+            self._sending.discard(sid)
 
     def sending(self, sid: str) -> bool:
-        return sid in self._sending
+        return self._sending is not None and sid in self._sending
