@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Final
 
 import msgspec
@@ -38,12 +39,12 @@ def advances(current: str, new: str) -> bool:
     return STATUS_RANK[new] > STATUS_RANK[current]
 
 
-_SID_BYTES: Final = 16
+_SID_RANDOM_BYTES: Final = 10  # 80 random bits after the 48-bit creation time
 _SIDS_PER_DRAW: Final = 1024
 
 
 class _SidEntropy:
-    """OS randomness drawn 16 KiB at a time: one getrandom() per 1,024 sids, not one per sid.
+    """OS randomness drawn 10 KiB at a time: one getrandom() per 1,024 sids, not one per sid.
 
     Batch intake mints a sid per message; a syscall each showed as ~20% of the
     batch route's CPU in py-spy. The bytes are the same CSPRNG output as
@@ -61,10 +62,10 @@ class _SidEntropy:
 
     def take(self, count: int = 1) -> bytes:
         """``count`` sids' worth of random bytes."""
-        size = _SID_BYTES * count
+        size = _SID_RANDOM_BYTES * count
         with self._lock:
             if self._pos + size > len(self._pool):
-                self._pool, self._pos = os.urandom(max(size, _SID_BYTES * _SIDS_PER_DRAW)), 0
+                self._pool, self._pos = os.urandom(max(size, _SID_RANDOM_BYTES * _SIDS_PER_DRAW)), 0
             start = self._pos
             self._pos = start + size
             return self._pool[start : start + size]
@@ -75,15 +76,27 @@ os.register_at_fork(after_in_child=_entropy.reset)
 
 
 def new_sid(prefix: str = "SM") -> str:
-    """Twilio-shaped sid: two letters and 32 lower-case hex digits (128 random bits)."""
-    return prefix + _entropy.take().hex()
+    """Twilio-shaped sid: two letters and 32 lower-case hex digits.
+
+    The first 12 digits are the creation time (ms since the epoch), the other 20
+    are random (80 bits). Messages are stored under their sid in an LMDB B-tree:
+    with 128 random bits every new record landed on its own leaf page, so a
+    commit of 1,000 of them rewrote ~1,000 pages (bench: 4x the writer's CPU, 25x
+    the bytes written); time-first sids put a commit's records side by side.
+    """
+    return _time_digits(prefix) + _entropy.take().hex()
 
 
 def new_sids(prefix: str, count: int) -> list[str]:
     """``count`` sids like ``new_sid``'s, from one draw (a batch's)."""
+    head = _time_digits(prefix)
     digits = _entropy.take(count).hex()
-    width = 2 * _SID_BYTES
-    return [prefix + digits[i : i + width] for i in range(0, width * count, width)]
+    width = 2 * _SID_RANDOM_BYTES
+    return [head + digits[i : i + width] for i in range(0, width * count, width)]
+
+
+def _time_digits(prefix: str) -> str:
+    return f"{prefix}{time.time_ns() // 1_000_000:012x}"
 
 
 class StoredMedia(msgspec.Struct, array_like=True, frozen=True):

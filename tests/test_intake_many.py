@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from dispatcher import ledger
+from dispatcher import ledger, models
 from dispatcher.clock import SystemWallClock
 from dispatcher.gateway import Gateway, NumberInfo
-from dispatcher.models import MessageRecord, record_decoder, record_encoder
+from dispatcher.models import MessageRecord, new_sid, new_sids, record_decoder, record_encoder
 from dispatcher.store import DB_NAMES, Store
 from dispatcher.supervisor import Supervisor
 
@@ -131,3 +131,14 @@ def test_records_stay_out_of_the_cyclic_gc() -> None:
     record = records()[0]
     assert not gc.is_tracked(record)
     assert not gc.is_tracked(record_decoder.decode(record_encoder.encode(record)))
+
+
+def test_sids_start_with_their_creation_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the records of one commit sit side by side in the sid-keyed messages DB."""
+    ms = 1_800_000_000_123
+    monkeypatch.setattr(models.time, "time_ns", lambda: ms * 1_000_000)
+    one, batch = new_sid("MM"), new_sids("SM", 3000)
+    assert one.startswith(f"MM{ms:012x}") and all(s.startswith(f"SM{ms:012x}") for s in batch)
+    assert len(set(batch)) == 3000 and all(len(s) == 34 and int(s[2:], 16) >= 0 for s in batch)
+    monkeypatch.setattr(models.time, "time_ns", lambda: (ms + 1) * 1_000_000)
+    assert new_sid() > max(batch)
