@@ -99,6 +99,7 @@ async def _run_idle(data_dir: Path, count: int) -> dict[str, Any]:
         rss1 = own_rss_mb()
         running = sum(1 for state in supervisor.states().values() if state == "running")
         idle = sum(1 for a in actors if a.statistics().pending == 0)
+        tasks = task_count()
         supervisor.stop()
         nursery.cancel_scope.cancel()
     store.close_env()
@@ -111,7 +112,18 @@ async def _run_idle(data_dir: Path, count: int) -> dict[str, Any]:
         "rss_before_mb": round(rss0, 1),
         "rss_after_mb": round(rss1, 1),
         "rss_kb_per_idle_actor": round((rss1 - rss0) * 1024 / count, 2),
+        "tasks_when_idle": tasks,  # every task of the run: the store writer's, the supervisor's...
     }
+
+
+def task_count() -> int:
+    """Tasks alive in this trio run (idle actors should add none)."""
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        count += 1
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return count
 
 
 def fill(data_dir: Path, numbers: list[str], pending: int) -> float:
@@ -188,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-actors-") as tmp:
         result.update(trio.run(_run_idle, Path(tmp) / "idle", args.numbers))
         _say(f"{args.numbers} idle actors: spawned in {result['spawn_s']} s, "
-             f"{result['rss_kb_per_idle_actor']} KB RSS each")  # fmt: skip
+             f"{result['rss_kb_per_idle_actor']} KB RSS each, "
+             f"{result['tasks_when_idle']} tasks in all")  # fmt: skip
         numbers = [number(i) for i in range(args.recovery_numbers)]
         fill_s = fill(Path(tmp) / "recovery", numbers, args.pending)
         _say(f"filled {args.pending} pending messages in {fill_s:.1f} s")

@@ -48,6 +48,7 @@ def test_actors_smoke() -> None:
     assert result["pending"] == 700
     assert result["recovery_s"] > 0
     assert result["rss_after_mb"] >= result["rss_before_mb"] > 0
+    assert result["tasks_when_idle"] < 20  # idle actors keep no task of their own
 
 
 @pytest.mark.parametrize("bad", [["--numbers", "0"], ["--pending", "-1"]])
