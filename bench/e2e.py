@@ -390,6 +390,8 @@ async def drive(
         "errors": errors,
         "lost": args.messages - errors - delivered,
         "sim_429": rejected_429,
+        # Cloud: Meta's throughput over all the numbers, the most delivered_per_s can be after the burst.
+        "channel_cap_per_s": args.rate * args.numbers if args.channel == "cloud" else None,
         "simulator": "embedded" if sim_pid is None else "process",
         "daemon_cpu_s_per_1k": round(cpu / args.messages * 1000, 3),
         "daemon_msgs_per_cpu_s": round(args.messages / cpu) if cpu > 0 else 0,

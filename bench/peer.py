@@ -6,7 +6,8 @@ retries. Its requests to ``graph.facebook.com`` are redirected to ``--endpoint``
 (the simulator's Cloud mode) by an httpx transport that only rewrites the
 scheme, host and port, so pywa builds and parses every request itself.
 
-It sweeps 1, 4, 16 and 64 sends in flight and reports the best ``sent_per_s``
+Message ``i`` is bench.e2e ``--channel cloud``'s message ``i`` (same body, same
+recipient: one per message). It sweeps 1, 4, 16 and 64 sends in flight and reports the best ``sent_per_s``
 (plus the client's CPU per send): the figure bench.e2e ``--channel cloud``
 divides by, measured in the same run against the same simulator.
 
@@ -29,6 +30,8 @@ import urllib.parse
 from typing import Any
 
 import httpx
+
+from bench.cloud import recipient
 
 SWEEP = (1, 4, 16, 64)
 PHONE_ID = "15550000001"
@@ -77,7 +80,7 @@ async def run_level(endpoint: str, phone_id: str, token: str, messages: int, inf
             next_index += 1
             try:
                 result = await wa.send_message(
-                    to=f"1555123{i % 1000:04d}", text=f"Your code is {i:06d}. It expires in 10 minutes."
+                    to=recipient(i).lstrip("+"), text=f"Your code is {i:06d}. It expires in 10 minutes."
                 )
             except Exception as exc:  # pywa raises its WhatsAppError tree and httpx errors
                 errors += 1
