@@ -464,6 +464,7 @@ class NumberActor:
     def stop(self) -> None:
         """Start no new sends; ``serve`` (and ``run``) return once the sends in flight finish."""
         self._stopping = True
+        self._live = False  # notify() stops queueing: the outbox goes to the number's next actor
         if self._upkeep_timer is not None:
             self._upkeep_timer.cancel()
             self._upkeep_timer = None

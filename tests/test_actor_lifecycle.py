@@ -172,6 +172,7 @@ async def test_stop_returns_at_once_with_idle_actors(
         supervisor.stop()
     assert trio.current_time() == began
     assert supervisor.states() == {ONE: "stopped", TWO: "stopped"}
+    assert not any(a.statistics().running for a in actors)  # /metrics reads their outbox from LMDB
 
 
 async def test_stop_cuts_a_restart_backoff_short(
