@@ -18,6 +18,7 @@ pool opens its TLS streams with ``https_compatible=True`` for the same reason.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import ssl
@@ -68,6 +69,9 @@ class H11Connection:
 
     Attributes:
         idle_since: ``trio.current_time()`` when the connection last went idle.
+        deadline: when the request it carries times out, if its pool enforces that by
+            closing it (``inf`` otherwise).
+        timed_out: its pool closed it because ``deadline`` passed.
         requests: requests written on this connection so far (>0 means "reused").
     """
 
@@ -81,8 +85,10 @@ class H11Connection:
         "_request",
         "_sock",
         "_stream",
+        "deadline",
         "idle_since",
         "requests",
+        "timed_out",
     )
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType, *, raw: bool = False) -> None:
@@ -104,6 +110,8 @@ class H11Connection:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self.idle_since = 0.0
+        self.deadline = math.inf  # of the request it carries, when its pool watches it (no cancel scope)
+        self.timed_out = False  # closed by its pool because that deadline passed
         self.requests = 0
 
     @classmethod

@@ -529,6 +529,50 @@ async def test_request_timeout_closes_the_connection(nursery: trio.Nursery) -> N
     assert server.accepts == 2
 
 
+async def test_a_warm_connection_times_out_by_the_deadline_sweeper(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    """A request on an idle connection runs without a cancel scope: the pool's sweeper
+    closes its connection at the deadline, and the request raises RequestTimeout."""
+
+    async def second_hangs(seen: Seen) -> Reply:
+        if seen.target == b"/slow":
+            await trio.sleep_forever()
+        return Reply()
+
+    server = await start_server(nursery, h11_handler(second_hangs))
+    pool = H11Pool(url(server), request_timeout=10.0)
+    assert (await pool.request(b"POST", b"/warm", [], b"x")).status == 200  # connects: a cancel scope
+    assert (await pool.request(b"POST", b"/fast", [], b"x")).status == 200  # the warm path
+    assert pool._sweeping  # watching until that request's deadline
+    mock_clock.jump(10.0)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not pool._sweeping  # nothing in flight: the sweeper ended
+    failure: list[BaseException] = []
+
+    async def slow() -> None:
+        try:
+            await pool.request(b"POST", b"/slow", [], b"x")
+        except RequestTimeout as exc:
+            failure.append(exc)
+
+    nursery.start_soon(slow)
+    await server.wait_for(lambda s: s.targets[-1:] == [b"/slow"])
+    await trio.testing.wait_all_tasks_blocked()
+    mock_clock.jump(9.9)
+    await trio.testing.wait_all_tasks_blocked()
+    assert failure == []
+    mock_clock.jump(0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(failure) == 1
+    assert isinstance(failure[0].__cause__, trio.ClosedResourceError)
+    stats = pool.statistics()
+    assert (stats.open_connections, stats.reconnects) == (0, 0)
+    assert (await pool.request(b"POST", b"/after", [], b"x")).status == 200
+    await pool.aclose()
+    assert server.accepts == 2
+
+
 async def test_waiting_past_the_deadline_is_pool_timeout(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
