@@ -4,8 +4,9 @@ An idle number actor still has things to do at set times (log in again a day
 before its token expires, re-read a refused Cloud token, probe its endpoints).
 A sleeping task per actor and per chore costs kilobytes of trio machinery each;
 here every such deadline is one heap entry, and one task sleeps until the
-earliest. Callbacks run on that task and must be quick and must not raise: they
-only wake their owner (which then does the real work in a task of its own).
+earliest. Callbacks run on that task and must be quick: they only wake their
+owner (which then does the real work in a task of its own). One that raises is
+logged, and the others still fire.
 
 Time is trio time, so ``MockClock`` drives it like any ``trio.sleep``.
 """
@@ -18,7 +19,10 @@ import math
 from collections.abc import Callable
 from typing import final
 
+import structlog
 import trio
+
+log = structlog.get_logger()
 
 
 @final
@@ -79,10 +83,13 @@ class Timers:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 timer = heapq.heappop(heap)[2]
-                if timer.active:
-                    timer._fire()
-                else:
+                if not timer.active:
                     self._cancelled -= 1
+                    continue
+                try:
+                    timer._fire()
+                except Exception as exc:  # a bug in one owner's callback must not stop everyone's timers
+                    log.error("timer.callback_failed", exc_info=exc)
             with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
                 self._sleep = sleep
                 try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 
@@ -61,3 +63,22 @@ async def test_cancelled_entries_are_compacted(
     assert len(timers) < 200
     await trio.sleep(2e4)
     assert fired == [999]
+
+
+async def test_a_failing_callback_is_logged_and_the_others_still_fire(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    timers = Timers()
+    fired: list[float] = []
+    await nursery.start(timers.run)
+
+    def broken() -> None:
+        raise RuntimeError("bug")
+
+    with structlog.testing.capture_logs() as logs:
+        timers.call_at(1.0, broken)
+        timers.call_at(1.0, lambda: fired.append(trio.current_time()))
+        timers.call_at(2.0, lambda: fired.append(trio.current_time()))
+        await trio.sleep(3)
+    assert fired == [1.0, 2.0]
+    assert [entry["event"] for entry in logs] == ["timer.callback_failed"]
