@@ -136,10 +136,6 @@ class CloudHooks:
         self._shards = [_Shard() for _ in range(concurrency)]
         self._seq = itertools.count()
 
-    @property
-    def statuses_on(self) -> bool:
-        return self._delays is not None
-
     def push_statuses(self, pnid: str, wamid: str, digits: str, failure: tuple[int, str] | None) -> None:
         """Schedule an accepted message's statuses (``failure``: one ``failed`` with that code)."""
         if self._delays is None:
