@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import partial
@@ -416,3 +417,21 @@ async def test_body_cut_by_eof_gets_400(url: str) -> None:
             while chunk := await stream.receive_some(65_536):
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_the_idle_reaper_closes_only_connections_idle_past_the_timeout(
+    sim: Simulator, nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    url = await nursery.start(partial(serve, sim, idle_timeout=10.0))
+    stream = await trio.open_tcp_stream(*_host_port(url))
+    async with stream:
+        for _ in range(3):  # 18 s of life, never 10 s idle: kept
+            await stream.send_all(COUNTERS)
+            [(status, _, _)] = await _answers(stream, 1)
+            assert status == 200
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(6.0)
+            await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(4.0)  # now 10 s idle
+        await trio.testing.wait_all_tasks_blocked()
+        assert os.read(stream.socket.fileno(), 100) == b""  # closed by the server (no wait: it did already)
