@@ -38,7 +38,7 @@ log = structlog.get_logger()
 MAX_BODY: Final = 1600  # Twilio's limit for a (concatenated) message body
 _E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # Parsed addresses kept (cleared when full): senders and repeat recipients parse once.
-_ADDRESS_CACHE: Final = 65_536
+_ADDRESS_CACHE: Final = 4096
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ from typing import Final
 import msgspec
 import pytest
 
+from dispatcher import gateway as gateway_module
 from dispatcher import window
 from dispatcher.frontdoor.batch import BatchItem
 from dispatcher.frontdoor.twilio import TwilioError
@@ -141,3 +142,16 @@ async def test_a_sender_drained_between_batches_is_refused(gateway: Gateway) -> 
     gateway.draining.add(OPEN)
     refused = gateway.validate_plain(ACCOUNT, [item])[0]
     assert isinstance(refused, TwilioError) and refused.code == 20503
+
+
+async def test_remembered_addresses_stay_bounded_and_bad_ones_still_fail(gateway: Gateway) -> None:
+    items = [
+        BatchItem(to=wa(f"+1556{i:07d}"), from_=wa(OPEN), body="m")
+        for i in range(gateway_module._ADDRESS_CACHE + 10)
+    ]
+    assert all(isinstance(r, MessageRecord) for r in gateway.validate_plain(ACCOUNT, items))
+    assert 0 < len(gateway._addresses) <= gateway_module._ADDRESS_CACHE
+    bad = BatchItem(to="whatsapp:+1", from_=wa(OPEN), body="m")
+    for _ in range(2):  # an invalid address is never remembered
+        refused = gateway.validate_plain(ACCOUNT, [bad])[0]
+        assert isinstance(refused, TwilioError) and refused.code == 21211
