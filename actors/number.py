@@ -566,8 +566,10 @@ class NumberActor:
                     self._park(recipient, hold)
                     continue
             await slots.acquire()
-            if self._halted is not None or not self._tokens.ready:
-                await self._tokens.wait_ready()  # no send without a token, or with one known to be refused
+            # No send without a token, or with one known to be refused; stop() ends the wait.
+            if (self._halted is not None or not self._tokens.ready) and not await self._token_or_stop():
+                slots.release()
+                return
             # Pace in this single dispatching task, so sends leave in FIFO order.
             await self._bucket.acquire()
             if self.stop_requested():  # stop() was called while we waited
@@ -575,6 +577,21 @@ class NumberActor:
                 return
             self._busy.add(recipient)
             sends.start_soon(self._deliver_head, recipient, slots, new_count)
+
+    async def _token_or_stop(self) -> bool:
+        """Wait for usable credentials: True once they are, False if ``stop()`` came first."""
+        stopped = self._stopped
+        assert stopped is not None
+        async with trio.open_nursery() as nursery:
+
+            async def on_stop() -> None:
+                await stopped.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_stop)
+            await self._tokens.wait_ready()
+            nursery.cancel_scope.cancel()
+        return not self._stopping
 
     def _admit(self, recipient: str) -> tuple[float, bool]:
         """``(seconds to wait, counts against the tier)`` for the head message to ``recipient``."""

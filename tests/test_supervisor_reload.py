@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -64,12 +65,16 @@ async def test_retire_stops_one_number_and_keeps_its_outbox(
     assert bodies == [f"one {i}" for i in range(5)]
 
 
-class Hung:
-    """An endpoint that accepts connections and never answers."""
+class HungSends:
+    """Logs in, then never answers a message send."""
+
+    def __init__(self, inner: InProcessTransport) -> None:
+        self.inner = inner
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
+        if target == b"/v1/messages":
+            await trio.sleep_forever()
+        return await self.inner.request(method, target, headers, body)
 
     async def aclose(self) -> None:
         pass
@@ -79,30 +84,35 @@ async def test_retire_cancels_an_actor_that_cannot_stop_in_time(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     wall = TrioWallClock(start=1_700_000_000.0)
-    stuck = build_actor(number_config(ONE), Hung(), store=writer, wall=wall)
+    sim = sim_with(wall, ONE)
+    stuck = build_actor(number_config(ONE), HungSends(InProcessTransport(sim, ONE)), store=writer, wall=wall)
     supervisor = Supervisor([stuck])
     await nursery.start(supervisor.run)
-    await submit(writer, stuck, ONE, "+15551230000", "waits for a token that never comes")
-    await trio.sleep(60)  # the login never answers: the message waits for a token
+    await submit(writer, stuck, ONE, "+15551230000", "its send never comes back")
+    await trio.sleep(5)  # request_timeout is the transport's job: this one has none
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=7.0)
     assert trio.current_time() - began == 7.0
     assert supervisor.actor(ONE) is None
-    assert writer.count(b"outbox", number_key(ONE)) == 1
+    assert writer.count(b"outbox", number_key(ONE)) == 1  # retried by the number's next actor
 
 
-async def test_an_idle_actor_without_a_token_retires_at_once(
-    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+@pytest.mark.parametrize("pending", [0, 3])
+async def test_an_actor_without_a_token_retires_at_once(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery, pending: int
 ) -> None:
     wall = TrioWallClock(start=1_700_000_000.0)
     never = build_actor(number_config(ONE), Unreachable(), store=writer, wall=wall)
     supervisor = Supervisor([never])
     await nursery.start(supervisor.run)
-    await trio.sleep(60)  # logging in fails and is retried every 5 s; nothing to send
+    for i in range(pending):
+        await submit(writer, never, ONE, "+15551230000", f"waits for a token {i}")
+    await trio.sleep(60)  # logging in fails and is retried every 5 s
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=7.0)
     assert trio.current_time() - began < 1.0
     assert supervisor.actor(ONE) is None
+    assert writer.count(b"outbox", number_key(ONE)) == pending
 
 
 async def test_retire_cuts_a_restart_backoff_short(
