@@ -12,7 +12,7 @@ the simulator's counters until every message reached it.
 Usage::
 
     .venv/bin/python -m bench.e2e --numbers 3 --messages 3000 [--concurrency 32] [--json]
-    .venv/bin/python -m bench.e2e --channel cloud --peer --numbers 3 --messages 30000 \
+    .venv/bin/python -m bench.e2e --channel cloud --peer --numbers 6 --messages 60000 \
         --intake batch --status-batch 500 [--json]
 
 ``--channel cloud`` gives the daemon Cloud API numbers (throughput ``--rate``,
@@ -21,7 +21,9 @@ because of the pair rate) on the simulator's Cloud mode, whose signed status
 webhooks come batched by ``--status-batch``. ``--peer`` first runs bench.peer
 (pywa straight at the same simulator, through a number of its own) while the
 daemon is up and idle, and adds ``peer_sent_per_s`` and ``ratio_vs_peer``
-(delivered_per_s / peer_sent_per_s) to the JSON line.
+(delivered_per_s / peer_sent_per_s) to the JSON line. Meta caps each number
+(``channel_cap_per_s`` is that cap over all the numbers): with 3 numbers at
+1000/s, delivered_per_s measures the cap, not the daemon.
 
 Prints a summary on stderr and one JSON line on stdout.
 """
