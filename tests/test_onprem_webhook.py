@@ -143,3 +143,17 @@ def test_status_recipient_is_read_as_ascii_digits(recipient: str, digits: str) -
     body = {"statuses": [{"id": "wamid.1", "status": "sent", "timestamp": "1", "recipient_id": recipient}]}
     [event] = decode(json.dumps(body).encode()).statuses
     assert event.recipient == digits
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["", "-1", "1.5", "1234567890123", "\uff11", " 1", "yesterday"],
+    ids=["empty", "negative", "decimal", "13-digits", "fullwidth", "space", "word"],
+)
+@pytest.mark.parametrize("status", ["read", "deleted"])
+def test_a_status_timestamp_must_be_1_to_12_digits_even_when_ignored(timestamp: str, status: str) -> None:
+    good = {"id": "wamid.ok", "status": "sent", "timestamp": "123456789012"}
+    bad = {"id": "wamid.bad", "status": status, "timestamp": timestamp}
+    assert len(decode(json.dumps({"statuses": [good]}).encode()).statuses) == 1
+    with pytest.raises(WebhookError, match=r"^statuses\[1\]\.timestamp: expected 1 to 12 digits"):
+        decode(json.dumps({"statuses": [good, bad]}).encode())

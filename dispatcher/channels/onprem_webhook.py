@@ -44,7 +44,9 @@ class _Error(msgspec.Struct, kw_only=True):
 class _Status(msgspec.Struct, kw_only=True):
     id: Id
     status: Annotated[str, msgspec.Meta(max_length=32)]
-    timestamp: Timestamp = "0"
+    # Checked by _status as ``Timestamp`` would: msgspec's pattern check was ~0.5 us of
+    # the ~0.9 us a status took to decode (a delivery carries hundreds).
+    timestamp: str = "0"
     recipient_id: Annotated[str, msgspec.Meta(max_length=32)] = ""
     errors: list[_Error] = []
 
@@ -180,6 +182,9 @@ def decode(body: bytes) -> WebhookEvents:
 
 
 def _status(status: _Status, i: int) -> StatusEvent | None:
+    timestamp = status.timestamp
+    if not (0 < len(timestamp) <= 12 and timestamp.isascii() and timestamp.isdigit()):
+        raise WebhookError(f"statuses[{i}].timestamp: expected 1 to 12 digits, got {timestamp[:20]!r}")
     if status.status in IGNORED_STATUSES:
         return None
     twilio = STATUSES.get(status.status)
