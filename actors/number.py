@@ -249,8 +249,9 @@ class NumberActor:
         self._queues: dict[str, deque[_Pending]] = {}
         # Recipients whose head message can go now, FIFO; made on demand (an idle actor has none).
         self._ready: deque[str] | None = None
-        self._busy: set[str] = set()
-        self._known: set[int] = set()
+        # Recipients with a send in flight, and the seqs queued: made on demand like the ready line.
+        self._busy: set[str] | None = None
+        self._known: set[int] | None = None
         self._recovered_upto = 0  # recovery saw every committed seq up to here
         self._parked: list[tuple[float, int, str]] = []  # (trio time, tiebreak, recipient)
         self._parked_seq = itertools.count()
@@ -264,14 +265,19 @@ class NumberActor:
             self._enqueue(_Pending(seq, record.sid, record.to_number, record, part=part))
 
     def _enqueue(self, item: _Pending) -> None:
-        if item.seq in self._known or item.seq <= self._recovered_upto:
+        if item.seq <= self._recovered_upto:
             return
-        self._known.add(item.seq)
+        known = self._known
+        if known is None:
+            known = self._known = set()
+        elif item.seq in known:
+            return
+        known.add(item.seq)
         queue = self._queues.get(item.to_number)
         if queue is None:
             queue = self._queues[item.to_number] = deque()
         queue.append(item)
-        if len(queue) == 1 and item.to_number not in self._busy:
+        if len(queue) == 1 and (self._busy is None or item.to_number not in self._busy):
             self._make_ready(item.to_number)
             if self._live:  # not while recovering
                 self._signal()
@@ -309,7 +315,7 @@ class NumberActor:
                 gc.enable()
         # Seqs are allocated in commit order, so a notify() at or below the last
         # recovered seq is for a message recovery already queued (or delivered).
-        self._recovered_upto = max(self._known, default=0)
+        self._recovered_upto = max(self._known or (), default=0)
         return count
 
     # -- lifecycle ----------------------------------------------------------------
@@ -362,8 +368,8 @@ class NumberActor:
                 # No checkpoint from here to the return: a notify() either landed in the
                 # queues (seen here) or finds _wakeup None and asks the host for a new serve().
                 if self._stopping or not (self._queues or self._upkeep_due):
-                    if not self._queues:
-                        self._ready = None  # idle: let the ready line's buffer go
+                    if not self._queues:  # idle: let the scheduling buffers go
+                        self._ready = self._busy = self._known = None
                     return
         except BaseException:
             self._live = False  # the queues may be half-updated: rebuild them from LMDB
@@ -575,7 +581,10 @@ class NumberActor:
             if self.stop_requested():  # stop() was called while we waited
                 slots.release()
                 return
-            self._busy.add(recipient)
+            busy = self._busy
+            if busy is None:
+                busy = self._busy = set()
+            busy.add(recipient)
             sends.start_soon(self._deliver_head, recipient, slots, new_count)
 
     async def _token_or_stop(self) -> bool:
@@ -645,6 +654,7 @@ class NumberActor:
                 await self._store.write(self._budget.persist(recipient))
             again = await self._deliver(item, slots)
         finally:
+            assert self._busy is not None and self._known is not None  # made when it was queued
             self._busy.discard(recipient)
             if again is not None:
                 self._park(recipient, again)  # the same message, later
@@ -840,7 +850,7 @@ class NumberActor:
             number=self.number,
             running=self._live,
             pending=sum(len(q) for q in self._queues.values()),
-            in_flight=len(self._busy),
+            in_flight=len(self._busy) if self._busy else 0,
             sent=self.sent,
             failed=self.failed,
             retries=self.retries,
