@@ -16,6 +16,7 @@ rolled back alone and its caller gets the exception; the others commit.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -137,6 +138,43 @@ class _Pending(Generic[T]):
     error: BaseException | None = None
 
 
+@final
+class _Handoff:
+    """Writes on their way to the writer thread: the trio thread puts, the writer thread takes them all."""
+
+    def __init__(self, limit: int) -> None:
+        self._cond = threading.Condition()
+        self._items: list[_Pending[object]] = []
+        self._limit = limit
+        self._closed = False
+
+    def put(self, pending: _Pending[object]) -> bool:
+        """Trio thread: False (nothing done) if ``limit`` writes already wait."""
+        with self._cond:
+            if len(self._items) >= self._limit:
+                return False
+            self._items.append(pending)
+            self._cond.notify()
+            return True
+
+    def take(self) -> tuple[list[_Pending[object]], bool] | None:
+        """Writer thread: every waiting write (blocks until one), and whether that was the limit
+        (a caller may wait for room); None once closed and empty."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            batch, self._items = self._items, []
+            return (batch, len(batch) >= self._limit) if batch else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @attrs.frozen
 class StoreStatistics:
     commits: int
@@ -188,6 +226,7 @@ class Store:
         self._max_batch = max_batch
         self._commit_in_thread = commit_in_thread
         self._send, self._recv = trio.open_memory_channel[_Pending[object]](max_batch)
+        self._handoff = _Handoff(max_batch)  # replaced by the writer thread's, when it starts
         self._commits = 0
         self._writes = 0
         self._last_batch = 0
@@ -266,45 +305,106 @@ class Store:
     async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit queued writes until ``close()`` and the queue is drained."""
         task_status.started()
+        if self._commit_in_thread:
+            await self._run_writer_thread()
+            return
         async for first in self._recv:
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            batch = self._drain(first, self._max_batch)
             try:
-                while True:
-                    try:
-                        await self._commit_batch(batch)
-                    except lmdb.MapFullError:
-                        if not self._grow():
-                            raise
-                        for p in batch:  # the whole batch was rolled back: run it again
-                            p.error = p.result = None
-                        continue
-                    break
-            except lmdb.MapFullError as exc:
-                log.error("store.map_full", batch=len(batch), map_size=self.env.info()["map_size"])
-                for p in batch:
-                    p.error = StoreFullError("storage is full")
-                    p.error.__cause__ = exc
-            except Exception as exc:
-                log.error("store.commit_failed", batch=len(batch), exc_info=exc)
-                for p in batch:
-                    p.error = StoreError(f"commit failed: {exc}")
-                    p.error.__cause__ = exc
+                self._commit_or_fail(batch, self._grow)
+                await trio.lowlevel.checkpoint()
             finally:
                 for p in batch:
                     p.done.set()
 
-    async def _commit_batch(self, batch: list[_Pending[object]]) -> None:
-        if self._commit_in_thread:
-            # abandon_on_cancel=False: a commit already running always finishes.
-            await trio.to_thread.run_sync(self._commit, batch)
-        else:
-            self._commit(batch)
-            await trio.lowlevel.checkpoint()
+    def _drain(self, first: _Pending[object], limit: int) -> list[_Pending[object]]:
+        batch = [first]
+        while len(batch) < limit:
+            try:
+                batch.append(self._recv.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return batch
+
+    async def _run_writer_thread(self) -> None:
+        """Hand queued writes to one long-lived writer thread, which commits them back to back.
+
+        The thread takes whatever was queued while its previous commit ran and commits
+        it at once, and wakes the waiters through the trio token; a write that arrives
+        during a commit so waits for that commit and its own, with no round trip through
+        the trio thread (and no new thread start) in between.
+        """
+        token = trio.lowlevel.current_trio_token()
+        finished = trio.Event()
+        self._handoff = handoff = _Handoff(self._max_batch)
+        room = trio.Event()
+
+        def made_room() -> None:
+            room.set()
+
+        def wake(batch: list[_Pending[object]]) -> None:
+            for p in batch:
+                p.done.set()
+
+        def grow() -> bool:
+            return trio.from_thread.run_sync(self._grow, trio_token=token)
+
+        def loop() -> None:
+            try:
+                while (taken := handoff.take()) is not None:
+                    batch, was_full = taken
+                    if was_full:  # only then can the trio side be waiting for room
+                        token.run_sync_soon(made_room)
+                    try:
+                        self._commit_or_fail(batch, grow)
+                    finally:
+                        token.run_sync_soon(wake, batch)
+            finally:
+                token.run_sync_soon(finished.set)
+
+        threading.Thread(target=loop, name="wadispatch-store-writer", daemon=True).start()
+        try:
+            async for first in self._recv:
+                pending: _Pending[object] | None = first
+                while pending is not None:  # one at a time: the rest stays counted in the queue
+                    if not handoff.put(pending):
+                        room = trio.Event()
+                        if not handoff.put(pending):
+                            await room.wait()
+                            continue
+                    try:
+                        pending = self._recv.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        pending = None
+        finally:
+            # A commit already running always finishes, and so does what was handed off.
+            handoff.close()
+            with trio.CancelScope(shield=True):
+                await finished.wait()
+
+    def _commit_or_fail(self, batch: list[_Pending[object]], grow: Callable[[], bool]) -> None:
+        """Commit ``batch``; on failure every write in it gets the error (nothing of it was written)."""
+        try:
+            while True:
+                try:
+                    self._commit(batch)
+                except lmdb.MapFullError:
+                    if not grow():
+                        raise
+                    for p in batch:  # the whole batch was rolled back: run it again
+                        p.error = p.result = None
+                    continue
+                break
+        except lmdb.MapFullError as exc:
+            log.error("store.map_full", batch=len(batch), map_size=self.env.info()["map_size"])
+            for p in batch:
+                p.error = StoreFullError("storage is full")
+                p.error.__cause__ = exc
+        except Exception as exc:
+            log.error("store.commit_failed", batch=len(batch), exc_info=exc)
+            for p in batch:
+                p.error = StoreError(f"commit failed: {exc}")
+                p.error.__cause__ = exc
 
     def _grow(self) -> bool:
         """Double the map (up to ``map_max``) after a full one; False if it may not grow.
@@ -334,7 +434,7 @@ class Store:
             writes=self._writes,
             last_batch=self._last_batch,
             max_batch_seen=self._max_batch_seen,
-            queued=self._recv.statistics().current_buffer_used,
+            queued=self._recv.statistics().current_buffer_used + len(self._handoff),
         )
 
     def _commit(self, batch: list[_Pending[object]]) -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from dispatcher.store import SEP, Store, StoreClosedError, StoreError, StoreFullError, WriteTxn, seq_key
 
@@ -161,4 +163,52 @@ async def test_a_full_map_grows_up_to_its_maximum(tmp_path: Path) -> None:
         assert s.get(b"meta", b"huge") is None and s.env.info()["map_size"] == 16 << 20
         s.close()
     assert s.get(b"meta", b"big") is not None
+    s.close_env()
+
+
+async def test_writes_queued_during_a_commit_share_the_next_and_batches_stay_bounded(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db", map_size=8 << 20, max_batch=4)
+    entered, release = threading.Event(), threading.Event()
+
+    def first(txn: WriteTxn) -> None:  # runs in the writer thread: holds its commit open
+        entered.set()
+        release.wait()
+        txn.put(b"meta", b"first", b"1")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(s.run_writer)
+        nursery.start_soon(s.write, first)
+        await trio.to_thread.run_sync(entered.wait)
+        async with trio.open_nursery() as writers:
+            for i in range(10):
+                writers.start_soon(s.write, put(b"k%02d" % i, b"v"))
+            await trio.testing.wait_all_tasks_blocked()
+            queued = s.statistics().queued
+            release.set()
+        s.close()
+    # 4 handed to the writer thread, 1 on its way there, 4 in the queue, 1 caller waits for room.
+    assert queued == 8
+    stats = s.statistics()
+    assert (stats.writes, stats.commits, stats.max_batch_seen) == (11, 4, 4)  # 1, then 4 + 4 + 2
+    assert s.count(b"meta", b"k") == 10 and s.get(b"meta", b"first") == b"1"
+    s.close_env()
+
+
+async def test_a_cancelled_writer_finishes_its_commit_and_leaves_no_thread(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db", map_size=8 << 20)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(txn: WriteTxn) -> None:
+        entered.set()
+        release.wait()
+        txn.put(b"meta", b"slow", b"done")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(s.run_writer)
+        nursery.start_soon(s.write, slow)
+        await trio.to_thread.run_sync(entered.wait)
+        nursery.cancel_scope.cancel()
+        release.set()
+    assert not any(t.name == "wadispatch-store-writer" for t in threading.enumerate())
+    assert s.get(b"meta", b"slow") == b"done"  # durable: the commit ran to its end
     s.close_env()
