@@ -3,10 +3,12 @@
 Why this shape (measured on this machine, see bench/RESULTS.md): a durable
 LMDB commit is an fsync (~0.3-0.7 ms) and a trio->thread hop costs ~100 us,
 while an inline read is ~1 us. So reads run inline on the trio thread, and all
-writes go through one writer task that drains every queued write into one
-transaction, commits it with fsync inside one ``trio.to_thread.run_sync`` call
-(py-lmdb write transactions are bound to the thread that began them), then
-wakes every waiter. Callers that wait for the same commit share its fsync.
+writes go to one long-lived writer thread that takes every queued write into one
+transaction, begins and commits it with fsync there (py-lmdb write transactions
+are bound to the thread that began them), wakes every waiter through the trio
+token, and takes what was queued meanwhile at once. Callers that wait for the
+same commit share its fsync. (``commit_in_thread=False``: a writer task commits
+on the trio thread instead, for tests under ``MockClock``.)
 
 Each queued write is a function run inside the shared transaction, in its own
 nested transaction: a write that raises (e.g. an idempotency conflict) is
