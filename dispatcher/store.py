@@ -364,7 +364,8 @@ class Store:
             finally:
                 token.run_sync_soon(finished.set)
 
-        threading.Thread(target=loop, name="wadispatch-store-writer", daemon=True).start()
+        thread = threading.Thread(target=loop, name="wadispatch-store-writer", daemon=True)
+        thread.start()
         try:
             async for first in self._recv:
                 pending: _Pending[object] | None = first
@@ -383,6 +384,7 @@ class Store:
             handoff.close()
             with trio.CancelScope(shield=True):
                 await finished.wait()
+            thread.join()  # it only has to return: the env may be closed once this returns
 
     def _commit_or_fail(self, batch: list[_Pending[object]], grow: Callable[[], bool]) -> None:
         """Commit ``batch``; on failure every write in it gets the error (nothing of it was written)."""
