@@ -78,7 +78,6 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dispatcher import gcpolicy
     from dispatcher.daemon import run_daemon
     from dispatcher.store import StoreError
 
@@ -99,7 +98,6 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wadispatch: config error: {exc}\n")
         return 2
     logs.configure(cfg.log.level)
-    gcpolicy.configure()
     runtime.tune()
     try:
         trio.run(lambda: run_daemon(cfg, reload_config=load, on_ready=runtime.settle))

@@ -29,10 +29,18 @@ def interpreter_defaults() -> Iterator[None]:
         gc.unfreeze()
 
 
-def test_tune_sets_the_switch_interval(interpreter_defaults: None) -> None:
+def test_tune_freezes_startup_and_sets_the_gc_threshold_and_switch_interval(
+    interpreter_defaults: None,
+) -> None:
     sys.setswitchinterval(0.005)
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    kept = object.__new__(type("Cyclic", (), {}))  # a tracked object alive at "startup"
     runtime.tune()
     assert sys.getswitchinterval() == pytest.approx(runtime.SWITCH_INTERVAL)
+    assert gc.get_threshold() == (runtime.GEN0_THRESHOLD, 10, 10)
+    assert gc.get_freeze_count() > 0
+    assert kept not in gc.get_objects()  # frozen: later collections never scan it
 
 
 def test_settle_freezes_what_survived_startup(interpreter_defaults: None) -> None:
