@@ -7,6 +7,15 @@ number's actor. The answer lists one result per item, in order: the new sid, or
 a Twilio-shaped error for that item alone. A structurally malformed body (not
 an array, a field of the wrong type, an unknown field) rejects the whole batch
 with a 400 naming the path, e.g. ``$[3].to``.
+
+Items with only ``to``, ``from``, ``body`` and ``status_callback`` (the bulk of
+any batch) take ``Gateway.validate_plain``, which works out once per batch what
+they share. An item may also carry a template (``content_sid``,
+``content_variables`` as a JSON string or object), a ``messaging_service_sid``
+instead of ``from``, a ``validity_period`` or a schedule (``send_at`` with
+``schedule_type``): it is judged by ``Gateway.validate``, the single create's
+own rules. Media are for the single create only: checking a MediaUrl resolves
+its host, which a thousand items would turn into a thousand lookups.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import structlog
 
 from dispatcher.frontdoor.params import INVALID_PARAMETER
 from dispatcher.frontdoor.twilio import ErrorBody, TwilioError
-from dispatcher.gateway import Gateway
+from dispatcher.gateway import Gateway, SendRequest
 from dispatcher.models import MessageRecord
 from dispatcher.store import StoreError
 
@@ -32,6 +41,41 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     from_: str | None = msgspec.field(default=None, name="from")
     body: str | None = None
     status_callback: str | None = None
+    content_sid: str | None = None
+    content_variables: str | dict[str, str] | None = None
+    messaging_service_sid: str | None = None
+    validity_period: int | None = None
+    send_at: str | None = None
+    schedule_type: str | None = None
+
+    def is_plain(self) -> bool:
+        """Only the fields ``Gateway.validate_plain`` judges."""
+        return (
+            self.content_sid is None
+            and self.content_variables is None
+            and self.messaging_service_sid is None
+            and self.validity_period is None
+            and self.send_at is None
+            and self.schedule_type is None
+        )
+
+    def send_request(self) -> SendRequest:
+        """The item as a single create's request, values as the form would carry them."""
+        variables = self.content_variables
+        return SendRequest(
+            to=self.to,
+            from_=self.from_,
+            body=self.body,
+            status_callback=self.status_callback,
+            content_sid=self.content_sid,
+            content_variables=variables
+            if not isinstance(variables, dict)
+            else _encoder.encode(variables).decode(),
+            messaging_service_sid=self.messaging_service_sid,
+            validity_period=None if self.validity_period is None else str(self.validity_period),
+            send_at=self.send_at,
+            schedule_type=self.schedule_type,
+        )
 
 
 class Accepted(msgspec.Struct):
@@ -69,11 +113,31 @@ def decode(body: bytes) -> list[BatchItem]:
     return items
 
 
+def _validate(
+    gateway: Gateway, account_sid: str, items: list[BatchItem]
+) -> list[MessageRecord | TwilioError]:
+    """Each item's record or error, in order: the plain items together, the others one by one."""
+    plain = gateway.validate_plain(account_sid, [item for item in items if item.is_plain()])
+    if len(plain) == len(items):
+        return plain
+    judged = iter(plain)
+    outcomes: list[MessageRecord | TwilioError] = []
+    for item in items:
+        if item.is_plain():
+            outcomes.append(next(judged))
+            continue
+        try:
+            outcomes.append(gateway.validate(account_sid, item.send_request()))
+        except TwilioError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 async def accept_batch(gateway: Gateway, account_sid: str, items: list[BatchItem]) -> bytes:
     """Validate every item, commit the valid ones together, answer per item in order."""
     results: list[Accepted | Rejected] = []
     records: list[MessageRecord] = []
-    for outcome in gateway.validate_plain(account_sid, items):
+    for outcome in _validate(gateway, account_sid, items):
         if isinstance(outcome, TwilioError):
             results.append(Rejected(outcome.error_body()))
         else:
