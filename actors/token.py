@@ -14,7 +14,7 @@ import base64
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import final
+from typing import Final, final
 
 import msgspec
 import structlog
@@ -26,6 +26,8 @@ from dispatcher.models import StoredToken, record_encoder, token_decoder
 from dispatcher.store import Store, WriteTxn, number_key
 
 log = structlog.get_logger()
+
+SPREAD_SHARE: Final = 0.25  # the most of a token's remaining margin a number's refresh moves earlier
 
 
 class LoginError(Exception):
@@ -84,6 +86,7 @@ class TokenManager:
     """Holds the current token for one number; its upkeep (or ``run``) keeps it fresh."""
 
     __slots__ = (
+        "_lead",
         "_login",
         "_number",
         "_ready",
@@ -91,6 +94,7 @@ class TokenManager:
         "_refreshing",
         "_retry_at",
         "_retry_delay",
+        "_spread",
         "_store",
         "_token",
         "_wall",
@@ -105,13 +109,17 @@ class TokenManager:
         store: Store,
         wall: WallClock,
         refresh_before: float,
+        spread: float = 0.0,
         retry_delay: float = 5.0,
     ) -> None:
+        """``spread`` in [0, 1): this number's share of the stretch (see ``_set``)."""
         self._number = number
         self._login = login
         self._store = store
         self._wall = wall
         self._refresh_before = refresh_before
+        self._lead = refresh_before  # how long before expiry the next login is due
+        self._spread = spread
         self._retry_delay = retry_delay
         self._token: StoredToken | None = None
         self._refreshing: trio.Event | None = None
@@ -162,7 +170,7 @@ class TokenManager:
         if self._token is None:
             return self._retry_at
         # Wall-clock expiry converted to a trio deadline, so MockClock drives it.
-        due = trio.current_time() + (self._token.expires_at - self._wall.now()) - self._refresh_before
+        due = trio.current_time() + (self._token.expires_at - self._wall.now()) - self._lead
         return max(due, self._retry_at)
 
     async def upkeep(self) -> None:
@@ -211,6 +219,16 @@ class TokenManager:
             done.set()
 
     def _set(self, token: StoredToken) -> None:
+        """Keep ``token``; its refresh is due ``refresh_before`` ahead of expiry, stretched by
+        up to a quarter of the rest of its life by ``spread``: numbers that logged in together
+        (a first start, an endpoint back from an outage) would otherwise all log in again at
+        the same moment, every token lifetime. The stretch never brings the refresh before
+        three quarters of that rest."""
+        life = token.expires_at - self._wall.now()
+        margin = max(0.0, life - self._refresh_before)
+        # Never more than half its life: a token shorter-lived than refresh_before is renewed
+        # at half-life, not at once after every login.
+        self._lead = min(self._refresh_before + SPREAD_SHARE * self._spread * margin, life / 2)
         self._token = token
         if self._ready is not None:
             self._ready.set()

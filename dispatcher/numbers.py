@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from actors.bearer import BearerCredentials
 from actors.number import NumberActor
 from actors.pairrate import PairLimiter
@@ -16,6 +18,12 @@ from dispatcher.store import Store
 from dispatcher.tier import TierBudget
 
 
+def refresh_spread(number: str) -> float:
+    """The number's share in [0, 1) of the token refresh stretch (``TokenManager._set``): a hash
+    of the number, so the spread between numbers holds across refreshes and restarts."""
+    return zlib.crc32(number.encode()) / 2**32
+
+
 def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: WallClock) -> NumberActor:
     """The actor for ``num`` sending through ``transport`` (the number's endpoint)."""
     if num.channel == "cloud":
@@ -28,6 +36,7 @@ def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: 
         store=store,
         wall=wall,
         refresh_before=num.token_refresh_before,
+        spread=refresh_spread(num.number),
     )
     return NumberActor(
         number=num.number,

@@ -7,11 +7,12 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from actors.number import IDLE_LINGER
+from actors.token import SPREAD_SHARE
 from dispatcher.clock import TrioWallClock
 from dispatcher.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, RequestCounts
-from dispatcher.numbers import build_actor
+from dispatcher.numbers import build_actor, refresh_spread
 from dispatcher.operations import Operations
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
@@ -96,13 +97,15 @@ async def test_an_idle_actor_refreshes_its_token_on_time(
     assert trio.current_time() - start < 1.0
     expires_in = actor.statistics().token_expires_in
     assert expires_in is not None and abs(expires_in - 7 * DAY) < 1.0
-    # Idle all along: the shared timers wake it a day before the 7-day token expires.
-    await trio.sleep_until(start + 6 * DAY - 1)
+    # Idle all along: the shared timers wake it a day (stretched by the number's share of a
+    # quarter of the other 6 days) before the 7-day token expires.
+    lifetime = 6 * DAY - SPREAD_SHARE * refresh_spread(ONE) * 6 * DAY
+    await trio.sleep_until(start + lifetime - 1)
     assert sim.counters(ONE).logins == 1 and not actor.serving
     await trio.sleep(2)
     assert sim.counters(ONE).logins == 2
     assert not actor.serving  # back to idle right after the refresh
-    await trio.sleep_until(start + 12 * DAY + 1)
+    await trio.sleep_until(start + 2 * lifetime + 1)
     assert sim.counters(ONE).logins == 3
     # The token still works: a message goes out with no 401.
     await submit(writer, actor, ONE, "+15551230000", "after two refreshes")

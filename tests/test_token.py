@@ -114,3 +114,47 @@ def test_parse_expires_after_reads_the_on_prem_format() -> None:
     assert parse_expires_after("2021-05-01 13:42:30+00:00") == 1619876550.0
     with pytest.raises(LoginError):
         parse_expires_after("next tuesday")
+
+
+async def test_numbers_that_logged_in_together_refresh_apart(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    apis = [FakeApi(wall) for _ in range(3)]
+    for i, (api, spread) in enumerate(zip(apis, (0.0, 0.5, 0.999), strict=True)):
+        tokens = TokenManager(
+            number=f"+1555000000{i}",
+            login=api.login,
+            store=writer,
+            wall=wall,
+            refresh_before=DAY,
+            spread=spread,
+        )
+        nursery.start_soon(tokens.run)
+    await trio.sleep(14 * DAY)
+    # Lead: a day, plus the number's share of a quarter of the other 6 days; every lifetime alike.
+    for api, spread in zip(apis, (0.0, 0.5, 0.999), strict=True):
+        gaps = [b - a for a, b in zip(api.logins, api.logins[1:], strict=False)]
+        assert gaps and all(g == pytest.approx(6 * DAY - 0.25 * spread * 6 * DAY, abs=1) for g in gaps)
+    firsts = sorted(api.logins[1] for api in apis)
+    assert firsts[1] - firsts[0] > DAY / 2 and firsts[2] - firsts[1] > DAY / 2
+
+
+async def test_a_token_shorter_lived_than_the_lead_does_not_loop(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    wall = TrioWallClock(start=1_700_000_000.0)
+    logins: list[float] = []
+
+    async def hour_token() -> StoredToken:
+        logins.append(trio.current_time())
+        return StoredToken(token=f"t{len(logins)}", expires_at=wall.now() + 3600, endpoint="")
+
+    tokens = TokenManager(
+        number="+15550000001", login=hour_token, store=writer, wall=wall, refresh_before=DAY, spread=0.999
+    )
+    nursery.start_soon(tokens.run)
+    await tokens.wait_ready()
+    await trio.sleep(3 * 3600)
+    # The lead (a day) is longer than the token's hour: renewed at half-life, not in a loop.
+    assert len(logins) == 7 and logins[1] - logins[0] == pytest.approx(1800)
