@@ -157,4 +157,5 @@ async def test_a_token_shorter_lived_than_the_lead_does_not_loop(
     await tokens.wait_ready()
     await trio.sleep(3 * 3600)
     # The lead (a day) is longer than the token's hour: renewed at half-life, not in a loop.
-    assert len(logins) == 7 and logins[1] - logins[0] == pytest.approx(1800)
+    gaps = [b - a for a, b in zip(logins, logins[1:], strict=False)]
+    assert len(gaps) >= 5 and all(g == pytest.approx(1800, abs=1) for g in gaps)
