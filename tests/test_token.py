@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 import trio.testing
@@ -134,7 +136,7 @@ async def test_numbers_that_logged_in_together_refresh_apart(
     await trio.sleep(14 * DAY)
     # Lead: a day, plus the number's share of a quarter of the other 6 days; every lifetime alike.
     for api, spread in zip(apis, (0.0, 0.5, 0.999), strict=True):
-        gaps = [b - a for a, b in zip(api.logins, api.logins[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(api.logins)]
         assert gaps and all(g == pytest.approx(6 * DAY - 0.25 * spread * 6 * DAY, abs=1) for g in gaps)
     firsts = sorted(api.logins[1] for api in apis)
     assert firsts[1] - firsts[0] > DAY / 2 and firsts[2] - firsts[1] > DAY / 2
@@ -157,5 +159,5 @@ async def test_a_token_shorter_lived_than_the_lead_does_not_loop(
     await tokens.wait_ready()
     await trio.sleep(3 * 3600)
     # The lead (a day) is longer than the token's hour: renewed at half-life, not in a loop.
-    gaps = [b - a for a, b in zip(logins, logins[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(logins)]
     assert len(gaps) >= 5 and all(g == pytest.approx(1800, abs=1) for g in gaps)
