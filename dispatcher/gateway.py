@@ -373,12 +373,7 @@ class Gateway:
     def _window_blocks(self, record: MessageRecord, now: float) -> bool:
         """At a scheduled message's time: a free-form message whose window has closed cannot go."""
         info = self.numbers.get(record.from_number)
-        return (
-            info is not None
-            and info.enforce_window
-            and record.template is None
-            and not window.is_open(self.store, record.from_number, record.to_number, now)
-        )
+        return info is not None and self._text_outside_window(info, record.to_number, record.template, now)
 
     def _running(self, number: str) -> bool:
         return self.supervisor.states().get(number) == "running"

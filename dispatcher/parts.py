@@ -62,6 +62,14 @@ def plan(record: MessageRecord, text_limit: int = segments.TEXT_LIMIT) -> list[P
     return out
 
 
+def sole_text(record: MessageRecord, part: int) -> str | None:
+    """The body, when part ``part`` is all of ``record`` and plain text (most messages): what
+    ``plan(record)[part]`` holds then, without planning. None: ask ``plan``."""
+    if part == 0 and record.template is None and not record.media_urls and record.parts == 1:
+        return record.body
+    return None
+
+
 def num_segments(record: MessageRecord, text_limit: int = segments.TEXT_LIMIT) -> int:
     """Twilio's ``num_segments``: the text messages a plain body needs, else 1."""
     if record.template is not None or record.media_urls:

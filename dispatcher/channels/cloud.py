@@ -193,8 +193,9 @@ def encode_part(to: str, part: parts.Part) -> bytes:
 def encode_send(record: MessageRecord, part: int = 0) -> bytes:
     """The Graph send body for part ``part`` of a stored message (see ``dispatcher.parts``)."""
     to = wa_id(record.to_number)
-    if part == 0 and record.template is None and not record.media_urls and record.parts == 1:
-        return _encoder.encode(TextMessage(to=to, text=_Text(body=record.body)))  # the common case
+    body = parts.sole_text(record, part)
+    if body is not None:  # the common case, without planning
+        return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
     return encode_part(to, parts.plan(record)[part])
 
 
