@@ -4,14 +4,27 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+# Exact versions with hashes (pyproject.toml keeps the ranges). requirements.lock: what the daemon runs on
+# (the production install); requirements-dev.lock: the same versions plus the tools of `make test`.
+# Both also pin setuptools, the build backend, so installing this package fetches nothing unlocked.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# One lock for every Python >= 3.11 (--universal writes markers where a version differs), any OS/CPU.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+              --quiet $(if $(UPGRADE),--upgrade)
+BUILD_REQUIRES := setuptools>=68
+
+.PHONY: run test lint typecheck unit bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# A change of the lock (or of pyproject.toml) reinstalls. `pip check` fails when pyproject.toml asks
+# for a package the lock lacks: run `make lock` then.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,6 +41,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Refresh the locks after editing pyproject.toml's dependencies: pins that still fit are kept.
+# `make lock UPGRADE=1` moves every pin to the newest release its range allows.
+# The dev lock is resolved first; the runtime lock is constrained to it, so both pin the same versions.
+lock: $(STAMP)
+	printf '%s\n' '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile pyproject.toml - --extra dev $(LOCK_FLAGS) -o $(DEV_LOCK)
+	printf '%s\n' '$(BUILD_REQUIRES)' | $(BIN)/uv pip compile pyproject.toml - -c $(DEV_LOCK) $(LOCK_FLAGS) -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) var
