@@ -9,6 +9,13 @@ Why this shape:
   requests in flight and at most ``lane_size`` entries in memory. A failing
   destination backs off as a whole (exponential, capped, jittered) and blocks
   only its own lane; other customers' callbacks keep flowing.
+- One message's callbacks in order: a message's callbacks share its URL, so
+  its lane holds them in the order they were queued (the order of its status
+  changes). A lane never has two of one message's callbacks in flight: the
+  next one starts only once the previous was answered and deleted, or given
+  up, so a customer sees ``sent``, ``delivered``, ``read`` in that order even
+  when the first POST is slow or retried. Other messages still go in parallel.
+  The order lives in the keys, so it holds across restarts too.
 - The queue in LMDB is the truth (``callbacks.py``). The sender reads each
   destination's FIFO from where its lane stopped, on a wake-up after a commit
   and on a timer (writes committed by actors do not wake it), so a restart
@@ -69,6 +76,7 @@ class _Lane:
     origin: str
     queue: deque[tuple[bytes, CallbackEntry]] = attrs.Factory(deque)
     last_key: bytes = b""  # highest key queued so far: the next read resumes after it
+    busy: set[str] = attrs.Factory(set)  # messages (sids) with a callback in flight
     workers: int = 0
     failures: int = 0
     resume_at: float = -math.inf
@@ -174,7 +182,8 @@ class CallbackSender:
 
     def _spawn_workers(self, lane: _Lane) -> None:
         assert self._nursery is not None
-        while lane.workers < min(self._s.per_destination, len(lane.queue)):
+        wanted = min(self._s.per_destination, len(lane.busy) + _ready(lane, self._s.per_destination))
+        while lane.workers < wanted:
             lane.workers += 1
             self._nursery.start_soon(self._work, lane)
 
@@ -186,11 +195,22 @@ class CallbackSender:
                 if trio.current_time() < lane.resume_at:
                     await trio.sleep_until(lane.resume_at)
                     continue
-                key, entry = lane.queue.popleft()
-                if await self._attempt(key, entry):
+                index = _next_index(lane)
+                if index is None:
+                    return  # each message left has a callback in flight: its worker goes on
+                key, entry = lane.queue[index]
+                del lane.queue[index]
+                lane.busy.add(entry.sid)
+                try:
+                    done = await self._attempt(key, entry)
+                finally:
+                    lane.busy.discard(entry.sid)
+                if done:
                     lane.failures = 0
                     lane.resume_at = -math.inf
+                    self._spawn_workers(lane)  # this message's next callback may go now
                 else:
+                    # Back at the front: before this message's later callbacks, first to retry.
                     lane.queue.appendleft((key, entry))
                     lane.failures += 1
                     self.retried += 1
@@ -302,6 +322,25 @@ class CallbackSender:
             log.error("callback.delete_failed", error=str(exc))
             return False
         return True
+
+
+def _next_index(lane: _Lane) -> int | None:
+    """The first queued callback of a message with none in flight (its earliest: FIFO per message)."""
+    for index, (_, entry) in enumerate(lane.queue):
+        if entry.sid not in lane.busy:
+            return index
+    return None
+
+
+def _ready(lane: _Lane, enough: int) -> int:
+    """How many messages have a callback that could start now, counting up to ``enough``."""
+    seen: set[str] = set()
+    for _, entry in lane.queue:
+        if entry.sid not in lane.busy:
+            seen.add(entry.sid)
+            if len(seen) >= enough:
+                break
+    return len(seen)
 
 
 async def _read_capped(resp: httpx.Response, limit: int) -> bytes:

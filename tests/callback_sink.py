@@ -1,7 +1,9 @@
 """A customer's callback endpoint for tests: a real HTTP server on 127.0.0.1:0 (hypercorn, raw ASGI).
 
 Records every request (URL, headers, form pairs) and answers what ``respond``
-says; ``fail_first`` answers 503 to the first N requests.
+says; ``fail_first`` answers 503 to the first N requests. ``arrived`` lists
+requests as they come in, ``hits`` as they are answered; ``in_flight`` counts
+requests being answered (``peak_in_flight`` its highest).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ async def ok(_: Hit) -> tuple[int, bytes]:
 class Sink:
     url: str = ""
     hits: list[Hit] = attrs.Factory(list)
+    arrived: list[Hit] = attrs.Factory(list)
+    in_flight: int = 0
+    peak_in_flight: int = 0
     respond: Responder = ok
     fail_first: int = 0
     changed: trio.Event = attrs.Factory(trio.Event)
@@ -83,10 +88,17 @@ class Sink:
         url = self.url + path + (f"?{query}" if query else "")
         params = parse_qsl(body.decode(), keep_blank_values=True)
         probe = Hit(path, url, headers, params, 0)
-        if len(self.hits) < self.fail_first:
-            status, answer = 503, b"try later"
-        else:
-            status, answer = await self.respond(probe)
+        self.arrived.append(probe)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.changed.set()
+        try:
+            if len(self.hits) < self.fail_first:
+                status, answer = 503, b"try later"
+            else:
+                status, answer = await self.respond(probe)
+        finally:
+            self.in_flight -= 1
         self.hits.append(attrs.evolve(probe, status=status))
         self.changed.set()
         await send(

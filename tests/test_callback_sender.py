@@ -294,3 +294,43 @@ async def test_an_oversized_answer_is_read_only_up_to_the_cap(
     assert produced <= 4 * MAX_ANSWER
     assert [e["event"] for e in logs if e["event"].startswith("callback.twiml")] == ["callback.twiml_invalid"]
     assert h.replies == [] and h.pending() == 0
+
+
+async def test_a_message_s_next_callback_waits_for_the_previous_through_its_backoff(
+    writer: Store, nursery: trio.Nursery, clock: object
+) -> None:
+    answered: list[tuple[float, str, str]] = []
+    refusals = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal refusals
+        form = dict(parse_qsl(request.content.decode()))
+        if form["MessageSid"] == "SMa" and form["MessageStatus"] == "sent" and refusals < 3:
+            refusals += 1
+            return httpx.Response(503)
+        await trio.sleep(5 if form["MessageStatus"] == "sent" else 1)  # a slow first answer
+        answered.append((trio.current_time(), form["MessageSid"], form["MessageStatus"]))
+        return httpx.Response(200)
+
+    def status_entry(sid: str, status: str) -> CallbackEntry:
+        return msgspec.structs.replace(
+            entry("https://a.example/cb", sid=sid), params=[("MessageSid", sid), ("MessageStatus", status)]
+        )
+
+    h = Harness(writer, handler, per_destination=4)
+    await run(h, nursery)
+    for status in ("sent", "delivered", "read"):
+        await h.queue(status_entry("SMa", status), status_entry("SMb", status))
+    await trio.sleep(60)
+    assert h.pending() == 0
+    started = {
+        (f["MessageSid"], f["MessageStatus"]): t
+        for t, r in h.requests
+        for f in [dict(parse_qsl(r.content.decode()))]
+    }  # the last start of each (SMa's sent: its successful try)
+    done = {(sid, status): t for t, sid, status in answered}
+    for sid in ("SMa", "SMb"):
+        assert started[sid, "delivered"] >= done[sid, "sent"]
+        assert started[sid, "read"] >= done[sid, "delivered"]
+    assert [s for _, sid, s in answered if sid == "SMa"] == ["sent", "delivered", "read"]
+    assert refusals == 3
