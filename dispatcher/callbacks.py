@@ -6,7 +6,8 @@ crash can never lose one, nor report a change that was rolled back. The
 sender (``callback_sender.py``) deletes an entry once the customer answered
 2xx, refused it for good, or it expired.
 
-Keys are ``origin NUL seq(8B)`` (origin = ``scheme://host:port`` of the URL), so
+Keys are ``origin NUL seq(8B)`` (origin = ``scheme://host:port`` of the URL, hashed
+if it is too long for a key: ``keys.part``), so
 each destination is a FIFO of its own that the sender reads without scanning
 any other destination's backlog: a dead endpoint's million pending callbacks
 cost nothing to the others.
@@ -26,12 +27,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from dispatcher import keys
 from dispatcher.events import InboundEvent
 from dispatcher.frontdoor.twilio import API_VERSION, CHANNEL_PREFIX
 from dispatcher.models import MessageRecord
 from dispatcher.store import SEP, WriteTxn
 
 DB: Final = b"callbacks"
+# Bytes of an origin kept as it is in keys: ``https://`` + a 253-byte DNS name + ``:65535``.
+ORIGIN_LIMIT: Final = 300
 CALLBACK_STATUSES: Final = frozenset({"sent", "delivered", "read", "failed", "undelivered"})
 
 Params = list[tuple[str, str]]
@@ -62,7 +66,9 @@ def origin(url: str) -> str:
 
 
 def origin_prefix(origin_: str) -> bytes:
-    return origin_.encode() + SEP
+    """``origin NUL``, the origin bounded: a create refuses host names DNS would not carry, but a
+    configured URL's host is only checked for its form, and a key LMDB refuses must never be built."""
+    return keys.part(origin_, ORIGIN_LIMIT) + SEP
 
 
 def queue(txn: WriteTxn, entry: CallbackEntry) -> bytes:

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from dispatcher import keys
 from dispatcher.store import SEP, Store, WriteTxn
 
 TTL: Final = 7 * 86_400.0
@@ -28,7 +29,8 @@ _MS: Final = struct.Struct(">Q")
 
 
 def _key(scope: str, key: str) -> bytes:
-    return b"k" + scope.encode() + SEP + key.encode()
+    # Both come from a webhook: bounded, so the row and its time index (9 bytes more) fit.
+    return b"k" + keys.part(scope) + SEP + keys.part(key)
 
 
 def _index(expiry: float, row: bytes) -> bytes:

@@ -155,7 +155,7 @@ class Inbox:
     def _receive(
         self, txn: WriteTxn, info: InboxNumber, event: InboundEvent, now: float, public_url: str
     ) -> MessageRecord | None:
-        if txn.get(b"wamid", event.channel_id.encode()) is not None:
+        if txn.get(b"wamid", ledger.wamid_key(event.channel_id)) is not None:
             return None  # WhatsApp redelivered a message we already have
         sid = new_sid("MM" if event.media else "SM")
         record = MessageRecord(
@@ -174,11 +174,11 @@ class Inbox:
             media=[StoredMedia(new_sid("ME"), m.media_id, m.content_type) for m in event.media],
         )
         ledger.insert(txn, record)
-        txn.put(b"wamid", event.channel_id.encode(), sid.encode())
+        txn.put(b"wamid", ledger.wamid_key(event.channel_id), sid.encode())
         # A customer's clock cannot hold the window open: never later than now.
         window.touch(txn, info.number, event.sender, record.date_sent or now)
         if info.inbound_url:
-            replied = txn.get(b"wamid", event.reply_to.encode()) if event.reply_to else None
+            replied = txn.get(b"wamid", ledger.wamid_key(event.reply_to)) if event.reply_to else None
             urls = [media_url(public_url, info.account_sid, sid, m.sid) for m in record.media]
             callbacks.queue(
                 txn,

@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from dispatcher import callbacks
+from dispatcher import callbacks, keys
 from dispatcher.models import (
     TERMINAL,
     MessageRecord,
@@ -41,6 +41,16 @@ _orphan_decoder: Final = msgspec.msgpack.Decoder(Orphan)
 
 def sid_key(sid: str) -> bytes:
     return sid.encode()
+
+
+def wamid_key(channel_id: str) -> bytes:
+    """Key of the ``wamid`` index: the channel's message id, bounded (it comes from WhatsApp)."""
+    return keys.part(channel_id)
+
+
+def orphan_key(channel_id: str) -> bytes:
+    """``meta`` key of a status parked until its channel id is known."""
+    return b"orphan\x00" + keys.part(channel_id)
 
 
 def account_key(record: MessageRecord) -> bytes:
@@ -148,14 +158,14 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
         if advances(record.status, "sent"):
             record.status = "sent"
             callbacks.status_changed(txn, record, now)
-        txn.put(b"wamid", channel_id.encode(), sid.encode())
+        txn.put(b"wamid", wamid_key(channel_id), sid.encode())
         # A status webhook may have beaten this commit: apply what it said.
-        orphan_raw = txn.get(b"meta", b"orphan" + b"\x00" + channel_id.encode())
+        orphan_raw = txn.get(b"meta", orphan_key(channel_id))
         if orphan_raw is not None:
             orphan = _orphan_decoder.decode(orphan_raw)
             if _apply(record, orphan.status, orphan.error_code, orphan.error_message, now):
                 callbacks.status_changed(txn, record, now)
-            txn.delete(b"meta", b"orphan" + b"\x00" + channel_id.encode())
+            txn.delete(b"meta", orphan_key(channel_id))
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
     return fn
@@ -198,9 +208,9 @@ def apply_status(
     """
 
     def fn(txn: WriteTxn) -> MessageRecord | None:
-        sid = txn.get(b"wamid", channel_id.encode())
+        sid = txn.get(b"wamid", wamid_key(channel_id))
         if sid is None:
-            key = b"orphan\x00" + channel_id.encode()
+            key = orphan_key(channel_id)
             old = txn.get(b"meta", key)
             if old is None or advances(_orphan_decoder.decode(old).status, status):
                 txn.put(b"meta", key, record_encoder.encode(Orphan(status, error_code, error_message, now)))
@@ -324,6 +334,6 @@ def remove(sid: str, account_sid: str) -> Callable[[WriteTxn], None]:
         # A message still expecting statuses keeps its mapping, so they find it gone
         # instead of waiting forever as orphans.
         if record.channel_id is not None and record.status in TERMINAL:
-            txn.delete(b"wamid", record.channel_id.encode())
+            txn.delete(b"wamid", wamid_key(record.channel_id))
 
     return fn

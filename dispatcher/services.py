@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final, final
 
-from dispatcher import window
+from dispatcher import keys, window
 from dispatcher.config import ServiceConfig
 from dispatcher.frontdoor.twilio import TwilioError
 from dispatcher.store import SEP, Store, WriteTxn
@@ -29,7 +29,7 @@ SERVICE_SID: Final = re.compile(r"^MG[0-9a-fA-F]{32}$")
 
 
 def _sticky_key(service_sid: str, to: str) -> bytes:
-    return b"sticky" + SEP + service_sid.encode() + SEP + to.encode()
+    return b"sticky" + SEP + keys.part(service_sid) + SEP + keys.part(to)
 
 
 def _score(number: str, to: str) -> bytes:

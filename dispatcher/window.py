@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from dispatcher import keys
 from dispatcher.store import Store, WriteTxn, number_key
 
 WINDOW_SECONDS: Final = 24 * 3600.0
@@ -19,7 +20,7 @@ _TIME: Final = struct.Struct(">d")
 
 
 def _key(number: str, customer: str) -> bytes:
-    return number_key(number, customer.encode())
+    return number_key(number, keys.part(customer))
 
 
 def touch(txn: WriteTxn, number: str, customer: str, at: float) -> None:
