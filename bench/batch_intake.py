@@ -46,7 +46,7 @@ number = "{n}"
 account = "{ACCOUNT}"
 simulated = true
 password = {{ value = "Bench-Passw0rd!" }}
-webhook_secret = {{ value = "bench-{i}" }}
+webhook_secret = {{ value = "bench-webhook-secret-{i}" }}
 rate = 0.001
 burst = 1
 """

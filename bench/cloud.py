@@ -65,7 +65,7 @@ max_in_flight = {max_in_flight}
 phone_number_id = "{pnid(i)}"
 access_token = {{ value = "{access_token(i)}" }}
 app_secret = {{ value = "{app_secret(i)}" }}
-verify_token = {{ value = "bench-verify-{i}" }}
+verify_token = {{ value = "bench-verify-token-{i}" }}
 throughput = {rate}
 throughput_burst = {burst}
 messaging_limit = "unlimited"

@@ -62,7 +62,7 @@ def number_digits(i: int) -> str:
 
 
 def webhook_secret(i: int) -> str:
-    return f"bench-{i}"
+    return f"bench-webhook-secret-{i}"
 
 
 def write_config(

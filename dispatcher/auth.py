@@ -3,19 +3,20 @@
 An API key belongs to one account and acts as that account, as on Twilio. A
 caller may only reach its own account's resources: good credentials for
 another account's path are a 403, bad credentials a 401, both code 20003.
-Secrets are compared in constant time, also for unknown users.
+Secrets are compared in constant time, also for unknown users; an empty
+secret never matches.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping
 from typing import Final, final
 
 import attrs
 
+from dispatcher import secretpolicy
 from dispatcher.config import Config
 from dispatcher.frontdoor.twilio import TwilioError
 
@@ -51,8 +52,9 @@ class Authenticator:
         if pair is not None:
             user, secret = pair
             account_sid, expected = self._expected(user)
-            ok = hmac.compare_digest(secret.encode(), expected.encode() if expected is not None else _DUMMY)
-            if ok and account_sid is not None and expected is not None:
+            # An empty secret, presented or configured, never matches (secretpolicy).
+            ok = secretpolicy.matches(secret.encode(), expected.encode() if expected is not None else _DUMMY)
+            if ok and account_sid is not None and expected:
                 return account_sid
         raise TwilioError(401, 20003, "Authenticate")
 

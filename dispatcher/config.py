@@ -4,6 +4,8 @@ Unknown keys are errors (a typo must not silently fall back to a default), and
 every error names the offending key path, e.g. ``numbers[1].rate: Expected
 float >= 0.001``. Secrets may be given inline, from an environment variable
 (``*_env``) or from a file (``*_file``, e.g. a systemd ``LoadCredential``).
+Secrets the daemon checks callers against must be strong (``secretpolicy``):
+an empty or weak one is refused, naming the key, never showing the value.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+
+from dispatcher import secretpolicy
 
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
@@ -51,6 +55,28 @@ class Secret(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
             return Path(self.file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{where}.file: cannot read {self.file}: {exc.strerror}") from exc
+
+    def resolve_strong(self, where: str) -> str:
+        """The value of a secret callers are checked against: refused if empty or weak."""
+        value = self.resolve(where)
+        reason = secretpolicy.weakness(value)
+        if reason is not None:
+            raise ConfigError(f"{where}: {reason}{self._source()}")
+        return value
+
+    def resolve_present(self, where: str) -> str:
+        """The value of a credential we present upstream: refused only if empty."""
+        value = self.resolve(where)
+        if not value.strip():
+            raise ConfigError(f"{where}: must not be empty{self._source()}")
+        return value
+
+    def _source(self) -> str:
+        if self.env is not None:
+            return f" (environment variable {self.env})"
+        if self.file is not None:
+            return f" (file {self.file})"
+        return ""
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -259,8 +285,7 @@ def validate(config: Config) -> Config:
     if config.simulator is not None:
         parse_listen(config.simulator.listen, "simulator.listen")
     if config.admin.token is not None:
-        if len(config.admin.token.resolve("admin.token")) < 16:
-            raise ConfigError("admin.token: use at least 16 characters")
+        config.admin.token.resolve_strong("admin.token")
     elif config.admin.protect_metrics:
         raise ConfigError("admin.protect_metrics: needs admin.token")
     sids: set[str] = set()
@@ -269,12 +294,12 @@ def validate(config: Config) -> Config:
         if account.sid in sids:
             raise ConfigError(f"accounts[{i}].sid: duplicate account {account.sid}")
         sids.add(account.sid)
-        account.auth_token.resolve(f"accounts[{i}].auth_token")
+        account.auth_token.resolve_strong(f"accounts[{i}].auth_token")
         for j, api_key in enumerate(account.api_keys):
             if api_key.sid in key_sids:
                 raise ConfigError(f"accounts[{i}].api_keys[{j}].sid: duplicate API key {api_key.sid}")
             key_sids.add(api_key.sid)
-            api_key.secret.resolve(f"accounts[{i}].api_keys[{j}].secret")
+            api_key.secret.resolve_strong(f"accounts[{i}].api_keys[{j}].secret")
     seen: set[str] = set()
     for i, num in enumerate(config.numbers):
         where = f"numbers[{i}]"
@@ -304,10 +329,10 @@ def validate(config: Config) -> Config:
             raise ConfigError(f'{where}.cloud: only for channel = "cloud"')
         if num.password is None:
             raise ConfigError(f"{where}.password: required (the API user's password)")
-        num.password.resolve(f"{where}.password")
+        num.password.resolve_present(f"{where}.password")
         if num.webhook_secret is None:
             raise ConfigError(f"{where}.webhook_secret: required (it authenticates WhatsApp's webhooks)")
-        num.webhook_secret.resolve(f"{where}.webhook_secret")
+        num.webhook_secret.resolve_strong(f"{where}.webhook_secret")
         for key in ("status_callback", "inbound_url"):
             url = getattr(num, key)
             if url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
@@ -340,10 +365,10 @@ def _validate_cloud(num: NumberConfig, where: str) -> None:
             )
     if num.password is not None:
         raise ConfigError(f"{where}.password: a cloud number uses cloud.access_token, not a login")
-    for key in ("access_token", "app_secret", "verify_token"):
+    cloud.access_token.resolve_present(f"{where}.cloud.access_token")
+    for key in ("app_secret", "verify_token"):
         secret: Secret = getattr(cloud, key)
-        if not secret.resolve(f"{where}.cloud.{key}"):
-            raise ConfigError(f"{where}.cloud.{key}: must not be empty")
+        secret.resolve_strong(f"{where}.cloud.{key}")
 
 
 def cloud_base_url(num: NumberConfig) -> str:

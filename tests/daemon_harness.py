@@ -35,7 +35,7 @@ number = "{n}"
 account = "{ACCOUNT}"
 simulated = true
 password = {{ value = "Sandbox-Passw0rd!" }}
-webhook_secret = {{ value = "hook-{i}" }}
+webhook_secret = {{ value = "hook-{i}-secret-0123" }}
 rate = {rate}
 burst = {burst}
 {number_extra}

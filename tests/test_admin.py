@@ -58,7 +58,9 @@ async def test_admin_api_is_off_without_a_token(tmp_path: Path) -> None:
 
 
 def test_admin_token_must_be_long_enough(tmp_path: Path) -> None:
-    with pytest.raises(configuration.ConfigError, match=r"^admin\.token: use at least 16 characters$"):
+    with pytest.raises(
+        configuration.ConfigError, match=r"^admin\.token: too short \(5 characters\): use at least 16"
+    ):
         sandbox_config(tmp_path, extra='[admin]\ntoken = { value = "short" }\n')
     with pytest.raises(configuration.ConfigError, match=r"^admin\.protect_metrics: needs admin\.token$"):
         sandbox_config(tmp_path, extra="[admin]\nprotect_metrics = true\n")
@@ -193,7 +195,7 @@ number = "+15550000009"
 account = "{ACCOUNT}"
 endpoints = ["http://127.0.0.1:9"]
 password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "hook-9" }}
+webhook_secret = {{ value = "hook-9-secret-0123" }}
 request_timeout = 1.0
 """
     cfg = sandbox_config(tmp_path / "data", extra=unreachable + ADMIN_SECTION)

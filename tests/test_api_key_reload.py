@@ -14,7 +14,7 @@ KEY = "SK" + "a" * 32
 KEY_BLOCK = f"""
 [[accounts.api_keys]]
 sid = "{KEY}"
-secret = {{ value = "rotating-secret" }}
+secret = {{ value = "rotating-secret-0123" }}
 """
 
 
@@ -30,7 +30,7 @@ async def test_api_keys_are_added_and_revoked_by_reload(tmp_path: Path) -> None:
             _,
             client,
         ):
-            client.auth = (KEY, "rotating-secret")
+            client.auth = (KEY, "rotating-secret-0123")
             assert (await send(client, N1, "before")).status_code == 401
             write(True)
             assert (await reload(client)).json()["ok"] is True

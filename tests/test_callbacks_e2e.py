@@ -273,7 +273,7 @@ async def test_a_redelivered_inbound_webhook_is_stored_once(tmp_path: Path) -> N
     }
     with trio.fail_after(30):
         async with open_sink() as sink, running_daemon(config(tmp_path / "d", sink)) as (daemon, client):
-            url = f"{daemon.url}/webhooks/onprem/15550000001/hook-1"
+            url = f"{daemon.url}/webhooks/onprem/15550000001/hook-1-secret-0123"
             for _ in range(3):
                 assert (await client.post(url, json=hook)).status_code == 200
             await sink.wait_for(lambda s: len(s.delivered()) == 1)

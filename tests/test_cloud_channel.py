@@ -149,8 +149,8 @@ async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: tr
     cloud = CloudConfig(
         phone_number_id="1",
         access_token=Secret(value="t"),
-        app_secret=Secret(value="s"),
-        verify_token=Secret(value="v"),
+        app_secret=Secret(value="test-app-secret-0123456789"),
+        verify_token=Secret(value="test-verify-token-0123456789"),
         throughput=80.0,
         throughput_burst=80,
     )

@@ -10,7 +10,7 @@ ACCOUNT = "AC00000000000000000000000000000001"
 BASE = f"""
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "tok" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 
 [[numbers]]
 number = "+15550000001"
@@ -21,8 +21,8 @@ CLOUD = """
 [numbers.cloud]
 phone_number_id = "106540352242922"
 access_token = { value = "EAAtoken" }
-app_secret = { value = "app-secret" }
-verify_token = { value = "verify-me" }
+app_secret = { value = "app-secret-0123456789" }
+verify_token = { value = "verify-me-0123456789" }
 """
 
 
@@ -60,7 +60,7 @@ def test_limits_are_configurable() -> None:
         ),
         (BASE + CLOUD.replace('"EAAtoken"', '""'), "numbers[0].cloud.access_token: must not be empty"),
         (
-            BASE + CLOUD.replace('{ value = "app-secret" }', '{ env = "NOPE_UNSET_X" }'),
+            BASE + CLOUD.replace('{ value = "app-secret-0123456789" }', '{ env = "NOPE_UNSET_X" }'),
             "cloud.app_secret.env",
         ),
         (
@@ -81,7 +81,7 @@ def test_cloud_section_on_an_onprem_number_is_refused() -> None:
         BASE.replace(
             'channel = "cloud"',
             'endpoints = ["https://wa.example.com"]\n'
-            'password = { value = "p" }\nwebhook_secret = { value = "s" }',
+            'password = { value = "p" }\nwebhook_secret = { value = "test-webhook-secret-0123456789" }',
         )
         + CLOUD
     )

@@ -24,8 +24,8 @@ from tests.test_metrics import parse, value
 CLOUD = "+15550009999"
 PNID = "106540352242922"
 TOKEN = "EAAsystemuser"
-SECRET = "app-secret"
-VERIFY = "verify-me"
+SECRET = "app-secret-0123456789"
+VERIFY = "verify-me-0123456789"
 CUSTOMER = "+16505551234"
 
 

@@ -28,7 +28,7 @@ def cloud_config(extra: str = "") -> configuration.NumberConfig:
 [simulator]
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "t" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 [[numbers]]
 number = "{NUMBER}"
 account = "{ACCOUNT}"
@@ -37,8 +37,8 @@ simulated = true
 [numbers.cloud]
 phone_number_id = "{PNID}"
 access_token = {{ value = "{TOKEN}" }}
-app_secret = {{ value = "s" }}
-verify_token = {{ value = "v" }}
+app_secret = {{ value = "test-app-secret-0123456789" }}
+verify_token = {{ value = "test-verify-token-0123456789" }}
 {extra}
 """
     return configuration.loads(text).numbers[0]
@@ -47,7 +47,13 @@ verify_token = {{ value = "v" }}
 def simulator(wall: TrioWallClock, **limits: object) -> Simulator:
     sim = Simulator(wall_clock=wall, status_delays=None)
     sim.cloud.add_number(
-        CloudNumber(number=NUMBER, phone_number_id=PNID, access_token=TOKEN, app_secret="s", **limits)  # type: ignore[arg-type]
+        CloudNumber(
+            number=NUMBER,
+            phone_number_id=PNID,
+            access_token=TOKEN,
+            app_secret="test-app-secret-0123456789",
+            **limits,
+        )  # type: ignore[arg-type]
     )
     return sim
 
@@ -137,7 +143,7 @@ async def test_a_revoked_token_degrades_the_number_until_it_is_replaced(
 [simulator]
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "t" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 [[numbers]]
 number = "{NUMBER}"
 account = "{ACCOUNT}"
@@ -146,8 +152,8 @@ simulated = true
 [numbers.cloud]
 phone_number_id = "{PNID}"
 access_token = {{ file = "{token_file}" }}
-app_secret = {{ value = "s" }}
-verify_token = {{ value = "v" }}
+app_secret = {{ value = "test-app-secret-0123456789" }}
+verify_token = {{ value = "test-verify-token-0123456789" }}
 token_recheck = 10
 """
     ).numbers[0]

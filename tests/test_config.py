@@ -10,7 +10,7 @@ from dispatcher.cli import main
 GOOD = """
 [[accounts]]
 sid = "AC00000000000000000000000000000001"
-auth_token = { value = "tok" }
+auth_token = { value = "test-auth-token-0123456789" }
 
 [[numbers]]
 number = "+15550000001"
@@ -24,7 +24,7 @@ webhook_secret = { file = "SECRET_FILE" }
 @pytest.fixture
 def good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     secret = tmp_path / "secret"
-    secret.write_text("hook-secret\n")
+    secret.write_text("hook-secret-0123456789\n")
     monkeypatch.setenv("WA_PASSWORD", "pw")
     return GOOD.replace("SECRET_FILE", str(secret))
 
@@ -40,7 +40,7 @@ def test_secrets_from_env_and_file(good: str) -> None:
     cfg = config.loads(good)
     num = cfg.numbers[0]
     assert num.password is not None and num.password.resolve("p") == "pw"
-    assert num.webhook_secret is not None and num.webhook_secret.resolve("w") == "hook-secret"
+    assert num.webhook_secret is not None and num.webhook_secret.resolve("w") == "hook-secret-0123456789"
     assert num.rate == 20.0 and num.burst == 60  # On-Prem defaults
 
 
@@ -78,7 +78,7 @@ def test_secrets_from_env_and_file(good: str) -> None:
             r"^server\.listen: expected HOST:PORT",
         ),
         (
-            ('auth_token = { value = "tok" }', "auth_token = 5"),
+            ('auth_token = { value = "test-auth-token-0123456789" }', "auth_token = 5"),
             r"^accounts\[0\]\.auth_token: Expected `object`",
         ),
         (

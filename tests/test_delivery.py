@@ -27,13 +27,13 @@ def number_config(number: str, *, rate: float = 20.0, burst: int = 60) -> config
 [simulator]
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "t" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 [[numbers]]
 number = "{number}"
 account = "{ACCOUNT}"
 simulated = true
 password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "s" }}
+webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
 rate = {rate}
 burst = {burst}
 """

@@ -227,10 +227,13 @@ def test_sids_are_unique_random_hex_across_pool_refills_and_forks() -> None:
 HOOK = "/webhooks/onprem/{digits}/{secret}"
 WEBHOOK_CASES: list[tuple[str, bytes]] = [
     ("wrong-secret", b'{"statuses": []}'),
-    ("hook-1", b'{"statuses": [{"id": "wamid.x"}]}'),  # no status: malformed
-    ("hook-1", b"not json"),
-    ("hook-1", b'{"statuses": [{"id": "wamid.unknown", "status": "delivered", "timestamp": "1"}]}'),
-    ("hook-1", b'{"statuses": []}'),
+    ("hook-1-secret-0123", b'{"statuses": [{"id": "wamid.x"}]}'),  # no status: malformed
+    ("hook-1-secret-0123", b"not json"),
+    (
+        "hook-1-secret-0123",
+        b'{"statuses": [{"id": "wamid.unknown", "status": "delivered", "timestamp": "1"}]}',
+    ),
+    ("hook-1-secret-0123", b'{"statuses": []}'),
 ]
 
 

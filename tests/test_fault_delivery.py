@@ -30,13 +30,13 @@ def number_config(number: str = NUMBER, **fields: object) -> configuration.Numbe
 [simulator]
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "t" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 [[numbers]]
 number = "{number}"
 account = "{ACCOUNT}"
 simulated = true
 password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "s" }}
+webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
 {extra}
 """
     return configuration.loads(text).numbers[0]

@@ -19,7 +19,7 @@ OTHER = "AC00000000000000000000000000000002"
 EXTRA_ACCOUNT = f"""
 [[accounts]]
 sid = "{OTHER}"
-auth_token = {{ value = "other-token" }}
+auth_token = {{ value = "other-auth-token-0123" }}
 """
 
 
@@ -86,7 +86,7 @@ async def test_bad_credentials_are_refused(daemon) -> None:
 async def test_an_account_sees_only_its_own_numbers_and_messages(daemon) -> None:
     _, client = daemon
     created = (await client.post(messages_path(), data={"To": TO, "From": FROM, "Body": "mine"})).json()
-    other = (OTHER, "other-token")
+    other = (OTHER, "other-auth-token-0123")
     path = f"/2010-04-01/Accounts/{OTHER}/Messages"
     # The other account cannot send from our number...
     resp = await client.post(f"{path}.json", data={"To": TO, "From": FROM, "Body": "hi"}, auth=other)
@@ -114,10 +114,10 @@ async def test_webhooks_need_the_number_secret_and_a_valid_body(daemon) -> None:
         forged = b'{"statuses":[{"id":"x","status":"failed","recipient_id":"1"}]}'
         resp = await anon.post("/webhooks/onprem/15550000001/wrong-secret", content=forged)
         assert resp.status_code == 403
-        resp = await anon.post("/webhooks/onprem/15559999999/hook-1", content=forged)
+        resp = await anon.post("/webhooks/onprem/15559999999/hook-1-secret-0123", content=forged)
         assert resp.status_code == 403
         for bad in [b"not json", b'{"statuses": 5}', b'{"statuses":[{"status":"read"}]}']:
-            resp = await anon.post("/webhooks/onprem/15550000001/hook-1", content=bad)
+            resp = await anon.post("/webhooks/onprem/15550000001/hook-1-secret-0123", content=bad)
             assert resp.status_code == 400
     final = (await client.get(messages_path(created["sid"]))).json()
     assert final["status"] != "failed"

@@ -22,7 +22,7 @@ from tests.daemon_harness import ACCOUNT, NUMBERS, messages_path, running_daemon
 
 FROM = "whatsapp:+15550000001"
 TO = "whatsapp:+15551234567"
-KEY, KEY_SECRET = "SK" + "0" * 31 + "1", "key-secret"
+KEY, KEY_SECRET = "SK" + "0" * 31 + "1", "key-secret-0123456789"
 OTHER = "AC" + "0" * 31 + "2"
 OTHER_KEY = "SK" + "0" * 31 + "2"
 EXTRA = f"""
@@ -32,7 +32,7 @@ secret = {{ value = "{KEY_SECRET}" }}
 
 [[accounts]]
 sid = "{OTHER}"
-auth_token = {{ value = "other-token" }}
+auth_token = {{ value = "other-auth-token-0123" }}
 [[accounts.api_keys]]
 sid = "{OTHER_KEY}"
 secret = {{ value = "other-key-secret" }}
@@ -139,7 +139,7 @@ async def test_a_retried_create_returns_the_original(daemon, header: str) -> Non
         f"/2010-04-01/Accounts/{OTHER}/Messages.json",
         data=form,
         headers={header: "order-42"},
-        auth=(OTHER, "other-token"),
+        auth=(OTHER, "other-auth-token-0123"),
     )
     assert other.status_code == 400 and other.json()["code"] == 63007  # its own rules, not a replay
     fresh = await client.post(messages_path(), data=form, headers={header: "order-43"})
@@ -233,7 +233,7 @@ async def test_batch_needs_credentials_and_takes_no_idempotency_key(daemon) -> N
     assert resp.status_code == 200 and resp.json()["accepted"] == 1  # API keys work here too
     resp = await client.post("/v1/messages:batch", json=item, headers={"Idempotency-Key": "k"})
     assert resp.status_code == 400 and resp.json()["code"] == 20001
-    resp = await client.post("/v1/messages:batch", json=item, auth=(OTHER, "other-token"))
+    resp = await client.post("/v1/messages:batch", json=item, auth=(OTHER, "other-auth-token-0123"))
     assert resp.status_code == 200 and resp.json()["results"][0]["error"]["code"] == 63007
     assert accepted(running) == 1
 

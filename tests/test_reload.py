@@ -32,7 +32,7 @@ number = "{n}"
 account = "{ACCOUNT}"
 simulated = true
 password = {{ value = "Sandbox-Passw0rd!" }}
-webhook_secret = {{ value = "hook-{n[-1]}" }}
+webhook_secret = {{ value = "hook-{n[-1]}-secret-0123" }}
 {extra}
 """
         for n, extra in numbers.items()

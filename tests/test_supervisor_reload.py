@@ -161,7 +161,7 @@ number = "{n}"
 account = "{ACCOUNT}"
 endpoints = ["http://whatsapp.invalid"]
 password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "s" }}
+webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
 """
         for n in numbers
     )
@@ -171,7 +171,7 @@ webhook_secret = {{ value = "s" }}
 drain_timeout = {drain}
 [[accounts]]
 sid = "{ACCOUNT}"
-auth_token = {{ value = "t" }}
+auth_token = {{ value = "test-auth-token-0123456789" }}
 {blocks}
 """
     )

@@ -119,7 +119,7 @@ async def test_hostile_bodies_get_400_and_change_nothing(tmp_path: Path) -> None
     with trio.fail_after(30):
         async with running_daemon(sandbox_config(tmp_path / "d")) as (daemon, client):
             before = snapshot(daemon)
-            url = "/webhooks/onprem/15550000001/hook-1"
+            url = "/webhooks/onprem/15550000001/hook-1-secret-0123"
             with capture_logs() as logs:
                 for body in HOSTILE:
                     resp = await client.post(url, content=body)
@@ -142,24 +142,30 @@ async def test_webhook_source_is_verified_by_path_secret_or_header(tmp_path: Pat
     body = json.dumps(VALID_STATUS).encode()
     with trio.fail_after(30):
         async with running_daemon(cfg) as (daemon, _), httpx.AsyncClient(base_url=daemon.url) as anon:
-            ok = await anon.post("/webhooks/onprem/15550000001/hook-1", content=body)
+            ok = await anon.post("/webhooks/onprem/15550000001/hook-1-secret-0123", content=body)
             assert ok.status_code == 200
             good_header = await anon.post(
-                "/webhooks/onprem/15550000002", content=body, headers={"X-Hub-Key": "hook-2"}
+                "/webhooks/onprem/15550000002", content=body, headers={"X-Hub-Key": "hook-2-secret-0123"}
             )
             assert good_header.status_code == 200
             with capture_logs() as logs:
                 refused = [
                     await anon.post("/webhooks/onprem/15550000001/wrong", content=body),
                     await anon.post(
-                        "/webhooks/onprem/15550000001", content=body, headers={"X-Hub-Key": "hook-1"}
+                        "/webhooks/onprem/15550000001",
+                        content=body,
+                        headers={"X-Hub-Key": "hook-1-secret-0123"},
                     ),
-                    await anon.post("/webhooks/onprem/15550000002/hook-2", content=body),  # header number
                     await anon.post(
-                        "/webhooks/onprem/15550000002", content=body, headers={"X-Hub-Key": "hook-3"}
+                        "/webhooks/onprem/15550000002/hook-2-secret-0123", content=body
+                    ),  # header number
+                    await anon.post(
+                        "/webhooks/onprem/15550000002",
+                        content=body,
+                        headers={"X-Hub-Key": "hook-3-secret-0123"},
                     ),
                     await anon.post("/webhooks/onprem/15550000002", content=body),
-                    await anon.post("/webhooks/onprem/15559999999/hook-1", content=body),
+                    await anon.post("/webhooks/onprem/15559999999/hook-1-secret-0123", content=body),
                 ]
             assert [r.status_code for r in refused] == [403] * len(refused)
             assert sum(e["event"] == "webhook.refused" for e in logs) == len(refused)

@@ -7,7 +7,6 @@ route added later (by any module) cannot forget the check. Without
 
 from __future__ import annotations
 
-import hmac
 from typing import Final
 
 import msgspec
@@ -15,6 +14,7 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from dispatcher import secretpolicy
 from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.operations import Operations, UnknownNumber
 
@@ -29,7 +29,7 @@ def bearer_matches(authorization: str | None, token: str | None) -> bool:
     if token is None or not authorization:
         return False
     scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and secretpolicy.matches(given.strip(), token)
 
 
 def require_admin(token: str | None) -> None:
