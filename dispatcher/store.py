@@ -29,6 +29,7 @@ import lmdb
 import structlog
 import trio
 
+from dispatcher import datadir
 from dispatcher.histogram import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 
 log = structlog.get_logger()
@@ -205,7 +206,7 @@ class Store:
         self._map_max = map_max
         data = Path(path)
         try:
-            data.mkdir(parents=True, exist_ok=True)
+            datadir.prepare(data)  # owner only: it holds bearer tokens
             probe = data / ".write-probe"
             probe.write_bytes(b"")
             probe.unlink()
@@ -221,6 +222,7 @@ class Store:
             metasync=True,
             writemap=False,
             max_readers=256,
+            mode=datadir.FILE_MODE,
         )
         self.env.reader_check()
         self._dbs = {name: self.env.open_db(name) for name in DB_NAMES}
