@@ -43,11 +43,12 @@ from actors.ratelimit import TokenBucket
 from actors.timers import Timer, Timers
 from actors.tokeninfo import TokenInfo
 from actors.transport import Response, Transport, TransportError
+from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
 from dispatcher import ledger
 from dispatcher.clock import WallClock
 from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from dispatcher.models import MessageRecord, entry_decoder
-from dispatcher.store import Store, StoreError, number_key, seq_key
+from dispatcher.store import Store, StoreError, WriteTxn, number_key, seq_key
 from dispatcher.tier import TierBudget
 
 log = structlog.get_logger()
@@ -63,6 +64,11 @@ PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate li
 AmbiguousPolicy = Literal["retry", "fail"]
 IDLE_LINGER: Final = 30.0  # seconds an actor's task waits with nothing to do before it ends
 EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
+# While storage fails: seconds between tries to commit what is held (full jitter above half),
+# doubling to the cap; and how often "still failing" is logged.
+STORAGE_RETRY_BASE: Final = 0.5
+STORAGE_RETRY_CAP: Final = 10.0
+STORAGE_LOG_EVERY: Final = 60.0
 
 
 @attrs.define(eq=False, slots=True)
@@ -105,6 +111,10 @@ class ActorStatistics:
     tier_used: int = 0  # business-initiated recipients counted in the last 24 h
     tier_limit: int | None = None  # None: no tier (On-Prem) or unlimited
     tier_waits: int = 0  # times a new recipient had to wait for the tier budget
+    degraded_code: str | None = None  # the reason as a code (crash_loop, credentials): for public health
+    storage: str | None = None  # storage fails: the last error (new sends wait, outcomes are held)
+    unrecorded: int = 0  # outcomes of sends waiting for storage to record them
+    storage_failures: int = 0  # writes of this number that storage could not commit
 
 
 class ActorHost(Protocol):
@@ -151,10 +161,15 @@ class NumberActor:
         "_paused",
         "_queues",
         "_ready",
+        "_recommitting",
         "_recovered_upto",
         "_resumed",
+        "_sends",
         "_stopped",
         "_stopping",
+        "_storage_down",
+        "_storage_logged",
+        "_storage_since",
         "_store",
         "_tokens",
         "_transport",
@@ -166,6 +181,7 @@ class NumberActor:
         "accepted",
         "ambiguous",
         "degraded",
+        "degraded_code",
         "delivered",
         "failed",
         "failed_by_code",
@@ -177,6 +193,9 @@ class NumberActor:
         "retries",
         "send_latency",
         "sent",
+        "storage_error",
+        "storage_failures",
+        "unrecorded",
     )
 
     def __init__(
@@ -198,10 +217,13 @@ class NumberActor:
         pair: PairLimiter | None = None,
         budget: TierBudget | None = None,
         idle_linger: float = IDLE_LINGER,
+        unrecorded: Unrecorded | None = None,
     ) -> None:
         """``on_ambiguous``: a send that may have reached WhatsApp (answer lost) is sent again
         (``retry``: at-least-once, the default) or failed (``fail``: at-most-once).
-        ``idle_linger``: seconds ``serve`` waits with nothing to do before returning."""
+        ``idle_linger``: seconds ``serve`` waits with nothing to do before returning.
+        ``unrecorded``: the number's outcomes not yet committed, kept by whoever outlives this
+        actor (a predecessor's are committed, never sent again); a new one if None."""
         self.number = number
         self._store = store
         self._transport = transport
@@ -227,6 +249,15 @@ class NumberActor:
         self._resumed: trio.Event | None = None  # while paused
         # Outlives restarts: a cancel may be committing while the actor restarts.
         self.holds = SendHolds()
+        # Outlives restarts and, when given, this actor: answers received but not yet committed.
+        self.unrecorded = Unrecorded() if unrecorded is None else unrecorded
+        # While storage fails (None otherwise): set once what was held is committed.
+        self._storage_down: trio.Event | None = None
+        self._storage_since = self._storage_logged = 0.0  # trio times: failing since, last logged
+        self.storage_error: str | None = None
+        self.storage_failures = 0
+        self._recommitting = False  # the task committing held outcomes runs
+        self._sends: trio.Nursery | None = None  # while dispatching: where sends (and that task) run
         # While a serve() runs (None otherwise): its wake-up, stop signal and chores nursery.
         self._wakeup: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -240,6 +271,7 @@ class NumberActor:
         self._reset()
         self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         self.degraded: str | None = None
+        self.degraded_code: str | None = None
         # Plain ints read by /metrics at scrape time.
         self.accepted = self.delivered = self.read = 0
         self.failed_by_code: dict[int, int] = {}
@@ -362,7 +394,7 @@ class NumberActor:
                         self._start_upkeep()
                     async with trio.open_nursery() as sends:
                         await self._dispatch(sends)
-                    self._chores = None
+                    self._sends = self._chores = None
                     if self._stopping:
                         chores.cancel_scope.cancel()  # a login under way is not needed any more
                 # No checkpoint from here to the return: a notify() either landed in the
@@ -375,7 +407,7 @@ class NumberActor:
             self._live = False  # the queues may be half-updated: rebuild them from LMDB
             raise
         finally:
-            self._wakeup = self._stopped = self._chores = None
+            self._wakeup = self._stopped = self._chores = self._sends = None
             if self._stopping:
                 log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
 
@@ -518,17 +550,25 @@ class NumberActor:
             if self._queues:
                 self._signal()
 
-    def mark_degraded(self, reason: str) -> None:
+    def mark_degraded(self, reason: str, code: str) -> None:
         """Flag the number as degraded (health, /metrics): e.g. a crash loop, or a channel whose
-        token was revoked (Cloud API error 190). The actor keeps running; clear it once fixed."""
+        token was revoked (Cloud API error 190). The actor keeps running; clear it once fixed.
+        ``code`` says why in a word that is safe to show anyone (``crash_loop``, ``credentials``);
+        ``reason`` has the details, for the admin."""
         if self.degraded != reason:
-            log.error("actor.degraded", number=self.number, reason=reason)
+            log.error("actor.degraded", number=self.number, reason=reason, code=code)
         self.degraded = reason
+        self.degraded_code = code
 
     def clear_degraded(self) -> None:
         if self.degraded is not None:
             log.info("actor.recovered", number=self.number, was=self.degraded)
-        self.degraded = None
+        self.degraded = self.degraded_code = None
+
+    @property
+    def storage_failing(self) -> bool:
+        """Storage cannot record this number's outcomes now: no new send starts."""
+        return self._storage_down is not None
 
     def note_status(self, status: str, error_code: int | None) -> None:
         """A webhook moved one of this number's messages to ``status`` (for /metrics)."""
@@ -545,6 +585,9 @@ class NumberActor:
     async def _dispatch(self, sends: trio.Nursery) -> None:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
+        self._sends = sends
+        if self.unrecorded and not self._recommitting:
+            self._start_recommit(at_once=True)  # left by an earlier run: commit them, never resend
         while not self.stop_requested():
             self._unpark_due()
             if not self._ready:
@@ -562,7 +605,11 @@ class NumberActor:
                     self._wakeup = trio.Event()
                 continue
             if self._paused:
-                await self._wait_resumed()
+                assert self._resumed is not None
+                await self._wait_for(self._resumed)
+                continue
+            if self._storage_down is not None:  # its outcomes could not be recorded: send nothing new
+                await self._wait_for(self._storage_down)
                 continue
             recipient = self._ready.popleft()
             new_count = False
@@ -628,10 +675,11 @@ class NumberActor:
         while self._parked and self._parked[0][0] <= now:
             self._make_ready(heapq.heappop(self._parked)[2])
 
-    async def _wait_resumed(self) -> None:
-        """Sleep while paused; ``stop()`` also wakes us (it sets the wakeup event)."""
-        resumed, wakeup = self._resumed, self._wakeup
-        assert resumed is not None and wakeup is not None
+    async def _wait_for(self, resumed: trio.Event) -> None:
+        """Sleep until ``resumed`` (paused, or storage failing); ``stop()`` also wakes us (it
+        sets the wakeup event)."""
+        wakeup = self._wakeup
+        assert wakeup is not None
         async with trio.open_nursery() as waiters:
 
             async def wait_for(event: trio.Event) -> None:
@@ -650,9 +698,10 @@ class NumberActor:
         item = queue[0]
         again: float | None = None
         try:
-            if new_count and self._budget is not None:
-                await self._store.write(self._budget.persist(recipient))
-            again = await self._deliver(item, slots)
+            if new_count and self._budget is not None and not await self._count_recipient(recipient):
+                again = self._storage_delay(1)  # not sent: the same message once storage is back
+            else:
+                again = await self._deliver(item, slots)
         finally:
             assert self._busy is not None and self._known is not None  # made when it was queued
             self._busy.discard(recipient)
@@ -682,16 +731,20 @@ class NumberActor:
         # A cancel may be committing: wait for it. A canceled message has left the outbox.
         await self.holds.begin_send(item.sid)
         try:
-            if self._store.get(b"outbox", seq_key(self.number, item.seq)) is not None:
-                return await self._deliver_entry(item, slots)
-            return None
+            if self._store.get(b"outbox", seq_key(self.number, item.seq)) is None:
+                return None
+            if self.unrecorded and (held := self.unrecorded.get(item.seq)) is not None:
+                # Its answer came before a restart: the send is done, only its record is not.
+                await self.unrecorded.wait_recorded(held)
+                return None
+            return await self._deliver_entry(item, slots)
         finally:
             self.holds.end_send(item.sid)
 
     async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
         if record is None or not _sendable(record, item.part):
-            await self._store.write(ledger.drop_entry(self.number, item.seq))
+            await self._record(item, ledger.drop_entry(self.number, item.seq))
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
         target, body = self._channel.encode(record, item.part)
@@ -721,8 +774,8 @@ class NumberActor:
                     if item.holds_slot:
                         slots.release()
                         item.holds_slot = False
-                    await self._store.write(
-                        ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
+                    await self._record(
+                        item, ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
                     )
                     self.sent += 1
                     log.info("message.sent", wamid=channel_id, status="sent", attempts=item.attempts)
@@ -761,7 +814,7 @@ class NumberActor:
     async def _halt(self, reason: str, token: str | None) -> bool:
         """Degrade until the credentials change; False if the actor stopped meanwhile."""
         self._halted = reason
-        self.mark_degraded(reason)
+        self.mark_degraded(reason, "credentials")
         recovered = False
         async with trio.open_nursery() as nursery:
 
@@ -831,11 +884,155 @@ class NumberActor:
 
     async def _fail(self, item: _Pending, code: int, message: str) -> None:
         log.warning("send.failed", status="failed", error_code=code, error=message)
-        await self._store.write(
-            ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
+        await self._record(
+            item, ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
         )
         self.failed += 1
         self._count_failure(code)
+
+    # -- recording outcomes while storage fails -------------------------------------
+
+    async def _record(self, item: _Pending, write: OutcomeWrite) -> None:
+        """Commit the outcome of ``item``'s send. Never raises a storage failure: the outcome is
+        held (``unrecorded``) from before its write until it is committed, whatever happens in
+        between; while storage fails it is retried with backoff, no new send starts, and this
+        waits. The recipient stays busy meanwhile, so its next message waits (order holds)."""
+        outcome = self.unrecorded.hold(item.seq, item.sid, write)
+        if not await self._commit(outcome):
+            await self.unrecorded.wait_recorded(outcome)
+
+    async def _commit(self, outcome: Outcome) -> bool:
+        """One try at committing a held outcome: True once it is recorded, False if storage failed.
+
+        A write that fails by itself (not storage: it can never commit) is replaced by one that
+        only takes the entry out of the outbox, so the message is never sent again.
+        """
+        outcome.writing = True
+        try:
+            while True:
+                try:
+                    await self._store.write(outcome.write)
+                except StoreError as exc:
+                    self._storage_failed(exc)
+                    return False
+                except Exception as exc:
+                    if isinstance(outcome.write, _DropEntry):
+                        raise  # not even that: a bug
+                    log.error(
+                        "outcome.unwritable",
+                        sid=outcome.sid,
+                        seq=outcome.seq,
+                        error=repr(exc),
+                        effect="the message leaves the outbox (never sent again); its record is not updated",
+                    )
+                    outcome.write = _DropEntry(self.number, outcome.seq)
+                    continue
+                self.unrecorded.recorded(outcome.seq)
+                return True
+        finally:
+            outcome.writing = False
+
+    async def _count_recipient(self, recipient: str) -> bool:
+        """Persist a new recipient's tier count before its first send; False if storage failed."""
+        assert self._budget is not None
+        try:
+            await self._store.write(self._budget.persist(recipient))
+        except StoreError as exc:
+            self._budget.uncount(recipient)  # counted again, and persisted, when it is sent
+            self._storage_failed(exc)
+            return False
+        return True
+
+    def _storage_failed(self, exc: StoreError) -> None:
+        """Storage could not commit a write of ours: stop starting sends until it can again."""
+        self.storage_failures += 1
+        self.storage_error = str(exc)
+        now = trio.current_time()
+        if self._storage_down is None:
+            self._storage_down = trio.Event()
+            self._storage_since = self._storage_logged = now
+            log.error("storage.failing", error=self.storage_error, unrecorded=len(self.unrecorded))
+        elif now - self._storage_logged >= STORAGE_LOG_EVERY:
+            self._storage_logged = now
+            log.error(
+                "storage.still_failing",
+                error=self.storage_error,
+                unrecorded=len(self.unrecorded),
+                failing_for=round(now - self._storage_since, 1),
+                failures=self.storage_failures,
+            )
+        if not self._recommitting:
+            self._start_recommit(at_once=False)
+
+    def _start_recommit(self, *, at_once: bool) -> None:
+        if self._sends is None:
+            return  # not dispatching: the next serve() starts it
+        self._recommitting = True
+        self._sends.start_soon(self._recommit, at_once)
+
+    async def _recommit(self, at_once: bool) -> None:
+        """Commit the held outcomes nobody is committing, with backoff, until storage takes them
+        all; then sending resumes. Runs in the sends nursery: ``serve`` (and so ``stop``) waits
+        for it, and a cancel (a drain deadline) leaves what is not committed held."""
+        # Started from a send's task: log with the number only, not that send's sid.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(number=self.number)
+        try:
+            attempt = 0
+            while True:
+                if attempt or not at_once:
+                    await trio.sleep(self._storage_delay(attempt + 1))
+                attempt += 1
+                outcomes = self.unrecorded.idle()
+                if outcomes:
+                    if not await self._commit_all(outcomes):
+                        continue
+                elif self._storage_down is not None and not await self._probe():
+                    continue  # nothing held (a tier count failed): storage must take a write first
+                if not self.unrecorded.idle():
+                    break
+        finally:
+            self._recommitting = False
+        self._storage_recovered()
+
+    async def _commit_all(self, outcomes: list[Outcome]) -> bool:
+        """Try every outcome at once (one group commit); True if storage took them all."""
+        results: list[bool] = []
+
+        async def commit(outcome: Outcome) -> None:
+            results.append(await self._commit(outcome))
+
+        async with trio.open_nursery() as nursery:
+            for outcome in outcomes:
+                nursery.start_soon(commit, outcome)
+        return all(results)
+
+    async def _probe(self) -> bool:
+        try:
+            await self._store.write(_probe_write(self.number))
+        except StoreError as exc:
+            self._storage_failed(exc)
+            return False
+        return True
+
+    def _storage_recovered(self) -> None:
+        down = self._storage_down
+        if down is None:
+            return
+        log.warning(
+            "storage.recovered",
+            failed_for=round(trio.current_time() - self._storage_since, 1),
+            failures=self.storage_failures,
+        )
+        self._storage_down = None
+        self.storage_error = None
+        down.set()
+        self._signal()
+
+    def _storage_delay(self, attempt: int) -> float:
+        """Seconds before the next try while storage fails: doubling to a cap, jittered above half."""
+        delay = min(STORAGE_RETRY_CAP, STORAGE_RETRY_BASE * 2 ** (attempt - 1))
+        return random.uniform(delay / 2, delay)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
@@ -873,6 +1070,10 @@ class NumberActor:
             tier_used=self._budget.used if self._budget is not None else 0,
             tier_limit=self._budget.limit if self._budget is not None else None,
             tier_waits=self._budget.waits if self._budget is not None else 0,
+            degraded_code=self.degraded_code,
+            storage=self.storage_error if self._storage_down is not None else None,
+            unrecorded=len(self.unrecorded),
+            storage_failures=self.storage_failures,
         )
 
 
@@ -892,6 +1093,28 @@ class _SoloHost:
     async def woken(self) -> None:
         await self._woken.wait()
         self._woken = trio.Event()
+
+
+@attrs.frozen
+class _DropEntry:
+    """The write that replaces an outcome that cannot be written: the entry leaves the outbox."""
+
+    number: str
+    seq: int
+
+    def __call__(self, txn: WriteTxn) -> None:
+        txn.delete(b"outbox", seq_key(self.number, self.seq))
+
+
+def _probe_write(number: str) -> OutcomeWrite:
+    """A write that touches pages and leaves nothing: does storage take writes again?"""
+    key = b"probe" + b"\x00" + number.encode()
+
+    def write(txn: WriteTxn) -> None:
+        txn.put(b"meta", key, b"")
+        txn.delete(b"meta", key)
+
+    return write
 
 
 def _sendable(record: MessageRecord, part: int) -> bool:

@@ -23,7 +23,7 @@ import trio
 from actors.transport import Transport, TransportError
 from dispatcher.clock import WallClock
 from dispatcher.models import StoredToken, record_encoder, token_decoder
-from dispatcher.store import Store, WriteTxn, number_key
+from dispatcher.store import Store, StoreError, WriteTxn, number_key
 
 log = structlog.get_logger()
 
@@ -213,7 +213,10 @@ class TokenManager:
             self.refreshes += 1
             log.info("token.refreshed", expires_in=round(token.expires_at - self._wall.now()))
             # Persisted only so a restart can skip a login; losing it costs one login.
-            await self._store.write(_save_token(self._number, token))
+            try:
+                await self._store.write(_save_token(self._number, token))
+            except StoreError as exc:
+                log.warning("token.not_saved", error=str(exc))
         finally:
             self._refreshing = None
             done.set()

@@ -258,7 +258,8 @@ def _status_table(status: Status) -> Table:
     table.add_column("tier (waits)", justify="right")
     table.add_column("parked", justify="right")
     for n in status.numbers:
-        reason = n.degraded or (n.last_error if n.state != "running" else None)
+        storage = f"{n.unrecorded} unrecorded: {n.storage}" if n.storage is not None else None
+        reason = n.degraded or storage or (n.last_error if n.state != "running" else None)
         state = f"{n.state} ({reason})" if reason else n.state
         table.add_row(
             n.number,

@@ -2,7 +2,9 @@
 
 Used by the daemon at start and by live reload, so both build a number the
 same way. The fleet owns the transports: it closes a number's transport once
-the actor using it has stopped, and every remaining one at shutdown.
+the actor using it has stopped, and every remaining one at shutdown. It also
+keeps each number's unrecorded outcomes (``actors.unrecorded``), so an actor
+that replaces another commits its predecessor's instead of sending them again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import structlog
 from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.transport import Transport
+from actors.unrecorded import Unrecorded
 from dispatcher.clock import WallClock
 from dispatcher.config import Config, NumberConfig, SimulatorConfig, cloud_base_url
 from dispatcher.gateway import CloudHook, NumberInfo
@@ -78,6 +81,7 @@ class Fleet:
         self._simulator_url = simulator_url
         self._simulator_config = simulator_config or SimulatorConfig()
         self._transports: dict[int, Transport] = {}  # id(actor) -> the transport it sends through
+        self._unrecorded: dict[str, Unrecorded] = {}  # number -> its outcomes not yet committed
         self.front_url: str | None = None  # set once the front door listens
 
     @property
@@ -92,7 +96,8 @@ class Fleet:
             transport = self._make_transport(num, urls[0])
         else:  # multiconnect: least-outstanding choice, failover, health checks
             transport = MultiEndpoint([(url, self._make_transport(num, url)) for url in urls])
-        actor = build_actor(num, transport, store=self._store, wall=self._wall)
+        unrecorded = self._unrecorded.setdefault(num.number, Unrecorded())
+        actor = build_actor(num, transport, store=self._store, wall=self._wall, unrecorded=unrecorded)
         self._transports[id(actor)] = transport
         return actor
 
@@ -101,11 +106,24 @@ class Fleet:
         transport = self._transports.pop(id(actor), None)
         if transport is not None:
             await transport.aclose()
+        if not actor.unrecorded and self._unrecorded.get(actor.number) is actor.unrecorded:
+            del self._unrecorded[actor.number]
 
     async def aclose(self) -> None:
+        """Close every transport; log the outcomes that storage never recorded (at shutdown)."""
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
             await transport.aclose()
+        for number, unrecorded in self._unrecorded.items():
+            if unrecorded:
+                # Their outbox entries remain: the next start sends these again (at-least-once).
+                log.error(
+                    "daemon.outcomes_unrecorded",
+                    number=number,
+                    count=len(unrecorded),
+                    sids=[o.sid for o in unrecorded][:100],
+                    effect="sent, but not recorded: sent again after a restart",
+                )
 
     def register_simulated(self, num: NumberConfig) -> None:
         """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""

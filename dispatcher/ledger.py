@@ -143,10 +143,15 @@ def scheduled_key(due: float, sid: str) -> bytes:
 
 
 def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> Callable[[WriteTxn], None]:
-    """The API accepted the message: record its channel id, leave the outbox."""
+    """The API accepted the message: record its channel id, leave the outbox.
+
+    Done once: with the outbox entry already gone (an outcome recorded before its actor was
+    interrupted, and recorded again by the next run) it changes nothing.
+    """
 
     def fn(txn: WriteTxn) -> None:
-        txn.delete(b"outbox", seq_key(number, seq))
+        if not txn.delete(b"outbox", seq_key(number, seq)):
+            return
         raw = txn.get(b"messages", sid_key(sid))
         if raw is None:
             return  # deleted meanwhile
@@ -174,10 +179,14 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
 def mark_failed(
     number: str, seq: int, sid: str, error_code: int, error_message: str, now: float
 ) -> Callable[[WriteTxn], None]:
-    """The send failed for good: the message ends ``failed`` with a Twilio error code."""
+    """The send failed for good: the message ends ``failed`` with a Twilio error code.
+
+    Done once, like ``mark_sent``.
+    """
 
     def fn(txn: WriteTxn) -> None:
-        txn.delete(b"outbox", seq_key(number, seq))
+        if not txn.delete(b"outbox", seq_key(number, seq)):
+            return
         raw = txn.get(b"messages", sid_key(sid))
         if raw is None:
             return

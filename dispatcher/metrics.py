@@ -161,6 +161,21 @@ class DispatcherCollector(Collector):
         tier_waits = CounterMetricFamily(
             "wadispatch_tier_budget_waits", "Times a new recipient waited for the tier budget.", labels=labels
         )
+        storage = GaugeMetricFamily(
+            "wadispatch_number_storage_failing",
+            "1 while storage cannot record the number's send outcomes (it starts no new send).",
+            labels=labels,
+        )
+        unrecorded = GaugeMetricFamily(
+            "wadispatch_unrecorded_outcomes",
+            "Outcomes of sends (answers received) waiting for storage to record them.",
+            labels=labels,
+        )
+        storage_failures = CounterMetricFamily(
+            "wadispatch_outcome_write_failures",
+            "Writes of the number's send outcomes that storage could not commit (each retried).",
+            labels=labels,
+        )
         latency = HistogramMetricFamily(
             "wadispatch_send_latency_seconds",
             "Time from writing a send to WhatsApp to its full response.",
@@ -199,11 +214,15 @@ class DispatcherCollector(Collector):
             if stats.tier_limit is not None:
                 tier_limit.add_metric(n, stats.tier_limit)
             tier_waits.add_metric(n, stats.tier_waits)
+            storage.add_metric(n, 0.0 if stats.storage is None else 1.0)
+            unrecorded.add_metric(n, stats.unrecorded)
+            storage_failures.add_metric(n, stats.storage_failures)
         yield from (accepted, sent, delivered, read, failed, limited, retries, ambiguous, refreshes)
         yield from (expiry, outbox, in_flight, up, degraded, send_rate, latency, configured)
         if self._restarts is not None:
             yield restarts
         yield from (pair_limited, parked, tier_used, tier_limit, tier_waits)
+        yield from (storage, unrecorded, storage_failures)
 
     def _process(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -224,9 +243,18 @@ class DispatcherCollector(Collector):
         )
         _add_histogram(seconds, [], self._store.commit_seconds.snapshot())
         yield seconds
+        store = self._store.statistics()
         queued = GaugeMetricFamily("wadispatch_store_queued_writes", "Writes waiting for the next commit.")
-        queued.add_metric([], self._store.statistics().queued)
+        queued.add_metric([], store.queued)
         yield queued
+        failed = CounterMetricFamily(
+            "wadispatch_store_failed_commits", "Group commits that failed (map or disk full, I/O error)."
+        )
+        failed.add_metric([], store.failed_commits)
+        yield failed
+        failing = GaugeMetricFamily("wadispatch_store_failing", "1 while the last group commit failed.")
+        failing.add_metric([], 1.0 if store.failing else 0.0)
+        yield failing
         for name, (kind, documentation, source) in sorted(self._extra.items()):
             family: GaugeMetricFamily | CounterMetricFamily = (
                 GaugeMetricFamily(name, documentation)

@@ -10,6 +10,7 @@ from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
 from actors.token import TokenManager, login
 from actors.transport import Transport
+from actors.unrecorded import Unrecorded
 from dispatcher.channels.cloud import CloudChannel, bucket_headroom
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.clock import WallClock
@@ -24,10 +25,20 @@ def refresh_spread(number: str) -> float:
     return zlib.crc32(number.encode()) / 2**32
 
 
-def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: WallClock) -> NumberActor:
-    """The actor for ``num`` sending through ``transport`` (the number's endpoint)."""
+def build_actor(
+    num: NumberConfig,
+    transport: Transport,
+    *,
+    store: Store,
+    wall: WallClock,
+    unrecorded: Unrecorded | None = None,
+) -> NumberActor:
+    """The actor for ``num`` sending through ``transport`` (the number's endpoint).
+
+    ``unrecorded``: the number's outcomes not yet committed, handed from actor to actor.
+    """
     if num.channel == "cloud":
-        return build_cloud_actor(num, transport, store=store, wall=wall)
+        return build_cloud_actor(num, transport, store=store, wall=wall, unrecorded=unrecorded)
     assert num.password is not None  # config.validate() requires it
     password = num.password.resolve("password")
     tokens = TokenManager(
@@ -51,11 +62,17 @@ def build_actor(num: NumberConfig, transport: Transport, *, store: Store, wall: 
         backoff_cap=num.backoff_cap,
         max_attempts=num.max_attempts,
         on_ambiguous=num.on_ambiguous,
+        unrecorded=unrecorded,
     )
 
 
 def build_cloud_actor(
-    num: NumberConfig, transport: Transport, *, store: Store, wall: WallClock
+    num: NumberConfig,
+    transport: Transport,
+    *,
+    store: Store,
+    wall: WallClock,
+    unrecorded: Unrecorded | None = None,
 ) -> NumberActor:
     """A Cloud API number: static bearer token and Meta's three limits enforced before sending."""
     cloud = num.cloud
@@ -79,4 +96,5 @@ def build_cloud_actor(
         on_ambiguous=num.on_ambiguous,
         pair=PairLimiter(cloud.pair_interval, cloud.pair_burst) if cloud.pair_interval > 0 else None,
         budget=TierBudget(store, num.number, limit),
+        unrecorded=unrecorded,
     )

@@ -28,7 +28,7 @@ MAX_OUTBOX_PAGE = 1000
 class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     number: str
     account: str
-    state: str  # running | paused | draining | starting | restarting | stopped
+    state: str  # running | paused | draining | starting | restarting | degraded | storage | stopped
     outbox: int
     in_flight: int
     rate: float
@@ -47,6 +47,8 @@ class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     tier_used: int = 0
     tier_limit: int | None = None
     tier_waits: int = 0
+    storage: str | None = None  # storage cannot record this number's outcomes: the last error
+    unrecorded: int = 0  # outcomes of sends waiting for storage
 
 
 class Status(msgspec.Struct, kw_only=True, frozen=True):
@@ -161,6 +163,8 @@ class Operations:
                     tier_used=stats.tier_used,
                     tier_limit=stats.tier_limit,
                     tier_waits=stats.tier_waits,
+                    storage=stats.storage,
+                    unrecorded=stats.unrecorded,
                 )
             )
         store = self._gateway.store.statistics()

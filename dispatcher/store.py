@@ -54,6 +54,7 @@ DB_NAMES: Final = (
 )
 SEP: Final = b"\x00"
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
+FAILING_LOG_EVERY: Final = 60.0  # seconds between "still failing" lines while commits fail
 
 
 class StoreError(Exception):
@@ -185,6 +186,8 @@ class StoreStatistics:
     last_batch: int
     max_batch_seen: int
     queued: int
+    failed_commits: int = 0
+    failing: bool = False  # the last commit failed
 
 
 @final
@@ -235,6 +238,10 @@ class Store:
         self._writes = 0
         self._last_batch = 0
         self._max_batch_seen = 0
+        self._failed_commits = 0
+        # Monotonic time the commits started failing (None: the last one succeeded), last logged.
+        self._failing_since: float | None = None
+        self._failing_logged = 0.0
         # For /metrics: writes per group commit, and seconds per commit (begin to fsync).
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
@@ -402,15 +409,44 @@ class Store:
                     continue
                 break
         except lmdb.MapFullError as exc:
-            log.error("store.map_full", batch=len(batch), map_size=self.env.info()["map_size"])
+            self._failed("store.map_full", batch, None, map_size=self.env.info()["map_size"])
             for p in batch:
                 p.error = StoreFullError("storage is full")
                 p.error.__cause__ = exc
         except Exception as exc:
-            log.error("store.commit_failed", batch=len(batch), exc_info=exc)
+            self._failed("store.commit_failed", batch, exc)
             for p in batch:
                 p.error = StoreError(f"commit failed: {exc}")
                 p.error.__cause__ = exc
+        else:
+            if self._failing_since is not None:
+                log.warning(
+                    "store.recovered",
+                    failed_for=round(time.monotonic() - self._failing_since, 1),
+                    failed_commits=self._failed_commits,
+                )
+                self._failing_since = None
+
+    def _failed(
+        self, event: str, batch: list[_Pending[object]], exc: Exception | None, **info: object
+    ) -> None:
+        """Count a failed commit; log it when commits start failing, then once a minute (writers
+        retry while storage fails: one line per failed commit would flood the log)."""
+        self._failed_commits += 1
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._failing_logged = now
+            log.error(event, batch=len(batch), exc_info=exc, **info)
+        elif now - self._failing_logged >= FAILING_LOG_EVERY:
+            self._failing_logged = now
+            log.error(
+                "store.still_failing",
+                cause=event,
+                error=None if exc is None else repr(exc),
+                failed_commits=self._failed_commits,
+                failing_for=round(now - self._failing_since, 1),
+                **info,
+            )
 
     def _grow(self) -> bool:
         """Double the map (up to ``map_max``) after a full one; False if it may not grow.
@@ -441,6 +477,8 @@ class Store:
             last_batch=self._last_batch,
             max_batch_seen=self._max_batch_seen,
             queued=self._recv.statistics().current_buffer_used + len(self._handoff),
+            failed_commits=self._failed_commits,
+            failing=self._failing_since is not None,
         )
 
     def _commit(self, batch: list[_Pending[object]]) -> None:

@@ -32,6 +32,16 @@ from actors.timers import Timer, Timers
 log = structlog.get_logger()
 
 
+def _state(slot: _Slot) -> str:
+    if slot.state == "stopped":
+        return "stopped"
+    if slot.actor.degraded is not None:
+        return "degraded"
+    if slot.actor.storage_failing:
+        return "storage"
+    return slot.state
+
+
 def _innermost(exc: BaseException) -> BaseException:
     """The error inside nested one-member exception groups (what actually went wrong)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -96,19 +106,31 @@ class Supervisor:
         return None if slot is None else slot.actor
 
     def states(self) -> dict[str, str]:
-        """starting | running | restarting | degraded | stopped, per number (idle counts as running)."""
-        return {
-            number: "degraded" if slot.actor.degraded is not None and slot.state != "stopped" else slot.state
-            for number, slot in self._slots.items()
-        }
+        """starting | running | restarting | degraded | storage | stopped, per number (idle counts
+        as running; ``storage``: its outcomes wait for storage, it starts no new send)."""
+        return {number: _state(slot) for number, slot in self._slots.items()}
 
     def degraded(self) -> dict[str, str]:
         """The reason of every degraded number."""
         return {n: s.actor.degraded for n, s in self._slots.items() if s.actor.degraded is not None}
 
-    def mark_degraded(self, number: str, reason: str) -> None:
+    def reasons(self) -> dict[str, str]:
+        """Why each unhealthy number is, as a code safe to show anyone: ``crash_loop``,
+        ``credentials``, ``storage`` (details: ``degraded()`` and the actor's statistics)."""
+        reasons: dict[str, str] = {}
+        for number, slot in self._slots.items():
+            if slot.state == "stopped":
+                continue
+            actor = slot.actor
+            if actor.degraded_code is not None:
+                reasons[number] = actor.degraded_code
+            elif actor.storage_failing:
+                reasons[number] = "storage"
+        return reasons
+
+    def mark_degraded(self, number: str, reason: str, code: str = "credentials") -> None:
         """Flag ``number`` degraded from outside (e.g. its channel's token was revoked)."""
-        self._slots[number].actor.mark_degraded(reason)
+        self._slots[number].actor.mark_degraded(reason, code)
 
     def clear_degraded(self, number: str) -> None:
         slot = self._slots[number]
@@ -283,7 +305,8 @@ class Supervisor:
         if len(crashes) >= self._crash_limit and not slot.crash_looping:
             slot.crash_looping = True
             slot.actor.mark_degraded(
-                f"crash loop: {len(crashes)} crashes in {self._crash_window:g}s, last {slot.last_error}"
+                f"crash loop: {len(crashes)} crashes in {self._crash_window:g}s, last {slot.last_error}",
+                "crash_loop",
             )
 
     async def _backoff(self, slot: _Slot) -> None:

@@ -106,6 +106,11 @@ class TierBudget:
 
         return write
 
+    def uncount(self, recipient: str) -> None:
+        """Take back ``admit``'s count of a new recipient whose ``persist`` could not commit (no
+        send went out): its next ``admit`` counts it again, and that count is persisted."""
+        self._counted.pop(recipient, None)  # its _order entry no longer matches: _expire skips it
+
     def _expire(self, now: float) -> None:
         while self._order and now - self._order[0][0] >= WINDOW:
             at, recipient = self._order.popleft()

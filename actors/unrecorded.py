@@ -1,0 +1,87 @@
+"""Unrecorded: the outcomes of a number's sends that storage has not committed yet.
+
+A send whose answer was received must never go out again because we failed to
+write that answer down. The actor puts each outcome here before it writes it and
+takes it out once committed, so whatever interrupts the write (a full map, a full
+disk, a crash of the actor, a live reload swapping the actor) leaves it here, and
+the number's next run commits it instead of sending the message again.
+
+It outlives the actor: the supervisor restarts the same actor object, and a live
+reload gives the successor the holder of its predecessor (``Fleet`` keeps one per
+number). Only the process dying loses it: a ``kill -9`` between an answer and its
+commit leaves the outbox entry, and that send is retried (at-least-once).
+
+Recording an outcome twice is harmless: the ledger's outcome writes do nothing
+once the outbox entry is gone, so a write that committed just before its actor was
+interrupted is not applied again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import final
+
+import attrs
+import trio
+
+from dispatcher.store import WriteTxn
+
+OutcomeWrite = Callable[[WriteTxn], object]
+
+
+@attrs.define(eq=False, slots=True)
+class Outcome:
+    """What a send of outbox entry ``seq`` came to, as the write that records it."""
+
+    seq: int
+    sid: str
+    write: OutcomeWrite
+    writing: bool = True  # a task is committing it now (the sender first, then the retrier)
+    committed: trio.Event | None = None  # made for whoever waits for the commit
+
+
+@final
+class Unrecorded:
+    """One number's outcomes between answer and commit, by outbox seq."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[int, Outcome] = {}
+
+    def hold(self, seq: int, sid: str, write: OutcomeWrite) -> Outcome:
+        """Keep the outcome of entry ``seq`` until ``recorded(seq)``; its write is under way."""
+        outcome = self._held[seq] = Outcome(seq, sid, write)
+        return outcome
+
+    def get(self, seq: int) -> Outcome | None:
+        return self._held.get(seq)
+
+    def recorded(self, seq: int) -> None:
+        """The outcome of ``seq`` is committed: forget it and wake whoever waits for it."""
+        outcome = self._held.pop(seq, None)
+        if outcome is not None and outcome.committed is not None:
+            outcome.committed.set()
+
+    async def wait_recorded(self, outcome: Outcome) -> None:
+        if self._held.get(outcome.seq) is not outcome:
+            return
+        if outcome.committed is None:
+            outcome.committed = trio.Event()
+        await outcome.committed.wait()
+
+    def idle(self) -> list[Outcome]:
+        """The held outcomes nobody is committing now, in outbox order (what the retrier takes)."""
+        return sorted((o for o in self._held.values() if not o.writing), key=lambda o: o.seq)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return iter(sorted(self._held.values(), key=lambda o: o.seq))
+
+
+__all__ = ["Outcome", "OutcomeWrite", "Unrecorded"]

@@ -1,0 +1,360 @@
+"""No second send because of our own failure: when storage cannot record a send's outcome.
+
+The actor keeps the outcome, retries its write, starts no new send and says
+``storage`` (health, metrics, log) instead of crashing; a restart commits what
+was held instead of sending it again. Real LMDB (a tiny map that really fills),
+plus a seam at the writer for a full disk; the simulator's in-process transport
+counts what reached WhatsApp; MockClock.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+import pytest
+import structlog
+import trio
+import trio.testing
+
+from actors import number as number_mod
+from actors.number import NumberActor
+from actors.transport import Headers, Response
+from actors.unrecorded import Unrecorded
+from dispatcher import ledger
+from dispatcher.clock import TrioWallClock
+from dispatcher.metrics import DispatcherCollector, RequestCounts
+from dispatcher.models import MessageRecord
+from dispatcher.numbers import build_actor
+from dispatcher.simulator.core import Simulator
+from dispatcher.simulator.transport import InProcessTransport
+from dispatcher.store import Store, StoreFullError, WriteTxn, number_key
+from dispatcher.supervisor import Supervisor
+from tests.test_delivery import number_config, sim_with, submit, wait_for
+
+NUMBER = "+15550000001"
+WALL_START = 1_700_000_000.0
+
+
+def delivered(sim: Simulator) -> Counter[tuple[str, object]]:
+    """How many times each (recipient, body) reached the simulator."""
+    return Counter((r.recipient, r.content) for r in sim.received(NUMBER))
+
+
+def status_of(store: Store, record: MessageRecord) -> str:
+    raw = store.get(b"messages", ledger.sid_key(record.sid))
+    assert raw is not None
+    return ledger.load(raw).status
+
+
+async def fill(store: Store) -> None:
+    """Write filler until the map is really full: even a small write needing a page fails."""
+    key = 0
+    for size in (4000, 500, 50):
+        refused = 0
+        while refused < 3:
+            key += 1
+
+            def put(txn: WriteTxn, k: bytes = key.to_bytes(8, "big"), n: int = size) -> None:
+                txn.put(b"meta", b"filler\x00" + k, b"x" * n)
+
+            try:
+                await store.write(put)
+                refused = 0
+            except StoreFullError:
+                refused += 1
+
+
+class FailingCommits:
+    """The writer's seam: while ``error`` is set, every commit raises it (nothing is written)."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.error: Exception | None = None
+        self.refused = 0
+        real = store._commit
+
+        def commit(batch: list) -> None:  # type: ignore[type-arg]
+            if self.error is not None:
+                self.refused += 1
+                raise self.error
+            real(batch)
+
+        monkeypatch.setattr(store, "_commit", commit)
+
+
+def metric(actor: NumberActor, store: Store, name: str) -> float:
+    collector = DispatcherCollector(actors=lambda: [actor], store=store, requests=RequestCounts())
+    for family in collector.collect():
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("number") == NUMBER:
+                return float(sample.value)
+    raise AssertionError(f"no {name} for {NUMBER}")
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "small", map_size=1 << 20, commit_in_thread=False)
+    yield store  # type: ignore[misc]
+    store.close_env()
+
+
+async def test_a_full_map_holds_the_outcomes_pauses_sending_and_records_them_once_it_grows(
+    autojump_clock: trio.testing.MockClock, small_store: Store, nursery: trio.Nursery
+) -> None:
+    await nursery.start(small_store.run_writer)
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    actor = build_actor(
+        number_config(NUMBER, rate=1000, burst=1000),
+        InProcessTransport(sim, NUMBER),
+        store=small_store,
+        wall=wall,
+    )
+    # Two messages for each of 12 recipients, queued before the map fills.
+    records = [await submit(small_store, None, NUMBER, f"+1555100{i % 12:04d}", f"m{i}") for i in range(24)]
+    await fill(small_store)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    with structlog.testing.capture_logs() as logs:
+        await nursery.start(supervisor.run)
+        await wait_for(lambda: actor.storage_failing)
+        await trio.sleep(300)  # five minutes of a full map
+
+        heads = delivered(sim)
+        assert set(heads.values()) == {1}  # each answered send once, nothing again
+        assert actor.statistics().unrecorded == len(heads)
+        assert len(heads) < len(records)  # the rest wait: no new send while storage fails
+        assert all(status_of(small_store, r) == "queued" for r in records)
+        assert supervisor.restarts(NUMBER) == 0  # no crash, no crash loop
+        assert supervisor.states() == {NUMBER: "storage"}
+        assert supervisor.reasons() == {NUMBER: "storage"}
+        stats = actor.statistics()
+        assert stats.storage == "storage is full" and stats.storage_failures > len(heads)
+        assert metric(actor, small_store, "wadispatch_number_storage_failing") == 1.0
+        assert metric(actor, small_store, "wadispatch_unrecorded_outcomes") == len(heads)
+        assert metric(actor, small_store, "wadispatch_outcome_write_failures_total") == stats.storage_failures
+
+        small_store.env.set_mapsize(8 << 20)  # the operator made room
+        await wait_for(lambda: all(status_of(small_store, r) == "sent" for r in records))
+
+    assert delivered(sim) == Counter((f"1555100{i % 12:04d}", f"m{i}") for i in range(24))
+    assert small_store.count(b"outbox", number_key(NUMBER)) == 0
+    assert supervisor.states() == {NUMBER: "running"} and supervisor.reasons() == {}
+    stats = actor.statistics()
+    assert stats.unrecorded == 0 and stats.storage is None and stats.sent == 24
+    events = [e["event"] for e in logs if e["event"].startswith("storage.")]
+    # Once per state change, plus "still failing" every minute: never one line per try.
+    assert events[0] == "storage.failing" and events[-1] == "storage.recovered"
+    assert events.count("storage.failing") == 1 and events.count("storage.recovered") == 1
+    assert 4 <= events.count("storage.still_failing") <= 5
+    assert not any(e["event"] == "actor.crashed" for e in logs)
+
+
+async def test_a_full_disk_keeps_order_per_recipient_and_sends_each_message_once(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    actor = build_actor(
+        number_config(NUMBER, rate=1000, burst=1000), InProcessTransport(sim, NUMBER), store=writer, wall=wall
+    )
+    disk = FailingCommits(writer, monkeypatch)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    # Three messages to each of three recipients, accepted before the disk filled up.
+    records = [await submit(writer, None, NUMBER, f"+1555200{i % 3:04d}", f"m{i}") for i in range(9)]
+    disk.error = OSError(errno.ENOSPC, "No space left on device")
+    for r in records:
+        assert r.outbox_seq is not None
+        actor.notify(r.outbox_seq, r)
+    await wait_for(lambda: actor.statistics().unrecorded == 3)  # the three heads were answered
+    await trio.sleep(120)
+    assert supervisor.states() == {NUMBER: "storage"}
+    assert "No space left on device" in (actor.statistics().storage or "")
+    assert delivered(sim) == Counter({(f"1555200{i:04d}", f"m{i}"): 1 for i in range(3)})
+    assert supervisor.restarts(NUMBER) == 0 and disk.refused > 3
+
+    disk.error = None
+    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    assert delivered(sim) == Counter((f"1555200{i % 3:04d}", f"m{i}") for i in range(9))
+    for recipient in range(3):  # acceptance order per recipient, across the failure
+        bodies = [r.content for r in sim.received(NUMBER) if r.recipient == f"1555200{recipient:04d}"]
+        assert bodies == [f"m{i}" for i in range(recipient, 9, 3)]
+    assert supervisor.states() == {NUMBER: "running"}
+
+
+class CrashOn:
+    """A transport that raises a bug (not a transport error) on the first send of ``body``,
+    ``after`` seconds into it (the request never reaches the simulator)."""
+
+    def __init__(self, inner: InProcessTransport, body: str, *, after: float = 0.0) -> None:
+        self.inner = inner
+        self.body = body.encode()
+        self.after = after
+        self.crashed = False
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        if target == b"/v1/messages" and self.body in body and not self.crashed:
+            self.crashed = True
+            await trio.sleep(self.after)
+            raise RuntimeError("bug in the channel adapter")
+        return await self.inner.request(method, target, headers, body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def slow_outcome_writes(store: Store, monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[str]:
+    """Outcome commits take ``seconds`` (a slow disk); returns the names of the writes seen."""
+    real = store.write
+    seen: list[str] = []
+
+    async def write(fn: Callable[[WriteTxn], object]) -> object:
+        name = getattr(fn, "__qualname__", "")
+        seen.append(name)
+        if name.startswith("mark_sent"):
+            await trio.sleep(seconds)
+        return await real(fn)
+
+    monkeypatch.setattr(store, "write", write)
+    return seen
+
+
+async def test_a_restart_never_sends_again_a_message_whose_answer_was_received(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The actor crashes (elsewhere) while the 'sent' of an answered send is being written."""
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    transport = CrashOn(InProcessTransport(sim, NUMBER), "crashes")
+    actor = build_actor(number_config(NUMBER, rate=1000, burst=1000), transport, store=writer, wall=wall)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    slow_outcome_writes(writer, monkeypatch, 5.0)
+    answered = await submit(writer, actor, NUMBER, "+15553000001", "answered")
+    await wait_for(lambda: actor.statistics().unrecorded == 1)  # answered, its 'sent' being written
+    crashing = await submit(writer, actor, NUMBER, "+15553000002", "crashes")
+    await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
+    await wait_for(lambda: status_of(writer, answered) == "sent" and status_of(writer, crashing) == "sent")
+    assert delivered(sim) == Counter({("15553000001", "answered"): 1, ("15553000002", "crashes"): 1})
+    assert writer.count(b"outbox", number_key(NUMBER)) == 0
+    raw = writer.get(b"messages", ledger.sid_key(answered.sid))
+    assert raw is not None and ledger.load(raw).attempts == 1
+    assert actor.statistics().unrecorded == 0
+
+
+async def test_outcomes_held_while_storage_fails_survive_a_crash_and_are_never_sent_again(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Storage fails; a send in flight then crashes the actor: the restart commits, never resends."""
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    transport = CrashOn(InProcessTransport(sim, NUMBER), "crashes", after=1.0)
+    actor = build_actor(number_config(NUMBER, rate=1000, burst=1000), transport, store=writer, wall=wall)
+    disk = FailingCommits(writer, monkeypatch)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    answered = await submit(writer, None, NUMBER, "+15553000001", "answered")
+    crashing = await submit(writer, None, NUMBER, "+15553000002", "crashes")
+    disk.error = OSError(errno.EIO, "Input/output error")
+    for r in (answered, crashing):
+        assert r.outbox_seq is not None
+        actor.notify(r.outbox_seq, r)
+    await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
+    assert actor.statistics().unrecorded == 1
+    await trio.sleep(60)  # restarted, storage still failing: nothing is sent
+    assert supervisor.states() == {NUMBER: "storage"}
+    assert delivered(sim) == Counter({("15553000001", "answered"): 1})
+
+    disk.error = None
+    await wait_for(lambda: status_of(writer, answered) == "sent" and status_of(writer, crashing) == "sent")
+    assert delivered(sim) == Counter({("15553000001", "answered"): 1, ("15553000002", "crashes"): 1})
+    assert supervisor.restarts(NUMBER) == 1 and supervisor.states() == {NUMBER: "running"}
+
+
+async def test_an_outcome_that_can_never_be_written_leaves_the_outbox_and_is_not_sent_again(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that fails by itself (here LMDB's MDB_BAD_VALSIZE) would fail on every retry."""
+    real = ledger.mark_sent
+
+    def bad_mark_sent(*args: object, **kwargs: object) -> Callable[[WriteTxn], None]:
+        def fn(txn: WriteTxn) -> None:
+            raise lmdb.BadValsizeError("mdb_put: MDB_BAD_VALSIZE")
+
+        return fn if args[2] == poisoned.sid else real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(number_mod.ledger, "mark_sent", bad_mark_sent)
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    actor = build_actor(number_config(NUMBER), InProcessTransport(sim, NUMBER), store=writer, wall=wall)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    with structlog.testing.capture_logs() as logs:
+        poisoned = await submit(writer, actor, NUMBER, "+15554000001", "poisoned")
+        after = await submit(writer, actor, NUMBER, "+15554000001", "after")
+        await wait_for(lambda: status_of(writer, after) == "sent")
+    assert delivered(sim) == Counter({("15554000001", "poisoned"): 1, ("15554000001", "after"): 1})
+    assert writer.count(b"outbox", number_key(NUMBER)) == 0
+    assert supervisor.restarts(NUMBER) == 0
+    [unwritable] = [e for e in logs if e["event"] == "outcome.unwritable"]
+    assert unwritable["sid"] == poisoned.sid and "BadValsizeError" in unwritable["error"]
+
+
+async def test_a_successor_commits_its_predecessors_outcomes_instead_of_sending_them(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live reload swaps the actor while storage fails: the outcomes it held pass to the new one."""
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    held = Unrecorded()
+    config = number_config(NUMBER, rate=1000, burst=1000)
+    old = build_actor(config, InProcessTransport(sim, NUMBER), store=writer, wall=wall, unrecorded=held)
+    disk = FailingCommits(writer, monkeypatch)
+    supervisor = Supervisor([old], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    records = [await submit(writer, None, NUMBER, f"+1555500{i:04d}", "once") for i in range(4)]
+    disk.error = lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")  # no map_max: the map cannot grow
+    for r in records:
+        assert r.outbox_seq is not None
+        old.notify(r.outbox_seq, r)
+    await wait_for(lambda: len(held) == 4)
+    new = build_actor(config, InProcessTransport(sim, NUMBER), store=writer, wall=wall, unrecorded=held)
+    await supervisor.replace(new, timeout=5.0)  # the old one cannot finish: cancelled after 5 s
+    assert len(held) == 4 and supervisor.actor(NUMBER) is new
+    await trio.sleep(30)
+    disk.error = None
+    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    assert sum(delivered(sim).values()) == 4 and set(delivered(sim).values()) == {1}
+    assert len(held) == 0 and new.statistics().storage is None
+
+
+async def test_recording_an_outcome_twice_changes_nothing(writer: Store) -> None:
+    record = await submit(writer, None, NUMBER, "+15556000001", "hello")
+    seq = record.outbox_seq
+    assert seq is not None
+    await writer.write(ledger.mark_sent(NUMBER, seq, record.sid, "wamid.A", WALL_START))
+    await writer.write(ledger.mark_sent(NUMBER, seq, record.sid, "wamid.A", WALL_START + 5))
+    await writer.write(ledger.mark_failed(NUMBER, seq, record.sid, 30008, "late", WALL_START + 6))
+    raw = writer.get(b"messages", ledger.sid_key(record.sid))
+    assert raw is not None
+    again = ledger.load(raw)
+    assert (again.status, again.attempts, again.date_sent) == ("sent", 1, WALL_START)
+    assert again.error_code is None
