@@ -25,15 +25,21 @@ from actors.number import NumberActor
 from actors.transport import Headers, Response
 from actors.unrecorded import Unrecorded
 from dispatcher import ledger
+from dispatcher import store as store_mod
 from dispatcher.clock import TrioWallClock
 from dispatcher.metrics import DispatcherCollector, RequestCounts
 from dispatcher.models import MessageRecord
 from dispatcher.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
-from dispatcher.store import Store, StoreFullError, WriteTxn, number_key
+from dispatcher.store import Store, StoreError, StoreFullError, WriteTxn, number_key
 from dispatcher.supervisor import Supervisor
+from tests.daemon_harness import messages_path, running_daemon, sandbox_config
+from tests.test_cloud_actor import build as cloud_build
+from tests.test_cloud_actor import submit as cloud_submit
+from tests.test_daemon import wait_status
 from tests.test_delivery import number_config, sim_with, submit, wait_for
+from tests.test_metrics import parse, value
 
 NUMBER = "+15550000001"
 WALL_START = 1_700_000_000.0
@@ -358,3 +364,91 @@ async def test_recording_an_outcome_twice_changes_nothing(writer: Store) -> None
     again = ledger.load(raw)
     assert (again.status, again.attempts, again.date_sent) == ("sent", 1, WALL_START)
     assert again.error_code is None
+
+
+async def test_a_new_recipients_tier_count_that_cannot_be_written_holds_its_send(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cloud: a business-initiated recipient is counted (durably) before its first send; while
+    that count cannot be written, nothing is sent, and it is counted once storage is back."""
+    actor, api = cloud_build(writer, limit=10)
+    disk = FailingCommits(writer, monkeypatch)
+    await nursery.start(actor.run)
+    record = await cloud_submit(writer, None, "15557000001")
+    disk.error = OSError(errno.ENOSPC, "No space left on device")
+    assert record.outbox_seq is not None
+    actor.notify(record.outbox_seq, record)
+    await wait_for(lambda: actor.storage_failing)
+    await trio.sleep(60)
+    assert api.attempts == [] and actor.statistics().tier_used == 0
+    disk.error = None
+    await wait_for(lambda: status_of(writer, record) == "sent")
+    assert len(api.sent) == 1 and not actor.storage_failing
+    assert [key for key, _ in writer.scan(b"tier", number_key(NUMBER))] == [
+        number_key(NUMBER, b"15557000001")
+    ]
+
+
+async def test_the_daemon_reports_storage_and_sends_once_over_real_sockets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: /healthz and /metrics say ``storage`` while the disk is full; nothing is resent."""
+    with trio.fail_after(30):
+        async with running_daemon(sandbox_config(tmp_path / "data")) as (daemon, client):
+            assert daemon.simulator is not None
+            actor = daemon.supervisor.actor(NUMBER)
+            assert actor is not None
+            actor.pause()  # accepted while the disk still has room; sent once it is full
+            resp = await client.post(
+                messages_path(),
+                data={"From": f"whatsapp:{NUMBER}", "To": "whatsapp:+15551230000", "Body": "x"},
+            )
+            assert resp.status_code == 201
+            disk = FailingCommits(daemon.store, monkeypatch)
+            disk.error = OSError(errno.ENOSPC, "No space left on device")
+            actor.resume()
+            while not actor.storage_failing:  # noqa: ASYNC110 - the real clock: the send takes ms
+                await trio.sleep(0.01)
+            health = await client.get("/healthz")
+            assert health.status_code == 503 and health.json()["numbers"][NUMBER] == "storage"
+            samples = parse((await client.get("/metrics")).text)
+            assert value(samples, "wadispatch_number_storage_failing", number=NUMBER) == 1
+            assert value(samples, "wadispatch_unrecorded_outcomes", number=NUMBER) == 1
+            assert value(samples, "wadispatch_store_failing") == 1
+            await trio.sleep(1.0)  # a few retries fail
+            disk.error = None
+            await wait_status(client, resp.json()["sid"], "sent", "delivered", "read")
+            assert [r.content for r in daemon.simulator.received(NUMBER)] == ["x"]
+            health = await client.get("/healthz")
+            assert health.status_code == 200 and health.json()["numbers"][NUMBER] == "running"
+            samples = parse((await client.get("/metrics")).text)
+            assert value(samples, "wadispatch_unrecorded_outcomes", number=NUMBER) == 0
+            assert value(samples, "wadispatch_outcome_write_failures_total", number=NUMBER) >= 2
+            assert value(samples, "wadispatch_store_failed_commits_total") >= 2
+
+
+async def test_failing_commits_are_counted_and_logged_once_per_change_then_once_a_minute(
+    writer: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingCommits(writer, monkeypatch)
+
+    def put(txn: WriteTxn) -> None:
+        txn.put(b"meta", b"k", b"v")
+
+    disk.error = OSError(errno.EIO, "Input/output error")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(50):
+            with pytest.raises(StoreError, match="Input/output error"):
+                await writer.write(put)
+        assert writer.statistics().failing and writer.statistics().failed_commits == 50
+        monkeypatch.setattr(store_mod, "FAILING_LOG_EVERY", 0.0)
+        with pytest.raises(StoreError):
+            await writer.write(put)
+        disk.error = None
+        await writer.write(put)
+    assert [e["event"] for e in logs] == ["store.commit_failed", "store.still_failing", "store.recovered"]
+    assert logs[1]["failed_commits"] == 51 and "Input/output error" in logs[1]["error"]
+    assert not writer.statistics().failing and writer.statistics().failed_commits == 51
