@@ -12,6 +12,7 @@ import trio.testing
 from pywa import WhatsApp, types
 
 from dispatcher.clock import TrioWallClock
+from dispatcher.simulator import cloud
 from dispatcher.simulator.cloud import CloudApi, CloudNumber, CloudTemplate, sign
 from dispatcher.simulator.exchange import SimRequest, SimResponse
 from dispatcher.simulator.ids import IdMaker
@@ -132,11 +133,59 @@ async def test_throughput_limit_is_130429(autojump_clock: trio.testing.MockClock
 async def test_pair_limit_is_131056_per_recipient(autojump_clock: trio.testing.MockClock) -> None:
     api, _ = make(pair_interval=6.0, pair_burst=2)
     assert [send(api, text()).status for _ in range(2)] == [200, 200]
-    assert error_of(send(api, text()))["code"] == 131056
+    error = error_of(send(api, text()))
+    assert error["code"] == 131056 and error["type"] == "OAuthException"
     assert send(api, text(to="16505550000")).status == 200  # other users are unaffected
     await trio.sleep(6.0)
+    # A burst borrows: 2 messages owe 2 x 6 s, so 6 s later is still too soon (a plain GCRA said yes).
+    assert error_of(send(api, text()))["code"] == 131056
+    await trio.sleep(6.0)
     assert send(api, text()).status == 200
-    assert api.counters(PNID).pair_limited == 1
+    assert api.counters(PNID).pair_limited == 2
+
+
+async def test_pair_burst_borrows_from_future_quota(autojump_clock: trio.testing.MockClock) -> None:
+    """Reference 2.5: up to 45 in 6 s; after a burst of n the next waits about n x 6 s."""
+    api, _ = make(pair_interval=6.0, pair_burst=45)
+    assert [send(api, text()).status for _ in range(5)] == [200] * 5
+    await trio.sleep(7.0)
+    assert send(api, text()).status == 400  # the 6th, 7 s later: 5 x 6 s are owed
+    await trio.sleep(22.9)
+    assert send(api, text()).status == 400
+    await trio.sleep(0.1)  # 30 s after the burst
+    assert send(api, text()).status == 200
+    await trio.sleep(1000.0)  # idle: a whole burst again, and no more
+    assert [send(api, text()).status for _ in range(46)] == [200] * 45 + [400]
+    await trio.sleep(269.9)
+    assert send(api, text()).status == 400
+    await trio.sleep(0.1)
+    assert send(api, text()).status == 200
+
+
+async def test_pair_steady_one_per_interval_always_passes(autojump_clock: trio.testing.MockClock) -> None:
+    api, _ = make(pair_interval=6.0, pair_burst=45)
+    for _ in range(30):
+        assert send(api, text()).status == 200
+        await trio.sleep(6.0)
+    assert api.counters(PNID).pair_limited == 0
+
+
+async def test_idle_pairs_are_forgotten(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cloud, "_PAIRS_SWEEP_AT", 50)
+    api, _ = make(pair_interval=6.0, pair_burst=45, throughput=1000.0, throughput_burst=1000)
+    owing = text(to="16505550001")
+    assert [send(api, owing).status for _ in range(10)] == [200] * 10  # owes 60 s
+    state = api._numbers[PNID]
+    state.pairs_sweep_at = 50
+    for i in range(200):
+        await trio.sleep(0.5)
+        assert send(api, text(to=f"1650556{i:04d}")).status == 200
+    # 100 s later: each sweep kept only the pairs that still owe time, so the table stays small.
+    assert len(state.pairs) <= 50
+    assert "16505550001" not in state.pairs
+    assert send(api, owing).status == 200
 
 
 async def test_tier_counts_business_initiated_recipients(autojump_clock: trio.testing.MockClock) -> None:

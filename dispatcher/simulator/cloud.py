@@ -6,8 +6,9 @@ webhooks. What it enforces, with Meta's error bodies (``{"error": {...}}``):
 
 - the bearer token (``190`` once revoked or wrong, HTTP 401);
 - ``messaging_product: "whatsapp"`` and the message shape (``100``, ``131008``, ``131009``);
-- throughput per number (``130429``), pair rate per recipient (``131056``)
-  and the messaging tier: unique business-initiated recipients per rolling
+- throughput per number (``130429``), pair rate per recipient (``131056``,
+  with Meta's borrowed quota: after a burst of n the next waits n x 6 s, see
+  ``ratelimit.PairGate``) and the messaging tier: unique business-initiated recipients per rolling
   24 h (``131048``); a recipient who wrote in the last 24 h is inside the
   service window and does not count;
 - templates against the registered ones (``132001`` unknown name/language,
@@ -41,12 +42,13 @@ from dispatcher.simulator.cloud_hooks import sign as sign  # re-exported
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX
 from dispatcher.simulator.exchange import SimRequest, SimResponse, json_response
 from dispatcher.simulator.ids import IdMaker
-from dispatcher.simulator.ratelimit import RateGate
+from dispatcher.simulator.ratelimit import PairGate, RateGate
 
 WINDOW: Final = 24 * 3600.0
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 _VERSION = re.compile(r"^v[0-9]+\.[0-9]+$")
 _TO = re.compile(r"^\+?[0-9]{5,15}$")
+_PAIRS_SWEEP_AT: Final = 65_536  # remembered pairs before the idle ones are forgotten
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -98,11 +100,18 @@ class _State:
     gate: RateGate
     counters: CloudCounters = attrs.Factory(CloudCounters)
     token: str = ""
-    pairs: dict[str, RateGate] = attrs.Factory(dict)
+    pairs: dict[str, PairGate] = attrs.Factory(dict)  # recipient -> its pair rate (Meta's borrowing)
+    pairs_sweep_at: int = _PAIRS_SWEEP_AT  # doubles while most remembered pairs still owe time
     reached: dict[str, float] = attrs.Factory(dict)  # recipient -> wall time first reached (tier)
     reached_order: deque[tuple[float, str]] = attrs.Factory(deque)
     last_inbound: dict[str, float] = attrs.Factory(dict)  # customer -> wall time of their last message
     received: deque[dict[str, Any]] = attrs.Factory(deque)  # the latest sends, bounded by add_number
+
+
+def _forget_idle_pairs(state: _State, now: float) -> None:
+    """Drop the pairs that owe nothing (a new one behaves the same); amortized O(1) per new pair."""
+    state.pairs = {r: gate for r, gate in state.pairs.items() if not gate.idle(now)}
+    state.pairs_sweep_at = max(_PAIRS_SWEEP_AT, 2 * len(state.pairs))
 
 
 def graph_error(
@@ -307,7 +316,9 @@ class CloudApi:
             )
         pair = state.pairs.get(digits)
         if pair is None:
-            pair = state.pairs[digits] = RateGate(1.0 / state.config.pair_interval, state.config.pair_burst)
+            if len(state.pairs) >= state.pairs_sweep_at:
+                _forget_idle_pairs(state, now)
+            pair = state.pairs[digits] = PairGate(state.config.pair_interval, state.config.pair_burst)
         if not pair.admit(now):
             state.counters.pair_limited += 1
             return graph_error(
