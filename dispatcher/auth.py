@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 from collections.abc import Mapping
 from typing import Final, final
 
 import attrs
 
-from dispatcher import secretpolicy
 from dispatcher.config import Config
 from dispatcher.frontdoor.twilio import TwilioError
 
@@ -52,9 +52,10 @@ class Authenticator:
         if pair is not None:
             user, secret = pair
             account_sid, expected = self._expected(user)
-            # An empty secret, presented or configured, never matches (secretpolicy).
-            ok = secretpolicy.matches(secret.encode(), expected.encode() if expected is not None else _DUMMY)
-            if ok and account_sid is not None and expected:
+            ok = hmac.compare_digest(secret.encode(), expected.encode() if expected is not None else _DUMMY)
+            # An empty secret, presented or configured, never matches (secretpolicy.matches, inlined:
+            # this runs for every create).
+            if ok and secret and expected and account_sid is not None:
                 return account_sid
         raise TwilioError(401, 20003, "Authenticate")
 

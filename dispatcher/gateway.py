@@ -6,6 +6,7 @@ intake path (Twilio form, JSON, batch) shares one set of rules.
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, final
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Final, Protocol, final
 import attrs
 import structlog
 
-from dispatcher import idempotency, ledger, parts, scheduler, secretpolicy, segments, window
+from dispatcher import idempotency, ledger, parts, scheduler, segments, window
 from dispatcher.auth import ApiKey, Authenticator
 from dispatcher.clock import WallClock
 from dispatcher.compose import Content, compose, text_content
@@ -495,7 +496,12 @@ class Gateway:
         info = self._by_digits.get(digits)
         if info is None or info.webhook_auth != via:
             return None
-        if not secretpolicy.matches(secret, info.webhook_secret):  # an empty one never matches
+        # An empty secret never matches (secretpolicy.matches, inlined: this runs for every webhook).
+        if (
+            not secret
+            or not info.webhook_secret
+            or not hmac.compare_digest(secret.encode(), info.webhook_secret.encode())
+        ):
             return None
         return info
 
