@@ -71,6 +71,10 @@ def compose(
         return Content(body=text, media_urls=urls, template=matched, validity=validity)
     text = body or ""
     _check_length(text, max_body)
+    if text.isspace():
+        # No caption or text message can be blank: with media, a blank Body is no Body
+        # (stored as sent, so the plan made now and the one made at send time agree).
+        text = ""
     return Content(body=text, media_urls=urls, template=None, validity=validity)
 
 
@@ -78,10 +82,16 @@ def text_content(
     account_sid: str, body: str | None, *, templates: TemplateRegistry | None, max_body: int
 ) -> tuple[str, TemplateSend | None]:
     """A Body without media: the text and the template it is an instance of (Twilio's classic
-    matching), or TwilioError (21602, 21617). ``compose`` without the other parameters."""
+    matching), or TwilioError (21602, 21617). ``compose`` without the other parameters.
+
+    A Body of only whitespace is no message: WhatsApp refuses a blank text, and a long
+    one would split into no segment at all.
+    """
     text = body or ""
     if not text:
         raise TwilioError(400, 21602, "Message body is required.")
+    if text.isspace():
+        raise TwilioError(400, 21602, "Message body is required: a Body of only whitespace is not a message.")
     _check_length(text, max_body)
     matched = templates.match(account_sid, text) if templates is not None else None
     return text, matched

@@ -25,7 +25,7 @@ from dispatcher.inbox import Applied, Inbox
 from dispatcher.media_guard import MediaGuard
 from dispatcher.models import MessageRecord, TemplateSend, new_sid, new_sids
 from dispatcher.services import Services
-from dispatcher.ssrf import RefusedURLError, check_syntax
+from dispatcher.ssrf import RefusedURLError, check_host, check_syntax
 from dispatcher.store import Store, StoreError, WriteTxn
 from dispatcher.supervisor import Supervisor
 from dispatcher.templates import TemplateRegistry
@@ -127,8 +127,14 @@ def _outside_window() -> TwilioError:
 
 
 def _check_callback(url: str) -> None:
+    """Twilio's rules for a StatusCallback (21609): an absolute http(s) URL whose host is a
+    DNS name without underscores or an IP literal, and a real port. Its origin becomes the
+    key of its delivery queue, so this also bounds that key."""
     try:
-        check_syntax(url)
+        parts = check_syntax(url)
+        check_host(parts.hostname or "")
+        if parts.port == 0:
+            raise RefusedURLError("port 0 cannot be reached")
     except RefusedURLError as exc:
         raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
 

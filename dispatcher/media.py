@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from dispatcher.ssrf import RefusedURLError, check_host
+
 MAX_MEDIA: Final = 10  # Twilio's limit of MediaUrl values per message
 MAX_URL: Final = 2048
 
@@ -82,6 +84,10 @@ def check_url(url: str) -> str:
         raise MediaUrlError(f"The media URL {url!r} is not a valid URL.") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
         raise MediaUrlError(f"The media URL {url!r} is not a valid http(s) URL.")
+    try:
+        check_host(parts.hostname, strict=False)
+    except RefusedURLError as exc:
+        raise MediaUrlError(f"The media URL {url!r} is not a valid URL: {exc}.") from None
     return value
 
 

@@ -63,9 +63,18 @@ def plan(record: MessageRecord, text_limit: int = segments.TEXT_LIMIT) -> list[P
 
 
 def sole_text(record: MessageRecord, part: int) -> str | None:
-    """The body, when part ``part`` is all of ``record`` and plain text (most messages): what
-    ``plan(record)[part]`` holds then, without planning. None: ask ``plan``."""
-    if part == 0 and record.template is None and not record.media_urls and record.parts == 1:
+    """The body, when part ``part`` is all of ``record`` and plain text that fits one text
+    message (most messages): what ``plan(record)[part]`` holds then, without planning.
+    None: ask ``plan`` (a body over the limit is one part when only whitespace is over it,
+    and that whitespace is dropped at the cut).
+    """
+    if (
+        part == 0
+        and record.template is None
+        and not record.media_urls
+        and record.parts == 1
+        and len(record.body) <= segments.TEXT_LIMIT
+    ):
         return record.body
     return None
 

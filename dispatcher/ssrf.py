@@ -14,6 +14,7 @@ through.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, final
@@ -32,6 +33,12 @@ _EXTRA_BLOCKED: Final[tuple[IPNetwork, ...]] = (
     ipaddress.ip_network("198.18.0.0/15"),
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6 (covered by ULA too)
 )
+
+
+_MAX_HOST: Final = 253
+_MAX_LABEL: Final = 63
+_LDH_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.IGNORECASE)
+_DNS_LABEL: Final = re.compile(r"^[!-~]+$")
 
 
 class RefusedURLError(ValueError):
@@ -69,6 +76,40 @@ def check_syntax(url: str) -> SplitResult:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RefusedURLError("only absolute http:// and https:// URLs are accepted")
     return parts
+
+
+def check_host(host: str, *, strict: bool = True) -> str:
+    """A host name DNS can carry, or an IP literal; returns its ASCII form (IDNA for a Unicode name).
+
+    At most 253 bytes in all and 63 per label (RFC 1035), so every accepted host
+    has an origin of bounded size. ``strict``: labels of letters, digits and
+    hyphens only (RFC 1123), Twilio's rule for a StatusCallback ("underscores are
+    not allowed"); otherwise any label DNS can hold (``_dmarc``-style names resolve).
+
+    Raises:
+        RefusedURLError: not such a host.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    try:
+        name = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise RefusedURLError(f"the host name is not a valid domain name: {exc}") from None
+    labels = name.removesuffix(".").split(".")
+    if len(name) > _MAX_HOST or any(not 1 <= len(label) <= _MAX_LABEL for label in labels):
+        raise RefusedURLError(
+            f"the host name is not a valid domain name (at most {_MAX_HOST} characters, "
+            f"{_MAX_LABEL} per dot-separated label)"
+        )
+    pattern = _LDH_LABEL if strict else _DNS_LABEL
+    if not all(pattern.match(label) for label in labels):
+        what = "letters, digits and inner hyphens" if strict else "visible characters"
+        raise RefusedURLError(f"the host name is not a valid domain name: labels hold only {what}")
+    return name
 
 
 def blocked(ip: IPAddress) -> bool:
@@ -119,6 +160,9 @@ class UrlGuard:
         """
         parts = check_syntax(url)
         host = parts.hostname or ""
+        # A name no resolver can look up (a label over 63 bytes) is refused here: the system
+        # resolver would raise UnicodeError for it, which is no OSError.
+        check_host(host, strict=False)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)

@@ -49,8 +49,12 @@ from dispatcher.frontdoor.twilio import TwilioError
 from dispatcher.models import TemplateSend
 from dispatcher.store import SEP, Store, WriteTxn
 
-MAX_TEMPLATE_BODY: Final = 1024  # WhatsApp's template body limit
+MAX_TEMPLATE_BODY: Final = 1024  # WhatsApp's limit of a template body, placeholders filled in
 MAX_VARIABLE: Final = 1600  # Twilio's per-variable limit (21658)
+# WhatsApp refuses a text parameter with a newline or tab or more than 4 consecutive spaces
+# (Cloud API #132018, "Param text cannot have new-line/tab characters or more than 4
+# consecutive spaces"; Twilio reports it as 63013).
+_UNSENDABLE_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
 CONTENT_SID: Final = re.compile(r"^HX[0-9a-fA-F]{32}$")
 _PLACEHOLDER: Final = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
 _KEY_PREFIX: Final = b"template" + SEP
@@ -227,7 +231,8 @@ class TemplateRegistry:
     def resolve(self, account: str, content_sid: str, variables: str | None) -> tuple[TemplateSend, str]:
         """``ContentSid`` + ``ContentVariables`` -> the template send and its rendered text.
 
-        Raises TwilioError 21655 (unknown sid), 21656 (bad variables), 21658 (too long).
+        Raises TwilioError 21655 (unknown sid), 21656 (bad variables), 21658 (a value, or the
+        rendered body, over its limit): what WhatsApp would refuse is refused here.
         """
         if not CONTENT_SID.match(content_sid):
             raise TwilioError(400, 21655, f"The ContentSid {content_sid} is invalid.")
@@ -235,18 +240,32 @@ class TemplateRegistry:
         if found is None or found.template.account != account:
             raise TwilioError(400, 21655, f"The ContentSid {content_sid} was not found for this account.")
         values = _parse_variables(variables, found.count)
-        return _send(found.template, values), render(found.template.body, values)
+        rendered = render(found.template.body, values)
+        if len(rendered) > MAX_TEMPLATE_BODY:
+            raise TwilioError(
+                400,
+                21658,
+                f"The ContentVariables make the template body {len(rendered)} characters long: "
+                f"WhatsApp takes at most {MAX_TEMPLATE_BODY}.",
+            )
+        return _send(found.template, values), rendered
 
     def match(self, account: str, body: str) -> TemplateSend | None:
-        """The template a free-form body is an instance of, with its values; None if none."""
+        """The template a free-form body is an instance of, with its values; None if none.
+
+        Only a template send WhatsApp takes: the body (the rendered template) within
+        ``MAX_TEMPLATE_BODY``, every value a sendable parameter.
+        """
+        if len(body) > MAX_TEMPLATE_BODY:
+            return None
         best: tuple[int, TemplateSend] | None = None
         for compiled in self._by_account.get(account, ()):
             m = compiled.pattern.fullmatch(body)
             if m is None:
                 continue
             values = [m.group(f"p{i}") for i in range(1, compiled.count + 1)]
-            if any(not v.strip() for v in values):
-                continue
+            if any(not v.strip() or _UNSENDABLE_PARAM.search(v) for v in values):
+                continue  # as a template WhatsApp would refuse it: a free-form message then
             if best is None or compiled.literal > best[0]:
                 best = (compiled.literal, _send(compiled.template, values))
         return None if best is None else best[1]
@@ -287,6 +306,13 @@ def _parse_variables(variables: str | None, count: int) -> list[str]:
         if len(value) > MAX_VARIABLE:
             raise TwilioError(
                 400, 21658, f"The ContentVariables value for '{i}' exceeds {MAX_VARIABLE} characters."
+            )
+        if _UNSENDABLE_PARAM.search(value):
+            raise TwilioError(
+                400,
+                21656,
+                f"The ContentVariables value for '{i}' cannot be sent: WhatsApp template values "
+                "hold no newlines or tabs and at most 4 consecutive spaces.",
             )
         values.append(value)
     extra = sorted(set(decoded) - {str(i) for i in range(1, count + 1)})

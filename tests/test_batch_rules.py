@@ -69,6 +69,7 @@ async def gateway(writer: Store) -> Gateway:
     return gw
 
 
+LONG_HOST_CB: Final = "http://" + "a" * 600 + ".example.com/cb"
 ITEMS: Final = [
     BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="hello"),
     BatchItem(to=None, from_=wa(OPEN), body="no to"),
@@ -96,6 +97,13 @@ ITEMS: Final = [
         to=wa("+15551234567"), from_=wa(OPEN), body="bad cb again", status_callback="ftp://c.example/s"
     ),
     BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="empty cb", status_callback=""),
+    # Accepted means storable and sendable (issue 12): what a create refuses, an item is refused.
+    BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body=" \n\t "),  # blank: 21602
+    BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="x" * 4096 + "  "),  # one part, sent as 4096
+    BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="long host", status_callback=LONG_HOST_CB),
+    BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="long host again", status_callback=LONG_HOST_CB),
+    BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="_", status_callback="https://my_host.example/cb"),
+    BatchItem(to=wa("+15551234567"), from_=wa(WINDOWED), body="Code 12     34"),  # no template: 63016
 ]
 
 
@@ -125,8 +133,11 @@ async def test_each_item_is_judged_like_a_single_create(gateway: Gateway) -> Non
     reverse = [outcome(r) for r in gateway.validate_plain(ACCOUNT, ITEMS[::-1])]
     assert reverse == expected[::-1]
     kinds = [e[0] for e in expected]
-    assert kinds.count("SM") == 8 and 400 in kinds and 503 in kinds  # every branch taken
+    assert kinds.count("SM") == 9 and 400 in kinds and 503 in kinds  # every branch taken
     assert expected[15][2]["parts"] == 2 and expected[18][2]["template"] is not None
+    codes = ["accepted" if e[0] == "SM" else e[1] for e in expected[24:]]
+    assert codes == [21602, "accepted", 21609, 21609, 21609, 63016]
+    assert expected[25][2]["parts"] == 1 and expected[25][2]["num_segments"] == 1
 
 
 async def test_sids_are_fresh_per_item(gateway: Gateway) -> None:
