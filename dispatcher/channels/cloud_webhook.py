@@ -25,6 +25,7 @@ import attrs
 import msgspec
 import structlog
 
+from dispatcher import jsondecode
 from dispatcher.channels import onprem_webhook
 from dispatcher.channels.cloud import twilio_code
 from dispatcher.channels.onprem_webhook import WebhookError
@@ -138,7 +139,7 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
         WebhookError: anything malformed; nothing of the body should be applied.
     """
     try:
-        envelope = _envelope.decode(body)
+        envelope = jsondecode.decode(_envelope, body)
     except msgspec.ValidationError as exc:
         raise WebhookError(str(exc)) from exc
     except msgspec.DecodeError as exc:
@@ -158,7 +159,7 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
                 ignored += 1
                 continue
             try:
-                value = _value.decode(change.value)
+                value = jsondecode.decode(_value, change.value)
             except msgspec.DecodeError as exc:
                 raise WebhookError(f"{where}: {exc}") from exc
             if value.metadata.phone_number_id != phone_number_id:
@@ -212,7 +213,7 @@ def _status(status: _Status, where: str, index: int) -> list[StatusEvent]:
 
 def _inbound(raw: msgspec.Raw, profiles: dict[str, str], where: str) -> InboundEvent | None:
     try:
-        peek = _peek.decode(raw)
+        peek = jsondecode.decode(_peek, raw)
     except msgspec.DecodeError as exc:
         raise WebhookError(f"{where}: {exc}") from exc
     if peek.type in IGNORED_TYPES:
@@ -222,7 +223,7 @@ def _inbound(raw: msgspec.Raw, profiles: dict[str, str], where: str) -> InboundE
         log.info("webhook.inbound_without_phone", type=peek.type)
         return None
     try:
-        message = _message.decode(raw)
+        message = jsondecode.decode(_message, raw)
     except msgspec.DecodeError as exc:
         raise WebhookError(f"{where}: {exc}") from exc
     sender = digits_of(message.sender)

@@ -15,6 +15,7 @@ from typing import Annotated, Final, TypeVar
 import attrs
 import msgspec
 
+from dispatcher import jsondecode
 from dispatcher.channels.onprem import TWILIO_CODE
 from dispatcher.events import ChannelError, InboundEvent, MediaItem, StatusEvent, WebhookEvents
 
@@ -162,7 +163,7 @@ def decode(body: bytes) -> WebhookEvents:
         WebhookError: anything malformed; nothing of the body should be applied.
     """
     try:
-        hook = _decoder.decode(body)
+        hook = jsondecode.decode(_decoder, body)
     except msgspec.ValidationError as exc:
         raise WebhookError(str(exc)) from exc
     except msgspec.DecodeError as exc:

@@ -17,6 +17,7 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from dispatcher import jsondecode
 from dispatcher.frontdoor.admin import PREFIX
 from dispatcher.frontdoor.twilio import TwilioError
 from dispatcher.templates import (
@@ -50,7 +51,7 @@ def register_template_routes(app: QuartTrio, registry: TemplateRegistry) -> None
     async def add_template() -> Response:
         body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
         try:
-            new = _new_decoder.decode(body)
+            new = jsondecode.decode(_new_decoder, body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
         try:

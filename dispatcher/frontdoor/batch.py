@@ -25,6 +25,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from dispatcher import jsondecode
 from dispatcher.frontdoor.params import INVALID_PARAMETER
 from dispatcher.frontdoor.twilio import ErrorBody, TwilioError
 from dispatcher.gateway import Gateway, SendRequest
@@ -99,7 +100,7 @@ _encoder: Final = msgspec.json.Encoder()
 
 def decode(body: bytes) -> list[BatchItem]:
     try:
-        items = _decoder.decode(body)
+        items = jsondecode.decode(_decoder, body)
     except msgspec.ValidationError as exc:
         raise TwilioError(400, INVALID_PARAMETER, f"Invalid batch: {exc}") from None
     except msgspec.DecodeError as exc:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from dispatcher import jsondecode
 from dispatcher.frontdoor.twilio import TwilioError
 
 Params = dict[str, list[str]]
@@ -58,7 +59,7 @@ def parse_json(body: bytes) -> Params:
     which is what the form API expects for it.
     """
     try:
-        obj = _json_decoder.decode(body)
+        obj = jsondecode.decode(_json_decoder, body)
     except msgspec.ValidationError:
         raise invalid("The JSON request body must be an object of parameters.") from None
     except msgspec.DecodeError as exc:
