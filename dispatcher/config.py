@@ -85,6 +85,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     public_url: str | None = None
     graceful_timeout: Seconds = 5.0
     drain_timeout: Seconds = 10.0
+    # A request body must arrive whole within this many seconds once read (else 408, connection closed).
+    body_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 15.0
+    # Open HTTP connections at most; more clients wait in the listen backlog (keep LimitNOFILE well above).
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -27,9 +27,11 @@ from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
 from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
 from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_info
-from dispatcher.frontdoor.app import MAX_BODY, make_app, serve_frontdoor
+from dispatcher.frontdoor.app import MAX_BODY, make_app
+from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.keepalive import ShieldFinalSend
+from dispatcher.frontdoor.server import serve_frontdoor
 from dispatcher.gateway import Gateway
 from dispatcher.media_guard import MediaGuard
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -269,8 +271,15 @@ async def run_daemon(
                     metrics=metrics,
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
+                    body_timeout=config.server.body_timeout,
                 )
-                app = FastLane(ShieldFinalSend(quart_app), gateway, max_body=MAX_BODY, requests=requests)
+                app = FastLane(
+                    LastResort(ShieldFinalSend(quart_app)),
+                    gateway,
+                    max_body=MAX_BODY,
+                    body_timeout=config.server.body_timeout,
+                    requests=requests,
+                )
                 _callback_metrics(metrics.collector, store, sender)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
@@ -284,6 +293,7 @@ async def run_daemon(
                                 port,
                                 shutdown.wait,
                                 graceful_timeout=config.server.graceful_timeout,
+                                max_connections=config.server.max_connections,
                             )
                         )
                         url = binds[0]

@@ -1,28 +1,26 @@
 """The HTTP front door: quart-trio routes over the gateway, served by hypercorn in our nursery.
 
 Routes stay thin: decode the request, call the gateway, encode the answer.
-Every error leaves as Twilio's error JSON; nothing inside leaks as a 500 page.
+Every error leaves as Twilio's error JSON, quart's own (404, 405, 408, 413)
+included; an exception no route expected is a JSON 500 with a request id
+(``errors``), never an HTML page. A route reads its body only once the
+request's credentials are good, within ``body_timeout`` (quart's
+``BODY_TIMEOUT``: a 408 after it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import msgspec
 import structlog
-import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from dispatcher import edits, listing
-from dispatcher.frontdoor import hot_routes
+from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
-from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
 from dispatcher.frontdoor.params import Params, parse_body
@@ -35,7 +33,7 @@ from dispatcher.operations import Operations
 log = structlog.get_logger()
 
 JSON = "application/json"
-MAX_BODY = 1 << 20
+MAX_BODY = limits.MAX_BODY
 CREATE_ROUTE = f"/{API_VERSION}/Accounts/<account_sid>/Messages.json"
 BATCH_ROUTE = "/v1/messages:batch"
 _encoder = msgspec.json.Encoder()
@@ -53,10 +51,12 @@ def make_app(
     metrics: Metrics | None = None,
     requests: RequestCounts | None = None,
     protect_metrics: bool = False,
+    body_timeout: float = limits.BODY_TIMEOUT,
 ) -> QuartTrio:
     """The front door; ``ops``/``metrics`` add the admin API and /metrics (the daemon passes both)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["BODY_TIMEOUT"] = body_timeout
     if requests is not None:
         requests.install(app)
     register_admin(app, ops or Operations(gateway), admin_token)
@@ -76,28 +76,40 @@ def make_app(
     async def twilio_error(exc: TwilioError) -> Response:
         return _json(exc.body(), exc.status)
 
-    @app.errorhandler(404)
-    async def not_found(_: Any) -> Response:
-        return _json(
-            TwilioError(404, 20404, f"The requested resource {request.path} was not found").body(), 404
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        if isinstance(exc, InternalServerError):  # quart's own handler failed, or a route raised it
+            return await internal_error(exc.original_exception or exc)
+        if exc.code == 408:
+            response = _json(errors.body_timed_out(body_timeout).body(), 408)
+            response.headers["Connection"] = "close"  # the rest of the body is not waited for
+            return response
+        error = errors.http_error(exc, request.path)
+        response = _json(error.body(), error.status)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value  # e.g. a 405's Allow
+        return response
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: BaseException) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        error, request_id = errors.internal_error(
+            rule or errors.loggable_path(request.path), request.method, exc
         )
+        response = _json(error.body(), 500)
+        response.headers[errors.REQUEST_ID_HEADER] = request_id
+        return response
 
-    @app.errorhandler(405)
-    async def not_allowed(_: Any) -> Response:
-        return _json(TwilioError(405, 20004, "Method not allowed").body(), 405)
-
-    @app.errorhandler(413)
-    async def too_large(_: Any) -> Response:
-        return _json(hot_routes.body_too_large().body(), 413)
+    async def read_body() -> bytes:
+        return await request.get_data(True, False, False)
 
     async def body_params() -> Params:
-        return parse_body(request.headers.get("Content-Type"), await request.get_data(True, False, False))
+        return parse_body(request.headers.get("Content-Type"), await read_body())
 
     @app.post(CREATE_ROUTE)
     async def create_message(account_sid: str) -> Response:
-        body = await hot_routes.create_message(
-            gateway, account_sid, request.headers.get, await request.get_data(True, False, False)
-        )
+        body = await hot_routes.create_message(gateway, account_sid, request.headers.get, read_body)
         return _json(body, hot_routes.CREATE_STATUS)
 
     @app.get(f"{prefix}/Messages.json")
@@ -126,9 +138,7 @@ def make_app(
 
     @app.post(BATCH_ROUTE)
     async def batch_messages() -> Response:
-        body = await hot_routes.batch_messages(
-            gateway, request.headers.get, await request.get_data(True, False, False)
-        )
+        body = await hot_routes.batch_messages(gateway, request.headers.get, read_body)
         return _json(body, hot_routes.BATCH_STATUS)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
@@ -165,22 +175,3 @@ async def _onprem_webhook(gateway: Gateway, info: NumberInfo | None, digits: str
     body: bytes = b"" if info is None else await request.get_data(as_text=False)  # type: ignore[assignment]
     status, answer = await hot_routes.onprem_webhook(gateway, info, digits, body, request.remote_addr)
     return _json(answer, status)
-
-
-async def serve_frontdoor(
-    app: QuartTrio | FastLane,
-    host: str,
-    port: int,
-    shutdown_trigger: Callable[[], Awaitable[None]],
-    *,
-    graceful_timeout: float = 5.0,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port)."""
-    cfg = HyperConfig()
-    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    cfg.graceful_timeout = graceful_timeout
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.keep_alive_timeout = 75.0
-    await serve(app, cfg, shutdown_trigger=shutdown_trigger, task_status=task_status)

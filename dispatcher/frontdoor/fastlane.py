@@ -8,20 +8,27 @@ status webhook (``POST /webhooks/onprem/<digits>/<secret>``) itself, by calling
 the same functions as the quart routes (``hot_routes``), and hands
 every other request (and the lifespan) to the quart app unchanged. Answers are
 the quart routes' answers: same status, same JSON bytes, same content type.
+
+A body is read only once the request's credentials are good, at most
+``max_body`` bytes and within ``body_timeout`` seconds from the first read (a
+client that trickles its body gets a 408 and the connection is closed); an
+exception no route expected is a JSON 500 with a request id (``errors``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
 
 import structlog
+import trio
 from hypercorn.typing import ASGIFramework, HTTPScope, Scope
 from hypercorn.typing import ASGIReceiveCallable as Receive
 from hypercorn.typing import ASGISendCallable as Send
 
-from dispatcher.frontdoor import hot_routes
+from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError
 from dispatcher.gateway import Gateway
 from dispatcher.metrics import RequestCounts
@@ -36,9 +43,14 @@ _CREATE_ROUTE: Final = f"/{API_VERSION}/Accounts/<account_sid>/Messages.json"
 _ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([^/]+)/([^/]+)$")
 _ONPREM_WEBHOOK_ROUTE: Final = "/webhooks/onprem/<digits>/<secret>"
 _WEBHOOK_TOO_LARGE: Final = b'{"error":"body too large"}'
+_WEBHOOK_TIMED_OUT: Final = b'{"error":"body not received in time"}'
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _TimedOut(Exception):
     pass
 
 
@@ -74,15 +86,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def _respond(send: Send, status: int, body: bytes, extra: errors.Headers | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_CLOSE: Final = [(b"connection", b"close")]
 
 
 class FastLane:
@@ -94,11 +106,13 @@ class FastLane:
         gateway: Gateway,
         *,
         max_body: int,
+        body_timeout: float = limits.BODY_TIMEOUT,
         requests: RequestCounts | None = None,
     ) -> None:
         self._app = app
         self._gateway = gateway
         self._max_body = max_body
+        self._body_timeout = body_timeout
         self._requests = requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,15 +128,22 @@ class FastLane:
                 return await self._webhook(scope, receive, send, match.group(1), match.group(2))
         await self._app(scope, receive, send)
 
+    async def _body(self, receive: Receive, header: hot_routes.HeaderLookup) -> bytes:
+        """The whole body: at most ``max_body`` bytes, all of it within ``body_timeout``."""
+        length = header("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise _TooLarge
+        with trio.CancelScope(deadline=trio.current_time() + self._body_timeout):
+            return await _read_body(receive, self._max_body)
+        raise _TimedOut
+
     async def _serve(
         self, scope: HTTPScope, receive: Receive, send: Send, route: str, account: str | None
     ) -> None:
         header = _header_lookup(scope["headers"])
+        body = functools.partial(self._body, receive, header)
+        extra: errors.Headers | None = None
         try:
-            length = header("Content-Length")
-            if length is not None and length.isdigit() and int(length) > self._max_body:
-                raise _TooLarge
-            body = await _read_body(receive, self._max_body)
             if account is None:
                 status, answer = (
                     hot_routes.BATCH_STATUS,
@@ -134,18 +155,20 @@ class FastLane:
         except TwilioError as exc:
             status, answer = exc.status, exc.body()
         except _TooLarge:
-            error = hot_routes.body_too_large()
+            error = errors.body_too_large()
             status, answer = error.status, error.body()
+        except _TimedOut:
+            error = errors.body_timed_out(self._body_timeout)
+            status, answer, extra = error.status, error.body(), _CLOSE
         except _Disconnected:
             return  # the client went away before its body arrived: nothing was done, nobody to answer
-        except Exception:
+        except Exception as exc:
             # Quart would answer an HTML 500; the API answers in its own JSON shape, and says why in the log.
-            log.exception("frontdoor.unhandled", route=route)
-            error = TwilioError(500, 20500, "Internal server error")
-            status, answer = error.status, error.body()
+            error, request_id = errors.internal_error(route, "POST", exc)
+            status, answer, extra = error.status, error.body(), errors.request_id_header(request_id)
         if self._requests is not None:
             self._requests.count("POST", route, status)
-        await _respond(send, status, answer)
+        await _respond(send, status, answer, extra)
 
     async def _webhook(
         self, scope: HTTPScope, receive: Receive, send: Send, digits: str, secret: str
@@ -154,16 +177,19 @@ class FastLane:
         info = self._gateway.webhook_number(digits, secret)
         client = scope.get("client")
         remote = client[0] if client else None
+        extra: errors.Headers | None = None
         try:
-            body = b"" if info is None else await _read_body(receive, self._max_body)
+            body = b"" if info is None else await self._body(receive, _header_lookup(scope["headers"]))
             status, answer = await hot_routes.onprem_webhook(self._gateway, info, digits, body, remote)
         except _TooLarge:
             status, answer = 413, _WEBHOOK_TOO_LARGE
+        except _TimedOut:
+            status, answer, extra = 408, _WEBHOOK_TIMED_OUT, _CLOSE
         except _Disconnected:
             return
-        except Exception:
-            log.exception("frontdoor.unhandled", route=_ONPREM_WEBHOOK_ROUTE)
-            status, answer = 500, b'{"error":"internal server error"}'
+        except Exception as exc:
+            error, request_id = errors.internal_error(_ONPREM_WEBHOOK_ROUTE, "POST", exc)
+            status, answer, extra = error.status, error.body(), errors.request_id_header(request_id)
         if self._requests is not None:
             self._requests.count("POST", _ONPREM_WEBHOOK_ROUTE, status)
-        await _respond(send, status, answer)
+        await _respond(send, status, answer, extra)

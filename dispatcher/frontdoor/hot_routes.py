@@ -1,14 +1,17 @@
 """The hot routes' logic, framework-free: one implementation for quart and the fast lane.
 
-Each function takes the route's inputs (path values, a header lookup, the raw
-body) and returns the JSON answer's bytes, or raises ``TwilioError``. The quart
-routes in ``app.py`` and the raw ASGI lane in ``fastlane.py`` both call these,
-so a rule (auth, idempotency keys, parameters, batch limits) lives in one place.
+Each function takes the route's inputs (path values, a header lookup, the
+body or a reader of it) and returns the JSON answer's bytes, or raises
+``TwilioError``. The quart routes in ``app.py`` and the raw ASGI lane in
+``fastlane.py`` both call these, so a rule (auth, idempotency keys, parameters,
+batch limits) lives in one place. The authenticated routes take a reader and
+call it only once the credentials are good: an unauthenticated client cannot
+make the daemon wait for (or buffer) its body.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
@@ -28,12 +31,11 @@ _encoder = msgspec.json.Encoder()
 HeaderLookup = Callable[[str], str | None]
 """Header value by name (case-insensitive), the first if repeated, or None."""
 
+BodyReader = Callable[[], Awaitable[bytes]]
+"""Reads the whole request body (bounded in size and time by the caller), or raises."""
+
 CREATE_STATUS = 201
 BATCH_STATUS = 200
-
-
-def body_too_large() -> TwilioError:
-    return TwilioError(413, 21617, "Request body too large")
 
 
 def idempotency_key(header: HeaderLookup) -> str | None:
@@ -44,22 +46,22 @@ def idempotency_key(header: HeaderLookup) -> str | None:
     return None
 
 
-async def create_message(gateway: Gateway, account_sid: str, header: HeaderLookup, body: bytes) -> bytes:
+async def create_message(gateway: Gateway, account_sid: str, header: HeaderLookup, body: BodyReader) -> bytes:
     """``POST /2010-04-01/Accounts/{sid}/Messages.json``: the Message resource (201)."""
     gateway.authenticate(header("Authorization"), account_sid)
-    params = parse_body(header("Content-Type"), body)
+    params = parse_body(header("Content-Type"), await body())
     record = await gateway.create(account_sid, send_request(params), idempotency_key=idempotency_key(header))
     return encode_message(record)
 
 
-async def batch_messages(gateway: Gateway, header: HeaderLookup, body: bytes) -> bytes:
+async def batch_messages(gateway: Gateway, header: HeaderLookup, body: BodyReader) -> bytes:
     """``POST /v1/messages:batch``: one result per item (200)."""
     account_sid = gateway.account_for(header("Authorization"))
     if any(header(name) is not None for name in idempotency.HEADERS):
         raise TwilioError(
             400, 20001, "Idempotency keys are per message: use the Messages.json create to send with one."
         )
-    return await batch.accept_batch(gateway, account_sid, batch.decode(body))
+    return await batch.accept_batch(gateway, account_sid, batch.decode(await body()))
 
 
 async def onprem_webhook(

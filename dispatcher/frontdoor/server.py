@@ -1,0 +1,159 @@
+"""Serve the front door: hypercorn's trio worker, with a cap on open connections.
+
+hypercorn has no connection limit: every accepted socket gets a task and a file
+descriptor until its client or a timeout ends it, so a flood of idle or slow
+connections could take every descriptor the process has, and with them the ones
+the actors need to reach WhatsApp. ``serve_frontdoor`` is hypercorn 0.18's
+``trio.run.worker_serve`` for plain HTTP (TLS ends at the proxy in front) with
+one change: its listener stops accepting while ``max_connections`` are open, so
+further clients wait in the kernel's listen backlog (then are refused by it)
+instead of each holding a task here.
+
+Time limits: hypercorn closes a connection idle (or still sending its request
+head) for ``keep_alive_timeout``; a request body has its own total deadline in
+the routes (``body_timeout``, see ``fastlane`` and ``app``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import final
+
+import structlog
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ASGIFramework, ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+from dispatcher.frontdoor import limits
+
+log = structlog.get_logger()
+
+
+@final
+class CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A socket listener that accepts only while fewer than ``limit`` accepted streams are open.
+
+    The handler of each accepted stream calls ``release()`` once when it is done with it.
+    """
+
+    def __init__(self, inner: trio.SocketListener, limit: int) -> None:
+        self._inner = inner
+        self._slots = trio.Semaphore(limit)
+        self._limit = limit
+        self._full_logged = False
+
+    @property
+    def open(self) -> int:
+        return self._limit - self._slots.value
+
+    async def accept(self) -> trio.SocketStream:
+        if self._slots.value == 0 and not self._full_logged:
+            self._full_logged = True
+            log.warning("frontdoor.connections_full", max_connections=self._limit)
+        await self._slots.acquire()
+        try:
+            return await self._inner.accept()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self) -> None:
+        self._slots.release()
+        if self._full_logged and self._slots.value > self._limit // 10:
+            self._full_logged = False  # the next time it fills up is news again
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection, which lets go of its socket as soon as the client has closed it.
+
+    When a client closes an idle keep-alive connection, hypercorn's read loop ends but the
+    connection's idle timer keeps its task group (and the socket) open until
+    ``keep_alive_timeout``: 75 s in which the closed connection still counts against
+    ``max_connections``. Stopping the timer once reading has ended closes it at once.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
+def hypercorn_config(host: str, port: int, *, graceful_timeout: float) -> HyperConfig:
+    cfg = HyperConfig()
+    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    cfg.graceful_timeout = graceful_timeout
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.keep_alive_timeout = limits.KEEP_ALIVE_TIMEOUT
+    return cfg
+
+
+async def serve_frontdoor(
+    app: ASGIFramework,
+    host: str,
+    port: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    graceful_timeout: float = 5.0,
+    max_connections: int = limits.MAX_CONNECTIONS,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port)."""
+    config = hypercorn_config(host, port, graceful_timeout=graceful_timeout)
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(asgi, config, lifespan_state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            listeners: list[CappedListener] = []
+            binds: list[str] = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(
+                    CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), max_connections)
+                )
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+
+            async def serve_connection(listener: CappedListener, stream: trio.SocketStream) -> None:
+                state = ConnectionState(lifespan_state.copy())
+                try:
+                    # Annotated as an SSLStream, it serves plain streams too (hypercorn's worker passes them).
+                    await _TCPServer(asgi, config, context, state, stream)  # type: ignore[arg-type]
+                finally:
+                    listener.release()
+
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    for listener in listeners:
+                        nursery.start_soon(
+                            functools.partial(
+                                trio.serve_listeners,
+                                functools.partial(serve_connection, listener),
+                                [listener],
+                                handler_nursery=server_nursery,
+                            )
+                        )
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as error:
+                _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                if other_errors is not None:
+                    raise other_errors from None
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
