@@ -9,9 +9,13 @@ one change: its listener stops accepting while ``max_connections`` are open, so
 further clients wait in the kernel's listen backlog (then are refused by it)
 instead of each holding a task here.
 
-Time limits: hypercorn closes a connection idle (or still sending its request
-head) for ``keep_alive_timeout``; a request body has its own total deadline in
-the routes (``body_timeout``, see ``fastlane`` and ``app``).
+Time and size limits, by hypercorn's options: a connection idle (or still
+sending its request head) for ``keep_alive_timeout`` is closed; a request head
+is at most ``h11_max_incomplete_size`` (16 KiB, hypercorn's default);
+``read_timeout`` stays unset, as it would bound every single read, idle
+keep-alive waits included, which ``keep_alive_timeout`` already does. A request
+body has its own total deadline in the routes (``body_timeout``, see
+``fastlane`` and ``app``): hypercorn has none.
 """
 
 from __future__ import annotations
