@@ -31,7 +31,7 @@ import trio
 from actors.http1 import parse_response_head, request_head
 from actors.transport import Headers, Response
 
-__all__ = ["NO_BODY_METHODS", "H11Connection", "PeerClosedError", "Prepared"]
+__all__ = ["NO_BODY_METHODS", "BodyTooLargeError", "H11Connection", "PeerClosedError", "Prepared"]
 
 # Methods whose empty body is sent without a Content-Length header.
 NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -44,6 +44,18 @@ _COALESCE_LIMIT = 16384
 
 class PeerClosedError(Exception):
     """The peer closed the connection before the response was complete."""
+
+
+class BodyTooLargeError(Exception):
+    """The response body is above the caller's limit: announced by Content-Length (``announced``),
+    or counted past it while it came in chunked or delimited by EOF (``announced`` None).
+    Nothing past the limit was kept; the connection must be closed."""
+
+    def __init__(self, limit: int, announced: int | None) -> None:
+        size = f"Content-Length {announced}" if announced is not None else "a streamed body"
+        super().__init__(f"{size} above the {limit}-byte response limit")
+        self.limit = limit
+        self.announced = announced
 
 
 @attrs.frozen
@@ -233,29 +245,33 @@ class H11Connection:
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket receive failed: {exc!r}") from exc
 
-    async def receive_response(self) -> Response:
+    async def receive_response(self, limit: int) -> Response:
         """Read one full response, skipping 1xx; header names come back lowercased.
 
         The plain case (the whole head in the first read, ``HTTP/1.1``,
         Content-Length) is parsed by ``actors.http1``; anything else is replayed
-        into h11 and read there.
+        into h11 and read there. A body above ``limit`` bytes is refused: on its
+        Content-Length before any more is read, else as soon as the count passes it.
 
         Raises:
+            BodyTooLargeError: the body is above ``limit`` (the connection must be closed).
             PeerClosedError: EOF before the end of the response.
             h11.RemoteProtocolError: the peer sent something that is not HTTP/1.1.
             trio.BrokenResourceError: connection reset.
             trio.ClosedResourceError: closed locally.
         """
         if self._h11 is not None:
-            return await self._receive_h11()
+            return await self._receive_h11(limit)
         data = await self._receive(wait=True)
         if not data:
             raise PeerClosedError("connection closed before the response")
         end = data.find(b"\r\n\r\n")
         head = parse_response_head(data, end) if end >= 0 else None
         if head is None:
-            return await self._fall_back(data)
+            return await self._fall_back(data, limit)
         status, headers, length, keep_alive = head
+        if length > limit:
+            raise BodyTooLargeError(limit, length)
         start = end + 4
         stop = start + length
         if len(data) >= stop:
@@ -272,21 +288,22 @@ class H11Connection:
         self._keep_alive = keep_alive and have == length
         return Response(status, headers, b"".join(chunks)[:length])
 
-    async def _fall_back(self, received: bytes) -> Response:
+    async def _fall_back(self, received: bytes, limit: int) -> Response:
         """Hand an unusual response to h11: replay our request into it, then feed what came."""
         self._h11 = h11.Connection(h11.CLIENT)
         request, body = self._request, self._body
         assert request is not None
         self._encode_h11(request, body, sized=bool(body) or request.method not in NO_BODY_METHODS)
         self._h11.receive_data(received)
-        return await self._receive_h11()
+        return await self._receive_h11(limit)
 
-    async def _receive_h11(self) -> Response:
+    async def _receive_h11(self, limit: int) -> Response:
         conn = self._h11
         assert conn is not None
         status = 0
         headers: Headers = []
         chunks: list[bytes] = []
+        size = 0  # body bytes so far (h11 holds at most one receive beyond them)
         while True:
             event = conn.next_event()
             kind = type(event)
@@ -297,10 +314,17 @@ class H11Connection:
                     raise PeerClosedError("connection closed before the response")
                 conn.receive_data(data)
             elif kind is h11.Data:
-                chunks.append(event.data)  # type: ignore[union-attr]
+                data = event.data  # type: ignore[union-attr]
+                size += len(data)
+                if size > limit:  # chunked or delimited by EOF: counted as it comes
+                    raise BodyTooLargeError(limit, None)
+                chunks.append(data)
             elif kind is h11.Response:
                 status = event.status_code  # type: ignore[union-attr]
                 headers = list(event.headers)  # type: ignore[union-attr]  # names lowercased
+                announced = _content_length(headers)
+                if announced is not None and announced > limit and self._bodied(status):
+                    raise BodyTooLargeError(limit, announced)
             elif kind is h11.EndOfMessage:
                 break
             elif kind is h11.InformationalResponse:
@@ -314,6 +338,12 @@ class H11Connection:
         else:
             body = b"".join(chunks)
         return Response(status, headers, body)
+
+    def _bodied(self, status: int) -> bool:
+        """The response to this cycle's request has the body its Content-Length announces
+        (not a HEAD answer, a 204 or a 304)."""
+        request = self._request
+        return status not in (204, 304) and (request is None or request.method != b"HEAD")
 
     def finish_cycle(self) -> bool:
         """After a complete exchange: True if the connection can carry another request.
@@ -348,3 +378,11 @@ class H11Connection:
         """
         self._closed = True
         self._sock.close()
+
+
+def _content_length(headers: Headers) -> int | None:
+    """The Content-Length h11 accepted (it refuses conflicting ones), or None."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return None

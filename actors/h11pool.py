@@ -21,7 +21,10 @@ Failure mapping (see ``actors/transport.py``):
     * waiting, DNS, connect, TLS handshake, connect timeout -> ``ConnectError``;
     * deadline once the request is being written or awaits its response -> ``RequestTimeout``;
     * reset / EOF / garbage once the request was (partly) written -> ``ResponseLostError``
-      (a failed write on a fresh connection too: part of it may have gone out).
+      (a failed write on a fresh connection too: part of it may have gone out);
+    * a body above ``max_response_body`` (its Content-Length says so, or the count of a
+      chunked or EOF-delimited body passes it) -> ``ResponseTooLargeError``, the connection
+      closed: no response is buffered beyond the limit, whatever the server sends.
 
 Retry: exactly once, and only for the keep-alive race: the write of the request
 to a connection that had been idle (it already carried a response) fails. A
@@ -54,12 +57,22 @@ import h11
 import outcome
 import trio
 
-from actors.h11conn import H11Connection, PeerClosedError, Prepared
-from actors.transport import ConnectError, Headers, RequestTimeout, Response, ResponseLostError
+from actors.h11conn import BodyTooLargeError, H11Connection, PeerClosedError, Prepared
+from actors.transport import (
+    ConnectError,
+    Headers,
+    RequestTimeout,
+    Response,
+    ResponseLostError,
+    ResponseTooLargeError,
+)
 
-__all__ = ["H11Pool", "PoolStatistics", "PoolTimeout"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BODY", "H11Pool", "PoolStatistics", "PoolTimeout"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# API answers are small JSON documents (a send answer is ~150 bytes, an error ~400, a login ~300):
+# 1 MiB is thousands of times that, and bounds what one answer can make the process hold.
+DEFAULT_MAX_RESPONSE_BODY = 1 << 20
 # Distinct request shapes kept prepared (a number sends one; a new token makes another).
 _PREPARED_MAX = 64
 
@@ -116,6 +129,7 @@ class H11Pool:
         ssl_context: for https; ``ssl.create_default_context()`` when None.
         default_headers: sent with every request, after ``Host``. Callers must
             not pass ``Host`` or ``Content-Length``: the pool sets them.
+        max_response_body: bytes of response body accepted at most (see the failure mapping).
     """
 
     def __init__(
@@ -128,6 +142,7 @@ class H11Pool:
         idle_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         default_headers: Iterable[tuple[bytes, bytes]] = (),
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in _DEFAULT_PORTS or not url.hostname:
@@ -136,6 +151,8 @@ class H11Pool:
             raise ValueError(f"base_url must not have a query or fragment, got {base_url!r}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if max_response_body < 0:
+            raise ValueError(f"max_response_body must be >= 0, got {max_response_body}")
         self._base_url = base_url
         self._host = url.hostname
         self._port = url.port or _DEFAULT_PORTS[url.scheme]
@@ -152,6 +169,7 @@ class H11Pool:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._idle_timeout = idle_timeout
+        self._max_body = max_response_body
         self._prepared: dict[tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]], Prepared] = {}
 
         self._idle: list[H11Connection] = []  # LIFO: pop() is the most recently used
@@ -178,6 +196,7 @@ class H11Pool:
             ConnectError: the request never left (``PoolTimeout`` if the deadline passed first).
             RequestTimeout: no complete response within ``request_timeout``.
             ResponseLostError: the connection broke after the request was (partly) written.
+            ResponseTooLargeError: the response body is above ``max_response_body``.
             ValueError: invalid method, target or headers (nothing was sent).
         """
         if self._closed:
@@ -211,11 +230,13 @@ class H11Pool:
                 self._drop(conn, by_peer=True)
                 self._retries += 1
                 return await self._request_scoped(prepared, body, due, have_slot=True)
-            response = await conn.receive_response()
+            response = await conn.receive_response(self._max_body)
         except BaseException as exc:
             conn.deadline = math.inf
             self._drop(conn, by_peer=isinstance(exc, _BROKEN) and not conn.timed_out)
             self._release_slot()
+            if isinstance(exc, BodyTooLargeError):
+                raise self._too_large(exc) from exc
             if isinstance(exc, _BROKEN):
                 if conn.timed_out:
                     raise RequestTimeout(
@@ -271,7 +292,7 @@ class H11Pool:
                         phase = _WRITE
                         await conn.send(buffers)
                     phase = _READ
-                    response = await conn.receive_response()
+                    response = await conn.receive_response(self._max_body)
                 except BaseException as exc:
                     if conn is not None:  # its state is unknown: never reuse it
                         self._drop(conn, by_peer=isinstance(exc, _BROKEN))
@@ -291,9 +312,16 @@ class H11Pool:
             if phase <= _CONNECT:
                 raise ConnectError(f"cannot connect to {self._base_url}: {exc!r}") from exc
             raise ResponseLostError(f"connection to {self._base_url} broke: {exc!r}") from exc
+        except BodyTooLargeError as exc:
+            raise self._too_large(exc) from exc
         assert conn is not None  # the scope swallows only its own cancellation, raised above
         self._finish(conn)
         return response
+
+    def _too_large(self, exc: BodyTooLargeError) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"answer from {self._base_url} refused: {exc}", limit=exc.limit, announced=exc.announced
+        )
 
     def _finish(self, conn: H11Connection) -> None:
         """A complete exchange: keep the connection for the next request, or drop it."""

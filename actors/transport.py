@@ -12,9 +12,17 @@ Error tree (what the caller may assume about the peer)::
     +-- RequestTimeout             no complete response in time: the request may have been received
     +-- ResponseLostError          request written, connection died before a full response:
                                    the request may have been received (an *ambiguous* send)
+    +-- ResponseTooLargeError      the answer's body is above the transport's limit (announced
+                                   by Content-Length, or counted while it streamed in): the
+                                   request was received and may have been acted on (ambiguous)
 
 ``ConnectError`` is the only one that proves the endpoint did not act on the
-request; the other two are ambiguous and the actor's policy decides.
+request; the others are ambiguous and the actor's policy decides. A body that
+is too large is refused before it is read (when its Content-Length says so) or
+as soon as the count passes the limit, and its connection is closed: nothing
+the server sends is buffered beyond the limit. It is not a lost answer but an
+unusable one, so it is reported as its own kind (a misbehaving endpoint, not a
+broken network) while being retried like any other ambiguous outcome.
 """
 
 from __future__ import annotations
@@ -57,6 +65,20 @@ class RequestTimeout(TransportError):
 
 class ResponseLostError(TransportError):
     """The connection broke after the request was (partly) written: ambiguous."""
+
+
+class ResponseTooLargeError(TransportError):
+    """The response body is above the limit: refused unread, its connection closed; ambiguous.
+
+    Attributes:
+        limit: the limit in bytes.
+        announced: the body's Content-Length if it had one (None: counted while streaming).
+    """
+
+    def __init__(self, message: str, *, limit: int, announced: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.announced = announced
 
 
 class Transport(Protocol):

@@ -157,6 +157,9 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 60
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
     request_timeout: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    # Bytes of an API answer's body read at most (a larger one is refused unread, the connection
+    # closed, and the send counted as ambiguous). Answers are small JSON; media are streamed apart.
+    max_response_body: Annotated[int, msgspec.Meta(ge=4096, le=64 << 20)] = 1 << 20
     # Log in again when less than this remains of the token's life (On-Prem tokens last 7 days);
     # each number adds its own share of up to a quarter of the rest, so numbers refresh apart.
     token_refresh_before: Seconds = 86_400.0

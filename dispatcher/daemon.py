@@ -69,6 +69,7 @@ def default_transport(num: NumberConfig, base_url: str) -> Transport:
         base_url,
         max_connections=num.max_in_flight,
         request_timeout=num.request_timeout,
+        max_response_body=num.max_response_body,
     )
 
 

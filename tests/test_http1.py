@@ -16,8 +16,7 @@ from actors.h11conn import H11Connection, Prepared
 from actors.h11pool import H11Pool
 from actors.http1 import encode_response, parse_request_head, parse_response_head, request_head
 from actors.transport import Response, ResponseLostError
-from tests.test_h11pool import (
-    TEST_TIMEOUT,
+from tests.http_servers import (
     Handler,
     Reply,
     Seen,
@@ -29,6 +28,7 @@ from tests.test_h11pool import (
     start_server,
     url,
 )
+from tests.test_h11pool import TEST_TIMEOUT
 
 # -- request heads --------------------------------------------------------------------------------
 
@@ -188,9 +188,9 @@ def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
     original = H11Connection._fall_back
 
-    async def counting(self: H11Connection, received: bytes) -> Response:
+    async def counting(self: H11Connection, received: bytes, limit: int) -> Response:
         seen.append(received)
-        return await original(self, received)
+        return await original(self, received, limit)
 
     monkeypatch.setattr(H11Connection, "_fall_back", counting)
     return seen

@@ -7,7 +7,8 @@ import base64
 import trio
 
 from dispatcher.simulator.poster import PoolPoster
-from tests.test_h11pool import TEST_TIMEOUT, Reply, Seen, h11_handler, start_server
+from tests.http_servers import Reply, Seen, h11_handler, start_server
+from tests.test_h11pool import TEST_TIMEOUT
 
 
 async def test_posts_reuse_one_connection_per_origin_with_target_and_userinfo(nursery: trio.Nursery) -> None:

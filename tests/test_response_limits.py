@@ -1,0 +1,259 @@
+"""Answers from the WhatsApp side are bounded, whatever the server sends (issue 12, item 4).
+
+Real servers on 127.0.0.1 answer with a huge Content-Length, endless chunked or
+EOF-delimited data, or a slow drip. The client must refuse the first three at the
+limit (before reading, when the Content-Length says so) and give up on the drip at
+its deadline; "bounded" is asserted by the bytes the server managed to hand to the
+kernel before the client closed: at most the limit plus the sockets' buffers, never
+the gigabytes offered. No RSS measurement, no sleeps.
+"""
+
+from __future__ import annotations
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from actors.h11pool import DEFAULT_MAX_RESPONSE_BODY, H11Pool
+from actors.httpx_transport import HttpxTransport
+from actors.outcome import Retry, classify_error
+from actors.transport import RequestTimeout, ResponseTooLargeError, Transport
+from tests.http_servers import Handler, Reply, Seen, Server, h11_handler, read_request, start_server, url
+
+TEST_TIMEOUT = 20.0
+LIMIT = 64 * 1024
+# What loopback sockets may hold between a server's writes and a client's reads (send buffer +
+# receive buffer, autotuned): far below the 1 GiB a server offers in these tests.
+SOCKET_SLACK = 32 << 20
+OFFERED = 1 << 30  # a server stops after this much, so a client that never refuses still ends
+
+CHUNK = b"x" * 65536
+CHUNKED = b"%x\r\n" % len(CHUNK) + CHUNK + b"\r\n"
+
+
+def flood(head: bytes, unit: bytes, sent: list[int]) -> Handler:
+    """Read one request, send ``head``, then ``unit`` again and again until the client hangs up
+    (or ``OFFERED`` bytes went out); the bytes sent are appended to ``sent``."""
+
+    async def handler(stream: trio.abc.Stream, server: Server) -> None:
+        seen = await read_request(stream, h11.Connection(h11.SERVER))
+        assert seen is not None
+        server.requests.append(seen)
+        server.notify()
+        total = 0
+        try:
+            await stream.send_all(head)
+            total = len(head)
+            while total < OFFERED:
+                await stream.send_all(unit)
+                total += len(unit)
+        finally:
+            sent.append(total)
+
+    return handler
+
+
+def head_then_wait(head: bytes) -> Handler:
+    """Read one request, send only ``head``, then wait for the client to close (sends no body)."""
+
+    async def handler(stream: trio.abc.Stream, server: Server) -> None:
+        seen = await read_request(stream, h11.Connection(h11.SERVER))
+        assert seen is not None
+        server.requests.append(seen)
+        server.notify()
+        await stream.send_all(head)
+        while await stream.receive_some():
+            pass
+
+    return handler
+
+
+def drip(head: bytes, unit: bytes) -> Handler:
+    """Send ``head``, then ``unit`` each time the client is blocked reading again (a slow drip
+    that never ends and never pauses long enough to trip an idle timer)."""
+
+    async def handler(stream: trio.abc.Stream, server: Server) -> None:
+        seen = await read_request(stream, h11.Connection(h11.SERVER))
+        assert seen is not None
+        server.requests.append(seen)
+        server.notify()
+        await stream.send_all(head)
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(unit)
+
+    return handler
+
+
+def pool_for(server: Server, **kwargs: float) -> H11Pool:
+    return H11Pool(url(server), max_response_body=LIMIT, **kwargs)  # type: ignore[arg-type]
+
+
+def httpx_for(server: Server) -> HttpxTransport:
+    return HttpxTransport(url(server), max_response_body=LIMIT)
+
+
+MAKERS = [pytest.param(pool_for, id="H11Pool"), pytest.param(httpx_for, id="httpx")]
+
+
+# -- announced by Content-Length: refused before the body is read --------------------------------
+
+
+@pytest.mark.parametrize("make", MAKERS)
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000000000\r\n\r\n", id="plain"),
+        pytest.param(b"HTTP/1.0 200 OK\r\nContent-Length: 10000000000000\r\n\r\n", id="http10"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 19 + b"\r\n\r\n", id="19-digits"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (LIMIT + 1), id="limit+1"),
+    ],
+)
+async def test_content_length_above_the_limit_is_refused_unread(
+    nursery: trio.Nursery, make: object, head: bytes
+) -> None:
+    """The server sends only the head: the client must refuse on it, not wait for a body."""
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, head_then_wait(head))
+        transport: Transport = make(server)  # type: ignore[operator]
+        with pytest.raises(ResponseTooLargeError) as caught:
+            await transport.request(b"POST", b"/v1/messages", [], b"{}")
+        await server.wait_for(lambda s: s.closed == 1)  # the connection is closed, not kept
+        await transport.aclose()
+    assert caught.value.limit == LIMIT
+    assert caught.value.announced is not None and caught.value.announced > LIMIT
+
+
+@pytest.mark.parametrize("make", MAKERS)
+async def test_huge_content_length_with_a_flood_behind_it(nursery: trio.Nursery, make: object) -> None:
+    sent: list[int] = []
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % OFFERED
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, flood(head, CHUNK, sent))
+        transport: Transport = make(server)  # type: ignore[operator]
+        with pytest.raises(ResponseTooLargeError):
+            await transport.request(b"GET", b"/v1/media/x", [], b"")
+        await server.wait_for(lambda s: s.closed == 1)
+        await transport.aclose()
+    assert sent[0] < LIMIT + SOCKET_SLACK
+
+
+# -- not announced: counted while it streams, cut at the limit ------------------------------------
+
+
+@pytest.mark.parametrize("make", MAKERS)
+@pytest.mark.parametrize(
+    ("head", "unit"),
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", CHUNKED, id="chunked"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", CHUNK, id="until-eof"),
+        pytest.param(b"HTTP/1.0 200 OK\r\n\r\n", CHUNK, id="http10-until-eof"),
+    ],
+)
+async def test_endless_body_is_cut_at_the_limit(
+    nursery: trio.Nursery, make: object, head: bytes, unit: bytes
+) -> None:
+    sent: list[int] = []
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, flood(head, unit, sent))
+        transport: Transport = make(server)  # type: ignore[operator]
+        with pytest.raises(ResponseTooLargeError) as caught:
+            await transport.request(b"POST", b"/v1/messages", [], b"{}")
+        await server.wait_for(lambda s: s.closed == 1)
+        await transport.aclose()
+    assert caught.value.announced is None
+    assert sent[0] < LIMIT + SOCKET_SLACK
+
+
+@pytest.mark.parametrize("make", MAKERS)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_not(
+    nursery: trio.Nursery, make: object, chunked: bool
+) -> None:
+    async def sized(seen: Seen) -> Reply:
+        size = int(seen.target.rsplit(b"/", 1)[1])
+        half = b"y" * (size // 2)
+        chunks = (half, b"y" * (size - len(half))) if chunked else (b"y" * size,)
+        return Reply(chunks=chunks)
+
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, h11_handler(sized))
+        transport: Transport = make(server)  # type: ignore[operator]
+        resp = await transport.request(b"GET", b"/size/%d" % LIMIT, [], b"")
+        with pytest.raises(ResponseTooLargeError):
+            await transport.request(b"GET", b"/size/%d" % (LIMIT + 1), [], b"")
+        again = await transport.request(b"GET", b"/size/10", [], b"")  # the transport still serves
+        await transport.aclose()
+    assert len(resp.body) == LIMIT
+    assert again.body == b"y" * 10
+
+
+async def test_pool_refusal_frees_the_slot_and_closes_the_connection(nursery: trio.Nursery) -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (LIMIT * 10)
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, head_then_wait(head))
+        pool = H11Pool(url(server), max_connections=1, max_response_body=LIMIT)
+        for _ in range(3):  # one slot: a leaked slot would make the second request wait forever
+            with pytest.raises(ResponseTooLargeError):
+                await pool.request(b"POST", b"/v1/messages", [], b"{}")
+        stats = pool.statistics()
+        await server.wait_for(lambda s: s.closed == 3)
+        await pool.aclose()
+    assert (stats.open_connections, stats.idle_connections) == (0, 0)
+    assert server.accepts == 3
+
+
+async def test_answers_without_a_body_are_not_judged_by_their_content_length(nursery: trio.Nursery) -> None:
+    """A HEAD answer and a 304 carry a Content-Length for a body they do not have."""
+
+    async def bodiless(seen: Seen) -> Reply:
+        status = 200 if seen.method == b"HEAD" else 304
+        return Reply(status=status, headers=[(b"content-length", b"%d" % (LIMIT * 100))], chunks=())
+
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, h11_handler(bodiless))
+        pool = pool_for(server)
+        head = await pool.request(b"HEAD", b"/a", [], b"")
+        not_modified = await pool.request(b"GET", b"/b", [], b"")
+        await pool.aclose()
+    assert (head.status, head.body, not_modified.status, not_modified.body) == (200, b"", 304, b"")
+
+
+def test_the_default_limit_is_one_mebibyte() -> None:
+    assert DEFAULT_MAX_RESPONSE_BODY == 1 << 20
+
+
+# -- a slow drip ends at the request's deadline ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "unit"),
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 60000\r\n\r\n", b"z", id="content-length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"1\r\nz\r\n", id="chunked"),
+    ],
+)
+async def test_a_slow_drip_times_out_at_the_request_deadline(
+    nursery: trio.Nursery, head: bytes, unit: bytes
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, drip(head, unit))
+        pool = pool_for(server, request_timeout=0.5)
+        began = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await pool.request(b"POST", b"/v1/messages", [], b"{}")
+        took = trio.current_time() - began
+        await server.wait_for(lambda s: s.closed == 1)
+        await pool.aclose()
+    assert took < 5.0  # the deadline, not the drip, decides (the drip would take hours)
+
+
+# -- what the actor makes of it -------------------------------------------------------------------
+
+
+def test_a_refused_answer_is_an_ambiguous_retry() -> None:
+    """The request reached the server, which may have acted on it: the number's
+    ``on_ambiguous`` policy decides, like for a lost answer."""
+    outcome = classify_error(ResponseTooLargeError("too large", limit=LIMIT, announced=LIMIT + 1))
+    assert outcome == Retry("ResponseTooLargeError", ambiguous=True)
