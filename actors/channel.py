@@ -23,6 +23,27 @@ class Channel(Protocol):
         (see ``dispatcher.parts``: segments, media items, or the template)."""
         ...
 
+    media_hosts: tuple[str, ...]
+    """Empty: ``media_target`` answers with the file itself (On-Prem). Otherwise it answers with
+    the file's metadata (Cloud), whose URL ``media_location`` reads; the file is then fetched
+    from there with the same token, if its host is the endpoint's own or ends with one of these."""
+
+    def media_target(self, media_id: str) -> bytes:
+        """The path that serves inbound media ``media_id``, built by ``dispatcher.urlpath``.
+
+        Raises:
+            IdError: ``media_id`` is not a media id.
+        """
+        ...
+
+    def media_location(self, answer: Response) -> str:
+        """The file's URL in a 200 answer to ``media_target`` (channels with ``media_hosts``).
+
+        Raises:
+            ValueError: the answer has no usable URL.
+        """
+        ...
+
     def classify(self, resp: Response) -> Outcome:
         """What a send answer means: Sent, Retry, Reauth or Failed (with a Twilio code)."""
         ...

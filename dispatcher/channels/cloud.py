@@ -26,7 +26,7 @@ import msgspec
 
 from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, Sent, retry_after
 from actors.transport import Response
-from dispatcher import parts
+from dispatcher import parts, urlpath
 from dispatcher.models import MessageRecord
 
 # Cloud code -> Twilio error code (twilio.com/docs/whatsapp/api/error-code-mapping, where listed).
@@ -236,7 +236,16 @@ class ErrorAnswer(msgspec.Struct):
     error: GraphError
 
 
+class MediaInfo(msgspec.Struct, kw_only=True):
+    """Graph's answer to ``GET /{version}/{media-id}``: the file's URL (valid 5 minutes) and facts."""
+
+    url: str
+    mime_type: str = ""
+    file_size: int | None = None
+
+
 send_answer_decoder: Final = msgspec.json.Decoder(SendAnswer)
+media_info_decoder: Final = msgspec.json.Decoder(MediaInfo)
 error_answer_decoder: Final = msgspec.json.Decoder(ErrorAnswer)
 
 
@@ -252,17 +261,38 @@ class CloudChannel:
     """One Cloud API phone number: ``POST /{version}/{phone_number_id}/messages``."""
 
     name = "cloud"
+    # Where Graph's media URLs point (lookaside.fbsbx.com today); a download elsewhere would hand
+    # the number's token to whoever the metadata named.
+    media_hosts: tuple[str, ...] = (".fbsbx.com", ".facebook.com", ".fbcdn.net", ".whatsapp.net")
 
     def __init__(self, phone_number_id: str, api_version: str) -> None:
         self.phone_number_id = phone_number_id
         self.api_version = api_version
-        self.messages_path = f"/{api_version}/{phone_number_id}/messages".encode()
+        self.messages_path = urlpath.path(
+            urlpath.check("api_version", api_version),
+            urlpath.check("phone_number_id", phone_number_id),
+            "messages",
+        )
 
     def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
         return self.messages_path, encode_send(record, part)
 
     def twilio_code(self, code: int) -> int:
         return twilio_code(code)
+
+    def media_target(self, media_id: str) -> bytes:
+        """``GET /{version}/{media-id}``: the file's metadata, whose ``url`` serves the file."""
+        return urlpath.path(self.api_version, urlpath.check("media_id", media_id))
+
+    def media_location(self, answer: Response) -> str:
+        """``url`` of Graph's media metadata (``{"url", "mime_type", "sha256", "file_size", "id"}``)."""
+        try:
+            url = media_info_decoder.decode(answer.body).url
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"unreadable media metadata: {exc}") from exc
+        if not url.startswith(("https://", "http://")) or len(url) > 4096:
+            raise ValueError("the media metadata has no http(s) url")
+        return url
 
     def classify(self, resp: Response) -> Outcome:
         if 200 <= resp.status < 300:

@@ -20,7 +20,7 @@ from actors.outcome import (
     retry_after,
 )
 from actors.transport import Response
-from dispatcher import parts
+from dispatcher import parts, urlpath
 from dispatcher.models import MessageRecord, TemplateSend
 
 MESSAGES_PATH: Final = b"/v1/messages"
@@ -222,12 +222,20 @@ class OnPremChannel:
     """The On-Premises API v1: ``POST /v1/messages`` with a bearer token from ``/v1/users/login``."""
 
     name = "onprem"
+    media_hosts: tuple[str, ...] = ()  # GET /v1/media/{id} answers with the file
 
     def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
         return MESSAGES_PATH, encode_send(record, part)
 
     def twilio_code(self, code: int) -> int:
         return TWILIO_CODE.get(code, GENERIC_FAILURE)
+
+    def media_target(self, media_id: str) -> bytes:
+        """``GET /v1/media/{id}``: the file itself."""
+        return urlpath.path("v1", "media", urlpath.check("media_id", media_id))
+
+    def media_location(self, answer: Response) -> str:
+        raise ValueError("On-Prem media answers are the file itself")
 
     def classify(self, resp: Response) -> Outcome:
         if resp.status in (200, 201):
