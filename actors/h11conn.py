@@ -31,7 +31,7 @@ import trio
 from actors.http1 import parse_response_head, request_head
 from actors.transport import Headers, Response
 
-__all__ = ["NO_BODY_METHODS", "BodyTooLargeError", "H11Connection", "PeerClosedError", "Prepared"]
+__all__ = ["NO_BODY_METHODS", "BodyTooLargeError", "H11Connection", "PeerClosedError", "Prepared", "connect"]
 
 # Methods whose empty body is sent without a Content-Length header.
 NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -73,6 +73,28 @@ class Prepared:
     def of(cls, method: bytes, target: bytes, headers: Headers) -> Prepared:
         """Raises ValueError if h11 would refuse the request."""
         return cls(method, target, headers, request_head(method, target, headers))
+
+
+async def connect(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, server_hostname: str | None
+) -> tuple[trio.abc.Stream, trio.socket.SocketType]:
+    """A connected stream (TLS with its handshake done when ``ssl_context`` is given) and its socket.
+
+    Raises:
+        OSError: DNS failure, connection refused, unreachable...
+        trio.BrokenResourceError: the TLS handshake failed (``__cause__`` is the ``ssl.SSLError``).
+    """
+    tcp = await trio.open_tcp_stream(host, port)
+    sock = tcp.socket
+    if ssl_context is None:
+        return tcp, sock
+    try:
+        tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname, https_compatible=True)
+        await tls.do_handshake()
+    except BaseException:
+        sock.close()
+        raise
+    return tls, sock
 
 
 @final
@@ -136,17 +158,8 @@ class H11Connection:
             OSError: DNS failure, connection refused, unreachable...
             trio.BrokenResourceError: the TLS handshake failed (``__cause__`` is the ``ssl.SSLError``).
         """
-        tcp = await trio.open_tcp_stream(host, port)
-        sock = tcp.socket
-        if ssl_context is None:
-            return cls(tcp, sock, raw=True)
-        try:
-            tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname, https_compatible=True)
-            await tls.do_handshake()
-        except BaseException:
-            sock.close()
-            raise
-        return cls(tls, sock)
+        stream, sock = await connect(host, port, ssl_context, server_hostname)
+        return cls(stream, sock, raw=ssl_context is None)
 
     def __repr__(self) -> str:
         try:

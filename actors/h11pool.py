@@ -58,7 +58,9 @@ import outcome
 import trio
 
 from actors.h11conn import BodyTooLargeError, H11Connection, PeerClosedError, Prepared
+from actors.h11stream import open_stream
 from actors.transport import (
+    BodyStream,
     ConnectError,
     Headers,
     RequestTimeout,
@@ -154,6 +156,7 @@ class H11Pool:
         if max_response_body < 0:
             raise ValueError(f"max_response_body must be >= 0, got {max_response_body}")
         self._base_url = base_url
+        self._scheme = url.scheme
         self._host = url.hostname
         self._port = url.port or _DEFAULT_PORTS[url.scheme]
         if url.scheme == "https":
@@ -374,6 +377,65 @@ class H11Pool:
             error = ConnectError(f"{self!r} closed while waiting for a connection")
             trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Error(error))
         await trio.lowlevel.checkpoint()
+
+    async def stream(
+        self, method: bytes, target: bytes, headers: Headers, *, limit: int, deadline: float
+    ) -> BodyStream:
+        """A download on a connection of its own (``actors.h11stream``), outside the pool's slots
+        so a long one never holds a send's connection; see ``StreamingTransport.stream``."""
+        if self._closed:
+            raise ConnectError(f"{self!r} is closed")
+        return await open_stream(
+            self._host,
+            self._port,
+            self._ssl_context,
+            method=method,
+            target=self._prefix + target,
+            headers=[*self._head, *headers],
+            limit=limit,
+            deadline=deadline,
+            where=self._base_url,
+        )
+
+    async def stream_url(
+        self, url: str, headers: Headers, *, limit: int, deadline: float, hosts: tuple[str, ...]
+    ) -> BodyStream:
+        """GET an absolute ``url`` an answer of this endpoint named (a media location), streamed:
+        on this endpoint's own origin, or over https on a host ending with one of ``hosts``.
+
+        Raises:
+            ConnectError: any other URL (refused unsent: the caller's token would go with it).
+            TransportError: as ``stream``.
+        """
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+            target = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode("ascii")
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ConnectError(f"refusing to fetch an unusable URL: {exc}") from exc
+        host = parts.hostname or ""
+        if (parts.scheme, host, port) == (self._scheme, self._host, self._port):
+            ssl_context, head = self._ssl_context, self._head
+        elif parts.scheme == "https" and host.endswith(hosts) and hosts:
+            ssl_context = self._ssl_context or ssl.create_default_context()
+            head = [
+                (b"host", host.encode("ascii") if port == 443 else b"%s:%d" % (host.encode("ascii"), port))
+            ]
+        else:
+            raise ConnectError(
+                f"refusing to fetch from {parts.scheme}://{host}: not this endpoint nor a media host"
+            )
+        return await open_stream(
+            host,
+            port,
+            ssl_context,
+            method=b"GET",
+            target=target,
+            headers=[*head, *headers],
+            limit=limit,
+            deadline=deadline,
+            where=f"{parts.scheme}://{host}",
+        )
 
     # -- introspection ---------------------------------------------------------------------------
 

@@ -26,7 +26,15 @@ import attrs
 import structlog
 import trio
 
-from actors.transport import ConnectError, Headers, Response, Transport, TransportError
+from actors.transport import (
+    BodyStream,
+    ConnectError,
+    Headers,
+    Response,
+    StreamingTransport,
+    Transport,
+    TransportError,
+)
 
 log = structlog.get_logger()
 
@@ -123,6 +131,43 @@ class MultiEndpoint:
             else:
                 self._mark_up(endpoint)
             return resp
+
+    async def stream(
+        self, method: bytes, target: bytes, headers: Headers, *, limit: int, deadline: float
+    ) -> BodyStream:
+        """A download from the best endpoint, failing over on a connection error like ``request``
+        (an endpoint that cannot stream answers whole, within ``limit``)."""
+        tried: set[int] = set()
+        errors: list[str] = []
+        while True:
+            endpoint = self._choose(tried)
+            if endpoint is None:
+                raise ConnectError("no endpoint reachable: " + "; ".join(errors))
+            tried.add(id(endpoint))
+            transport = endpoint.transport
+            try:
+                if isinstance(transport, StreamingTransport):
+                    return await transport.stream(method, target, headers, limit=limit, deadline=deadline)
+                return BodyStream.whole(await transport.request(method, target, headers, b""), limit)
+            except ConnectError as exc:
+                self._mark_down(endpoint, exc)
+                errors.append(f"{endpoint.url}: {exc}")
+
+    async def stream_url(
+        self, url: str, headers: Headers, *, limit: int, deadline: float, hosts: tuple[str, ...]
+    ) -> BodyStream:
+        """Through the first endpoint (healthy ones first) that takes ``url``: each refuses, unsent,
+        a URL on another endpoint's origin."""
+        errors: list[str] = []
+        for endpoint in sorted(self._endpoints, key=lambda e: not e.healthy):
+            transport = endpoint.transport
+            if not isinstance(transport, StreamingTransport):
+                continue
+            try:
+                return await transport.stream_url(url, headers, limit=limit, deadline=deadline, hosts=hosts)
+            except ConnectError as exc:
+                errors.append(f"{endpoint.url}: {exc}")
+        raise ConnectError("no endpoint could fetch the URL: " + "; ".join(errors))
 
     def _choose(self, tried: set[int]) -> Endpoint | None:
         untried = [e for e in self._endpoints if id(e) not in tried]

@@ -42,7 +42,14 @@ from actors.pairrate import PairLimiter
 from actors.ratelimit import TokenBucket
 from actors.timers import Timer, Timers
 from actors.tokeninfo import TokenInfo
-from actors.transport import Response, Transport, TransportError
+from actors.transport import (
+    BodyStream,
+    ConnectError,
+    Response,
+    StreamingTransport,
+    Transport,
+    TransportError,
+)
 from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
 from dispatcher import ledger
 from dispatcher.clock import WallClock
@@ -498,6 +505,58 @@ class NumberActor:
                 break
             await self._tokens.refresh(token)
         return resp
+
+    async def open_media(self, media_id: str, *, limit: int, deadline: float) -> BodyStream:
+        """Inbound media ``media_id`` from the number's API, its body streamed (``open_download``):
+        On-Prem answers with the file; Cloud with its metadata, whose URL is then fetched with
+        the same token, only from the endpoint's own origin or Meta's media hosts.
+
+        Raises:
+            IdError: ``media_id`` is not a media id (it is never put into a path).
+            ValueError: Cloud's metadata has no usable URL.
+            TransportError: no answer (``ResponseTooLargeError``: one too large).
+        """
+        channel = self._channel
+        target = channel.media_target(media_id)
+        if not channel.media_hosts:
+            return await self.open_download(target, limit=limit, deadline=deadline)
+        answer = await self.api_get(target)  # small JSON, within the transport's own answer limit
+        if answer.status != 200:
+            return BodyStream.whole(answer, limit)
+        url = channel.media_location(answer)
+        transport = self._transport
+        if not isinstance(transport, StreamingTransport):
+            raise ConnectError("this transport cannot fetch a media location")
+        headers = [(b"authorization", self._tokens.auth_header())]
+        return await transport.stream_url(
+            url, headers, limit=limit, deadline=deadline, hosts=channel.media_hosts
+        )
+
+    async def open_download(self, target: bytes, *, limit: int, deadline: float) -> BodyStream:
+        """GET ``target`` with the number's token (one re-login on 401), its body streamed:
+        inbound media. The caller reads the body, then (or on any error) closes the stream.
+
+        ``limit`` bounds the body (``ResponseTooLargeError``), ``deadline`` (trio time) the
+        whole download; a transport that cannot stream answers whole, within ``limit``.
+
+        Raises:
+            TransportError: no answer (``ResponseTooLargeError``: one too large).
+        """
+        await self._tokens.wait_ready()
+        token = self._tokens.token
+        stream = await self._get_streamed(target, limit, deadline)
+        if stream.status == 401:
+            stream.close()
+            await self._tokens.refresh(token)
+            stream = await self._get_streamed(target, limit, deadline)
+        return stream
+
+    async def _get_streamed(self, target: bytes, limit: int, deadline: float) -> BodyStream:
+        headers = [(b"authorization", self._tokens.auth_header())]
+        transport = self._transport
+        if isinstance(transport, StreamingTransport):
+            return await transport.stream(b"GET", target, headers, limit=limit, deadline=deadline)
+        return BodyStream.whole(await transport.request(b"GET", target, headers, b""), limit)
 
     def stop(self) -> None:
         """Start no new sends; ``serve`` (and ``run``) return once the sends in flight finish."""

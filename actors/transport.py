@@ -27,7 +27,8 @@ broken network) while being retried like any other ambiguous outcome.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, final, runtime_checkable
 
 import attrs
 
@@ -93,4 +94,115 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection; requests in flight fail with ``TransportError``."""
+        ...
+
+
+@final
+class BodyStream:
+    """A response whose body is read as it arrives (``async for chunk in stream``), for downloads
+    too large to hold whole (inbound media).
+
+    The body is counted as it comes and refused past ``limit`` (``ResponseTooLargeError``);
+    a body announced larger is refused before this object exists. ``close()`` (synchronous,
+    idempotent, also at the end of the body and on any error) closes the connection, so
+    it is safe from ``finally`` blocks, cancelled tasks and finalizers.
+    """
+
+    __slots__ = ("_close", "_closed", "_limit", "_receive", "headers", "length", "received", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        length: int | None,
+        receive: Callable[[], Awaitable[bytes]],
+        close: Callable[[], None],
+        limit: int,
+    ) -> None:
+        """``receive()`` returns the next piece of the body, b"" at its end; ``length`` is its
+        Content-Length, if it has one."""
+        self.status = status
+        self.headers = headers
+        self.length = length
+        self.received = 0  # body bytes handed out so far
+        self._receive = receive
+        self._close = close
+        self._limit = limit
+        self._closed = False
+
+    @classmethod
+    def whole(cls, response: Response, limit: int) -> BodyStream:
+        """A response already read (a transport that cannot stream), as one piece."""
+        if len(response.body) > limit:
+            raise ResponseTooLargeError(
+                f"{len(response.body)} bytes above the {limit}-byte limit", limit=limit, announced=None
+            )
+        pieces = [response.body] if response.body else []
+
+        async def receive() -> bytes:
+            return pieces.pop() if pieces else b""
+
+        return cls(response.status, response.headers, len(response.body), receive, pieces.clear, limit)
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header ``name`` (case-insensitive), or None."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._receive()
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        self.received += len(chunk)
+        if self.received > self._limit:
+            self.close()
+            raise ResponseTooLargeError(
+                f"a streamed body above the {self._limit}-byte limit", limit=self._limit, announced=None
+            )
+        return chunk
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A ``Transport`` that can also hand over a response before its body is read."""
+
+    async def stream(
+        self, method: bytes, target: bytes, headers: Headers, *, limit: int, deadline: float
+    ) -> BodyStream:
+        """Send one request and return once the response head is in; the body follows.
+
+        ``deadline`` (trio time) bounds everything, the body included: a read past it fails
+        with ``RequestTimeout``. A Content-Length above ``limit`` is refused at once.
+
+        Raises a ``TransportError`` subclass (``ResponseTooLargeError`` included).
+        """
+        ...
+
+    async def stream_url(
+        self, url: str, headers: Headers, *, limit: int, deadline: float, hosts: tuple[str, ...]
+    ) -> BodyStream:
+        """``stream`` of a GET on an absolute URL an answer named: the endpoint's own origin, or
+        https on a host ending with one of ``hosts``; any other URL is ``ConnectError``, unsent."""
         ...

@@ -186,6 +186,16 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     cloud: CloudConfig | None = None
 
 
+class MediaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Inbound media downloads (``GET .../Media/{MediaSid}``), streamed from the number's API."""
+
+    # Downloads at once, per number and in all: one more is refused at once (429), never queued.
+    per_number: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 4
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
+    # Seconds for a whole download, from the request to the last byte relayed to the client.
+    deadline: Annotated[float, msgspec.Meta(gt=0.0, le=3600.0)] = 300.0
+
+
 class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Delivery of status callbacks and inbound webhooks to customer URLs."""
 
@@ -263,6 +273,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     log: LogConfig = LogConfig()
     simulator: SimulatorConfig | None = None
     callbacks: CallbacksConfig = CallbacksConfig()
+    media: MediaConfig = MediaConfig()
     accounts: list[AccountConfig] = []
     numbers: list[NumberConfig] = []
     messaging: MessagingConfig = MessagingConfig()

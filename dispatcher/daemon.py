@@ -273,6 +273,7 @@ async def run_daemon(
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
                     body_timeout=config.server.body_timeout,
+                    media=config.media,
                 )
                 app = FastLane(
                     LastResort(ShieldFinalSend(quart_app)),

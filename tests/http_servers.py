@@ -186,3 +186,38 @@ def raw_handler(response: bytes, *, pieces: int = 0, linger: bool = False) -> Ha
 
 def url(server: Server, path: str = "") -> str:
     return f"http://127.0.0.1:{server.port}{path}"
+
+
+# -- misbehaving answers --------------------------------------------------------------------------
+
+OFFERED = 1 << 30
+"""What a flooding server sends at most, so a client that never refuses still ends."""
+
+
+async def send_flood(stream: trio.abc.Stream, head: bytes, unit: bytes, sent: list[int]) -> None:
+    """Send ``head``, then ``unit`` again and again until the client hangs up (or ``OFFERED``
+    bytes went out); the bytes sent are appended to ``sent`` whatever happens."""
+    total = 0
+    try:
+        await stream.send_all(head)
+        total = len(head)
+        while total < OFFERED:
+            await stream.send_all(unit)
+            total += len(unit)
+    finally:
+        sent.append(total)
+
+
+async def wait_for_close(stream: trio.abc.Stream) -> None:
+    """Read and drop whatever comes until the client closes."""
+    while await stream.receive_some():
+        pass
+
+
+async def send_drip(stream: trio.abc.Stream, head: bytes, unit: bytes) -> None:
+    """Send ``head``, then ``unit`` each time the client is blocked reading again: a slow drip
+    that never ends and never pauses long enough to trip an idle timer."""
+    await stream.send_all(head)
+    while True:
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.send_all(unit)

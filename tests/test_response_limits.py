@@ -10,80 +10,68 @@ the gigabytes offered. No RSS measurement, no sleeps.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import h11
 import pytest
 import trio
-import trio.testing
 
 from actors.h11pool import DEFAULT_MAX_RESPONSE_BODY, H11Pool
 from actors.httpx_transport import HttpxTransport
 from actors.outcome import Retry, classify_error
 from actors.transport import RequestTimeout, ResponseTooLargeError, Transport
-from tests.http_servers import Handler, Reply, Seen, Server, h11_handler, read_request, start_server, url
+from tests.http_servers import (
+    OFFERED,
+    Handler,
+    Reply,
+    Seen,
+    Server,
+    h11_handler,
+    read_request,
+    send_drip,
+    send_flood,
+    start_server,
+    url,
+    wait_for_close,
+)
 
 TEST_TIMEOUT = 20.0
 LIMIT = 64 * 1024
 # What loopback sockets may hold between a server's writes and a client's reads (send buffer +
 # receive buffer, autotuned): far below the 1 GiB a server offers in these tests.
 SOCKET_SLACK = 32 << 20
-OFFERED = 1 << 30  # a server stops after this much, so a client that never refuses still ends
 
 CHUNK = b"x" * 65536
 CHUNKED = b"%x\r\n" % len(CHUNK) + CHUNK + b"\r\n"
 
 
-def flood(head: bytes, unit: bytes, sent: list[int]) -> Handler:
-    """Read one request, send ``head``, then ``unit`` again and again until the client hangs up
-    (or ``OFFERED`` bytes went out); the bytes sent are appended to ``sent``."""
+def one_request(answer: Callable[[trio.abc.Stream], Awaitable[None]]) -> Handler:
+    """Read one request, then ``answer`` on the raw stream."""
 
     async def handler(stream: trio.abc.Stream, server: Server) -> None:
         seen = await read_request(stream, h11.Connection(h11.SERVER))
         assert seen is not None
         server.requests.append(seen)
         server.notify()
-        total = 0
-        try:
-            await stream.send_all(head)
-            total = len(head)
-            while total < OFFERED:
-                await stream.send_all(unit)
-                total += len(unit)
-        finally:
-            sent.append(total)
+        await answer(stream)
 
     return handler
+
+
+def flood(head: bytes, unit: bytes, sent: list[int]) -> Handler:
+    return one_request(lambda stream: send_flood(stream, head, unit, sent))
 
 
 def head_then_wait(head: bytes) -> Handler:
-    """Read one request, send only ``head``, then wait for the client to close (sends no body)."""
-
-    async def handler(stream: trio.abc.Stream, server: Server) -> None:
-        seen = await read_request(stream, h11.Connection(h11.SERVER))
-        assert seen is not None
-        server.requests.append(seen)
-        server.notify()
+    async def answer(stream: trio.abc.Stream) -> None:
         await stream.send_all(head)
-        while await stream.receive_some():
-            pass
+        await wait_for_close(stream)
 
-    return handler
+    return one_request(answer)
 
 
 def drip(head: bytes, unit: bytes) -> Handler:
-    """Send ``head``, then ``unit`` each time the client is blocked reading again (a slow drip
-    that never ends and never pauses long enough to trip an idle timer)."""
-
-    async def handler(stream: trio.abc.Stream, server: Server) -> None:
-        seen = await read_request(stream, h11.Connection(h11.SERVER))
-        assert seen is not None
-        server.requests.append(seen)
-        server.notify()
-        await stream.send_all(head)
-        while True:
-            await trio.testing.wait_all_tasks_blocked()
-            await stream.send_all(unit)
-
-    return handler
+    return one_request(lambda stream: send_drip(stream, head, unit))
 
 
 def pool_for(server: Server, **kwargs: float) -> H11Pool:

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from dispatcher import edits, listing
+from dispatcher.config import MediaConfig
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
@@ -52,6 +53,7 @@ def make_app(
     requests: RequestCounts | None = None,
     protect_metrics: bool = False,
     body_timeout: float = limits.BODY_TIMEOUT,
+    media: MediaConfig | None = None,
 ) -> QuartTrio:
     """The front door; ``ops``/``metrics`` add the admin API and /metrics (the daemon passes both)."""
     app = QuartTrio("wadispatch")
@@ -151,7 +153,7 @@ def make_app(
         secret = request.headers.get(info.webhook_header, "") if info is not None else ""
         return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret, via="header"), digits)
 
-    register_media_routes(app, gateway)
+    register_media_routes(app, gateway, media)
     install_cloud_webhooks(app, gateway)
 
     @app.get("/healthz")

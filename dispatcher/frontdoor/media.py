@@ -3,12 +3,15 @@
 ``GET .../Messages/{MessageSid}/Media/{MediaSid}`` streams the file the
 customer sent, fetched on demand from the number's WhatsApp API
 (``GET /v1/media/{id}`` with the number's token): we keep the WhatsApp media
-id, not the bytes. ``.../Media.json`` lists a message's media.
+id, not the bytes. The file is relayed as it arrives, within its kind's size
+limit, one deadline and the download slots (``dispatcher.inbound_media``); a
+media id that is not one is never put into a path (``dispatcher.urlpath``).
+``.../Media.json`` lists a message's media.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 import structlog
@@ -17,15 +20,15 @@ from quart import Response
 from quart import request as current_request
 from quart_trio import QuartTrio
 
-from actors.transport import TransportError
+from actors.transport import BodyStream, RequestTimeout, ResponseTooLargeError, TransportError
+from dispatcher.config import MediaConfig
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, rfc2822
 from dispatcher.gateway import Gateway
+from dispatcher.inbound_media import DownloadSlots, Relay, Slot, limit_for
 from dispatcher.models import MessageRecord, StoredMedia
+from dispatcher.urlpath import IdError
 
 log = structlog.get_logger()
-
-MAX_MEDIA: Final = 100 << 20
-FETCH_TIMEOUT: Final = 30.0
 
 
 class MediaResource(msgspec.Struct):
@@ -66,7 +69,9 @@ def _resource(record: MessageRecord, media: StoredMedia) -> MediaResource:
     )
 
 
-def register_media_routes(app: QuartTrio, gateway: Gateway) -> None:
+def register_media_routes(app: QuartTrio, gateway: Gateway, config: MediaConfig | None = None) -> None:
+    config = config or MediaConfig()
+    slots = DownloadSlots(per_number=config.per_number, total=config.concurrency)
     prefix = f"/{API_VERSION}/Accounts/<account_sid>/Messages/<sid>/Media"
 
     @app.get(f"{prefix}.json")
@@ -103,17 +108,62 @@ def register_media_routes(app: QuartTrio, gateway: Gateway) -> None:
         actor = gateway.supervisor.actor(record.to_number)
         if actor is None:
             raise TwilioError(404, 20404, "The number that received this media is no longer configured")
-        try:
-            with trio.fail_after(FETCH_TIMEOUT):
-                resp = await actor.api_get(b"/v1/media/" + media.channel_media_id.encode())
-        except trio.TooSlowError as exc:
+        where = {"number": record.to_number, "sid": sid}
+        slot = slots.take(record.to_number)
+        if slot is None:
+            raise TwilioError(429, 20429, "Too many media downloads at once; try again shortly")
+        deadline = trio.current_time() + config.deadline
+        stream = await _open(actor.open_media, media, deadline, slot, where)
+        if stream.status != 200:
+            stream.close()
+            slot.release()
+            if stream.status == 404:
+                raise TwilioError(404, 20404, "WhatsApp no longer holds this media")
+            log.warning("media.fetch_failed", **where, status=stream.status)
+            raise TwilioError(502, 20500, f"WhatsApp answered HTTP {stream.status} for this media")
+        response = Response(Relay(stream, slot, where), status=200, content_type=media.content_type)
+        if stream.length is not None:
+            response.headers["Content-Length"] = str(stream.length)
+        # Quart bounds the sending of the body by this (its default, RESPONSE_TIMEOUT, is 60 s).
+        response.timeout = max(0.0, deadline - trio.current_time())
+        return response
+
+
+class _Opener(Protocol):
+    async def __call__(self, media_id: str, *, limit: int, deadline: float) -> BodyStream: ...
+
+
+async def _open(
+    open_media: _Opener,
+    media: StoredMedia,
+    deadline: float,
+    slot: Slot,
+    where: dict[str, str],
+) -> BodyStream:
+    """The download's response head, within the deadline; the slot is released on any failure."""
+    try:
+        with trio.move_on_at(deadline):  # the wait for a token too
+            return await open_media(
+                media.channel_media_id, limit=limit_for(media.content_type), deadline=deadline
+            )
+        raise RequestTimeout("no media answer in time")
+    except BaseException as exc:
+        slot.release()
+        if isinstance(exc, IdError):
+            log.warning("media.bad_id", **where, error=str(exc))
+            raise TwilioError(404, 20404, "This media has no valid WhatsApp media id") from exc
+        if isinstance(exc, ValueError):
+            log.warning("media.bad_location", **where, error=str(exc))
+            raise TwilioError(502, 20500, "WhatsApp's answer for this media could not be read") from exc
+        if isinstance(exc, ResponseTooLargeError):
+            log.warning("media.too_large", **where, content_type=media.content_type, announced=exc.announced)
+            raise TwilioError(
+                502, 20500, f"The media is larger than WhatsApp allows for its type ({exc.limit} bytes)"
+            ) from exc
+        if isinstance(exc, RequestTimeout):
+            log.warning("media.fetch_timeout", **where)
             raise TwilioError(504, 20504, "WhatsApp did not return the media in time") from exc
-        except TransportError as exc:
-            log.warning("media.fetch_failed", number=record.to_number, sid=sid, error=str(exc))
+        if isinstance(exc, TransportError):
+            log.warning("media.fetch_failed", **where, error=str(exc))
             raise TwilioError(502, 20500, "The media could not be fetched from WhatsApp") from exc
-        if resp.status == 404:
-            raise TwilioError(404, 20404, "WhatsApp no longer holds this media")
-        if resp.status != 200 or len(resp.body) > MAX_MEDIA:
-            log.warning("media.fetch_failed", number=record.to_number, sid=sid, status=resp.status)
-            raise TwilioError(502, 20500, f"WhatsApp answered HTTP {resp.status} for this media")
-        return Response(bytes(resp.body), status=200, content_type=media.content_type)
+        raise
