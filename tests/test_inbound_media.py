@@ -9,6 +9,7 @@ then fetched through the Twilio-style Media URL, as a client would.
 
 from __future__ import annotations
 
+import gc
 import json
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,10 +22,11 @@ import httpx
 import pytest
 import trio
 
+from actors.transport import BodyStream, Response
 from dispatcher import config as configuration
 from dispatcher.daemon import Running
 from dispatcher.frontdoor.cloud_routes import signature
-from dispatcher.inbound_media import MAX_BYTES, DownloadSlots, kind_of, limit_for
+from dispatcher.inbound_media import MAX_BYTES, DownloadSlots, Relay, kind_of, limit_for
 from tests.daemon_harness import ACCOUNT, TOKEN, messages_path, running_daemon
 from tests.http_servers import (
     Server,
@@ -507,3 +509,29 @@ async def test_cloud_media_locations_elsewhere_are_never_fetched(
     assert got.status_code == 502
     assert got.json()["code"] == 20500
     assert graph.server.targets == [b"/v23.0/1037543291543636"]
+
+
+def test_a_relay_never_sent_releases_its_slot_when_collected() -> None:
+    """The client left before the answer started: quart never enters the body, nothing leaks."""
+    slots = DownloadSlots(per_number=1, total=1)
+    slot = slots.take(NUMBER)
+    assert slot is not None
+    stream = BodyStream.whole(Response(200, [], b"data"), limit=10)
+    relay = Relay(stream, slot, {"number": NUMBER, "sid": "MM1"})
+    del relay
+    gc.collect()
+    assert stream.closed
+    assert slots.running == 0
+
+
+async def test_a_relay_closed_by_quart_releases_its_slot_once() -> None:
+    slots = DownloadSlots(per_number=1, total=1)
+    slot = slots.take(NUMBER)
+    assert slot is not None
+    relay = Relay(
+        BodyStream.whole(Response(200, [], b"data"), limit=10), slot, {"number": NUMBER, "sid": "MM1"}
+    )
+    assert [piece async for piece in relay] == [b"data"]
+    assert slots.running == 0  # released at the end of the body
+    await relay.aclose()  # quart's __aexit__: idempotent
+    assert slots.take(NUMBER) is not None and slots.running == 1

@@ -18,8 +18,11 @@ import trio
 
 from actors.h11pool import DEFAULT_MAX_RESPONSE_BODY, H11Pool
 from actors.httpx_transport import HttpxTransport
+from actors.multiconnect import MultiEndpoint
 from actors.outcome import Retry, classify_error
+from actors.token import login
 from actors.transport import RequestTimeout, ResponseTooLargeError, Transport
+from dispatcher.clock import TrioWallClock
 from tests.http_servers import (
     OFFERED,
     Handler,
@@ -245,3 +248,50 @@ def test_a_refused_answer_is_an_ambiguous_retry() -> None:
     ``on_ambiguous`` policy decides, like for a lost answer."""
     outcome = classify_error(ResponseTooLargeError("too large", limit=LIMIT, announced=LIMIT + 1))
     assert outcome == Retry("ResponseTooLargeError", ambiguous=True)
+
+
+# -- the cold paths go through the same transports --------------------------------------------------
+
+
+async def test_a_login_answer_too_large_fails_cleanly_and_is_retried_later(nursery: trio.Nursery) -> None:
+    """The On-Prem login reads its answer through the number's pool: a huge one is refused."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % (1 << 40)
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, head_then_wait(head))
+        pool = pool_for(server)
+        with pytest.raises(ResponseTooLargeError):
+            await login(pool, "admin", "Secret-Passw0rd", TrioWallClock())
+        await pool.aclose()
+
+
+async def test_a_health_probe_answer_too_large_marks_the_endpoint_down(nursery: trio.Nursery) -> None:
+    sent: list[int] = []
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, flood(head, CHUNKED, sent))
+        multi = MultiEndpoint([(url(server), pool_for(server))], check_interval=0.0)
+        await multi.upkeep()
+        [endpoint] = multi.statistics()
+        await server.wait_for(lambda s: s.closed == 1)
+        await multi.aclose()
+    assert not endpoint.healthy
+    assert endpoint.last_error is not None and "ResponseTooLargeError" in endpoint.last_error
+    assert sent[0] < LIMIT + SOCKET_SLACK
+
+
+async def test_multiconnect_streams_fail_over_on_a_refused_endpoint(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        server = await start_server(nursery, h11_handler(lambda seen: _reply(b"streamed")))
+        multi = MultiEndpoint(
+            [("http://127.0.0.1:1", H11Pool("http://127.0.0.1:1")), (url(server), pool_for(server))]
+        )
+        stream = await multi.stream(b"GET", b"/v1/media/x", [], limit=LIMIT, deadline=trio.current_time() + 5)
+        body = b"".join([piece async for piece in stream])
+        await multi.aclose()
+    assert (stream.status, body, stream.closed) == (200, b"streamed", True)
+    assert multi.failovers == 0  # a stream's failover is not a send's
+    assert [e.healthy for e in multi.statistics()] == [False, True]
+
+
+async def _reply(body: bytes) -> Reply:
+    return Reply(chunks=(body,))
