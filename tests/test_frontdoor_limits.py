@@ -8,6 +8,9 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import msgspec
 import pytest
 import trio
@@ -224,4 +227,23 @@ async def test_at_most_max_connections_are_served_at_once(nursery: trio.Nursery)
         assert answered[0].startswith(b"HTTP/1.1 200")
         await second.aclose()
         await third.aclose()
+    stop.set()
+
+
+async def test_an_http2_connection_carries_one_request_at_a_time(nursery: trio.Nursery) -> None:
+    """hypercorn speaks h2c on the plain listener: one stream per connection, so the cap holds for it."""
+    stop = trio.Event()
+    serve = functools.partial(serve_frontdoor, graceful_timeout=1.0)
+    [url] = await nursery.start(serve, _hello, "127.0.0.1", 0, stop.wait)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*host_port(url))
+        async with stream:
+            await stream.send_all(client.data_to_send())  # prior knowledge: the HTTP/2 preface
+            settings: list[h2.events.RemoteSettingsChanged] = []
+            while not settings:
+                events = client.receive_data(await stream.receive_some(65536))
+                settings = [e for e in events if isinstance(e, h2.events.RemoteSettingsChanged)]
+    assert client.remote_settings.max_concurrent_streams == 1
     stop.set()

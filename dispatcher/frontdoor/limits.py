@@ -22,3 +22,9 @@ MAX_CONNECTIONS: Final = 1000
 KEEP_ALIVE_TIMEOUT: Final = 75.0
 """Seconds an idle keep-alive connection (or one still sending its request head) is kept: longer
 than the 60 s idle timeout of common load balancers, so they close first."""
+
+H2_MAX_STREAMS: Final = 1
+"""Requests at once on one HTTP/2 connection (hypercorn serves h2c on the plain listener; its default
+is 100). One, as on an HTTP/1.1 connection, so ``max_connections`` also bounds the requests in flight
+and the request bodies held (each at most ``MAX_BODY``). No client of this API needs more: the Twilio
+SDKs and WhatsApp's webhooks speak HTTP/1.1."""

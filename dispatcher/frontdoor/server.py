@@ -11,7 +11,8 @@ instead of each holding a task here.
 
 Time and size limits, by hypercorn's options: a connection idle (or still
 sending its request head) for ``keep_alive_timeout`` is closed; a request head
-is at most ``h11_max_incomplete_size`` (16 KiB, hypercorn's default);
+is at most ``h11_max_incomplete_size`` (16 KiB, hypercorn's default); an
+HTTP/2 connection (h2c) carries one request at a time (``h2_max_concurrent_streams``);
 ``read_timeout`` stays unset, as it would bound every single read, idle
 keep-alive waits included, which ``keep_alive_timeout`` already does. A request
 body has its own total deadline in the routes (``body_timeout``, see
@@ -96,6 +97,7 @@ def hypercorn_config(host: str, port: int, *, graceful_timeout: float) -> HyperC
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.keep_alive_timeout = limits.KEEP_ALIVE_TIMEOUT
+    cfg.h2_max_concurrent_streams = limits.H2_MAX_STREAMS
     return cfg
 
 
