@@ -31,7 +31,7 @@ from dispatcher.frontdoor.app import MAX_BODY, make_app
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.keepalive import ShieldFinalSend
-from dispatcher.frontdoor.server import serve_frontdoor
+from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.gateway import Gateway
 from dispatcher.media_guard import MediaGuard
 from dispatcher.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -130,6 +130,19 @@ def _callback_metrics(collector: DispatcherCollector, store: Store, sender: Call
         ("rejected", "Callbacks the customer's endpoint answered with a permanent error."),
     ):
         collector.add_counter(f"wadispatch_callbacks_{name}", doc, functools.partial(_attr, sender, name))
+
+
+def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> None:
+    collector.add_gauge(
+        "wadispatch_http_connections",
+        "Open HTTP connections to the front door (at most [server] max_connections).",
+        lambda: cap.open,
+    )
+    collector.add_counter(
+        "wadispatch_http_connections_waited",
+        "Connections accepted only after waiting for a free slot under [server] max_connections.",
+        lambda: cap.waited,
+    )
 
 
 def _attr(obj: object, name: str) -> float:
@@ -283,6 +296,8 @@ async def run_daemon(
                     requests=requests,
                 )
                 _callback_metrics(metrics.collector, store, sender)
+                connections = ConnectionCap(config.server.max_connections)
+                _connection_metrics(metrics.collector, connections)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
@@ -295,7 +310,7 @@ async def run_daemon(
                                 port,
                                 shutdown.wait,
                                 graceful_timeout=config.server.graceful_timeout,
-                                max_connections=config.server.max_connections,
+                                cap=connections,
                             )
                         )
                         url = binds[0]

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from dispatcher import config as configuration
-from dispatcher.frontdoor.server import serve_frontdoor
+from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from tests.daemon_harness import messages_path, running_daemon
 from tests.frontdoor_routes import (
     BATCH,
@@ -32,6 +32,7 @@ from tests.frontdoor_routes import (
     Route,
     hostile_config,
 )
+from tests.test_metrics import parse, value
 
 BODY_TIMEOUT = 0.3
 
@@ -200,7 +201,8 @@ async def _get(stream: trio.SocketStream) -> bytes:
 
 async def test_at_most_max_connections_are_served_at_once(nursery: trio.Nursery) -> None:
     stop = trio.Event()
-    serve = functools.partial(serve_frontdoor, graceful_timeout=1.0, max_connections=2)
+    cap = ConnectionCap(2)
+    serve = functools.partial(serve_frontdoor, graceful_timeout=1.0, cap=cap)
     [url] = await nursery.start(serve, _hello, "127.0.0.1", 0, stop.wait)
     address = host_port(url)
     with trio.fail_after(10):
@@ -221,10 +223,12 @@ async def test_at_most_max_connections_are_served_at_once(nursery: trio.Nursery)
             while not answered:  # noqa: ASYNC110 - a list filled by the request task
                 await trio.sleep(0.01)
         assert not answered, "a third connection was served while two were open"
+        assert (cap.open, cap.waited) == (2, 1)
         await first.aclose()
         while not answered:  # noqa: ASYNC110
             await trio.sleep(0.01)
         assert answered[0].startswith(b"HTTP/1.1 200")
+        assert cap.open == 2  # the second and the third
         await second.aclose()
         await third.aclose()
     stop.set()
@@ -247,3 +251,23 @@ async def test_an_http2_connection_carries_one_request_at_a_time(nursery: trio.N
                 settings = [e for e in events if isinstance(e, h2.events.RemoteSettingsChanged)]
     assert client.remote_settings.max_concurrent_streams == 1
     stop.set()
+
+
+async def test_open_connections_are_on_metrics(daemon) -> None:
+    running, client = daemon
+
+    async def open_now() -> float:
+        return value(parse((await client.get("/metrics")).text), "wadispatch_http_connections")
+
+    before = await open_now()  # the client's own, and the simulator's webhook connections
+    assert before >= 1
+    extra = [await trio.open_tcp_stream(*host_port(running.url)) for _ in range(3)]
+    try:
+        with trio.fail_after(10):  # until the accept loop has taken the three from the backlog
+            while await open_now() < before + 3:  # noqa: ASYNC110 - polled over HTTP, no event to wait on
+                await trio.sleep(0.01)
+        samples = parse((await client.get("/metrics")).text)
+        assert value(samples, "wadispatch_http_connections_waited_total") == 0
+    finally:
+        for stream in extra:
+            await stream.aclose()

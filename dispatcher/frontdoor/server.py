@@ -40,37 +40,51 @@ log = structlog.get_logger()
 
 
 @final
-class CappedListener(trio.abc.Listener[trio.SocketStream]):
-    """A socket listener that accepts only while fewer than ``limit`` accepted streams are open.
+class ConnectionCap:
+    """At most ``limit`` connections open at once, over every listener; counted for /metrics."""
 
-    The handler of each accepted stream calls ``release()`` once when it is done with it.
-    """
-
-    def __init__(self, inner: trio.SocketListener, limit: int) -> None:
-        self._inner = inner
+    def __init__(self, limit: int = limits.MAX_CONNECTIONS) -> None:
+        self.limit = limit
         self._slots = trio.Semaphore(limit)
-        self._limit = limit
+        self.waited = 0  # accepts that had to wait for a free slot
         self._full_logged = False
 
     @property
     def open(self) -> int:
-        return self._limit - self._slots.value
+        return self.limit - self._slots.value
 
-    async def accept(self) -> trio.SocketStream:
-        if self._slots.value == 0 and not self._full_logged:
-            self._full_logged = True
-            log.warning("frontdoor.connections_full", max_connections=self._limit)
+    async def acquire(self) -> None:
+        if self._slots.value == 0:
+            self.waited += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning("frontdoor.connections_full", max_connections=self.limit)
         await self._slots.acquire()
-        try:
-            return await self._inner.accept()
-        except BaseException:
-            self._slots.release()
-            raise
 
     def release(self) -> None:
         self._slots.release()
-        if self._full_logged and self._slots.value > self._limit // 10:
+        if self._full_logged and self._slots.value > self.limit // 10:
             self._full_logged = False  # the next time it fills up is news again
+
+
+@final
+class CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A socket listener that accepts only while ``cap`` has a free slot.
+
+    The handler of each accepted stream calls ``cap.release()`` once when it is done with it.
+    """
+
+    def __init__(self, inner: trio.SocketListener, cap: ConnectionCap) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    async def accept(self) -> trio.SocketStream:
+        await self._cap.acquire()
+        try:
+            return await self._inner.accept()
+        except BaseException:
+            self._cap.release()
+            raise
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -108,10 +122,14 @@ async def serve_frontdoor(
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
     graceful_timeout: float = 5.0,
-    max_connections: int = limits.MAX_CONNECTIONS,
+    cap: ConnectionCap | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port)."""
+    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port).
+
+    ``cap`` bounds the open connections (``limits.MAX_CONNECTIONS`` if not given).
+    """
+    cap = cap or ConnectionCap()
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout)
     asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
@@ -126,33 +144,28 @@ async def serve_frontdoor(
             binds: list[str] = []
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                listeners.append(
-                    CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), max_connections)
-                )
+                plain = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(CappedListener(plain, cap))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
 
-            async def serve_connection(listener: CappedListener, stream: trio.SocketStream) -> None:
+            async def serve_connection(stream: trio.SocketStream) -> None:
                 state = ConnectionState(lifespan_state.copy())
                 try:
                     # Annotated as an SSLStream, it serves plain streams too (hypercorn's worker passes them).
                     await _TCPServer(asgi, config, context, state, stream)  # type: ignore[arg-type]
                 finally:
-                    listener.release()
+                    cap.release()
 
             task_status.started(binds)
             try:
                 async with trio.open_nursery(strict_exception_groups=True) as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     nursery.start_soon(raise_shutdown, context.terminate.wait)
-                    for listener in listeners:
-                        nursery.start_soon(
-                            functools.partial(
-                                trio.serve_listeners,
-                                functools.partial(serve_connection, listener),
-                                [listener],
-                                handler_nursery=server_nursery,
-                            )
+                    nursery.start_soon(
+                        functools.partial(
+                            trio.serve_listeners, serve_connection, listeners, handler_nursery=server_nursery
                         )
+                    )
                     await trio.sleep_forever()
             except BaseExceptionGroup as error:
                 _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
