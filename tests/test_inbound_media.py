@@ -36,6 +36,7 @@ from tests.http_servers import (
     url,
     wait_for_close,
 )
+from tests.test_callbacks_e2e import wait_status
 
 NUMBER = "+15550000009"
 CUSTOMER = "15551234567"
@@ -43,6 +44,7 @@ UUID = "d674171b-b912-4d76-9118-e2d571e16f33"  # an On-Prem media id (reference 
 HOOK_SECRET = "upstream-hook-secret-0123456789abcdef"
 SOCKET_SLACK = 32 << 20
 LOGIN = b'{"users":[{"token":"media-test-token","expires_after":"2099-01-01 00:00:00+00:00"}]}'
+SENT = b'{"messages":[{"id":"gBGGeZRAZ1NvAgn4gdjDH8IpKyM"}]}'
 CHUNK = b"m" * 65536
 CHUNKED = b"%x\r\n" % len(CHUNK) + CHUNK + b"\r\n"
 
@@ -88,7 +90,7 @@ class FakeOnPrem:
     @property
     def media_targets(self) -> list[bytes]:
         assert self.server is not None
-        return [r.target for r in self.server.requests if r.target != b"/v1/users/login"]
+        return [r.target for r in self.server.requests if r.target.startswith(b"/v1/media/")]
 
     async def handle(self, stream: trio.abc.Stream, server: Server) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -98,10 +100,12 @@ class FakeOnPrem:
                 return
             server.requests.append(seen)
             server.notify()
-            if seen.target == b"/v1/users/login":
-                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(LOGIN))]
-                out = conn.send(h11.Response(status_code=200, headers=headers))
-                await stream.send_all((out or b"") + (conn.send(h11.Data(data=LOGIN)) or b""))
+            answer_json = {b"/v1/users/login": (200, LOGIN), b"/v1/messages": (201, SENT)}.get(seen.target)
+            if answer_json is not None:
+                status, body = answer_json
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+                out = conn.send(h11.Response(status_code=status, headers=headers))
+                await stream.send_all((out or b"") + (conn.send(h11.Data(data=body)) or b""))
                 conn.send(h11.EndOfMessage())
                 conn.start_next_cycle()
                 continue
@@ -115,7 +119,9 @@ class FakeOnPrem:
             return
 
 
-def daemon_config(data_dir: Path, endpoint: str, media: str = "") -> configuration.Config:
+def daemon_config(
+    data_dir: Path, endpoint: str, media: str = "", number_extra: str = ""
+) -> configuration.Config:
     return configuration.loads(f"""
 [server]
 listen = "127.0.0.1:0"
@@ -135,6 +141,8 @@ account = "{ACCOUNT}"
 endpoints = ["{endpoint}"]
 password = {{ value = "Upstream-Media-Passw0rd-9" }}
 webhook_secret = {{ value = "{HOOK_SECRET}" }}
+enforce_window = false
+{number_extra}
 """)
 
 
@@ -318,14 +326,51 @@ async def test_downloads_beyond_the_numbers_limit_are_refused_at_once(
     assert allowed.status_code == 200 and allowed.content == b"next"
 
 
-async def test_a_download_past_its_deadline(nursery: trio.Nursery, tmp_path: Path) -> None:
-    fake = FakeOnPrem({"silent": wait_for_close})
+async def test_a_download_holds_no_send_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A number with one send connection (max_in_flight = 1) still sends while a download hangs."""
+    fake = FakeOnPrem({"hangs": head_only(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nsome")})
+    with trio.fail_after(30):
+        fake.server = await start_server(nursery, fake.handle)
+        config = daemon_config(tmp_path / "d", url(fake.server), number_extra="max_in_flight = 1")
+        async with running_daemon(config) as (_, client):
+            media_url = await receive_media(client, "hangs", "application/pdf", 1)
+            async with client.stream("GET", media_url) as download:
+                assert download.status_code == 200
+                created = await client.post(
+                    messages_path(),
+                    data={"From": f"whatsapp:{NUMBER}", "To": f"whatsapp:+{CUSTOMER}", "Body": "hi"},
+                )
+                assert created.status_code == 201, created.text
+                await wait_status(client, created.json()["sid"], "sent")
+    assert b"/v1/messages" in fake.server.targets
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(wait_for_close, id="no-answer"),
+        pytest.param(head_only(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nsome"), id="stalls-mid-body"),
+    ],
+)
+async def test_a_download_past_its_deadline(nursery: trio.Nursery, tmp_path: Path, answer: Answer) -> None:
+    fake = FakeOnPrem({"slow": answer})
     with trio.fail_after(30):
         async with media_daemon(nursery, tmp_path, fake, media="deadline = 0.5") as (_, client):
-            media_url = await receive_media(client, "silent", "video/mp4", 1)
-            got = await client.get(media_url)
-    assert got.status_code == 504
-    assert got.json()["code"] == 20504
+            media_url = await receive_media(client, "slow", "video/mp4", 1)
+            began = trio.current_time()
+            if answer is wait_for_close:
+                got = await client.get(media_url)
+                assert got.status_code == 504
+                assert got.json()["code"] == 20504
+            else:  # the head came in time: the answer started, and is aborted at the deadline
+                with pytest.raises(httpx.HTTPError):
+                    async with client.stream("GET", media_url) as resp:
+                        assert resp.status_code == 200
+                        await resp.aread()
+            took = trio.current_time() - began
+            assert fake.server is not None
+            await fake.server.wait_for(lambda s: s.closed >= 1)  # the upstream connection is closed
+    assert took < 5.0
 
 
 @pytest.mark.parametrize(
