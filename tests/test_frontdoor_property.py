@@ -11,6 +11,7 @@ changes only by what the requests themselves write.
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import threading
@@ -304,6 +305,41 @@ def test_any_body_on_any_route_is_json_never_5xx_and_refused_means_not_stored(
 ) -> None:
     route, body = request
     post(served, route, body, content_type)
+
+
+CREDENTIALS = st.one_of(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), min_size=1, max_size=60),
+    st.tuples(st.sampled_from(["Basic ", "basic ", "Bearer ", "Basic  "]), st.binary(max_size=80)).map(
+        lambda pair: pair[0] + base64.b64encode(pair[1]).decode()
+    ),
+    st.tuples(st.sampled_from([ACCOUNT, "SK" + "0" * 32, "AC", ""]), st.text(max_size=40)).map(
+        lambda pair: "Basic " + base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
+    ),
+)
+AUTHENTICATED = [
+    ("POST", CREATE_FORM.path),
+    ("POST", BATCH.path),
+    ("GET", CREATE_FORM.path),
+    ("GET", UPDATE.path),
+    ("POST", UPDATE.path),
+    ("DELETE", UPDATE.path),
+    ("GET", "/admin/v1/status"),
+    ("POST", TEMPLATES.path),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(credential=CREDENTIALS, target=st.sampled_from(AUTHENTICATED))
+def test_any_credential_is_refused_in_json_and_stores_nothing(
+    served: Served, credential: str, target: tuple[str, str]
+) -> None:
+    method, path = target
+    before = served.snapshot()
+    header = credential.strip().encode("latin-1")  # as sent: h11 refuses a value with outer whitespace
+    resp = served.client.request(method, path, headers={"Authorization": header}, content=b"To=x")
+    assert resp.status_code in (400, 401, 403), (method, path, credential, resp.text)
+    assert resp.headers["content-type"] == "application/json"
+    assert served.snapshot() == before
 
 
 def test_the_daemon_still_serves_after_the_fuzzing(served: Served) -> None:
