@@ -25,6 +25,14 @@ throughput, 80 msg/s with bursts of 80, the messaging tier unlimited, one
 recipient per message so the pair rate never binds), and ``rejected_429``
 counts Meta's limit refusals (130429, 131056, 131048: HTTP 400 on Graph).
 
+``--chatty`` (Cloud only) runs conversations instead of saturation: one number,
+``--recipients`` people each getting bursts of messages, against Meta's pair
+rate (bursts borrow from future quota); it reports the 131056 count (the target
+is zero) and the delivery latency next to the minimum Meta's rule allows
+(``bench.chatty``)::
+
+    .venv/bin/python -m bench.rate --channel cloud --chatty [--recipients 3] [--duration 120] [--seed 1]
+
 Prints a summary on stderr and one JSON line on stdout.
 """
 
@@ -42,7 +50,7 @@ from typing import Any
 import trio
 
 from actors.h11pool import H11Pool
-from bench import cloud
+from bench import chatty, cloud
 from bench.e2e import (
     create_bodies,
     create_path,
@@ -174,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--burst", type=int, default=None, help="configured burst per number (On-Prem: 60, Cloud: 80)"
     )
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of saturation")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of saturation (30), or of conversation (120)"
+    )
+    parser.add_argument(
+        "--chatty", action="store_true", help="Cloud: bursts to a few recipients under Meta's pair rate"
+    )
+    parser.add_argument("--recipients", type=int, default=3, help="--chatty: people in conversation")
+    parser.add_argument("--seed", type=int, default=1, help="--chatty: the conversations' random seed")
     parser.add_argument("--sample", type=float, default=0.05, help="seconds between counter samples")
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args(argv)
@@ -182,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         args.rate = 80.0 if args.channel == "cloud" else 20.0
     if args.burst is None:
         args.burst = 80 if args.channel == "cloud" else 60
+    if args.duration is None:
+        args.duration = 120.0 if args.chatty else 30.0
     if args.numbers < 1 or args.rate <= 0 or args.burst < 1 or args.duration <= 0 or args.sample <= 0:
         parser.error("--numbers and --burst must be >= 1; --rate, --duration and --sample > 0")
+    if args.chatty and (args.channel != "cloud" or args.numbers != 1 or args.recipients < 1):
+        parser.error("--chatty needs --channel cloud, one number and --recipients >= 1")
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-rate-") as tmp:
         port, sim_port = free_port(), free_port()
         cfg = write_config(
@@ -200,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
             trio.run(wait_ready, url)
-            result = trio.run(drive, args, url, sim_url)
+            result = trio.run(chatty.drive if args.chatty else drive, args, url, sim_url)
         finally:
             stop_daemon(proc)
-    for number, figures in result["numbers"].items():
+    if args.chatty:
+        print({k: v for k, v in result.items() if k != "channel"}, file=sys.stderr)
+    for number, figures in result.get("numbers", {}).items():
         print(f"{number}: {figures}", file=sys.stderr)
     print(json.dumps(result), flush=True)
     return 0

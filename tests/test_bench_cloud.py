@@ -1,5 +1,6 @@
 """Smoke runs of the Cloud API channel in the benches, with tiny counts: bench.e2e --channel cloud
-(with the pywa peer in the same run) and bench.rate --channel cloud. Correctness, never timing."""
+(with the pywa peer in the same run), bench.rate --channel cloud and its --chatty case. Correctness,
+never timing."""
 
 from __future__ import annotations
 
@@ -50,6 +51,30 @@ def test_rate_cloud_smoke() -> None:
     assert figures["rejected_429"] == 0
     assert figures["sent"] > 10
     assert 0 < figures["achieved_over_configured"] < 2
+
+
+def test_rate_cloud_chatty_smoke() -> None:
+    # Seed 1 over 6 s: one burst each (3, 2 and 4 messages), so no wait is due; plumbing only.
+    result = run_bench("bench.rate", "--channel", "cloud", "--chatty", "--duration", "6", "--seed", "1")
+    assert result["chatty"] and result["recipients"] == 3
+    assert result["messages"] == 9 and result["failed"] == 0
+    assert result["pair_limited_131056"] == 0 and result["rejected_429"] == 0
+    assert set(result["latency_s"]) == {"p50", "p95", "max"} and result["meta_minimum_s"]["max"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--chatty"],
+        ["--channel", "cloud", "--chatty", "--numbers", "2"],
+        ["--channel", "cloud", "--chatty", "--recipients", "0"],
+    ],
+)
+def test_rate_refuses_bad_chatty_arguments(bad: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.rate", *bad], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2, proc.stderr
 
 
 @pytest.mark.parametrize(
