@@ -8,9 +8,10 @@ download through the front door once grew the daemon to 9.7 GB. What bounds one:
   "when sending or receiving a media message" (audio and video 16 MB, images
   5 MB, stickers 500 KB animated, documents 100 MB; Meta's Cloud API reference,
   as copied in AWS End User Messaging's "Supported media file types and sizes in
-  WhatsApp"). The kind follows the content type the webhook gave. A larger
-  Content-Length is refused before the body is read, and the body is counted
-  while it streams, since a Content-Length may be missing or wrong;
+  WhatsApp"). The kind is the message's (a voice note is audio); not its content
+  type, since any file may come as a document. A larger Content-Length is
+  refused before the body is read, and the body is counted while it streams,
+  since a Content-Length may be missing or wrong;
 - its time: one deadline from the request to the last byte relayed;
 - how many: per number and in all. A download beyond either limit is refused
   at once (429), never queued behind the others.
@@ -26,7 +27,7 @@ import structlog
 
 from actors.transport import BodyStream
 
-__all__ = ["MAX_BYTES", "DownloadSlots", "Relay", "Slot", "kind_of", "limit_for"]
+__all__ = ["MAX_BYTES", "DownloadSlots", "Relay", "Slot", "limit_for"]
 
 log = structlog.get_logger()
 
@@ -38,21 +39,13 @@ MAX_BYTES: Final[dict[str, int]] = {
     "sticker": 512 * 1024,
     "document": 100 * _MB,
 }
-_KIND_BY_MAJOR: Final = {"image": "image", "audio": "audio", "video": "video"}
+_ALIASES: Final = {"voice": "audio"}  # On-Prem's voice notes are audio messages
 
 
-def kind_of(content_type: str) -> str:
-    """The media kind whose limit applies (``audio/ogg; codecs=opus`` -> audio, ``image/webp`` ->
-    sticker); anything else is a document."""
-    base = content_type.partition(";")[0].strip().lower()
-    if base == "image/webp":
-        return "sticker"
-    return _KIND_BY_MAJOR.get(base.partition("/")[0], "document")
-
-
-def limit_for(content_type: str) -> int:
-    """Bytes a download of this content type may have."""
-    return MAX_BYTES[kind_of(content_type)]
+def limit_for(kind: str) -> int:
+    """Bytes a download of media that came as a ``kind`` message may have; an unknown kind
+    (a record stored before kinds were kept) gets the largest, a document's."""
+    return MAX_BYTES.get(_ALIASES.get(kind, kind), MAX_BYTES["document"])
 
 
 @final

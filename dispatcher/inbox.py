@@ -171,7 +171,7 @@ class Inbox:
             date_sent=_sent_at(event.timestamp, now),
             num_media=len(event.media),
             channel_id=event.channel_id,
-            media=[StoredMedia(new_sid("ME"), m.media_id, m.content_type) for m in event.media],
+            media=[StoredMedia(new_sid("ME"), m.media_id, m.content_type, event.kind) for m in event.media],
         )
         ledger.insert(txn, record)
         txn.put(b"wamid", ledger.wamid_key(event.channel_id), sid.encode())

@@ -100,11 +100,14 @@ def _time_digits(prefix: str) -> str:
 
 
 class StoredMedia(msgspec.Struct, array_like=True, frozen=True):
-    """One media item of an inbound message: our ``ME`` sid, the channel's media id, its type."""
+    """One media item of an inbound message: our ``ME`` sid, the channel's media id, its type, and
+    the kind of message it came as (``image``, ``voice``, ``document``...; empty in records stored
+    before kinds were kept), which decides its size limit."""
 
     sid: str
     channel_media_id: str
     content_type: str
+    kind: str = ""
 
 
 class TemplateSend(msgspec.Struct, array_like=True, frozen=True):

@@ -143,9 +143,7 @@ async def _open(
     """The download's response head, within the deadline; the slot is released on any failure."""
     try:
         with trio.move_on_at(deadline):  # the wait for a token too
-            return await open_media(
-                media.channel_media_id, limit=limit_for(media.content_type), deadline=deadline
-            )
+            return await open_media(media.channel_media_id, limit=limit_for(media.kind), deadline=deadline)
         raise RequestTimeout("no media answer in time")
     except BaseException as exc:
         slot.release()
@@ -156,9 +154,9 @@ async def _open(
             log.warning("media.bad_location", **where, error=str(exc))
             raise TwilioError(502, 20500, "WhatsApp's answer for this media could not be read") from exc
         if isinstance(exc, ResponseTooLargeError):
-            log.warning("media.too_large", **where, content_type=media.content_type, announced=exc.announced)
+            log.warning("media.too_large", **where, kind=media.kind, announced=exc.announced)
             raise TwilioError(
-                502, 20500, f"The media is larger than WhatsApp allows for its type ({exc.limit} bytes)"
+                502, 20500, f"The media is larger than WhatsApp allows for its kind ({exc.limit} bytes)"
             ) from exc
         if isinstance(exc, RequestTimeout):
             log.warning("media.fetch_timeout", **where)
