@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from dispatcher import edits, listing
 from dispatcher.config import MediaConfig
 from dispatcher.frontdoor import errors, hot_routes, limits
-from dispatcher.frontdoor.admin import register_admin, require_admin
+from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.media import register_media_routes
@@ -158,16 +158,19 @@ def make_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        """Public: each number's state and, if unhealthy, a reason code (``crash_loop``,
+        ``credentials``, ``storage``). The details (an exception's text, Meta's error message)
+        only with the admin token: they may name paths, hosts or credentials."""
         states = gateway.supervisor.states()
         ok = all(state == "running" for state in states.values())
-        body = _encoder.encode(
-            {
-                "status": "ok" if ok else "degraded",
-                "numbers": states,
-                "degraded": gateway.supervisor.degraded(),
-            }
-        )
-        return _json(body, 200 if ok else 503)
+        health: dict[str, object] = {
+            "status": "ok" if ok else "degraded",
+            "numbers": states,
+            "degraded": gateway.supervisor.reasons(),
+        }
+        if bearer_matches(request.headers.get("Authorization"), admin_token):
+            health["details"] = gateway.supervisor.degraded()
+        return _json(_encoder.encode(health), 200 if ok else 503)
 
     return app
 
