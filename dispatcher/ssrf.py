@@ -21,6 +21,7 @@ from typing import Final, final
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
+import idna
 import trio
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -104,8 +105,10 @@ def check_host(host: str, *, strict: bool = True) -> str:
     else:
         return host
     try:
-        name = host if host.isascii() else host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+        # As trio's resolver encodes it (IDNA 2008 with UTS 46 mapping): a name it cannot
+        # encode could never be looked up.
+        name = host if host.isascii() else idna.encode(host, uts46=True).decode("ascii")
+    except UnicodeError as exc:  # idna.IDNAError is one
         raise RefusedURLError(f"the host name is not a valid domain name: {exc}") from None
     labels = name.removesuffix(".").split(".")
     if len(name) > _MAX_HOST or any(not 1 <= len(label) <= _MAX_LABEL for label in labels):
@@ -183,6 +186,8 @@ class UrlGuard:
                 found = await self._resolve(host, port)
             except OSError as exc:
                 raise ResolveError(f"cannot resolve {host}: {exc}") from exc
+            except UnicodeError as exc:  # a name the resolver cannot encode: it never will
+                raise RefusedURLError(f"cannot look up {host}: {exc}") from exc
             addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in found]
             if not addresses:
                 raise ResolveError(f"{host} has no address")

@@ -33,6 +33,7 @@ from dispatcher.models import MessageRecord
 from dispatcher.services import Services
 from dispatcher.simulator.cloud import CloudApi
 from dispatcher.simulator.messages import parse_send
+from dispatcher.ssrf import RefusedURLError, UrlGuard
 from dispatcher.store import Store
 from dispatcher.supervisor import Supervisor
 from dispatcher.templates import Template, TemplateRegistry
@@ -113,6 +114,7 @@ def refused(gateway: Gateway, **kw: Any) -> TwilioError:
         "https://-edge.example.com/cb",
         "https://a..b.example.com/cb",
         "https://" + "é" * 70 + ".example/cb",  # no IDNA form
+        "https://\U0001f600.example/cb",  # not in IDNA 2008: trio's resolver could never look it up
         "https://example.com:0/cb",
         "ftp://example.com/cb",
         "https://example.com/" + "p" * 2100,
@@ -379,3 +381,14 @@ def test_an_accepted_create_is_storable_and_every_part_is_sendable(
         assert "".join(sent.split()) == "".join(record.body.split())
         assert record.num_segments == record.parts
     msgspec.msgpack.encode(record)
+
+
+async def test_a_host_the_resolver_cannot_encode_is_refused_for_good_not_raised() -> None:
+    """The system resolver raises UnicodeError (no OSError) for a name it cannot encode: the
+    callback sender and the media check must see a refusal, not an exception."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        raise UnicodeError(f"cannot encode {host}")
+
+    with pytest.raises(RefusedURLError, match="cannot look up"):
+        await UrlGuard(resolver=resolver).resolve("https://bücher.example/cb")
