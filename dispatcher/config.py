@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from dispatcher import secretpolicy
+from dispatcher.ssrf import RefusedURLError, check_host, check_syntax
 
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
@@ -340,6 +341,8 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{where}.endpoints[{j}]: not an http(s) URL: {url!r}")
         if num.backoff_base > num.backoff_cap:
             raise ConfigError(f"{where}.backoff_base: must not exceed backoff_cap ({num.backoff_cap})")
+        for key in ("status_callback", "inbound_url"):
+            _check_callback_url(getattr(num, key), f"{where}.{key}")
         if num.channel == "cloud":
             _validate_cloud(num, where)
             continue
@@ -351,10 +354,6 @@ def validate(config: Config) -> Config:
         if num.webhook_secret is None:
             raise ConfigError(f"{where}.webhook_secret: required (it authenticates WhatsApp's webhooks)")
         num.webhook_secret.resolve_strong(f"{where}.webhook_secret")
-        for key in ("status_callback", "inbound_url"):
-            url = getattr(num, key)
-            if url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
-                raise ConfigError(f"{where}.{key}: not an http(s) URL: {url!r}")
     for i, entry in enumerate(config.callbacks.allow_private):
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -412,6 +411,19 @@ def _validate_services(config: Config) -> None:
         for j, number in enumerate(service.numbers):
             if owner.get(number) != service.account:
                 raise ConfigError(f"{where}.numbers[{j}]: {number} is not a number of {service.account}")
+        _check_callback_url(service.status_callback, f"{where}.status_callback")
+
+
+def _check_callback_url(url: str | None, where: str) -> None:
+    """A configured callback URL: absolute http(s) with a host DNS can carry (as a create's
+    StatusCallback, underscores allowed). The URL is not repeated: it may hold credentials."""
+    if url is None:
+        return
+    try:
+        parts = check_syntax(url)
+        check_host(parts.hostname or "", strict=False)
+    except RefusedURLError as exc:
+        raise ConfigError(f"{where}: not a usable http(s) URL: {exc}") from None
 
 
 def loads(text: str | bytes) -> Config:

@@ -142,3 +142,58 @@ def test_check_config_command(good: str, tmp_path: Path, capsys: pytest.CaptureF
     assert "numbers[0].bogus: unknown key" in capsys.readouterr().err
     assert main(["check-config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read config" in capsys.readouterr().err
+
+
+LONG_HOST = "a" * 600 + ".example.com"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{LONG_HOST}/cb",  # a key its callbacks could not be queued under, and no DNS name
+        "https://" + "b" * 64 + ".example.com/cb",
+        "https://hooks.example.com:99999/cb",
+        "ftp://hooks.example.com/cb",
+        "https://user:hunter2@hooks.example.com/c b",
+    ],
+)
+@pytest.mark.parametrize("key", ["status_callback", "inbound_url"])
+def test_a_callback_url_no_request_could_reach_is_refused_without_echoing_it(
+    good: str, key: str, url: str
+) -> None:
+    with pytest.raises(
+        config.ConfigError, match=rf"^numbers\[0\]\.{key}: not a usable http\(s\) URL"
+    ) as info:
+        config.loads(good.replace("[[numbers]]", f'[[numbers]]\n{key} = "{url}"', 1))
+    assert "hunter2" not in str(info.value)
+
+
+def test_callback_urls_are_checked_on_cloud_numbers_and_services_too(good: str) -> None:
+    cloud = f"""
+[[accounts]]
+sid = "AC00000000000000000000000000000002"
+auth_token = {{ value = "test-auth-token-0123456789" }}
+[[numbers]]
+number = "+15550000009"
+account = "AC00000000000000000000000000000002"
+channel = "cloud"
+status_callback = "https://{LONG_HOST}/cb"
+[numbers.cloud]
+phone_number_id = "106540352242922"
+access_token = {{ value = "EAAtoken" }}
+app_secret = {{ value = "app-secret-0123456789" }}
+verify_token = {{ value = "verify-me-0123456789" }}
+"""
+    with pytest.raises(config.ConfigError, match=r"^numbers\[1\]\.status_callback: not a usable"):
+        config.loads(good + cloud)
+    service = f"""
+[[services]]
+sid = "MG00000000000000000000000000000001"
+account = "AC00000000000000000000000000000001"
+numbers = ["+15550000001"]
+status_callback = "https://{LONG_HOST}/cb"
+"""
+    with pytest.raises(config.ConfigError, match=r"^services\[0\]\.status_callback: not a usable"):
+        config.loads(good + service)
+    fine = 'status_callback = "https://my_hooks.example.com/cb"'  # DNS carries underscores
+    assert config.loads(good.replace("[[numbers]]", f"[[numbers]]\n{fine}", 1)).numbers[0].status_callback
