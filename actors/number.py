@@ -16,6 +16,14 @@ Cloud numbers add two of Meta's limits before the bucket (``pair``: the
 per-recipient rate; ``budget``: the messaging tier). A recipient that must
 wait is *parked* until its time, off the ready line and without a send slot,
 so it never blocks the recipients behind it.
+
+Outcomes: a send's answer is held in ``unrecorded`` (which outlives the actor)
+from before its write until the commit. Storage that refuses the write (map or
+disk full, I/O error) is retried with backoff while no new send starts (the
+number reports ``storage``); a restart commits held outcomes instead of sending
+those messages again. Only the process dying between an answer and its commit
+leaves a message to be sent again (at-least-once), as does a crash of the actor
+while a send awaits its answer (that send is ambiguous).
 """
 
 from __future__ import annotations

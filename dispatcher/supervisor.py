@@ -14,6 +14,11 @@ in a crash loop: it is marked degraded (``states()`` and /healthz say so, its
 statistics carry the reason) and restarted only every ``degraded_delay``
 seconds, so it cannot burn CPU or hammer its API; the other actors never
 notice. Once a run lasts ``reset_after`` seconds it is healthy again.
+
+Storage that cannot record a number's outcomes is not a crash: the actor holds
+them, retries and sends nothing new meanwhile (``states()`` says ``storage``).
+A restart never sends again what its run had an answer for: the actor's
+``unrecorded`` outcomes outlive the run and are committed by the next one.
 """
 
 from __future__ import annotations
@@ -30,16 +35,6 @@ from actors.number import NumberActor
 from actors.timers import Timer, Timers
 
 log = structlog.get_logger()
-
-
-def _state(slot: _Slot) -> str:
-    if slot.state == "stopped":
-        return "stopped"
-    if slot.actor.degraded is not None:
-        return "degraded"
-    if slot.actor.storage_failing:
-        return "storage"
-    return slot.state
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -65,6 +60,17 @@ class _Slot:
     delay: float = 0.0  # the next restart backoff's upper bound
     started_at: float = 0.0  # trio time of the last (re)start
     stable: Timer | None = None  # clears a crash loop once the actor stays up for reset_after
+
+
+def _state(slot: _Slot) -> str:
+    """What ``states()`` says of a slot: a degraded or storage-bound actor says so while it runs."""
+    if slot.state == "stopped":
+        return "stopped"
+    if slot.actor.degraded is not None:
+        return "degraded"
+    if slot.actor.storage_failing:
+        return "storage"
+    return slot.state
 
 
 @final
