@@ -81,7 +81,10 @@ class Fleet:
         self._simulator_url = simulator_url
         self._simulator_config = simulator_config or SimulatorConfig()
         self._transports: dict[int, Transport] = {}  # id(actor) -> the transport it sends through
-        self._unrecorded: dict[str, Unrecorded] = {}  # number -> its outcomes not yet committed
+        # Number -> its outcomes not yet committed, shared by the number's successive actors.
+        # Kept for every number ever built (a small object): a successor built before its
+        # predecessor is released must find the same one.
+        self._unrecorded: dict[str, Unrecorded] = {}
         self.front_url: str | None = None  # set once the front door listens
 
     @property
@@ -106,8 +109,6 @@ class Fleet:
         transport = self._transports.pop(id(actor), None)
         if transport is not None:
             await transport.aclose()
-        if not actor.unrecorded and self._unrecorded.get(actor.number) is actor.unrecorded:
-            del self._unrecorded[actor.number]
 
     async def aclose(self) -> None:
         """Close every transport; log the outcomes that storage never recorded (at shutdown)."""

@@ -24,12 +24,16 @@ from actors import number as number_mod
 from actors.number import NumberActor
 from actors.transport import Headers, Response
 from actors.unrecorded import Unrecorded
+from dispatcher import config as configuration
 from dispatcher import ledger
 from dispatcher import store as store_mod
 from dispatcher.clock import TrioWallClock
+from dispatcher.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, RequestCounts
 from dispatcher.models import MessageRecord
 from dispatcher.numbers import build_actor
+from dispatcher.reload import Reloader
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from dispatcher.store import Store, StoreError, StoreFullError, WriteTxn, number_key
@@ -38,7 +42,7 @@ from tests.daemon_harness import messages_path, running_daemon, sandbox_config
 from tests.test_cloud_actor import build as cloud_build
 from tests.test_cloud_actor import submit as cloud_submit
 from tests.test_daemon import wait_status
-from tests.test_delivery import number_config, sim_with, submit, wait_for
+from tests.test_delivery import ACCOUNT, number_config, sim_with, submit, wait_for
 from tests.test_metrics import parse, value
 
 NUMBER = "+15550000001"
@@ -453,3 +457,70 @@ async def test_failing_commits_are_counted_and_logged_once_per_change_then_once_
     assert [e["event"] for e in logs] == ["store.commit_failed", "store.still_failing", "store.recovered"]
     assert logs[1]["failed_commits"] == 51 and "Input/output error" in logs[1]["error"]
     assert not writer.statistics().failing and writer.statistics().failed_commits == 51
+
+
+def endpoint_config(endpoint: str) -> configuration.Config:
+    """One number whose endpoint a reload can change (a change that replaces its actor)."""
+    return configuration.loads(
+        f"""
+[server]
+drain_timeout = 2.0
+[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = {{ value = "test-auth-token-0123456789" }}
+[[numbers]]
+number = "{NUMBER}"
+account = "{ACCOUNT}"
+endpoints = ["{endpoint}"]
+rate = 1000
+burst = 1000
+password = {{ value = "Passw0rd!" }}
+webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
+"""
+    )
+
+
+async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_new_actor(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    fleet = Fleet(
+        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+    )
+    first = endpoint_config("http://one.invalid")
+    supervisor = Supervisor([fleet.build(n) for n in first.numbers])
+    gateway = Gateway(
+        store=writer,
+        supervisor=supervisor,
+        accounts=gateway_accounts(first),
+        numbers={n.number: number_info(n) for n in first.numbers},
+        wall=wall,
+    )
+    await nursery.start(supervisor.run)
+    old = supervisor.actor(NUMBER)
+    assert old is not None
+    disk = FailingCommits(writer, monkeypatch)
+    records = [await submit(writer, None, NUMBER, f"+1555800{i:04d}", "once") for i in range(3)]
+    disk.error = OSError(errno.ENOSPC, "No space left on device")
+    for r in records:
+        assert r.outbox_seq is not None
+        old.notify(r.outbox_seq, r)
+    await wait_for(lambda: old.statistics().unrecorded == 3)
+    current = {"config": endpoint_config("http://two.invalid")}
+    reloader = Reloader(
+        load=lambda: current["config"], config=first, supervisor=supervisor, gateway=gateway, fleet=fleet
+    )
+    result = await reloader()  # the old actor cannot record its outcomes: cancelled after 2 s
+    assert result.ok and result.replaced == [NUMBER]
+    new = supervisor.actor(NUMBER)
+    assert new is not None and new is not old and new.unrecorded is old.unrecorded
+    await trio.sleep(30)
+    assert sum(delivered(sim).values()) == 3 and new.storage_failing
+    disk.error = None
+    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    assert delivered(sim) == Counter({(f"1555800{i:04d}", "once"): 1 for i in range(3)})
+    assert len(new.unrecorded) == 0
