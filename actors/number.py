@@ -800,7 +800,7 @@ class NumberActor:
         try:
             if self._store.get(b"outbox", seq_key(self.number, item.seq)) is None:
                 return None
-            if self.unrecorded and (held := self.unrecorded.get(item.seq)) is not None:
+            if (held := self.unrecorded.get(item.seq)) is not None:
                 # Its answer came before a restart: the send is done, only its record is not.
                 await self.unrecorded.wait_recorded(held)
                 return None
@@ -965,8 +965,22 @@ class NumberActor:
         between; while storage fails it is retried with backoff, no new send starts, and this
         waits. The recipient stays busy meanwhile, so its next message waits (order holds)."""
         outcome = self.unrecorded.hold(item.seq, item.sid, write)
-        if not await self._commit(outcome):
-            await self.unrecorded.wait_recorded(outcome)
+        try:  # the first try inline: this runs once per send
+            await self._store.write(write)
+        except StoreError as exc:
+            outcome.writing = False
+            self._storage_failed(exc)
+        except Exception:
+            outcome.writing = False
+            if await self._commit(outcome):  # it cannot be written: _commit drops the entry instead
+                return
+        except BaseException:
+            outcome.writing = False  # cancelled: held for the next run, which commits it
+            raise
+        else:
+            self.unrecorded.recorded(item.seq)
+            return
+        await self.unrecorded.wait_recorded(outcome)
 
     async def _commit(self, outcome: Outcome) -> bool:
         """One try at committing a held outcome: True once it is recorded, False if storage failed.
