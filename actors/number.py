@@ -653,8 +653,9 @@ class NumberActor:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
         self._sends = sends
-        if self.unrecorded and not self._recommitting:
-            self._start_recommit(at_once=True)  # left by an earlier run: commit them, never resend
+        if (self.unrecorded or self._storage_down is not None) and not self._recommitting:
+            # Left by an earlier run: commit them (never resend), or find storage back.
+            self._start_recommit(at_once=True)
         while not self.stop_requested():
             self._unpark_due()
             if not self._ready:

@@ -524,3 +524,39 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
     await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
     assert delivered(sim) == Counter({(f"1555800{i:04d}", "once"): 1 for i in range(3)})
     assert len(new.unrecorded) == 0
+
+
+async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sending(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restarted run finds storage marked failing: it probes it, rather than wait forever."""
+    actor, api = cloud_build(writer, limit=10)
+    disk = FailingCommits(writer, monkeypatch)
+    real_probe = number_mod._probe_write
+    probes: list[str] = []
+
+    def probe_crashing_once(number: str) -> Callable[[WriteTxn], None]:
+        probes.append(number)
+        if len(probes) > 1:
+            return real_probe(number)  # type: ignore[return-value]
+
+        def crash(txn: WriteTxn) -> None:
+            raise RuntimeError("a bug while probing")
+
+        return crash
+
+    monkeypatch.setattr(number_mod, "_probe_write", probe_crashing_once)
+    supervisor = Supervisor([actor], base_delay=0.1)
+    await nursery.start(supervisor.run)
+    record = await cloud_submit(writer, None, "15557000002")
+    disk.error = OSError(errno.ENOSPC, "No space left on device")
+    assert record.outbox_seq is not None
+    actor.notify(record.outbox_seq, record)
+    await wait_for(lambda: actor.storage_failing)
+    disk.error = None  # the next probe reaches the write, which crashes the actor
+    await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
+    await wait_for(lambda: status_of(writer, record) == "sent", timeout=120)
+    assert len(api.sent) == 1 and not actor.storage_failing and len(probes) == 2
