@@ -560,3 +560,20 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
     await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
     await wait_for(lambda: status_of(writer, record) == "sent", timeout=120)
     assert len(api.sent) == 1 and not actor.storage_failing and len(probes) == 2
+
+
+async def test_outcomes_still_unrecorded_at_shutdown_are_logged_with_their_sids(writer: Store) -> None:
+    """The documented at-least-once case: the drain ended while storage still failed."""
+    wall = TrioWallClock(start=WALL_START)
+    sim = sim_with(wall, NUMBER)
+    fleet = Fleet(
+        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+    )
+    config = endpoint_config("http://one.invalid")
+    actor = fleet.build(config.numbers[0])
+    assert fleet.build(config.numbers[0]).unrecorded is actor.unrecorded  # one holder per number
+    actor.unrecorded.hold(7, "SM" + "7" * 32, ledger.drop_entry(NUMBER, 7))
+    with structlog.testing.capture_logs() as logs:
+        await fleet.aclose()
+    [lost] = [e for e in logs if e["event"] == "daemon.outcomes_unrecorded"]
+    assert (lost["number"], lost["count"], lost["sids"]) == (NUMBER, 1, ["SM" + "7" * 32])
