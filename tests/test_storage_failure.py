@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -105,9 +105,10 @@ def metric(actor: NumberActor, store: Store, name: str) -> float:
 
 
 @pytest.fixture
-def small_store(tmp_path: Path) -> Store:
+def small_store(tmp_path: Path) -> Iterator[Store]:
+    """A real 1 MiB map that cannot grow (no map_max): ``fill`` fills it for real."""
     store = Store(tmp_path / "small", map_size=1 << 20, commit_in_thread=False)
-    yield store  # type: ignore[misc]
+    yield store
     store.close_env()
 
 
