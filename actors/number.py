@@ -965,23 +965,24 @@ class NumberActor:
         held (``unrecorded``) from before its write until it is committed, whatever happens in
         between; while storage fails it is retried with backoff, no new send starts, and this
         waits. The recipient stays busy meanwhile, so its next message waits (order holds)."""
-        outcome = self.unrecorded.hold(item.seq, item.sid, write)
-        try:  # the first try inline: this runs once per send
+        unrecorded = self.unrecorded
+        unrecorded.begin(item.seq, write)
+        try:  # the first try inline, with no object made: this runs once per send
             await self._store.write(write)
         except StoreError as exc:
-            outcome.writing = False
+            outcome = unrecorded.stall(item.seq, item.sid)
             self._storage_failed(exc)
         except Exception:
-            outcome.writing = False
+            outcome = unrecorded.stall(item.seq, item.sid)
             if await self._commit(outcome):  # it cannot be written: _commit drops the entry instead
                 return
         except BaseException:
-            outcome.writing = False  # cancelled: held for the next run, which commits it
+            unrecorded.stall(item.seq, item.sid)  # cancelled: the next run commits it
             raise
         else:
-            self.unrecorded.recorded(item.seq)
+            unrecorded.recorded(item.seq)
             return
-        await self.unrecorded.wait_recorded(outcome)
+        await unrecorded.wait_recorded(outcome)
 
     async def _commit(self, outcome: Outcome) -> bool:
         """One try at committing a held outcome: True once it is recorded, False if storage failed.

@@ -36,32 +36,47 @@ class Outcome:
     seq: int
     sid: str
     write: OutcomeWrite
-    writing: bool = True  # a task is committing it now (the sender first, then the retrier)
+    writing: bool = False  # a task is committing it now (the retrier)
     committed: trio.Event | None = None  # made for whoever waits for the commit
 
 
 @final
 class Unrecorded:
-    """One number's outcomes between answer and commit, by outbox seq."""
+    """One number's outcomes between answer and commit, by outbox seq.
+
+    While its first commit is under way an outcome is kept as its bare write (no
+    object per send on the hot path); one whose first commit failed or was
+    interrupted becomes an ``Outcome`` (``stall``), which the retrier takes.
+    """
 
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: dict[int, Outcome] = {}
+        self._held: dict[int, Outcome | OutcomeWrite] = {}
 
-    def hold(self, seq: int, sid: str, write: OutcomeWrite) -> Outcome:
-        """Keep the outcome of entry ``seq`` until ``recorded(seq)``; its write is under way."""
-        outcome = self._held[seq] = Outcome(seq, sid, write)
+    def begin(self, seq: int, write: OutcomeWrite) -> None:
+        """Keep the outcome of entry ``seq``: its first commit is under way."""
+        self._held[seq] = write
+
+    def stall(self, seq: int, sid: str) -> Outcome:
+        """The first commit of ``seq`` failed or was interrupted: from now on the retrier's."""
+        entry = self._held[seq]
+        if isinstance(entry, Outcome):
+            return entry
+        outcome = self._held[seq] = Outcome(seq, sid, entry)
         return outcome
 
     def get(self, seq: int) -> Outcome | None:
-        return self._held.get(seq)
+        entry = self._held.get(seq)
+        if entry is None or isinstance(entry, Outcome):
+            return entry
+        return self.stall(seq, "")  # left by a run that never got to stall it
 
     def recorded(self, seq: int) -> None:
         """The outcome of ``seq`` is committed: forget it and wake whoever waits for it."""
-        outcome = self._held.pop(seq, None)
-        if outcome is not None and outcome.committed is not None:
-            outcome.committed.set()
+        entry = self._held.pop(seq, None)
+        if isinstance(entry, Outcome) and entry.committed is not None:
+            entry.committed.set()
 
     async def wait_recorded(self, outcome: Outcome) -> None:
         if self._held.get(outcome.seq) is not outcome:
@@ -71,8 +86,11 @@ class Unrecorded:
         await outcome.committed.wait()
 
     def idle(self) -> list[Outcome]:
-        """The held outcomes nobody is committing now, in outbox order (what the retrier takes)."""
-        return sorted((o for o in self._held.values() if not o.writing), key=lambda o: o.seq)
+        """The stalled outcomes nobody is committing now, in outbox order (what the retrier takes)."""
+        return sorted(
+            (o for o in self._held.values() if isinstance(o, Outcome) and not o.writing),
+            key=lambda o: o.seq,
+        )
 
     def __len__(self) -> int:
         return len(self._held)
@@ -81,7 +99,10 @@ class Unrecorded:
         return bool(self._held)
 
     def __iter__(self) -> Iterator[Outcome]:
-        return iter(sorted(self._held.values(), key=lambda o: o.seq))
+        """Every held outcome in outbox order (one whose first commit is under way has no sid yet)."""
+        for seq in sorted(self._held):
+            entry = self._held[seq]
+            yield entry if isinstance(entry, Outcome) else Outcome(seq, "", entry)
 
 
 __all__ = ["Outcome", "OutcomeWrite", "Unrecorded"]

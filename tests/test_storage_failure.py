@@ -573,7 +573,8 @@ async def test_outcomes_still_unrecorded_at_shutdown_are_logged_with_their_sids(
     config = endpoint_config("http://one.invalid")
     actor = fleet.build(config.numbers[0])
     assert fleet.build(config.numbers[0]).unrecorded is actor.unrecorded  # one holder per number
-    actor.unrecorded.hold(7, "SM" + "7" * 32, ledger.drop_entry(NUMBER, 7))
+    actor.unrecorded.begin(7, ledger.drop_entry(NUMBER, 7))
+    actor.unrecorded.stall(7, "SM" + "7" * 32)
     with structlog.testing.capture_logs() as logs:
         await fleet.aclose()
     [lost] = [e for e in logs if e["event"] == "daemon.outcomes_unrecorded"]
