@@ -51,6 +51,21 @@ def test_actors_smoke() -> None:
     assert result["tasks_when_idle"] < 20  # idle actors keep no task of their own
 
 
+def test_sendloop_smoke() -> None:
+    result = run_bench("bench.sendloop", "--messages", "300", "--recipients", "7", "--json")
+    assert (result["messages"], result["recipients"], result["sends"]) == (300, 7, 300)
+    assert result["sent_per_s"] > 0 and result["cpu_us_per_msg"] > 0 and result["commits"] >= 1
+
+
+@pytest.mark.parametrize("bad", [["--messages", "0"], ["--recipients", "-1"]])
+def test_sendloop_rejects_bad_counts(bad: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.sendloop", *bad], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert "must be >= 1" in proc.stderr
+
+
 @pytest.mark.parametrize("bad", [["--numbers", "0"], ["--pending", "-1"]])
 def test_actors_rejects_bad_counts(bad: list[str]) -> None:
     proc = subprocess.run(

@@ -1,0 +1,138 @@
+"""CPU per message of one number actor's send loop alone: no HTTP, no front door, no webhooks.
+
+The actor sends ``--messages`` queued messages (``--recipients`` distinct ones, so up to
+``max_in_flight`` in flight) through an in-memory endpoint that answers every send at once,
+and records each outcome in a real LMDB store (writer thread, fsync), as the daemon does.
+The figure is process CPU (both threads) per message from the first send to the last
+``sent`` committed: what the actor, the ledger writes and the group commit cost, with the
+transport's cost near zero. Much less noisy than ``bench.e2e`` for a change to the send loop.
+
+Usage::
+
+    .venv/bin/python -m bench.sendloop --messages 30000 [--recipients 500] [--json]
+
+Prints a summary on stderr and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+
+import trio
+
+from actors.number import NumberActor
+from actors.ratelimit import TokenBucket
+from actors.token import TokenManager, login
+from actors.transport import Headers, Response
+from dispatcher import ledger, logs
+from dispatcher.channels.onprem import OnPremChannel
+from dispatcher.clock import TrioWallClock
+from dispatcher.models import MessageRecord, new_sid
+from dispatcher.store import Store
+
+NUMBER = "+15550000001"
+ACCOUNT = "AC" + "0" * 32
+
+
+class InstantApi:
+    """An On-Prem endpoint that answers a login with a 7-day token and every send with an id."""
+
+    def __init__(self, wall: TrioWallClock) -> None:
+        self._wall = wall
+        self.sends = 0
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        await trio.lowlevel.checkpoint()
+        if target == b"/v1/users/login":
+            expires = dt.datetime.fromtimestamp(self._wall.now() + 7 * 86400, dt.UTC)
+            users = [{"token": "t", "expires_after": expires.strftime("%Y-%m-%d %H:%M:%S+00:00")}]
+            return Response(200, [], json.dumps({"users": users}).encode())
+        self.sends += 1
+        return Response(201, [], b'{"messages":[{"id":"wamid.%d"}],"meta":{}}' % self.sends)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def run(messages: int, recipients: int) -> dict[str, float | int]:
+    """Send ``messages`` to ``recipients`` recipients; the figures (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="wadispatch-bench-sendloop-") as data:
+        return await _run(Store(data, map_size=1 << 30), messages, recipients)
+
+
+async def _run(store: Store, messages: int, recipients: int) -> dict[str, float | int]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_writer)
+        wall = TrioWallClock(start=time.time())
+        api = InstantApi(wall)
+        tokens = TokenManager(
+            number=NUMBER,
+            login=lambda: login(api, "admin", "pw", wall),
+            store=store,
+            wall=wall,
+            refresh_before=86_400.0,
+        )
+        actor = NumberActor(
+            number=NUMBER,
+            store=store,
+            transport=api,
+            channel=OnPremChannel(),
+            tokens=tokens,
+            bucket=TokenBucket(1e9, 10**9),  # pacing out of reach: the loop's own cost
+            wall=wall,
+        )
+        records = [
+            MessageRecord(
+                sid=new_sid(),
+                account_sid=ACCOUNT,
+                from_number=NUMBER,
+                to_number=f"+1555{i % recipients:07d}",
+                body="hello",
+            )
+            for i in range(messages)
+        ]
+        for i in range(0, messages, 1000):
+            await store.write(ledger.accept_many(records[i : i + 1000]))
+        began, cpu = time.perf_counter(), time.process_time()
+        commits = store.statistics().commits
+        await nursery.start(actor.run)
+        while actor.sent < messages:  # noqa: ASYNC110 - a bench: polling is the measurement's edge
+            await trio.sleep(0.005)
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+        commits = store.statistics().commits - commits
+        actor.stop()
+        store.close()
+    store.close_env()
+    return {
+        "messages": messages,
+        "recipients": recipients,
+        "sent_per_s": round(messages / elapsed),
+        "cpu_us_per_msg": round(cpu / messages * 1e6, 1),
+        "commits": commits,
+        "sends": api.sends,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--recipients", type=int, default=500)
+    parser.add_argument("--json", action="store_true", help="only the JSON line")
+    args = parser.parse_args()
+    if args.messages < 1 or args.recipients < 1:
+        parser.error("--messages and --recipients must be >= 1")
+    logs.configure("warning")
+    result = trio.run(run, args.messages, args.recipients)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
