@@ -230,6 +230,13 @@ class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     templates_file: str | None = None
 
 
+class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """WhatsApp's webhooks to us: statuses parked until their channel id is known, per number."""
+
+    orphan_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000  # oldest leave first
+    orphan_ttl: Annotated[float, msgspec.Meta(gt=0.0, le=30 * 86_400.0)] = 3600.0  # seconds
+
+
 class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The embedded WhatsApp API simulator that serves ``simulated`` numbers."""
 
@@ -275,6 +282,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     simulator: SimulatorConfig | None = None
     callbacks: CallbacksConfig = CallbacksConfig()
     media: MediaConfig = MediaConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     accounts: list[AccountConfig] = []
     numbers: list[NumberConfig] = []
     messaging: MessagingConfig = MessagingConfig()

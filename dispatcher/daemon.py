@@ -21,7 +21,7 @@ import trio
 
 from actors.h11pool import H11Pool
 from actors.transport import Transport
-from dispatcher import idempotency
+from dispatcher import idempotency, orphans
 from dispatcher.auth import api_keys
 from dispatcher.callback_sender import CallbackSender, SenderSettings
 from dispatcher.clock import SystemWallClock, WallClock
@@ -254,6 +254,7 @@ async def run_daemon(
                     services=Services(config.services, store),
                     max_body=config.messaging.max_body,
                     media_guard=MediaGuard(url_guard),
+                    orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
                 )
                 public = PublicUrl(config.server.public_url)
                 sender = CallbackSender(
@@ -298,6 +299,12 @@ async def run_daemon(
                 _callback_metrics(metrics.collector, store, sender)
                 connections = ConnectionCap(config.server.max_connections)
                 _connection_metrics(metrics.collector, connections)
+                metrics.collector.add_labelled_counter(
+                    "wadispatch_webhook_unapplied",
+                    "Items of authentic WhatsApp webhooks not applied as they came (logged), by reason.",
+                    "reason",
+                    lambda: gateway.inbox.unapplied,
+                )
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")

@@ -4,6 +4,11 @@ The On-Prem and Cloud adapters both turn their payloads into these, and
 ``dispatcher.inbox`` applies them (statuses move messages forward, inbound
 messages become Messages records and customer webhooks). Statuses already use
 Twilio's names and error codes, so nothing above the adapter knows the channel.
+
+An authentic delivery is never refused for what it carries: what cannot be
+applied as it is (an unknown status, a field in an unexpected form, another
+number's change) becomes an ``Unapplied`` note, logged and counted by the inbox,
+and a customer message we cannot flatten is still stored, as what could be read.
 """
 
 from __future__ import annotations
@@ -32,8 +37,12 @@ class InboundEvent(msgspec.Struct, frozen=True, kw_only=True):
     """A customer's message to one of our numbers, flattened to what Twilio's webhook carries."""
 
     channel_id: str  # the channel's message id: inbound messages are deduplicated on it
-    sender: str  # E.164 of the customer
-    kind: str  # text, image, video, audio, document, sticker, location, contacts, button, interactive...
+    # E.164 of the customer, or their business-scoped user id (``US.1349...``) when the
+    # channel withholds the phone number of a customer who adopted a username.
+    sender: str
+    # text, image, video, audio, document, sticker, location, contacts, button, interactive,
+    # or the channel's own type for what Twilio has no form for (reaction, order, unsupported...).
+    kind: str
     timestamp: float  # Unix seconds, as the channel reported
     body: str = ""
     profile_name: str = ""
@@ -57,6 +66,14 @@ class ChannelError(msgspec.Struct, frozen=True):
     title: str = ""
 
 
+class Unapplied(msgspec.Struct, frozen=True):
+    """An item of an authentic delivery that could not be applied as it came (logged, counted)."""
+
+    reason: str  # a short fixed label, used as a metrics label: unknown_status, bad_status, ...
+    where: str  # its position in the payload, e.g. ``entry[0].changes[1].value.statuses[3]``
+    detail: str = ""  # what was wrong, truncated
+
+
 class WebhookEvents(msgspec.Struct, frozen=True):
     """Everything one channel webhook delivery carried."""
 
@@ -64,3 +81,4 @@ class WebhookEvents(msgspec.Struct, frozen=True):
     inbound: list[InboundEvent] = []
     errors: list[ChannelError] = []
     ignored: int = 0  # items understood but with nothing to do (e.g. ``deleted``)
+    unapplied: list[Unapplied] = []

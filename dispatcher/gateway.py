@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final, Protocol, final
 import attrs
 import structlog
 
-from dispatcher import idempotency, ledger, parts, scheduler, segments, window
+from dispatcher import idempotency, ledger, orphans, parts, scheduler, segments, window
 from dispatcher.auth import ApiKey, Authenticator
 from dispatcher.clock import WallClock
 from dispatcher.compose import Content, compose, text_content
@@ -155,6 +155,7 @@ class Gateway:
         services: Services | None = None,
         max_body: int = MAX_BODY,
         media_guard: MediaGuard | None = None,
+        orphan_limits: orphans.Limits | None = None,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
@@ -179,6 +180,7 @@ class Gateway:
             numbers=self.numbers.get,
             notify=self._notify,
             on_status=self._note_status,
+            orphan_limits=orphan_limits or orphans.Limits(),
         )
 
     def configure(

@@ -7,6 +7,12 @@ parks it until we know the channel id), every inbound message becomes an
 ``inbound`` Messages record, opens the 24 h window and queues the customer's
 webhook, and the status callbacks are queued in the same transaction.
 A redelivered inbound message (same channel id) is recognised and skipped.
+
+A status only moves a message its own number sent: the webhook was
+authenticated for one number, and a channel id of another number's message
+(another tenant's, perhaps) changes nothing (``ledger.apply_status``). That,
+and whatever the decoder could not apply as it came (``events.unapplied``), is
+logged and counted by reason (``unapplied``, on ``/metrics``), never silently dropped.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from typing import TYPE_CHECKING, Final, Protocol, final
 import attrs
 import structlog
 
-from dispatcher import callbacks, ledger, window
+from dispatcher import callbacks, ledger, orphans, window
 from dispatcher.callbacks import CallbackEntry
 from dispatcher.compose import Content, compose
 from dispatcher.compose import apply as apply_content
-from dispatcher.events import InboundEvent, WebhookEvents
+from dispatcher.events import InboundEvent, Unapplied, WebhookEvents
 from dispatcher.frontdoor.twilio import API_VERSION, TwilioError
 from dispatcher.media_guard import MediaGuard
 from dispatcher.models import MessageRecord, StoredMedia, new_sid
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 MAX_REPLY_BODY: Final = 1600
+LOGGED_PER_DELIVERY: Final = 20  # unapplied items logged one by one; the rest in one summary line
 
 
 class InboxNumber(Protocol):
@@ -61,6 +68,7 @@ class Applied:
     inbound: list[MessageRecord]  # new inbound messages (duplicates excluded)
     duplicates: int
     callbacks: int  # customer callbacks queued
+    refused: list[Unapplied] = attrs.Factory(list)  # statuses naming another number's message
 
 
 def media_url(public_url: str, account_sid: str, message_sid: str, media_sid: str) -> str:
@@ -79,6 +87,7 @@ class Inbox:
         wake_callbacks: Callable[[], None] = lambda: None,
         notify: Notifier | None = None,
         on_status: Callable[[str, MessageRecord], None] | None = None,
+        orphan_limits: orphans.Limits = orphans.Limits(),  # noqa: B008 (frozen, immutable)
     ) -> None:
         self._store = store
         self._wall = wall
@@ -88,6 +97,10 @@ class Inbox:
         self._notify = notify
         self._on_status = on_status
         self._media_guard: MediaGuard | None = None
+        self._orphan_limits = orphan_limits
+        self.unapplied: dict[
+            str, int
+        ] = {}  # by reason: what authentic webhooks carried that we could not apply
 
     def configure(
         self,
@@ -119,6 +132,7 @@ class Inbox:
             )
         for error in events.errors:
             log.warning("webhook.system_error", number=info.number, code=error.code, title=error.title)
+        self._report(info.number, [*events.unapplied, *applied.refused])
         if applied.callbacks:
             self._wake()
         return applied
@@ -128,10 +142,20 @@ class Inbox:
     ) -> Applied:
         before = _callback_count(txn)
         moved: list[MessageRecord] = []
+        refused: list[Unapplied] = []
+        limits = self._orphan_limits
         for status in events.statuses:
-            updated = ledger.apply_status(
-                status.channel_id, status.status, status.error_code, status.error_message, now
+            outcome, updated = ledger.apply_status(
+                info.number,
+                status.channel_id,
+                status.status,
+                status.error_code,
+                status.error_message,
+                now,
+                limits,
             )(txn)
+            if outcome == "other_number":
+                refused.append(Unapplied("other_number", f"status {status.channel_id[:80]}", status.status))
             if updated is not None:
                 moved.append(updated)
                 log.info(
@@ -150,7 +174,24 @@ class Inbox:
                 duplicates += 1
             else:
                 created.append(record)
-        return Applied(moved, created, duplicates, _callback_count(txn) - before)
+        return Applied(moved, created, duplicates, _callback_count(txn) - before, refused)
+
+    def _report(self, number: str, unapplied: list[Unapplied]) -> None:
+        """Log and count what a delivery carried that could not be applied as it came."""
+        for item in unapplied:
+            self.unapplied[item.reason] = self.unapplied.get(item.reason, 0) + 1
+        for item in unapplied[:LOGGED_PER_DELIVERY]:
+            log.warning(
+                "webhook.unapplied", number=number, reason=item.reason, where=item.where, detail=item.detail
+            )
+        if len(unapplied) > LOGGED_PER_DELIVERY:
+            reasons = sorted({item.reason for item in unapplied[LOGGED_PER_DELIVERY:]})
+            log.warning(
+                "webhook.unapplied_more",
+                number=number,
+                count=len(unapplied) - LOGGED_PER_DELIVERY,
+                reasons=reasons,
+            )
 
     def _receive(
         self, txn: WriteTxn, info: InboxNumber, event: InboundEvent, now: float, public_url: str

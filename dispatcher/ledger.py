@@ -9,11 +9,9 @@ never move backwards, whichever order the webhooks arrive in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Literal
 
-import msgspec
-
-from dispatcher import callbacks, keys
+from dispatcher import callbacks, keys, orphans
 from dispatcher.models import (
     TERMINAL,
     MessageRecord,
@@ -22,21 +20,11 @@ from dispatcher.models import (
     record_decoder,
     record_encoder,
 )
+from dispatcher.orphans import Orphan
 from dispatcher.store import WriteTxn, number_key, seq_key
 
 Write = Callable[[WriteTxn], "int | MessageRecord | None"]
-
-
-class Orphan(msgspec.Struct, array_like=True):
-    """A status that arrived before we recorded which message its channel id belongs to."""
-
-    status: str
-    error_code: int | None = None
-    error_message: str | None = None
-    at: float = 0.0
-
-
-_orphan_decoder: Final = msgspec.msgpack.Decoder(Orphan)
+__all__ = ["Orphan"]  # parked statuses live in dispatcher.orphans; the name stays importable here
 
 
 def sid_key(sid: str) -> bytes:
@@ -46,11 +34,6 @@ def sid_key(sid: str) -> bytes:
 def wamid_key(channel_id: str) -> bytes:
     """Key of the ``wamid`` index: the channel's message id, bounded (it comes from WhatsApp)."""
     return keys.part(channel_id)
-
-
-def orphan_key(channel_id: str) -> bytes:
-    """``meta`` key of a status parked until its channel id is known."""
-    return b"orphan\x00" + keys.part(channel_id)
 
 
 def account_key(record: MessageRecord) -> bytes:
@@ -164,13 +147,10 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
             record.status = "sent"
             callbacks.status_changed(txn, record, now)
         txn.put(b"wamid", wamid_key(channel_id), sid.encode())
-        # A status webhook may have beaten this commit: apply what it said.
-        orphan_raw = txn.get(b"meta", orphan_key(channel_id))
-        if orphan_raw is not None:
-            orphan = _orphan_decoder.decode(orphan_raw)
-            if _apply(record, orphan.status, orphan.error_code, orphan.error_message, now):
-                callbacks.status_changed(txn, record, now)
-            txn.delete(b"meta", orphan_key(channel_id))
+        # A status webhook of this number may have beaten this commit: apply what it said.
+        orphan = orphans.take(txn, number, channel_id, now)
+        if orphan is not None and _apply(record, orphan.status, orphan.error_code, orphan.error_message, now):
+            callbacks.status_changed(txn, record, now)
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
     return fn
@@ -208,31 +188,47 @@ def drop_entry(number: str, seq: int) -> Callable[[WriteTxn], None]:
     return fn
 
 
-def apply_status(
-    channel_id: str, status: str, error_code: int | None, error_message: str | None, now: float
-) -> Callable[[WriteTxn], MessageRecord | None]:
-    """A status webhook: move the message forward; park it if the channel id is not known yet.
+StatusOutcome = Literal["moved", "unchanged", "parked", "not_parked", "other_number", "gone"]
+"""What a status did: moved its message forward; changed nothing (not a forward move); was
+parked (or not, already parked further) until its channel id is known; named a message of
+another number (refused); or named a message that was deleted."""
 
-    Returns the updated record when the status changed, else None.
+
+def apply_status(
+    number: str,
+    channel_id: str,
+    status: str,
+    error_code: int | None,
+    error_message: str | None,
+    now: float,
+    limits: orphans.Limits = orphans.Limits(),  # noqa: B008 (frozen, immutable)
+) -> Callable[[WriteTxn], tuple[StatusOutcome, MessageRecord | None]]:
+    """A status webhook authenticated for ``number``: move the message forward.
+
+    Only a message ``number`` sent can move: a channel id of another number's
+    message (or of an inbound message) changes nothing, whoever's webhook
+    carried it. An unknown channel id is parked for ``number`` (bounded, expiring:
+    ``dispatcher.orphans``). Returns the outcome, and the record when it moved.
     """
 
-    def fn(txn: WriteTxn) -> MessageRecord | None:
+    def fn(txn: WriteTxn) -> tuple[StatusOutcome, MessageRecord | None]:
         sid = txn.get(b"wamid", wamid_key(channel_id))
         if sid is None:
-            key = orphan_key(channel_id)
-            old = txn.get(b"meta", key)
-            if old is None or advances(_orphan_decoder.decode(old).status, status):
-                txn.put(b"meta", key, record_encoder.encode(Orphan(status, error_code, error_message, now)))
-            return None
+            parked = orphans.park(
+                txn, number, channel_id, Orphan(status, error_code, error_message, now), limits
+            )
+            return ("parked" if parked else "not_parked"), None
         raw = txn.get(b"messages", sid)
         if raw is None:
-            return None
+            return "gone", None
         record = record_decoder.decode(raw)
+        if record.from_number != number or record.direction == "inbound":
+            return "other_number", None
         if not _apply(record, status, error_code, error_message, now):
-            return None
+            return "unchanged", None
         txn.put(b"messages", sid, record_encoder.encode(record))
         callbacks.status_changed(txn, record, now)
-        return record
+        return "moved", record
 
     return fn
 

@@ -9,7 +9,7 @@ reload appears or disappears with the next scrape.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final, final
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -72,6 +72,7 @@ class DispatcherCollector(Collector):
         self._store = store
         self._requests = requests
         self._extra: dict[str, tuple[str, str, GaugeSource]] = {}
+        self._labelled: dict[str, tuple[str, str, Callable[[], Mapping[str, int]]]] = {}
 
     def add_gauge(self, name: str, documentation: str, source: GaugeSource) -> None:
         """A process-wide gauge read at scrape time, e.g. the callback queue depth."""
@@ -80,6 +81,12 @@ class DispatcherCollector(Collector):
     def add_counter(self, name: str, documentation: str, source: GaugeSource) -> None:
         """A process-wide counter (a plain int somewhere) read at scrape time; ``name`` without _total."""
         self._extra[name] = ("counter", documentation, source)
+
+    def add_labelled_counter(
+        self, name: str, documentation: str, label: str, source: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """A process-wide counter per value of one label (a dict of plain ints, bounded keys)."""
+        self._labelled[name] = (documentation, label, source)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._per_number()
@@ -263,6 +270,11 @@ class DispatcherCollector(Collector):
             )
             family.add_metric([], source())
             yield family
+        for name, (documentation, label, counts) in sorted(self._labelled.items()):
+            counter = CounterMetricFamily(name, documentation, labels=[label])
+            for value, count in sorted(counts().items()):
+                counter.add_metric([value], count)
+            yield counter
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], snap: HistogramSnapshot) -> None:

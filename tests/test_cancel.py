@@ -149,7 +149,8 @@ async def test_redact_and_delete_once_finished(
     await expect(20404, edits.delete(gateway, ACCOUNT, queued.sid))
     # A late status for the deleted message finds nothing and parks nothing.
     channel_id = "wamid1"
-    assert await writer.write(ledger.apply_status(channel_id, "delivered", None, None, wall.now())) is None
+    outcome = await writer.write(ledger.apply_status(NUMBER, channel_id, "delivered", None, None, wall.now()))
+    assert outcome == ("gone", None)
     assert writer.get(b"meta", b"orphan\x00" + channel_id.encode()) is None
     assert api.sent[0][2] == "code 1234"
 

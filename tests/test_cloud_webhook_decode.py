@@ -99,17 +99,17 @@ def test_contacts_without_user_id_and_status_without_contacts_are_fine() -> None
     assert [s.status for s in decoded.events.statuses] == ["sent", "delivered"]
 
 
-def test_what_twilio_cannot_carry_is_ignored_not_refused() -> None:
+def test_what_twilio_has_no_form_for_is_stored_as_it_could_be_read() -> None:
     body = envelope(
         {
-            "contacts": [{"user_id": "US.1"}],
+            "contacts": [{"user_id": "US.13491208655302741918", "profile": {"name": "Ada"}}],
             "messages": [
                 {
                     "from": "16505551234",
                     "id": "wamid.R",
                     "timestamp": "1",
                     "type": "reaction",
-                    "reaction": {"emoji": "x"},
+                    "reaction": {"message_id": "wamid.OUT1", "emoji": "x"},
                 },
                 {"from": "16505551234", "id": "wamid.U", "timestamp": "1", "type": "unsupported"},
                 {
@@ -117,14 +117,65 @@ def test_what_twilio_cannot_carry_is_ignored_not_refused() -> None:
                     "id": "wamid.B",
                     "timestamp": "1",
                     "type": "text",
-                    "text": {"body": "x"},
+                    "text": {"body": "hello"},
                 },
             ],
             "statuses": [status("played")],
         }
     )
-    decoded = decode(body, PNID)
-    assert decoded.events.inbound == [] and decoded.events.statuses == [] and decoded.events.ignored == 4
+    events = decode(body, PNID).events
+    assert [(m.channel_id, m.sender, m.kind, m.body) for m in events.inbound] == [
+        ("wamid.R", "+16505551234", "reaction", "x"),
+        ("wamid.U", "+16505551234", "unsupported", ""),
+        ("wamid.B", "US.13491208655302741918", "text", "hello"),
+    ]
+    assert events.inbound[2].profile_name == "Ada"
+    assert events.statuses == [] and events.ignored == 1
+    assert [(u.reason, u.where) for u in events.unapplied] == [
+        ("unknown_type", "entry[0].changes[0].value.messages[0]"),
+        ("unknown_type", "entry[0].changes[0].value.messages[1]"),
+    ]
+
+
+def test_a_username_only_customer_is_known_by_the_contacts_user_id() -> None:
+    message = {"id": "wamid.N", "timestamp": "1", "type": "text", "text": {"body": "hi"}}
+    body = envelope(
+        {"contacts": [{"user_id": "BR.1502576394655843", "profile": {"name": "Bia"}}], "messages": [message]}
+    )
+    [event] = decode(body, PNID).events.inbound
+    assert (event.sender, event.profile_name) == ("BR.1502576394655843", "Bia")
+    # No phone, no user id anywhere: reported, not stored (nothing to answer).
+    events = decode(envelope({"messages": [message]}), PNID).events
+    assert events.inbound == [] and [u.reason for u in events.unapplied] == ["unstorable_message"]
+
+
+def test_a_voice_note_with_codec_parameters_and_a_flows_reply_are_read() -> None:
+    voice = {
+        "from": "16505551234",
+        "id": "wamid.V",
+        "timestamp": "1",
+        "type": "audio",
+        "audio": {"mime_type": "audio/ogg; codecs=opus", "sha256": "x", "id": "123", "voice": True},
+    }
+    flow = {
+        "from": "16505551234",
+        "id": "wamid.F",
+        "timestamp": "1",
+        "type": "interactive",
+        "interactive": {
+            "type": "nfm_reply",
+            "nfm_reply": {"response_json": '{"flow_token":"t","rating":"4"}', "body": "Sent", "name": "flow"},
+        },
+    }
+    events = decode(envelope({"messages": [voice, flow]}), PNID).events
+    assert events.unapplied == []
+    [note, reply] = events.inbound
+    assert [(m.media_id, m.content_type) for m in note.media] == [("123", "audio/ogg; codecs=opus")]
+    assert (reply.kind, reply.body, reply.button_text) == (
+        "interactive",
+        '{"flow_token":"t","rating":"4"}',
+        "Sent",
+    )
 
 
 def test_other_fields_and_other_numbers_change_nothing() -> None:
@@ -132,8 +183,8 @@ def test_other_fields_and_other_numbers_change_nothing() -> None:
         decode(envelope({"event": "APPROVED"}, field="message_template_status_update"), PNID).events.ignored
         == 1
     )
-    decoded = decode(envelope({"statuses": [status("sent")]}, pnid="999"), PNID)
-    assert decoded.events.statuses == [] and decoded.foreign == 1
+    events = decode(envelope({"statuses": [status("sent")]}, pnid="999"), PNID).events
+    assert events.statuses == [] and [u.reason for u in events.unapplied] == ["other_number"]
 
 
 def test_system_errors_are_reported() -> None:
@@ -151,28 +202,67 @@ def test_system_errors_are_reported() -> None:
         b"[]",
         json.dumps({"object": "page", "entry": []}).encode(),
         json.dumps({"object": "whatsapp_business_account"}).encode(),
-        envelope({"statuses": [status("bogus")]}),
-        envelope({"statuses": [{"status": "sent"}]}),
-        envelope({"statuses": [status("sent", timestamp="yesterday")]}),
-        envelope({"messages": [{"from": "16505551234", "id": "wamid.T", "timestamp": "1", "type": "text"}]}),
-        envelope(
+    ],
+)
+def test_only_what_is_not_a_cloud_envelope_is_refused(body: bytes) -> None:
+    with pytest.raises(WebhookError):
+        decode(body, PNID)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "statuses", "inbound"),
+    [
+        ({"statuses": [status("bogus"), status("sent")]}, "unknown_status", 1, 0),
+        ({"statuses": [{"status": "sent"}, status("sent")]}, "bad_status", 1, 0),
+        ({"statuses": [status("sent", errors=[{"code": "x"}])]}, "bad_status", 0, 0),
+        (
+            {"messages": [{"from": "16505551234", "id": "wamid.T", "timestamp": "1", "type": "text"}]},
+            "bad_message",
+            0,
+            1,
+        ),
+        (
             {
                 "messages": [
                     {"from": "16505551234", "id": "", "timestamp": "1", "type": "text", "text": {"body": "x"}}
                 ]
-            }
+            },
+            "unstorable_message",
+            0,
+            0,
         ),
-        json.dumps(
+        (
             {
-                "object": "whatsapp_business_account",
-                "entry": [{"id": "W", "changes": [{"field": "messages", "value": {}}]}],
-            }
-        ).encode(),
+                "messages": [
+                    {"from": "16505551234", "id": "wamid.L", "type": "location", "location": {"latitude": 91}}
+                ]
+            },
+            "bad_message",
+            0,
+            1,
+        ),
+        ({"contacts": "nobody", "statuses": [status("sent")]}, "bad_value", 0, 0),
     ],
 )
-def test_malformed_deliveries_are_refused_whole(body: bytes) -> None:
-    with pytest.raises(WebhookError):
-        decode(body, PNID)
+def test_what_cannot_be_applied_is_reported_and_the_rest_applies(
+    value: dict[str, Any], reason: str, statuses: int, inbound: int
+) -> None:
+    events = decode(envelope(value), PNID).events
+    assert [u.reason for u in events.unapplied] == [reason]
+    assert (len(events.statuses), len(events.inbound)) == (statuses, inbound)
+
+
+def test_a_change_without_metadata_is_reported_and_the_next_entry_applies() -> None:
+    good = json.loads(envelope({"statuses": [status("sent")]}))["entry"][0]
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "W", "changes": [{"field": "messages", "value": {}}]}, "junk", good],
+        }
+    ).encode()
+    events = decode(body, PNID).events
+    assert [u.reason for u in events.unapplied] == ["bad_value", "bad_entry"]
+    assert [s.status for s in events.statuses] == ["sent"]
 
 
 def test_recipients_are_read_as_digits() -> None:
@@ -186,5 +276,7 @@ def test_recipients_are_read_as_digits() -> None:
 
 def test_an_unknown_status_deep_in_a_batch_is_named_by_its_position() -> None:
     body = envelope({"statuses": [status("sent"), status("delivered"), status("bogus")]})
-    with pytest.raises(WebhookError, match=r"^entry\[0\]\.changes\[0\]\.value\.statuses\[2\]\.status: "):
-        decode(body, PNID)
+    events = decode(body, PNID).events
+    assert [s.status for s in events.statuses] == ["sent", "delivered"]
+    [unapplied] = events.unapplied
+    assert unapplied.where == "entry[0].changes[0].value.statuses[2].status"

@@ -14,6 +14,7 @@ import trio
 from hypothesis import given, settings
 from structlog.testing import capture_logs
 
+from dispatcher.channels.inbound_message import BSUID
 from dispatcher.channels.onprem_webhook import WebhookError, decode
 from dispatcher.config import ConfigError
 from dispatcher.daemon import Running
@@ -79,35 +80,62 @@ def test_decoder_accepts_or_rejects_cleanly(body: bytes) -> None:
     try:
         events = decode(body)
     except WebhookError:
+        assert not body.lstrip().startswith(b"{") or not _is_json(body)  # only a non-object is refused
         return
     for event in events.inbound:
-        assert event.sender.startswith("+") and event.sender[1:].isdigit() and event.channel_id
+        phone = event.sender.startswith("+") and event.sender[1:].isdigit()
+        assert (phone or BSUID.match(event.sender)) and event.channel_id
     for status in events.statuses:
         assert status.status in ("sent", "delivered", "read", "failed", "undelivered") and status.channel_id
 
 
-HOSTILE: list[bytes] = [
-    b"",
-    b"\xff\xfe\x00garbage",
-    b"[" * 10_000,
-    b'{"statuses": "sent"}',
-    b'{"statuses": [{"id": "", "status": "read"}]}',
-    b'{"statuses": [{"id": "x", "status": "read", "timestamp": "-1"}]}',
-    b'{"messages": [{"from": "1", "id": "x", "type": "text", "text": {"body": "b"}}]}',
-    b'{"messages": [{"from": "15551234567", "id": "x", "type": "text"}]}',
-    b'{"messages": [{"from": "15551234567", "id": "x", "type": "image", "image": {"id": "m"}}]}',
-    b'{"messages": [{"from": "15551234567", "id": "x", "type": "interactive",'
-    b' "interactive": {"type": "nfm_reply"}}]}',
-    # One good message and one bad one: the good one must not be applied either.
-    json.dumps(
-        {
-            "messages": [
-                VALID_INBOUND["messages"][0],
-                {"from": "x", "id": "y", "type": "text", "text": {"body": "b"}},
-            ]
-        }
-    ).encode(),
-    json.dumps({"statuses": [*VALID_STATUS["statuses"], {"id": "z", "status": "exploded"}]}).encode(),
+def _is_json(body: bytes) -> bool:
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+# Not a JSON object: refused (400), nothing changes; the platform retries it.
+UNPARSEABLE: list[bytes] = [b"", b"\xff\xfe\x00garbage", b"[" * 10_000, b"[]", b'"statuses"']
+# Authentic and JSON objects, with items that cannot be applied as they came: 200, the rest applied,
+# each odd item reported by reason.
+ODD: list[tuple[bytes, str]] = [
+    (b'{"statuses": "sent"}', "bad_field"),
+    (b'{"statuses": [{"id": "", "status": "read"}]}', "bad_status"),
+    (b'{"statuses": [{"id": "x", "status": "read", "timestamp": "-1"}]}', "bad_field"),
+    (
+        b'{"messages": [{"from": "1", "id": "x1", "type": "text", "text": {"body": "b"}}]}',
+        "unstorable_message",
+    ),
+    (b'{"messages": [{"from": "15551234567", "id": "x2", "type": "text"}]}', "bad_message"),
+    (
+        b'{"messages": [{"from": "15551234567", "id": "x3", "type": "image",'
+        b' "image": {"id": "m", "mime_type": "image/\xc3\xa9"}}]}',
+        "bad_message",
+    ),
+    (
+        b'{"messages": [{"from": "15551234567", "id": "x4", "type": "interactive",'
+        b' "interactive": {"type": "nfm_reply"}}]}',
+        "unknown_type",
+    ),
+    # One good message and one bad one: the good one is applied, the bad one reported.
+    (
+        json.dumps(
+            {
+                "messages": [
+                    VALID_INBOUND["messages"][0],
+                    {"from": "x", "id": "y", "type": "text", "text": {"body": "b"}},
+                ]
+            }
+        ).encode(),
+        "unstorable_message",
+    ),
+    (
+        json.dumps({"statuses": [*VALID_STATUS["statuses"], {"id": "z", "status": "exploded"}]}).encode(),
+        "unknown_status",
+    ),
 ]
 
 
@@ -115,20 +143,38 @@ def snapshot(daemon: Running) -> dict[bytes, list[tuple[bytes, bytes]]]:
     return {name: list(daemon.store.scan(name, b"")) for name in DB_NAMES if name != b"tokens"}
 
 
-async def test_hostile_bodies_get_400_and_change_nothing(tmp_path: Path) -> None:
+async def test_unparseable_bodies_get_400_and_change_nothing(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with running_daemon(sandbox_config(tmp_path / "d")) as (daemon, client):
             before = snapshot(daemon)
             url = "/webhooks/onprem/15550000001/hook-1-secret-0123"
             with capture_logs() as logs:
-                for body in HOSTILE:
+                for body in UNPARSEABLE:
                     resp = await client.post(url, content=body)
                     assert resp.status_code == 400, (body[:80], resp.text)
                     assert resp.json()["error"] == "malformed webhook"
                 resp = await client.post(url, content=b"x" * (2 << 20))
                 assert resp.status_code == 413
             assert snapshot(daemon) == before
-            assert sum(e["event"] == "webhook.malformed" for e in logs) == len(HOSTILE)
+            assert sum(e["event"] == "webhook.malformed" for e in logs) == len(UNPARSEABLE)
+
+
+async def test_authentic_odd_bodies_get_200_apply_the_rest_and_report_each_item(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with running_daemon(sandbox_config(tmp_path / "d")) as (daemon, client):
+            url = "/webhooks/onprem/15550000001/hook-1-secret-0123"
+            with capture_logs() as logs:
+                for body, _ in ODD:
+                    resp = await client.post(url, content=body)
+                    assert resp.status_code == 200, (body[:80], resp.text)
+            reported = [e["reason"] for e in logs if e["event"] == "webhook.unapplied"]
+            assert sorted(reported) == sorted(reason for _, reason in ODD)
+            # What could be read was stored: the good message beside a bad one, and the odd ones
+            # that have an id and a sender, as what could be read of them.
+            stored = {bytes(k).decode() for k, _ in daemon.store.scan(b"wamid", b"")}
+            assert {"ABGG1", "x2", "x3", "x4"} <= stored and "x1" not in stored
+            metrics = (await client.get("/metrics")).text
+            assert 'wadispatch_webhook_unapplied_total{reason="unstorable_message"} 2.0' in metrics
 
 
 async def test_webhook_source_is_verified_by_path_secret_or_header(tmp_path: Path) -> None:

@@ -1,15 +1,20 @@
 """Cloud API webhooks (``object / entry[] / changes[] / value``) -> channel-neutral events.
 
-The message objects inside ``value.messages`` have the On-Prem shape, so they
-are decoded and flattened by ``onprem_webhook``; this module adds the Cloud
+The message objects inside ``value.messages`` have the On-Prem shape and are
+read by ``inbound_message`` (shared with On-Prem); this module adds the Cloud
 envelope, Cloud's error codes, its extra statuses and the BSUID contacts.
 
-Like the On-Prem decoder it is strict about what we use (a bad id, timestamp
-or status rejects the whole delivery before anything is applied) and lenient
-about the rest: unknown fields, other webhook fields (template status, account
-updates), message types Twilio has no form for (reactions, ``unsupported``),
-and customers known only by a business-scoped user id (no phone number to
-address them by) are counted as ignored.
+The route has authenticated the delivery (``X-Hub-Signature-256``), so it is
+applied whatever it carries. Only a body that is not a Cloud envelope at all
+(not JSON, no ``object``/``entry``) raises ``WebhookError`` (a 400). Inside,
+each change, status and message stands alone: one that cannot be applied as it
+came (an unknown status, a field in an unexpected form, a change for another
+phone number id) becomes an ``Unapplied`` note (logged and counted by the
+inbox), and the rest is applied. Other webhook fields (template updates,
+account updates) are counted as ignored.
+
+Speed: a change's ``value`` decodes in one typed pass (``_Value``: statuses
+typed, messages raw); only when that fails is each item decoded alone.
 
 Each event carries a dedup key (``keys``): Meta redelivers a webhook until it
 gets a 200 and may send the same status twice, so the route skips events it
@@ -18,33 +23,26 @@ already applied (``dispatcher.dedup``).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Final
 
 import attrs
 import msgspec
-import structlog
 
 from dispatcher import jsondecode
-from dispatcher.channels import onprem_webhook
 from dispatcher.channels.cloud import twilio_code
-from dispatcher.channels.onprem_webhook import WebhookError
-from dispatcher.events import ChannelError, InboundEvent, StatusEvent, WebhookEvents
+from dispatcher.channels.inbound_message import Profiles, digits_of
+from dispatcher.channels.onprem_webhook import Batch, WebhookError
+from dispatcher.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
 
-log = structlog.get_logger()
+__all__ = ["Decoded", "WebhookError", "decode", "digits_of"]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Timestamp = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}$")]
 Text = Annotated[str, msgspec.Meta(max_length=65_536)]
-_PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
-_NON_DIGITS = re.compile(r"[^0-9]")
 GENERIC_FAILURE: Final = 30008
 
-# Cloud status -> Twilio status; ``played`` (voice) and ``deleted`` change nothing.
+# Cloud status -> Twilio status; ``played`` (voice), ``deleted`` and ``warning`` change nothing.
 STATUSES: Final = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
 IGNORED_STATUSES: Final = frozenset({"played", "deleted", "warning"})
-# Message types Twilio's webhook has no form for.
-IGNORED_TYPES: Final = frozenset({"reaction", "unsupported", "order", "request_welcome", "ephemeral"})
 
 
 class _ErrorData(msgspec.Struct):
@@ -65,8 +63,8 @@ class _Error(msgspec.Struct, kw_only=True):
 class _Status(msgspec.Struct, kw_only=True):
     id: Id
     status: Annotated[str, msgspec.Meta(max_length=32)]
-    timestamp: Timestamp = "0"
-    recipient_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    timestamp: str = "0"  # not used to apply a status
+    recipient_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
     errors: list[_Error] = []
 
 
@@ -76,7 +74,7 @@ class _Profile(msgspec.Struct, frozen=True):
 
 class _Contact(msgspec.Struct, kw_only=True):
     wa_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    user_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    user_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     profile: _Profile = _Profile()
 
 
@@ -85,14 +83,9 @@ class _Metadata(msgspec.Struct, kw_only=True):
     display_phone_number: str = ""
 
 
-class _Peek(msgspec.Struct, kw_only=True):
-    """Enough of a message to decide whether we can turn it into an event."""
-
-    type: Annotated[str, msgspec.Meta(max_length=32)]
-    sender: str | None = msgspec.field(name="from", default=None)
-
-
 class _Value(msgspec.Struct, kw_only=True):
+    """The fast, typed pass over a change's value."""
+
     metadata: _Metadata
     messaging_product: str = "whatsapp"
     contacts: list[_Contact] = []
@@ -101,25 +94,39 @@ class _Value(msgspec.Struct, kw_only=True):
     errors: list[_Error] = []
 
 
+class _Items(msgspec.Struct, kw_only=True):
+    """The fallback pass: every item kept raw, decoded alone."""
+
+    metadata: _Metadata
+    contacts: list[msgspec.Raw] = []
+    messages: list[msgspec.Raw] = []
+    statuses: list[msgspec.Raw] = []
+    errors: list[msgspec.Raw] = []
+
+
 class _Change(msgspec.Struct, kw_only=True):
-    field: Annotated[str, msgspec.Meta(max_length=64)]
-    value: msgspec.Raw
+    field: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    value: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Entry(msgspec.Struct, kw_only=True):
-    id: Id
-    changes: list[_Change] = []
+    id: str = ""
+    changes: list[msgspec.Raw] = []
 
 
 class _Envelope(msgspec.Struct, kw_only=True):
     object: str
-    entry: list[_Entry]
+    entry: list[msgspec.Raw]
 
 
 _envelope: Final = msgspec.json.Decoder(_Envelope)
+_entry: Final = msgspec.json.Decoder(_Entry)
+_change: Final = msgspec.json.Decoder(_Change)
 _value: Final = msgspec.json.Decoder(_Value)
-_peek: Final = msgspec.json.Decoder(_Peek)
-_message: Final = msgspec.json.Decoder(onprem_webhook._Message)
+_items: Final = msgspec.json.Decoder(_Items)
+_status_decoder: Final = msgspec.json.Decoder(_Status)
+_contact_decoder: Final = msgspec.json.Decoder(_Contact)
+_error_decoder: Final = msgspec.json.Decoder(_Error)
 
 
 @attrs.frozen
@@ -129,14 +136,13 @@ class Decoded:
     events: WebhookEvents
     status_keys: list[str]
     inbound_keys: list[str]
-    foreign: int  # changes for another phone number id (a misrouted webhook)
 
 
 def decode(body: bytes, phone_number_id: str) -> Decoded:
-    """Decode a Cloud webhook for ``phone_number_id``.
+    """Decode an authenticated Cloud webhook for ``phone_number_id``.
 
     Raises:
-        WebhookError: anything malformed; nothing of the body should be applied.
+        WebhookError: the body is not a Cloud webhook envelope; nothing of it should be applied.
     """
     try:
         envelope = jsondecode.decode(_envelope, body)
@@ -146,55 +152,101 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
         raise WebhookError(f"not JSON: {exc}") from exc
     if envelope.object != "whatsapp_business_account":
         raise WebhookError(f"object: expected 'whatsapp_business_account', got {envelope.object[:64]!r}")
-    statuses: list[StatusEvent] = []
-    status_keys: list[str] = []
-    inbound: list[InboundEvent] = []
-    inbound_keys: list[str] = []
-    errors: list[ChannelError] = []
-    ignored = foreign = 0
-    for e, entry in enumerate(envelope.entry):
-        for c, change in enumerate(entry.changes):
-            where = f"entry[{e}].changes[{c}].value"
-            if change.field != "messages":
-                ignored += 1
-                continue
+    batch = Batch()
+    for e, raw_entry in enumerate(envelope.entry):
+        try:
+            entry = jsondecode.decode(_entry, raw_entry)
+        except msgspec.DecodeError as exc:
+            batch.note(Unapplied("bad_entry", f"entry[{e}]", str(exc)[:300]))
+            continue
+        for c, raw_change in enumerate(entry.changes):
+            where = f"entry[{e}].changes[{c}]"
             try:
-                value = jsondecode.decode(_value, change.value)
+                change = jsondecode.decode(_change, raw_change)
             except msgspec.DecodeError as exc:
-                raise WebhookError(f"{where}: {exc}") from exc
-            if value.metadata.phone_number_id != phone_number_id:
-                foreign += 1
+                batch.note(Unapplied("bad_change", where, str(exc)[:300]))
                 continue
-            for i, status in enumerate(value.statuses):
-                for update in _status(status, where, i):
-                    statuses.append(update)
-                    status_keys.append(f"s:{update.channel_id}:{update.status}")
-                ignored += status.status in IGNORED_STATUSES
-            profiles = {c.wa_id: c.profile.name for c in value.contacts if c.wa_id}
-            for i, raw in enumerate(value.messages):
-                event = _inbound(raw, profiles, f"{where}.messages[{i}]")
-                if event is None:
-                    ignored += 1
-                else:
-                    inbound.append(event)
-                    inbound_keys.append(f"m:{event.channel_id}")
-            errors.extend(ChannelError(err.code, err.text()) for err in value.errors)
-    events = WebhookEvents(statuses=statuses, inbound=inbound, errors=errors, ignored=ignored)
-    return Decoded(events, status_keys, inbound_keys, foreign)
+            if change.field != "messages":
+                batch.ignored += 1  # template, account, call updates: nothing for us to apply
+                continue
+            _value_events(batch, change.value, phone_number_id, f"{where}.value")
+    events = batch.events()
+    status_keys = [f"s:{s.channel_id}:{s.status}" for s in events.statuses]
+    inbound_keys = [f"m:{m.channel_id}" for m in events.inbound]
+    return Decoded(events, status_keys, inbound_keys)
 
 
-def digits_of(text: str) -> str:
-    """``text`` without its non-digits (a wa_id is usually digits already: no regex then)."""
-    return text if text.isdigit() and text.isascii() else _NON_DIGITS.sub("", text)
+def _value_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:
+    try:
+        value = jsondecode.decode(_value, raw)
+    except msgspec.DecodeError:
+        _items_events(batch, raw, phone_number_id, where)
+        return
+    if value.metadata.phone_number_id != phone_number_id:
+        batch.note(_other_number(value.metadata, where))
+        return
+    for i, status in enumerate(value.statuses):
+        _add_status(batch, status, f"{where}.statuses[{i}]")
+    profiles = Profiles()
+    for contact in value.contacts:
+        profiles.add(contact.wa_id, contact.user_id, contact.profile.name)
+    for i, message in enumerate(value.messages):
+        batch.message(message, profiles, f"{where}.messages[{i}]")
+    batch.errors.extend(ChannelError(err.code, err.text()) for err in value.errors)
 
 
-def _status(status: _Status, where: str, index: int) -> list[StatusEvent]:
-    """One status, read by its position ``where``.statuses[``index``] (named only in errors)."""
+def _items_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:
+    """The typed pass over a value failed somewhere: decode every item alone."""
+    try:
+        items = jsondecode.decode(_items, raw)
+    except msgspec.DecodeError as exc:
+        # Without a readable metadata.phone_number_id the change cannot be told to be ours.
+        batch.note(Unapplied("bad_value", where, str(exc)[:300]))
+        return
+    if items.metadata.phone_number_id != phone_number_id:
+        batch.note(_other_number(items.metadata, where))
+        return
+    for i, raw_status in enumerate(items.statuses):
+        at = f"{where}.statuses[{i}]"
+        try:
+            status = jsondecode.decode(_status_decoder, raw_status)
+        except msgspec.DecodeError as exc:
+            batch.note(Unapplied("bad_status", at, str(exc)[:300]))
+            continue
+        _add_status(batch, status, at)
+    profiles = Profiles()
+    for i, raw_contact in enumerate(items.contacts):
+        try:
+            contact = jsondecode.decode(_contact_decoder, raw_contact)
+        except msgspec.DecodeError as exc:
+            batch.note(Unapplied("bad_contact", f"{where}.contacts[{i}]", str(exc)[:300]))
+            continue
+        profiles.add(contact.wa_id, contact.user_id, contact.profile.name)
+    for i, message in enumerate(items.messages):
+        batch.message(message, profiles, f"{where}.messages[{i}]")
+    for i, raw_error in enumerate(items.errors):
+        try:
+            error = jsondecode.decode(_error_decoder, raw_error)
+        except msgspec.DecodeError as exc:
+            batch.note(Unapplied("bad_error", f"{where}.errors[{i}]", str(exc)[:300]))
+            continue
+        batch.errors.append(ChannelError(error.code, error.text()))
+
+
+def _other_number(metadata: _Metadata, where: str) -> Unapplied:
+    return Unapplied(
+        "other_number", f"{where}.metadata", f"phone_number_id {metadata.phone_number_id[:40]!r}"
+    )
+
+
+def _add_status(batch: Batch, status: _Status, where: str) -> None:
     if status.status in IGNORED_STATUSES:
-        return []
+        batch.ignored += 1
+        return
     twilio = STATUSES.get(status.status)
     if twilio is None:
-        raise WebhookError(f"{where}.statuses[{index}].status: unknown status {status.status[:32]!r}")
+        batch.note(Unapplied("unknown_status", f"{where}.status", f"unknown status {status.status[:32]!r}"))
+        return
     code = message = None
     if status.errors:
         first = status.errors[0]
@@ -202,32 +254,11 @@ def _status(status: _Status, where: str, index: int) -> list[StatusEvent]:
     elif twilio == "failed":
         code, message = GENERIC_FAILURE, "WhatsApp reported the message failed"
     recipient = digits_of(status.recipient_id)
-    event = StatusEvent(
-        channel_id=status.id, status=twilio, error_code=code, error_message=message, recipient=recipient
-    )
     if twilio == "read":
         # Meta may skip "delivered" when the message is read at once: read implies delivered.
-        return [StatusEvent(channel_id=status.id, status="delivered", recipient=recipient), event]
-    return [event]
-
-
-def _inbound(raw: msgspec.Raw, profiles: dict[str, str], where: str) -> InboundEvent | None:
-    try:
-        peek = jsondecode.decode(_peek, raw)
-    except msgspec.DecodeError as exc:
-        raise WebhookError(f"{where}: {exc}") from exc
-    if peek.type in IGNORED_TYPES:
-        return None
-    if peek.sender is None or not _PHONE.match(peek.sender):
-        # Known only by a business-scoped user id: Twilio addresses customers by phone number.
-        log.info("webhook.inbound_without_phone", type=peek.type)
-        return None
-    try:
-        message = jsondecode.decode(_message, raw)
-    except msgspec.DecodeError as exc:
-        raise WebhookError(f"{where}: {exc}") from exc
-    sender = digits_of(message.sender)
-    try:
-        return onprem_webhook._inbound(message, profiles.get(sender, ""), 0)
-    except WebhookError as exc:
-        raise WebhookError(f"{where}: {exc}") from exc
+        batch.statuses.append(StatusEvent(channel_id=status.id, status="delivered", recipient=recipient))
+    batch.statuses.append(
+        StatusEvent(
+            channel_id=status.id, status=twilio, error_code=code, error_message=message, recipient=recipient
+        )
+    )

@@ -6,10 +6,14 @@ webhook override; the app-level callback can point at it too).
 - ``GET ?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``: 200 with
   the bare challenge if the verify token matches (constant time), else 403.
 - ``POST`` with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body,
-  keyed with the app secret>``: missing -> 401, wrong -> 403, malformed -> 400;
-  in each case nothing changes. A good delivery is decoded into channel-neutral
-  events; events already applied (``dispatcher.dedup``) are skipped, the rest go
-  through the same ``Gateway.on_webhook`` as On-Prem's, then are remembered.
+  keyed with the app secret>``: missing -> 401, wrong -> 403, not a Cloud
+  envelope at all -> 400; in each case nothing changes. An authentic delivery
+  is answered 200 once applied: decoded into channel-neutral events (what
+  cannot be applied as it came is logged and counted, never a reason to refuse
+  the rest: Meta would redeliver the whole batch for 7 days); events already
+  applied (``dispatcher.dedup``) are skipped, the rest go through the same
+  ``Gateway.on_webhook`` as On-Prem's, then are remembered. Only a store
+  failure answers 503, so Meta redelivers.
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ class CloudWebhooks:
             await self._gateway.on_webhook(
                 info,
                 WebhookEvents(
-                    statuses=statuses, inbound=inbound, errors=events.errors, ignored=events.ignored
+                    statuses=statuses,
+                    inbound=inbound,
+                    errors=events.errors,
+                    ignored=events.ignored,
+                    unapplied=events.unapplied,
                 ),
             )
             if fresh:
@@ -138,8 +146,6 @@ def install(app: QuartTrio, gateway: Gateway) -> CloudWebhooks:
         except WebhookError as exc:
             log.warning("webhook.malformed", number=info.number, error=str(exc)[:200])
             return _json(_encoder.encode({"error": "malformed webhook", "detail": str(exc)[:500]}), 400)
-        if decoded.foreign:
-            log.warning("webhook.other_phone_number_id", number=info.number, changes=decoded.foreign)
         try:
             await hooks.apply(info, decoded)
         except StoreError as exc:
