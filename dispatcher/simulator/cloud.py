@@ -221,6 +221,32 @@ class CloudApi:
             KeyError: unknown phone number id.
             LookupError: the number has no webhook URL.
         """
+        return self.inbound(phone_number_id, sender, "text", body, profile_name=profile_name)
+
+    def inbound(
+        self,
+        phone_number_id: str,
+        sender: str,
+        kind: str,
+        body: str = "",
+        *,
+        profile_name: str = "Customer",
+        username_only: bool = False,
+        repeat: int = 1,
+    ) -> str:
+        """Customer ``sender`` sends a message of ``kind``, shaped as Meta posts it; returns the wamid.
+
+        ``kind``: ``text``; ``voice`` (a voice note, ``audio/ogg; codecs=opus``); ``flow_reply``
+        (a WhatsApp Flows completion, ``body`` its response JSON); ``reaction`` (``body`` the
+        emoji); ``unsupported`` (with Meta's 131051 ``errors``); any other name is a type Meta
+        may add later, with ``{"body": body}`` as its object. ``username_only``: the customer
+        adopted a username, so the contact has only its business-scoped ``user_id`` and the
+        message no ``from``. ``repeat``: posted that many times (Meta's redeliveries).
+
+        Raises:
+            KeyError: unknown phone number id.
+            LookupError: the number has no webhook URL.
+        """
         state = self._numbers[phone_number_id]
         if state.config.webhook_url is None:
             raise LookupError(f"{state.config.number} has no webhook URL")
@@ -228,22 +254,53 @@ class CloudApi:
         wamid = self._wamid()
         now = self._wall.now()
         state.last_inbound[digits] = now
-        value = {
-            "messaging_product": "whatsapp",
-            "metadata": self._metadata(state),
-            "contacts": [{"profile": {"name": profile_name}, "wa_id": digits, "user_id": user_id(digits)}],
-            "messages": [
-                {
-                    "from": digits,
-                    "id": wamid,
-                    "timestamp": str(int(now)),
-                    "type": "text",
-                    "text": {"body": body},
-                }
-            ],
-        }
-        self._hooks.push_value(phone_number_id, digits, value)
+        message: dict[str, Any] = {"id": wamid, "timestamp": str(int(now)), **_content(kind, body, wamid)}
+        contact: dict[str, Any] = {"profile": {"name": profile_name}, "user_id": user_id(digits)}
+        if username_only:
+            contact["profile"]["username"] = "@" + profile_name.lower().replace(" ", "")
+        else:
+            contact["wa_id"] = digits
+            message = {"from": digits, **message}
+        value = {"messaging_product": "whatsapp", "metadata": self._metadata(state), "contacts": [contact]}
+        value["messages"] = [message]
+        for _ in range(repeat):
+            self._hooks.push_value(phone_number_id, digits, value)
         return wamid
+
+    def emit_status(
+        self,
+        phone_number_id: str,
+        wamid: str,
+        status: str,
+        *,
+        recipient: str = "",
+        errors: list[dict[str, Any]] | None = None,
+        repeat: int = 1,
+    ) -> None:
+        """Post one status for ``wamid`` now, ``repeat`` times: any status (one Meta adds later too),
+        with an ``errors`` array if given, whatever the message's history."""
+        state = self._numbers[phone_number_id]
+        if state.config.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        item: dict[str, Any] = {
+            "id": wamid,
+            "status": status,
+            "timestamp": str(int(self._wall.now())),
+            "recipient_id": recipient,
+        }
+        if errors:
+            item["errors"] = errors
+        for _ in range(repeat):
+            self._hooks.push_value(phone_number_id, recipient or wamid, {"statuses": [item]})
+
+    def emit_value(self, phone_number_id: str, value: dict[str, Any], *, repeat: int = 1) -> None:
+        """Post ``value`` (any change value, e.g. recorded from the real platform) in a signed
+        envelope now, ``repeat`` times; its ``metadata`` is the number's unless given."""
+        state = self._numbers[phone_number_id]
+        if state.config.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        for _ in range(repeat):
+            self._hooks.push_value(phone_number_id, phone_number_id, value)
 
     # -- requests -------------------------------------------------------------------
 
@@ -457,3 +514,34 @@ class CloudApi:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post due webhooks (batched per number, in order per recipient) until cancelled."""
         await self._hooks.run(task_status=task_status)
+
+
+_UNSUPPORTED_ERROR: Final = {
+    "code": 131051,
+    "title": "Message type unknown",
+    "message": "Message type unknown",
+    "error_data": {"details": "Message type is currently not supported."},
+}
+
+
+def _content(kind: str, body: str, wamid: str) -> dict[str, Any]:
+    """The ``type`` and type object of a customer's message, as Meta posts them."""
+    match kind:
+        case "text":
+            return {"type": "text", "text": {"body": body}}
+        case "voice":
+            media = {
+                "mime_type": "audio/ogg; codecs=opus",
+                "sha256": hashlib.sha256(wamid.encode()).hexdigest(),
+                "id": str(int(hashlib.sha256(wamid.encode()).hexdigest()[:15], 16)),
+                "voice": True,
+            }
+            return {"type": "audio", "audio": media}
+        case "flow_reply":
+            reply = {"response_json": body or "{}", "body": "Sent", "name": "flow"}
+            return {"type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": reply}}
+        case "reaction":
+            return {"type": "reaction", "reaction": {"message_id": wamid, "emoji": body}}
+        case "unsupported":
+            return {"type": "unsupported", "errors": [_UNSUPPORTED_ERROR], "unsupported": {"type": "edit"}}
+    return {"type": kind, kind: {"body": body}}

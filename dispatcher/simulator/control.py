@@ -10,8 +10,14 @@ JSON in, JSON out, same error envelope as the On-Prem API:
   | "location":{latitude,longitude,name?,address?} | "contacts":[...] | "button":{text,payload}
   | "interactive":{type,button_reply|list_reply}, "type"? (sticker/voice with media), "context"?,
   "profile_name"?}`` -> ``{"messages":[{"id"}], "media_id"?}``
-- ``POST /_sim/status {"number","id","status","recipient_id"?,"errors"?}`` -> 202: one status webhook
-  now, for any path (out of order, repeated, ``failed`` with any code, ``deleted``)
+- ``POST /_sim/status {"number","id","status","recipient_id"?,"errors"?,"repeat"?}`` -> 202: one status
+  webhook now, for any path (out of order, redelivered ``repeat`` times, ``failed`` with any code,
+  ``deleted``, a status the platform adds later)
+- ``POST /_sim/webhook {"number","body":{...},"repeat"?}`` -> 202: post ``body`` as it is (a shape
+  recorded from the real platform: Flows replies, unknown types, ``errors`` arrays...)
+- ``POST /_sim/inbound`` takes ``"repeat"`` too (a redelivered customer message) and
+  ``"interactive": {"type": "nfm_reply", "nfm_reply": {"response_json": "..."}}`` (a Flows reply);
+  a voice note is ``"media": {"mime_type": "audio/ogg; codecs=opus", ...}, "type": "voice"``
 - ``POST /_sim/reset``                          -> zero counters, forget received messages
 - ``POST /_sim/numbers {SimNumber fields}``     -> 201 ``{"number", "endpoint"}``
 - ``DELETE /_sim/numbers/{digits}``             -> stop serving a number
@@ -47,6 +53,7 @@ from dispatcher.simulator.wire import (
     decode_clock,
     decode_inbound,
     decode_status,
+    decode_webhook,
     encode,
 )
 
@@ -79,6 +86,8 @@ def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> 
             return _inbound(sim, body)
         case "POST", "status":
             return _status(sim, body)
+        case "POST", "webhook":
+            return _webhook(sim, body)
         case "POST", "reset":
             sim.reset()
             return json_response(200, _OK)
@@ -162,7 +171,9 @@ def _inbound(sim: Simulator, body: bytes) -> SimResponse:
     media_id: str | None = None
     try:
         if req.body is not None:
-            msg_id = sim.inbound_text(req.number, req.sender, req.body, profile_name=req.profile_name)
+            msg_id = sim.inbound_text(
+                req.number, req.sender, req.body, profile_name=req.profile_name, repeat=req.repeat
+            )
         elif req.media is not None:
             try:
                 data = base64.b64decode(req.media.data, validate=True)
@@ -178,6 +189,7 @@ def _inbound(sim: Simulator, body: bytes) -> SimResponse:
                 profile_name=req.profile_name,
                 kind=req.type,
                 context=req.context,
+                repeat=req.repeat,
             )
         else:
             kind = given[0]
@@ -191,6 +203,7 @@ def _inbound(sim: Simulator, body: bytes) -> SimResponse:
                 interactive=req.interactive,
                 context=req.context,
                 profile_name=req.profile_name,
+                repeat=req.repeat,
             )
     except ValueError as exc:
         raise errors.invalid(str(exc)) from exc
@@ -204,7 +217,20 @@ def _inbound(sim: Simulator, body: bytes) -> SimResponse:
 def _status(sim: Simulator, body: bytes) -> SimResponse:
     req = decode_body(decode_status, body)
     try:
-        sim.emit_status(req.number, req.id, req.status, recipient=req.recipient_id, errors=req.errors)
+        sim.emit_status(
+            req.number, req.id, req.status, recipient=req.recipient_id, errors=req.errors, repeat=req.repeat
+        )
+    except LookupError as exc:
+        if isinstance(exc, KeyError):
+            raise
+        raise ApiError(409, errors.WEBHOOK_NOT_CONFIGURED, str(exc)) from exc
+    return json_response(202, _OK)
+
+
+def _webhook(sim: Simulator, body: bytes) -> SimResponse:
+    req = decode_body(decode_webhook, body)
+    try:
+        sim.emit_webhook(req.number, encode(req.body), repeat=req.repeat)
     except LookupError as exc:
         if isinstance(exc, KeyError):
             raise

@@ -43,7 +43,6 @@ from dispatcher.simulator.wire import (
     Profile,
     Status,
     StatusError,
-    StatusName,
     StatusWebhook,
     Text,
     encode,
@@ -205,7 +204,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ customers and media
 
-    def inbound_text(self, number: str, sender: str, body: str, *, profile_name: str = "Customer") -> str:
+    def inbound_text(
+        self, number: str, sender: str, body: str, *, profile_name: str = "Customer", repeat: int = 1
+    ) -> str:
         """Make customer ``sender`` send ``body`` to ``number``; returns the message id.
 
         Raises:
@@ -220,7 +221,7 @@ class Simulator:
             type="text",
             text=Text(body),
         )
-        return self._push_inbound(state, message, profile_name)
+        return self._push_inbound(state, message, profile_name, repeat)
 
     def inbound_message(
         self,
@@ -234,6 +235,7 @@ class Simulator:
         interactive: InboundInteractive | None = None,
         context: InboundContext | None = None,
         profile_name: str = "Customer",
+        repeat: int = 1,
     ) -> str:
         """Make ``sender`` send a location, shared contacts, or a button / interactive reply.
 
@@ -255,18 +257,20 @@ class Simulator:
             interactive=interactive if kind == "interactive" else None,
             context=context,
         )
-        return self._push_inbound(state, message, profile_name)
+        return self._push_inbound(state, message, profile_name, repeat)
 
     def emit_status(
         self,
         number: str,
         msg_id: str,
-        status: StatusName,
+        status: str,
         *,
         recipient: str = "",
         errors: list[StatusError] | None = None,
+        repeat: int = 1,
     ) -> None:
-        """Post one status webhook for ``msg_id`` now (out of order, repeated, ``deleted``: any path).
+        """Post one status webhook for ``msg_id`` now, ``repeat`` times (out of order, redelivered,
+        ``deleted``, a status the platform added later: any path).
 
         Raises:
             KeyError: unknown number.
@@ -278,7 +282,23 @@ class Simulator:
         item = Status(
             msg_id, digits_of(recipient) if recipient else "", status, self._timestamp(), errors=errors
         )
-        self._webhooks.push_raw(state, encode(StatusWebhook(statuses=[item])))
+        body = encode(StatusWebhook(statuses=[item]))
+        for _ in range(repeat):
+            self._webhooks.push_raw(state, body)
+
+    def emit_webhook(self, number: str, body: bytes, *, repeat: int = 1) -> None:
+        """Post ``body`` (any webhook object, e.g. a shape recorded from the real platform) now,
+        ``repeat`` times.
+
+        Raises:
+            KeyError: unknown number.
+            LookupError: the number has no webhook URL.
+        """
+        state = self._state(number)
+        if state.webhook_url is None:
+            raise LookupError(f"{state.config.number} has no webhook URL")
+        for _ in range(repeat):
+            self._webhooks.push_raw(state, body)
 
     def inbound_media(
         self,
@@ -292,6 +312,7 @@ class Simulator:
         profile_name: str = "Customer",
         kind: InboundType | None = None,
         context: InboundContext | None = None,
+        repeat: int = 1,
     ) -> tuple[str, str]:
         """Make ``sender`` send a media file; returns ``(message id, media id)``.
 
@@ -323,17 +344,21 @@ class Simulator:
             sticker=media if kind == "sticker" else None,
             context=context,
         )
-        return self._push_inbound(state, message, profile_name), media_id
+        return self._push_inbound(state, message, profile_name, repeat), media_id
 
     def store_media(self, number: str, data: bytes, mime_type: str) -> str:
         """Keep ``data`` for ``GET /v1/media/{id}``; returns the new UUID media id."""
         return self._state(number).store_media(data, mime_type)
 
-    def _push_inbound(self, state: NumberState, message: InboundMessage, profile_name: str) -> str:
+    def _push_inbound(
+        self, state: NumberState, message: InboundMessage, profile_name: str, repeat: int = 1
+    ) -> str:
+        """Post the message now, ``repeat`` times in all (a redelivery is the same message again)."""
         if state.webhook_url is None:
             raise LookupError(f"{state.config.number} has no webhook URL")
         contact = InboundContact(profile=Profile(name=profile_name), wa_id=message.sender)
-        self._webhooks.push_inbound(state, contact, message)
+        for _ in range(repeat):
+            self._webhooks.push_inbound(state, contact, message)
         return message.id
 
     # ------------------------------------------------------------------ request handling

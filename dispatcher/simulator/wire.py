@@ -244,7 +244,7 @@ class StatusError(msgspec.Struct, frozen=True, omit_defaults=True):
 class Status(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     recipient_id: str
-    status: StatusName
+    status: str  # StatusName, or anything the control API asks for (statuses Meta adds later)
     timestamp: str
     """Unix seconds, as a string (like the real platform)."""
     conversation: Conversation | None = None
@@ -310,10 +310,19 @@ class InteractiveReply(msgspec.Struct, frozen=True, omit_defaults=True):
     description: str | None = None
 
 
+class FlowReply(msgspec.Struct, frozen=True):
+    """A WhatsApp Flows completion, as Meta posts it: the answers are a JSON string."""
+
+    response_json: str
+    body: str = "Sent"
+    name: str = "flow"
+
+
 class InboundInteractive(msgspec.Struct, frozen=True, omit_defaults=True):
-    type: Literal["button_reply", "list_reply"]
+    type: Literal["button_reply", "list_reply", "nfm_reply"]
     button_reply: InteractiveReply | None = None
     list_reply: InteractiveReply | None = None
+    nfm_reply: FlowReply | None = None
 
 
 class InboundContext(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -381,6 +390,8 @@ class InboundRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: InboundType | None = None
     context: InboundContext | None = None
     profile_name: str = "Customer"
+    # Delivered this many times (the platform redelivers what it thinks was not received).
+    repeat: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
 
 
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -388,9 +399,19 @@ class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     number: NonEmpty
     id: NonEmpty
-    status: StatusName
+    # Any status, also one the platform may add later (``warning``, ``bogus``...).
+    status: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     recipient_id: str = ""
     errors: list[StatusError] | None = None
+    repeat: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
+
+
+class WebhookRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /_sim/webhook``: post ``body`` (any webhook object, as recorded elsewhere) to the number."""
+
+    number: NonEmpty
+    body: Object
+    repeat: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
 
 
 class InboundResult(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -423,3 +444,4 @@ decode_contacts = msgspec.json.Decoder(ContactsRequest).decode
 decode_clock = msgspec.json.Decoder(ClockAdvance).decode
 decode_inbound = msgspec.json.Decoder(InboundRequest).decode
 decode_status = msgspec.json.Decoder(StatusRequest).decode
+decode_webhook = msgspec.json.Decoder(WebhookRequest).decode
