@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import assume, given, settings
 
 from dispatcher.channels.cloud_webhook import decode, digits_of
+from dispatcher.channels.inbound_message import BSUID, PHONE
 from dispatcher.channels.onprem_webhook import WebhookError
+from tests.test_webhook_intake import _paths, json_values
 
 PNID = "106540352242922"
 
@@ -280,3 +285,34 @@ def test_an_unknown_status_deep_in_a_batch_is_named_by_its_position() -> None:
     assert [s.status for s in events.statuses] == ["sent", "delivered"]
     [unapplied] = events.unapplied
     assert unapplied.where == "entry[0].changes[0].value.statuses[2].status"
+
+
+CORPUS = sorted((Path(__file__).parent / "corpus" / "cloud").glob("*.json"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_mutated_real_payload_is_applied_item_by_item_or_refused_as_not_an_envelope(
+    data: st.DataObject,
+) -> None:
+    """Any node of a real payload replaced by any JSON value: only a broken envelope is refused."""
+    doc = json.loads(data.draw(st.sampled_from(CORPUS)).read_text())
+    doc.pop("_source")
+    path = data.draw(st.sampled_from(_paths(doc)[1:]))
+    node = doc
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = data.draw(json_values)
+    try:
+        body = json.dumps(doc, allow_nan=False).encode()
+    except ValueError:
+        assume(False)  # infinity is not JSON: such a body is not a webhook at all
+    try:
+        events = decode(body, PNID).events
+    except WebhookError:
+        assert path in (("object",), ("entry",)), path
+        return
+    for event in events.inbound:
+        assert (PHONE.match(event.sender) or BSUID.match(event.sender)) and event.channel_id
+    for status in events.statuses:
+        assert status.status in ("sent", "delivered", "read", "failed") and status.channel_id

@@ -109,6 +109,14 @@ class _Context(msgspec.Struct, kw_only=True):
     frequently_forwarded: bool = False
 
 
+class _MessageError(msgspec.Struct, kw_only=True):
+    """What the platform says it could not show (``unsupported`` / ``unknown`` messages carry one)."""
+
+    code: int | str = 0
+    title: Text = ""
+    details: Text = ""
+
+
 class _Message(msgspec.Struct, kw_only=True):
     id: Id
     type: Short
@@ -128,6 +136,7 @@ class _Message(msgspec.Struct, kw_only=True):
     button: _Button | None = None
     interactive: _Interactive | None = None
     system: _Body | None = None
+    errors: list[_MessageError] = []
 
 
 class _Peek(msgspec.Struct):
@@ -210,8 +219,17 @@ def decode(
         )
     if message.type not in KNOWN_KINDS:
         event = _event(message, sender, profiles, body=_readable(raw, message.type))
-        return event, Unapplied("unknown_type", where, f"type {message.type!r} stored as it could be read")
+        detail = f"type {message.type!r} stored as it could be read{_errors(message)}"
+        return event, Unapplied("unknown_type", where, detail)
     return _flatten(message, sender, profiles, raw, where)
+
+
+def _errors(message: _Message) -> str:
+    """The platform's own word on a message it could not show, for the log line."""
+    if not message.errors:
+        return ""
+    first = message.errors[0]
+    return f" (error {first.code}: {(first.title or first.details)[:100]})"
 
 
 def _flatten(
@@ -255,7 +273,7 @@ def _flatten(
             return _event(m, sender, profiles, body=m.system.body), None
         case "unknown":
             return _event(m, sender, profiles, body=_readable(raw, m.type)), Unapplied(
-                "unknown_type", where, "type 'unknown' stored as it could be read"
+                "unknown_type", where, f"type 'unknown' stored as it could be read{_errors(m)}"
             )
     event = _event(m, sender, profiles, body=_readable(raw, m.type))
     return event, Unapplied("bad_message", where, f"{m.type}: its {m.type!r} object is missing")
