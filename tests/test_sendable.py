@@ -321,7 +321,7 @@ def _store_and_deliver(gateway: Gateway, record: MessageRecord) -> None:
                         await store.write(
                             ledger.mark_sent(SENDER, seq + part, record.sid, f"wamid.{part}", NOW)
                         )
-                    await store.write(ledger.apply_status("wamid.0", "delivered", None, None, NOW))
+                    await store.write(ledger.apply_status(SENDER, "wamid.0", "delivered", None, None, NOW))
                     nursery.cancel_scope.cancel()
             finally:
                 store.close_env()

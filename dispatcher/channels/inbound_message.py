@@ -9,7 +9,9 @@ stored whenever it has an id and a sender, as what could be read of it.
   one added next year) keeps the channel's type as ``kind`` and the readable
   text of its object (``body``, ``text``, ``emoji``, ``caption``...) as body.
 - A message whose fields come in an unexpected form is read field by field
-  (``_Peek``, every field typed ``object``) and stored the same way.
+  (``_Peek``, every field typed ``object``) and stored the same way; one that
+  is not valid JSON at all (a string that is not UTF-8, nesting too deep) is
+  not stored: what it says cannot be known.
 Each such message is also reported as ``Unapplied`` (logged and counted).
 Only a message without an id or any sender id is not stored (nothing to
 deduplicate it by or to answer): it is reported, with its type.
@@ -210,8 +212,10 @@ def decode(
     """One message: its event (None if it cannot be stored) and what could not be applied as it came."""
     try:
         message = jsondecode.decode(_message, raw)
-    except msgspec.DecodeError as exc:
+    except msgspec.ValidationError as exc:  # JSON, in a form we did not expect: read what we can
         return _fallback(raw, profiles, where, "bad_message", str(exc))
+    except msgspec.DecodeError as exc:  # not even JSON (a string not UTF-8, nesting too deep)
+        return None, Unapplied("unstorable_message", where, f"not valid JSON: {exc}"[:300])
     sender = sender_of(message.sender, message.from_user_id, profiles)
     if sender is None:
         return None, Unapplied(

@@ -209,6 +209,8 @@ def _lists_of(body: bytes, batch: Batch) -> _Items:
         lists = jsondecode.decode(_lists, body)
     except msgspec.ValidationError as exc:
         raise WebhookError(f"not a webhook object: {exc}") from exc
+    except msgspec.DecodeError as exc:  # the typed passes stopped at a field before the bad byte
+        raise WebhookError(f"not JSON: {exc}") from exc
     found: dict[str, list[msgspec.Raw]] = {}
     for name in ("statuses", "contacts", "messages", "errors"):
         try:
