@@ -15,13 +15,16 @@ from collections.abc import Awaitable, Callable
 import h11
 import pytest
 import trio
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from actors.h11conn import BodyTooLargeError, H11Connection, PeerClosedError, Prepared
 from actors.h11pool import DEFAULT_MAX_RESPONSE_BODY, H11Pool
 from actors.httpx_transport import HttpxTransport
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Retry, classify_error
 from actors.token import login
-from actors.transport import RequestTimeout, ResponseTooLargeError, Transport
+from actors.transport import RequestTimeout, Response, ResponseTooLargeError, Transport
 from dispatcher.clock import TrioWallClock
 from tests.http_servers import (
     OFFERED,
@@ -295,3 +298,66 @@ async def test_multiconnect_streams_fail_over_on_a_refused_endpoint(nursery: tri
 
 async def _reply(body: bytes) -> Reply:
     return Reply(chunks=(body,))
+
+
+# -- any framing, any size: kept within the limit or refused, never cut silently ----------------------
+
+SMALL = 64  # the limit in the property test: bodies are drawn around it
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[bytes, str, bytes]:
+    """``(wire bytes, framing, the body the server means)`` of one response."""
+    status = draw(st.sampled_from([200, 201, 400, 404, 500, 503]))
+    framing = draw(st.sampled_from(["length", "short", "chunked", "eof", "http10"]))
+    size = draw(st.integers(0, 3 * SMALL))  # a third of them within the limit, or at it
+    body = draw(st.binary(min_size=size, max_size=size))
+    head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\n" % status
+    if framing == "length":
+        return head + b"content-length: %d\r\n\r\n" % len(body) + body, framing, body
+    if framing == "short":  # announces more than it sends, then closes
+        return head + b"content-length: %d\r\n\r\n" % (len(body) + 1) + body, framing, body
+    if framing == "chunked":
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if body[a:b]]
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+        return head + b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n", framing, body
+    if framing == "eof":
+        return head + b"connection: close\r\n\r\n" + body, framing, body
+    return b"HTTP/1.0 %d X\r\n\r\n" % status + body, framing, body
+
+
+def exchange(wire: bytes) -> Response | BaseException:
+    """One GET on a socketpair whose other end answers ``wire`` and closes."""
+
+    async def main() -> Response | BaseException:
+        ours, theirs = trio.socket.socketpair()
+        conn = H11Connection(trio.SocketStream(ours), ours, raw=True)
+        server = trio.SocketStream(theirs)
+        try:
+            await conn.send(conn.encode_request(Prepared.of(b"GET", b"/v1/x", [(b"host", b"t")]), b""))
+            await server.receive_some()  # the request (one small write)
+            await server.send_all(wire)
+            await server.aclose()
+            return await conn.receive_response(SMALL)
+        except Exception as exc:
+            return exc
+        finally:
+            conn.close()
+
+    return trio.run(main)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answers())
+def test_any_answer_is_kept_within_the_limit_or_refused(answer: tuple[bytes, str, bytes]) -> None:
+    wire, framing, body = answer
+    got = exchange(wire)
+    event(f"{framing}: {type(got).__name__}")
+    if len(body) > SMALL:  # whatever the framing (a short one announces more still)
+        assert isinstance(got, BodyTooLargeError), got
+    elif framing == "short":
+        assert isinstance(got, PeerClosedError | h11.RemoteProtocolError), got
+    else:
+        assert isinstance(got, Response), got
+        assert got.body == body
