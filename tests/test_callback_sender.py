@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -11,6 +12,8 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
@@ -334,3 +337,62 @@ async def test_a_message_s_next_callback_waits_for_the_previous_through_its_back
         assert started[sid, "read"] >= done[sid, "delivered"]
     assert [s for _, sid, s in answered if sid == "SMa"] == ["sent", "delivered", "read"]
     assert refusals == 3
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    answers=st.lists(st.sampled_from([200, 200, 204, 503, 500, 429, 404]), min_size=1, max_size=30),
+    delays=st.lists(st.sampled_from([0.0, 0.5, 3.0]), min_size=1, max_size=7),
+    messages=st.integers(min_value=1, max_value=6),
+    per_destination=st.integers(min_value=1, max_value=4),
+)
+def test_whatever_the_answers_one_message_never_has_two_callbacks_in_flight(
+    answers: list[int], delays: list[float], messages: int, per_destination: int
+) -> None:
+    """Property: random answers and latencies; per message, each callback starts only once the one
+    before was answered (2xx or a final 4xx); what is delivered is in status order."""
+    sids = [f"SM{i}" for i in range(messages)]
+    in_flight: dict[str, int] = {}
+    overlaps: list[str] = []
+    delivered: dict[str, list[str]] = {sid: [] for sid in sids}
+    calls = itertools.count()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        form = dict(parse_qsl(request.content.decode()))
+        sid, n = form["MessageSid"], next(calls)
+        in_flight[sid] = in_flight.get(sid, 0) + 1
+        if in_flight[sid] > 1:
+            overlaps.append(sid)
+        await trio.sleep(delays[n % len(delays)])
+        in_flight[sid] -= 1
+        status = answers[n % len(answers)]
+        if 200 <= status < 300:
+            delivered[sid].append(form["MessageStatus"])
+        return httpx.Response(status)
+
+    async def scenario() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(tmp, map_size=16 << 20, commit_in_thread=False)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(store.run_writer)
+                    h = Harness(store, handler, per_destination=per_destination)
+                    await nursery.start(h.sender.run)
+                    for status in ("sent", "delivered", "read"):
+                        for sid in sids:
+                            item = entry("https://a.example/cb", sid=sid)
+                            await h.queue(
+                                msgspec.structs.replace(
+                                    item, params=[("MessageSid", sid), ("MessageStatus", status)]
+                                )
+                            )
+                    await trio.sleep(300)
+                    nursery.cancel_scope.cancel()
+            finally:
+                store.close_env()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert overlaps == []
+    order = ["sent", "delivered", "read"]
+    for got in delivered.values():
+        assert got == sorted(got, key=order.index) and len(set(got)) == len(got)
