@@ -117,8 +117,16 @@ class Supervisor:
         return {number: _state(slot) for number, slot in self._slots.items()}
 
     def degraded(self) -> dict[str, str]:
-        """The reason of every degraded number."""
-        return {n: s.actor.degraded for n, s in self._slots.items() if s.actor.degraded is not None}
+        """The details of every unhealthy number (for the admin): why it is degraded, or the
+        error of the storage that cannot record its outcomes."""
+        details: dict[str, str] = {}
+        for number, slot in self._slots.items():
+            actor = slot.actor
+            if actor.degraded is not None:
+                details[number] = actor.degraded
+            elif actor.storage_failing:
+                details[number] = f"storage: {actor.storage_error}"
+        return details
 
     def reasons(self) -> dict[str, str]:
         """Why each unhealthy number is, as a code safe to show anyone: ``crash_loop``,

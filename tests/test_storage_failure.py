@@ -419,7 +419,11 @@ async def test_the_daemon_reports_storage_and_sends_once_over_real_sockets(
                 await trio.sleep(0.01)
             health = await client.get("/healthz")
             assert health.status_code == 503 and health.json()["numbers"][NUMBER] == "storage"
-            assert health.json()["degraded"] == {NUMBER: "storage"}  # the public reason code
+            assert health.json()["degraded"] == {NUMBER: "storage"}  # the code only, in public
+            assert "details" not in health.json()  # the error text only for the admin
+            assert daemon.supervisor.degraded() == {
+                NUMBER: "storage: commit failed: [Errno 28] No space left on device"
+            }
             samples = parse((await client.get("/metrics")).text)
             assert value(samples, "wadispatch_number_storage_failing", number=NUMBER) == 1
             assert value(samples, "wadispatch_unrecorded_outcomes", number=NUMBER) == 1
