@@ -19,13 +19,14 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from rich.console import Console
 
 from actors import number as number_mod
 from actors.number import NumberActor
 from actors.transport import Headers, Response
 from actors.unrecorded import Unrecorded
+from dispatcher import admincli, ledger
 from dispatcher import config as configuration
-from dispatcher import ledger
 from dispatcher import store as store_mod
 from dispatcher.clock import TrioWallClock
 from dispatcher.fleet import Fleet, gateway_accounts, number_info
@@ -33,6 +34,7 @@ from dispatcher.gateway import Gateway
 from dispatcher.metrics import DispatcherCollector, RequestCounts
 from dispatcher.models import MessageRecord
 from dispatcher.numbers import build_actor
+from dispatcher.operations import NumberStatus, Status
 from dispatcher.reload import Reloader
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
@@ -583,3 +585,27 @@ async def test_outcomes_still_unrecorded_at_shutdown_are_logged_with_their_sids(
         await fleet.aclose()
     [lost] = [e for e in logs if e["event"] == "daemon.outcomes_unrecorded"]
     assert (lost["number"], lost["count"], lost["sids"]) == (NUMBER, 1, ["SM" + "7" * 32])
+
+
+def test_wadispatch_status_shows_a_number_waiting_for_storage() -> None:
+    number = NumberStatus(
+        number=NUMBER,
+        account=ACCOUNT,
+        state="storage",
+        outbox=12,
+        in_flight=0,
+        rate=20.0,
+        burst=60,
+        sent=5,
+        failed=0,
+        retries=0,
+        rate_limited=0,
+        restarts=0,
+        token_expires_in=None,
+        storage="storage is full",
+        unrecorded=3,
+    )
+    table = admincli._status_table(Status(numbers=[number], store_commits=1, store_queued=0))
+    console = Console(width=300, record=True)
+    console.print(table)
+    assert "storage (3 unrecorded: storage is full)" in console.export_text()
