@@ -30,7 +30,7 @@ from dispatcher.fleet import Fleet, TransportFactory, gateway_accounts, number_i
 from dispatcher.frontdoor.app import MAX_BODY, make_app
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
-from dispatcher.frontdoor.keepalive import ShieldFinalSend
+from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.gateway import Gateway
 from dispatcher.media_guard import MediaGuard
@@ -289,12 +289,14 @@ async def run_daemon(
                     body_timeout=config.server.body_timeout,
                     media=config.media,
                 )
-                app = FastLane(
-                    LastResort(ShieldFinalSend(quart_app)),
-                    gateway,
-                    max_body=MAX_BODY,
-                    body_timeout=config.server.body_timeout,
-                    requests=requests,
+                app = CloseUnreadBody(
+                    FastLane(
+                        LastResort(ShieldFinalSend(quart_app)),
+                        gateway,
+                        max_body=MAX_BODY,
+                        body_timeout=config.server.body_timeout,
+                        requests=requests,
+                    )
                 )
                 _callback_metrics(metrics.collector, store, sender)
                 connections = ConnectionCap(config.server.max_connections)

@@ -143,6 +143,21 @@ async def test_credentials_are_checked_before_the_body_is_read(daemon, case: int
             await stream.send_all(head(path, headers, 1_000_000))
             status, headers_, body = status_of(await read_until_closed(stream))
     assert status == expected and headers_["content-type"] == "application/json", body
+    # The body was never read, so the connection cannot be reused: a keep-alive client is told so.
+    assert headers_.get("connection") == "close", headers_
+
+
+async def test_an_answer_after_the_whole_body_keeps_the_connection(daemon) -> None:
+    """A refusal that read the body (a bad parameter) leaves the connection open for the next request."""
+    running, _ = daemon
+    body = b"To=x"
+    stream = await trio.open_tcp_stream(*host_port(running.url))
+    async with stream:
+        await stream.send_all(head(CREATE_FORM.path, dict(CREATE_FORM.headers), len(body)) + body)
+        with trio.fail_after(5):
+            answer = await stream.receive_some(65536)
+    status, headers_, _ = status_of(answer)
+    assert status == 400 and "connection" not in headers_, headers_
 
 
 async def test_a_signed_cloud_webhook_keeps_its_size_cap_and_deadline(daemon) -> None:
