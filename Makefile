@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compi
               --quiet $(if $(UPGRADE),--upgrade)
 BUILD_REQUIRES := setuptools>=68
 
-.PHONY: run test lint typecheck unit bench lock clean
+.PHONY: run test lint typecheck imports unit bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ $(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/wadispatch run --config conf/dispatcher.toml
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck imports unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatcher actors tests bench
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The floors: a module imports only its own floor or below (contracts in pyproject.toml).
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from actors.outcome import Outcome
 from actors.transport import Response
-from dispatcher.models import MessageRecord
+from dispatcher.core.models import MessageRecord
 
 
 class Channel(Protocol):
@@ -20,7 +20,7 @@ class Channel(Protocol):
 
     def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
         """``(target, body)`` of the send request for channel message ``part`` of ``record``
-        (see ``dispatcher.parts``: segments, media items, or the template)."""
+        (see ``dispatcher.core.parts``: segments, media items, or the template)."""
         ...
 
     media_hosts: tuple[str, ...]
@@ -29,7 +29,7 @@ class Channel(Protocol):
     from there with the same token, if its host is the endpoint's own or ends with one of these."""
 
     def media_target(self, media_id: str) -> bytes:
-        """The path that serves inbound media ``media_id``, built by ``dispatcher.urlpath``.
+        """The path that serves inbound media ``media_id``, built by ``dispatcher.core.urlpath``.
 
         Raises:
             IdError: ``media_id`` is not a media id.

@@ -13,7 +13,7 @@ from typing import final
 
 import httpx
 
-from actors.h11pool import DEFAULT_MAX_RESPONSE_BODY
+from actors.http.pool import DEFAULT_MAX_RESPONSE_BODY
 from actors.transport import (
     ConnectError,
     Headers,

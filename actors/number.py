@@ -41,15 +41,16 @@ import attrs
 import structlog
 import trio
 
-from actors.bearer import RefusableCredentials
 from actors.channel import Channel, Credentials, Upkeep
+from actors.credentials.bearer import RefusableCredentials
+from actors.credentials.tokeninfo import TokenInfo
 from actors.holds import SendHolds
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
-from actors.pairrate import PairLimiter
-from actors.ratelimit import TokenBucket
+from actors.pacing.pairrate import PairLimiter
+from actors.pacing.ratelimit import TokenBucket
+from actors.pacing.tier import TierBudget
 from actors.timers import Timer, Timers
-from actors.tokeninfo import TokenInfo
 from actors.transport import (
     BodyStream,
     ConnectError,
@@ -59,12 +60,11 @@ from actors.transport import (
     TransportError,
 )
 from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
-from dispatcher import ledger
-from dispatcher.clock import WallClock
-from dispatcher.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
-from dispatcher.models import MessageRecord, entry_decoder
-from dispatcher.store import Store, StoreError, WriteTxn, number_key, seq_key
-from dispatcher.tier import TierBudget
+from dispatcher.core import ledger
+from dispatcher.core.clock import WallClock
+from dispatcher.core.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
+from dispatcher.core.models import MessageRecord, entry_decoder
+from dispatcher.core.store import Store, StoreError, WriteTxn, number_key, seq_key
 
 log = structlog.get_logger()
 

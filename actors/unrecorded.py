@@ -24,7 +24,7 @@ from typing import final
 import attrs
 import trio
 
-from dispatcher.store import WriteTxn
+from dispatcher.core.store import WriteTxn
 
 OutcomeWrite = Callable[[WriteTxn], object]
 

@@ -35,16 +35,16 @@ from typing import Any
 import trio
 import trio.testing
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from actors.number import NumberActor
+from actors.supervisor import Supervisor
 from bench.procstat import rss_mb
-from dispatcher import ledger, logs
-from dispatcher.clock import SystemWallClock
 from dispatcher.config import NumberConfig, Secret
-from dispatcher.models import MessageRecord, OutboxEntry, StoredToken, record_encoder
-from dispatcher.numbers import build_actor
-from dispatcher.store import Store, number_key, seq_key
-from dispatcher.supervisor import Supervisor
+from dispatcher.core import ledger, logs
+from dispatcher.core.clock import SystemWallClock
+from dispatcher.core.models import MessageRecord, OutboxEntry, StoredToken, record_encoder
+from dispatcher.core.store import Store, number_key, seq_key
+from dispatcher.service.numbers import build_actor
 
 ACCOUNT = "AC00000000000000000000000000000001"
 # Nothing listens here: idle actors never connect, recovering ones must not send.

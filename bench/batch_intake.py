@@ -28,10 +28,10 @@ from pathlib import Path
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from dispatcher import config as configuration
-from dispatcher import logs
-from dispatcher.daemon import Running, run_daemon
+from dispatcher.core import logs
+from dispatcher.service.daemon import Running, run_daemon
 
 ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "bench-auth-token"

@@ -26,8 +26,8 @@ from typing import Any
 import attrs
 import trio
 
-from actors.h11pool import H11Pool
-from actors.pairrate import PairLimiter
+from actors.http.pool import H11Pool
+from actors.pacing.pairrate import PairLimiter
 from bench import cloud
 from bench.e2e import create_path, front_headers, number_digits
 

@@ -30,7 +30,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from bench.floor import BODY, HEADERS, POOL_INFLIGHT, TARGET, WARMUP, h11_loop_request
 
 HTTPX_INFLIGHT = (1, 10, 50)

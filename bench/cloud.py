@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_THROUGHPUT = 1000.0  # Meta's highest per-number throughput, and the config's ceiling

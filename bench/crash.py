@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from actors.transport import TransportError
 from bench.e2e import (
     create_path,

@@ -45,7 +45,7 @@ from typing import Any, cast
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from bench import cloud
 from bench.floor import Server, server_case
 from bench.procstat import cpu_seconds, free_port, rss_mb

@@ -36,9 +36,9 @@ import lmdb
 import msgspec
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from bench.procstat import cpu_seconds
-from dispatcher.models import MessageRecord, record_decoder, record_encoder
+from dispatcher.core.models import MessageRecord, record_decoder, record_encoder
 
 TARGET = b"/v1/messages"
 BODY = (

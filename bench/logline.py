@@ -1,7 +1,7 @@
 """What one log line costs through the daemon's structlog pipeline, with and without URL redaction.
 
 The actor logs ``message.sent`` for every message at info level, so the
-pipeline (``dispatcher.logs``) is on the delivery hot path of a production
+pipeline (``dispatcher.core.logs``) is on the delivery hot path of a production
 daemon (the delivery benches run at warning level and do not see it). This
 renders that event, and a callback failure carrying a URL, to ``/dev/null``:
 the configured pipeline, then the same without ``redact_urls``.
@@ -22,7 +22,7 @@ import timeit
 
 import structlog
 
-from dispatcher import logs
+from dispatcher.core import logs
 
 
 def _pipeline(redacting: bool) -> structlog.typing.FilteringBoundLogger:

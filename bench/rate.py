@@ -49,7 +49,7 @@ from typing import Any
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from bench import chatty, cloud
 from bench.e2e import (
     create_bodies,

@@ -25,15 +25,15 @@ import time
 
 import trio
 
+from actors.credentials.token import TokenManager, login
 from actors.number import NumberActor
-from actors.ratelimit import TokenBucket
-from actors.token import TokenManager, login
+from actors.pacing.ratelimit import TokenBucket
 from actors.transport import Headers, Response
-from dispatcher import ledger, logs
 from dispatcher.channels.onprem import OnPremChannel
-from dispatcher.clock import TrioWallClock
-from dispatcher.models import MessageRecord, new_sid
-from dispatcher.store import Store
+from dispatcher.core import ledger, logs
+from dispatcher.core.clock import TrioWallClock
+from dispatcher.core.models import MessageRecord, new_sid
+from dispatcher.core.store import Store
 
 NUMBER = "+15550000001"
 ACCOUNT = "AC" + "0" * 32

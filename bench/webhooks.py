@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from bench.e2e import (
     ACCOUNT,
     BATCH_PATH,

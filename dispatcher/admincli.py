@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatcher.operations import Ack, Outbox, ReloadResult, Status, TokenRefreshed
+from dispatcher.ops.operations import Ack, Outbox, ReloadResult, Status, TokenRefreshed
 
 T = TypeVar("T")
 

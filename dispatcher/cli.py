@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
-from dispatcher import admincli, logs, runtime
+from dispatcher import admincli
 from dispatcher import config as configuration
+from dispatcher.core import logs
+from dispatcher.service import runtime
 
 DEFAULT_CONFIG = "conf/dispatcher.toml"
 SANDBOX_ACCOUNT = "AC00000000000000000000000000000001"
@@ -78,8 +80,8 @@ def _check_config(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dispatcher.daemon import run_daemon
-    from dispatcher.store import StoreError
+    from dispatcher.core.store import StoreError
+    from dispatcher.service.daemon import run_daemon
 
     def load() -> configuration.Config:
         """The config file with the command line's overrides (also on every live reload)."""

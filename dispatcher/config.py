@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from dispatcher import secretpolicy
-from dispatcher.ssrf import RefusedURLError, check_host, check_syntax
+from dispatcher.core import secretpolicy
+from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
 
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
@@ -226,7 +226,7 @@ class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     # Twilio's Body limit is 1600; raise it to accept longer bodies, which go out
     # split into WhatsApp-sized (4096) segments.
     max_body: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 1600
-    # WhatsApp templates (ContentSid -> namespace/name/language/body), see dispatcher/templates.py.
+    # WhatsApp templates (ContentSid -> namespace/name/language/body), see dispatcher/messages/templates.py.
     templates_file: str | None = None
 
 
@@ -369,7 +369,7 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
     _validate_services(config)
     if config.messaging.templates_file:
-        from dispatcher.templates import TemplateError, load_file
+        from dispatcher.messages.templates import TemplateError, load_file
 
         try:
             load_file(config.messaging.templates_file)

@@ -8,8 +8,8 @@ import pytest
 import structlog
 import trio
 
-from dispatcher import logs
-from dispatcher.store import Store
+from dispatcher.core import logs
+from dispatcher.core.store import Store
 
 
 @pytest.fixture(autouse=True)

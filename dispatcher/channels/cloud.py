@@ -26,8 +26,8 @@ import msgspec
 
 from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, Sent, retry_after
 from actors.transport import Response
-from dispatcher import parts, urlpath
-from dispatcher.models import MessageRecord
+from dispatcher.core import parts, urlpath
+from dispatcher.core.models import MessageRecord
 
 # Cloud code -> Twilio error code (twilio.com/docs/whatsapp/api/error-code-mapping, where listed).
 TWILIO_CODE: Final[dict[int, int]] = {
@@ -191,7 +191,7 @@ def encode_part(to: str, part: parts.Part) -> bytes:
 
 
 def encode_send(record: MessageRecord, part: int = 0) -> bytes:
-    """The Graph send body for part ``part`` of a stored message (see ``dispatcher.parts``)."""
+    """The Graph send body for part ``part`` of a stored message (see ``dispatcher.core.parts``)."""
     to = wa_id(record.to_number)
     body = parts.sole_text(record, part)
     if body is not None:  # the common case, without planning

@@ -18,7 +18,7 @@ typed, messages raw); only when that fails is each item decoded alone.
 
 Each event carries a dedup key (``keys``): Meta redelivers a webhook until it
 gets a 200 and may send the same status twice, so the route skips events it
-already applied (``dispatcher.dedup``).
+already applied (``dispatcher.webhooks.dedup``).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Annotated, Final
 import attrs
 import msgspec
 
-from dispatcher import jsondecode
 from dispatcher.channels.cloud import twilio_code
 from dispatcher.channels.inbound_message import Profiles, digits_of
 from dispatcher.channels.onprem_webhook import Batch, WebhookError
-from dispatcher.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
+from dispatcher.core import jsondecode
+from dispatcher.core.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
 
 __all__ = ["Decoded", "WebhookError", "decode", "digits_of"]
 

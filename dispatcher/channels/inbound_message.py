@@ -29,8 +29,8 @@ from typing import Annotated, Final
 
 import msgspec
 
-from dispatcher import jsondecode
-from dispatcher.events import InboundEvent, MediaItem, Unapplied
+from dispatcher.core import jsondecode
+from dispatcher.core.events import InboundEvent, MediaItem, Unapplied
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=65_536)]

@@ -20,8 +20,8 @@ from actors.outcome import (
     retry_after,
 )
 from actors.transport import Response
-from dispatcher import parts, urlpath
-from dispatcher.models import MessageRecord, TemplateSend
+from dispatcher.core import parts, urlpath
+from dispatcher.core.models import MessageRecord, TemplateSend
 
 MESSAGES_PATH: Final = b"/v1/messages"
 

@@ -20,11 +20,11 @@ from typing import Annotated, Final, final
 
 import msgspec
 
-from dispatcher import jsondecode
 from dispatcher.channels import inbound_message
 from dispatcher.channels.inbound_message import Profiles
 from dispatcher.channels.onprem import TWILIO_CODE
-from dispatcher.events import ChannelError, InboundEvent, StatusEvent, Unapplied, WebhookEvents
+from dispatcher.core import jsondecode
+from dispatcher.core.events import ChannelError, InboundEvent, StatusEvent, Unapplied, WebhookEvents
 
 GENERIC_FAILURE: Final = 30008  # Twilio "Unknown error"
 

@@ -14,9 +14,9 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher import secretpolicy
-from dispatcher.frontdoor.twilio import CHANNEL_PREFIX, TwilioError
-from dispatcher.operations import Operations, UnknownNumber
+from dispatcher.core import secretpolicy
+from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
+from dispatcher.ops.operations import Operations, UnknownNumber
 
 log = structlog.get_logger()
 

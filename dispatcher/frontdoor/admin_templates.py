@@ -2,7 +2,7 @@
 
 The admin guard (``frontdoor/admin.py``) already requires the admin bearer
 token on every ``/admin/`` path; these routes only translate. Shapes are the
-ones documented in ``dispatcher/templates.py``; errors are the admin API's
+ones documented in ``dispatcher/messages/templates.py``; errors are the admin API's
 JSON errors (``code``, ``message``, ``more_info``, ``status``): 400 with 20001
 for an invalid template, 409 with 20001 for a sid that exists.
 """
@@ -17,10 +17,10 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher import jsondecode
+from dispatcher.core import jsondecode
+from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import PREFIX
-from dispatcher.frontdoor.twilio import TwilioError
-from dispatcher.templates import (
+from dispatcher.messages.templates import (
     NewTemplate,
     TemplateError,
     TemplateExistsError,

@@ -16,20 +16,20 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from dispatcher import edits, listing
 from dispatcher.config import MediaConfig
+from dispatcher.core.params import Params, parse_body
+from dispatcher.core.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
-from dispatcher.frontdoor.params import Params, parse_body
-from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, encode_message
-from dispatcher.gateway import Gateway, NumberInfo
-from dispatcher.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from dispatcher.metrics import Metrics, RequestCounts
-from dispatcher.operations import Operations
+from dispatcher.messages import edits, listing
+from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from dispatcher.ops.metrics import Metrics, RequestCounts
+from dispatcher.ops.operations import Operations
 
 log = structlog.get_logger()
 

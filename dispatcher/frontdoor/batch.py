@@ -25,12 +25,12 @@ from typing import Final
 import msgspec
 import structlog
 
-from dispatcher import jsondecode
-from dispatcher.frontdoor.params import INVALID_PARAMETER
-from dispatcher.frontdoor.twilio import ErrorBody, TwilioError
-from dispatcher.gateway import Gateway, SendRequest
-from dispatcher.models import MessageRecord
-from dispatcher.store import StoreError
+from dispatcher.core import jsondecode
+from dispatcher.core.models import MessageRecord
+from dispatcher.core.params import INVALID_PARAMETER
+from dispatcher.core.store import StoreError
+from dispatcher.core.twilio import ErrorBody, TwilioError
+from dispatcher.messages.gateway import Gateway, SendRequest
 
 log = structlog.get_logger()
 

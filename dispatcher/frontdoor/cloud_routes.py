@@ -11,7 +11,7 @@ webhook override; the app-level callback can point at it too).
   is answered 200 once applied: decoded into channel-neutral events (what
   cannot be applied as it came is logged and counted, never a reason to refuse
   the rest: Meta would redeliver the whole batch for 7 days); events already
-  applied (``dispatcher.dedup``) are skipped, the rest go through the same
+  applied (``dispatcher.webhooks.dedup``) are skipped, the rest go through the same
   ``Gateway.on_webhook`` as On-Prem's, then are remembered. Only a store
   failure answers 503, so Meta redelivers.
 """
@@ -27,12 +27,13 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher import dedup, secretpolicy
 from dispatcher.channels import cloud_webhook
 from dispatcher.channels.onprem_webhook import WebhookError
-from dispatcher.events import InboundEvent, StatusEvent, WebhookEvents
-from dispatcher.gateway import Gateway, NumberInfo
-from dispatcher.store import StoreError
+from dispatcher.core import secretpolicy
+from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
+from dispatcher.core.store import StoreError
+from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.webhooks import dedup
 
 log = structlog.get_logger()
 

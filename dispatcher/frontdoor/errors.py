@@ -20,7 +20,7 @@ import structlog
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from werkzeug.exceptions import HTTPException
 
-from dispatcher.frontdoor.twilio import TwilioError
+from dispatcher.core.twilio import TwilioError
 
 log = structlog.get_logger()
 

@@ -28,10 +28,10 @@ from hypercorn.typing import ASGIFramework, HTTPScope, Scope
 from hypercorn.typing import ASGIReceiveCallable as Receive
 from hypercorn.typing import ASGISendCallable as Send
 
+from dispatcher.core.twilio import API_VERSION, TwilioError
 from dispatcher.frontdoor import errors, hot_routes, limits
-from dispatcher.frontdoor.twilio import API_VERSION, TwilioError
-from dispatcher.gateway import Gateway
-from dispatcher.metrics import RequestCounts
+from dispatcher.messages.gateway import Gateway
+from dispatcher.ops.metrics import RequestCounts
 
 log = structlog.get_logger()
 

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import structlog
 
-from dispatcher import idempotency
 from dispatcher.channels import onprem_webhook as onprem
+from dispatcher.core.params import parse_body
+from dispatcher.core.store import StoreError
+from dispatcher.core.twilio import TwilioError, encode_message
 from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.intake import send_request
-from dispatcher.frontdoor.params import parse_body
-from dispatcher.frontdoor.twilio import TwilioError, encode_message
-from dispatcher.gateway import Gateway, NumberInfo
-from dispatcher.store import StoreError
+from dispatcher.messages import idempotency
+from dispatcher.messages.gateway import Gateway, NumberInfo
 
 log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()

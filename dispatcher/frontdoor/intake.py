@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dispatcher.frontdoor.params import Params, first
-from dispatcher.gateway import SendRequest
+from dispatcher.core.params import Params, first
+from dispatcher.messages.gateway import SendRequest
 
 
 def send_request(params: Params) -> SendRequest:

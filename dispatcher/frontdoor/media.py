@@ -4,8 +4,8 @@
 customer sent, fetched on demand from the number's WhatsApp API
 (``GET /v1/media/{id}`` with the number's token): we keep the WhatsApp media
 id, not the bytes. The file is relayed as it arrives, within its kind's size
-limit, one deadline and the download slots (``dispatcher.inbound_media``); a
-media id that is not one is never put into a path (``dispatcher.urlpath``).
+limit, one deadline and the download slots (``dispatcher.messages.inbound_media``); a
+media id that is not one is never put into a path (``dispatcher.core.urlpath``).
 ``.../Media.json`` lists a message's media.
 """
 
@@ -22,11 +22,11 @@ from quart_trio import QuartTrio
 
 from actors.transport import BodyStream, RequestTimeout, ResponseTooLargeError, TransportError
 from dispatcher.config import MediaConfig
-from dispatcher.frontdoor.twilio import API_VERSION, TwilioError, rfc2822
-from dispatcher.gateway import Gateway
-from dispatcher.inbound_media import DownloadSlots, Relay, Slot, limit_for
-from dispatcher.models import MessageRecord, StoredMedia
-from dispatcher.urlpath import IdError
+from dispatcher.core.models import MessageRecord, StoredMedia
+from dispatcher.core.twilio import API_VERSION, TwilioError, rfc2822
+from dispatcher.core.urlpath import IdError
+from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.inbound_media import DownloadSlots, Relay, Slot, limit_for
 
 log = structlog.get_logger()
 

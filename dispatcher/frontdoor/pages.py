@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from dispatcher.frontdoor.twilio import API_VERSION, MessageResource, render_message
-from dispatcher.listing import Page, Position, Query
+from dispatcher.core.twilio import API_VERSION, MessageResource, render_message
+from dispatcher.messages.listing import Page, Position, Query
 
 
 class MessagePage(msgspec.Struct):

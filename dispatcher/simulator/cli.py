@@ -2,7 +2,7 @@
 
 Prints one plain line on stdout once listening (``... listening on http://HOST:PORT``)
 so scripts can read the port when binding ``:0``; logs are the project's
-structlog JSON lines (``dispatcher.logs``).
+structlog JSON lines (``dispatcher.core.logs``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 import structlog
 import trio
 
-from dispatcher import logs
+from dispatcher.core import logs
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.server import serve

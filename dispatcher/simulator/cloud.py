@@ -35,7 +35,7 @@ import attrs
 import msgspec
 import trio
 
-from dispatcher.clock import WallClock
+from dispatcher.core.clock import WallClock
 from dispatcher.simulator.cloud_hooks import CloudHooks, Destination, user_id
 from dispatcher.simulator.cloud_hooks import SignedPoster as SignedPoster  # re-exported
 from dispatcher.simulator.cloud_hooks import sign as sign  # re-exported

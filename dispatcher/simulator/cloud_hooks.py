@@ -29,7 +29,7 @@ import msgspec
 import structlog
 import trio
 
-from dispatcher.clock import WallClock
+from dispatcher.core.clock import WallClock
 from dispatcher.simulator.poster import PoolPoster
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,7 @@ from typing import Final, final
 
 import trio
 
-from dispatcher.clock import TrioWallClock, WallClock
+from dispatcher.core.clock import TrioWallClock, WallClock
 from dispatcher.simulator import cloud_control, control, errors
 from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of

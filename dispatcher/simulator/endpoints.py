@@ -14,7 +14,7 @@ from typing import final
 
 import trio
 
-from dispatcher.clock import WallClock
+from dispatcher.core.clock import WallClock
 from dispatcher.simulator import errors
 from dispatcher.simulator.auth import basic_credentials, expires_after
 from dispatcher.simulator.errors import ApiError

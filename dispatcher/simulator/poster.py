@@ -12,7 +12,7 @@ import base64
 import urllib.parse
 from typing import Final, final
 
-from actors.h11pool import H11Pool
+from actors.http.pool import H11Pool
 from actors.transport import Headers
 
 _JSON: Final = (b"content-type", b"application/json")

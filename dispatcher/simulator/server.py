@@ -3,7 +3,7 @@
 No framework on purpose: it must never be the bottleneck of a benchmark (a
 hypercorn+framework server managed under 1,000 req/s here; this one is meant
 for several thousand per core). Per connection: keep-alive, one request at a
-time; plain requests (HTTP/1.1, Content-Length) are parsed by ``actors.http1``,
+time; plain requests (HTTP/1.1, Content-Length) are parsed by ``actors.http.framing``,
 and from the first other one (chunked, Expect, HEAD, pipelined, malformed...)
 an ``h11.Connection`` serves the rest of the connection. A malformed request
 gets a 400 and the connection is closed; a body over ``max_body`` gets a 413.
@@ -25,7 +25,7 @@ import h11
 import structlog
 import trio
 
-from actors import http1
+from actors.http import framing as http1
 from dispatcher.simulator import errors
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
@@ -112,7 +112,7 @@ async def _serve_connection(
 async def _serve_requests(
     sim: Simulator, stream: trio.SocketStream, reaper: _IdleReaper, max_body: int
 ) -> None:
-    # Plain requests are read and answered by ``actors.http1``; from the first one that
+    # Plain requests are read and answered by ``actors.http.framing``; from the first one that
     # is not plain (or a pipelined one), h11 serves the connection to its end.
     conn: h11.Connection | None = None
     try:

@@ -29,7 +29,7 @@ import attrs
 import structlog
 import trio
 
-from dispatcher.clock import WallClock
+from dispatcher.core.clock import WallClock
 from dispatcher.simulator.errors import TITLES, USER_NOT_VALID
 from dispatcher.simulator.faults import Faults
 from dispatcher.simulator.poster import PoolPoster

@@ -1,0 +1,1 @@
+"""Meta's limits as an actor paces them: the rate bucket, the pair rate, the tier budget."""

@@ -1,0 +1,1 @@
+"""The Messages resource: create rules, intake, templates, scheduling, listing."""

@@ -1,0 +1,216 @@
+"""Listing an account's messages: Twilio's filters and token paging over the ``by_account`` index.
+
+The index is ordered by creation time, so a page is one cursor walk: newest
+first, skipping what the filters reject, stopping one match past the page size
+(that match proves there is a next page). Page tokens name a position in the
+index, not a row, so deleting messages between two page requests never breaks
+paging. ``PA...`` continues after (older than) a position, ``PB...`` returns the
+page before (newer than) it, as Twilio's ``next``/``previous`` page URIs do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+
+import attrs
+
+from dispatcher.core import ledger
+from dispatcher.core.models import MessageRecord
+from dispatcher.core.params import Params, first, invalid
+from dispatcher.core.store import Store
+from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 1000
+FILTER_NAMES: Final = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+
+_TOKEN: Final = re.compile(r"^P(?P<dir>[AB])(?P<ms>[0-9]{1,16})_(?P<sid>[A-Z]{2}[0-9a-f]{32})$")
+_DAY: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+@attrs.frozen
+class Position:
+    """A place in the index: just after (``after=True``, older) or before a message."""
+
+    ms: int
+    sid: str
+    after: bool
+
+    def token(self) -> str:
+        return f"P{'A' if self.after else 'B'}{self.ms}_{self.sid}"
+
+
+@attrs.frozen
+class Query:
+    to: str | None = None
+    from_: str | None = None
+    sent_from: float | None = None  # date_sent >= this
+    sent_until: float | None = None  # date_sent < this
+    page: int = 0
+    page_size: int = DEFAULT_PAGE_SIZE
+    position: Position | None = None
+    filters: tuple[tuple[str, str], ...] = ()  # as given, echoed in page URIs
+
+    def matches(self, record: MessageRecord) -> bool:
+        if self.to is not None and record.to_number != self.to:
+            return False
+        if self.from_ is not None and record.from_number != self.from_:
+            return False
+        if self.sent_from is None and self.sent_until is None:
+            return True
+        sent = record.date_sent
+        if sent is None:
+            return False
+        if self.sent_from is not None and sent < self.sent_from:
+            return False
+        return self.sent_until is None or sent < self.sent_until
+
+
+@attrs.frozen
+class Page:
+    records: list[MessageRecord]
+    first: Position | None  # of the newest record on the page
+    last: Position | None  # of the oldest
+    has_next: bool
+
+
+def parse_query(params: Params) -> Query:
+    """Query-string parameters -> Query; a bad value is a Twilio 400 naming it."""
+    filters = tuple((name, value) for name in FILTER_NAMES if (value := first(params, name)) is not None)
+    given = dict(filters)
+    sent_from = sent_until = None
+    if "DateSent" in given:
+        day = _parse_day(given["DateSent"], "DateSent")
+        sent_from, sent_until = day, day + 86400.0
+    if "DateSent>" in given:
+        start = _parse_instant(given["DateSent>"], "DateSent>", end_of_day=False)
+        sent_from = start if sent_from is None else max(sent_from, start)
+    if "DateSent<" in given:
+        end = _parse_instant(given["DateSent<"], "DateSent<", end_of_day=True)
+        sent_until = end if sent_until is None else min(sent_until, end)
+    page_size = _parse_int(params, "PageSize", DEFAULT_PAGE_SIZE, minimum=1)
+    if page_size > MAX_PAGE_SIZE:
+        raise TwilioError(
+            400, 20007, f"Page size too large: the maximum page size is {MAX_PAGE_SIZE}, got {page_size}."
+        )
+    token = first(params, "PageToken")
+    return Query(
+        to=_address(given.get("To")),
+        from_=_address(given.get("From")),
+        sent_from=sent_from,
+        sent_until=sent_until,
+        page=_parse_int(params, "Page", 0, minimum=0),
+        page_size=page_size,
+        position=None if token is None else _parse_token(token),
+        filters=filters,
+    )
+
+
+def read_page(store: Store, account_sid: str, query: Query) -> Page:
+    """One page of the account's messages, newest first (inline reads only)."""
+    prefix = account_sid.encode() + b"\x00"
+    pos = query.position
+    if pos is not None and not pos.after:
+        # The page before a position: the page_size matches just newer, shown newest first.
+        after = _key(prefix, pos) + b"\x00"
+        it = _matches(store, query, prefix, store.scan(b"by_account", prefix, start=after))
+        records = [r for _, r in zip(range(query.page_size), it, strict=False)]
+        records.reverse()
+        has_next = True  # the position itself is on a later page
+    else:
+        below = None if pos is None else _key(prefix, pos)
+        it = _matches(store, query, prefix, store.scan_back(b"by_account", prefix, below=below))
+        if pos is None and query.page > 0:
+            # ``Page`` without a token (hand-built URL): skip the earlier pages.
+            for _ in zip(range(query.page * query.page_size), it, strict=False):
+                pass
+        records = [r for _, r in zip(range(query.page_size + 1), it, strict=False)]
+        has_next = len(records) > query.page_size
+        del records[query.page_size :]
+    if not records:
+        return Page([], None, None, has_next=False)
+    return Page(
+        records,
+        first=Position(_ms(records[0]), records[0].sid, after=False),
+        last=Position(_ms(records[-1]), records[-1].sid, after=True),
+        has_next=has_next,
+    )
+
+
+def _matches(
+    store: Store, query: Query, prefix: bytes, keys: Iterator[tuple[bytes, bytes]]
+) -> Iterator[MessageRecord]:
+    skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
+    for key, _ in keys:
+        raw = store.get(b"messages", key[skip:])
+        if raw is None:
+            continue  # deleted between the index read and this one
+        record = ledger.load(raw)
+        if query.matches(record):
+            yield record
+
+
+def _key(prefix: bytes, pos: Position) -> bytes:
+    return prefix + pos.ms.to_bytes(8, "big") + pos.sid.encode()
+
+
+def _ms(record: MessageRecord) -> int:
+    return int(record.date_created * 1000)
+
+
+def _address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    raw = value.strip()
+    return raw[len(CHANNEL_PREFIX) :] if raw.startswith(CHANNEL_PREFIX) else raw
+
+
+def _parse_int(params: Params, name: str, default: int, *, minimum: int) -> int:
+    raw = first(params, name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < minimum:
+        raise invalid(f"The '{name}' parameter must be an integer >= {minimum}, got {raw!r}.")
+    return int(raw)
+
+
+def _parse_token(raw: str) -> Position:
+    match = _TOKEN.match(raw)
+    if not match:
+        raise TwilioError(400, 21481, f"Invalid PageToken {raw!r}: use the page URIs of a previous response.")
+    return Position(int(match["ms"]), match["sid"], after=match["dir"] == "A")
+
+
+def _parse_day(raw: str, name: str) -> float:
+    """``YYYY-MM-DD`` (or the SDK's ``YYYY-MM-DDT00:00:00Z`` for a date): that UTC day's start."""
+    text = raw.strip()
+    if "T" in text:
+        text = text.split("T", 1)[0]
+    if not _DAY.match(text):
+        raise invalid(f"The '{name}' parameter must be a date (YYYY-MM-DD), got {raw!r}.")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise invalid(f"The '{name}' parameter must be a date (YYYY-MM-DD), got {raw!r}.") from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _parse_instant(raw: str, name: str, *, end_of_day: bool) -> float:
+    """A bound: a date means the whole day (``<`` includes it), a datetime that instant."""
+    text = raw.strip()
+    if _DAY.match(text):
+        start = _parse_day(text, name)
+        return start + 86400.0 if end_of_day else start
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(
+            f"The '{name}' parameter must be a date (YYYY-MM-DD) or an ISO 8601 time, got {raw!r}."
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    # ``DateSent<`` with an instant includes it: the bound is exclusive just past it.
+    return when.timestamp() + (timedelta(microseconds=1).total_seconds() if end_of_day else 0.0)

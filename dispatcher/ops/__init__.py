@@ -1,0 +1,1 @@
+"""Admin use-cases and metrics."""

@@ -1,0 +1,402 @@
+"""run_daemon(): the whole gateway in one Trio run, and its orderly shutdown.
+
+Nesting is the shutdown order (STYLE.md rule 2): the LMDB environment outlives
+the writer, the writer outlives the actors, the actors outlive the front door.
+On SIGTERM/SIGINT (or ``shutdown.set()``): the front door stops accepting and
+finishes its requests, the actors start no new sends and finish those in flight
+(bounded by ``drain_timeout``; what is cut off stays in the outbox), the writer
+commits what is queued, then LMDB closes. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+
+import attrs
+import httpx
+import structlog
+import trio
+
+from actors.http.pool import H11Pool
+from actors.supervisor import Supervisor
+from actors.transport import Transport
+from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
+from dispatcher.core import orphans
+from dispatcher.core.clock import SystemWallClock, WallClock
+from dispatcher.core.ssrf import Resolver, UrlGuard
+from dispatcher.core.store import Store
+from dispatcher.frontdoor.app import MAX_BODY, make_app
+from dispatcher.frontdoor.errors import LastResort
+from dispatcher.frontdoor.fastlane import FastLane
+from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
+from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
+from dispatcher.messages import idempotency
+from dispatcher.messages.auth import api_keys
+from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.media_guard import MediaGuard
+from dispatcher.messages.services import Services
+from dispatcher.messages.templates import TemplateRegistry, load_file
+from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
+from dispatcher.ops.operations import Operations
+from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
+from dispatcher.service.reload import Reloader
+from dispatcher.service.sdnotify import Notifier, WriterProgress
+from dispatcher.simulator.core import STATUS_DELAYS, Simulator
+from dispatcher.simulator.server import serve as serve_simulator
+from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
+
+log = structlog.get_logger()
+
+
+@attrs.define(eq=False)
+class Running:
+    """Handles on a running daemon, for tests and benches: ``started()`` value of run_daemon."""
+
+    url: str
+    gateway: Gateway
+    supervisor: Supervisor
+    store: Store
+    shutdown: trio.Event
+    simulator: Simulator | None = None
+    simulator_url: str | None = None
+    ops: Operations | None = None
+    metrics: Metrics | None = None
+
+
+def default_transport(num: NumberConfig, base_url: str) -> Transport:
+    return H11Pool(
+        base_url,
+        max_connections=num.max_in_flight,
+        request_timeout=num.request_timeout,
+        max_response_body=num.max_response_body,
+    )
+
+
+async def _watch_signals(
+    shutdown: trio.Event,
+    hard_stop: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("shutdown.requested", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+                hard_stop.cancel()
+
+
+async def _watch_reload(
+    ops: Operations,
+    notifier: Notifier,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGHUP: live reload, bracketed by RELOADING=1 / READY=1 for systemd. Ends at shutdown."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+
+            async def reload_on_signal() -> None:
+                async for _ in signals:
+                    log.info("reload.requested", signal="SIGHUP")
+                    notifier.reloading()
+                    result = await ops.reload()
+                    status = "reloaded" if result.ok else f"reload rejected: {result.error}"
+                    notifier.notify(ready=1, status=status)
+
+            nursery.start_soon(reload_on_signal)
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+
+def _callback_metrics(collector: DispatcherCollector, store: Store, sender: CallbackSender) -> None:
+    """Customer callbacks on /metrics: the durable queue's depth and what the sender did."""
+    collector.add_gauge(
+        "wadispatch_callback_queue_depth",
+        "Status callbacks and inbound webhooks waiting in LMDB for the customer's endpoint.",
+        lambda: store.entries(b"callbacks"),
+    )
+    for name, doc in (
+        ("delivered", "Callbacks the customer's endpoint accepted."),
+        ("retried", "Callback attempts that failed and will be retried."),
+        ("gave_up", "Callbacks dropped after retrying for callbacks.give_up_after."),
+        ("refused", "Callbacks not sent: the URL is private or not allowed (SSRF guard)."),
+        ("rejected", "Callbacks the customer's endpoint answered with a permanent error."),
+    ):
+        collector.add_counter(f"wadispatch_callbacks_{name}", doc, functools.partial(_attr, sender, name))
+
+
+def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> None:
+    collector.add_gauge(
+        "wadispatch_http_connections",
+        "Open HTTP connections to the front door (at most [server] max_connections).",
+        lambda: cap.open,
+    )
+    collector.add_counter(
+        "wadispatch_http_connections_waited",
+        "Connections accepted only after waiting for a free slot under [server] max_connections.",
+        lambda: cap.waited,
+    )
+
+
+def _attr(obj: object, name: str) -> float:
+    return float(getattr(obj, name))
+
+
+async def _notify_stopping(shutdown: trio.Event, notifier: Notifier) -> None:
+    await shutdown.wait()
+    notifier.stopping()
+
+
+def _writer_health(store: Store, notifier: Notifier) -> WriterProgress:
+    """Healthy unless the LMDB writer has queued writes and no commit for half the watchdog period."""
+    period = (notifier.watchdog_usec or 0) / 1_000_000
+
+    def progress() -> tuple[int, int]:
+        stats = store.statistics()
+        return stats.commits, stats.queued
+
+    return WriterProgress(progress, stall_after=max(10.0, period / 2))
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    wall: WallClock | None = None,
+    shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
+    make_transport: TransportFactory = default_transport,
+    reload_config: Callable[[], Config] | None = None,
+    notifier: Notifier | None = None,
+    resolver: Resolver | None = None,
+    on_ready: Callable[[], None] | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered.
+
+    ``reload_config`` re-reads the config for a live reload (SIGHUP, ``POST /admin/v1/reload``);
+    ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``); ``resolver`` resolves
+    the host names of customer URLs (callbacks, MediaUrl) for the SSRF guard (default: the system's).
+    ``on_ready`` runs once, when ready, before ``started()`` (the CLI settles the GC there: ``runtime``).
+    """
+    wall = wall or SystemWallClock()
+    notifier = notifier or Notifier.from_environ()
+    shutdown = shutdown or trio.Event()
+    store = Store(
+        config.store.data_dir,
+        map_size=config.store.map_size_mb << 20,
+        map_max=(config.store.map_max_mb << 20) or None,
+        max_batch=config.store.max_batch,
+    )
+    # Opened outside the nursery that uses it (STYLE rule 2); cold path, own pool.
+    callback_client = httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=config.callbacks.concurrency),
+    )
+    try:
+        async with callback_client, trio.open_nursery() as root:
+            if handle_signals:
+                await root.start(_watch_signals, shutdown, root.cancel_scope)
+            root.start_soon(_notify_stopping, shutdown, notifier)
+            simulator: Simulator | None = None
+            sim_url: str | None = None
+            if config.simulator is not None:
+                simulator = Simulator(
+                    webhook_batch=config.simulator.webhook_batch,
+                    status_delays=STATUS_DELAYS if config.simulator.status_webhooks else None,
+                )
+                sim_host, sim_port = parse_listen(config.simulator.listen, "simulator.listen")
+                await root.start(simulator.run)
+                sim_url = await root.start(serve_simulator, simulator, sim_host, sim_port)
+                log.info("simulator.listening", url=sim_url)
+            async with trio.open_nursery() as io:
+                await io.start(store.run_writer)
+                await root.start(notifier.watchdog, _writer_health(store, notifier))
+                root.start_soon(idempotency.sweep_forever, store, wall)
+                fleet = Fleet(
+                    store=store,
+                    wall=wall,
+                    make_transport=make_transport,
+                    simulator=simulator,
+                    simulator_url=sim_url,
+                    simulator_config=config.simulator,
+                )
+                actors = [fleet.build(num) for num in config.numbers]
+                sup = config.supervisor
+                supervisor = Supervisor(
+                    actors,
+                    base_delay=sup.restart_base,
+                    max_delay=sup.restart_max,
+                    reset_after=sup.stable_after,
+                    crash_limit=sup.crash_limit,
+                    crash_window=sup.crash_window,
+                    degraded_delay=sup.degraded_retry,
+                )
+                url_guard = UrlGuard(config.callbacks.allow_private, resolver=resolver)
+                gateway = Gateway(
+                    store=store,
+                    supervisor=supervisor,
+                    accounts=gateway_accounts(config),
+                    api_keys=api_keys(config),
+                    numbers={n.number: number_info(n) for n in config.numbers},
+                    wall=wall,
+                    templates=TemplateRegistry(
+                        store,
+                        load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
+                    ),
+                    services=Services(config.services, store),
+                    max_body=config.messaging.max_body,
+                    media_guard=MediaGuard(url_guard),
+                    orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
+                )
+                public = PublicUrl(config.server.public_url)
+                sender = CallbackSender(
+                    store=store,
+                    client=callback_client,
+                    auth_token=gateway.auth_token,
+                    guard=url_guard,
+                    wall=wall,
+                    settings=sender_settings(config.callbacks),
+                    on_reply=gateway.inbox.reply,
+                )
+                gateway.inbox.configure(
+                    public_url=public.get, wake_callbacks=sender.wake, media_guard=gateway.media_guard
+                )
+                ops = Operations(gateway)
+                requests = RequestCounts()
+                metrics = Metrics(
+                    DispatcherCollector(
+                        actors=supervisor.actors,
+                        store=store,
+                        requests=requests,
+                        restarts=supervisor.restarts,
+                    )
+                )
+                quart_app = make_app(
+                    gateway,
+                    ops=ops,
+                    admin_token=config.admin.token.resolve("admin.token") if config.admin.token else None,
+                    metrics=metrics,
+                    requests=requests,
+                    protect_metrics=config.admin.protect_metrics,
+                    body_timeout=config.server.body_timeout,
+                    media=config.media,
+                )
+                app = CloseUnreadBody(
+                    FastLane(
+                        LastResort(ShieldFinalSend(quart_app)),
+                        gateway,
+                        max_body=MAX_BODY,
+                        body_timeout=config.server.body_timeout,
+                        requests=requests,
+                    )
+                )
+                _callback_metrics(metrics.collector, store, sender)
+                connections = ConnectionCap(config.server.max_connections)
+                _connection_metrics(metrics.collector, connections)
+                metrics.collector.add_labelled_counter(
+                    "wadispatch_webhook_unapplied",
+                    "Items of authentic WhatsApp webhooks not applied as they came (logged), by reason.",
+                    "reason",
+                    lambda: gateway.inbox.unapplied,
+                )
+                cold = await io.start(_run_cold, sender)
+                async with trio.open_nursery() as work:
+                    host, port = parse_listen(config.server.listen, "server.listen")
+                    async with trio.open_nursery() as http:
+                        binds = await http.start(
+                            functools.partial(
+                                serve_frontdoor,
+                                app,
+                                host,
+                                port,
+                                shutdown.wait,
+                                graceful_timeout=config.server.graceful_timeout,
+                                cap=connections,
+                            )
+                        )
+                        url = binds[0]
+                        public.bound(url)
+                        fleet.front_url = url
+                        for num in config.numbers:
+                            fleet.register_simulated(num)
+                        await work.start(supervisor.run)
+                        await work.start(gateway.scheduler.run)
+                        if reload_config is not None:
+                            reloader = Reloader(
+                                load=reload_config,
+                                config=config,
+                                supervisor=supervisor,
+                                gateway=gateway,
+                                fleet=fleet,
+                                url_guard=url_guard,
+                            )
+                            ops.set_reload(reloader)
+                        if handle_signals:
+                            await http.start(_watch_reload, ops, notifier, shutdown)
+                        notifier.ready(f"serving {len(actors)} numbers on {url}")
+                        log.info("daemon.ready", url=url, numbers=len(actors))
+                        if on_ready is not None:
+                            on_ready()
+                        task_status.started(
+                            Running(
+                                url, gateway, supervisor, store, shutdown, simulator, sim_url, ops, metrics
+                            )
+                        )
+                    # The front door has stopped and answered its last request.
+                    log.info("daemon.draining", timeout=config.server.drain_timeout)
+                    supervisor.stop()
+                    gateway.scheduler.stop()
+                    work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
+                cold.cancel()  # undelivered callbacks stay queued in LMDB
+                await fleet.aclose()
+                store.close()  # the writer commits what is queued, then returns
+            root.cancel_scope.cancel()
+    finally:
+        store.close_env()
+        log.info("daemon.stopped")
+
+
+@attrs.define
+class PublicUrl:
+    """How customers reach us (media links): ``server.public_url``, else the bound address."""
+
+    configured: str | None
+    actual: str = ""
+
+    def bound(self, url: str) -> None:
+        self.actual = url
+
+    def get(self) -> str:
+        return (self.configured or self.actual).rstrip("/")
+
+
+def sender_settings(cfg: CallbacksConfig) -> SenderSettings:
+    return SenderSettings(
+        concurrency=cfg.concurrency,
+        per_destination=cfg.per_destination,
+        lane_size=cfg.lane_size,
+        timeout=cfg.timeout,
+        backoff_initial=cfg.backoff_initial,
+        backoff_max=cfg.backoff_max,
+        give_up_after=cfg.give_up_after,
+        poll_interval=cfg.poll_interval,
+    )
+
+
+async def _run_cold(
+    sender: CallbackSender, *, task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The callback sender in a scope of its own, cancelled after the actors stop."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sender.run)
+            task_status.started(scope)

@@ -1,0 +1,1 @@
+"""WhatsApp webhooks -> statuses and inbound messages -> customer callbacks."""

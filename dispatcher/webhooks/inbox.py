@@ -1,0 +1,316 @@
+"""Applies channel-neutral webhook events: statuses, inbound messages, TwiML replies.
+
+Every channel's webhook route decodes its payload into ``WebhookEvents`` and
+calls ``Inbox.apply``; nothing here knows the channel. One delivery is one
+store write (one group commit): every status moves its message forward (or
+parks it until we know the channel id), every inbound message becomes an
+``inbound`` Messages record, opens the 24 h window and queues the customer's
+webhook, and the status callbacks are queued in the same transaction.
+A redelivered inbound message (same channel id) is recognised and skipped.
+
+A status only moves a message its own number sent: the webhook was
+authenticated for one number, and a channel id of another number's message
+(another tenant's, perhaps) changes nothing (``ledger.apply_status``). That,
+and whatever the decoder could not apply as it came (``events.unapplied``), is
+logged and counted by reason (``unapplied``, on ``/metrics``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol, final
+
+import attrs
+import structlog
+
+from dispatcher.core import callbacks, ledger, orphans, window
+from dispatcher.core.callbacks import CallbackEntry
+from dispatcher.core.events import InboundEvent, Unapplied, WebhookEvents
+from dispatcher.core.models import MessageRecord, StoredMedia, new_sid
+from dispatcher.core.store import Store, WriteTxn
+from dispatcher.core.twilio import API_VERSION, TwilioError
+from dispatcher.messages.compose import Content, compose
+from dispatcher.messages.compose import apply as apply_content
+from dispatcher.messages.media_guard import MediaGuard
+from dispatcher.webhooks.twiml import Reply
+
+if TYPE_CHECKING:
+    from dispatcher.core.clock import WallClock
+
+log = structlog.get_logger()
+
+MAX_REPLY_BODY: Final = 1600
+LOGGED_PER_DELIVERY: Final = 20  # unapplied items logged one by one; the rest in one summary line
+
+
+class InboxNumber(Protocol):
+    """What the inbox needs to know about the number a webhook is for."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def account_sid(self) -> str: ...
+    @property
+    def status_callback(self) -> str | None: ...
+    @property
+    def inbound_url(self) -> str | None: ...
+
+
+class Notifier(Protocol):
+    def __call__(self, number: str, seq: int, record: MessageRecord, part: int = 0) -> None: ...
+
+
+@attrs.frozen
+class Applied:
+    """What one webhook delivery changed."""
+
+    moved: list[MessageRecord]  # messages whose status moved forward
+    inbound: list[MessageRecord]  # new inbound messages (duplicates excluded)
+    duplicates: int
+    callbacks: int  # customer callbacks queued
+    refused: list[Unapplied] = attrs.Factory(list)  # statuses naming another number's message
+
+
+def media_url(public_url: str, account_sid: str, message_sid: str, media_sid: str) -> str:
+    return f"{public_url}/{API_VERSION}/Accounts/{account_sid}/Messages/{message_sid}/Media/{media_sid}"
+
+
+@final
+class Inbox:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        wall: WallClock,
+        public_url: Callable[[], str],
+        numbers: Callable[[str], InboxNumber | None],
+        wake_callbacks: Callable[[], None] = lambda: None,
+        notify: Notifier | None = None,
+        on_status: Callable[[str, MessageRecord], None] | None = None,
+        orphan_limits: orphans.Limits = orphans.Limits(),  # noqa: B008 (frozen, immutable)
+    ) -> None:
+        self._store = store
+        self._wall = wall
+        self._public_url = public_url
+        self._numbers = numbers
+        self._wake = wake_callbacks
+        self._notify = notify
+        self._on_status = on_status
+        self._media_guard: MediaGuard | None = None
+        self._orphan_limits = orphan_limits
+        self.unapplied: dict[
+            str, int
+        ] = {}  # by reason: what authentic webhooks carried that we could not apply
+
+    def configure(
+        self,
+        *,
+        public_url: Callable[[], str],
+        wake_callbacks: Callable[[], None],
+        media_guard: MediaGuard | None = None,
+    ) -> None:
+        """Late wiring by the daemon: the URL is known once bound, the sender once built."""
+        self._public_url = public_url
+        self._wake = wake_callbacks
+        self._media_guard = media_guard
+
+    async def apply(self, info: InboxNumber, events: WebhookEvents) -> Applied:
+        """Apply a whole delivery atomically; raises StoreError if it could not be committed."""
+        now = self._wall.now()
+        public_url = self._public_url()
+        applied = await self._store.write(lambda txn: self._apply(txn, info, events, now, public_url))
+        if self._on_status is not None:
+            for record in applied.moved:
+                self._on_status(info.number, record)
+        for record in applied.inbound:
+            log.info(
+                "message.received",
+                number=info.number,
+                sid=record.sid,
+                wamid=record.channel_id,
+                num_media=record.num_media,
+            )
+        for error in events.errors:
+            log.warning("webhook.system_error", number=info.number, code=error.code, title=error.title)
+        self._report(info.number, [*events.unapplied, *applied.refused])
+        if applied.callbacks:
+            self._wake()
+        return applied
+
+    def _apply(
+        self, txn: WriteTxn, info: InboxNumber, events: WebhookEvents, now: float, public_url: str
+    ) -> Applied:
+        before = _callback_count(txn)
+        moved: list[MessageRecord] = []
+        refused: list[Unapplied] = []
+        limits = self._orphan_limits
+        for status in events.statuses:
+            outcome, updated = ledger.apply_status(
+                info.number,
+                status.channel_id,
+                status.status,
+                status.error_code,
+                status.error_message,
+                now,
+                limits,
+            )(txn)
+            if outcome == "other_number":
+                refused.append(Unapplied("other_number", f"status {status.channel_id[:80]}", status.status))
+            if updated is not None:
+                moved.append(updated)
+                log.info(
+                    "message.status",
+                    number=info.number,
+                    sid=updated.sid,
+                    wamid=status.channel_id,
+                    status=updated.status,
+                    error_code=updated.error_code,
+                )
+        created: list[MessageRecord] = []
+        duplicates = 0
+        for event in events.inbound:
+            record = self._receive(txn, info, event, now, public_url)
+            if record is None:
+                duplicates += 1
+            else:
+                created.append(record)
+        return Applied(moved, created, duplicates, _callback_count(txn) - before, refused)
+
+    def _report(self, number: str, unapplied: list[Unapplied]) -> None:
+        """Log and count what a delivery carried that could not be applied as it came."""
+        for item in unapplied:
+            self.unapplied[item.reason] = self.unapplied.get(item.reason, 0) + 1
+        for item in unapplied[:LOGGED_PER_DELIVERY]:
+            log.warning(
+                "webhook.unapplied", number=number, reason=item.reason, where=item.where, detail=item.detail
+            )
+        if len(unapplied) > LOGGED_PER_DELIVERY:
+            reasons = sorted({item.reason for item in unapplied[LOGGED_PER_DELIVERY:]})
+            log.warning(
+                "webhook.unapplied_more",
+                number=number,
+                count=len(unapplied) - LOGGED_PER_DELIVERY,
+                reasons=reasons,
+            )
+
+    def _receive(
+        self, txn: WriteTxn, info: InboxNumber, event: InboundEvent, now: float, public_url: str
+    ) -> MessageRecord | None:
+        if txn.get(b"wamid", ledger.wamid_key(event.channel_id)) is not None:
+            return None  # WhatsApp redelivered a message we already have
+        sid = new_sid("MM" if event.media else "SM")
+        record = MessageRecord(
+            sid=sid,
+            account_sid=info.account_sid,
+            from_number=event.sender,
+            to_number=info.number,
+            body=event.body,
+            status="received",
+            direction="inbound",
+            date_created=now,
+            date_updated=now,
+            date_sent=_sent_at(event.timestamp, now),
+            num_media=len(event.media),
+            channel_id=event.channel_id,
+            media=[StoredMedia(new_sid("ME"), m.media_id, m.content_type, event.kind) for m in event.media],
+        )
+        ledger.insert(txn, record)
+        txn.put(b"wamid", ledger.wamid_key(event.channel_id), sid.encode())
+        # A customer's clock cannot hold the window open: never later than now.
+        window.touch(txn, info.number, event.sender, record.date_sent or now)
+        if info.inbound_url:
+            replied = txn.get(b"wamid", ledger.wamid_key(event.reply_to)) if event.reply_to else None
+            urls = [media_url(public_url, info.account_sid, sid, m.sid) for m in record.media]
+            callbacks.queue(
+                txn,
+                CallbackEntry(
+                    kind="inbound",
+                    url=info.inbound_url,
+                    account_sid=info.account_sid,
+                    number=info.number,
+                    customer=event.sender,
+                    sid=sid,
+                    params=callbacks.inbound_params(
+                        record, event, urls, replied.decode() if replied is not None else None
+                    ),
+                    created_at=now,
+                ),
+            )
+        return record
+
+    async def _reply_content(self, account_sid: str, reply: Reply) -> Content:
+        """A TwiML reply's content under a create's rules (media count, URLs, SSRF guard)."""
+        content = compose(
+            account_sid,
+            body=reply.body,
+            media_urls=reply.media,
+            content_sid=None,
+            content_variables=None,
+            validity_period=None,
+            templates=None,
+            max_body=MAX_REPLY_BODY,
+        )
+        if content.media_urls and self._media_guard is not None:
+            await self._media_guard.check(content.media_urls)
+        return content
+
+    async def reply(self, key: bytes, entry: CallbackEntry, replies: list[Reply]) -> None:
+        """TwiML ``<Message>`` replies to an inbound webhook: queue them and drop the callback, atomically.
+
+        A crash before the commit retries the webhook; after it, the replies are
+        queued exactly once.
+        """
+        info = self._numbers(entry.number)
+        now = self._wall.now()
+        records: list[MessageRecord] = []
+        for reply in replies:
+            if reply.to is not None and reply.to.removeprefix("whatsapp:") != entry.customer:
+                log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="other to")
+                continue
+            if len(reply.body) > MAX_REPLY_BODY:
+                log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="too long")
+                continue
+            try:
+                content = await self._reply_content(entry.account_sid, reply)
+            except TwilioError as exc:
+                log.warning(
+                    "twiml.reply_ignored",
+                    number=entry.number,
+                    sid=entry.sid,
+                    reason=exc.message,
+                    code=exc.code,
+                )
+                continue
+            record = MessageRecord(
+                sid=new_sid("MM" if content.media_urls else "SM"),
+                account_sid=entry.account_sid,
+                from_number=entry.number,
+                to_number=entry.customer,
+                body=reply.body,
+                status="queued",
+                direction="outbound-reply",
+                date_created=now,
+                date_updated=now,
+                status_callback=info.status_callback if info is not None else None,
+            )
+            records.append(apply_content(record, content, start=now))
+
+        def fn(txn: WriteTxn) -> list[int]:
+            txn.delete(callbacks.DB, key)
+            return [ledger.accept(record)(txn) for record in records]
+
+        seqs = await self._store.write(fn)
+        for seq, record in zip(seqs, records, strict=True):
+            log.info("message.reply_queued", number=record.from_number, sid=record.sid, reply_to=entry.sid)
+            if self._notify is not None:
+                for part in range(record.parts):  # a media reply: one outbox entry per URL
+                    self._notify(record.from_number, seq + part, record, part)
+
+
+def _sent_at(timestamp: float, now: float) -> float:
+    return now if timestamp <= 0 else min(timestamp, now)
+
+
+def _callback_count(txn: WriteTxn) -> int:
+    stat: int = txn.txn.stat(txn.db(callbacks.DB))["entries"]
+    return stat

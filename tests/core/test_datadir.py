@@ -1,0 +1,71 @@
+"""The data dir is owner-only (0700, files 0600) whatever the umask, and an old permissive one is fixed."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from dispatcher.core.store import Store
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_new_data_dir_is_owner_only_under_a_permissive_umask(
+    tmp_path: Path, permissive_umask: None
+) -> None:
+    data = tmp_path / "parent" / "data"
+    store = Store(data, map_size=8 << 20)
+    try:
+        assert mode(data) == 0o700
+        files = sorted(p.name for p in data.iterdir())
+        assert files == ["data.mdb", "lock.mdb"]
+        assert all(mode(data / name) == 0o600 for name in files)
+    finally:
+        store.close_env()
+
+
+def test_an_existing_readable_data_dir_is_fixed_on_start_with_a_log_line(
+    tmp_path: Path, permissive_umask: None
+) -> None:
+    data = tmp_path / "data"
+    Store(data, map_size=8 << 20).close_env()
+    data.chmod(0o755)
+    for name in ("data.mdb", "lock.mdb"):
+        (data / name).chmod(0o644)
+    with capture_logs() as logs:
+        store = Store(data, map_size=8 << 20)
+    try:
+        assert mode(data) == 0o700
+        assert mode(data / "data.mdb") == mode(data / "lock.mdb") == 0o600
+    finally:
+        store.close_env()
+    fixed = {(e["path"], e["was"], e["now"]) for e in logs if e["event"] == "store.permissions_fixed"}
+    assert fixed == {
+        (str(data), "0o755", "0o700"),
+        (str(data / "data.mdb"), "0o644", "0o600"),
+        (str(data / "lock.mdb"), "0o644", "0o600"),
+    }
+
+
+def test_an_owner_only_data_dir_is_left_alone_silently(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    Store(data, map_size=8 << 20).close_env()
+    with capture_logs() as logs:
+        Store(data, map_size=8 << 20).close_env()
+    assert [e for e in logs if e["event"] == "store.permissions_fixed"] == []

@@ -1,0 +1,1 @@
+"""What many tests share: the daemon harness, the callback sink, fakes."""

@@ -1,0 +1,85 @@
+"""Start a real daemon (front door on 127.0.0.1:0, embedded simulator) inside a test's trio run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from dispatcher import config as configuration
+from dispatcher.service.daemon import Running, run_daemon
+
+ACCOUNT = "AC00000000000000000000000000000001"
+TOKEN = "sandbox-auth-token"
+NUMBERS = ("+15550000001", "+15550000002", "+15550000003")
+
+
+def sandbox_config(
+    data_dir: Path,
+    *,
+    rate: float = 20.0,
+    burst: int = 60,
+    extra: str = "",
+    number_extra: str = "",
+    simulator_extra: str = "",
+) -> configuration.Config:
+    """``extra`` is appended to the file; ``number_extra`` / ``simulator_extra`` to those tables."""
+    numbers = "".join(
+        f"""
+[[numbers]]
+number = "{n}"
+account = "{ACCOUNT}"
+simulated = true
+password = {{ value = "Sandbox-Passw0rd!" }}
+webhook_secret = {{ value = "hook-{i}-secret-0123" }}
+rate = {rate}
+burst = {burst}
+{number_extra}
+"""
+        for i, n in enumerate(NUMBERS, 1)
+    )
+    text = f"""
+[server]
+listen = "127.0.0.1:0"
+graceful_timeout = 1.0
+drain_timeout = 2.0
+[store]
+data_dir = "{data_dir}"
+map_size_mb = 64
+[simulator]
+listen = "127.0.0.1:0"
+rate = {rate}
+burst = {burst}
+{simulator_extra}
+[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = {{ value = "{TOKEN}" }}
+{numbers}
+{extra}
+"""
+    return configuration.loads(text)
+
+
+@asynccontextmanager
+async def running_daemon(
+    cfg: configuration.Config, **options: Any
+) -> AsyncIterator[tuple[Running, httpx.AsyncClient]]:
+    """``options`` go to run_daemon (reload_config, notifier, ...)."""
+    async with trio.open_nursery() as nursery:
+        daemon: Running = await nursery.start(
+            lambda task_status: run_daemon(cfg, handle_signals=False, task_status=task_status, **options)
+        )
+        async with httpx.AsyncClient(base_url=daemon.url, auth=(ACCOUNT, TOKEN), timeout=10.0) as client:
+            try:
+                yield daemon, client
+            finally:
+                daemon.shutdown.set()
+
+
+def messages_path(sid: str | None = None) -> str:
+    base = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
+    return f"{base}.json" if sid is None else f"{base}/{sid}.json"
