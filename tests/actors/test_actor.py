@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import gc
 
 import trio
@@ -13,11 +14,15 @@ from actors.transport import ConnectError, ResponseLostError
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core import ledger
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store, number_key
+from tests.helpers import messages
 from tests.helpers.fakes import FakeApi, error
+from tests.helpers.messages import record_of
 
 NUMBER = "+15550000001"
+ACCOUNT = "AC" + "0" * 32
+submit = functools.partial(messages.submit, number=NUMBER, account=ACCOUNT)
+wait_for = functools.partial(messages.wait_for, timeout=600.0)
 
 
 def build(
@@ -56,28 +61,6 @@ def build(
     return actor, api, wall
 
 
-async def submit(store: Store, actor: NumberActor | None, to: str, body: str) -> MessageRecord:
-    record = MessageRecord(
-        sid=new_sid(), account_sid="AC" + "0" * 32, from_number=NUMBER, to_number=to, body=body
-    )
-    seq = await store.write(ledger.accept(record))
-    if actor is not None:
-        actor.notify(seq, record)
-    return record
-
-
-def status_of(store: Store, sid: str) -> MessageRecord:
-    raw = store.get(b"messages", ledger.sid_key(sid))
-    assert raw is not None
-    return ledger.load(raw)
-
-
-async def wait_for(predicate, timeout: float = 600.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling on the virtual clock costs nothing
-            await trio.sleep(0.01)
-
-
 async def test_per_recipient_order_with_concurrency(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
@@ -91,7 +74,7 @@ async def test_per_recipient_order_with_concurrency(
         got = [body for _, to, body in api.sent if to == f"1555123000{r}"]
         assert got == [f"m{i}" for i in range(30) if i % 3 == r]
     assert 1 < api.max_in_flight <= 3  # concurrent across recipients, never two for one recipient
-    await wait_for(lambda: all(status_of(writer, r.sid).status == "sent" for r in records))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in records))
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
 
 
@@ -103,7 +86,7 @@ async def test_recovers_the_outbox_on_start(
     await nursery.start(actor.run)
     await wait_for(lambda: len(api.sent) == 5)
     assert [body for *_, body in api.sent] == [f"m{i}" for i in range(5)]
-    await wait_for(lambda: all(status_of(writer, r.sid).status == "sent" for r in records))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in records))
 
 
 async def test_recovery_leaves_the_garbage_collector_as_it_found_it(writer: Store) -> None:
@@ -131,9 +114,9 @@ async def test_transient_errors_back_off_then_deliver_once(
     api.script = lambda msg, n: error(503, 1011, "Service not ready") if n <= 3 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert len(api.sent) == 1 and len(api.attempts) == 4
-    assert actor.retries == 3 and status_of(writer, record.sid).attempts == 1
+    assert actor.retries == 3 and record_of(writer, record.sid).attempts == 1
 
 
 async def test_429_with_retry_after_is_honoured(
@@ -171,8 +154,8 @@ async def test_permanent_error_fails_with_the_twilio_code(
     api.script = lambda msg, n: error(400, 470, "Re-engagement message")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
-    stored = status_of(writer, record.sid)
+    await wait_for(lambda: record_of(writer, record.sid).status == "failed")
+    stored = record_of(writer, record.sid)
     assert stored.error_code == 63016 and len(api.attempts) == 1
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
 
@@ -185,7 +168,7 @@ async def test_connection_errors_retry_and_ambiguous_sends_are_counted(
     api.script = lambda msg, n: faults[n - 1] if n <= 2 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert actor.retries == 2 and actor.ambiguous == 1
 
 
@@ -198,9 +181,9 @@ async def test_gives_up_after_max_attempts(
     api.script = lambda msg, n: error(500, 500, "Generic error")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
+    await wait_for(lambda: record_of(writer, record.sid).status == "failed")
     # 5xx exhausted: Twilio's "channel provider returned an internal service error".
-    assert len(api.attempts) == 3 and status_of(writer, record.sid).error_code == 63012
+    assert len(api.attempts) == 3 and record_of(writer, record.sid).error_code == 63012
 
 
 async def test_stop_finishes_in_flight_and_keeps_the_rest(
@@ -225,8 +208,8 @@ async def test_an_unknown_error_code_is_retried_a_few_times_then_failed(
     api.script = lambda msg, n: error(400, 4242, "Something new")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
-    failed = status_of(writer, record.sid)
+    await wait_for(lambda: record_of(writer, record.sid).status == "failed")
+    failed = record_of(writer, record.sid)
     assert len(api.attempts) == 3  # UNKNOWN_CODE_ATTEMPTS, below max_attempts (12)
     assert failed.error_code == 30008 and failed.error_message == "WhatsApp error 4242: Something new"
 
@@ -238,8 +221,8 @@ async def test_a_known_permanent_code_fails_at_once_with_its_twilio_code(
     api.script = lambda msg, n: error(400, 470, "Message failed to send because more than 24 hours")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
-    await wait_for(lambda: status_of(writer, record.sid).status == "failed")
-    assert len(api.attempts) == 1 and status_of(writer, record.sid).error_code == 63016
+    await wait_for(lambda: record_of(writer, record.sid).status == "failed")
+    assert len(api.attempts) == 1 and record_of(writer, record.sid).error_code == 63016
 
 
 async def test_a_sent_commit_frees_the_send_slot_but_holds_the_recipient(
@@ -271,8 +254,8 @@ async def test_a_sent_commit_frees_the_send_slot_but_holds_the_recipient(
     await wait_for(lambda: len(api.sent) == 2)
     await trio.sleep(1.0)
     assert [body for *_, body in api.sent] == ["a1", "b1"]  # one slot, two sends: a1's commit pends
-    assert status_of(writer, a1.sid).status == "queued"
+    assert record_of(writer, a1.sid).status == "queued"
     gate.set()
     await wait_for(lambda: len(api.sent) == 3)
     assert [body for *_, body in api.sent] == ["a1", "b1", "a2"]
-    await wait_for(lambda: all(status_of(writer, r.sid).status == "sent" for r in (a1, b1, a2)))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in (a1, b1, a2)))

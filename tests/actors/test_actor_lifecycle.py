@@ -20,8 +20,9 @@ from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
 from tests.actors.test_multiconnect import DIGITS, multi
 from tests.actors.test_supervisor_reload import two_number_config
-from tests.service.test_delivery import DAY, Timed, number_config, sim_with, submit, wait_for
-from tests.service.test_fault_delivery import number_config as fault_number_config
+from tests.helpers.configs import number_config
+from tests.helpers.messages import submit, wait_for
+from tests.helpers.simulated import DAY, Timed, sim_with
 
 ONE, TWO = "+15550000001", "+15550000002"
 
@@ -71,7 +72,7 @@ async def test_a_message_wakes_an_idle_actor_which_goes_idle_again(
     assert not actor.serving
     for round_ in range(3):
         woken_at = trio.current_time()
-        await submit(writer, actor, ONE, "+15551230000", f"round {round_}")
+        await submit(writer, actor, "+15551230000", f"round {round_}", number=ONE)
         await wait_for(lambda r=round_: sim.counters(ONE).accepted == r + 1)
         assert transport.sends[-1] - woken_at < 0.1
         await wait_for(lambda: not actor.serving)
@@ -108,7 +109,7 @@ async def test_an_idle_actor_refreshes_its_token_on_time(
     await trio.sleep_until(start + 2 * lifetime + 1)
     assert sim.counters(ONE).logins == 3
     # The token still works: a message goes out with no 401.
-    await submit(writer, actor, ONE, "+15551230000", "after two refreshes")
+    await submit(writer, actor, "+15551230000", "after two refreshes", number=ONE)
     await wait_for(lambda: sim.counters(ONE).accepted == 1)
     assert sim.counters(ONE).rejected_401 == 0
 
@@ -128,7 +129,7 @@ async def test_a_woken_actor_that_crashes_is_restarted_and_sends(
     await trio.sleep(IDLE_LINGER + 1)
     assert not actors[0].serving
     transport.fail_next = RuntimeError("bug in the channel adapter")
-    record = await submit(writer, actors[0], ONE, "+15551230000", "crashes once")
+    record = await submit(writer, actors[0], "+15551230000", "crashes once", number=ONE)
     await wait_for(lambda: supervisor.restarts(ONE) == 1)
     assert supervisor.states()[ONE] == "restarting" and not actors[1].serving
     await wait_for(lambda: sim.counters(ONE).accepted == 1)
@@ -137,7 +138,7 @@ async def test_a_woken_actor_that_crashes_is_restarted_and_sends(
     await wait_for(lambda: not actors[0].serving)
     assert supervisor.states() == {ONE: "running", TWO: "running"}
     # Woken again later, it sends at once: the crash left nothing behind.
-    await submit(writer, actors[0], ONE, "+15551230000", "later")
+    await submit(writer, actors[0], "+15551230000", "later", number=ONE)
     await wait_for(lambda: sim.counters(ONE).accepted == 2)
     assert supervisor.restarts(ONE) == 1
 
@@ -152,7 +153,7 @@ async def test_pause_holds_a_woken_actor_and_resume_sends(
     await nursery.start(supervisor.run)
     await trio.sleep(IDLE_LINGER + 1)
     actor.pause()
-    await submit(writer, actor, ONE, "+15551230000", "held")
+    await submit(writer, actor, "+15551230000", "held", number=ONE)
     await trio.sleep(3600)
     assert sim.counters(ONE).accepted == 0 and actor.statistics().pending == 1
     actor.resume()
@@ -189,7 +190,7 @@ async def test_stop_cuts_a_restart_backoff_short(
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         transport.fail_next = RuntimeError("bug")
-        await submit(writer, actor, ONE, "+15551230000", "crash")
+        await submit(writer, actor, "+15551230000", "crash", number=ONE)
         await wait_for(lambda: supervisor.restarts(ONE) == 1)
         began = trio.current_time()
         supervisor.stop()
@@ -233,7 +234,7 @@ async def test_an_idle_multiconnect_actor_probes_its_endpoints_from_the_shared_t
     wall = TrioWallClock(start=1_700_000_000.0)
     sim = sim_with(wall, ONE)
     transport = multi(sim, 2, check_interval=5.0)
-    actor = build_actor(fault_number_config(), transport, store=writer, wall=wall)
+    actor = build_actor(number_config(), transport, store=writer, wall=wall)
     supervisor = Supervisor([actor])
     await nursery.start(supervisor.run)
     await trio.sleep(2.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable
@@ -17,13 +18,17 @@ from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import WINDOW, TierBudget
 from actors.transport import Headers, Response
 from dispatcher.channels.cloud import CloudChannel
-from dispatcher.core import ledger, window
+from dispatcher.core import window
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store, number_key
+from tests.helpers import messages
+from tests.helpers.messages import record_of
 
 NUMBER = "+15550000001"
 PNID = "106540352242922"
+submit = functools.partial(messages.submit, number=NUMBER, account="AC" + "0" * 32)
+# Bounds long enough for the tier budget's 24 h window.
+wait_for = functools.partial(messages.wait_for, timeout=10 * 86_400.0)
 
 
 def graph_error(code: int, status: int = 400) -> Response:
@@ -90,28 +95,6 @@ def build(
     return actor, api
 
 
-async def submit(store: Store, actor: NumberActor | None, to: str, body: str = "hi") -> MessageRecord:
-    record = MessageRecord(
-        sid=new_sid(), account_sid="AC" + "0" * 32, from_number=NUMBER, to_number=to, body=body
-    )
-    seq = await store.write(ledger.accept(record))
-    if actor is not None:
-        actor.notify(seq, record)
-    return record
-
-
-def status_of(store: Store, sid: str) -> MessageRecord:
-    raw = store.get(b"messages", ledger.sid_key(sid))
-    assert raw is not None
-    return ledger.load(raw)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10 * 86_400.0, step: float = 0.01) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling on the virtual clock costs nothing
-            await trio.sleep(step)
-
-
 async def test_throughput_is_paced_per_number(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
@@ -131,7 +114,7 @@ async def test_throughput_error_pauses_the_number_and_retries(
     api.script = lambda to, n: graph_error(130429) if n == 1 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15552000001")
-    await wait_for(lambda: status_of(writer, record.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert api.attempts[1][0] - api.attempts[0][0] >= 1.0
     assert actor.rate_limited == 1
 
@@ -164,11 +147,11 @@ async def test_meta_pair_refusals_back_off_four_to_the_x(
     record = await submit(writer, actor, "+15552000001")
     await wait_for(lambda: len(api.attempts) >= 1)
     other = await submit(writer, actor, "+15552000002")
-    await wait_for(lambda: status_of(writer, record.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     times = [t for t, to in api.attempts if to == "15552000001"]
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
     assert gaps[:3] == [1.0, 4.0, 16.0]
-    assert status_of(writer, other.sid).status == "sent"
+    assert record_of(writer, other.sid).status == "sent"
     assert api.sent[0][1] == "15552000002"
     assert actor.statistics().pair_limited == 3
 
@@ -184,9 +167,9 @@ async def test_tier_budget_holds_new_recipients_until_the_window_moves(
     reply = await submit(writer, actor, "+15559999999")  # inside the service window: free
     again = await submit(writer, actor, "+15552000000")  # counted already: free
     await wait_for(lambda: len(api.sent) == 4)
-    waiting = status_of(writer, first[2].sid)
+    waiting = record_of(writer, first[2].sid)
     assert waiting.status == "queued"
-    assert status_of(writer, reply.sid).status == "sent" and status_of(writer, again.sid).status == "sent"
+    assert record_of(writer, reply.sid).status == "sent" and record_of(writer, again.sid).status == "sent"
     stats = actor.statistics()
     assert (stats.tier_used, stats.tier_limit, stats.parked) == (2, 2, 1) and stats.tier_waits >= 1
     assert writer.count(b"outbox", number_key(NUMBER)) == 1
@@ -208,7 +191,7 @@ async def test_tier_counts_survive_a_restart(autojump_clock: trio.testing.MockCl
     async with trio.open_nursery() as nursery:
         await nursery.start(again.run)
         await trio.sleep(3600)
-        assert api2.sent == [] and status_of(writer, waiting.sid).status == "queued"
+        assert api2.sent == [] and record_of(writer, waiting.sid).status == "queued"
         assert again.statistics().tier_used == 1
         again.stop()
 
@@ -224,11 +207,11 @@ async def test_token_190_degrades_until_the_token_is_replaced(
     await wait_for(lambda: actor.statistics().degraded is not None)
     await trio.sleep(600)
     assert "190" in (actor.statistics().degraded or "")
-    assert api.attempts == [] and all(status_of(writer, r.sid).status == "queued" for r in records)
+    assert api.attempts == [] and all(record_of(writer, r.sid).status == "queued" for r in records)
     token_file.write_text("EAAgood\n")
     await wait_for(lambda: len(api.sent) == 5)
     assert actor.statistics().degraded is None
-    assert all(status_of(writer, r.sid).status == "sent" for r in records)
+    assert all(record_of(writer, r.sid).status == "sent" for r in records)
 
 
 async def test_a_degraded_actor_still_stops(autojump_clock: trio.testing.MockClock, writer: Store) -> None:
@@ -239,7 +222,7 @@ async def test_a_degraded_actor_still_stops(autojump_clock: trio.testing.MockClo
             await nursery.start(actor.run)
             await wait_for(lambda: actor.statistics().degraded is not None)
             actor.stop()
-    assert status_of(writer, record.sid).status == "queued"
+    assert record_of(writer, record.sid).status == "queued"
     assert writer.count(b"outbox", number_key(NUMBER)) == 1
 
 

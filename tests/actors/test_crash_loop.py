@@ -11,7 +11,9 @@ from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.transport import InProcessTransport
-from tests.service.test_delivery import number_config, sim_with, submit, wait_for
+from tests.helpers.configs import number_config
+from tests.helpers.messages import submit, wait_for
+from tests.helpers.simulated import sim_with
 
 
 class Buggy:
@@ -49,7 +51,7 @@ async def test_a_crash_loop_degrades_one_number_and_slows_its_restarts(
         actors, base_delay=0.1, max_delay=2.0, crash_limit=5, crash_window=60.0, degraded_delay=30.0
     )
     await nursery.start(supervisor.run)
-    poison = await submit(writer, actors[0], bad, "+15551230000", "crashes the actor")
+    poison = await submit(writer, actors[0], "+15551230000", "crashes the actor", number=bad)
     await wait_for(lambda: supervisor.states()[bad] == "degraded")
     assert len(buggy.crashes) == 5
     reason = actors[0].statistics().degraded
@@ -59,7 +61,7 @@ async def test_a_crash_loop_degrades_one_number_and_slows_its_restarts(
     assert supervisor.degraded() == {bad: reason}
     # Retried slowly from now on: each restart waits 24..30 s (jittered degraded_delay).
     for i in range(40):
-        await submit(writer, actors[1], good, f"+15551230{i:03d}", "steady")
+        await submit(writer, actors[1], f"+15551230{i:03d}", "steady", number=good)
     await wait_for(lambda: len(buggy.crashes) == 8)
     gaps = [b - a for a, b in zip(buggy.crashes[4:], buggy.crashes[5:], strict=False)]
     assert all(24.0 <= gap <= 30.0 + 1.0 for gap in gaps)
@@ -88,7 +90,7 @@ async def test_a_number_can_be_marked_degraded_from_outside(
     supervisor.mark_degraded(number, "token revoked (error 190)")
     assert supervisor.states() == {number: "degraded"}
     assert actor.statistics().degraded == "token revoked (error 190)"
-    await submit(writer, actor, number, "+15551230000", "still sends")
+    await submit(writer, actor, "+15551230000", "still sends", number=number)
     await wait_for(lambda: sim.counters(number).accepted == 1)  # degraded is a flag, not a stop
     supervisor.clear_degraded(number)
     assert supervisor.states() == {number: "running"} and supervisor.degraded() == {}

@@ -14,8 +14,9 @@ from dispatcher.core.store import Store, number_key
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
-from tests.service.test_delivery import sim_with, submit, wait_for
-from tests.service.test_fault_delivery import number_config
+from tests.helpers.configs import number_config
+from tests.helpers.messages import submit, wait_for
+from tests.helpers.simulated import sim_with
 
 NUMBER = "+15550000001"
 DIGITS = NUMBER[1:]
@@ -110,7 +111,7 @@ async def test_health_checks_bring_an_endpoint_back(
     await nursery.start(actor.run)  # the actor runs the endpoint monitor
     sim.faults.set(f"{DIGITS}~1", FaultPlan(down=True))
     for i in range(20):
-        await submit(writer, actor, NUMBER, f"+155512300{i:02d}", f"m{i}")
+        await submit(writer, actor, f"+155512300{i:02d}", f"m{i}", number=NUMBER)
     await wait_for(lambda: sim.counters(NUMBER).accepted == 20)
     await trio.sleep(6.0)  # a probe confirms it is down
     assert [s.healthy for s in transport.statistics()] == [True, False]
@@ -119,7 +120,7 @@ async def test_health_checks_bring_an_endpoint_back(
     assert [s.healthy for s in transport.statistics()] == [True, True]
     before = transport.statistics()[1].requests
     for i in range(20):
-        await submit(writer, actor, NUMBER, f"+155512310{i:02d}", f"n{i}")
+        await submit(writer, actor, f"+155512310{i:02d}", f"n{i}", number=NUMBER)
     await wait_for(lambda: sim.counters(NUMBER).accepted == 40)
     assert transport.statistics()[1].requests > before  # used again
     # Nothing lost, nothing duplicated, nothing ambiguous: refusals are safe to fail over.
@@ -136,7 +137,7 @@ async def test_an_endpoint_going_down_mid_stream_loses_and_duplicates_nothing(
     actor = build_actor(number_config(rate=50.0, burst=10), transport, store=writer, wall=wall)
     await nursery.start(actor.run)
     for i in range(300):
-        await submit(writer, actor, NUMBER, f"+15551{i % 7:03d}0000", f"m{i}")
+        await submit(writer, actor, f"+15551{i % 7:03d}0000", f"m{i}", number=NUMBER)
     await trio.sleep(2.0)
     sim.faults.set(f"{DIGITS}~0", FaultPlan(down=True))
     await trio.sleep(2.0)

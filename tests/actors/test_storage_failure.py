@@ -31,7 +31,6 @@ from dispatcher import config as configuration
 from dispatcher.core import ledger
 from dispatcher.core import store as store_mod
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, StoreError, StoreFullError, WriteTxn, number_key
 from dispatcher.messages.gateway import Gateway
 from dispatcher.ops.metrics import DispatcherCollector, RequestCounts
@@ -43,10 +42,12 @@ from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from tests.actors.test_cloud_actor import build as cloud_build
 from tests.actors.test_cloud_actor import submit as cloud_submit
-from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
+from tests.helpers.configs import number_config
+from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
+from tests.helpers.messages import record_of, submit, wait_for
+from tests.helpers.simulated import sim_with
 from tests.ops.test_metrics import parse, value
 from tests.service.test_daemon import wait_status
-from tests.service.test_delivery import ACCOUNT, number_config, sim_with, submit, wait_for
 
 NUMBER = "+15550000001"
 WALL_START = 1_700_000_000.0
@@ -55,12 +56,6 @@ WALL_START = 1_700_000_000.0
 def delivered(sim: Simulator) -> Counter[tuple[str, object]]:
     """How many times each (recipient, body) reached the simulator."""
     return Counter((r.recipient, r.content) for r in sim.received(NUMBER))
-
-
-def status_of(store: Store, record: MessageRecord) -> str:
-    raw = store.get(b"messages", ledger.sid_key(record.sid))
-    assert raw is not None
-    return ledger.load(raw).status
 
 
 async def fill(store: Store) -> None:
@@ -128,7 +123,9 @@ async def test_a_full_map_holds_the_outcomes_pauses_sending_and_records_them_onc
         wall=wall,
     )
     # Two messages for each of 12 recipients, queued before the map fills.
-    records = [await submit(small_store, None, NUMBER, f"+1555100{i % 12:04d}", f"m{i}") for i in range(24)]
+    records = [
+        await submit(small_store, None, f"+1555100{i % 12:04d}", f"m{i}", number=NUMBER) for i in range(24)
+    ]
     await fill(small_store)
     supervisor = Supervisor([actor], base_delay=0.1)
     with structlog.testing.capture_logs() as logs:
@@ -140,7 +137,7 @@ async def test_a_full_map_holds_the_outcomes_pauses_sending_and_records_them_onc
         assert set(heads.values()) == {1}  # each answered send once, nothing again
         assert actor.statistics().unrecorded == len(heads)
         assert len(heads) < len(records)  # the rest wait: no new send while storage fails
-        assert all(status_of(small_store, r) == "queued" for r in records)
+        assert all(record_of(small_store, r.sid).status == "queued" for r in records)
         assert supervisor.restarts(NUMBER) == 0  # no crash, no crash loop
         assert supervisor.states() == {NUMBER: "storage"}
         assert supervisor.reasons() == {NUMBER: "storage"}
@@ -151,7 +148,7 @@ async def test_a_full_map_holds_the_outcomes_pauses_sending_and_records_them_onc
         assert metric(actor, small_store, "wadispatch_outcome_write_failures_total") == stats.storage_failures
 
         small_store.env.set_mapsize(8 << 20)  # the operator made room
-        await wait_for(lambda: all(status_of(small_store, r) == "sent" for r in records))
+        await wait_for(lambda: all(record_of(small_store, r.sid).status == "sent" for r in records))
 
     assert delivered(sim) == Counter((f"1555100{i % 12:04d}", f"m{i}") for i in range(24))
     assert small_store.count(b"outbox", number_key(NUMBER)) == 0
@@ -181,7 +178,7 @@ async def test_a_full_disk_keeps_order_per_recipient_and_sends_each_message_once
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
     # Three messages to each of three recipients, accepted before the disk filled up.
-    records = [await submit(writer, None, NUMBER, f"+1555200{i % 3:04d}", f"m{i}") for i in range(9)]
+    records = [await submit(writer, None, f"+1555200{i % 3:04d}", f"m{i}", number=NUMBER) for i in range(9)]
     disk.error = OSError(errno.ENOSPC, "No space left on device")
     for r in records:
         assert r.outbox_seq is not None
@@ -194,7 +191,7 @@ async def test_a_full_disk_keeps_order_per_recipient_and_sends_each_message_once
     assert supervisor.restarts(NUMBER) == 0 and disk.refused > 3
 
     disk.error = None
-    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in records))
     assert delivered(sim) == Counter((f"1555200{i % 3:04d}", f"m{i}") for i in range(9))
     for recipient in range(3):  # acceptance order per recipient, across the failure
         bodies = [r.content for r in sim.received(NUMBER) if r.recipient == f"1555200{recipient:04d}"]
@@ -253,11 +250,16 @@ async def test_a_restart_never_sends_again_a_message_whose_answer_was_received(
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
     slow_outcome_writes(writer, monkeypatch, 5.0)
-    answered = await submit(writer, actor, NUMBER, "+15553000001", "answered")
+    answered = await submit(writer, actor, "+15553000001", "answered", number=NUMBER)
     await wait_for(lambda: actor.statistics().unrecorded == 1)  # answered, its 'sent' being written
-    crashing = await submit(writer, actor, NUMBER, "+15553000002", "crashes")
+    crashing = await submit(writer, actor, "+15553000002", "crashes", number=NUMBER)
     await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
-    await wait_for(lambda: status_of(writer, answered) == "sent" and status_of(writer, crashing) == "sent")
+    await wait_for(
+        lambda: (
+            record_of(writer, answered.sid).status == "sent"
+            and record_of(writer, crashing.sid).status == "sent"
+        )
+    )
     assert delivered(sim) == Counter({("15553000001", "answered"): 1, ("15553000002", "crashes"): 1})
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
     raw = writer.get(b"messages", ledger.sid_key(answered.sid))
@@ -279,8 +281,8 @@ async def test_outcomes_held_while_storage_fails_survive_a_crash_and_are_never_s
     disk = FailingCommits(writer, monkeypatch)
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
-    answered = await submit(writer, None, NUMBER, "+15553000001", "answered")
-    crashing = await submit(writer, None, NUMBER, "+15553000002", "crashes")
+    answered = await submit(writer, None, "+15553000001", "answered", number=NUMBER)
+    crashing = await submit(writer, None, "+15553000002", "crashes", number=NUMBER)
     disk.error = OSError(errno.EIO, "Input/output error")
     for r in (answered, crashing):
         assert r.outbox_seq is not None
@@ -292,7 +294,12 @@ async def test_outcomes_held_while_storage_fails_survive_a_crash_and_are_never_s
     assert delivered(sim) == Counter({("15553000001", "answered"): 1})
 
     disk.error = None
-    await wait_for(lambda: status_of(writer, answered) == "sent" and status_of(writer, crashing) == "sent")
+    await wait_for(
+        lambda: (
+            record_of(writer, answered.sid).status == "sent"
+            and record_of(writer, crashing.sid).status == "sent"
+        )
+    )
     assert delivered(sim) == Counter({("15553000001", "answered"): 1, ("15553000002", "crashes"): 1})
     assert supervisor.restarts(NUMBER) == 1 and supervisor.states() == {NUMBER: "running"}
 
@@ -319,9 +326,9 @@ async def test_an_outcome_that_can_never_be_written_leaves_the_outbox_and_is_not
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
     with structlog.testing.capture_logs() as logs:
-        poisoned = await submit(writer, actor, NUMBER, "+15554000001", "poisoned")
-        after = await submit(writer, actor, NUMBER, "+15554000001", "after")
-        await wait_for(lambda: status_of(writer, after) == "sent")
+        poisoned = await submit(writer, actor, "+15554000001", "poisoned", number=NUMBER)
+        after = await submit(writer, actor, "+15554000001", "after", number=NUMBER)
+        await wait_for(lambda: record_of(writer, after.sid).status == "sent")
     assert delivered(sim) == Counter({("15554000001", "poisoned"): 1, ("15554000001", "after"): 1})
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
     assert supervisor.restarts(NUMBER) == 0
@@ -344,7 +351,7 @@ async def test_a_successor_commits_its_predecessors_outcomes_instead_of_sending_
     disk = FailingCommits(writer, monkeypatch)
     supervisor = Supervisor([old], base_delay=0.1)
     await nursery.start(supervisor.run)
-    records = [await submit(writer, None, NUMBER, f"+1555500{i:04d}", "once") for i in range(4)]
+    records = [await submit(writer, None, f"+1555500{i:04d}", "once", number=NUMBER) for i in range(4)]
     disk.error = lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")  # no map_max: the map cannot grow
     for r in records:
         assert r.outbox_seq is not None
@@ -355,13 +362,13 @@ async def test_a_successor_commits_its_predecessors_outcomes_instead_of_sending_
     assert len(held) == 4 and supervisor.actor(NUMBER) is new
     await trio.sleep(30)
     disk.error = None
-    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in records))
     assert sum(delivered(sim).values()) == 4 and set(delivered(sim).values()) == {1}
     assert len(held) == 0 and new.statistics().storage is None
 
 
 async def test_recording_an_outcome_twice_changes_nothing(writer: Store) -> None:
-    record = await submit(writer, None, NUMBER, "+15556000001", "hello")
+    record = await submit(writer, None, "+15556000001", "hello", number=NUMBER)
     seq = record.outbox_seq
     assert seq is not None
     await writer.write(ledger.mark_sent(NUMBER, seq, record.sid, "wamid.A", WALL_START))
@@ -393,7 +400,7 @@ async def test_a_new_recipients_tier_count_that_cannot_be_written_holds_its_send
     await trio.sleep(60)
     assert api.attempts == [] and actor.statistics().tier_used == 0
     disk.error = None
-    await wait_for(lambda: status_of(writer, record) == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert len(api.sent) == 1 and not actor.storage_failing
     assert [key for key, _ in writer.scan(b"tier", number_key(NUMBER))] == [
         number_key(NUMBER, b"15557000001")
@@ -512,7 +519,7 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
     old = supervisor.actor(NUMBER)
     assert old is not None
     disk = FailingCommits(writer, monkeypatch)
-    records = [await submit(writer, None, NUMBER, f"+1555800{i:04d}", "once") for i in range(3)]
+    records = [await submit(writer, None, f"+1555800{i:04d}", "once", number=NUMBER) for i in range(3)]
     disk.error = OSError(errno.ENOSPC, "No space left on device")
     for r in records:
         assert r.outbox_seq is not None
@@ -529,7 +536,7 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
     await trio.sleep(30)
     assert sum(delivered(sim).values()) == 3 and new.storage_failing
     disk.error = None
-    await wait_for(lambda: all(status_of(writer, r) == "sent" for r in records))
+    await wait_for(lambda: all(record_of(writer, r.sid).status == "sent" for r in records))
     assert delivered(sim) == Counter({(f"1555800{i:04d}", "once"): 1 for i in range(3)})
     assert len(new.unrecorded) == 0
 
@@ -566,7 +573,7 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
     await wait_for(lambda: actor.storage_failing)
     disk.error = None  # the next probe reaches the write, which crashes the actor
     await wait_for(lambda: supervisor.restarts(NUMBER) == 1)
-    await wait_for(lambda: status_of(writer, record) == "sent", timeout=120)
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent", timeout=120)
     assert len(api.sent) == 1 and not actor.storage_failing and len(probes) == 2
 
 

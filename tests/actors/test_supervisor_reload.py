@@ -16,7 +16,10 @@ from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.service.numbers import build_actor
 from dispatcher.service.reload import Reloader
 from dispatcher.simulator.transport import InProcessTransport
-from tests.service.test_delivery import ACCOUNT, Timed, number_config, sim_with, submit, wait_for
+from tests.helpers.configs import number_config
+from tests.helpers.daemon import ACCOUNT
+from tests.helpers.messages import submit, wait_for
+from tests.helpers.simulated import Timed, sim_with
 
 ONE, TWO = "+15550000001", "+15550000002"
 
@@ -45,8 +48,8 @@ async def test_retire_stops_one_number_and_keeps_its_outbox(
     supervisor = Supervisor(actors)
     await nursery.start(supervisor.run)
     for i in range(5):
-        await submit(writer, actors[0], ONE, "+15551230000", f"one {i}")
-        await submit(writer, actors[1], TWO, "+15551230000", f"two {i}")
+        await submit(writer, actors[0], "+15551230000", f"one {i}", number=ONE)
+        await submit(writer, actors[1], "+15551230000", f"two {i}", number=TWO)
     await wait_for(lambda: sim.counters(ONE).accepted == 1)
     await supervisor.retire(ONE, timeout=5.0)
     assert supervisor.actor(ONE) is None and ONE not in supervisor.states()
@@ -88,7 +91,7 @@ async def test_retire_cancels_an_actor_that_cannot_stop_in_time(
     stuck = build_actor(number_config(ONE), HungSends(InProcessTransport(sim, ONE)), store=writer, wall=wall)
     supervisor = Supervisor([stuck])
     await nursery.start(supervisor.run)
-    await submit(writer, stuck, ONE, "+15551230000", "its send never comes back")
+    await submit(writer, stuck, "+15551230000", "its send never comes back", number=ONE)
     await trio.sleep(5)  # request_timeout is the transport's job: this one has none
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=7.0)
@@ -106,7 +109,7 @@ async def test_an_actor_without_a_token_retires_at_once(
     supervisor = Supervisor([never])
     await nursery.start(supervisor.run)
     for i in range(pending):
-        await submit(writer, never, ONE, "+15551230000", f"waits for a token {i}")
+        await submit(writer, never, "+15551230000", f"waits for a token {i}", number=ONE)
     await trio.sleep(60)  # logging in fails and is retried every 5 s
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=7.0)
@@ -125,7 +128,7 @@ async def test_retire_cuts_a_restart_backoff_short(
     supervisor = Supervisor([actor], base_delay=1000.0, max_delay=1000.0)
     await nursery.start(supervisor.run)
     transport.fail_next = RuntimeError("bug")
-    await submit(writer, actor, ONE, "+15551230000", "crash")
+    await submit(writer, actor, "+15551230000", "crash", number=ONE)
     await wait_for(lambda: supervisor.restarts(ONE) == 1)
     began = trio.current_time()
     await supervisor.retire(ONE, timeout=5.0)
@@ -143,7 +146,7 @@ async def test_replace_hands_the_outbox_to_the_new_actor(
     await nursery.start(supervisor.run)
     old.pause()
     for i in range(3):
-        await submit(writer, old, ONE, f"+1555123000{i}", f"m{i}")
+        await submit(writer, old, f"+1555123000{i}", f"m{i}", number=ONE)
     new_transport = Timed(InProcessTransport(sim, ONE))
     new = build_actor(number_config(ONE), new_transport, store=writer, wall=wall)
     await supervisor.replace(new, timeout=5.0)
@@ -201,7 +204,7 @@ async def test_removed_numbers_drain_at_the_same_time(
         actor = supervisor.actor(number)
         assert actor is not None
         actor.pause()  # a paused number cannot drain: each removal waits its full drain_timeout
-        await submit(writer, actor, number, "+15551230000", "stays")
+        await submit(writer, actor, "+15551230000", "stays", number=number)
     current = {"config": first}
     reloader = Reloader(
         load=lambda: current["config"], config=first, supervisor=supervisor, gateway=gateway, fleet=fleet

@@ -24,8 +24,10 @@ from dispatcher.messages.templates import Template, TemplateRegistry
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
+from tests.helpers.configs import number_config
 from tests.helpers.fakes import FakeApi, error
-from tests.service.test_delivery import number_config, sim_with, wait_for
+from tests.helpers.messages import wait_for
+from tests.helpers.simulated import sim_with
 
 ACCOUNT = "AC00000000000000000000000000000001"
 ONE, TWO = "+15550000001", "+15550000002"

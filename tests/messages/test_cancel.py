@@ -12,7 +12,8 @@ from dispatcher.core.store import Store, number_key
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages import edits
 from dispatcher.messages.gateway import Gateway, NumberInfo
-from tests.actors.test_actor import NUMBER, build, status_of, submit
+from tests.actors.test_actor import NUMBER, build, submit
+from tests.helpers.messages import record_of, wait_for
 
 ACCOUNT = "AC" + "0" * 32
 OTHER = "AC" + "1" * 32
@@ -26,12 +27,6 @@ def gateway_for(store: Store, actor, wall) -> Gateway:
         numbers={NUMBER: NumberInfo(number=NUMBER, account_sid=ACCOUNT, webhook_secret="s")},
         wall=wall,
     )
-
-
-async def wait_for(predicate) -> None:
-    with trio.fail_after(3600):
-        while not predicate():  # noqa: ASYNC110 - polling on the virtual clock costs nothing
-            await trio.sleep(0.01)
 
 
 async def expect(code: int, coro) -> TwilioError:
@@ -52,10 +47,10 @@ async def test_a_queued_message_is_canceled_and_never_sent(
     await wait_for(lambda: api.in_flight == 1)
     canceled = await edits.update(gateway, ACCOUNT, second.sid, {"Status": ["canceled"]})
     assert canceled.status == "canceled" and canceled.outbox_seq is None
-    assert status_of(writer, second.sid).status == "canceled"
+    assert record_of(writer, second.sid).status == "canceled"
     # Canceling again is harmless and changes nothing.
     assert (await edits.cancel(gateway, ACCOUNT, second.sid)).date_updated == canceled.date_updated
-    await wait_for(lambda: status_of(writer, first.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, first.sid).status == "sent")
     await trio.sleep(60)
     assert [body for _, _, body in api.sent] == ["first"]
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
@@ -73,7 +68,7 @@ async def test_a_message_whose_send_has_started_cannot_be_canceled(
     record = await submit(writer, actor, "+15551234567", "on the wire")
     await wait_for(lambda: api.in_flight == 1)
     await expect(30409, edits.cancel(gateway, ACCOUNT, record.sid))
-    await wait_for(lambda: status_of(writer, record.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert [body for _, _, body in api.sent] == ["on the wire"]
 
 
@@ -89,7 +84,7 @@ async def test_the_actor_waits_for_a_cancel_being_committed_then_drops_the_messa
     await writer.write(ledger.cancel(record.sid, ACCOUNT, wall.now()))
     actor.holds.release(record.sid)
     await trio.sleep(10)
-    assert api.sent == [] and status_of(writer, record.sid).status == "canceled"
+    assert api.sent == [] and record_of(writer, record.sid).status == "canceled"
     assert actor.statistics().pending == 0
 
 
@@ -107,7 +102,7 @@ async def test_a_released_hold_whose_cancel_failed_lets_the_message_go(
     assert api.sent == []
     actor.holds.release(record.sid)
     await wait_for(lambda: len(api.sent) == 1)
-    assert status_of(writer, record.sid).status == "sent"
+    assert record_of(writer, record.sid).status == "sent"
 
 
 async def test_update_parameters_follow_twilio_rules(
@@ -125,10 +120,10 @@ async def test_update_parameters_follow_twilio_rules(
     ]:
         error = await expect(30400, edits.update(gateway, ACCOUNT, record.sid, params))
         assert error.status == 400
-    assert status_of(writer, record.sid).body == "secret code 1234"
+    assert record_of(writer, record.sid).body == "secret code 1234"
     await expect(20404, edits.update(gateway, OTHER, record.sid, {"Status": ["canceled"]}))
     await expect(20404, edits.update(gateway, ACCOUNT, "SM" + "f" * 32, {"Status": ["canceled"]}))
-    assert status_of(writer, record.sid).status == "queued"
+    assert record_of(writer, record.sid).status == "queued"
 
 
 async def test_redact_and_delete_once_finished(
@@ -140,9 +135,9 @@ async def test_redact_and_delete_once_finished(
     error = await expect(20009, edits.delete(gateway, ACCOUNT, queued.sid))
     assert error.status == 409
     await nursery.start(actor.run)
-    await wait_for(lambda: status_of(writer, queued.sid).status == "sent")
+    await wait_for(lambda: record_of(writer, queued.sid).status == "sent")
     redacted = await edits.update(gateway, ACCOUNT, queued.sid, {"Body": [""]})
-    assert redacted.body == "" and status_of(writer, queued.sid).body == ""
+    assert redacted.body == "" and record_of(writer, queued.sid).body == ""
     await expect(20404, edits.delete(gateway, OTHER, queued.sid))
     await edits.delete(gateway, ACCOUNT, queued.sid)
     assert writer.get(b"messages", ledger.sid_key(queued.sid)) is None
@@ -168,5 +163,5 @@ async def test_a_cancel_survives_a_restart_and_recovery_skips_it(
     await wait_for(lambda: len(api.sent) == 1)
     await trio.sleep(60)
     assert [body for _, _, body in api.sent] == ["kept"]
-    assert status_of(writer, kept.sid).status == "sent"
-    assert status_of(writer, dropped.sid).status == "canceled"
+    assert record_of(writer, kept.sid).status == "sent"
+    assert record_of(writer, dropped.sid).status == "canceled"

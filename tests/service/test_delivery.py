@@ -7,77 +7,14 @@ import trio
 import trio.testing
 
 from actors.supervisor import Supervisor
-from actors.transport import Headers, Response
-from dispatcher import config as configuration
 from dispatcher.core import ledger
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store, number_key
 from dispatcher.service.numbers import build_actor
-from dispatcher.simulator.config import SimNumber
-from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
-
-ACCOUNT = "AC00000000000000000000000000000001"
-DAY = 86_400.0
-
-
-def number_config(number: str, *, rate: float = 20.0, burst: int = 60) -> configuration.NumberConfig:
-    text = f"""
-[simulator]
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "test-auth-token-0123456789" }}
-[[numbers]]
-number = "{number}"
-account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
-rate = {rate}
-burst = {burst}
-"""
-    return configuration.loads(text).numbers[0]
-
-
-class Timed:
-    """Wraps a transport, recording the trio time of every message send."""
-
-    def __init__(self, inner: InProcessTransport) -> None:
-        self.inner = inner
-        self.sends: list[float] = []
-        self.fail_next: Exception | None = None
-
-    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
-        if target == b"/v1/messages":
-            if self.fail_next is not None:
-                exc, self.fail_next = self.fail_next, None
-                raise exc
-            self.sends.append(trio.current_time())
-        return await self.inner.request(method, target, headers, body)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def submit(store: Store, actor, number: str, to: str, body: str) -> MessageRecord:
-    record = MessageRecord(sid=new_sid(), account_sid=ACCOUNT, from_number=number, to_number=to, body=body)
-    seq = await store.write(ledger.accept(record))
-    if actor is not None:
-        actor.notify(seq, record)
-    return record
-
-
-async def wait_for(predicate, timeout: float = 3600.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling on the virtual clock costs nothing
-            await trio.sleep(0.01)
-
-
-def sim_with(wall: TrioWallClock, *numbers: str) -> Simulator:
-    return Simulator(
-        [SimNumber(number=n, password="Passw0rd!") for n in numbers], wall_clock=wall, status_delays=None
-    )
+from tests.helpers.configs import number_config
+from tests.helpers.messages import submit, wait_for
+from tests.helpers.simulated import DAY, Timed, sim_with
 
 
 async def test_a_burst_of_200_stays_within_60_then_20_per_second(
@@ -89,7 +26,7 @@ async def test_a_burst_of_200_stays_within_60_then_20_per_second(
     transport = Timed(InProcessTransport(sim, number))
     actor = build_actor(number_config(number), transport, store=writer, wall=wall)
     for i in range(200):  # all queued before the actor starts: a true burst
-        await submit(writer, None, number, f"+1555100{i:04d}", f"m{i}")
+        await submit(writer, None, f"+1555100{i:04d}", f"m{i}", number=number)
     start = trio.current_time()
     await nursery.start(actor.run)
     await wait_for(lambda: len(transport.sends) == 200)
@@ -110,12 +47,12 @@ async def test_token_is_refreshed_before_the_simulator_expires_it(
     sim = sim_with(wall, number)
     actor = build_actor(number_config(number), InProcessTransport(sim, number), store=writer, wall=wall)
     await nursery.start(actor.run)
-    await submit(writer, actor, number, "+15551230000", "day 0")
+    await submit(writer, actor, "+15551230000", "day 0", number=number)
     await wait_for(lambda: sim.counters(number).accepted == 1)
     assert sim.counters(number).logins == 1
     for day in range(1, 15):  # two weeks: tokens live 7 days
         await trio.sleep(DAY)
-        await submit(writer, actor, number, "+15551230000", f"day {day}")
+        await submit(writer, actor, "+15551230000", f"day {day}", number=number)
         await wait_for(lambda d=day: sim.counters(number).accepted == d + 1)
     counters = sim.counters(number)
     assert counters.rejected_401 == 0  # never used an expired token
@@ -132,11 +69,11 @@ async def test_an_early_401_triggers_one_shared_refresh(
         number_config(number, rate=1000, burst=1000), InProcessTransport(sim, number), store=writer, wall=wall
     )
     await nursery.start(actor.run)
-    await submit(writer, actor, number, "+15551230000", "first")
+    await submit(writer, actor, "+15551230000", "first", number=number)
     await wait_for(lambda: sim.counters(number).accepted == 1)
     sim.advance_clock(8 * DAY)  # the server's clock jumps: our token is now expired there
     for i in range(20):  # 20 concurrent senders, each gets a 401
-        await submit(writer, actor, number, f"+155512310{i:02d}", "after expiry")
+        await submit(writer, actor, f"+155512310{i:02d}", "after expiry", number=number)
     await wait_for(lambda: sim.counters(number).accepted == 21)
     assert sim.counters(number).logins == 2  # one login for all 401s
 
@@ -156,9 +93,9 @@ async def test_a_crashing_actor_is_restarted_and_others_keep_delivering(
     supervisor = Supervisor(actors, base_delay=1.0)
     await nursery.start(supervisor.run)
     bad.fail_next = RuntimeError("bug in the channel adapter")
-    crashed = await submit(writer, actors[0], one, "+15551230000", "crashes once")
+    crashed = await submit(writer, actors[0], "+15551230000", "crashes once", number=one)
     for i in range(20):
-        await submit(writer, actors[1], two, "+15551230000", f"steady {i}")
+        await submit(writer, actors[1], "+15551230000", f"steady {i}", number=two)
     await wait_for(lambda: sim.counters(one).accepted == 1 and sim.counters(two).accepted == 20)
     assert supervisor.restarts(one) == 1 and supervisor.restarts(two) == 0
     # The other number kept its pace (5/s) straight through the crash.

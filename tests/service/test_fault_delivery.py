@@ -8,38 +8,19 @@ import trio
 import trio.testing
 
 from actors.number import NumberActor
-from dispatcher import config as configuration
-from dispatcher.core import ledger
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, number_key
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.faults import FaultKind, FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
-from tests.service.test_delivery import ACCOUNT, Timed, sim_with, submit, wait_for
+from tests.helpers.configs import number_config
+from tests.helpers.messages import record_of, submit, wait_for
+from tests.helpers.simulated import Timed, sim_with
 
 NUMBER = "+15550000001"
 DIGITS = NUMBER[1:]
 TO = "+15551230000"
-
-
-def number_config(number: str = NUMBER, **fields: object) -> configuration.NumberConfig:
-    extra = "".join(f"{key} = {value!r}\n".replace("'", '"') for key, value in fields.items())
-    text = f"""
-[simulator]
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "test-auth-token-0123456789" }}
-[[numbers]]
-number = "{number}"
-account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
-{extra}
-"""
-    return configuration.loads(text).numbers[0]
 
 
 def setup(
@@ -56,12 +37,6 @@ def setup(
     return sim, transport, actor
 
 
-def record_of(store: Store, sid: str) -> MessageRecord:
-    raw = store.get(b"messages", ledger.sid_key(sid))
-    assert raw is not None
-    return ledger.load(raw)
-
-
 def done(store: Store, sid: str) -> bool:
     return record_of(store, sid).status in ("sent", "failed")
 
@@ -71,7 +46,7 @@ async def test_5xx_answers_are_retried_then_delivered_once(
 ) -> None:
     sim, _, actor = setup(writer, script=["error_503", "error_502", "error_500"])
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     assert sim.counters(NUMBER).accepted == 1
@@ -87,7 +62,7 @@ async def test_5xx_forever_fails_with_63012_after_max_attempts(
     )
     await nursery.start(actor.run)
     start = trio.current_time()
-    record = await submit(writer, actor, NUMBER, TO, "doomed")
+    record = await submit(writer, actor, TO, "doomed", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     failed = record_of(writer, record.sid)
     assert failed.status == "failed" and failed.error_code == 63012
@@ -102,7 +77,7 @@ async def test_refused_connections_are_retried_and_not_ambiguous(
 ) -> None:
     sim, _, actor = setup(writer, script=["refuse", "refuse"])
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     assert sim.counters(NUMBER).accepted == 1 and actor.statistics().ambiguous == 0
@@ -114,7 +89,7 @@ async def test_a_reset_is_ambiguous_retried_and_delivered_once(
     sim, _, actor = setup(writer, script=["reset"])
     await nursery.start(actor.run)
     with structlog.testing.capture_logs() as logs:
-        record = await submit(writer, actor, NUMBER, TO, "hello")
+        record = await submit(writer, actor, TO, "hello", number=NUMBER)
         await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     assert sim.counters(NUMBER).accepted == 1  # reset before the API acted: no duplicate
@@ -128,7 +103,7 @@ async def test_a_dropped_answer_is_resent_under_the_retry_policy(
 ) -> None:
     sim, _, actor = setup(writer, script=["drop"])
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     # At-least-once: WhatsApp got it twice, and the ambiguous count explains the duplicate.
@@ -140,7 +115,7 @@ async def test_a_dropped_answer_fails_under_the_fail_policy(
 ) -> None:
     sim, transport, actor = setup(writer, script=["drop"], on_ambiguous="fail")
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     failed = record_of(writer, record.sid)
     assert (
@@ -157,7 +132,7 @@ async def test_429_with_retry_after_is_honoured(
 ) -> None:
     sim, transport, actor = setup(writer, plan=FaultPlan(script=["throttle"], retry_after=7.0))
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent" and sim.counters(NUMBER).accepted == 1
     assert transport.sends[1] - transport.sends[0] == pytest.approx(7.0, abs=1e-6)
@@ -169,7 +144,7 @@ async def test_429_without_retry_after_slows_the_bucket(
 ) -> None:
     _, _, actor = setup(writer, script=["throttle"], rate=20.0, burst=20)
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     assert actor.statistics().rate_limited == 1 and actor.statistics().send_rate < 20.0
@@ -188,7 +163,7 @@ async def test_aimd_settles_just_under_the_real_limit(
     transport = Timed(InProcessTransport(sim, NUMBER))
     actor = build_actor(number_config(rate=20.0, burst=20), transport, store=writer, wall=wall)
     for i in range(1500):
-        await submit(writer, None, NUMBER, f"+1555100{i:04d}", f"m{i}")
+        await submit(writer, None, f"+1555100{i:04d}", f"m{i}", number=NUMBER)
     await nursery.start(actor.run)
     await wait_for(lambda: sim.counters(NUMBER).accepted == 1500)
     late = [t for t in transport.sends if t >= transport.sends[0] + 30]
@@ -211,7 +186,7 @@ async def test_a_token_revoked_early_is_renewed_and_the_send_goes_out_once(
 ) -> None:
     sim, _, actor = setup(writer, script=["unauthorized"])
     await nursery.start(actor.run)
-    record = await submit(writer, actor, NUMBER, TO, "hello")
+    record = await submit(writer, actor, TO, "hello", number=NUMBER)
     await wait_for(lambda: done(writer, record.sid))
     assert record_of(writer, record.sid).status == "sent"
     counters = sim.counters(NUMBER)
@@ -226,8 +201,8 @@ async def test_backoff_keeps_recipient_order_and_lets_others_through(
         writer, script=["error_503"], max_in_flight=1, backoff_base=100.0, backoff_cap=100.0
     )
     await nursery.start(actor.run)
-    first = [await submit(writer, actor, NUMBER, TO, f"a{i}") for i in range(3)]
-    others = [await submit(writer, actor, NUMBER, f"+155512399{i:02d}", f"b{i}") for i in range(5)]
+    first = [await submit(writer, actor, TO, f"a{i}", number=NUMBER) for i in range(3)]
+    others = [await submit(writer, actor, f"+155512399{i:02d}", f"b{i}", number=NUMBER) for i in range(5)]
     await wait_for(lambda: all(done(writer, r.sid) for r in first + others))
     received = sim.received(NUMBER)
     assert [m.content for m in received if m.recipient == TO[1:]] == ["a0", "a1", "a2"]
@@ -253,8 +228,8 @@ async def test_a_slow_endpoint_of_one_number_does_not_slow_another(
         await nursery.start(actor.run)
     start = trio.current_time()
     for i in range(50):
-        await submit(writer, actors[0], slow, f"+155512300{i:02d}", "slow")
-        await submit(writer, actors[1], fast, f"+155512300{i:02d}", "fast")
+        await submit(writer, actors[0], f"+155512300{i:02d}", "slow", number=slow)
+        await submit(writer, actors[1], f"+155512300{i:02d}", "fast", number=fast)
     await wait_for(lambda: sim.counters(fast).accepted == 50)
     assert trio.current_time() - start < 0.5  # the fast number never waited on the slow one
     assert sim.counters(slow).accepted < 50
@@ -267,7 +242,7 @@ async def test_stop_ends_a_backoff_and_keeps_the_message(
     _, _, actor = setup(writer, plan=FaultPlan(error_rate=1.0), backoff_base=600.0, backoff_cap=600.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
-        record = await submit(writer, actor, NUMBER, TO, "later")
+        record = await submit(writer, actor, TO, "later", number=NUMBER)
         await trio.sleep(1.0)
         start = trio.current_time()
         actor.stop()

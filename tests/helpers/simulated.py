@@ -1,0 +1,44 @@
+"""The simulator in process, for MockClock tests of actors (no sockets)."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.transport import Headers, Response
+from dispatcher.core.clock import TrioWallClock
+from dispatcher.simulator.config import SimNumber
+from dispatcher.simulator.core import Simulator
+from dispatcher.simulator.transport import InProcessTransport
+
+DAY = 86_400.0
+PASSWORD = "Passw0rd!"  # the password of tests.helpers.configs' numbers
+
+
+def sim_with(wall: TrioWallClock, *numbers: str) -> Simulator:
+    """A simulator serving On-Prem ``numbers`` on ``wall``'s clock; statuses only when a test asks."""
+    return Simulator(
+        [SimNumber(number=n, password=PASSWORD) for n in numbers], wall_clock=wall, status_delays=None
+    )
+
+
+class Timed:
+    """Wraps a transport, recording the trio time of every message send.
+
+    ``fail_next``: an exception the next send raises instead of reaching ``inner`` (once).
+    """
+
+    def __init__(self, inner: InProcessTransport) -> None:
+        self.inner = inner
+        self.sends: list[float] = []
+        self.fail_next: Exception | None = None
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        if target == b"/v1/messages":
+            if self.fail_next is not None:
+                exc, self.fail_next = self.fail_next, None
+                raise exc
+            self.sends.append(trio.current_time())
+        return await self.inner.request(method, target, headers, body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
