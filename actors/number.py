@@ -29,11 +29,8 @@ while a send awaits its answer (that send is ambiguous).
 from __future__ import annotations
 
 import gc
-import heapq
-import itertools
 import math
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal, Protocol, final
 
@@ -50,6 +47,7 @@ from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
 from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
+from actors.queues import Pending, SendQueues
 from actors.timers import Timer, Timers
 from actors.transport import (
     BodyStream,
@@ -84,17 +82,6 @@ EXPIRED: Final = (30036, "Validity period expired: the message was not sent with
 STORAGE_RETRY_BASE: Final = 0.5
 STORAGE_RETRY_CAP: Final = 10.0
 STORAGE_LOG_EVERY: Final = 60.0
-
-
-@attrs.define(eq=False, slots=True)
-class _Pending:
-    seq: int
-    sid: str
-    to_number: str
-    record: MessageRecord | None = None  # given by notify(); loaded lazily after recovery
-    attempts: int = 0
-    holds_slot: bool = True  # False while backing off (the in-flight slot is lent to others)
-    part: int = 0  # which channel message of the record (segments, media items)
 
 
 @attrs.frozen
@@ -157,13 +144,11 @@ class NumberActor:
         "_backoff_cap",
         "_bucket",
         "_budget",
-        "_busy",
         "_channel",
         "_chores",
         "_halted",
         "_host",
         "_idle_since",
-        "_known",
         "_linger",
         "_live",
         "_max_attempts",
@@ -171,13 +156,9 @@ class NumberActor:
         "_on_ambiguous",
         "_on_status",
         "_pair",
-        "_parked",
-        "_parked_seq",
         "_paused",
         "_queues",
-        "_ready",
         "_recommitting",
-        "_recovered_upto",
         "_resumed",
         "_sends",
         "_stopped",
@@ -293,47 +274,15 @@ class NumberActor:
         self.send_latency = Histogram(LATENCY_BUCKETS)
 
     def _reset(self) -> None:
-        self._queues: dict[str, deque[_Pending]] = {}
-        # Recipients whose head message can go now, FIFO; made on demand (an idle actor has none).
-        self._ready: deque[str] | None = None
-        # Recipients with a send in flight, and the seqs queued: made on demand like the ready line.
-        self._busy: set[str] | None = None
-        self._known: set[int] | None = None
-        self._recovered_upto = 0  # recovery saw every committed seq up to here
-        self._parked: list[tuple[float, int, str]] = []  # (trio time, tiebreak, recipient)
-        self._parked_seq = itertools.count()
+        self._queues = SendQueues()
 
     # -- intake -------------------------------------------------------------------
 
     def notify(self, seq: int, record: MessageRecord, part: int = 0) -> None:
         """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks."""
         self.accepted += 1
-        if self._live:
-            self._enqueue(_Pending(seq, record.sid, record.to_number, record, part=part))
-
-    def _enqueue(self, item: _Pending) -> None:
-        if item.seq <= self._recovered_upto:
-            return
-        known = self._known
-        if known is None:
-            known = self._known = set()
-        elif item.seq in known:
-            return
-        known.add(item.seq)
-        queue = self._queues.get(item.to_number)
-        if queue is None:
-            queue = self._queues[item.to_number] = deque()
-        queue.append(item)
-        if len(queue) == 1 and (self._busy is None or item.to_number not in self._busy):
-            self._make_ready(item.to_number)
-            if self._live:  # not while recovering
-                self._signal()
-
-    def _make_ready(self, recipient: str) -> None:
-        ready = self._ready
-        if ready is None:
-            ready = self._ready = deque()
-        ready.append(recipient)
+        if self._live and self._queues.add(Pending(seq, record.sid, record.to_number, record, part=part)):
+            self._signal()
 
     def _signal(self) -> None:
         """There is something to do: wake the serving task, or ask the host for one."""
@@ -355,14 +304,12 @@ class NumberActor:
             for key, value in self._store.scan(b"outbox", prefix):
                 entry = entry_decoder.decode(value)
                 seq = int.from_bytes(key[len(prefix) :], "big")
-                self._enqueue(_Pending(seq, entry.sid, entry.to_number, part=entry.part))
+                self._queues.add(Pending(seq, entry.sid, entry.to_number, part=entry.part))
                 count += 1
         finally:
             if gc_was_enabled:
                 gc.enable()
-        # Seqs are allocated in commit order, so a notify() at or below the last
-        # recovered seq is for a message recovery already queued (or delivered).
-        self._recovered_upto = max(self._known or (), default=0)
+        self._queues.recovered()
         return count
 
     # -- lifecycle ----------------------------------------------------------------
@@ -416,7 +363,7 @@ class NumberActor:
                 # queues (seen here) or finds _wakeup None and asks the host for a new serve().
                 if self._stopping or not (self._queues or self._upkeep_due):
                     if not self._queues:  # idle: let the scheduling buffers go
-                        self._ready = self._busy = self._known = None
+                        self._queues.release()
                     return
         except BaseException:
             self._live = False  # the queues may be half-updated: rebuild them from LMDB
@@ -424,7 +371,7 @@ class NumberActor:
         finally:
             self._wakeup = self._stopped = self._chores = self._sends = None
             if self._stopping:
-                log.info("actor.stopped", pending=sum(len(q) for q in self._queues.values()))
+                log.info("actor.stopped", pending=self._queues.pending())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run standalone (tests, tools) with timers of its own: recover, ``started()``, then
@@ -657,10 +604,11 @@ class NumberActor:
             # Left by an earlier run: commit them (never resend), or find storage back.
             self._start_recommit(at_once=True)
         while not self.stop_requested():
-            self._unpark_due()
-            if not self._ready:
-                if self._queues:  # messages in flight or parked
-                    deadline = self._parked[0][0] if self._parked else math.inf
+            queues = self._queues
+            queues.unpark_due(trio.current_time())
+            if not queues.has_ready():
+                if queues:  # messages in flight or parked
+                    deadline = queues.next_unpark()
                 elif self._upkeeping:
                     deadline = math.inf  # a chore under way: it wakes us when done
                 else:
@@ -679,12 +627,12 @@ class NumberActor:
             if self._storage_down is not None:  # its outcomes could not be recorded: send nothing new
                 await self._wait_for(self._storage_down)
                 continue
-            recipient = self._ready.popleft()
+            recipient = queues.pop_ready()
             new_count = False
             if self._pair is not None or self._budget is not None:
                 hold, new_count = self._admit(recipient)
                 if hold > 0:
-                    self._park(recipient, hold)
+                    queues.park(recipient, trio.current_time() + hold)
                     continue
             await slots.acquire()
             # No send without a token, or with one known to be refused; stop() ends the wait.
@@ -696,11 +644,7 @@ class NumberActor:
             if self.stop_requested():  # stop() was called while we waited
                 slots.release()
                 return
-            busy = self._busy
-            if busy is None:
-                busy = self._busy = set()
-            busy.add(recipient)
-            sends.start_soon(self._deliver_head, recipient, slots, new_count)
+            sends.start_soon(self._deliver_head, queues.begin(recipient), slots, new_count)
 
     async def _token_or_stop(self) -> bool:
         """Wait for usable credentials: True once they are, False if ``stop()`` came first."""
@@ -735,14 +679,6 @@ class NumberActor:
             self._pair.take(recipient, now)
         return 0.0, new_count
 
-    def _park(self, recipient: str, seconds: float) -> None:
-        heapq.heappush(self._parked, (trio.current_time() + seconds, next(self._parked_seq), recipient))
-
-    def _unpark_due(self) -> None:
-        now = trio.current_time()
-        while self._parked and self._parked[0][0] <= now:
-            self._make_ready(heapq.heappop(self._parked)[2])
-
     async def _wait_for(self, resumed: trio.Event) -> None:
         """Sleep until ``resumed`` (paused, or storage failing); ``stop()`` also wakes us (it
         sets the wakeup event)."""
@@ -761,9 +697,10 @@ class NumberActor:
         if wakeup.is_set():
             self._wakeup = trio.Event()
 
-    async def _deliver_head(self, recipient: str, slots: trio.Semaphore, new_count: bool = False) -> None:
-        queue = self._queues[recipient]
-        item = queue[0]
+    async def _deliver_head(self, item: Pending, slots: trio.Semaphore, new_count: bool = False) -> None:
+        """Deliver ``item``, its recipient's head message (``SendQueues.begin``), then put the
+        recipient back: on the ready line if it has more, parked if this one goes again later."""
+        recipient = item.to_number
         again: float | None = None
         try:
             if new_count and self._budget is not None and not await self._count_recipient(recipient):
@@ -771,26 +708,19 @@ class NumberActor:
             else:
                 again = await self._deliver(item, slots)
         finally:
-            assert self._busy is not None and self._known is not None  # made when it was queued
-            self._busy.discard(recipient)
+            queues = self._queues
             if again is not None:
-                self._park(recipient, again)  # the same message, later
+                queues.retry_at(recipient, trio.current_time() + again)  # the same message, later
                 self._signal()
-            else:
-                queue.popleft()
-                self._known.discard(item.seq)
-                if queue:
-                    self._make_ready(recipient)
-                    self._signal()
-                else:
-                    del self._queues[recipient]
-                    if not self._queues:
-                        self._idle_since = trio.current_time()
-                        self._signal()  # nothing left: the dispatcher starts its idle linger
+            elif queues.done(recipient):  # back on the ready line
+                self._signal()
+            elif not queues:
+                self._idle_since = trio.current_time()
+                self._signal()  # nothing left: the dispatcher starts its idle linger
             if item.holds_slot:
                 slots.release()
 
-    async def _deliver(self, item: _Pending, slots: trio.Semaphore) -> float | None:
+    async def _deliver(self, item: Pending, slots: trio.Semaphore) -> float | None:
         """Send one message until it is sent or has failed for good; the bucket slot is held.
 
         Returns None when done with the message, or the seconds after which to try it
@@ -809,7 +739,7 @@ class NumberActor:
         finally:
             self.holds.end_send(item.sid)
 
-    async def _deliver_entry(self, item: _Pending, slots: trio.Semaphore) -> float | None:
+    async def _deliver_entry(self, item: Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
         if record is None or not _sendable(record, item.part):
             await self._record(item, ledger.drop_entry(self.number, item.seq))
@@ -873,7 +803,7 @@ class NumberActor:
                         return None
             await self._bucket.acquire()
 
-    async def _pair_refused(self, item: _Pending) -> float | None:
+    async def _pair_refused(self, item: Pending) -> float | None:
         """Meta's 131056: park this recipient for 4^X s (None: gave up, the message failed)."""
         self.pair_limited += 1
         self.rate_limited += 1
@@ -912,7 +842,7 @@ class NumberActor:
             self._halted = None
         return recovered
 
-    async def _retry_or_give_up(self, item: _Pending, retry: Retry, slots: trio.Semaphore) -> bool:
+    async def _retry_or_give_up(self, item: Pending, retry: Retry, slots: trio.Semaphore) -> bool:
         """Count the failed attempt, then back off (True), or record the failure or stop (False).
 
         A stop() during the backoff ends it at once: the message stays in the outbox.
@@ -956,7 +886,7 @@ class NumberActor:
         item.holds_slot = True
         return True
 
-    async def _fail(self, item: _Pending, code: int, message: str) -> None:
+    async def _fail(self, item: Pending, code: int, message: str) -> None:
         log.warning("send.failed", status="failed", error_code=code, error=message)
         await self._record(
             item, ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
@@ -966,7 +896,7 @@ class NumberActor:
 
     # -- recording outcomes while storage fails -------------------------------------
 
-    async def _record(self, item: _Pending, write: OutcomeWrite) -> None:
+    async def _record(self, item: Pending, write: OutcomeWrite) -> None:
         """Commit the outcome of ``item``'s send. Never raises a storage failure: the outcome is
         held (``unrecorded``) from before its write until it is committed, whatever happens in
         between; while storage fails it is retried with backoff, no new send starts, and this
@@ -979,7 +909,7 @@ class NumberActor:
         else:
             self.unrecorded.recorded(item.seq)
 
-    async def _first_write_failed(self, item: _Pending, exc: BaseException) -> None:
+    async def _first_write_failed(self, item: Pending, exc: BaseException) -> None:
         """The first commit of ``item``'s outcome raised ``exc``: hand the outcome to the retrier
         and wait until it is recorded (storage), or drop the entry (a write that cannot commit),
         or re-raise (cancelled: the outcome stays held, and the next run commits it)."""
@@ -1129,7 +1059,7 @@ class NumberActor:
         """Exponential backoff with full jitter."""
         return random.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
 
-    def _load(self, item: _Pending) -> MessageRecord | None:
+    def _load(self, item: Pending) -> MessageRecord | None:
         raw = self._store.get(b"messages", ledger.sid_key(item.sid))
         return None if raw is None else ledger.load(raw)
 
@@ -1137,8 +1067,8 @@ class NumberActor:
         return ActorStatistics(
             number=self.number,
             running=self._live,
-            pending=sum(len(q) for q in self._queues.values()),
-            in_flight=len(self._busy) if self._busy else 0,
+            pending=self._queues.pending(),
+            in_flight=self._queues.in_flight(),
             sent=self.sent,
             failed=self.failed,
             retries=self.retries,
@@ -1157,7 +1087,7 @@ class NumberActor:
             send_rate=self._bucket.current_rate(),
             degraded=self.degraded,
             pair_limited=self.pair_limited,
-            parked=len(self._parked),
+            parked=self._queues.parked(),
             tier_used=self._budget.used if self._budget is not None else 0,
             tier_limit=self._budget.limit if self._budget is not None else None,
             tier_waits=self._budget.waits if self._budget is not None else 0,
