@@ -28,20 +28,25 @@ from typing import Annotated, Final
 import attrs
 import msgspec
 
+from actors.outcome import GENERIC_FAILURE
 from dispatcher.channels.cloud import twilio_code
-from dispatcher.channels.inbound_message import Profiles, digits_of
-from dispatcher.channels.onprem_webhook import Batch, WebhookError
+from dispatcher.channels.inbound_message import digits_of
+from dispatcher.channels.webhook_items import (
+    Batch,
+    Contact,
+    Id,
+    ItemReader,
+    RecipientId,
+    StatusName,
+    Text,
+    WebhookError,
+)
 from dispatcher.core import jsondecode
 from dispatcher.core.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
 
 __all__ = ["Decoded", "WebhookError", "decode", "digits_of"]
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Text = Annotated[str, msgspec.Meta(max_length=65_536)]
-GENERIC_FAILURE: Final = 30008
-
-# Cloud status -> Twilio status; ``played`` (voice), ``deleted`` and ``warning`` change nothing.
-STATUSES: Final = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+# ``played`` (voice), ``deleted`` and ``warning`` change nothing.
 IGNORED_STATUSES: Final = frozenset({"played", "deleted", "warning"})
 
 
@@ -62,20 +67,10 @@ class _Error(msgspec.Struct, kw_only=True):
 
 class _Status(msgspec.Struct, kw_only=True):
     id: Id
-    status: Annotated[str, msgspec.Meta(max_length=32)]
+    status: StatusName
     timestamp: str = "0"  # not used to apply a status
-    recipient_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    recipient_id: RecipientId = ""
     errors: list[_Error] = []
-
-
-class _Profile(msgspec.Struct, frozen=True):
-    name: Text = ""
-
-
-class _Contact(msgspec.Struct, kw_only=True):
-    wa_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    user_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    profile: _Profile = _Profile()
 
 
 class _Metadata(msgspec.Struct, kw_only=True):
@@ -88,7 +83,7 @@ class _Value(msgspec.Struct, kw_only=True):
 
     metadata: _Metadata
     messaging_product: str = "whatsapp"
-    contacts: list[_Contact] = []
+    contacts: list[Contact] = []
     messages: list[msgspec.Raw] = []
     statuses: list[_Status] = []
     errors: list[_Error] = []
@@ -124,9 +119,6 @@ _entry: Final = msgspec.json.Decoder(_Entry)
 _change: Final = msgspec.json.Decoder(_Change)
 _value: Final = msgspec.json.Decoder(_Value)
 _items: Final = msgspec.json.Decoder(_Items)
-_status_decoder: Final = msgspec.json.Decoder(_Status)
-_contact_decoder: Final = msgspec.json.Decoder(_Contact)
-_error_decoder: Final = msgspec.json.Decoder(_Error)
 
 
 @attrs.frozen
@@ -185,14 +177,7 @@ def _value_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: s
     if value.metadata.phone_number_id != phone_number_id:
         batch.note(_other_number(value.metadata, where))
         return
-    for i, status in enumerate(value.statuses):
-        _add_status(batch, status, f"{where}.statuses[{i}]")
-    profiles = Profiles()
-    for contact in value.contacts:
-        profiles.add(contact.wa_id, contact.user_id, contact.profile.name)
-    for i, message in enumerate(value.messages):
-        batch.message(message, profiles, f"{where}.messages[{i}]")
-    batch.errors.extend(ChannelError(err.code, err.text()) for err in value.errors)
+    _reader.apply(batch, f"{where}.", value.statuses, value.contacts, value.messages, value.errors)
 
 
 def _items_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:
@@ -206,31 +191,7 @@ def _items_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: s
     if items.metadata.phone_number_id != phone_number_id:
         batch.note(_other_number(items.metadata, where))
         return
-    for i, raw_status in enumerate(items.statuses):
-        at = f"{where}.statuses[{i}]"
-        try:
-            status = jsondecode.decode(_status_decoder, raw_status)
-        except msgspec.DecodeError as exc:
-            batch.note(Unapplied("bad_status", at, str(exc)[:300]))
-            continue
-        _add_status(batch, status, at)
-    profiles = Profiles()
-    for i, raw_contact in enumerate(items.contacts):
-        try:
-            contact = jsondecode.decode(_contact_decoder, raw_contact)
-        except msgspec.DecodeError as exc:
-            batch.note(Unapplied("bad_contact", f"{where}.contacts[{i}]", str(exc)[:300]))
-            continue
-        profiles.add(contact.wa_id, contact.user_id, contact.profile.name)
-    for i, message in enumerate(items.messages):
-        batch.message(message, profiles, f"{where}.messages[{i}]")
-    for i, raw_error in enumerate(items.errors):
-        try:
-            error = jsondecode.decode(_error_decoder, raw_error)
-        except msgspec.DecodeError as exc:
-            batch.note(Unapplied("bad_error", f"{where}.errors[{i}]", str(exc)[:300]))
-            continue
-        batch.errors.append(ChannelError(error.code, error.text()))
+    _reader.apply_each(batch, f"{where}.", items.statuses, items.contacts, items.messages, items.errors)
 
 
 def _other_number(metadata: _Metadata, where: str) -> Unapplied:
@@ -240,12 +201,8 @@ def _other_number(metadata: _Metadata, where: str) -> Unapplied:
 
 
 def _add_status(batch: Batch, status: _Status, where: str) -> None:
-    if status.status in IGNORED_STATUSES:
-        batch.ignored += 1
-        return
-    twilio = STATUSES.get(status.status)
+    twilio = batch.twilio_status(status.status, IGNORED_STATUSES, where)
     if twilio is None:
-        batch.note(Unapplied("unknown_status", f"{where}.status", f"unknown status {status.status[:32]!r}"))
         return
     code = message = None
     if status.errors:
@@ -262,3 +219,15 @@ def _add_status(batch: Batch, status: _Status, where: str) -> None:
             channel_id=status.id, status=twilio, error_code=code, error_message=message, recipient=recipient
         )
     )
+
+
+def _error_event(error: _Error) -> ChannelError:
+    return ChannelError(error.code, error.text())
+
+
+_reader: Final = ItemReader(
+    status_decoder=msgspec.json.Decoder(_Status),
+    error_decoder=msgspec.json.Decoder(_Error),
+    add_status=_add_status,
+    error_event=_error_event,
+)
