@@ -32,6 +32,7 @@ from actors.outcome import GENERIC_FAILURE
 from dispatcher.channels.cloud import twilio_code
 from dispatcher.channels.inbound_message import digits_of
 from dispatcher.channels.webhook_items import (
+    STATUSES,
     Batch,
     Contact,
     Id,
@@ -201,8 +202,9 @@ def _other_number(metadata: _Metadata, where: str) -> Unapplied:
 
 
 def _add_status(batch: Batch, status: _Status, where: str) -> None:
-    twilio = batch.twilio_status(status.status, IGNORED_STATUSES, where)
+    twilio = STATUSES.get(status.status)
     if twilio is None:
+        batch.unmapped(status.status, IGNORED_STATUSES, where)
         return
     code = message = None
     if status.errors:

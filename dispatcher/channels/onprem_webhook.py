@@ -23,6 +23,7 @@ import msgspec
 from actors.outcome import GENERIC_FAILURE
 from dispatcher.channels.onprem import TWILIO_CODE
 from dispatcher.channels.webhook_items import (
+    STATUSES,
     Batch,
     Contact,
     Id,
@@ -154,8 +155,9 @@ def _add_status(batch: Batch, status: _Status, where: str) -> None:
         batch.note(
             Unapplied("bad_field", f"{where}.timestamp", f"expected 1 to 12 digits, got {timestamp[:20]!r}")
         )
-    twilio = batch.twilio_status(status.status, IGNORED_STATUSES, where)
+    twilio = STATUSES.get(status.status)
     if twilio is None:
+        batch.unmapped(status.status, IGNORED_STATUSES, where)
         return
     code = message = None
     if status.errors:

@@ -68,15 +68,12 @@ class Batch:
         if unapplied is not None:
             self.unapplied.append(unapplied)
 
-    def twilio_status(self, status: str, ignored: frozenset[str], where: str) -> str | None:
-        """The Twilio status for a WhatsApp one; None (counted or noted) when it changes nothing."""
+    def unmapped(self, status: str, ignored: frozenset[str], where: str) -> None:
+        """A status not in ``STATUSES``: counted when the channel ignores it, else noted as unknown."""
         if status in ignored:
             self.ignored += 1
-            return None
-        twilio = STATUSES.get(status)
-        if twilio is None:
+        else:
             self.note(Unapplied("unknown_status", f"{where}.status", f"unknown status {status[:32]!r}"))
-        return twilio
 
     def each(
         self, raws: list[msgspec.Raw], decoder: msgspec.json.Decoder[T], problem: str, where: str
@@ -132,9 +129,9 @@ class ItemReader(Generic[S, E]):
         errors: list[E],
     ) -> None:
         """The items of a payload the typed pass read (messages stay raw: each is read alone)."""
-        add_status = self.add_status
+        add_status, prefix = self.add_status, f"{where}statuses"
         for i, status in enumerate(statuses):
-            add_status(batch, status, f"{where}statuses[{i}]")
+            add_status(batch, status, f"{prefix}[{i}]")
         profiles = Profiles()
         for contact in contacts:
             profiles.add(contact.wa_id, contact.user_id, contact.profile.name)
