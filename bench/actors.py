@@ -38,7 +38,7 @@ import trio.testing
 from actors.http.pool import H11Pool
 from actors.number import NumberActor
 from actors.supervisor import Supervisor
-from bench.procstat import rss_mb
+from bench._harness import rss_mb
 from dispatcher.config import NumberConfig, Secret
 from dispatcher.core import ledger, logs
 from dispatcher.core.clock import SystemWallClock

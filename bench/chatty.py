@@ -29,7 +29,7 @@ import trio
 from actors.http.pool import H11Pool
 from actors.pacing.pairrate import PairLimiter
 from bench import cloud
-from bench.e2e import create_path, front_headers, number_digits
+from bench._harness import create_path, front_headers, number_digits
 
 _POLL = 0.05  # seconds between status polls of the messages that may have left
 _SENT = frozenset({"sent", "delivered", "read"})

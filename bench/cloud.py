@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from actors.http.pool import H11Pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,25 +159,3 @@ def run_peer(sim_url: str, messages: int, sweep: str, timeout: float = 600.0) ->
         raise RuntimeError(f"bench.peer printed nothing (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
-
-
-async def wait_sim(pool: H11Pool, timeout: float = 30.0) -> None:
-    """Until the simulator answers its control API."""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                if (await pool.request(b"GET", b"/_sim/cloud/numbers", [], b"")).status == 200:
-                    return
-            except Exception:
-                pass
-            await trio.sleep(0.1)
-
-
-async def register(sim_url: str, numbers: list[dict[str, Any]]) -> None:
-    """Wait for the simulator at ``sim_url``, then serve ``numbers`` there."""
-    pool = H11Pool(sim_url, max_connections=1)
-    try:
-        await wait_sim(pool)
-        await add_sim_numbers(pool, numbers)
-    finally:
-        await pool.aclose()

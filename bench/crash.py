@@ -44,20 +44,20 @@ import trio
 
 from actors.http.pool import H11Pool
 from actors.transport import TransportError
-from bench.e2e import (
+from bench._harness import (
     create_path,
+    free_port,
     front_headers,
     number_digits,
     register_numbers,
     start_daemon,
     start_simulator,
-    stop_daemon,
+    stop_process,
     wait_ready,
     write_config,
 )
-from bench.procstat import free_port
 
-MAX_IN_FLIGHT = 64  # what bench.e2e.write_config gives every number
+MAX_IN_FLIGHT = 64  # what bench._harness.write_config gives every number
 
 
 class Load:
@@ -140,7 +140,7 @@ async def crash_run(
     port, sim_port = free_port(), free_port()
     url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
     cfg = write_config(workdir / "data", port, sim_port, numbers, rate, 50, burst=int(rate), embedded=False)
-    sim_proc = start_simulator(sim_port, 50)
+    sim_proc = start_simulator(sim_port, "--webhook-batch", "50")
     daemon: subprocess.Popen[bytes] | None = None
     sim = H11Pool(sim_url, max_connections=1)
     load = Load(url, numbers, concurrency)
@@ -177,8 +177,8 @@ async def crash_run(
     finally:
         await sim.aclose()
         if daemon is not None and daemon.poll() is None:
-            await trio.to_thread.run_sync(stop_daemon, daemon)
-        await trio.to_thread.run_sync(stop_daemon, sim_proc)
+            await trio.to_thread.run_sync(stop_process, daemon)
+        await trio.to_thread.run_sync(stop_process, sim_proc)
     counts = Counter(b for bodies in got.values() for b in bodies)
     duplicates = {b: n - 1 for b, n in counts.items() if n > 1}
     explained = sum(dup for body, dup in duplicates.items() if _in_flight_at_a_kill(body, got, kill_marks))

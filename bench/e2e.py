@@ -31,15 +31,11 @@ Prints a summary on stderr and one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,236 +43,27 @@ import trio
 
 from actors.http.pool import H11Pool
 from bench import cloud
+from bench._harness import (
+    BATCH_PATH,
+    batch_bodies,
+    cpu_seconds,
+    create_bodies,
+    create_path,
+    free_port,
+    front_headers,
+    number_digits,
+    register_cloud_numbers,
+    register_numbers,
+    rss_mb,
+    sim_counts,
+    start_daemon,
+    start_simulator,
+    stop_process,
+    wait_ready,
+    write_config,
+)
 from bench.floor import Server, server_case
-from bench.procstat import cpu_seconds, free_port, rss_mb
 from bench.progress import Bars, bars
-
-ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "AC00000000000000000000000000000001"
-TOKEN = "sandbox-auth-token"
-PASSWORD = "Bench-Passw0rd!"
-
-
-def number_digits(i: int) -> str:
-    return f"1555000{i:04d}"
-
-
-def webhook_secret(i: int) -> str:
-    return f"bench-webhook-secret-{i}"
-
-
-def write_config(
-    data_dir: Path,
-    port: int,
-    sim_port: int,
-    numbers: int,
-    rate: float,
-    webhook_batch: int,
-    *,
-    burst: int | None = None,
-    embedded: bool = True,
-    channel: str = "onprem",
-    max_in_flight: int = 64,
-) -> Path:
-    """N numbers on a simulator enforcing the same ``rate``/``burst`` as the numbers.
-
-    ``embedded``: the daemon runs the simulator itself (``simulated = true``);
-    otherwise the numbers point at a simulator process on ``sim_port`` (``start_simulator``).
-    ``channel = "cloud"``: Cloud API numbers (``bench.cloud``), ``rate`` as their throughput.
-    """
-    burst = int(rate) if burst is None else burst
-    parts = [
-        f"""
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 2048
-[log]
-level = "warning"
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{TOKEN}" }}
-"""
-    ]
-    if embedded:
-        parts.append(
-            f"""
-[simulator]
-listen = "127.0.0.1:{sim_port}"
-rate = {rate}
-burst = {burst}
-webhook_batch = {webhook_batch}
-"""
-        )
-    for i in range(numbers):
-        if channel == "cloud":
-            where = "simulated = true" if embedded else f'endpoints = ["http://127.0.0.1:{sim_port}"]'
-            section = cloud.number_section(i, number_digits(i), ACCOUNT, where, rate, burst, max_in_flight)
-            parts.append(section)
-            continue
-        where = (
-            "simulated = true"
-            if embedded
-            # Load goes to customers who never wrote: no 24 h window to enforce.
-            else f'endpoints = ["http://127.0.0.1:{sim_port}/{number_digits(i)}"]\nenforce_window = false'
-        )
-        parts.append(
-            f"""
-[[numbers]]
-number = "+{number_digits(i)}"
-account = "{ACCOUNT}"
-{where}
-password = {{ value = "{PASSWORD}" }}
-webhook_secret = {{ value = "{webhook_secret(i)}" }}
-rate = {rate}
-burst = {burst}
-max_in_flight = {max_in_flight}
-"""
-        )
-    path = data_dir.parent / "bench.toml"
-    path.write_text("".join(parts))
-    return path
-
-
-async def wait_ready(url: str, timeout: float = 30.0) -> None:
-    pool = H11Pool(url, max_connections=1)
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                resp = await pool.request(b"GET", b"/healthz", [], b"")
-                if resp.status == 200:
-                    break
-            except Exception:
-                pass
-            await trio.sleep(0.1)
-    await pool.aclose()
-
-
-def start_simulator(sim_port: int, webhook_batch: int) -> subprocess.Popen[bytes]:
-    """The simulator as its own process (numbers are added by ``register_numbers``)."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dispatcher.simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            # A number nobody sends to: the CLI serves a default one otherwise.
-            "--number",
-            "+19990000000:unused-Passw0rd!",
-            "--webhook-batch",
-            str(webhook_batch),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-async def register_numbers(sim_url: str, port: int, numbers: int, rate: float, burst: int) -> None:
-    """Serve the bench numbers in the simulator process, their webhooks aimed at the daemon."""
-    pool = H11Pool(sim_url, max_connections=1)
-    try:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    if (await pool.request(b"GET", b"/_sim/counters", [], b"")).status == 200:
-                        break
-                except Exception:
-                    pass
-                await trio.sleep(0.1)
-        for i in range(numbers):
-            body = json.dumps(
-                {
-                    "number": f"+{number_digits(i)}",
-                    "password": PASSWORD,
-                    "webhook_url": f"http://127.0.0.1:{port}/webhooks/onprem/{number_digits(i)}/{webhook_secret(i)}",
-                    "rate": rate,
-                    "burst": burst,
-                }
-            ).encode()
-            resp = await pool.request(
-                b"POST", b"/_sim/numbers", [(b"content-type", b"application/json")], body
-            )
-            if resp.status != 201:
-                raise RuntimeError(f"simulator refused number {i}: {resp.status} {resp.body!r}")
-    finally:
-        await pool.aclose()
-
-
-async def sim_counts(pool: H11Pool) -> tuple[int, int]:
-    """(messages the simulator accepted, 429s it answered), over every number."""
-    resp = await pool.request(b"GET", b"/_sim/counters", [], b"")
-    numbers = json.loads(resp.body)["numbers"].values()
-    return sum(c["accepted"] for c in numbers), sum(c["rejected_429"] for c in numbers)
-
-
-def front_headers() -> list[tuple[bytes, bytes]]:
-    auth = b"Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode())
-    return [(b"authorization", auth), (b"content-type", b"application/x-www-form-urlencoded")]
-
-
-BATCH_PATH = b"/v1/messages:batch"
-
-
-def create_path() -> bytes:
-    return f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
-
-
-def recipient(i: int, channel: str = "onprem") -> str:
-    """Message ``i``'s recipient: 1000 of them round-robin, or one per message on Cloud (pair rate)."""
-    return cloud.recipient(i) if channel == "cloud" else f"+1555123{i % 1000:04d}"
-
-
-def create_bodies(numbers: int, messages: int, channel: str = "onprem") -> list[bytes]:
-    """Twilio-form creates, round-robin over the numbers (recipients: ``recipient``)."""
-    return [
-        urllib.parse.urlencode(
-            {
-                "From": f"whatsapp:+{number_digits(i % numbers)}",
-                "To": f"whatsapp:{recipient(i, channel)}",
-                "Body": f"Your code is {i:06d}. It expires in 10 minutes.",
-            }
-        ).encode()
-        for i in range(messages)
-    ]
-
-
-def batch_bodies(numbers: int, messages: int, size: int, channel: str = "onprem") -> list[tuple[bytes, int]]:
-    """``POST /v1/messages:batch`` JSON arrays of up to ``size`` messages: (body, count)."""
-    items = [
-        {
-            "from": f"whatsapp:+{number_digits(i % numbers)}",
-            "to": f"whatsapp:{recipient(i, channel)}",
-            "body": f"Your code is {i:06d}. It expires in 10 minutes.",
-        }
-        for i in range(messages)
-    ]
-    return [
-        (json.dumps(items[lo : lo + size]).encode(), len(items[lo : lo + size]))
-        for lo in range(0, messages, size)
-    ]
-
-
-def start_daemon(cfg: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dispatcher", "run", "--config", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the daemon drains), then SIGKILL if it has not exited within 30 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def drive(
@@ -517,7 +304,11 @@ def main() -> int:
             channel=args.channel,
             max_in_flight=args.max_in_flight,
         )
-        sim_proc = None if args.embedded_sim else start_simulator(sim_port, args.webhook_batch)
+        sim_proc = (
+            None
+            if args.embedded_sim
+            else start_simulator(sim_port, "--webhook-batch", str(args.webhook_batch))
+        )
         proc = None
         try:
             if sim_proc is not None and args.channel == "cloud":
@@ -527,7 +318,7 @@ def main() -> int:
                     )
                     for i in range(args.numbers)
                 ]
-                trio.run(cloud.register, sim_url, numbers)
+                trio.run(register_cloud_numbers, sim_url, numbers)
             elif sim_proc is not None:
                 trio.run(register_numbers, sim_url, port, args.numbers, args.rate, burst)
             proc = start_daemon(cfg)
@@ -535,7 +326,7 @@ def main() -> int:
             peer = None
             if args.peer:  # the daemon is up and idle: same simulator, same machine state
                 peer_number = cloud.peer_number(args.rate * args.numbers, burst * args.numbers)
-                trio.run(cloud.register, sim_url, [peer_number])
+                trio.run(register_cloud_numbers, sim_url, [peer_number])
                 peer = cloud.run_peer(sim_url, args.peer_messages, args.peer_sweep)
             sim_pid = None if sim_proc is None else sim_proc.pid
             result = trio.run(drive, args, url, sim_url, proc.pid, sim_pid)
@@ -543,9 +334,9 @@ def main() -> int:
                 result.update(peer_results(peer, cast(float, result["delivered_per_s"])))
         finally:
             if proc is not None:
-                stop_daemon(proc)
+                stop_process(proc)
             if sim_proc is not None:
-                stop_daemon(sim_proc)
+                stop_process(sim_proc)
     if args.quart_floor:
         with Server("quart") as server:
             floor = trio.run(server_case, server, 2.0)

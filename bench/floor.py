@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 from actors.http.pool import H11Pool
-from bench.procstat import cpu_seconds
+from bench._harness import cpu_seconds
 from dispatcher.core.models import MessageRecord, record_decoder, record_encoder
 
 TARGET = b"/v1/messages"

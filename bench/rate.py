@@ -51,17 +51,17 @@ import trio
 
 from actors.http.pool import H11Pool
 from bench import chatty, cloud
-from bench.e2e import (
+from bench._harness import (
     create_bodies,
     create_path,
+    free_port,
     front_headers,
     number_digits,
     start_daemon,
-    stop_daemon,
+    stop_process,
     wait_ready,
     write_config,
 )
-from bench.procstat import free_port
 
 Samples = list[tuple[float, int]]
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(wait_ready, url)
             result = trio.run(chatty.drive if args.chatty else drive, args, url, sim_url)
         finally:
-            stop_daemon(proc)
+            stop_process(proc)
     if args.chatty:
         print({k: v for k, v in result.items() if k != "channel"}, file=sys.stderr)
     for number, figures in result.get("numbers", {}).items():

@@ -22,9 +22,7 @@ import argparse
 import base64
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import cpu_seconds, free_port, start_simulator, stop_process, wait_ready  # noqa: E402
 from dispatcher.simulator import SimNumber, SimRequest, Simulator  # noqa: E402
 
 NUMBER = "+15550000001"
@@ -40,14 +39,6 @@ PASSWORD = "secret"
 PREFIX = b"/15550000001"
 RECIPIENTS = 1000
 WARMUP = 0.5
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (fields 14 and 15 of /proc/PID/stat), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _message(i: int) -> bytes:
@@ -124,9 +115,9 @@ async def _drive(host: str, port: int, pid: int, connections: int, duration: flo
 
     async def meter() -> None:
         await trio.sleep_until(measure_from)
-        cpu["server"], cpu["client"] = _cpu_seconds(pid), time.process_time()
+        cpu["server"], cpu["client"] = cpu_seconds(pid), time.process_time()
         await trio.sleep_until(stop_at)
-        cpu["server"], cpu["client"] = _cpu_seconds(pid) - cpu["server"], time.process_time() - cpu["client"]
+        cpu["server"], cpu["client"] = cpu_seconds(pid) - cpu["server"], time.process_time() - cpu["client"]
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(meter)
@@ -165,30 +156,17 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
 
-    argv = [sys.executable, "-m", "dispatcher.simulator", "--listen", "127.0.0.1:0"]
-    argv += ["--number", f"{NUMBER}:{PASSWORD}", "--rate", "1e9", "--burst", "1000000000"]
-    argv += ["--status-delays", "off", "--log-level", "warning"]
-    server = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+    port = free_port()
+    server = start_simulator(
+        port,
+        *("--rate", "1e9", "--burst", "1000000000", "--status-delays", "off"),
+        number=f"{NUMBER}:{PASSWORD}",
     )
     try:
-        assert server.stdout is not None
-        url = ""
-        for line in server.stdout:
-            if "listening on http://" in line:
-                url = line.strip().rsplit(" ", 1)[1]
-                break
-        if not url:
-            raise SystemExit(f"simulator did not start (exit {server.wait()})")
-        threading.Thread(target=server.stdout.read, daemon=True).start()  # keep its stdout pipe drained
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        stats = trio.run(_drive, host, int(port), server.pid, args.connections, args.duration)
+        trio.run(wait_ready, f"http://127.0.0.1:{port}", b"/_sim/counters")
+        stats = trio.run(_drive, "127.0.0.1", port, server.pid, args.connections, args.duration)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_process(server)
     core = trio.run(_core_rate, 1.0)
 
     result = {

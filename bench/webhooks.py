@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,46 +29,27 @@ from typing import Any
 import trio
 
 from actors.http.pool import H11Pool
-from bench.e2e import (
+from bench._harness import (
     ACCOUNT,
     BATCH_PATH,
     batch_bodies,
+    cpu_seconds,
+    free_port,
     front_headers,
     number_digits,
     register_numbers,
+    rss_mb,
     sim_counts,
     start_daemon,
-    stop_daemon,
+    start_simulator,
+    stop_process,
     wait_ready,
     webhook_secret,
     write_config,
 )
-from bench.procstat import cpu_seconds, free_port, rss_mb
 
-ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ("sent", "delivered", "read")
 SAMPLE = 50
-
-
-def start_simulator(sim_port: int) -> subprocess.Popen[bytes]:
-    """The simulator with its own status webhooks off: this bench posts them."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dispatcher.simulator",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-            "--number",
-            "+19990000000:unused-Passw0rd!",
-            "--status-delays",
-            "off",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 async def deliver(args: argparse.Namespace, url: str, sim_url: str) -> list[str]:
@@ -179,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         port, sim_port = free_port(), free_port()
         url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
         cfg = write_config(Path(tmp) / "data", port, sim_port, args.numbers, 100_000.0, 1, embedded=False)
-        sim_proc = start_simulator(sim_port)
+        sim_proc = start_simulator(sim_port, "--status-delays", "off")  # this bench posts the statuses
         proc = None
         try:
             trio.run(register_numbers, sim_url, port, args.numbers, 100_000.0, 100_000)
@@ -194,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             result["sample"] = min(SAMPLE, len(sids))
         finally:
             if proc is not None:
-                stop_daemon(proc)
-            stop_daemon(sim_proc)
+                stop_process(proc)
+            stop_process(sim_proc)
     for key, value in result.items():
         print(f"{key:>26}: {value}", file=sys.stderr)
     print(json.dumps(result), flush=True)
