@@ -44,10 +44,9 @@ from tests.actors.test_cloud_actor import build as cloud_build
 from tests.actors.test_cloud_actor import submit as cloud_submit
 from tests.helpers.configs import number_config
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
-from tests.helpers.messages import record_of, submit, wait_for
+from tests.helpers.messages import record_of, submit, wait_for, wait_status
+from tests.helpers.metrics import parse, value
 from tests.helpers.simulated import sim_with
-from tests.ops.test_metrics import parse, value
-from tests.service.test_daemon import wait_status
 
 NUMBER = "+15550000001"
 WALL_START = 1_700_000_000.0

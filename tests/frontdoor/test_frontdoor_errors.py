@@ -16,7 +16,7 @@ from dispatcher.frontdoor.app import MAX_BODY, make_app
 from dispatcher.frontdoor.errors import REQUEST_ID_HEADER, LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from tests.frontdoor.test_fastlane import asgi_post
-from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon
+from tests.helpers.daemon import ACCOUNT, PNID, messages_path, running_daemon
 from tests.helpers.frontdoor_routes import (
     BATCH,
     BODY_ROUTES,
@@ -29,7 +29,6 @@ from tests.helpers.frontdoor_routes import (
     hostile_config,
     snapshot,
 )
-from tests.service.test_cloud_daemon import PNID
 
 REQUEST_ID = re.compile(r"^RQ[0-9a-f]{32}$")
 

@@ -32,7 +32,7 @@ from tests.helpers.frontdoor_routes import (
     Route,
     hostile_config,
 )
-from tests.ops.test_metrics import parse, value
+from tests.helpers.metrics import parse, value
 
 BODY_TIMEOUT = 0.3
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dispatcher.service.daemon import Running
-from tests.helpers.daemon import ACCOUNT, NUMBERS, running_daemon
+from tests.helpers.daemon import ACCOUNT, CLOUD, NUMBERS, PNID, running_daemon
 from tests.helpers.frontdoor_routes import (
     BATCH,
     CLOUD_HOOK,
@@ -42,7 +42,6 @@ from tests.helpers.frontdoor_routes import (
     hostile_config,
     snapshot,
 )
-from tests.service.test_cloud_daemon import CLOUD, PNID
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping
 
 from dispatcher import config as configuration
-from tests.helpers.daemon import ACCOUNT
 
+ACCOUNT = "AC00000000000000000000000000000001"
 NUMBER = "+15550000001"
 CLOUD = "+15550009999"
 PNID = "106540352242922"

@@ -12,10 +12,21 @@ import trio
 
 from dispatcher import config as configuration
 from dispatcher.service.daemon import Running, run_daemon
+from tests.helpers.configs import ACCOUNT, cloud_table
 
-ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "sandbox-auth-token"
 NUMBERS = ("+15550000001", "+15550000002", "+15550000003")
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+"""The admin API's credential, as request headers."""
+ADMIN_SECTION = f'[admin]\ntoken = {{ value = "{ADMIN_TOKEN}" }}\n'
+# The Cloud number of ``mixed_config``.
+CLOUD = "+15550009999"
+PNID = "106540352242922"
+CLOUD_TOKEN = "EAAsystemuser"
+SECRET = "app-secret-0123456789"
+VERIFY = "verify-me-0123456789"
+CUSTOMER = "+16505551234"
 
 
 def sandbox_config(
@@ -62,6 +73,27 @@ auth_token = {{ value = "{TOKEN}" }}
 {extra}
 """
     return configuration.loads(text)
+
+
+def admin_config(data_dir: Path, **kw: Any) -> configuration.Config:
+    """The sandbox with the admin API (``ADMIN_TOKEN``); ``kw`` as for ``sandbox_config``."""
+    return sandbox_config(data_dir, extra=ADMIN_SECTION, **kw)
+
+
+def mixed_config(
+    data_dir: Path, cloud: dict[str, object] | None = None, extra_sections: str = ""
+) -> configuration.Config:
+    """The sandbox plus a simulated Cloud number ``CLOUD``; ``cloud`` adds keys to its ``[numbers.cloud]``."""
+    table = cloud_table(
+        CLOUD,
+        phone_number_id=PNID,
+        access_token=CLOUD_TOKEN,
+        app_secret=SECRET,
+        verify_token=VERIFY,
+        simulated=True,
+        cloud=cloud,
+    )
+    return sandbox_config(data_dir, extra=extra_sections + table)
 
 
 @asynccontextmanager

@@ -18,9 +18,17 @@ import msgspec
 from dispatcher.config import Config
 from dispatcher.core.store import DB_NAMES, Store
 from dispatcher.frontdoor.cloud_routes import SIGNATURE_HEADER, signature
-from tests.helpers.daemon import ACCOUNT, TOKEN, messages_path, sandbox_config
-from tests.ops.test_admin import ADMIN, ADMIN_SECTION
-from tests.service.test_cloud_daemon import CLOUD, SECRET, mixed_config
+from tests.helpers.daemon import (
+    ACCOUNT,
+    ADMIN,
+    ADMIN_SECTION,
+    CLOUD,
+    SECRET,
+    TOKEN,
+    messages_path,
+    mixed_config,
+    sandbox_config,
+)
 
 BASIC = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
 FORM = "application/x-www-form-urlencoded"

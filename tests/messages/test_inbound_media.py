@@ -38,7 +38,7 @@ from tests.helpers.http_servers import (
     url,
     wait_for_close,
 )
-from tests.webhooks.test_callbacks_e2e import wait_status
+from tests.helpers.messages import wait_status
 
 NUMBER = "+15550000009"
 CUSTOMER = "15551234567"

@@ -17,8 +17,7 @@ import trio
 
 from dispatcher.core import callbacks
 from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
-from tests.helpers.messages import wait_for
-from tests.service.test_daemon import wait_status
+from tests.helpers.messages import wait_for, wait_status
 
 SENDER: Final = "+15550000001"
 LONG_HOST_CALLBACK: Final = "http://" + "a" * 600 + ".example.com/cb"

@@ -4,34 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from dispatcher import config as configuration
-from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
+from tests.helpers.daemon import (
+    ACCOUNT,
+    ADMIN,
+    ADMIN_SECTION,
+    ADMIN_TOKEN,
+    admin_config,
+    messages_path,
+    running_daemon,
+    sandbox_config,
+)
+from tests.helpers.messages import create
 
-ADMIN_TOKEN = "admin-token-0123456789abcdef"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-ADMIN_SECTION = f'[admin]\ntoken = {{ value = "{ADMIN_TOKEN}" }}\n'
 SENDER = "+15550000001"
-
-
-def admin_config(tmp_path: Path, **kw: object) -> configuration.Config:
-    return sandbox_config(tmp_path / "data", extra=ADMIN_SECTION, **kw)  # type: ignore[arg-type]
-
-
-async def send(client: httpx.AsyncClient, body: str, frm: str = SENDER, to: str = "+15551234567") -> str:
-    resp = await client.post(
-        messages_path(), data={"From": f"whatsapp:{frm}", "To": f"whatsapp:{to}", "Body": body}
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["sid"])
+CUSTOMER = "+15551234567"
 
 
 async def test_admin_routes_need_the_admin_bearer_token(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (daemon, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (daemon, client):
             url = "/admin/v1/status"
             # The account's Basic credential is not an admin credential.
             resp = await client.get(url)
@@ -70,8 +65,8 @@ def test_admin_token_must_be_long_enough(tmp_path: Path) -> None:
 
 async def test_status_lists_every_number(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (_, client):
-            sid = await send(client, "hello")
+        async with running_daemon(admin_config(tmp_path / "data")) as (_, client):
+            sid = await create(client, SENDER, CUSTOMER, "hello")
             with trio.fail_after(10):
                 while True:
                     if (await client.get(messages_path(sid))).json()["status"] != "queued":
@@ -96,11 +91,11 @@ async def test_status_lists_every_number(tmp_path: Path) -> None:
 
 async def test_pause_holds_messages_in_the_outbox_and_resume_sends_them(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (daemon, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (daemon, client):
             resp = await client.post("/admin/v1/numbers/+15550000001/pause", headers=ADMIN, auth=None)
             assert resp.status_code == 200
             assert resp.json() == {"number": SENDER, "state": "paused", "outbox": 0}
-            sids = [await send(client, f"m{i}", to=f"+1555123000{i}") for i in range(3)]
+            sids = [await create(client, SENDER, f"+1555123000{i}", f"m{i}") for i in range(3)]
             await trio.sleep(0.3)  # real clock: give a wrongly running actor time to send
             assert daemon.simulator is not None and daemon.simulator.received(SENDER) == []
             outbox = (
@@ -128,9 +123,9 @@ async def test_pause_holds_messages_in_the_outbox_and_resume_sends_them(tmp_path
 
 async def test_drain_refuses_new_messages_and_empties_the_outbox(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (daemon, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (daemon, client):
             await client.post("/admin/v1/numbers/15550000002/pause", headers=ADMIN, auth=None)
-            await send(client, "before", frm="+15550000002")
+            await create(client, "+15550000002", CUSTOMER, "before")
             resp = await client.post("/admin/v1/numbers/15550000002/drain", headers=ADMIN, auth=None)
             assert resp.json()["state"] == "draining"  # drain also lifts a pause
             refused = await client.post(
@@ -139,7 +134,7 @@ async def test_drain_refuses_new_messages_and_empties_the_outbox(tmp_path: Path)
             )
             assert refused.status_code == 503 and refused.json()["code"] == 20503
             # Other numbers still take messages.
-            await send(client, "other", frm="+15550000003")
+            await create(client, "+15550000003", CUSTOMER, "other")
             with trio.fail_after(10):
                 while True:
                     path = "/admin/v1/numbers/15550000002/outbox"
@@ -150,12 +145,12 @@ async def test_drain_refuses_new_messages_and_empties_the_outbox(tmp_path: Path)
             assert [r.content for r in daemon.simulator.received("+15550000002")] == ["before"]
             resp = await client.post("/admin/v1/numbers/15550000002/resume", headers=ADMIN, auth=None)
             assert resp.json()["state"] == "running"
-            await send(client, "accepted again", frm="+15550000002")
+            await create(client, "+15550000002", CUSTOMER, "accepted again")
 
 
 async def test_token_refresh_logs_in_again(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (_, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (_, client):
             before = (await client.get("/admin/v1/status", headers=ADMIN, auth=None)).json()
             n1 = {n["number"]: n for n in before["numbers"]}[SENDER]
             assert n1["token_expires_in"] is not None
@@ -168,7 +163,7 @@ async def test_token_refresh_logs_in_again(tmp_path: Path) -> None:
 
 async def test_unknown_numbers_and_bad_arguments(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (_, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (_, client):
             for method, path in [
                 ("GET", "/admin/v1/numbers/15559999999/outbox"),
                 ("POST", "/admin/v1/numbers/15559999999/pause"),

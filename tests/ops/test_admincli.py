@@ -12,8 +12,7 @@ import trio
 from dispatcher import admincli
 from dispatcher.cli import main
 from dispatcher.ops.operations import Outbox, Status
-from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
-from tests.ops.test_admin import ADMIN_SECTION, ADMIN_TOKEN
+from tests.helpers.daemon import ADMIN_SECTION, ADMIN_TOKEN, messages_path, running_daemon, sandbox_config
 
 N2 = "+15550000002"
 

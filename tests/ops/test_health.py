@@ -8,15 +8,14 @@ from pathlib import Path
 
 import trio
 
-from tests.helpers.daemon import running_daemon
-from tests.ops.test_admin import ADMIN, ADMIN_TOKEN, admin_config
+from tests.helpers.daemon import ADMIN, ADMIN_TOKEN, admin_config, running_daemon
 
 DETAIL = "crash loop: 5 crashes in 60s, last OSError('/var/lib/wadispatch: token abc123 leaked')"
 
 
 async def test_the_public_page_says_degraded_and_a_code_the_admin_sees_why(tmp_path: Path) -> None:
     with trio.fail_after(30):
-        async with running_daemon(admin_config(tmp_path)) as (daemon, client):
+        async with running_daemon(admin_config(tmp_path / "data")) as (daemon, client):
             daemon.supervisor.mark_degraded("+15550000002", DETAIL, "crash_loop")
             public = await client.get("/healthz", auth=None)
             assert public.status_code == 503

@@ -6,26 +6,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.core.histogram import Histogram
 from dispatcher.core.store import Store, WriteTxn
-from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
-from tests.ops.test_admin import ADMIN, ADMIN_TOKEN
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+from tests.helpers.daemon import ADMIN, ADMIN_TOKEN, messages_path, running_daemon, sandbox_config
+from tests.helpers.metrics import parse, value
 
 
 def test_histogram_is_cumulative_and_bounds_are_inclusive() -> None:

@@ -13,65 +13,25 @@ import trio
 from pywa import WhatsApp
 from pywa.errors import TooManyMessages
 
-from dispatcher.config import Config
 from dispatcher.core import ledger
 from dispatcher.frontdoor.cloud_routes import signature
 from dispatcher.service.daemon import Running
 from dispatcher.webhooks import dedup
-from tests.helpers.daemon import ACCOUNT, running_daemon, sandbox_config
-from tests.ops.test_admin import ADMIN, ADMIN_SECTION
-from tests.ops.test_metrics import parse, value
-
-CLOUD = "+15550009999"
-PNID = "106540352242922"
-TOKEN = "EAAsystemuser"
-SECRET = "app-secret-0123456789"
-VERIFY = "verify-me-0123456789"
-CUSTOMER = "+16505551234"
-
-
-def mixed_config(data_dir: Path, cloud_extra: str = "", extra_sections: str = "") -> Config:
-    extra = (
-        extra_sections
-        + f"""
-[[numbers]]
-number = "{CLOUD}"
-account = "{ACCOUNT}"
-channel = "cloud"
-simulated = true
-[numbers.cloud]
-phone_number_id = "{PNID}"
-access_token = {{ value = "{TOKEN}" }}
-app_secret = {{ value = "{SECRET}" }}
-verify_token = {{ value = "{VERIFY}" }}
-{cloud_extra}
-"""
-    )
-    return sandbox_config(data_dir, extra=extra)
-
-
-async def create(client: httpx.AsyncClient, frm: str, body: str = "hello", to: str = CUSTOMER) -> str:
-    resp = await client.post(
-        f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json",
-        data={"From": f"whatsapp:{frm}", "To": f"whatsapp:{to}", "Body": body},
-    )
-    assert resp.status_code == 201, resp.text
-    sid: str = resp.json()["sid"]
-    return sid
-
-
-async def status_of(client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.get(f"/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json")).json()
-    return body
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, status: str) -> dict[str, Any]:
-    with trio.fail_after(10):
-        while True:
-            record = await status_of(client, sid)
-            if record["status"] == status:
-                return record
-            await trio.sleep(0.02)
+from tests.helpers.daemon import (
+    ACCOUNT,
+    ADMIN,
+    ADMIN_SECTION,
+    CLOUD,
+    CUSTOMER,
+    PNID,
+    SECRET,
+    VERIFY,
+    mixed_config,
+    running_daemon,
+)
+from tests.helpers.daemon import CLOUD_TOKEN as TOKEN
+from tests.helpers.messages import create, fetch, wait_status
+from tests.helpers.metrics import parse, value
 
 
 def hook_url(daemon: Running) -> str:
@@ -126,8 +86,8 @@ async def inbound_count(client: httpx.AsyncClient) -> int:
 
 async def test_onprem_and_cloud_numbers_deliver_in_one_daemon(tmp_path: Path) -> None:
     async with running_daemon(mixed_config(tmp_path / "data")) as (daemon, client):
-        cloud_sid = await create(client, CLOUD, "via graph")
-        onprem_sid = await create(client, "+15550000001", "via on-prem")
+        cloud_sid = await create(client, CLOUD, CUSTOMER, "via graph")
+        onprem_sid = await create(client, "+15550000001", CUSTOMER, "via on-prem")
         read = await wait_status(client, cloud_sid, "read")  # statuses came back as signed Cloud webhooks
         assert read["error_code"] is None
         await wait_status(client, onprem_sid, "read")
@@ -143,7 +103,7 @@ async def test_onprem_and_cloud_numbers_deliver_in_one_daemon(tmp_path: Path) ->
 
 async def test_cloud_send_failure_maps_to_the_twilio_code(tmp_path: Path) -> None:
     async with running_daemon(mixed_config(tmp_path / "data")) as (_, client):
-        sid = await create(client, CLOUD, "to nobody", to="+15559990001")  # not a WhatsApp user
+        sid = await create(client, CLOUD, "+15559990001", "to nobody")  # not a WhatsApp user
         failed = await wait_status(client, sid, "failed")
         assert failed["error_code"] == 63024
 
@@ -210,8 +170,8 @@ async def test_status_webhooks_move_messages_and_read_implies_delivered(tmp_path
         assert daemon.simulator is not None
         daemon.simulator.cloud.set_webhook_url(PNID, None)  # we post the statuses ourselves
         first, second = (
-            await create(client, CLOUD, "one"),
-            await create(client, CLOUD, "two", to="+16505550002"),
+            await create(client, CLOUD, CUSTOMER, "one"),
+            await create(client, CLOUD, "+16505550002", "two"),
         )
         await wait_status(client, first, "sent")
         await wait_status(client, second, "sent")
@@ -240,9 +200,9 @@ async def test_status_webhooks_move_messages_and_read_implies_delivered(tmp_path
 
         url = hook_url(daemon)
         assert (await post_signed(client, url, status(first, "read"))).status_code == 200
-        assert (await status_of(client, first))["status"] == "read"
+        assert (await fetch(client, first))["status"] == "read"
         assert (await post_signed(client, url, status(first, "delivered"))).status_code == 200
-        assert (await status_of(client, first))["status"] == "read"
+        assert (await fetch(client, first))["status"] == "read"
         errors = [
             {
                 "code": 131047,
@@ -252,13 +212,13 @@ async def test_status_webhooks_move_messages_and_read_implies_delivered(tmp_path
             }
         ]
         assert (await post_signed(client, url, status(second, "failed", errors=errors))).status_code == 200
-        failed = await status_of(client, second)
+        failed = await fetch(client, second)
         assert (failed["status"], failed["error_code"]) == ("failed", 63016)
 
 
 @pytest.mark.parametrize("pair_burst", [1])
 async def test_pywa_sends_through_the_simulator_and_reads_its_errors(tmp_path: Path, pair_burst: int) -> None:
-    cfg = mixed_config(tmp_path / "data", cloud_extra=f"pair_burst = {pair_burst}")
+    cfg = mixed_config(tmp_path / "data", cloud={"pair_burst": pair_burst})
     async with running_daemon(cfg) as (daemon, _):
         assert daemon.simulator_url is not None
 
@@ -280,10 +240,10 @@ async def test_pywa_sends_through_the_simulator_and_reads_its_errors(tmp_path: P
 
 
 async def test_tier_wait_is_visible_in_metrics_and_admin_status(tmp_path: Path) -> None:
-    cfg = mixed_config(tmp_path / "data", cloud_extra="messaging_limit = 1", extra_sections=ADMIN_SECTION)
+    cfg = mixed_config(tmp_path / "data", cloud={"messaging_limit": 1}, extra_sections=ADMIN_SECTION)
     async with running_daemon(cfg) as (_, client):
-        first = await create(client, CLOUD, "first", to="+16505550001")
-        held = await create(client, CLOUD, "held back", to="+16505550002")
+        first = await create(client, CLOUD, "+16505550001", "first")
+        held = await create(client, CLOUD, "+16505550002", "held back")
         await wait_status(client, first, "read")
         with trio.fail_after(10):
             while True:
@@ -296,7 +256,7 @@ async def test_tier_wait_is_visible_in_metrics_and_admin_status(tmp_path: Path) 
         assert value(samples, "wadispatch_tier_budget_waits_total", number=CLOUD) >= 1
         onprem = ("wadispatch_tier_recipients_limit", (("number", "+15550000001"),))
         assert onprem not in samples  # On-Prem numbers have no tier
-        assert (await status_of(client, held))["status"] == "queued"
+        assert (await fetch(client, held))["status"] == "queued"
         status = (await client.get("/admin/v1/status", headers=ADMIN, auth=None)).json()
         [cloud] = [n for n in status["numbers"] if n["number"] == CLOUD]
         assert (cloud["tier_used"], cloud["tier_limit"], cloud["parked"], cloud["outbox"]) == (1, 1, 1, 1)

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import trio
 
 from dispatcher.core import ledger
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, *wanted: str, timeout: float = 10.0) -> dict:
-    with trio.fail_after(timeout):
-        while True:
-            body = (await client.get(messages_path(sid))).json()
-            if body["status"] in wanted:
-                return body
-            await trio.sleep(0.02)
+from tests.helpers.messages import wait_status
 
 
 async def test_send_reaches_the_simulator_and_status_advances(tmp_path: Path) -> None:

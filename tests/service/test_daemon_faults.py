@@ -14,7 +14,7 @@ from dispatcher.core import ledger
 from dispatcher.core.store import Store, StoreFullError, WriteTxn, number_key
 from dispatcher.simulator.faults import FaultPlan
 from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
-from tests.service.test_daemon import wait_status
+from tests.helpers.messages import wait_status
 
 FROM = "whatsapp:+15550000001"
 
@@ -70,7 +70,7 @@ async def test_a_multiconnect_endpoint_down_over_tcp(tmp_path: Path) -> None:
 
 
 async def test_429s_and_a_degraded_number_show_in_metrics_and_health(tmp_path: Path) -> None:
-    from tests.ops.test_metrics import parse, value
+    from tests.helpers.metrics import parse, value
 
     with trio.fail_after(30):
         async with running_daemon(sandbox_config(tmp_path / "data")) as (daemon, client):

@@ -15,8 +15,8 @@ from dispatcher.core import ledger
 from dispatcher.core.models import MessageRecord
 from dispatcher.service.daemon import Running
 from dispatcher.simulator.cloud_hooks import user_id
-from tests.helpers.daemon import running_daemon, sandbox_config
-from tests.service.test_cloud_daemon import CLOUD, CUSTOMER, PNID, create, mixed_config, wait_status
+from tests.helpers.daemon import CLOUD, CUSTOMER, PNID, mixed_config, running_daemon, sandbox_config
+from tests.helpers.messages import create, wait_status
 
 ONPREM = "+15550000001"
 
@@ -88,7 +88,7 @@ async def test_cloud_simulator_shapes_are_applied_end_to_end(tmp_path: Path) -> 
                 assert await unapplied(client, "unknown_type") == 3  # reaction, unsupported, hologram
 
                 # A status Meta adds later, with an errors array, and one for an id we never sent.
-                sid = await create(client, CLOUD)
+                sid = await create(client, CLOUD, CUSTOMER)
                 await wait_status(client, sid, "read")
                 record = ledger.load(daemon.store.get(b"messages", ledger.sid_key(sid)) or b"")
                 assert record.channel_id is not None
@@ -141,7 +141,7 @@ async def test_onprem_simulator_shapes_are_applied_end_to_end(tmp_path: Path) ->
                 assert (await stored(daemon, "ABGG-UNKNOWN-1")).from_number == "+15551234567"
                 assert len(inbound_records(daemon)) == 3  # redeliveries stored once
 
-                sid = await create(client, ONPREM)
+                sid = await create(client, ONPREM, CUSTOMER)
                 await until(lambda: by_sid(daemon, sid).channel_id is not None)
                 wamid = by_sid(daemon, sid).channel_id
                 for status in ("warning_new", "read"):

@@ -19,6 +19,7 @@ from dispatcher.core import callbacks, ledger, window
 from dispatcher.service.daemon import Running
 from tests.helpers.callback_sink import Hit, Sink, open_sink
 from tests.helpers.daemon import ACCOUNT, TOKEN, messages_path, running_daemon, sandbox_config
+from tests.helpers.messages import create, wait_status
 
 NUMBER = "+15550000001"
 CUSTOMER = "+15551234567"
@@ -47,25 +48,6 @@ def config(
         simulator_extra=f"status_webhooks = {'true' if status_webhooks else 'false'}",
         extra=FAST_CALLBACKS + callbacks_extra,
     )
-
-
-async def send(client: httpx.AsyncClient, body: str, callback: str | None, to: str = CUSTOMER) -> str:
-    data = {"From": f"whatsapp:{NUMBER}", "To": f"whatsapp:{to}", "Body": body}
-    if callback is not None:
-        data["StatusCallback"] = callback
-    resp = await client.post(messages_path(), data=data)
-    assert resp.status_code == 201, resp.text
-    sid: str = resp.json()["sid"]
-    return sid
-
-
-async def wait_status(client: httpx.AsyncClient, sid: str, *wanted: str) -> dict[str, Any]:
-    with trio.fail_after(10):
-        while True:
-            body: dict[str, Any] = (await client.get(messages_path(sid))).json()
-            if body["status"] in wanted:
-                return body
-            await trio.sleep(0.02)
 
 
 def wamid(daemon: Running, sid: str) -> str:
@@ -106,7 +88,9 @@ def assert_signed(hits: list[Hit]) -> None:
 async def test_status_callbacks_for_sent_delivered_read_are_signed(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_sink() as sink, running_daemon(config(tmp_path / "d")) as (daemon, client):
-            sid = await send(client, "hello", sink.url + "/status?tenant=7")
+            sid = await create(
+                client, NUMBER, CUSTOMER, "hello", StatusCallback=sink.url + "/status?tenant=7"
+            )
             await sink.wait_for(lambda s: len(s.delivered()) == 3)
             await wait_status(client, sid, "read")
             await trio.sleep(0.2)  # nothing more arrives
@@ -126,7 +110,9 @@ async def test_status_callbacks_for_sent_delivered_read_are_signed(tmp_path: Pat
 async def test_failed_delivery_reports_the_twilio_error_code(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_sink() as sink, running_daemon(config(tmp_path / "d")) as (_, client):
-            sid = await send(client, "hi", sink.url + "/status", to="+15559990001")  # not on WhatsApp
+            sid = await create(
+                client, NUMBER, "+15559990001", "hi", StatusCallback=sink.url + "/status"
+            )  # not on WhatsApp
             await sink.wait_for(lambda s: any(h.form["MessageStatus"] == "failed" for h in s.hits))
             failed = next(h.form for h in sink.hits if h.form["MessageStatus"] == "failed")
             assert failed["MessageSid"] == sid and failed["ErrorCode"] == "63003"
@@ -140,7 +126,9 @@ async def test_statuses_move_forward_only_whatever_order_they_arrive_in(tmp_path
         async with open_sink() as sink, running_daemon(cfg) as (daemon, client):
             assert daemon.simulator is not None
             cb = sink.url + "/status"
-            late, expired, incapable, deleted = [await send(client, f"m{i}", cb) for i in range(4)]
+            late, expired, incapable, deleted = [
+                await create(client, NUMBER, CUSTOMER, f"m{i}", StatusCallback=cb) for i in range(4)
+            ]
             for sid in (late, expired, incapable, deleted):
                 await wait_status(client, sid, "sent")
             await sink.wait_for(lambda s: len(s.delivered()) == 4)  # the four "sent"
@@ -367,7 +355,10 @@ async def test_pending_callbacks_survive_a_restart_and_arrive_exactly_once(tmp_p
     with trio.fail_after(60):
         async with open_sink(fail_first=5, respond=after_restart) as sink:
             async with running_daemon(cfg) as (daemon, client):
-                sids = [await send(client, f"m{i}", sink.url + "/status") for i in range(3)]
+                sids = [
+                    await create(client, NUMBER, CUSTOMER, f"m{i}", StatusCallback=sink.url + "/status")
+                    for i in range(3)
+                ]
                 for sid in sids:
                     await wait_status(client, sid, "sent")
                 await sink.wait_for(lambda s: len(s.failed()) >= 5)
@@ -398,8 +389,14 @@ async def test_a_dead_endpoint_delays_neither_delivery_nor_other_customers(tmp_p
             open_sink() as good,
             running_daemon(cfg) as (daemon, client),
         ):
-            stuck = [await send(client, f"s{i}", dead.url + "/cb") for i in range(8)]
-            fine = [await send(client, f"f{i}", good.url + "/cb", to="+15557654321") for i in range(3)]
+            stuck = [
+                await create(client, NUMBER, CUSTOMER, f"s{i}", StatusCallback=dead.url + "/cb")
+                for i in range(8)
+            ]
+            fine = [
+                await create(client, NUMBER, "+15557654321", f"f{i}", StatusCallback=good.url + "/cb")
+                for i in range(3)
+            ]
             await good.wait_for(lambda s: len(s.delivered()) == 9, timeout=10)
             for sid in stuck + fine:
                 await wait_status(client, sid, "read")
@@ -412,7 +409,9 @@ async def test_private_callback_urls_are_refused_and_dropped(tmp_path: Path) -> 
         async with open_sink() as sink, running_daemon(config(tmp_path / "d")) as (daemon, client):
             port = sink.url.rsplit(":", 1)[1]
             with capture_logs() as logs:
-                sid = await send(client, "x", f"http://127.0.0.2:{port}/cb")  # not allow-listed
+                sid = await create(
+                    client, NUMBER, CUSTOMER, "x", StatusCallback=f"http://127.0.0.2:{port}/cb"
+                )  # not allow-listed
                 await wait_status(client, sid, "read")
                 await poll(lambda: queued_callbacks(daemon) == 0)
             refused = [e for e in logs if e["event"] == "callback.refused"]

@@ -23,8 +23,7 @@ from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import WriteTxn
 from dispatcher.frontdoor.cloud_routes import signature
 from dispatcher.service.daemon import Running
-from tests.helpers.daemon import ACCOUNT, running_daemon
-from tests.service.test_cloud_daemon import CLOUD, PNID, SECRET, mixed_config
+from tests.helpers.daemon import ACCOUNT, CLOUD, PNID, SECRET, mixed_config, running_daemon
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 CLOUD_FILES = sorted((CORPUS / "cloud").glob("*.json"))
