@@ -32,7 +32,7 @@ import gc
 import math
 import random
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, final
+from typing import Final, Protocol, final
 
 import attrs
 import structlog
@@ -47,7 +47,9 @@ from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
 from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
+from actors.policy import DEFAULT_POLICY, EXPIRED, DeliveryPolicy, GiveUp, sendable
 from actors.queues import Pending, SendQueues
+from actors.statistics import ActorStatistics, SendCounts
 from actors.timers import Timer, Timers
 from actors.transport import (
     BodyStream,
@@ -60,63 +62,18 @@ from actors.transport import (
 from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
 from dispatcher.core import ledger
 from dispatcher.core.clock import WallClock
-from dispatcher.core.histogram import LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from dispatcher.core.models import MessageRecord, entry_decoder
 from dispatcher.core.store import Store, StoreError, WriteTxn, number_key, seq_key
 
 log = structlog.get_logger()
 
-MAX_ATTEMPTS: Final = 12
 HALT_RETRY: Final = 60.0  # seconds between tries while credentials are refused (when they cannot say)
-GAVE_UP: Final = (30008, "Unknown error: gave up after repeated transient failures")
-AMBIGUOUS_FAILED: Final = (
-    30008,
-    "Unknown error: the send may or may not have reached WhatsApp; not retried (on_ambiguous = fail)",
-)
-PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate limit (131056) kept refusing")
-AmbiguousPolicy = Literal["retry", "fail"]
 IDLE_LINGER: Final = 30.0  # seconds an actor's task waits with nothing to do before it ends
-EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
 # While storage fails: seconds between tries to commit what is held (full jitter above half),
 # doubling to the cap; and how often "still failing" is logged.
 STORAGE_RETRY_BASE: Final = 0.5
 STORAGE_RETRY_CAP: Final = 10.0
 STORAGE_LOG_EVERY: Final = 60.0
-
-
-@attrs.frozen
-class ActorStatistics:
-    number: str
-    running: bool
-    pending: int
-    in_flight: int
-    sent: int
-    failed: int
-    retries: int
-    ambiguous: int
-    rate_limited: int
-    # Operations (admin API, /metrics): see NumberActor.statistics().
-    paused: bool = False
-    accepted: int = 0
-    delivered: int = 0
-    read: int = 0
-    failed_by_code: tuple[tuple[int, int], ...] = ()
-    token_refreshes: int = 0
-    token_expires_in: float | None = None
-    rate: float = 0.0
-    burst: int = 0
-    send_latency: HistogramSnapshot | None = None
-    send_rate: float = 0.0  # sends/s in force now: below the configured rate after 429s
-    degraded: str | None = None  # why the number is degraded (crash loop, revoked token...), if it is
-    pair_limited: int = 0  # Meta's 131056 answers
-    parked: int = 0  # recipients waiting for their pair rate or the tier budget
-    tier_used: int = 0  # business-initiated recipients counted in the last 24 h
-    tier_limit: int | None = None  # None: no tier (On-Prem) or unlimited
-    tier_waits: int = 0  # times a new recipient had to wait for the tier budget
-    degraded_code: str | None = None  # the reason as a code (crash_loop, credentials): for public health
-    storage: str | None = None  # storage fails: the last error (new sends wait, outcomes are held)
-    unrecorded: int = 0  # outcomes of sends waiting for storage to record them
-    storage_failures: int = 0  # writes of this number that storage could not commit
 
 
 class ActorHost(Protocol):
@@ -140,8 +97,6 @@ class NumberActor:
     outbox is empty and then lingers ``idle_linger`` seconds before returning."""
 
     __slots__ = (
-        "_backoff_base",
-        "_backoff_cap",
         "_bucket",
         "_budget",
         "_channel",
@@ -151,12 +106,11 @@ class NumberActor:
         "_idle_since",
         "_linger",
         "_live",
-        "_max_attempts",
         "_max_in_flight",
-        "_on_ambiguous",
         "_on_status",
         "_pair",
         "_paused",
+        "_policy",
         "_queues",
         "_recommitting",
         "_resumed",
@@ -174,21 +128,11 @@ class NumberActor:
         "_upkeeping",
         "_wakeup",
         "_wall",
-        "accepted",
-        "ambiguous",
+        "counts",
         "degraded",
         "degraded_code",
-        "delivered",
-        "failed",
-        "failed_by_code",
         "holds",
         "number",
-        "pair_limited",
-        "rate_limited",
-        "read",
-        "retries",
-        "send_latency",
-        "sent",
         "storage_error",
         "storage_failures",
         "unrecorded",
@@ -205,18 +149,14 @@ class NumberActor:
         bucket: TokenBucket,
         wall: WallClock,
         max_in_flight: int = 32,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 60.0,
-        max_attempts: int = MAX_ATTEMPTS,
-        on_ambiguous: AmbiguousPolicy = "retry",
+        policy: DeliveryPolicy = DEFAULT_POLICY,
         on_status: Callable[[MessageRecord], None] | None = None,
         pair: PairLimiter | None = None,
         budget: TierBudget | None = None,
         idle_linger: float = IDLE_LINGER,
         unrecorded: Unrecorded | None = None,
     ) -> None:
-        """``on_ambiguous``: a send that may have reached WhatsApp (answer lost) is sent again
-        (``retry``: at-least-once, the default) or failed (``fail``: at-most-once).
+        """``policy``: what to do when a send did not succeed (retries, backoff, ambiguous sends).
         ``idle_linger``: seconds ``serve`` waits with nothing to do before returning.
         ``unrecorded``: the number's outcomes not yet committed, kept by whoever outlives this
         actor (a predecessor's are committed, never sent again); a new one if None."""
@@ -228,16 +168,12 @@ class NumberActor:
         self._bucket = bucket
         self._wall = wall
         self._max_in_flight = max_in_flight
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._max_attempts = max_attempts
-        self._on_ambiguous = on_ambiguous
+        self._policy = policy
         self._on_status = on_status
         self._pair = pair
         self._budget = budget
         self._linger = idle_linger
         self._halted: str | None = None  # the credentials were refused (Halt): why
-        self.pair_limited = 0
         self._host: ActorHost | None = None
         self._live = False  # the queues mirror the outbox (recovered, no crash since)
         self._stopping = False
@@ -265,13 +201,9 @@ class NumberActor:
         # serve() woken only for a chore (a token refresh, a probe) ends as soon as it is done.
         self._idle_since = -math.inf
         self._reset()
-        self.sent = self.failed = self.retries = self.ambiguous = self.rate_limited = 0
         self.degraded: str | None = None
         self.degraded_code: str | None = None
-        # Plain ints read by /metrics at scrape time.
-        self.accepted = self.delivered = self.read = 0
-        self.failed_by_code: dict[int, int] = {}
-        self.send_latency = Histogram(LATENCY_BUCKETS)
+        self.counts = SendCounts()  # read by statistics() at scrape time
 
     def _reset(self) -> None:
         self._queues = SendQueues()
@@ -280,7 +212,7 @@ class NumberActor:
 
     def notify(self, seq: int, record: MessageRecord, part: int = 0) -> None:
         """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks."""
-        self.accepted += 1
+        self.counts.accepted += 1
         if self._live and self._queues.add(Pending(seq, record.sid, record.to_number, record, part=part)):
             self._signal()
 
@@ -586,15 +518,7 @@ class NumberActor:
 
     def note_status(self, status: str, error_code: int | None) -> None:
         """A webhook moved one of this number's messages to ``status`` (for /metrics)."""
-        if status == "delivered":
-            self.delivered += 1
-        elif status == "read":
-            self.read += 1
-        elif status in ("failed", "undelivered"):
-            self._count_failure(error_code or 0)
-
-    def _count_failure(self, code: int) -> None:
-        self.failed_by_code[code] = self.failed_by_code.get(code, 0) + 1
+        self.counts.note_status(status, error_code)
 
     async def _dispatch(self, sends: trio.Nursery) -> None:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
@@ -741,10 +665,11 @@ class NumberActor:
 
     async def _deliver_entry(self, item: Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
-        if record is None or not _sendable(record, item.part):
+        if record is None or not sendable(record, item.part):
             await self._record(item, ledger.drop_entry(self.number, item.seq))
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
+        counts = self.counts
         target, body = self._channel.encode(record, item.part)
         while True:
             if record.valid_until is not None and self._wall.now() >= record.valid_until:
@@ -759,7 +684,7 @@ class NumberActor:
                     [(b"authorization", self._tokens.auth_header()), (b"content-type", b"application/json")],
                     body,
                 )
-                self.send_latency.observe(trio.current_time() - began)
+                counts.send_latency.observe(trio.current_time() - began)
                 outcome = self._channel.classify(resp)
             except TransportError as exc:
                 outcome = classify_error(exc)
@@ -781,7 +706,7 @@ class NumberActor:
                         await self._first_write_failed(item, exc)
                     else:
                         self.unrecorded.recorded(item.seq)
-                    self.sent += 1
+                    counts.sent += 1
                     log.info("message.sent", wamid=channel_id, status="sent", attempts=item.attempts)
                     if self._pair is not None:
                         self._pair.succeeded(item.to_number)
@@ -805,10 +730,10 @@ class NumberActor:
 
     async def _pair_refused(self, item: Pending) -> float | None:
         """Meta's 131056: park this recipient for 4^X s (None: gave up, the message failed)."""
-        self.pair_limited += 1
-        self.rate_limited += 1
-        if item.attempts >= self._max_attempts:
-            await self._fail(item, *PAIR_GAVE_UP)
+        self.counts.pair_limited += 1
+        self.counts.rate_limited += 1
+        if (give_up := self._policy.after_pair_refusal(item.attempts)) is not None:
+            await self._fail(item, give_up.code, give_up.message)
             return None
         assert self._pair is not None
         wait = self._pair.penalize(item.to_number, trio.current_time())
@@ -847,31 +772,29 @@ class NumberActor:
 
         A stop() during the backoff ends it at once: the message stays in the outbox.
         """
+        counts = self.counts
         if retry.rate_limited:
-            self.rate_limited += 1
+            counts.rate_limited += 1
         if retry.after is not None:
             self._bucket.delay_next(retry.after)  # the server said when: honour it exactly
         elif retry.rate_limited and self._bucket.throttled():
             log.warning("send.slowed_down", rate=round(self._bucket.current_rate(), 3))
         if retry.ambiguous:
-            self.ambiguous += 1
+            counts.ambiguous += 1
             log.warning(
                 "send.ambiguous",
                 number=self.number,
                 sid=item.sid,
                 reason=retry.reason,
-                policy=self._on_ambiguous,
+                policy=self._policy.on_ambiguous,
                 attempt=item.attempts,
             )
-            if self._on_ambiguous == "fail":
-                await self._fail(item, *AMBIGUOUS_FAILED)
-                return False
-        cap = self._max_attempts if retry.cap is None else min(retry.cap, self._max_attempts)
-        if item.attempts >= cap:
-            await self._fail(item, *(retry.gives_up_with or GAVE_UP))
+        decision = self._policy.after_retry(retry, item.attempts)
+        if isinstance(decision, GiveUp):
+            await self._fail(item, decision.code, decision.message)
             return False
-        self.retries += 1
-        delay = retry.after if retry.after is not None else self._backoff(item.attempts)
+        counts.retries += 1
+        delay = decision.delay
         log.warning("send.retry", reason=retry.reason, attempt=item.attempts, delay=round(delay, 3))
         # Back off without holding an in-flight slot: the number keeps sending to other
         # recipients, while this recipient's queue waits (its order is kept).
@@ -891,8 +814,8 @@ class NumberActor:
         await self._record(
             item, ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
         )
-        self.failed += 1
-        self._count_failure(code)
+        self.counts.failed += 1
+        self.counts.count_failure(code)
 
     # -- recording outcomes while storage fails -------------------------------------
 
@@ -1055,38 +978,35 @@ class NumberActor:
         delay = min(STORAGE_RETRY_CAP, STORAGE_RETRY_BASE * 2 ** (attempt - 1))
         return random.uniform(delay / 2, delay)
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
-
     def _load(self, item: Pending) -> MessageRecord | None:
         raw = self._store.get(b"messages", ledger.sid_key(item.sid))
         return None if raw is None else ledger.load(raw)
 
     def statistics(self) -> ActorStatistics:
+        counts = self.counts
         return ActorStatistics(
             number=self.number,
             running=self._live,
             pending=self._queues.pending(),
             in_flight=self._queues.in_flight(),
-            sent=self.sent,
-            failed=self.failed,
-            retries=self.retries,
-            ambiguous=self.ambiguous,
-            rate_limited=self.rate_limited,
+            sent=counts.sent,
+            failed=counts.failed,
+            retries=counts.retries,
+            ambiguous=counts.ambiguous,
+            rate_limited=counts.rate_limited,
             paused=self._paused,
-            accepted=self.accepted,
-            delivered=self.delivered,
-            read=self.read,
-            failed_by_code=tuple(sorted(self.failed_by_code.items())),
+            accepted=counts.accepted,
+            delivered=counts.delivered,
+            read=counts.read,
+            failed_by_code=tuple(sorted(counts.failed_by_code.items())),
             token_refreshes=self._tokens.refreshes if isinstance(self._tokens, TokenInfo) else 0,
             token_expires_in=self._tokens.expires_in if isinstance(self._tokens, TokenInfo) else None,
             rate=self._bucket.rate,
             burst=self._bucket.burst,
-            send_latency=self.send_latency.snapshot(),
+            send_latency=counts.send_latency.snapshot(),
             send_rate=self._bucket.current_rate(),
             degraded=self.degraded,
-            pair_limited=self.pair_limited,
+            pair_limited=counts.pair_limited,
             parked=self._queues.parked(),
             tier_used=self._budget.used if self._budget is not None else 0,
             tier_limit=self._budget.limit if self._budget is not None else None,
@@ -1136,13 +1056,6 @@ def _probe_write(number: str) -> OutcomeWrite:
         txn.delete(b"meta", key)
 
     return write
-
-
-def _sendable(record: MessageRecord, part: int) -> bool:
-    """Still to be sent: queued; or a later part of a message whose earlier parts went out."""
-    if record.status in ("queued", "accepted", "sending"):
-        return True
-    return part > 0 and record.status in ("sent", "delivered", "read")
 
 
 __all__ = ["ActorHost", "ActorStatistics", "NumberActor", "StoreError"]

@@ -10,6 +10,7 @@ from actors import number as number_mod
 from actors.credentials.token import TokenManager, login
 from actors.number import NumberActor
 from actors.pacing.ratelimit import TokenBucket
+from actors.policy import AmbiguousPolicy, DeliveryPolicy
 from actors.transport import ConnectError, ResponseLostError
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core import ledger
@@ -33,7 +34,7 @@ def build(
     max_in_flight: int = 8,
     latency: float = 0.0,
     max_attempts: int = 12,
-    on_ambiguous: number_mod.AmbiguousPolicy = "retry",
+    on_ambiguous: AmbiguousPolicy = "retry",
 ):
     wall = TrioWallClock(start=1_700_000_000.0)
     api = FakeApi(wall.now, latency=latency)
@@ -53,10 +54,9 @@ def build(
         bucket=TokenBucket(rate, burst),
         wall=wall,
         max_in_flight=max_in_flight,
-        backoff_base=0.5,
-        backoff_cap=8.0,
-        max_attempts=max_attempts,
-        on_ambiguous=on_ambiguous,
+        policy=DeliveryPolicy(
+            max_attempts=max_attempts, backoff_base=0.5, backoff_cap=8.0, on_ambiguous=on_ambiguous
+        ),
     )
     return actor, api, wall
 
@@ -116,7 +116,7 @@ async def test_transient_errors_back_off_then_deliver_once(
     record = await submit(writer, actor, "+15551230000", "hello")
     await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert len(api.sent) == 1 and len(api.attempts) == 4
-    assert actor.retries == 3 and record_of(writer, record.sid).attempts == 1
+    assert actor.statistics().retries == 3 and record_of(writer, record.sid).attempts == 1
 
 
 async def test_429_with_retry_after_is_honoured(
@@ -131,7 +131,7 @@ async def test_429_with_retry_after_is_honoured(
     await submit(writer, actor, "+15551230000", "hello")
     await wait_for(lambda: len(api.sent) == 1)
     assert api.sent[0][0] - start >= 7.0
-    assert actor.rate_limited == 1
+    assert actor.statistics().rate_limited == 1
 
 
 async def test_401_logs_in_again_and_retries(
@@ -169,7 +169,7 @@ async def test_connection_errors_retry_and_ambiguous_sends_are_counted(
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
     await wait_for(lambda: record_of(writer, record.sid).status == "sent")
-    assert actor.retries == 2 and actor.ambiguous == 1
+    assert actor.statistics().retries == 2 and actor.statistics().ambiguous == 1
 
 
 async def test_gives_up_after_max_attempts(

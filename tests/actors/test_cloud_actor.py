@@ -116,7 +116,7 @@ async def test_throughput_error_pauses_the_number_and_retries(
     record = await submit(writer, actor, "+15552000001")
     await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert api.attempts[1][0] - api.attempts[0][0] >= 1.0
-    assert actor.rate_limited == 1
+    assert actor.statistics().rate_limited == 1
 
 
 async def test_pair_rate_parks_one_recipient_without_blocking_the_others(

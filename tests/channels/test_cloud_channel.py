@@ -144,7 +144,7 @@ def test_bucket_keeps_50_ms_of_slots_back_for_jitter(throughput: float, slots: i
 
 async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: trio.testing.MockClock) -> None:
     from dispatcher.config import CloudConfig, NumberConfig, Secret
-    from dispatcher.service.numbers import build_cloud_actor
+    from dispatcher.service.numbers import build_actor
 
     cloud = CloudConfig(
         phone_number_id="1",
@@ -155,7 +155,7 @@ async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: tr
         throughput_burst=80,
     )
     num = NumberConfig(number="+15550000001", account="AC" + "0" * 32, channel="cloud", cloud=cloud)
-    actor = build_cloud_actor(num, cast(Transport, None), store=cast(Store, None), wall=SystemWallClock())
+    actor = build_actor(num, cast(Transport, None), store=cast(Store, None), wall=SystemWallClock())
     released = 0
     with trio.move_on_after(0.001):
         while True:
