@@ -1,40 +1,38 @@
 """NumberActor: the one task family that sends for one WhatsApp number.
 
-It owns the number's outbox view, token bucket, token manager and transport;
+It owns the number's outbox view, token bucket, credentials and transport;
 nothing else touches them. The LMDB outbox is the source of truth: the actor
 rebuilds its in-memory queues from it on every (re)start, and ``notify`` is only
 a fast path for messages committed while it runs.
 
-Scheduling: one FIFO queue per recipient plus a FIFO of recipients that are
-ready (have a pending message and none in flight). A recipient is in flight at
-most once, so its messages go out strictly in acceptance order, while other
-recipients proceed concurrently up to ``max_in_flight``. After each send the
-recipient rejoins the back of the ready line, so one busy recipient cannot
-starve the others.
+This module keeps the actor's lifecycle (start, serve, idle exit, stop), its
+chores (token refresh, endpoint probes on the host's timers), control (pause,
+resume, degraded) and the send loop. The rest is one part per concern:
+``queues`` (which recipient may go next: per-recipient FIFOs, the ready line,
+parked recipients), ``policy`` (give up or back off after a failed attempt),
+``recording`` (commit outcomes; hold them while storage fails) and
+``statistics`` (the counters and the snapshot).
 
-Cloud numbers add two of Meta's limits before the bucket (``pair``: the
-per-recipient rate; ``budget``: the messaging tier). A recipient that must
-wait is *parked* until its time, off the ready line and without a send slot,
-so it never blocks the recipients behind it.
+Sending: recipients proceed concurrently up to ``max_in_flight``, each with at
+most one send in flight, so its messages go out in acceptance order. Cloud
+numbers add two of Meta's limits before the bucket (``pair``: the per-recipient
+rate; ``budget``: the messaging tier); a recipient that must wait is parked
+until its time, without a send slot, so it never blocks the ones behind it.
 
-Outcomes: a send's answer is held in ``unrecorded`` (which outlives the actor)
-from before its write until the commit. Storage that refuses the write (map or
-disk full, I/O error) is retried with backoff while no new send starts (the
-number reports ``storage``); a restart commits held outcomes instead of sending
-those messages again. Only the process dying between an answer and its commit
-leaves a message to be sent again (at-least-once), as does a crash of the actor
-while a send awaits its answer (that send is ambiguous).
+Outcomes: a send's answer is held (``unrecorded``, which outlives the actor)
+from before its write until the commit; while storage refuses writes no new
+send starts. Only the process dying between an answer and its commit leaves a
+message to be sent again (at-least-once), as does a crash of the actor while a
+send awaits its answer (that send is ambiguous).
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import random
 from collections.abc import Callable
 from typing import Final, Protocol, final
 
-import attrs
 import structlog
 import trio
 
@@ -49,6 +47,7 @@ from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
 from actors.policy import DEFAULT_POLICY, EXPIRED, DeliveryPolicy, GiveUp, sendable
 from actors.queues import Pending, SendQueues
+from actors.recording import OutcomeRecorder, storage_delay
 from actors.statistics import ActorStatistics, SendCounts
 from actors.timers import Timer, Timers
 from actors.transport import (
@@ -59,21 +58,16 @@ from actors.transport import (
     Transport,
     TransportError,
 )
-from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
+from actors.unrecorded import Unrecorded
 from dispatcher.core import ledger
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord, entry_decoder
-from dispatcher.core.store import Store, StoreError, WriteTxn, number_key, seq_key
+from dispatcher.core.store import Store, number_key, seq_key
 
 log = structlog.get_logger()
 
 HALT_RETRY: Final = 60.0  # seconds between tries while credentials are refused (when they cannot say)
 IDLE_LINGER: Final = 30.0  # seconds an actor's task waits with nothing to do before it ends
-# While storage fails: seconds between tries to commit what is held (full jitter above half),
-# doubling to the cap; and how often "still failing" is logged.
-STORAGE_RETRY_BASE: Final = 0.5
-STORAGE_RETRY_CAP: Final = 10.0
-STORAGE_LOG_EVERY: Final = 60.0
 
 
 class ActorHost(Protocol):
@@ -112,14 +106,10 @@ class NumberActor:
         "_paused",
         "_policy",
         "_queues",
-        "_recommitting",
+        "_recorder",
         "_resumed",
-        "_sends",
         "_stopped",
         "_stopping",
-        "_storage_down",
-        "_storage_logged",
-        "_storage_since",
         "_store",
         "_tokens",
         "_transport",
@@ -133,8 +123,6 @@ class NumberActor:
         "degraded_code",
         "holds",
         "number",
-        "storage_error",
-        "storage_failures",
         "unrecorded",
     )
 
@@ -183,13 +171,9 @@ class NumberActor:
         self.holds = SendHolds()
         # Outlives restarts and, when given, this actor: answers received but not yet committed.
         self.unrecorded = Unrecorded() if unrecorded is None else unrecorded
-        # While storage fails (None otherwise): set once what was held is committed.
-        self._storage_down: trio.Event | None = None
-        self._storage_since = self._storage_logged = 0.0  # trio times: failing since, last logged
-        self.storage_error: str | None = None
-        self.storage_failures = 0
-        self._recommitting = False  # the task committing held outcomes runs
-        self._sends: trio.Nursery | None = None  # while dispatching: where sends (and that task) run
+        self._recorder = OutcomeRecorder(
+            number=number, store=store, unrecorded=self.unrecorded, on_recovered=self._signal
+        )
         # While a serve() runs (None otherwise): its wake-up, stop signal and chores nursery.
         self._wakeup: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -288,7 +272,8 @@ class NumberActor:
                         self._start_upkeep()
                     async with trio.open_nursery() as sends:
                         await self._dispatch(sends)
-                    self._sends = self._chores = None
+                    self._recorder.close()
+                    self._chores = None
                     if self._stopping:
                         chores.cancel_scope.cancel()  # a login under way is not needed any more
                 # No checkpoint from here to the return: a notify() either landed in the
@@ -301,7 +286,8 @@ class NumberActor:
             self._live = False  # the queues may be half-updated: rebuild them from LMDB
             raise
         finally:
-            self._wakeup = self._stopped = self._chores = self._sends = None
+            self._wakeup = self._stopped = self._chores = None
+            self._recorder.close()
             if self._stopping:
                 log.info("actor.stopped", pending=self._queues.pending())
 
@@ -374,7 +360,7 @@ class NumberActor:
             if self._wakeup is not None:
                 self._wakeup.set()  # the dispatcher may be waiting for this to go idle
 
-    # -- control ------------------------------------------------------------------
+    # -- the number's API for others: inbound media downloads with its token ------------
 
     async def api_get(self, target: bytes) -> Response:
         """GET on the number's API with its token (one re-login on 401): inbound media downloads.
@@ -445,6 +431,8 @@ class NumberActor:
             return await transport.stream(b"GET", target, headers, limit=limit, deadline=deadline)
         return BodyStream.whole(await transport.request(b"GET", target, headers, b""), limit)
 
+    # -- control ------------------------------------------------------------------
+
     def stop(self) -> None:
         """Start no new sends; ``serve`` (and ``run``) return once the sends in flight finish."""
         self._stopping = True
@@ -514,19 +502,23 @@ class NumberActor:
     @property
     def storage_failing(self) -> bool:
         """Storage cannot record this number's outcomes now: no new send starts."""
-        return self._storage_down is not None
+        return self._recorder.recovery is not None
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why storage refused this number's last write, while it fails."""
+        return self._recorder.error
 
     def note_status(self, status: str, error_code: int | None) -> None:
         """A webhook moved one of this number's messages to ``status`` (for /metrics)."""
         self.counts.note_status(status, error_code)
 
+    # -- the send loop ------------------------------------------------------------
+
     async def _dispatch(self, sends: trio.Nursery) -> None:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
-        self._sends = sends
-        if (self.unrecorded or self._storage_down is not None) and not self._recommitting:
-            # Left by an earlier run: commit them (never resend), or find storage back.
-            self._start_recommit(at_once=True)
+        self._recorder.open(sends)
         while not self.stop_requested():
             queues = self._queues
             queues.unpark_due(trio.current_time())
@@ -548,8 +540,8 @@ class NumberActor:
                 assert self._resumed is not None
                 await self._wait_for(self._resumed)
                 continue
-            if self._storage_down is not None:  # its outcomes could not be recorded: send nothing new
-                await self._wait_for(self._storage_down)
+            if (recovery := self._recorder.recovery) is not None:  # outcomes not recorded: send nothing new
+                await self._wait_for(recovery)
                 continue
             recipient = queues.pop_ready()
             new_count = False
@@ -628,7 +620,7 @@ class NumberActor:
         again: float | None = None
         try:
             if new_count and self._budget is not None and not await self._count_recipient(recipient):
-                again = self._storage_delay(1)  # not sent: the same message once storage is back
+                again = storage_delay(1)  # not sent: the same message once storage is back
             else:
                 again = await self._deliver(item, slots)
         finally:
@@ -666,7 +658,7 @@ class NumberActor:
     async def _deliver_entry(self, item: Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
         if record is None or not sendable(record, item.part):
-            await self._record(item, ledger.drop_entry(self.number, item.seq))
+            await self._recorder.record(item.seq, item.sid, ledger.drop_entry(self.number, item.seq))
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
         counts = self.counts
@@ -697,13 +689,13 @@ class NumberActor:
                     if item.holds_slot:
                         slots.release()
                         item.holds_slot = False
-                    # _record, inline: one coroutine frame less on the hottest path.
+                    # OutcomeRecorder.record, inline: one coroutine frame less on the hottest path.
                     write = ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
                     self.unrecorded.begin(item.seq, write)
                     try:
                         await self._store.write(write)
                     except BaseException as exc:
-                        await self._first_write_failed(item, exc)
+                        await self._recorder.first_write_failed(item.seq, item.sid, exc)
                     else:
                         self.unrecorded.recorded(item.seq)
                     counts.sent += 1
@@ -811,172 +803,18 @@ class NumberActor:
 
     async def _fail(self, item: Pending, code: int, message: str) -> None:
         log.warning("send.failed", status="failed", error_code=code, error=message)
-        await self._record(
-            item, ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
-        )
+        write = ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
+        await self._recorder.record(item.seq, item.sid, write)
         self.counts.failed += 1
         self.counts.count_failure(code)
-
-    # -- recording outcomes while storage fails -------------------------------------
-
-    async def _record(self, item: Pending, write: OutcomeWrite) -> None:
-        """Commit the outcome of ``item``'s send. Never raises a storage failure: the outcome is
-        held (``unrecorded``) from before its write until it is committed, whatever happens in
-        between; while storage fails it is retried with backoff, no new send starts, and this
-        waits. The recipient stays busy meanwhile, so its next message waits (order holds)."""
-        self.unrecorded.begin(item.seq, write)
-        try:
-            await self._store.write(write)
-        except BaseException as exc:
-            await self._first_write_failed(item, exc)
-        else:
-            self.unrecorded.recorded(item.seq)
-
-    async def _first_write_failed(self, item: Pending, exc: BaseException) -> None:
-        """The first commit of ``item``'s outcome raised ``exc``: hand the outcome to the retrier
-        and wait until it is recorded (storage), or drop the entry (a write that cannot commit),
-        or re-raise (cancelled: the outcome stays held, and the next run commits it)."""
-        outcome = self.unrecorded.stall(item.seq, item.sid)
-        if isinstance(exc, StoreError):
-            self._storage_failed(exc)
-        elif not isinstance(exc, Exception):
-            raise exc
-        elif await self._commit(outcome):  # it cannot be written: _commit drops the entry instead
-            return
-        await self.unrecorded.wait_recorded(outcome)
-
-    async def _commit(self, outcome: Outcome) -> bool:
-        """One try at committing a held outcome: True once it is recorded, False if storage failed.
-
-        A write that fails by itself (not storage: it can never commit) is replaced by one that
-        only takes the entry out of the outbox, so the message is never sent again.
-        """
-        outcome.writing = True
-        try:
-            while True:
-                try:
-                    await self._store.write(outcome.write)
-                except StoreError as exc:
-                    self._storage_failed(exc)
-                    return False
-                except Exception as exc:
-                    if isinstance(outcome.write, _DropEntry):
-                        raise  # not even that: a bug
-                    log.error(
-                        "outcome.unwritable",
-                        sid=outcome.sid,
-                        seq=outcome.seq,
-                        error=repr(exc),
-                        effect="the message leaves the outbox (never sent again); its record is not updated",
-                    )
-                    outcome.write = _DropEntry(self.number, outcome.seq)
-                    continue
-                self.unrecorded.recorded(outcome.seq)
-                return True
-        finally:
-            outcome.writing = False
 
     async def _count_recipient(self, recipient: str) -> bool:
         """Persist a new recipient's tier count before its first send; False if storage failed."""
         assert self._budget is not None
-        try:
-            await self._store.write(self._budget.persist(recipient))
-        except StoreError as exc:
-            self._budget.uncount(recipient)  # counted again, and persisted, when it is sent
-            self._storage_failed(exc)
-            return False
-        return True
-
-    def _storage_failed(self, exc: StoreError) -> None:
-        """Storage could not commit a write of ours: stop starting sends until it can again."""
-        self.storage_failures += 1
-        self.storage_error = str(exc)
-        now = trio.current_time()
-        if self._storage_down is None:
-            self._storage_down = trio.Event()
-            self._storage_since = self._storage_logged = now
-            log.error("storage.failing", error=self.storage_error, unrecorded=len(self.unrecorded))
-        elif now - self._storage_logged >= STORAGE_LOG_EVERY:
-            self._storage_logged = now
-            log.error(
-                "storage.still_failing",
-                error=self.storage_error,
-                unrecorded=len(self.unrecorded),
-                failing_for=round(now - self._storage_since, 1),
-                failures=self.storage_failures,
-            )
-        if not self._recommitting:
-            self._start_recommit(at_once=False)
-
-    def _start_recommit(self, *, at_once: bool) -> None:
-        if self._sends is None:
-            return  # not dispatching: the next serve() starts it
-        self._recommitting = True
-        self._sends.start_soon(self._recommit, at_once)
-
-    async def _recommit(self, at_once: bool) -> None:
-        """Commit the held outcomes nobody is committing, with backoff, until storage takes them
-        all; then sending resumes. Runs in the sends nursery: ``serve`` (and so ``stop``) waits
-        for it, and a cancel (a drain deadline) leaves what is not committed held."""
-        # Started from a send's task: log with the number only, not that send's sid.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(number=self.number)
-        try:
-            attempt = 0
-            while True:
-                if attempt or not at_once:
-                    await trio.sleep(self._storage_delay(attempt + 1))
-                attempt += 1
-                outcomes = self.unrecorded.idle()
-                if outcomes:
-                    if not await self._commit_all(outcomes):
-                        continue
-                elif self._storage_down is not None and not await self._probe():
-                    continue  # nothing held (a tier count failed): storage must take a write first
-                if not self.unrecorded.idle():
-                    break
-        finally:
-            self._recommitting = False
-        self._storage_recovered()
-
-    async def _commit_all(self, outcomes: list[Outcome]) -> bool:
-        """Try every outcome at once (one group commit); True if storage took them all."""
-        results: list[bool] = []
-
-        async def commit(outcome: Outcome) -> None:
-            results.append(await self._commit(outcome))
-
-        async with trio.open_nursery() as nursery:
-            for outcome in outcomes:
-                nursery.start_soon(commit, outcome)
-        return all(results)
-
-    async def _probe(self) -> bool:
-        try:
-            await self._store.write(_probe_write(self.number))
-        except StoreError as exc:
-            self._storage_failed(exc)
-            return False
-        return True
-
-    def _storage_recovered(self) -> None:
-        down = self._storage_down
-        if down is None:
-            return
-        log.warning(
-            "storage.recovered",
-            failed_for=round(trio.current_time() - self._storage_since, 1),
-            failures=self.storage_failures,
-        )
-        self._storage_down = None
-        self.storage_error = None
-        down.set()
-        self._signal()
-
-    def _storage_delay(self, attempt: int) -> float:
-        """Seconds before the next try while storage fails: doubling to a cap, jittered above half."""
-        delay = min(STORAGE_RETRY_CAP, STORAGE_RETRY_BASE * 2 ** (attempt - 1))
-        return random.uniform(delay / 2, delay)
+        if await self._recorder.try_write(self._budget.persist(recipient)):
+            return True
+        self._budget.uncount(recipient)  # counted again, and persisted, when it is sent
+        return False
 
     def _load(self, item: Pending) -> MessageRecord | None:
         raw = self._store.get(b"messages", ledger.sid_key(item.sid))
@@ -1012,9 +850,9 @@ class NumberActor:
             tier_limit=self._budget.limit if self._budget is not None else None,
             tier_waits=self._budget.waits if self._budget is not None else 0,
             degraded_code=self.degraded_code,
-            storage=self.storage_error if self._storage_down is not None else None,
+            storage=self._recorder.error if self._recorder.recovery is not None else None,
             unrecorded=len(self.unrecorded),
-            storage_failures=self.storage_failures,
+            storage_failures=self._recorder.failures,
         )
 
 
@@ -1036,26 +874,4 @@ class _SoloHost:
         self._woken = trio.Event()
 
 
-@attrs.frozen
-class _DropEntry:
-    """The write that replaces an outcome that cannot be written: the entry leaves the outbox."""
-
-    number: str
-    seq: int
-
-    def __call__(self, txn: WriteTxn) -> None:
-        txn.delete(b"outbox", seq_key(self.number, self.seq))
-
-
-def _probe_write(number: str) -> OutcomeWrite:
-    """A write that touches pages and leaves nothing: does storage take writes again?"""
-    key = b"probe" + b"\x00" + number.encode()
-
-    def write(txn: WriteTxn) -> None:
-        txn.put(b"meta", key, b"")
-        txn.delete(b"meta", key)
-
-    return write
-
-
-__all__ = ["ActorHost", "ActorStatistics", "NumberActor", "StoreError"]
+__all__ = ["ActorHost", "ActorStatistics", "NumberActor"]

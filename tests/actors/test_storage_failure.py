@@ -22,6 +22,7 @@ import trio.testing
 from rich.console import Console
 
 from actors import number as number_mod
+from actors import recording
 from actors.number import NumberActor
 from actors.supervisor import Supervisor
 from actors.transport import Headers, Response
@@ -549,7 +550,7 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
     """The restarted run finds storage marked failing: it probes it, rather than wait forever."""
     actor, api = cloud_build(writer, limit=10)
     disk = FailingCommits(writer, monkeypatch)
-    real_probe = number_mod._probe_write
+    real_probe = recording._probe_write
     probes: list[str] = []
 
     def probe_crashing_once(number: str) -> Callable[[WriteTxn], None]:
@@ -562,7 +563,7 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
 
         return crash
 
-    monkeypatch.setattr(number_mod, "_probe_write", probe_crashing_once)
+    monkeypatch.setattr(recording, "_probe_write", probe_crashing_once)
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
     record = await cloud_submit(writer, None, "15557000002")
