@@ -101,7 +101,9 @@ async def _run(store: Store, messages: int, recipients: int) -> dict[str, float 
         began, cpu = time.perf_counter(), time.process_time()
         commits = store.statistics().commits
         await nursery.start(actor.run)
-        while actor.statistics().sent < messages:  # noqa: ASYNC110 - a bench: polling is the measurement's edge
+        # The counter itself, not statistics(): a snapshot sums every recipient's queue, and the
+        # polling would then cost the measurement more than the code it measures.
+        while actor.counts.sent < messages:  # noqa: ASYNC110 - a bench: polling is the measurement's edge
             await trio.sleep(0.005)
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         commits = store.statistics().commits - commits
