@@ -521,8 +521,7 @@ class NumberActor:
         self._recorder.open(sends)
         while not self.stop_requested():
             queues = self._queues
-            queues.unpark_due(trio.current_time())
-            if not queues.has_ready():
+            if not queues.unpark_due(trio.current_time()):
                 if queues:  # messages in flight or parked
                     deadline = queues.next_unpark()
                 elif self._upkeeping:

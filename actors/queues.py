@@ -126,11 +126,13 @@ class SendQueues:
         """Keep ``recipient`` (just taken off the ready line, or busy no more) aside until ``when``."""
         heapq.heappush(self._parked, (when, next(self._parked_seq), recipient))
 
-    def unpark_due(self, now: float) -> None:
-        """Recipients parked until ``now`` or earlier rejoin the ready line, earliest first."""
+    def unpark_due(self, now: float) -> bool:
+        """Recipients parked until ``now`` or earlier rejoin the ready line, earliest first.
+        True if the ready line has a recipient (one call a send, for the send loop)."""
         parked = self._parked
         while parked and parked[0][0] <= now:
             self._make_ready(heapq.heappop(parked)[2])
+        return bool(self._ready)
 
     def next_unpark(self) -> float:
         """When the first parked recipient is due (``math.inf``: none is parked)."""

@@ -46,7 +46,6 @@ class OutcomeRecorder:
     again (the actor wakes its dispatcher)."""
 
     __slots__ = (
-        "_down",
         "_logged",
         "_number",
         "_nursery",
@@ -56,6 +55,7 @@ class OutcomeRecorder:
         "_store",
         "error",
         "failures",
+        "recovery",
         "unrecorded",
     )
 
@@ -66,25 +66,21 @@ class OutcomeRecorder:
         self._store = store
         self.unrecorded = unrecorded
         self._on_recovered = on_recovered
-        # While storage fails (None otherwise): set once what was held is committed.
-        self._down: trio.Event | None = None
+        # While storage fails (None otherwise): set once what was held is committed. Read on
+        # every send, so a plain attribute rather than a property.
+        self.recovery: trio.Event | None = None
         self._since = self._logged = 0.0  # trio times: failing since, last logged
         self.error: str | None = None  # the last storage error (kept until storage recovers)
         self.failures = 0  # writes that storage could not commit
         self._recommitting = False  # the retrier runs
         self._nursery: trio.Nursery | None = None  # while the actor dispatches: where the retrier runs
 
-    @property
-    def recovery(self) -> trio.Event | None:
-        """While storage fails, set once it recorded everything held; None while it works."""
-        return self._down
-
     def open(self, nursery: trio.Nursery) -> None:
         """The actor dispatches: retriers run in ``nursery`` (its sends nursery, so a stop waits
         for them) until ``close``. Outcomes an earlier run left held are committed now, never
         sent again; storage still failing is probed until it takes a write."""
         self._nursery = nursery
-        if (self.unrecorded or self._down is not None) and not self._recommitting:
+        if (self.unrecorded or self.recovery is not None) and not self._recommitting:
             self._start_recommit(at_once=True)
 
     def close(self) -> None:
@@ -159,8 +155,8 @@ class OutcomeRecorder:
         self.failures += 1
         self.error = str(exc)
         now = trio.current_time()
-        if self._down is None:
-            self._down = trio.Event()
+        if self.recovery is None:
+            self.recovery = trio.Event()
             self._since = self._logged = now
             log.error("storage.failing", error=self.error, unrecorded=len(self.unrecorded))
         elif now - self._logged >= STORAGE_LOG_EVERY:
@@ -197,7 +193,7 @@ class OutcomeRecorder:
                 if outcomes:
                     if not await self._commit_all(outcomes):
                         continue
-                elif self._down is not None and not await self.try_write(_probe_write(self._number)):
+                elif self.recovery is not None and not await self.try_write(_probe_write(self._number)):
                     continue  # nothing held (a tier count failed): storage must take a write first
                 if not self.unrecorded.idle():
                     break
@@ -218,7 +214,7 @@ class OutcomeRecorder:
         return all(results)
 
     def _recovered(self) -> None:
-        down = self._down
+        down = self.recovery
         if down is None:
             return
         log.warning(
@@ -226,7 +222,7 @@ class OutcomeRecorder:
             failed_for=round(trio.current_time() - self._since, 1),
             failures=self.failures,
         )
-        self._down = None
+        self.recovery = None
         self.error = None
         down.set()
         self._on_recovered()

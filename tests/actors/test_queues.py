@@ -65,9 +65,8 @@ def test_parked_recipients_wake_at_their_time_earliest_first() -> None:
     queues.park(queues.pop_ready(), 10.0)  # b
     queues.park(queues.pop_ready(), 10.0)  # c: same time as b, after it
     assert queues.parked() == 3 and not queues.has_ready() and queues.next_unpark() == 10.0
-    queues.unpark_due(9.9)
-    assert not queues.has_ready()
-    queues.unpark_due(10.0)
+    assert not queues.unpark_due(9.9)  # nothing ready yet
+    assert queues.unpark_due(10.0)
     assert queues.ready() == ("b", "c") and queues.next_unpark() == 30.0
     queues.unpark_due(100.0)
     assert queues.ready() == ("b", "c", "a") and queues.next_unpark() == math.inf
