@@ -1,6 +1,6 @@
-"""The HTTP front door: quart-trio routes over the gateway, served by hypercorn in our nursery.
+"""The HTTP front door: quart-trio routes over the Messages resource, served by hypercorn in our nursery.
 
-Routes stay thin: decode the request, call the gateway, encode the answer.
+Routes stay thin: decode the request, call the object that serves it, encode the answer.
 Every error leaves as Twilio's error JSON, quart's own (404, 405, 408, 413)
 included; an exception no route expected is a JSON 500 with a request id
 (``errors``), never an HTML page. A route reads its body only once the
@@ -16,17 +16,26 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from actors.supervisor import Supervisor
 from dispatcher.config import MediaConfig
+from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.params import Params, parse_body
+from dispatcher.core.store import Store
 from dispatcher.core.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
 from dispatcher.frontdoor.admin_templates import register_template_routes
+from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
+from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
-from dispatcher.messages import edits, listing
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.messages import listing
+from dispatcher.messages.auth import Authenticator
+from dispatcher.messages.edits import Edits
+from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.handoff import Handoff
+from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dispatcher.ops.metrics import Metrics, RequestCounts
 from dispatcher.ops.operations import Operations
@@ -34,7 +43,7 @@ from dispatcher.ops.operations import Operations
 log = structlog.get_logger()
 
 JSON = "application/json"
-MAX_BODY = limits.MAX_BODY
+MAX_REQUEST_BYTES = limits.MAX_REQUEST_BYTES
 CREATE_ROUTE = f"/{API_VERSION}/Accounts/<account_sid>/Messages.json"
 BATCH_ROUTE = "/v1/messages:batch"
 _encoder = msgspec.json.Encoder()
@@ -45,9 +54,18 @@ def _json(body: bytes, status: int) -> Response:
 
 
 def make_app(
-    gateway: Gateway,
     *,
-    ops: Operations | None = None,
+    store: Store,
+    auth: Authenticator,
+    gateway: Gateway,
+    routes: HotRoutes,
+    edits: Edits,
+    templates: TemplateRegistry,
+    directory: Directory,
+    cloud_hooks: CloudWebhooks,
+    handoff: Handoff,
+    supervisor: Supervisor,
+    ops: Operations,
     admin_token: str | None = None,
     metrics: Metrics | None = None,
     requests: RequestCounts | None = None,
@@ -55,14 +73,17 @@ def make_app(
     body_timeout: float = limits.BODY_TIMEOUT,
     media: MediaConfig | None = None,
 ) -> QuartTrio:
-    """The front door; ``ops``/``metrics`` add the admin API and /metrics (the daemon passes both)."""
+    """The front door over the objects that serve its routes: ``store`` (listing), ``auth`` (every
+    route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
+    ``templates`` and ``ops`` (admin API), ``directory`` (webhook numbers), ``cloud_hooks``,
+    ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics."""
     app = QuartTrio("wadispatch")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
     if requests is not None:
         requests.install(app)
-    register_admin(app, ops or Operations(gateway), admin_token)
-    register_template_routes(app, gateway.templates)
+    register_admin(app, ops, admin_token)
+    register_template_routes(app, templates)
 
     if metrics is not None:
 
@@ -111,72 +132,72 @@ def make_app(
 
     @app.post(CREATE_ROUTE)
     async def create_message(account_sid: str) -> Response:
-        body = await hot_routes.create_message(gateway, account_sid, request.headers.get, read_body)
+        body = await routes.create_message(account_sid, request.headers.get, read_body)
         return _json(body, hot_routes.CREATE_STATUS)
 
     @app.get(f"{prefix}/Messages.json")
     async def list_messages(account_sid: str) -> Response:
-        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        auth.authenticate(request.headers.get("Authorization"), account_sid)
         query = listing.parse_query({k: request.args.getlist(k) for k in request.args})
-        page = listing.read_page(gateway.store, account_sid, query)
+        page = listing.read_page(store, account_sid, query)
         return _json(encode_page(account_sid, query, page), 200)
 
     @app.get(f"{prefix}/Messages/<sid>.json")
     async def fetch_message(account_sid: str, sid: str) -> Response:
-        gateway.authenticate(request.headers.get("Authorization"), account_sid)
+        auth.authenticate(request.headers.get("Authorization"), account_sid)
         return _json(encode_message(gateway.fetch(account_sid, sid)), 200)
 
     @app.post(f"{prefix}/Messages/<sid>.json")
     async def update_message(account_sid: str, sid: str) -> Response:
-        gateway.authenticate(request.headers.get("Authorization"), account_sid)
-        record = await edits.update(gateway, account_sid, sid, await body_params())
+        auth.authenticate(request.headers.get("Authorization"), account_sid)
+        record = await edits.update(account_sid, sid, await body_params())
         return _json(encode_message(record), 200)
 
     @app.delete(f"{prefix}/Messages/<sid>.json")
     async def delete_message(account_sid: str, sid: str) -> Response:
-        gateway.authenticate(request.headers.get("Authorization"), account_sid)
-        await edits.delete(gateway, account_sid, sid)
+        auth.authenticate(request.headers.get("Authorization"), account_sid)
+        await edits.delete(account_sid, sid)
         return Response(b"", status=204)
 
     @app.post(BATCH_ROUTE)
     async def batch_messages() -> Response:
-        body = await hot_routes.batch_messages(gateway, request.headers.get, read_body)
+        body = await routes.batch_messages(request.headers.get, read_body)
         return _json(body, hot_routes.BATCH_STATUS)
 
     @app.post("/webhooks/onprem/<digits>/<secret>")
     async def onprem_webhook_path(digits: str, secret: str) -> Response:
-        return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret), digits)
+        return await _onprem_webhook(routes, directory.webhook_number(digits, secret), digits)
 
     @app.post("/webhooks/onprem/<digits>")
     async def onprem_webhook_header(digits: str) -> Response:
-        info = gateway.numbers_by_digits(digits)
+        info = directory.by_digits(digits)
         secret = request.headers.get(info.webhook_header, "") if info is not None else ""
-        return await _onprem_webhook(gateway, gateway.webhook_number(digits, secret, via="header"), digits)
+        return await _onprem_webhook(routes, directory.webhook_number(digits, secret, via="header"), digits)
 
-    register_media_routes(app, gateway, media)
-    install_cloud_webhooks(app, gateway)
+    register_media_routes(app, auth=auth, gateway=gateway, handoff=handoff, config=media)
+    install_cloud_webhooks(app, directory, cloud_hooks)
 
     @app.get("/healthz")
     async def healthz() -> Response:
         """Public: each number's state and, if unhealthy, a reason code (``crash_loop``,
         ``credentials``, ``storage``). The details (an exception's text, Meta's error message)
         only with the admin token: they may name paths, hosts or credentials."""
-        states = gateway.supervisor.states()
+        states = supervisor.states()
         ok = all(state == "running" for state in states.values())
         health: dict[str, object] = {
             "status": "ok" if ok else "degraded",
             "numbers": states,
-            "degraded": gateway.supervisor.reasons(),
+            "degraded": supervisor.reasons(),
         }
         if bearer_matches(request.headers.get("Authorization"), admin_token):
-            health["details"] = gateway.supervisor.degraded()
+            health["details"] = supervisor.degraded()
         return _json(_encoder.encode(health), 200 if ok else 503)
 
     return app
 
 
-async def _onprem_webhook(gateway: Gateway, info: NumberInfo | None, digits: str) -> Response:
+async def _onprem_webhook(routes: HotRoutes, info: NumberInfo | None, digits: str) -> Response:
     """Authenticated by the caller's route (the path form is served by the fast lane in the daemon)."""
     body: bytes = b"" if info is None else await request.get_data(as_text=False)  # type: ignore[assignment]
-    status, answer = await hot_routes.onprem_webhook(gateway, info, digits, body, request.remote_addr)
+    status, answer = await routes.onprem_webhook(info, digits, body, request.remote_addr)
     return _json(answer, status)

@@ -9,11 +9,11 @@ an array, a field of the wrong type, an unknown field) rejects the whole batch
 with a 400 naming the path, e.g. ``$[3].to``.
 
 Items with only ``to``, ``from``, ``body`` and ``status_callback`` (the bulk of
-any batch) take ``Gateway.validate_plain``, which works out once per batch what
+any batch) take ``CreateRules.validate_plain``, which works out once per batch what
 they share. An item may also carry a template (``content_sid``,
 ``content_variables`` as a JSON string or object), a ``messaging_service_sid``
 instead of ``from``, a ``validity_period`` or a schedule (``send_at`` with
-``schedule_type``): it is judged by ``Gateway.validate``, the single create's
+``schedule_type``): it is judged by ``CreateRules.validate``, the single create's
 own rules. Media are for the single create only: checking a MediaUrl resolves
 its host, which a thousand items would turn into a thousand lookups.
 """
@@ -30,7 +30,8 @@ from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import INVALID_PARAMETER
 from dispatcher.core.store import StoreError
 from dispatcher.core.twilio import ErrorBody, TwilioError
-from dispatcher.messages.gateway import Gateway, SendRequest
+from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.rules import CreateRules, SendRequest
 
 log = structlog.get_logger()
 
@@ -50,7 +51,7 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     schedule_type: str | None = None
 
     def is_plain(self) -> bool:
-        """Only the fields ``Gateway.validate_plain`` judges."""
+        """Only the fields ``CreateRules.validate_plain`` judges."""
         return (
             self.content_sid is None
             and self.content_variables is None
@@ -115,10 +116,10 @@ def decode(body: bytes) -> list[BatchItem]:
 
 
 def _validate(
-    gateway: Gateway, account_sid: str, items: list[BatchItem]
+    rules: CreateRules, account_sid: str, items: list[BatchItem]
 ) -> list[MessageRecord | TwilioError]:
     """Each item's record or error, in order: the plain items together, the others one by one."""
-    plain = gateway.validate_plain(account_sid, [item for item in items if item.is_plain()])
+    plain = rules.validate_plain(account_sid, [item for item in items if item.is_plain()])
     if len(plain) == len(items):
         return plain
     judged = iter(plain)
@@ -128,17 +129,19 @@ def _validate(
             outcomes.append(next(judged))
             continue
         try:
-            outcomes.append(gateway.validate(account_sid, item.send_request()))
+            outcomes.append(rules.validate(account_sid, item.send_request()))
         except TwilioError as exc:
             outcomes.append(exc)
     return outcomes
 
 
-async def accept_batch(gateway: Gateway, account_sid: str, items: list[BatchItem]) -> bytes:
+async def accept_batch(
+    rules: CreateRules, gateway: Gateway, account_sid: str, items: list[BatchItem]
+) -> bytes:
     """Validate every item, commit the valid ones together, answer per item in order."""
     results: list[Accepted | Rejected] = []
     records: list[MessageRecord] = []
-    for outcome in _validate(gateway, account_sid, items):
+    for outcome in _validate(rules, account_sid, items):
         if isinstance(outcome, TwilioError):
             results.append(Rejected(outcome.error_body()))
         else:
@@ -146,10 +149,9 @@ async def accept_batch(gateway: Gateway, account_sid: str, items: list[BatchItem
             results.append(Accepted(outcome.sid, outcome.status))
     if records:
         try:
-            seqs = await gateway.store.write(gateway.intake_many(records))
+            await gateway.accept_many(records)
         except StoreError as exc:
             log.error("batch.store_failed", messages=len(records), error=str(exc))
             raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.") from exc
-        gateway.handoff_many(seqs, records)
     log.info("batch.accepted", account=account_sid, accepted=len(records), rejected=len(items) - len(records))
     return _encoder.encode(BatchResponse(len(records), len(items) - len(records), results))

@@ -12,7 +12,7 @@ webhook override; the app-level callback can point at it too).
   cannot be applied as it came is logged and counted, never a reason to refuse
   the rest: Meta would redeliver the whole batch for 7 days); events already
   applied (``dispatcher.webhooks.dedup``) are skipped, the rest go through the same
-  ``Gateway.on_webhook`` as On-Prem's, then are remembered. Only a store
+  ``Inbox.apply`` as On-Prem's, then are remembered. Only a store
   failure answers 503, so Meta redelivers.
 """
 
@@ -30,10 +30,12 @@ from quart_trio import QuartTrio
 from dispatcher.channels import cloud_webhook
 from dispatcher.channels.onprem_webhook import WebhookError
 from dispatcher.core import secretpolicy
+from dispatcher.core.clock import WallClock
+from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
-from dispatcher.core.store import StoreError
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.core.store import Store, StoreError
 from dispatcher.webhooks import dedup
+from dispatcher.webhooks.inbox import Inbox
 
 log = structlog.get_logger()
 
@@ -59,14 +61,16 @@ def _json(body: bytes, status: int) -> Response:
 class CloudWebhooks:
     """Applies verified Cloud deliveries once each (durably, and while one is in progress)."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, *, store: Store, wall: WallClock, inbox: Inbox) -> None:
+        self._store = store
+        self._wall = wall
+        self._inbox = inbox
         self._in_progress: set[tuple[str, str]] = set()
         self.duplicates = 0
 
     async def apply(self, info: NumberInfo, decoded: cloud_webhook.Decoded) -> int:
         """Apply what was not applied before; returns how many events were duplicates."""
-        store, now, scope = self._gateway.store, self._gateway.wall.now(), info.number
+        store, now, scope = self._store, self._wall.now(), info.number
         events = decoded.events
         keys = [*decoded.status_keys, *decoded.inbound_keys]
         done = dedup.seen(store, scope, keys, now) | {k for s, k in self._in_progress if s == scope}
@@ -88,7 +92,7 @@ class CloudWebhooks:
                     pending.discard(key)
                     inbound.append(message)
             skipped = len(keys) - len(statuses) - len(inbound)
-            await self._gateway.on_webhook(
+            await self._inbox.apply(
                 info,
                 WebhookEvents(
                     statuses=statuses,
@@ -106,12 +110,12 @@ class CloudWebhooks:
         return skipped
 
 
-def install(app: QuartTrio, gateway: Gateway) -> CloudWebhooks:
-    hooks = CloudWebhooks(gateway)
+def install(app: QuartTrio, directory: Directory, hooks: CloudWebhooks) -> None:
+    """The Cloud webhook routes: numbers looked up in ``directory``, deliveries applied by ``hooks``."""
 
     @app.get("/webhooks/cloud/<digits>")
     async def cloud_verify(digits: str) -> Response:
-        info = gateway.cloud_number(digits)
+        info = directory.cloud_number(digits)
         mode = request.args.get("hub.mode")
         token = request.args.get("hub.verify_token", "")
         challenge = request.args.get("hub.challenge", "")
@@ -129,7 +133,7 @@ def install(app: QuartTrio, gateway: Gateway) -> CloudWebhooks:
 
     @app.post("/webhooks/cloud/<digits>")
     async def cloud_events(digits: str) -> Response:
-        info = gateway.cloud_number(digits)
+        info = directory.cloud_number(digits)
         if info is None or info.cloud is None:
             log.warning("webhook.refused", path_number=digits[:20], remote=request.remote_addr)
             return _json(b'{"error":"forbidden"}', 403)
@@ -153,5 +157,3 @@ def install(app: QuartTrio, gateway: Gateway) -> CloudWebhooks:
             log.error("webhook.store_failed", number=info.number, error=str(exc))
             return _json(b'{"error":"temporarily unavailable"}', 503)
         return _json(b"{}", 200)
-
-    return hooks

@@ -10,7 +10,7 @@ every other request (and the lifespan) to the quart app unchanged. Answers are
 the quart routes' answers: same status, same JSON bytes, same content type.
 
 A body is read only once the request's credentials are good, at most
-``max_body`` bytes and within ``body_timeout`` seconds from the first read (a
+``max_request_bytes`` bytes and within ``body_timeout`` seconds from the first read (a
 client that trickles its body gets a 408 and the connection is closed); an
 exception no route expected is a JSON 500 with a request id (``errors``).
 """
@@ -28,9 +28,9 @@ from hypercorn.typing import ASGIFramework, HTTPScope, Scope
 from hypercorn.typing import ASGIReceiveCallable as Receive
 from hypercorn.typing import ASGISendCallable as Send
 
+from dispatcher.core.directory import Directory
 from dispatcher.core.twilio import API_VERSION, TwilioError
 from dispatcher.frontdoor import errors, hot_routes, limits
-from dispatcher.messages.gateway import Gateway
 from dispatcher.ops.metrics import RequestCounts
 
 log = structlog.get_logger()
@@ -103,15 +103,17 @@ class FastLane:
     def __init__(
         self,
         app: ASGIFramework,
-        gateway: Gateway,
+        routes: hot_routes.HotRoutes,
+        directory: Directory,
         *,
-        max_body: int,
+        max_request_bytes: int,
         body_timeout: float = limits.BODY_TIMEOUT,
         requests: RequestCounts | None = None,
     ) -> None:
         self._app = app
-        self._gateway = gateway
-        self._max_body = max_body
+        self._routes = routes
+        self._directory = directory
+        self._max_request_bytes = max_request_bytes
         self._body_timeout = body_timeout
         self._requests = requests
 
@@ -129,12 +131,12 @@ class FastLane:
         await self._app(scope, receive, send)
 
     async def _body(self, receive: Receive, header: hot_routes.HeaderLookup) -> bytes:
-        """The whole body: at most ``max_body`` bytes, all of it within ``body_timeout``."""
+        """The whole body: at most ``max_request_bytes`` bytes, all of it within ``body_timeout``."""
         length = header("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
+        if length is not None and length.isdigit() and int(length) > self._max_request_bytes:
             raise _TooLarge
         with trio.CancelScope(deadline=trio.current_time() + self._body_timeout):
-            return await _read_body(receive, self._max_body)
+            return await _read_body(receive, self._max_request_bytes)
         raise _TimedOut
 
     async def _serve(
@@ -147,10 +149,10 @@ class FastLane:
             if account is None:
                 status, answer = (
                     hot_routes.BATCH_STATUS,
-                    await hot_routes.batch_messages(self._gateway, header, body),
+                    await self._routes.batch_messages(header, body),
                 )
             else:
-                answer = await hot_routes.create_message(self._gateway, account, header, body)
+                answer = await self._routes.create_message(account, header, body)
                 status = hot_routes.CREATE_STATUS
         except TwilioError as exc:
             status, answer = exc.status, exc.body()
@@ -174,13 +176,13 @@ class FastLane:
         self, scope: HTTPScope, receive: Receive, send: Send, digits: str, secret: str
     ) -> None:
         """The On-Prem status webhook (secret in the path): its body is read only once authenticated."""
-        info = self._gateway.webhook_number(digits, secret)
+        info = self._directory.webhook_number(digits, secret)
         client = scope.get("client")
         remote = client[0] if client else None
         extra: errors.Headers | None = None
         try:
             body = b"" if info is None else await self._body(receive, _header_lookup(scope["headers"]))
-            status, answer = await hot_routes.onprem_webhook(self._gateway, info, digits, body, remote)
+            status, answer = await self._routes.onprem_webhook(info, digits, body, remote)
         except _TooLarge:
             status, answer = 413, _WEBHOOK_TOO_LARGE
         except _TimedOut:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatcher.core.params import Params, first
-from dispatcher.messages.gateway import SendRequest
+from dispatcher.messages.rules import SendRequest
 
 
 def send_request(params: Params) -> SendRequest:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-MAX_BODY: Final = 1 << 20
+MAX_REQUEST_BYTES: Final = 1 << 20
 """Bytes of a request body (a batch of 1,000 messages is ~200 KB); more is a 413."""
 
 BODY_TIMEOUT: Final = 15.0
@@ -26,5 +26,5 @@ than the 60 s idle timeout of common load balancers, so they close first."""
 H2_MAX_STREAMS: Final = 1
 """Requests at once on one HTTP/2 connection (hypercorn serves h2c on the plain listener; its default
 is 100). One, as on an HTTP/1.1 connection, so ``max_connections`` also bounds the requests in flight
-and the request bodies held (each at most ``MAX_BODY``). No client of this API needs more: the Twilio
+and the request bodies held (each at most ``MAX_REQUEST_BYTES``). No client of this API needs more: the Twilio
 SDKs and WhatsApp's webhooks speak HTTP/1.1."""

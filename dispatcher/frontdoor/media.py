@@ -25,7 +25,9 @@ from dispatcher.config import MediaConfig
 from dispatcher.core.models import MessageRecord, StoredMedia
 from dispatcher.core.twilio import API_VERSION, TwilioError, rfc2822
 from dispatcher.core.urlpath import IdError
+from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.inbound_media import DownloadSlots, Relay, Slot, limit_for
 
 log = structlog.get_logger()
@@ -69,14 +71,23 @@ def _resource(record: MessageRecord, media: StoredMedia) -> MediaResource:
     )
 
 
-def register_media_routes(app: QuartTrio, gateway: Gateway, config: MediaConfig | None = None) -> None:
+def register_media_routes(
+    app: QuartTrio,
+    *,
+    auth: Authenticator,
+    gateway: Gateway,
+    handoff: Handoff,
+    config: MediaConfig | None = None,
+) -> None:
+    """``gateway`` fetches the message; ``handoff`` finds the actor of the number that received it
+    (it downloads with that number's credentials)."""
     config = config or MediaConfig()
     slots = DownloadSlots(per_number=config.per_number, total=config.concurrency)
     prefix = f"/{API_VERSION}/Accounts/<account_sid>/Messages/<sid>/Media"
 
     @app.get(f"{prefix}.json")
     async def list_media(account_sid: str, sid: str) -> Response:
-        gateway.authenticate(current_request.headers.get("Authorization"), account_sid)
+        auth.authenticate(current_request.headers.get("Authorization"), account_sid)
         record = gateway.fetch(account_sid, sid)
         items = [_resource(record, m) for m in record.media]
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}/Media.json"
@@ -95,7 +106,7 @@ def register_media_routes(app: QuartTrio, gateway: Gateway, config: MediaConfig 
 
     @app.get(f"{prefix}/<media_sid>")
     async def get_media(account_sid: str, sid: str, media_sid: str) -> Response:
-        gateway.authenticate(current_request.headers.get("Authorization"), account_sid)
+        auth.authenticate(current_request.headers.get("Authorization"), account_sid)
         record = gateway.fetch(account_sid, sid)
         name, _, ext = media_sid.partition(".")
         media = next((m for m in record.media if m.sid == name), None)
@@ -105,7 +116,7 @@ def register_media_routes(app: QuartTrio, gateway: Gateway, config: MediaConfig 
             return Response(
                 _encoder.encode(_resource(record, media)), status=200, content_type="application/json"
             )
-        actor = gateway.supervisor.actor(record.to_number)
+        actor = handoff.actor(record.to_number)
         if actor is None:
             raise TwilioError(404, 20404, "The number that received this media is no longer configured")
         where = {"number": record.to_number, "sid": sid}

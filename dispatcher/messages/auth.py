@@ -42,9 +42,16 @@ def _basic(authorization: str | None) -> tuple[str, str] | None:
 
 @final
 class Authenticator:
+    """The credentials in force: the accounts' auth tokens and API keys, swapped by a live reload."""
+
     def __init__(self, accounts: Mapping[str, str], api_keys: Mapping[str, ApiKey] | None = None) -> None:
         self._accounts = dict(accounts)  # account sid -> auth token
         self._keys = dict(api_keys or {})  # SK sid -> ApiKey
+
+    def reload(self, accounts: Mapping[str, str], api_keys: Mapping[str, ApiKey] | None = None) -> None:
+        """A live reload's accounts and API keys replace the old ones (a removed key stops working)."""
+        self._accounts = dict(accounts)
+        self._keys = dict(api_keys or {})
 
     def account_for(self, authorization: str | None) -> str:
         """The account the credentials act for; 401 (20003) unless they are valid."""

@@ -10,16 +10,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, final
 
 import structlog
 
 from dispatcher.core import ledger
+from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import Params, first
-from dispatcher.core.store import StoreError, WriteTxn
+from dispatcher.core.store import Store, StoreError, WriteTxn
 from dispatcher.core.twilio import TwilioError, message_uri
 from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.handoff import Handoff
 
 log = structlog.get_logger()
 
@@ -30,70 +32,77 @@ def _bad_update(detail: str) -> TwilioError:
     return TwilioError(400, 30400, f"Parameters are not valid: {detail}")
 
 
-async def update(gateway: Gateway, account_sid: str, sid: str, params: Params) -> MessageRecord:
-    status, body = first(params, "Status"), first(params, "Body")
-    if status is not None and body is not None:
-        raise _bad_update("cancel (Status) and redact (Body) cannot be combined in one request.")
-    if status is not None:
-        if status != "canceled":
-            raise _bad_update(f"Status can only be set to 'canceled', not {status!r}.")
-        return await cancel(gateway, account_sid, sid)
-    if body is not None:
-        if body != "":
-            raise _bad_update("a message body can only be redacted: send an empty Body.")
-        return await _write(
-            gateway,
+@final
+class Edits:
+    def __init__(self, *, store: Store, wall: WallClock, gateway: Gateway, handoff: Handoff) -> None:
+        self._store = store
+        self._wall = wall
+        self._gateway = gateway  # fetch: another account's sid is a 404
+        self._handoff = handoff  # the sender's actor, held off a message being canceled
+
+    async def update(self, account_sid: str, sid: str, params: Params) -> MessageRecord:
+        status, body = first(params, "Status"), first(params, "Body")
+        if status is not None and body is not None:
+            raise _bad_update("cancel (Status) and redact (Body) cannot be combined in one request.")
+        if status is not None:
+            if status != "canceled":
+                raise _bad_update(f"Status can only be set to 'canceled', not {status!r}.")
+            return await self.cancel(account_sid, sid)
+        if body is not None:
+            if body != "":
+                raise _bad_update("a message body can only be redacted: send an empty Body.")
+            return await self._write(
+                account_sid,
+                sid,
+                ledger.redact(sid, account_sid, self._wall.now()),
+                TwilioError(
+                    400,
+                    30400,
+                    "Parameters are not valid: a message body can be redacted once it has been sent.",
+                ),
+            )
+        raise _bad_update("give Status=canceled or an empty Body.")
+
+    async def cancel(self, account_sid: str, sid: str) -> MessageRecord:
+        """Take a queued message out of its outbox; its actor is held off it meanwhile."""
+        record = self._gateway.fetch(account_sid, sid)  # 20404 for another account's sid
+        actor = self._handoff.actor(record.from_number)
+        cannot = TwilioError(
+            400, 30409, "This message cannot be canceled: it is no longer waiting to be sent."
+        )
+        if actor is not None and not actor.holds.try_hold(sid):
+            raise cannot  # its send has started
+        try:
+            canceled = await self._write(
+                account_sid, sid, ledger.cancel(sid, account_sid, self._wall.now()), cannot
+            )
+        finally:
+            if actor is not None:
+                actor.holds.release(sid)
+        log.info("message.canceled", sid=sid, number=canceled.from_number)
+        return canceled
+
+    async def delete(self, account_sid: str, sid: str) -> None:
+        await self._write(
             account_sid,
             sid,
-            ledger.redact(sid, account_sid, gateway.wall.now()),
-            TwilioError(
-                400, 30400, "Parameters are not valid: a message body can be redacted once it has been sent."
-            ),
+            ledger.remove(sid, account_sid),
+            TwilioError(409, 20009, "Cannot delete this resource before it is complete."),
         )
-    raise _bad_update("give Status=canceled or an empty Body.")
+        log.info("message.deleted", sid=sid)
 
-
-async def cancel(gateway: Gateway, account_sid: str, sid: str) -> MessageRecord:
-    """Take a queued message out of its outbox; its actor is held off it meanwhile."""
-    record = gateway.fetch(account_sid, sid)  # 20404 for another account's sid
-    actor = gateway.supervisor.actor(record.from_number)
-    cannot = TwilioError(400, 30409, "This message cannot be canceled: it is no longer waiting to be sent.")
-    if actor is not None and not actor.holds.try_hold(sid):
-        raise cannot  # its send has started
-    try:
-        canceled = await _write(
-            gateway, account_sid, sid, ledger.cancel(sid, account_sid, gateway.wall.now()), cannot
-        )
-    finally:
-        if actor is not None:
-            actor.holds.release(sid)
-    log.info("message.canceled", sid=sid, number=canceled.from_number)
-    return canceled
-
-
-async def delete(gateway: Gateway, account_sid: str, sid: str) -> None:
-    await _write(
-        gateway,
-        account_sid,
-        sid,
-        ledger.remove(sid, account_sid),
-        TwilioError(409, 20009, "Cannot delete this resource before it is complete."),
-    )
-    log.info("message.deleted", sid=sid)
-
-
-async def _write(
-    gateway: Gateway, account_sid: str, sid: str, fn: Callable[[WriteTxn], T], wrong_state: TwilioError
-) -> T:
-    try:
-        return await gateway.store.write(fn)
-    except ledger.MessageNotFound:
-        uri = message_uri(account_sid, sid)
-        raise TwilioError(404, 20404, f"The requested resource {uri} was not found") from None
-    except ledger.WrongState as exc:
-        raise TwilioError(
-            wrong_state.status, wrong_state.code, f"{wrong_state.message} (status {exc.status})"
-        ) from None
-    except StoreError as exc:
-        log.error("message.store_failed", sid=sid, error=str(exc))
-        raise TwilioError(503, 20503, "Service unavailable: the change could not be stored.") from exc
+    async def _write(
+        self, account_sid: str, sid: str, fn: Callable[[WriteTxn], T], wrong_state: TwilioError
+    ) -> T:
+        try:
+            return await self._store.write(fn)
+        except ledger.MessageNotFound:
+            uri = message_uri(account_sid, sid)
+            raise TwilioError(404, 20404, f"The requested resource {uri} was not found") from None
+        except ledger.WrongState as exc:
+            raise TwilioError(
+                wrong_state.status, wrong_state.code, f"{wrong_state.message} (status {exc.status})"
+            ) from None
+        except StoreError as exc:
+            log.error("message.store_failed", sid=sid, error=str(exc))
+            raise TwilioError(503, 20503, "Service unavailable: the change could not be stored.") from exc

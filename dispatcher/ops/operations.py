@@ -1,6 +1,6 @@
 """What operators can see and steer: the service behind the admin API.
 
-Kept apart from the web framework (like the gateway) so it is tested directly;
+Kept apart from the web framework (like the Messages resource) so it is tested directly;
 the admin routes only authenticate, decode and encode. Answers are msgspec
 Structs, the same types the ``wadispatch`` CLI decodes.
 """
@@ -15,10 +15,11 @@ import structlog
 import trio
 
 from actors.number import NumberActor
+from actors.supervisor import Supervisor
 from dispatcher.core import ledger
+from dispatcher.core.directory import Directory
 from dispatcher.core.models import entry_decoder
-from dispatcher.core.store import number_key
-from dispatcher.messages.gateway import Gateway
+from dispatcher.core.store import Store, number_key
 
 log = structlog.get_logger()
 
@@ -108,39 +109,49 @@ Reload = Callable[[], Awaitable[ReloadResult]]
 
 @final
 class Operations:
-    def __init__(self, gateway: Gateway, *, reload: Reload | None = None) -> None:
-        self._gateway = gateway
+    def __init__(
+        self,
+        *,
+        store: Store,
+        supervisor: Supervisor,
+        directory: Directory,
+        draining: set[str],
+        reload: Reload | None = None,
+    ) -> None:
+        """``draining``: the numbers refusing new messages, shared with the create rules;
+        ``reload``: a live reload (None: this process cannot reload)."""
+        self._store = store
+        self._supervisor = supervisor
+        self._directory = directory
+        self._draining = draining
         self._reload = reload
         self._reload_lock = trio.Lock()
-
-    def set_reload(self, reload: Reload) -> None:
-        self._reload = reload
 
     # -- reading ----------------------------------------------------------------------
 
     def _actor(self, number: str) -> NumberActor:
-        actor = self._gateway.supervisor.actor(number)
+        actor = self._supervisor.actor(number)
         if actor is None:
             raise UnknownNumber(number)
         return actor
 
     def outbox_depth(self, number: str) -> int:
-        return self._gateway.store.count(b"outbox", number_key(number))
+        return self._store.count(b"outbox", number_key(number))
 
     def state(self, number: str) -> str:
         actor = self._actor(number)
-        if number in self._gateway.draining:
+        if number in self._draining:
             return "draining"
         if actor.paused:
             return "paused"
-        return self._gateway.supervisor.states().get(number, "stopped")
+        return self._supervisor.states().get(number, "stopped")
 
     def status(self) -> Status:
-        supervisor = self._gateway.supervisor
+        supervisor = self._supervisor
         numbers = []
         for actor in supervisor.actors():
             stats = actor.statistics()
-            info = self._gateway.numbers.get(actor.number)
+            info = self._directory.get(actor.number)
             numbers.append(
                 NumberStatus(
                     number=actor.number,
@@ -167,7 +178,7 @@ class Operations:
                     unrecorded=stats.unrecorded,
                 )
             )
-        store = self._gateway.store.statistics()
+        store = self._store.statistics()
         return Status(
             numbers=sorted(numbers, key=lambda n: n.number),
             store_commits=store.commits,
@@ -179,7 +190,7 @@ class Operations:
         self._actor(number)
         limit = max(1, min(limit, MAX_OUTBOX_PAGE))
         prefix = number_key(number)
-        store = self._gateway.store
+        store = self._store
         entries: list[OutboxItem] = []
         depth = 0
         for key, value in store.scan(b"outbox", prefix):
@@ -214,8 +225,8 @@ class Operations:
     def resume(self, number: str) -> Ack:
         """Resume sending, and accept new messages again if the number was being drained."""
         self._actor(number).resume()
-        if number in self._gateway.draining:
-            self._gateway.draining.discard(number)
+        if number in self._draining:
+            self._draining.discard(number)
             log.info("number.drain_ended", number=number)
         return self._ack(number)
 
@@ -226,8 +237,8 @@ class Operations:
         then removes the number from the config; ``resume`` undoes a drain.
         """
         actor = self._actor(number)
-        if number not in self._gateway.draining:
-            self._gateway.draining.add(number)
+        if number not in self._draining:
+            self._draining.add(number)
             log.info("number.draining", number=number, outbox=self.outbox_depth(number))
         actor.resume()
         return self._ack(number)

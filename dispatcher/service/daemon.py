@@ -1,6 +1,6 @@
 """run_daemon(): the whole gateway in one Trio run, and its orderly shutdown.
 
-Nesting is the shutdown order (STYLE.md rule 2): the LMDB environment outlives
+Nesting is the shutdown order: the LMDB environment outlives
 the writer, the writer outlives the actors, the actors outlive the front door.
 On SIGTERM/SIGINT (or ``shutdown.set()``): the front door stops accepting and
 finishes its requests, the actors start no new sends and finish those in flight
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING, final
 
 import attrs
 import httpx
@@ -25,17 +26,24 @@ from actors.transport import Transport
 from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
 from dispatcher.core import orphans
 from dispatcher.core.clock import SystemWallClock, WallClock
+from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import Resolver, UrlGuard
 from dispatcher.core.store import Store
-from dispatcher.frontdoor.app import MAX_BODY, make_app
+from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
+from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
+from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.messages import idempotency
-from dispatcher.messages.auth import api_keys
+from dispatcher.messages.auth import Authenticator, api_keys
+from dispatcher.messages.edits import Edits
 from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.media_guard import MediaGuard
+from dispatcher.messages.rules import CreateRules
+from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry, load_file
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -43,9 +51,15 @@ from dispatcher.ops.operations import Operations
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.service.reload import Reloader
 from dispatcher.service.sdnotify import Notifier, WriterProgress
-from dispatcher.simulator.core import STATUS_DELAYS, Simulator
-from dispatcher.simulator.server import serve as serve_simulator
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
+from dispatcher.webhooks.inbox import Inbox
+from dispatcher.webhooks.replies import TwimlReplies
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from dispatcher.service.sandbox import Sandbox
+    from dispatcher.simulator.core import Simulator
 
 log = structlog.get_logger()
 
@@ -55,14 +69,20 @@ class Running:
     """Handles on a running daemon, for tests and benches: ``started()`` value of run_daemon."""
 
     url: str
-    gateway: Gateway
-    supervisor: Supervisor
     store: Store
+    wall: WallClock
+    supervisor: Supervisor
+    directory: Directory
+    gateway: Gateway
+    scheduler: Scheduler
+    inbox: Inbox
+    routes: HotRoutes
+    quart_app: QuartTrio  # the front door behind the fast lane
+    ops: Operations
+    metrics: Metrics
     shutdown: trio.Event
     simulator: Simulator | None = None
     simulator_url: str | None = None
-    ops: Operations | None = None
-    metrics: Metrics | None = None
 
 
 def default_transport(num: NumberConfig, base_url: str) -> Transport:
@@ -195,7 +215,7 @@ async def run_daemon(
         map_max=(config.store.map_max_mb << 20) or None,
         max_batch=config.store.max_batch,
     )
-    # Opened outside the nursery that uses it (STYLE rule 2); cold path, own pool.
+    # Opened outside the nursery that uses it (closing it under its users fails them); cold path, own pool.
     callback_client = httpx.AsyncClient(
         follow_redirects=False,
         trust_env=False,
@@ -206,17 +226,13 @@ async def run_daemon(
             if handle_signals:
                 await root.start(_watch_signals, shutdown, root.cancel_scope)
             root.start_soon(_notify_stopping, shutdown, notifier)
-            simulator: Simulator | None = None
-            sim_url: str | None = None
+            listening = ListeningUrl()
+            sandbox: Sandbox | None = None
             if config.simulator is not None:
-                simulator = Simulator(
-                    webhook_batch=config.simulator.webhook_batch,
-                    status_delays=STATUS_DELAYS if config.simulator.status_webhooks else None,
-                )
-                sim_host, sim_port = parse_listen(config.simulator.listen, "simulator.listen")
-                await root.start(simulator.run)
-                sim_url = await root.start(serve_simulator, simulator, sim_host, sim_port)
-                log.info("simulator.listening", url=sim_url)
+                # Imported only when asked for: a production daemon never loads the simulator.
+                from dispatcher.service.sandbox import start_sandbox
+
+                sandbox = await start_sandbox(config.simulator, root, front_url=listening.get)
             async with trio.open_nursery() as io:
                 await io.start(store.run_writer)
                 await root.start(notifier.watchdog, _writer_health(store, notifier))
@@ -225,9 +241,7 @@ async def run_daemon(
                     store=store,
                     wall=wall,
                     make_transport=make_transport,
-                    simulator=simulator,
-                    simulator_url=sim_url,
-                    simulator_config=config.simulator,
+                    simulator_url=sandbox.url if sandbox is not None else None,
                 )
                 actors = [fleet.build(num) for num in config.numbers]
                 sup = config.supervisor
@@ -241,36 +255,83 @@ async def run_daemon(
                     degraded_delay=sup.degraded_retry,
                 )
                 url_guard = UrlGuard(config.callbacks.allow_private, resolver=resolver)
-                gateway = Gateway(
-                    store=store,
-                    supervisor=supervisor,
-                    accounts=gateway_accounts(config),
-                    api_keys=api_keys(config),
-                    numbers={n.number: number_info(n) for n in config.numbers},
-                    wall=wall,
-                    templates=TemplateRegistry(
-                        store,
-                        load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
-                    ),
-                    services=Services(config.services, store),
-                    max_body=config.messaging.max_body,
-                    media_guard=MediaGuard(url_guard),
-                    orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
+                media_guard = MediaGuard(url_guard)
+                # The Messages resource, in the order its parts need each other.
+                directory = Directory(number_info(n) for n in config.numbers)
+                auth = Authenticator(gateway_accounts(config), api_keys(config))
+                draining: set[str] = set()  # numbers an operator drains (ops), refused by the rules
+                handoff = Handoff(supervisor)
+                templates = TemplateRegistry(
+                    store,
+                    load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
                 )
-                public = PublicUrl(config.server.public_url)
+                rules = CreateRules(
+                    store=store,
+                    wall=wall,
+                    directory=directory,
+                    templates=templates,
+                    services=Services(config.services, store),
+                    draining=draining,
+                    running=handoff.running,
+                    max_body_chars=config.messaging.max_body,
+                )
+                scheduler = Scheduler(
+                    store=store, wall=wall, notify=handoff.notify_part, blocked=rules.window_blocks
+                )
+                gateway = Gateway(
+                    store=store, rules=rules, handoff=handoff, scheduler=scheduler, media_guard=media_guard
+                )
+                edits = Edits(store=store, wall=wall, gateway=gateway, handoff=handoff)
+                # WhatsApp's webhooks and the customer's callbacks.
+                replies = TwimlReplies(
+                    store=store,
+                    wall=wall,
+                    numbers=directory.get,
+                    notify=handoff.notify,
+                    media_guard=media_guard,
+                )
                 sender = CallbackSender(
                     store=store,
                     client=callback_client,
-                    auth_token=gateway.auth_token,
+                    auth_token=auth.auth_token,
                     guard=url_guard,
                     wall=wall,
                     settings=sender_settings(config.callbacks),
-                    on_reply=gateway.inbox.reply,
+                    on_reply=replies.reply,
                 )
-                gateway.inbox.configure(
-                    public_url=public.get, wake_callbacks=sender.wake, media_guard=gateway.media_guard
+                inbox = Inbox(
+                    store=store,
+                    wall=wall,
+                    public_url=PublicUrl(config.server.public_url, listening).get,
+                    wake_callbacks=sender.wake,
+                    on_status=handoff.note_status,
+                    orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
                 )
-                ops = Operations(gateway)
+                # Operators.
+                reloader = (
+                    None
+                    if reload_config is None
+                    else Reloader(
+                        load=reload_config,
+                        config=config,
+                        store=store,
+                        supervisor=supervisor,
+                        fleet=fleet,
+                        directory=directory,
+                        auth=auth,
+                        rules=rules,
+                        templates=templates,
+                        sandbox=sandbox,
+                        url_guard=url_guard,
+                    )
+                )
+                ops = Operations(
+                    store=store,
+                    supervisor=supervisor,
+                    directory=directory,
+                    draining=draining,
+                    reload=reloader,
+                )
                 requests = RequestCounts()
                 metrics = Metrics(
                     DispatcherCollector(
@@ -280,8 +341,19 @@ async def run_daemon(
                         restarts=supervisor.restarts,
                     )
                 )
+                # The front door.
+                routes = HotRoutes(auth=auth, rules=rules, gateway=gateway, inbox=inbox)
                 quart_app = make_app(
-                    gateway,
+                    store=store,
+                    auth=auth,
+                    gateway=gateway,
+                    routes=routes,
+                    edits=edits,
+                    templates=templates,
+                    directory=directory,
+                    cloud_hooks=CloudWebhooks(store=store, wall=wall, inbox=inbox),
+                    handoff=handoff,
+                    supervisor=supervisor,
                     ops=ops,
                     admin_token=config.admin.token.resolve("admin.token") if config.admin.token else None,
                     metrics=metrics,
@@ -293,8 +365,9 @@ async def run_daemon(
                 app = CloseUnreadBody(
                     FastLane(
                         LastResort(ShieldFinalSend(quart_app)),
-                        gateway,
-                        max_body=MAX_BODY,
+                        routes,
+                        directory,
+                        max_request_bytes=MAX_REQUEST_BYTES,
                         body_timeout=config.server.body_timeout,
                         requests=requests,
                     )
@@ -306,7 +379,7 @@ async def run_daemon(
                     "wadispatch_webhook_unapplied",
                     "Items of authentic WhatsApp webhooks not applied as they came (logged), by reason.",
                     "reason",
-                    lambda: gateway.inbox.unapplied,
+                    lambda: inbox.unapplied,
                 )
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
@@ -324,22 +397,12 @@ async def run_daemon(
                             )
                         )
                         url = binds[0]
-                        public.bound(url)
-                        fleet.front_url = url
-                        for num in config.numbers:
-                            fleet.register_simulated(num)
+                        listening.bound(url)
+                        if sandbox is not None:
+                            for num in config.numbers:
+                                sandbox.register(num)
                         await work.start(supervisor.run)
-                        await work.start(gateway.scheduler.run)
-                        if reload_config is not None:
-                            reloader = Reloader(
-                                load=reload_config,
-                                config=config,
-                                supervisor=supervisor,
-                                gateway=gateway,
-                                fleet=fleet,
-                                url_guard=url_guard,
-                            )
-                            ops.set_reload(reloader)
+                        await work.start(scheduler.run)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
@@ -348,13 +411,27 @@ async def run_daemon(
                             on_ready()
                         task_status.started(
                             Running(
-                                url, gateway, supervisor, store, shutdown, simulator, sim_url, ops, metrics
+                                url=url,
+                                store=store,
+                                wall=wall,
+                                supervisor=supervisor,
+                                directory=directory,
+                                gateway=gateway,
+                                scheduler=scheduler,
+                                inbox=inbox,
+                                routes=routes,
+                                quart_app=quart_app,
+                                ops=ops,
+                                metrics=metrics,
+                                shutdown=shutdown,
+                                simulator=sandbox.simulator if sandbox is not None else None,
+                                simulator_url=sandbox.url if sandbox is not None else None,
                             )
                         )
                     # The front door has stopped and answered its last request.
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
-                    gateway.scheduler.stop()
+                    scheduler.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 await fleet.aclose()
@@ -365,18 +442,31 @@ async def run_daemon(
         log.info("daemon.stopped")
 
 
-@attrs.define
-class PublicUrl:
-    """How customers reach us (media links): ``server.public_url``, else the bound address."""
+@final
+class ListeningUrl:
+    """The front door's own address, known once hypercorn has bound its socket (port 0 picks one)."""
 
-    configured: str | None
-    actual: str = ""
+    def __init__(self) -> None:
+        self._url: str | None = None
 
     def bound(self, url: str) -> None:
-        self.actual = url
+        self._url = url
 
     def get(self) -> str:
-        return (self.configured or self.actual).rstrip("/")
+        if self._url is None:
+            raise RuntimeError("the front door does not listen yet")
+        return self._url
+
+
+@attrs.frozen
+class PublicUrl:
+    """How customers reach us (media links): ``server.public_url``, else the address we listen on."""
+
+    configured: str | None
+    listening: ListeningUrl
+
+    def get(self) -> str:
+        return (self.configured or self.listening.get()).rstrip("/")
 
 
 def sender_settings(cfg: CallbacksConfig) -> SenderSettings:

@@ -1,4 +1,4 @@
-"""The configured numbers as running parts: transport, actor, gateway entry, simulator entry.
+"""The configured numbers as running parts: transport, actor, directory entry.
 
 Used by the daemon at start and by live reload, so both build a number the
 same way. The fleet owns the transports: it closes a number's transport once
@@ -18,14 +18,11 @@ from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.transport import Transport
 from actors.unrecorded import Unrecorded
-from dispatcher.config import Config, NumberConfig, SimulatorConfig, cloud_base_url
+from dispatcher.config import Config, NumberConfig, cloud_base_url
 from dispatcher.core.clock import WallClock
+from dispatcher.core.directory import CloudHook, NumberInfo
 from dispatcher.core.store import Store
-from dispatcher.messages.gateway import CloudHook, NumberInfo
 from dispatcher.service.numbers import build_actor
-from dispatcher.simulator.cloud import CloudNumber
-from dispatcher.simulator.config import SimNumber
-from dispatcher.simulator.core import Simulator
 
 log = structlog.get_logger()
 
@@ -70,26 +67,18 @@ class Fleet:
         store: Store,
         wall: WallClock,
         make_transport: TransportFactory,
-        simulator: Simulator | None = None,
         simulator_url: str | None = None,
-        simulator_config: SimulatorConfig | None = None,
     ) -> None:
+        """``simulator_url``: the embedded simulator's, where the simulated numbers send."""
         self._store = store
         self._wall = wall
         self._make_transport = make_transport
-        self._simulator = simulator
         self._simulator_url = simulator_url
-        self._simulator_config = simulator_config or SimulatorConfig()
         self._transports: dict[int, Transport] = {}  # id(actor) -> the transport it sends through
         # Number -> its outcomes not yet committed, shared by the number's successive actors.
         # Kept for every number ever built (a small object): a successor built before its
         # predecessor is released must find the same one.
         self._unrecorded: dict[str, Unrecorded] = {}
-        self.front_url: str | None = None  # set once the front door listens
-
-    @property
-    def has_simulator(self) -> bool:
-        return self._simulator is not None
 
     def build(self, num: NumberConfig) -> NumberActor:
         """A new actor for ``num`` with a new transport to its endpoint (not started)."""
@@ -125,47 +114,6 @@ class Fleet:
                     sids=[o.sid for o in unrecorded][:100],
                     effect="sent, but not recorded: sent again after a restart",
                 )
-
-    def register_simulated(self, num: NumberConfig) -> None:
-        """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""
-        if not num.simulated:
-            return
-        if num.channel == "cloud":
-            self._register_cloud(num)
-            return
-        assert self._simulator is not None and self.front_url is not None and num.password is not None
-        info = number_info(num)
-        sim = SimNumber(
-            number=num.number,
-            password=num.password.resolve("password"),
-            username=num.username,
-            webhook_url=f"{self.front_url}/webhooks/onprem/{num.number.lstrip('+')}/{info.webhook_secret}",
-            rate=self._simulator_config.rate,
-            burst=self._simulator_config.burst,
-        )
-        if num.number in self._simulator.numbers():
-            self._simulator.remove_number(num.number)
-        self._simulator.add_number(sim)
-
-    def _register_cloud(self, num: NumberConfig) -> None:
-        """A sandbox Cloud number: Meta's limits as configured, signed webhooks to /webhooks/cloud/."""
-        assert self._simulator is not None and self.front_url is not None and num.cloud is not None
-        cloud, where = num.cloud, f"{num.number}.cloud"
-        sim = CloudNumber(
-            number=num.number,
-            phone_number_id=cloud.phone_number_id,
-            access_token=cloud.access_token.resolve(f"{where}.access_token"),
-            app_secret=cloud.app_secret.resolve(f"{where}.app_secret"),
-            webhook_url=f"{self.front_url}/webhooks/cloud/{num.number.lstrip('+')}",
-            throughput=cloud.throughput,
-            throughput_burst=cloud.throughput_burst,
-            pair_interval=cloud.pair_interval or 6.0,
-            pair_burst=cloud.pair_burst,
-            messaging_limit=None if cloud.messaging_limit == "unlimited" else cloud.messaging_limit,
-        )
-        if cloud.phone_number_id in {n.phone_number_id for n in self._simulator.cloud.numbers()}:
-            self._simulator.cloud.remove_number(cloud.phone_number_id)
-        self._simulator.cloud.add_number(sim)
 
     def _base_urls(self, num: NumberConfig) -> list[str]:
         if num.simulated:

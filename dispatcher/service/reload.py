@@ -12,9 +12,10 @@ applied number by number:
 - changed endpoints or credentials replace the actor: the old one finishes its
   sends in flight and stops before the new one recovers the outbox, so nothing
   is sent twice by two actors;
-- accounts, webhook secrets and status-callback URLs are swapped in the gateway;
-- ``[[services]]``, ``[messaging] max_body`` and the ``templates_file`` (re-read;
-  admin-added templates stay) replace the gateway's;
+- accounts and API keys are swapped in the authenticator; webhook secrets and
+  status-callback URLs in the number directory;
+- ``[[services]]`` and ``[messaging] max_body`` replace the create rules', the
+  ``templates_file`` (re-read; admin-added templates stay) the registry's;
 - ``[callbacks] allow_private`` replaces the SSRF allow-list of callbacks and
   MediaUrl checks.
 
@@ -25,7 +26,7 @@ admin, and the callback sender's other settings) are reported, not applied.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import msgspec
 import structlog
@@ -33,21 +34,26 @@ import trio
 
 from actors.supervisor import Supervisor
 from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig
+from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import UrlGuard
-from dispatcher.messages.auth import api_keys
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.core.store import Store
+from dispatcher.messages.auth import Authenticator, api_keys
+from dispatcher.messages.rules import CreateRules
 from dispatcher.messages.services import Services
-from dispatcher.messages.templates import Template, TemplateError, load_file
+from dispatcher.messages.templates import Template, TemplateError, TemplateRegistry, load_file
 from dispatcher.ops.operations import ReloadResult
 from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
+
+if TYPE_CHECKING:
+    from dispatcher.service.sandbox import Sandbox
 
 log = structlog.get_logger()
 
 RESTART_SECTIONS: Final = ("server", "store", "simulator", "log", "admin")
 # Fields the running actor can take on the fly (the rest need a new actor).
 _TUNABLE: Final = frozenset({"rate", "burst"})
-# Fields only the gateway uses.
-_GATEWAY_ONLY: Final = frozenset(
+# Fields only the number directory uses (no new actor needed).
+_DIRECTORY_ONLY: Final = frozenset(
     {"account", "webhook_secret", "status_callback", "inbound_url", "webhook_auth", "webhook_header"}
 )
 
@@ -78,20 +84,31 @@ class Reloader:
         *,
         load: Callable[[], Config],
         config: Config,
+        store: Store,
         supervisor: Supervisor,
-        gateway: Gateway,
         fleet: Fleet,
+        directory: Directory,
+        auth: Authenticator,
+        rules: CreateRules,
+        templates: TemplateRegistry,
+        sandbox: Sandbox | None = None,
         url_guard: UrlGuard | None = None,
         poll_interval: float = 0.05,
     ) -> None:
+        """``load`` re-reads the config; the rest is what a reload changes. ``sandbox``: the embedded
+        simulator, if this process runs one (simulated numbers can be added only then)."""
         self._load = load
         self.config = config
+        self._store = store
         self._supervisor = supervisor
-        self._gateway = gateway
         self._fleet = fleet
+        self._directory = directory
+        self._auth = auth
+        self._rules = rules
+        self._registry = templates
+        self._sandbox = sandbox
         self._url_guard = url_guard
         self._poll = poll_interval
-        self._removed: dict[str, NumberInfo] = {}
 
     async def __call__(self) -> ReloadResult:
         try:
@@ -111,7 +128,7 @@ class Reloader:
     def _check(self, new: Config) -> None:
         """What validate() cannot know: what this running process can take without a restart."""
         for i, num in enumerate(new.numbers):
-            if num.simulated and not self._fleet.has_simulator:
+            if num.simulated and self._sandbox is None:
                 raise ConfigError(
                     f"numbers[{i}].simulated: the embedded simulator is not running; restart to add it"
                 )
@@ -137,7 +154,7 @@ class Reloader:
         retuned: list[str] = []
         for number in new_numbers.keys() & old_numbers.keys():
             changes = changed_fields(old_numbers[number], new_numbers[number])
-            if changes - _TUNABLE - _GATEWAY_ONLY:
+            if changes - _TUNABLE - _DIRECTORY_ONLY:
                 replaced.append(number)
             elif changes & _TUNABLE:
                 retuned.append(number)
@@ -145,20 +162,11 @@ class Reloader:
         if _sender_settings(old) != _sender_settings(new):
             restart.append("callbacks")
 
-        for number in added:
-            self._removed.pop(number, None)
-        for number in removed:
-            self._removed[number] = number_info(old_numbers[number])
-        # Intake first: removed numbers refuse new messages from here on.
-        self._gateway.configure(
-            gateway_accounts(new),
-            {n: number_info(num) for n, num in new_numbers.items()},
-            api_keys(new),
-            webhooks_only=self._removed,
-        )
-        self._gateway.services = Services(new.services, self._gateway.store)
-        self._gateway.max_body = new.messaging.max_body
-        self._gateway.templates.reload(templates)
+        # Intake first: removed numbers refuse new messages from here on (their webhooks still apply).
+        self._directory.reload(number_info(num) for num in new_numbers.values())
+        self._auth.reload(gateway_accounts(new), api_keys(new))
+        self._rules.reload(Services(new.services, self._store), new.messaging.max_body)
+        self._registry.reload(templates)
         if self._url_guard is not None and old.callbacks.allow_private != new.callbacks.allow_private:
             self._url_guard.set_allow(new.callbacks.allow_private)
         self.config = new
@@ -170,7 +178,7 @@ class Reloader:
                 actor.bucket.configure(num.rate, num.burst)
         for number in sorted(added):
             num = new_numbers[number]
-            self._fleet.register_simulated(num)
+            self._register_simulated(num)
             await self._supervisor.add(self._fleet.build(num))
         # Each waits up to drain_timeout for sends in flight: all numbers at once, not one after another.
         async with trio.open_nursery() as nursery:
@@ -198,13 +206,17 @@ class Reloader:
 
     async def _replace(self, num: NumberConfig, timeout: float) -> None:
         previous = self._supervisor.actor(num.number)
-        self._fleet.register_simulated(num)
+        self._register_simulated(num)
         successor = self._fleet.build(num)
         if previous is not None and previous.paused:
             successor.pause()  # an operator's pause outlives the swap
         await self._supervisor.replace(successor, timeout=timeout)
         if previous is not None:
             await self._fleet.release(previous)
+
+    def _register_simulated(self, num: NumberConfig) -> None:
+        if self._sandbox is not None:
+            self._sandbox.register(num)
 
     async def _retire(self, number: str, timeout: float) -> None:
         """Give a removed number ``timeout`` seconds to empty its outbox, then stop its actor."""

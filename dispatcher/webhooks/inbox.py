@@ -28,18 +28,13 @@ from dispatcher.core.callbacks import CallbackEntry
 from dispatcher.core.events import InboundEvent, Unapplied, WebhookEvents
 from dispatcher.core.models import MessageRecord, StoredMedia, new_sid
 from dispatcher.core.store import Store, WriteTxn
-from dispatcher.core.twilio import API_VERSION, TwilioError
-from dispatcher.messages.compose import Content, compose
-from dispatcher.messages.compose import apply as apply_content
-from dispatcher.messages.media_guard import MediaGuard
-from dispatcher.webhooks.twiml import Reply
+from dispatcher.core.twilio import API_VERSION
 
 if TYPE_CHECKING:
     from dispatcher.core.clock import WallClock
 
 log = structlog.get_logger()
 
-MAX_REPLY_BODY: Final = 1600
 LOGGED_PER_DELIVERY: Final = 20  # unapplied items logged one by one; the rest in one summary line
 
 
@@ -54,10 +49,6 @@ class InboxNumber(Protocol):
     def status_callback(self) -> str | None: ...
     @property
     def inbound_url(self) -> str | None: ...
-
-
-class Notifier(Protocol):
-    def __call__(self, number: str, seq: int, record: MessageRecord, part: int = 0) -> None: ...
 
 
 @attrs.frozen
@@ -83,36 +74,22 @@ class Inbox:
         store: Store,
         wall: WallClock,
         public_url: Callable[[], str],
-        numbers: Callable[[str], InboxNumber | None],
         wake_callbacks: Callable[[], None] = lambda: None,
-        notify: Notifier | None = None,
         on_status: Callable[[str, MessageRecord], None] | None = None,
         orphan_limits: orphans.Limits = orphans.Limits(),  # noqa: B008 (frozen, immutable)
     ) -> None:
+        """``public_url``: how customers reach us, for inbound media links (read per delivery: the
+        front door's address is known once it listens). ``wake_callbacks``: the callback sender,
+        told that callbacks were queued. ``on_status``: a number's actor, told its message moved."""
         self._store = store
         self._wall = wall
         self._public_url = public_url
-        self._numbers = numbers
         self._wake = wake_callbacks
-        self._notify = notify
         self._on_status = on_status
-        self._media_guard: MediaGuard | None = None
         self._orphan_limits = orphan_limits
         self.unapplied: dict[
             str, int
         ] = {}  # by reason: what authentic webhooks carried that we could not apply
-
-    def configure(
-        self,
-        *,
-        public_url: Callable[[], str],
-        wake_callbacks: Callable[[], None],
-        media_guard: MediaGuard | None = None,
-    ) -> None:
-        """Late wiring by the daemon: the URL is known once bound, the sender once built."""
-        self._public_url = public_url
-        self._wake = wake_callbacks
-        self._media_guard = media_guard
 
     async def apply(self, info: InboxNumber, events: WebhookEvents) -> Applied:
         """Apply a whole delivery atomically; raises StoreError if it could not be committed."""
@@ -237,74 +214,6 @@ class Inbox:
                 ),
             )
         return record
-
-    async def _reply_content(self, account_sid: str, reply: Reply) -> Content:
-        """A TwiML reply's content under a create's rules (media count, URLs, SSRF guard)."""
-        content = compose(
-            account_sid,
-            body=reply.body,
-            media_urls=reply.media,
-            content_sid=None,
-            content_variables=None,
-            validity_period=None,
-            templates=None,
-            max_body=MAX_REPLY_BODY,
-        )
-        if content.media_urls and self._media_guard is not None:
-            await self._media_guard.check(content.media_urls)
-        return content
-
-    async def reply(self, key: bytes, entry: CallbackEntry, replies: list[Reply]) -> None:
-        """TwiML ``<Message>`` replies to an inbound webhook: queue them and drop the callback, atomically.
-
-        A crash before the commit retries the webhook; after it, the replies are
-        queued exactly once.
-        """
-        info = self._numbers(entry.number)
-        now = self._wall.now()
-        records: list[MessageRecord] = []
-        for reply in replies:
-            if reply.to is not None and reply.to.removeprefix("whatsapp:") != entry.customer:
-                log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="other to")
-                continue
-            if len(reply.body) > MAX_REPLY_BODY:
-                log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="too long")
-                continue
-            try:
-                content = await self._reply_content(entry.account_sid, reply)
-            except TwilioError as exc:
-                log.warning(
-                    "twiml.reply_ignored",
-                    number=entry.number,
-                    sid=entry.sid,
-                    reason=exc.message,
-                    code=exc.code,
-                )
-                continue
-            record = MessageRecord(
-                sid=new_sid("MM" if content.media_urls else "SM"),
-                account_sid=entry.account_sid,
-                from_number=entry.number,
-                to_number=entry.customer,
-                body=reply.body,
-                status="queued",
-                direction="outbound-reply",
-                date_created=now,
-                date_updated=now,
-                status_callback=info.status_callback if info is not None else None,
-            )
-            records.append(apply_content(record, content, start=now))
-
-        def fn(txn: WriteTxn) -> list[int]:
-            txn.delete(callbacks.DB, key)
-            return [ledger.accept(record)(txn) for record in records]
-
-        seqs = await self._store.write(fn)
-        for seq, record in zip(seqs, records, strict=True):
-            log.info("message.reply_queued", number=record.from_number, sid=record.sid, reply_to=entry.sid)
-            if self._notify is not None:
-                for part in range(record.parts):  # a media reply: one outbox entry per URL
-                    self._notify(record.from_number, seq + part, record, part)
 
 
 def _sent_at(timestamp: float, now: float) -> float:

@@ -11,16 +11,16 @@ from actors.number import IDLE_LINGER
 from actors.supervisor import Supervisor
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
-from dispatcher.messages.gateway import Gateway
 from dispatcher.ops.metrics import DispatcherCollector, RequestCounts
 from dispatcher.ops.operations import Operations
-from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor, refresh_spread
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
 from tests.actors.test_multiconnect import DIGITS, multi
 from tests.actors.test_supervisor_reload import two_number_config
 from tests.helpers.configs import number_config
+from tests.helpers.intake import intake_for_config
 from tests.helpers.messages import submit, wait_for
 from tests.helpers.simulated import DAY, Timed, sim_with
 
@@ -208,18 +208,16 @@ async def test_operator_views_show_idle_actors_as_running(
     )
     config = two_number_config((ONE,), drain=5.0)
     supervisor = Supervisor([fleet.build(n) for n in config.numbers])
-    gateway = Gateway(
-        store=writer,
-        supervisor=supervisor,
-        accounts=gateway_accounts(config),
-        numbers={n.number: number_info(n) for n in config.numbers},
-        wall=wall,
-    )
+    intake = intake_for_config(writer, supervisor, config, wall)
     await nursery.start(supervisor.run)
     await trio.sleep(IDLE_LINGER + 1)
     actor = supervisor.actor(ONE)
     assert actor is not None and not actor.serving
-    status = Operations(gateway).status().numbers[0]
+    status = (
+        Operations(store=writer, supervisor=supervisor, directory=intake.directory, draining=intake.draining)
+        .status()
+        .numbers[0]
+    )
     assert (status.state, status.outbox, status.in_flight) == ("running", 0, 0)
     assert status.token_expires_in is not None and status.token_expires_in > 6 * DAY
     registry = CollectorRegistry()

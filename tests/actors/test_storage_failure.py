@@ -33,18 +33,17 @@ from dispatcher.core import ledger
 from dispatcher.core import store as store_mod
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, StoreError, StoreFullError, WriteTxn, number_key
-from dispatcher.messages.gateway import Gateway
 from dispatcher.ops.metrics import DispatcherCollector, RequestCounts
 from dispatcher.ops.operations import NumberStatus, Status
-from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor
-from dispatcher.service.reload import Reloader
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from tests.actors.test_cloud_actor import build as cloud_build
 from tests.actors.test_cloud_actor import submit as cloud_submit
 from tests.helpers.configs import number_config
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
+from tests.helpers.intake import intake_for_config, reloader_for
 from tests.helpers.messages import record_of, submit, wait_for, wait_status
 from tests.helpers.metrics import parse, value
 from tests.helpers.simulated import sim_with
@@ -508,13 +507,7 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
     )
     first = endpoint_config("http://one.invalid")
     supervisor = Supervisor([fleet.build(n) for n in first.numbers])
-    gateway = Gateway(
-        store=writer,
-        supervisor=supervisor,
-        accounts=gateway_accounts(first),
-        numbers={n.number: number_info(n) for n in first.numbers},
-        wall=wall,
-    )
+    intake = intake_for_config(writer, supervisor, first, wall)
     await nursery.start(supervisor.run)
     old = supervisor.actor(NUMBER)
     assert old is not None
@@ -526,9 +519,7 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
         old.notify(r.outbox_seq, r)
     await wait_for(lambda: old.statistics().unrecorded == 3)
     current = {"config": endpoint_config("http://two.invalid")}
-    reloader = Reloader(
-        load=lambda: current["config"], config=first, supervisor=supervisor, gateway=gateway, fleet=fleet
-    )
+    reloader = reloader_for(intake, fleet, load=lambda: current["config"], config=first)
     result = await reloader()  # the old actor cannot record its outcomes: cancelled after 2 s
     assert result.ok and result.replaced == [NUMBER]
     new = supervisor.actor(NUMBER)

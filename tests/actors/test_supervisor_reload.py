@@ -11,13 +11,12 @@ from actors.transport import ConnectError, Headers, Response
 from dispatcher import config as configuration
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
-from dispatcher.messages.gateway import Gateway
-from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor
-from dispatcher.service.reload import Reloader
 from dispatcher.simulator.transport import InProcessTransport
 from tests.helpers.configs import number_config
 from tests.helpers.daemon import ACCOUNT
+from tests.helpers.intake import intake_for_config, reloader_for
 from tests.helpers.messages import submit, wait_for
 from tests.helpers.simulated import Timed, sim_with
 
@@ -192,13 +191,7 @@ async def test_removed_numbers_drain_at_the_same_time(
     )
     first = two_number_config((ONE, TWO), drain=5.0)
     supervisor = Supervisor([fleet.build(n) for n in first.numbers])
-    gateway = Gateway(
-        store=writer,
-        supervisor=supervisor,
-        accounts=gateway_accounts(first),
-        numbers={n.number: number_info(n) for n in first.numbers},
-        wall=wall,
-    )
+    intake = intake_for_config(writer, supervisor, first, wall)
     await nursery.start(supervisor.run)
     for number in (ONE, TWO):
         actor = supervisor.actor(number)
@@ -206,9 +199,7 @@ async def test_removed_numbers_drain_at_the_same_time(
         actor.pause()  # a paused number cannot drain: each removal waits its full drain_timeout
         await submit(writer, actor, "+15551230000", "stays", number=number)
     current = {"config": first}
-    reloader = Reloader(
-        load=lambda: current["config"], config=first, supervisor=supervisor, gateway=gateway, fleet=fleet
-    )
+    reloader = reloader_for(intake, fleet, load=lambda: current["config"], config=first)
     current["config"] = two_number_config((), drain=5.0)
     began = trio.current_time()
     result = await reloader()

@@ -14,10 +14,12 @@ from actors.supervisor import Supervisor
 from dispatcher.config import ServiceConfig
 from dispatcher.core import ledger, segments, window
 from dispatcher.core.clock import TrioWallClock
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, WriteTxn
 from dispatcher.core.twilio import TwilioError
-from dispatcher.messages.gateway import Gateway, NumberInfo, SendRequest
+from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.rules import SendRequest
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import Template, TemplateRegistry
@@ -26,6 +28,7 @@ from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from tests.helpers.configs import number_config
 from tests.helpers.fakes import FakeApi, error
+from tests.helpers.intake import build_intake
 from tests.helpers.messages import wait_for
 from tests.helpers.simulated import sim_with
 
@@ -41,6 +44,7 @@ HOUR = 3600.0
 @attrs.define
 class World:
     gateway: Gateway
+    scheduler: Scheduler
     sim: Simulator
     wall: TrioWallClock
     supervisor: Supervisor
@@ -90,20 +94,20 @@ async def open_world(
         for n in (ONE, TWO)
     ]
     supervisor = Supervisor(actors)
-    gateway = Gateway(
-        store=store,
+    intake = build_intake(
+        store,
         supervisor=supervisor,
         accounts={ACCOUNT: "token"},
         numbers={n: NumberInfo(n, ACCOUNT, "s", enforce_window=enforce_window) for n in (ONE, TWO)},
         wall=wall,
         templates=templates(store),
         services=Services([ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[ONE, TWO])], store),
-        max_body=20_000,
+        max_body_chars=20_000,
     )
     if start_actors:
         await nursery.start(supervisor.run)
-    await nursery.start(gateway.scheduler.run)
-    return World(gateway, sim, wall, supervisor)
+    await nursery.start(intake.scheduler.run)
+    return World(intake.gateway, intake.scheduler, sim, wall, supervisor)
 
 
 def inbound(number: str, customer: str, at: float) -> Callable[[WriteTxn], None]:
@@ -208,14 +212,15 @@ async def test_whatsapps_own_window_error_470_fails_the_message_with_63016(
     api = FakeApi(wall.now)
     api.script = lambda body, n: error(400, 470, "Message failed to send because more than 24 hours")
     actor = build_actor(number_config(ONE), api, store=writer, wall=wall)
-    gateway = Gateway(
-        store=writer,
-        supervisor=Supervisor([actor]),
+    supervisor = Supervisor([actor])
+    gateway = build_intake(
+        writer,
+        supervisor=supervisor,
         accounts={ACCOUNT: "t"},
         numbers={ONE: NumberInfo(ONE, ACCOUNT, "s", enforce_window=False)},
         wall=wall,
-    )
-    await nursery.start(gateway.supervisor.run)
+    ).gateway
+    await nursery.start(supervisor.run)
     record = await gateway.create(ACCOUNT, SendRequest(to=CUSTOMER, from_=ONE, body="hi"))
     await wait_for(lambda: gateway.fetch(ACCOUNT, record.sid).status == "failed")
     assert gateway.fetch(ACCOUNT, record.sid).error_code == 63016
@@ -319,13 +324,13 @@ async def test_a_scheduled_message_fires_at_send_at_and_not_before(
         from_=None, messaging_service_sid=SERVICE, send_at=iso(due), schedule_type="fixed", body="later"
     )
     assert record.status == "scheduled" and record.send_at == due
-    assert writer.count(b"outbox", b"") == 0 and world.gateway.scheduler.pending() == 1
+    assert writer.count(b"outbox", b"") == 0 and world.scheduler.pending() == 1
     await trio.sleep(2 * HOUR - 1)
     assert world.received(record.from_number) == [] and world.record(record.sid).status == "scheduled"
     await wait_for(lambda: world.record(record.sid).status == "sent")
     assert world.wall.now() - due < 1.0
     assert world.received(record.from_number) == [("text", "later")]
-    assert world.gateway.scheduler.pending() == 0
+    assert world.scheduler.pending() == 0
 
 
 async def test_a_canceled_scheduled_message_never_goes(
@@ -337,7 +342,7 @@ async def test_a_canceled_scheduled_message_never_goes(
         from_=None, messaging_service_sid=SERVICE, send_at=iso(due), schedule_type="fixed"
     )
     canceled = await writer.write(ledger.cancel(record.sid, ACCOUNT, world.wall.now()))
-    assert canceled.status == "canceled" and world.gateway.scheduler.pending() == 0
+    assert canceled.status == "canceled" and world.scheduler.pending() == 0
     again = await writer.write(ledger.cancel(record.sid, ACCOUNT, world.wall.now()))
     assert again.status == "canceled"  # canceling twice changes nothing
     await trio.sleep(2 * HOUR)

@@ -14,28 +14,30 @@ from hypothesis import strategies as st
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger
 from dispatcher.core.clock import SystemWallClock
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import record_encoder
 from dispatcher.core.params import MAX_FIELDS, parse_body, parse_form, parse_json
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor import batch
 from dispatcher.frontdoor.intake import send_request
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.messages.rules import CreateRules
+from tests.helpers.intake import build_intake
 
 ACCOUNT = "AC" + "0" * 32
 FROM = "+15550000001"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory):
+def rules(tmp_path_factory: pytest.TempPathFactory):
     store = Store(Path(tmp_path_factory.mktemp("params")) / "db", map_size=8 << 20)
-    yield Gateway(
-        store=store,
+    yield build_intake(
+        store,
         supervisor=Supervisor([]),
         accounts={ACCOUNT: "token"},
         numbers={FROM: NumberInfo(number=FROM, account_sid=ACCOUNT, webhook_secret="s")},
         wall=SystemWallClock(),
-    )
+    ).rules
     store.close_env()
 
 
@@ -92,13 +94,13 @@ def test_malformed_bodies_are_twilio_errors(content_type: str, body: bytes, stat
     ],
 )
 def test_form_and_json_bodies_get_the_same_errors(
-    gateway: Gateway, params: dict[str, str], code: int
+    rules: CreateRules, params: dict[str, str], code: int
 ) -> None:
     form = urlencode(params).encode()
     as_json = json.dumps(params).encode()
     for content_type, body in [("application/x-www-form-urlencoded", form), ("application/json", as_json)]:
         with pytest.raises(TwilioError) as info:
-            gateway.validate(ACCOUNT, send_request(parse_body(content_type, body)))
+            rules.validate(ACCOUNT, send_request(parse_body(content_type, body)))
         assert info.value.code == code, content_type
 
 
@@ -127,9 +129,11 @@ _names = st.sampled_from(["To", "From", "Body", "StatusCallback", "MediaUrl", "x
 @given(
     st.binary(max_size=300), st.sampled_from([None, "application/json", "application/x-www-form-urlencoded"])
 )
-def test_any_bytes_decode_or_fail_as_a_twilio_error(gateway: Gateway, body: bytes, ctype: str | None) -> None:
+def test_any_bytes_decode_or_fail_as_a_twilio_error(
+    rules: CreateRules, body: bytes, ctype: str | None
+) -> None:
     try:
-        gateway.validate(ACCOUNT, send_request(parse_body(ctype, body)))
+        rules.validate(ACCOUNT, send_request(parse_body(ctype, body)))
     except TwilioError as exc:
         assert 400 <= exc.status < 500 and exc.code > 0
 
@@ -137,11 +141,11 @@ def test_any_bytes_decode_or_fail_as_a_twilio_error(gateway: Gateway, body: byte
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(_names, _values, max_size=6))
 def test_any_json_object_validates_or_fails_as_a_twilio_error(
-    gateway: Gateway, obj: dict[str, object]
+    rules: CreateRules, obj: dict[str, object]
 ) -> None:
     body = json.dumps(obj).encode()
     try:
-        record = gateway.validate(ACCOUNT, send_request(parse_body("application/json", body)))
+        record = rules.validate(ACCOUNT, send_request(parse_body("application/json", body)))
     except TwilioError as exc:
         assert 400 <= exc.status < 500
     else:
@@ -152,10 +156,10 @@ def test_any_json_object_validates_or_fails_as_a_twilio_error(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(_names, _text), max_size=8))
 def test_any_form_validates_or_fails_as_a_twilio_error(
-    gateway: Gateway, pairs: list[tuple[str, str]]
+    rules: CreateRules, pairs: list[tuple[str, str]]
 ) -> None:
     try:
-        gateway.validate(ACCOUNT, send_request(parse_body(None, urlencode(pairs).encode())))
+        rules.validate(ACCOUNT, send_request(parse_body(None, urlencode(pairs).encode())))
     except TwilioError as exc:
         assert 400 <= exc.status < 500
 

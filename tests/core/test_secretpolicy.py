@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from actors.supervisor import Supervisor
 from dispatcher import config
 from dispatcher.cli import main
 from dispatcher.core import secretpolicy
-from dispatcher.core.clock import SystemWallClock
-from dispatcher.core.store import Store
+from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import bearer_matches
 from dispatcher.frontdoor.cloud_routes import signature, signature_ok
 from dispatcher.messages.auth import ApiKey, Authenticator
-from dispatcher.messages.gateway import Gateway, NumberInfo
 
 ACCOUNT = "AC00000000000000000000000000000001"
 KEY = "SK00000000000000000000000000000001"
@@ -197,25 +194,15 @@ def test_an_empty_admin_token_or_app_secret_never_matches() -> None:
     assert not signature_ok("", body, signature("", body))  # anyone can sign with an empty key
 
 
-def test_a_webhook_without_its_secret_never_matches_an_empty_one(tmp_path: Path) -> None:
+def test_a_webhook_without_its_secret_never_matches_an_empty_one() -> None:
     """The header-auth webhook with no header (so ``""``) against a number whose secret went empty."""
-    store = Store(tmp_path / "db", map_size=8 << 20)
-    try:
-        numbers = {
-            "+15550000001": NumberInfo("+15550000001", ACCOUNT, "", webhook_auth="header"),
-            "+15550000002": NumberInfo("+15550000002", ACCOUNT, "", webhook_auth="path"),
-            "+15550000003": NumberInfo("+15550000003", ACCOUNT, STRONG, webhook_auth="header"),
-        }
-        gateway = Gateway(
-            store=store,
-            supervisor=Supervisor([]),
-            accounts={ACCOUNT: STRONG},
-            numbers=numbers,
-            wall=SystemWallClock(),
-        )
-        assert gateway.webhook_number("15550000001", "", via="header") is None
-        assert gateway.webhook_number("15550000002", "") is None
-        assert gateway.webhook_number("15550000003", "", via="header") is None
-        assert gateway.webhook_number("15550000003", STRONG, via="header") is numbers["+15550000003"]
-    finally:
-        store.close_env()
+    numbers = {
+        "+15550000001": NumberInfo("+15550000001", ACCOUNT, "", webhook_auth="header"),
+        "+15550000002": NumberInfo("+15550000002", ACCOUNT, "", webhook_auth="path"),
+        "+15550000003": NumberInfo("+15550000003", ACCOUNT, STRONG, webhook_auth="header"),
+    }
+    directory = Directory(numbers.values())
+    assert directory.webhook_number("15550000001", "", via="header") is None
+    assert directory.webhook_number("15550000002", "") is None
+    assert directory.webhook_number("15550000003", "", via="header") is None
+    assert directory.webhook_number("15550000003", STRONG, via="header") is numbers["+15550000003"]

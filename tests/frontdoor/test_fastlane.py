@@ -1,6 +1,6 @@
 """The fast lane answers the hot routes exactly as the quart routes do, and passes the rest on.
 
-The daemon serves through ``FastLane``; the same gateway's plain quart app,
+The daemon serves through ``FastLane``; the quart app behind it (``Running.quart_app``),
 driven in-process over ASGI, is the reference. Every case compares status,
 content type and body bytes (success bodies carry a fresh sid and dates, so
 those compare by shape).
@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import trio
 
-from dispatcher.frontdoor.app import MAX_BODY, make_app
+from dispatcher.frontdoor.app import MAX_REQUEST_BYTES
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.ops.metrics import RequestCounts
 from tests.helpers.daemon import ACCOUNT, NUMBERS, TOKEN, messages_path, running_daemon, sandbox_config
@@ -99,8 +99,8 @@ ERROR_CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/messages:batch", {"Authorization": BASIC}, b'[{"to": "x", "surprise": 1}]'),
     ("/v1/messages:batch", {"Authorization": BASIC, "Idempotency-Key": "k1"}, b'[{"to": "x"}]'),
     ("/v1/messages:batch", {"Authorization": BASIC}, b"[" + b'{"to":"x"},' * 1000 + b'{"to":"x"}]'),
-    ("/v1/messages:batch", {"Authorization": BASIC}, b"[" + b" " * (MAX_BODY + 1) + b"]"),
-    (CREATE, {"Authorization": BASIC, "Content-Type": FORM}, b"Body=" + b"a" * MAX_BODY),
+    ("/v1/messages:batch", {"Authorization": BASIC}, b"[" + b" " * (MAX_REQUEST_BYTES + 1) + b"]"),
+    (CREATE, {"Authorization": BASIC, "Content-Type": FORM}, b"Body=" + b"a" * MAX_REQUEST_BYTES),
 ]
 
 
@@ -108,8 +108,8 @@ ERROR_CASES: list[tuple[str, dict[str, str], bytes]] = [
 async def test_errors_are_byte_for_byte_the_quart_answers(daemon, case: int) -> None:
     running, _ = daemon
     path, headers, body = ERROR_CASES[case]
-    reference = make_app(running.gateway)
-    lane = FastLane(_refuse, running.gateway, max_body=MAX_BODY)
+    reference = running.quart_app
+    lane = FastLane(_refuse, running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES)
     expected = await asgi_post(reference, path, headers, body)
     got = await asgi_post(lane, path, headers, body)
     assert got == expected
@@ -120,8 +120,8 @@ async def test_batch_answers_match_item_by_item(daemon) -> None:
     running, _ = daemon
     body = msgspec.json.encode([{"to": TO, "from": FROM, "body": "ok"}, {"to": TO, "body": "no from"}])
     headers = {"Authorization": BASIC, "Content-Type": "application/json"}
-    status_q, type_q, body_q = await asgi_post(make_app(running.gateway), "/v1/messages:batch", headers, body)
-    lane = FastLane(_refuse, running.gateway, max_body=MAX_BODY)
+    status_q, type_q, body_q = await asgi_post(running.quart_app, "/v1/messages:batch", headers, body)
+    lane = FastLane(_refuse, running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES)
     status_f, type_f, body_f = await asgi_post(lane, "/v1/messages:batch", headers, body)
     assert (status_f, type_f) == (status_q, type_q) == (200, "application/json")
     quart, fast = msgspec.json.decode(body_q), msgspec.json.decode(body_f)
@@ -156,7 +156,9 @@ async def test_other_requests_pass_through_unchanged(daemon) -> None:
         await send({"type": "http.response.body", "body": b"spy", "more_body": False})
 
     counts = RequestCounts()
-    lane = FastLane(spy, running.gateway, max_body=MAX_BODY, requests=counts)
+    lane = FastLane(
+        spy, running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES, requests=counts
+    )
     for path in (
         CREATE + "/",
         "/v1/messages:batchx",
@@ -178,7 +180,7 @@ async def test_other_requests_pass_through_unchanged(daemon) -> None:
 
 async def test_a_client_gone_before_its_body_gets_no_answer_and_nothing_is_stored(daemon) -> None:
     running, _ = daemon
-    lane = FastLane(_refuse, running.gateway, max_body=MAX_BODY)
+    lane = FastLane(_refuse, running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES)
     sent: list[Any] = []
     before = running.store.count(b"by_account", ACCOUNT.encode() + b"\x00")
 
@@ -244,8 +246,10 @@ async def test_onprem_webhooks_answer_as_quart_does_and_are_counted(daemon, case
     path = HOOK.format(digits=NUMBERS[0].lstrip("+"), secret=secret)
     headers = {"Content-Type": "application/json"}
     counts = RequestCounts()
-    lane = FastLane(_refuse, running.gateway, max_body=MAX_BODY, requests=counts)
-    expected = await asgi_post(make_app(running.gateway), path, headers, body)
+    lane = FastLane(
+        _refuse, running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES, requests=counts
+    )
+    expected = await asgi_post(running.quart_app, path, headers, body)
     got = await asgi_post(lane, path, headers, body)
     assert got == expected
     assert counts.counts == {("POST", "/webhooks/onprem/<digits>/<secret>", str(expected[0])): 1}

@@ -12,7 +12,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from dispatcher.frontdoor.app import MAX_BODY, make_app
+from dispatcher.frontdoor.app import MAX_REQUEST_BYTES
 from dispatcher.frontdoor.errors import REQUEST_ID_HEADER, LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from tests.frontdoor.test_fastlane import asgi_post
@@ -122,10 +122,12 @@ async def test_quarts_own_errors_are_twilio_json(daemon) -> None:
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == 20004
     assert "POST" in wrong_method.headers["allow"]
     too_large = await client.post(
-        UPDATE.path, content=b"{" + b" " * MAX_BODY + b"}", headers={"Content-Type": "application/json"}
+        UPDATE.path,
+        content=b"{" + b" " * MAX_REQUEST_BYTES + b"}",
+        headers={"Content-Type": "application/json"},
     )
     assert too_large.status_code == 413 and too_large.json()["code"] == 21617
-    signed_too_large = await client.post(CLOUD_HOOK.path, content=b" " * (MAX_BODY + 1), auth=None)
+    signed_too_large = await client.post(CLOUD_HOOK.path, content=b" " * (MAX_REQUEST_BYTES + 1), auth=None)
     assert signed_too_large.status_code == 413
     assert signed_too_large.headers["content-type"] == "application/json"
 
@@ -153,10 +155,9 @@ async def test_an_unexpected_exception_is_a_json_500_with_a_request_id(
     daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     running, client = daemon
-    gateway = running.gateway
-    monkeypatch.setattr(gateway, "fetch", _boom)  # a quart route
-    monkeypatch.setattr(gateway, "create", _boom)  # the fast lane's create
-    monkeypatch.setattr(gateway, "on_webhook", _boom)  # the fast lane's webhook
+    monkeypatch.setattr(running.gateway, "fetch", _boom)  # a quart route
+    monkeypatch.setattr(running.gateway, "create", _boom)  # the fast lane's create
+    monkeypatch.setattr(running.inbox, "apply", _boom)  # the fast lane's webhook
     with capture_logs() as logs:
         resp = await client.get(messages_path("SM" + "1" * 32))
     await _expect_500(resp, logs, "/2010-04-01/Accounts/<account_sid>/Messages/<sid>.json")
@@ -214,7 +215,7 @@ async def test_the_fast_lane_and_quart_refuse_undecodable_batches_alike(daemon) 
     """The fast lane's answer to a too-deep batch is byte for byte the quart route's."""
     running, _ = daemon
     body = b"[" + deep(5_000) + b"]"
-    expected = await asgi_post(make_app(running.gateway), BATCH.path, BATCH.headers, body)
-    lane = FastLane(LastResort(_boom), running.gateway, max_body=MAX_BODY)
+    expected = await asgi_post(running.quart_app, BATCH.path, BATCH.headers, body)
+    lane = FastLane(LastResort(_boom), running.routes, running.directory, max_request_bytes=MAX_REQUEST_BYTES)
     got = await asgi_post(lane, BATCH.path, BATCH.headers, body)
     assert got == expected and expected[0] == 400

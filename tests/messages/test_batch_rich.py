@@ -88,7 +88,7 @@ async def test_rich_items_get_the_single_creates_outcome_in_order(tmp_path: Path
             assert fetched[3]["messaging_service_sid"] == SERVICE
             assert fetched[3]["from"] in ("whatsapp:+15550000001", "whatsapp:+15550000002")
             assert fetched[5]["status"] == "scheduled"
-            assert daemon.gateway.scheduler.pending() >= 2  # the batch's and the single create's
+            assert daemon.scheduler.pending() >= 2  # the batch's and the single create's
 
 
 async def test_media_and_unknown_fields_reject_the_whole_batch(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The batch route's validation (``Gateway.validate_plain``) against the create's (``validate``).
+"""The batch route's validation (``CreateRules.validate_plain``) against the create's (``validate``).
 
 The batch works out once per batch what every item shares (sender, callback
 syntax, sids) and builds records directly; these tests hold it to exactly the
@@ -15,13 +15,15 @@ import pytest
 
 from actors.supervisor import Supervisor
 from dispatcher.core import window
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.batch import BatchItem
-from dispatcher.messages import gateway as gateway_module
-from dispatcher.messages.gateway import Gateway, NumberInfo, SendRequest
+from dispatcher.messages import rules as rules_module
+from dispatcher.messages.rules import SendRequest
 from dispatcher.messages.templates import Template, TemplateRegistry
+from tests.helpers.intake import Intake, build_intake
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"
 OTHER: Final = "AC" + "0" * 31 + "2"
@@ -40,7 +42,7 @@ def wa(number: str) -> str:
 
 
 @pytest.fixture
-async def gateway(writer: Store) -> Gateway:
+async def intake(writer: Store) -> Intake:
     numbers = {
         OPEN: NumberInfo(OPEN, ACCOUNT, "s", status_callback="https://numbers.example/cb"),
         WINDOWED: NumberInfo(WINDOWED, ACCOUNT, "s", enforce_window=True),
@@ -55,18 +57,18 @@ async def gateway(writer: Store) -> Gateway:
         language="en",
         body="Code {{1}}",
     )
-    gw = Gateway(
-        store=writer,
+    parts = build_intake(
+        writer,
         supervisor=Supervisor([]),
         accounts={ACCOUNT: "t", OTHER: "u"},
         numbers=numbers,
         wall=Fixed(),
         templates=TemplateRegistry(writer, [otp]),
-        max_body=9000,
+        max_body_chars=9000,
     )
-    gw.draining.add(DRAINED)
+    parts.draining.add(DRAINED)
     await writer.write(lambda txn: window.touch(txn, WINDOWED, FRIEND, NOW - 3600))
-    return gw
+    return parts
 
 
 LONG_HOST_CB: Final = "http://" + "a" * 600 + ".example.com/cb"
@@ -116,21 +118,21 @@ def outcome(result: MessageRecord | TwilioError) -> object:
     return (sid[:2], len(sid), fields)
 
 
-def single(gateway: Gateway, item: BatchItem) -> object:
+def single(intake: Intake, item: BatchItem) -> object:
     req = SendRequest(to=item.to, from_=item.from_, body=item.body, status_callback=item.status_callback)
     try:
-        return outcome(gateway.validate(ACCOUNT, req))
+        return outcome(intake.rules.validate(ACCOUNT, req))
     except TwilioError as exc:
         return outcome(exc)
 
 
-async def test_each_item_is_judged_like_a_single_create(gateway: Gateway) -> None:
-    expected = [single(gateway, item) for item in ITEMS]
+async def test_each_item_is_judged_like_a_single_create(intake: Intake) -> None:
+    expected = [single(intake, item) for item in ITEMS]
     # One batch, so the per-batch lookups (a repeated From or StatusCallback) are exercised too.
-    assert [outcome(r) for r in gateway.validate_plain(ACCOUNT, ITEMS)] == expected
+    assert [outcome(r) for r in intake.rules.validate_plain(ACCOUNT, ITEMS)] == expected
     # Alone and in the reverse order: nothing carries over from earlier items.
-    assert [outcome(gateway.validate_plain(ACCOUNT, [item])[0]) for item in ITEMS] == expected
-    reverse = [outcome(r) for r in gateway.validate_plain(ACCOUNT, ITEMS[::-1])]
+    assert [outcome(intake.rules.validate_plain(ACCOUNT, [item])[0]) for item in ITEMS] == expected
+    reverse = [outcome(r) for r in intake.rules.validate_plain(ACCOUNT, ITEMS[::-1])]
     assert reverse == expected[::-1]
     kinds = [e[0] for e in expected]
     assert kinds.count("SM") == 9 and 400 in kinds and 503 in kinds  # every branch taken
@@ -140,29 +142,29 @@ async def test_each_item_is_judged_like_a_single_create(gateway: Gateway) -> Non
     assert expected[25][2]["parts"] == 1 and expected[25][2]["num_segments"] == 1
 
 
-async def test_sids_are_fresh_per_item(gateway: Gateway) -> None:
+async def test_sids_are_fresh_per_item(intake: Intake) -> None:
     items = [BatchItem(to=wa(f"+1555123{i:04d}"), from_=wa(OPEN), body="m") for i in range(1500)]
-    records = gateway.validate_plain(ACCOUNT, items)
+    records = intake.rules.validate_plain(ACCOUNT, items)
     sids = {r.sid for r in records if isinstance(r, MessageRecord)}
     assert len(sids) == 1500 and all(len(s) == 34 and s.startswith("SM") for s in sids)
 
 
-async def test_a_sender_drained_between_batches_is_refused(gateway: Gateway) -> None:
+async def test_a_sender_drained_between_batches_is_refused(intake: Intake) -> None:
     item = BatchItem(to=wa("+15551234567"), from_=wa(OPEN), body="hi")
-    assert isinstance(gateway.validate_plain(ACCOUNT, [item])[0], MessageRecord)
-    gateway.draining.add(OPEN)
-    refused = gateway.validate_plain(ACCOUNT, [item])[0]
+    assert isinstance(intake.rules.validate_plain(ACCOUNT, [item])[0], MessageRecord)
+    intake.draining.add(OPEN)
+    refused = intake.rules.validate_plain(ACCOUNT, [item])[0]
     assert isinstance(refused, TwilioError) and refused.code == 20503
 
 
-async def test_remembered_addresses_stay_bounded_and_bad_ones_still_fail(gateway: Gateway) -> None:
+async def test_remembered_addresses_stay_bounded_and_bad_ones_still_fail(intake: Intake) -> None:
     items = [
         BatchItem(to=wa(f"+1556{i:07d}"), from_=wa(OPEN), body="m")
-        for i in range(gateway_module._ADDRESS_CACHE + 10)
+        for i in range(rules_module._ADDRESS_CACHE + 10)
     ]
-    assert all(isinstance(r, MessageRecord) for r in gateway.validate_plain(ACCOUNT, items))
-    assert 0 < len(gateway._addresses) <= gateway_module._ADDRESS_CACHE
+    assert all(isinstance(r, MessageRecord) for r in intake.rules.validate_plain(ACCOUNT, items))
+    assert 0 < len(intake.rules._addresses) <= rules_module._ADDRESS_CACHE
     bad = BatchItem(to="whatsapp:+1", from_=wa(OPEN), body="m")
     for _ in range(2):  # an invalid address is never remembered
-        refused = gateway.validate_plain(ACCOUNT, [bad])[0]
+        refused = intake.rules.validate_plain(ACCOUNT, [bad])[0]
         assert isinstance(refused, TwilioError) and refused.code == 21211

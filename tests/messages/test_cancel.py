@@ -8,25 +8,26 @@ import trio.testing
 
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import Store, number_key
 from dispatcher.core.twilio import TwilioError
-from dispatcher.messages import edits
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.messages.edits import Edits
 from tests.actors.test_actor import NUMBER, build, submit
+from tests.helpers.intake import build_intake
 from tests.helpers.messages import record_of, wait_for
 
 ACCOUNT = "AC" + "0" * 32
 OTHER = "AC" + "1" * 32
 
 
-def gateway_for(store: Store, actor, wall) -> Gateway:
-    return Gateway(
-        store=store,
+def edits_for(store: Store, actor, wall) -> Edits:
+    return build_intake(
+        store,
         supervisor=Supervisor([actor]),
         accounts={ACCOUNT: "token", OTHER: "other"},
         numbers={NUMBER: NumberInfo(number=NUMBER, account_sid=ACCOUNT, webhook_secret="s")},
         wall=wall,
-    )
+    ).edits
 
 
 async def expect(code: int, coro) -> TwilioError:
@@ -40,22 +41,22 @@ async def test_a_queued_message_is_canceled_and_never_sent(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     actor, api, wall = build(writer, latency=1.0)
-    gateway = gateway_for(writer, actor, wall)
+    edits = edits_for(writer, actor, wall)
     await nursery.start(actor.run)
     first = await submit(writer, actor, "+15551234567", "first")
     second = await submit(writer, actor, "+15551234567", "second")  # waits behind the first
     await wait_for(lambda: api.in_flight == 1)
-    canceled = await edits.update(gateway, ACCOUNT, second.sid, {"Status": ["canceled"]})
+    canceled = await edits.update(ACCOUNT, second.sid, {"Status": ["canceled"]})
     assert canceled.status == "canceled" and canceled.outbox_seq is None
     assert record_of(writer, second.sid).status == "canceled"
     # Canceling again is harmless and changes nothing.
-    assert (await edits.cancel(gateway, ACCOUNT, second.sid)).date_updated == canceled.date_updated
+    assert (await edits.cancel(ACCOUNT, second.sid)).date_updated == canceled.date_updated
     await wait_for(lambda: record_of(writer, first.sid).status == "sent")
     await trio.sleep(60)
     assert [body for _, _, body in api.sent] == ["first"]
     assert writer.count(b"outbox", number_key(NUMBER)) == 0
     # Sent: too late to cancel.
-    error = await expect(30409, edits.cancel(gateway, ACCOUNT, first.sid))
+    error = await expect(30409, edits.cancel(ACCOUNT, first.sid))
     assert error.status == 400 and "sent" in error.message
 
 
@@ -63,11 +64,11 @@ async def test_a_message_whose_send_has_started_cannot_be_canceled(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     actor, api, wall = build(writer, latency=5.0)
-    gateway = gateway_for(writer, actor, wall)
+    edits = edits_for(writer, actor, wall)
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551234567", "on the wire")
     await wait_for(lambda: api.in_flight == 1)
-    await expect(30409, edits.cancel(gateway, ACCOUNT, record.sid))
+    await expect(30409, edits.cancel(ACCOUNT, record.sid))
     await wait_for(lambda: record_of(writer, record.sid).status == "sent")
     assert [body for _, _, body in api.sent] == ["on the wire"]
 
@@ -109,7 +110,7 @@ async def test_update_parameters_follow_twilio_rules(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     actor, _, wall = build(writer)
-    gateway = gateway_for(writer, actor, wall)
+    edits = edits_for(writer, actor, wall)
     record = await submit(writer, None, "+15551234567", "secret code 1234")  # actor not running: stays queued
     for params in [
         {},
@@ -118,11 +119,11 @@ async def test_update_parameters_follow_twilio_rules(
         {"Body": ["new text"]},
         {"Body": [""]},  # still queued: nothing to redact yet
     ]:
-        error = await expect(30400, edits.update(gateway, ACCOUNT, record.sid, params))
+        error = await expect(30400, edits.update(ACCOUNT, record.sid, params))
         assert error.status == 400
     assert record_of(writer, record.sid).body == "secret code 1234"
-    await expect(20404, edits.update(gateway, OTHER, record.sid, {"Status": ["canceled"]}))
-    await expect(20404, edits.update(gateway, ACCOUNT, "SM" + "f" * 32, {"Status": ["canceled"]}))
+    await expect(20404, edits.update(OTHER, record.sid, {"Status": ["canceled"]}))
+    await expect(20404, edits.update(ACCOUNT, "SM" + "f" * 32, {"Status": ["canceled"]}))
     assert record_of(writer, record.sid).status == "queued"
 
 
@@ -130,19 +131,19 @@ async def test_redact_and_delete_once_finished(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     actor, api, wall = build(writer)
-    gateway = gateway_for(writer, actor, wall)
+    edits = edits_for(writer, actor, wall)
     queued = await submit(writer, None, "+15551234567", "code 1234")
-    error = await expect(20009, edits.delete(gateway, ACCOUNT, queued.sid))
+    error = await expect(20009, edits.delete(ACCOUNT, queued.sid))
     assert error.status == 409
     await nursery.start(actor.run)
     await wait_for(lambda: record_of(writer, queued.sid).status == "sent")
-    redacted = await edits.update(gateway, ACCOUNT, queued.sid, {"Body": [""]})
+    redacted = await edits.update(ACCOUNT, queued.sid, {"Body": [""]})
     assert redacted.body == "" and record_of(writer, queued.sid).body == ""
-    await expect(20404, edits.delete(gateway, OTHER, queued.sid))
-    await edits.delete(gateway, ACCOUNT, queued.sid)
+    await expect(20404, edits.delete(OTHER, queued.sid))
+    await edits.delete(ACCOUNT, queued.sid)
     assert writer.get(b"messages", ledger.sid_key(queued.sid)) is None
     assert writer.count(b"by_account", ACCOUNT.encode()) == 0
-    await expect(20404, edits.delete(gateway, ACCOUNT, queued.sid))
+    await expect(20404, edits.delete(ACCOUNT, queued.sid))
     # A late status for the deleted message finds nothing and parks nothing.
     channel_id = "wamid1"
     outcome = await writer.write(ledger.apply_status(NUMBER, channel_id, "delivered", None, None, wall.now()))
@@ -155,10 +156,10 @@ async def test_a_cancel_survives_a_restart_and_recovery_skips_it(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     actor, api, wall = build(writer)
-    gateway = gateway_for(writer, actor, wall)
+    edits = edits_for(writer, actor, wall)
     kept = await submit(writer, None, "+15551234567", "kept")
     dropped = await submit(writer, None, "+15551234567", "dropped")
-    await edits.cancel(gateway, ACCOUNT, dropped.sid)  # the actor is not running: no hold needed
+    await edits.cancel(ACCOUNT, dropped.sid)  # the actor is not running: no hold needed
     await nursery.start(actor.run)  # recovery reads the outbox
     await wait_for(lambda: len(api.sent) == 1)
     await trio.sleep(60)

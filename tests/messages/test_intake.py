@@ -15,10 +15,11 @@ from twilio.rest import Client
 from actors.supervisor import Supervisor
 from dispatcher import config as configuration
 from dispatcher.core.clock import SystemWallClock
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import number_key
 from dispatcher.frontdoor import batch
-from dispatcher.messages.gateway import Gateway, NumberInfo
 from tests.helpers.daemon import ACCOUNT, NUMBERS, messages_path, running_daemon, sandbox_config
+from tests.helpers.intake import build_intake
 
 FROM = "whatsapp:+15550000001"
 TO = "whatsapp:+15551234567"
@@ -187,8 +188,8 @@ async def test_batch_answers_per_item_in_order(daemon) -> None:
 
 
 async def test_a_batch_is_one_store_write(writer) -> None:
-    gateway = Gateway(
-        store=writer,
+    intake = build_intake(
+        writer,
         supervisor=Supervisor([]),
         accounts={ACCOUNT: "t"},
         numbers={n: NumberInfo(number=n, account_sid=ACCOUNT, webhook_secret="s") for n in NUMBERS},
@@ -197,7 +198,7 @@ async def test_a_batch_is_one_store_write(writer) -> None:
     items = [batch.BatchItem(to=f"whatsapp:+1555123{i:04d}", from_=FROM, body=f"m{i}") for i in range(300)]
     items.append(batch.BatchItem(to="whatsapp:1", from_=FROM, body="bad"))
     before = writer.statistics()
-    out = msgspec.json.decode(await batch.accept_batch(gateway, ACCOUNT, items))
+    out = msgspec.json.decode(await batch.accept_batch(intake.rules, intake.gateway, ACCOUNT, items))
     after = writer.statistics()
     assert (out["accepted"], out["rejected"]) == (300, 1)
     assert (after.commits - before.commits, after.writes - before.writes) == (1, 1)

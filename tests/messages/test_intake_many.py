@@ -12,9 +12,11 @@ import trio
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger, models
 from dispatcher.core.clock import SystemWallClock
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord, new_sid, new_sids, record_decoder, record_encoder
 from dispatcher.core.store import DB_NAMES, Store
-from dispatcher.messages.gateway import Gateway, NumberInfo
+from dispatcher.messages.gateway import Gateway
+from tests.helpers.intake import build_intake
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 NUMBERS = ("+15550000001", "+15550000002")
@@ -54,15 +56,16 @@ def other(tmp_path: Path) -> Iterator[Store]:
     s.close_env()
 
 
-def gateway(store: Store) -> Gateway:
+def gateway(store: Store, supervisor: object = None) -> Gateway:
+    """``supervisor``: a stand-in whose actors record their notifications (default: no actors)."""
     numbers = {n: NumberInfo(number=n, account_sid=ACCOUNT, webhook_secret="s") for n in NUMBERS}
-    return Gateway(
-        store=store,
-        supervisor=Supervisor([]),
+    return build_intake(
+        store,
+        supervisor=supervisor if supervisor is not None else Supervisor([]),
         accounts={ACCOUNT: "t"},
         numbers=numbers,
         wall=SystemWallClock(),
-    )
+    ).gateway
 
 
 async def test_accept_many_writes_what_accept_writes(
@@ -115,14 +118,13 @@ class Recorder:
 
 
 async def test_handoff_many_wakes_what_handoff_wakes(writer: Store) -> None:
-    gw = gateway(writer)
-    gw.supervisor = one = Recorder()  # type: ignore[assignment]
+    one, many = Recorder(), Recorder()
+    gw = gateway(writer, one)
     batch = records()
     seqs = await writer.write(gw.intake_many(batch))
     for seq, record in zip(seqs, batch, strict=True):
         gw.handoff(seq, record)
-    gw.supervisor = many = Recorder()  # type: ignore[assignment]
-    gw.handoff_many(seqs, batch)
+    gateway(writer, many).handoff_many(seqs, batch)
     assert many.seen == one.seen and len(one.seen) == 9 + 2  # the scheduled one waits, 3 parts
 
 

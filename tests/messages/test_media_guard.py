@@ -10,12 +10,15 @@ import trio
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger
 from dispatcher.core.clock import SystemWallClock
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.ssrf import Resolver, UrlGuard
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import TwilioError
-from dispatcher.messages.gateway import Gateway, NumberInfo, SendRequest
+from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.media_guard import MediaGuard
+from dispatcher.messages.rules import SendRequest
 from tests.helpers.daemon import messages_path, running_daemon, sandbox_config
+from tests.helpers.intake import build_intake
 
 ACCOUNT = "AC" + "0" * 32
 FROM, TO = "+15550000001", "+15551234567"
@@ -39,14 +42,14 @@ async def table_resolver(host: str, port: int) -> list[str]:
 
 
 def gateway(store: Store, *, allow: tuple[str, ...] = (), resolver: Resolver = table_resolver) -> Gateway:
-    return Gateway(
-        store=store,
+    return build_intake(
+        store,
         supervisor=Supervisor([]),
         accounts={ACCOUNT: "token"},
         numbers={FROM: NumberInfo(number=FROM, account_sid=ACCOUNT, webhook_secret="s")},
         wall=SystemWallClock(),
         media_guard=MediaGuard(UrlGuard(allow, resolver=resolver)),
-    )
+    ).gateway
 
 
 def send(*urls: str) -> SendRequest:
@@ -146,7 +149,7 @@ async def test_the_daemon_refuses_a_metadata_media_url_over_http(tmp_path: Path)
                     data={"From": f"whatsapp:{FROM}", "To": f"whatsapp:{TO}", "MediaUrl": url},
                 )
                 assert answer.status_code == 400 and answer.json()["code"] == 21620
-            assert daemon.gateway.store.entries(b"messages") == 0
+            assert daemon.store.entries(b"messages") == 0
             ok = await client.post(
                 messages_path(),
                 data={

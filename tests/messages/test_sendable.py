@@ -28,16 +28,18 @@ from actors.supervisor import Supervisor
 from dispatcher.channels import cloud, onprem
 from dispatcher.config import ServiceConfig
 from dispatcher.core import ledger, media, parts, segments
+from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.ssrf import RefusedURLError, UrlGuard
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages import templates
-from dispatcher.messages.gateway import Gateway, NumberInfo, SendRequest
+from dispatcher.messages.rules import SendRequest
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import Template, TemplateRegistry
 from dispatcher.simulator.cloud import CloudApi
 from dispatcher.simulator.messages import parse_send
+from tests.helpers.intake import Intake, build_intake
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"
 SENDER: Final = "+15550000001"
@@ -68,36 +70,36 @@ class Fixed:
         return NOW
 
 
-def make_gateway(store: Store) -> Gateway:
+def make_intake(store: Store) -> Intake:
     service = ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[SENDER])
-    return Gateway(
-        store=store,
+    return build_intake(
+        store,
         supervisor=Supervisor([]),
         accounts={ACCOUNT: "token"},
         numbers={SENDER: NumberInfo(SENDER, ACCOUNT, "s", status_callback="https://numbers.example/cb")},
         wall=Fixed(),
         templates=TemplateRegistry(store, TEMPLATES),
         services=Services([service], store),
-        max_body=9000,
+        max_body_chars=9000,
     )
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
     store = Store(Path(tmp_path_factory.mktemp("sendable")) / "db", map_size=8 << 20)
-    yield make_gateway(store)
+    yield make_intake(store)
     store.close_env()
 
 
-def create(gateway: Gateway, **kw: Any) -> MessageRecord:
+def create(intake: Intake, **kw: Any) -> MessageRecord:
     fields: dict[str, Any] = {"to": TO, "from_": "whatsapp:" + SENDER, "body": None}
     fields.update(kw)
-    return gateway.validate(ACCOUNT, SendRequest(**fields))
+    return intake.rules.validate(ACCOUNT, SendRequest(**fields))
 
 
-def refused(gateway: Gateway, **kw: Any) -> TwilioError:
+def refused(intake: Intake, **kw: Any) -> TwilioError:
     with pytest.raises(TwilioError) as info:
-        create(gateway, **kw)
+        create(intake, **kw)
     assert info.value.status == 400
     return info.value
 
@@ -121,8 +123,8 @@ def refused(gateway: Gateway, **kw: Any) -> TwilioError:
         "https://example.com/" + "p" * 2100,
     ],
 )
-def test_a_status_callback_dns_cannot_carry_is_21609(gateway: Gateway, url: str) -> None:
-    error = refused(gateway, body="hi", status_callback=url)
+def test_a_status_callback_dns_cannot_carry_is_21609(intake: Intake, url: str) -> None:
+    error = refused(intake, body="hi", status_callback=url)
     assert error.code == 21609 and error.message.startswith("Invalid StatusCallback")
 
 
@@ -137,22 +139,22 @@ def test_a_status_callback_dns_cannot_carry_is_21609(gateway: Gateway, url: str)
         "https://user:secret@hooks.example.com./cb?x=1",
     ],
 )
-def test_a_status_callback_dns_can_carry_is_accepted(gateway: Gateway, url: str) -> None:
-    assert create(gateway, body="hi", status_callback=url).status_callback == url
+def test_a_status_callback_dns_can_carry_is_accepted(intake: Intake, url: str) -> None:
+    assert create(intake, body="hi", status_callback=url).status_callback == url
 
 
-def test_a_media_url_whose_host_dns_cannot_carry_is_21620(gateway: Gateway) -> None:
-    error = refused(gateway, media_urls=["https://" + "a" * 600 + ".example.com/a.jpg"])
+def test_a_media_url_whose_host_dns_cannot_carry_is_21620(intake: Intake) -> None:
+    error = refused(intake, media_urls=["https://" + "a" * 600 + ".example.com/a.jpg"])
     assert error.code == 21620
 
 
 @pytest.mark.parametrize("body", [" ", "\n\t ", " " * 5000, "\u3000\u2003"])
-def test_a_body_of_only_whitespace_is_21602(gateway: Gateway, body: str) -> None:
-    assert refused(gateway, body=body).code == 21602
+def test_a_body_of_only_whitespace_is_21602(intake: Intake, body: str) -> None:
+    assert refused(intake, body=body).code == 21602
 
 
-def test_a_blank_body_beside_media_is_no_caption_and_no_text(gateway: Gateway) -> None:
-    record = create(gateway, body="   ", media_urls=["https://cdn.example.com/a.ogg"])
+def test_a_blank_body_beside_media_is_no_caption_and_no_text(intake: Intake) -> None:
+    record = create(intake, body="   ", media_urls=["https://cdn.example.com/a.ogg"])
     assert record.body == "" and record.parts == 1
     assert json.loads(onprem.encode_send(record, 0)) == {
         "to": "15551234567",
@@ -162,9 +164,9 @@ def test_a_blank_body_beside_media_is_no_caption_and_no_text(gateway: Gateway) -
 
 
 @pytest.mark.parametrize("tail", ["   ", "\n", " \t \n "])
-def test_4096_characters_and_trailing_whitespace_go_out_as_4096(gateway: Gateway, tail: str) -> None:
+def test_4096_characters_and_trailing_whitespace_go_out_as_4096(intake: Intake, tail: str) -> None:
     """Issue 12 item 10: planned as one segment, it was sent whole (4,099 characters)."""
-    record = create(gateway, body="x" * 4096 + tail)
+    record = create(intake, body="x" * 4096 + tail)
     assert record.parts == 1 and record.num_segments == 1
     for encode in (onprem.encode_send, cloud.encode_send):
         assert json.loads(encode(record, 0))["text"]["body"] == "x" * 4096
@@ -181,28 +183,28 @@ def test_4096_characters_and_trailing_whitespace_go_out_as_4096(gateway: Gateway
     ],
 )
 def test_a_template_value_whatsapp_refuses_is_refused_at_create(
-    gateway: Gateway, variables: str, code: int
+    intake: Intake, variables: str, code: int
 ) -> None:
-    assert refused(gateway, content_sid=OTP, content_variables=variables).code == code
+    assert refused(intake, content_sid=OTP, content_variables=variables).code == code
 
 
-def test_four_spaces_in_a_value_are_fine(gateway: Gateway) -> None:
-    record = create(gateway, content_sid=OTP, content_variables='{"1": "12    34"}')
+def test_four_spaces_in_a_value_are_fine(intake: Intake) -> None:
+    record = create(intake, content_sid=OTP, content_variables='{"1": "12    34"}')
     assert record.template is not None and record.template.params == ["12    34"]
 
 
-def test_a_rendered_template_over_1024_characters_is_21658(gateway: Gateway) -> None:
-    fits = create(gateway, content_sid=NOTICE, content_variables=json.dumps({"1": "a" * 24}))
+def test_a_rendered_template_over_1024_characters_is_21658(intake: Intake) -> None:
+    fits = create(intake, content_sid=NOTICE, content_variables=json.dumps({"1": "a" * 24}))
     assert len(fits.body) == 1024
-    error = refused(gateway, content_sid=NOTICE, content_variables=json.dumps({"1": "a" * 25}))
+    error = refused(intake, content_sid=NOTICE, content_variables=json.dumps({"1": "a" * 25}))
     assert error.code == 21658 and "1025" in error.message
 
 
-def test_a_body_is_matched_only_to_a_template_whatsapp_would_take(gateway: Gateway) -> None:
-    assert create(gateway, body="Code 1234").template is not None
-    assert create(gateway, body="Code 12     34").template is None  # 5 spaces: free-form text
-    assert create(gateway, body="Dear " + "a" * 24 + ", " + "n" * 993).template is not None
-    long = create(gateway, body="Dear " + "a" * 25 + ", " + "n" * 993)
+def test_a_body_is_matched_only_to_a_template_whatsapp_would_take(intake: Intake) -> None:
+    assert create(intake, body="Code 1234").template is not None
+    assert create(intake, body="Code 12     34").template is None  # 5 spaces: free-form text
+    assert create(intake, body="Dear " + "a" * 24 + ", " + "n" * 993).template is not None
+    long = create(intake, body="Dear " + "a" * 25 + ", " + "n" * 993)
     assert long.template is None and long.parts == 1  # 1,025 characters: text, not a template
 
 
@@ -307,7 +309,7 @@ _shapes: Final = {
 _requests = st.sampled_from(["text", "text", "media", "template", "template"]).flatmap(_shapes.__getitem__)
 
 
-def _store_and_deliver(gateway: Gateway, record: MessageRecord) -> None:
+def _store_and_deliver(intake: Intake, record: MessageRecord) -> None:
     """The writes that turn request values into keys, on a fresh real LMDB: the intake, each
     part's send (its status callback is queued under its origin), a delivery status."""
 
@@ -317,7 +319,7 @@ def _store_and_deliver(gateway: Gateway, record: MessageRecord) -> None:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(store.run_writer)
-                    seq = await store.write(gateway.intake(record))
+                    seq = await store.write(intake.gateway.intake(record))
                     for part in range(record.parts):
                         await store.write(
                             ledger.mark_sent(SENDER, seq + part, record.sid, f"wamid.{part}", NOW)
@@ -353,11 +355,9 @@ def _check_whatsapp_limits(msg: dict[str, Any]) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_requests)
-def test_an_accepted_create_is_storable_and_every_part_is_sendable(
-    gateway: Gateway, req: SendRequest
-) -> None:
+def test_an_accepted_create_is_storable_and_every_part_is_sendable(intake: Intake, req: SendRequest) -> None:
     try:
-        record = gateway.validate(ACCOUNT, req)
+        record = intake.rules.validate(ACCOUNT, req)
     except TwilioError as exc:
         assert exc.status == 400 and exc.code and exc.message
         event(f"refused {exc.code}")
@@ -368,7 +368,7 @@ def test_an_accepted_create_is_storable_and_every_part_is_sendable(
     )
     planned = parts.plan(record)
     assert len(planned) == record.parts >= 1
-    _store_and_deliver(gateway, record)
+    _store_and_deliver(intake, record)
     for part in range(record.parts):
         on_prem_body = onprem.encode_send(record, part)
         parse_send(on_prem_body)  # the On-Prem simulator's own checks (raises ApiError)

@@ -122,7 +122,7 @@ async def test_sdk_media_urls_and_a_scheduled_message_canceled(tmp_path: Path) -
             sid, num_media, status, service, canceled, fetched = await trio.to_thread.run_sync(use_sdk)
             assert sid.startswith("MM") and num_media == "2"
             assert (status, service, canceled, fetched) == ("scheduled", SERVICE, "canceled", "canceled")
-            assert daemon.gateway.scheduler.pending() == 0
+            assert daemon.scheduler.pending() == 0
             assert daemon.simulator is not None
             await until(lambda: len(daemon.simulator.received("+15550000001")) == 2)  # type: ignore[union-attr]
             kinds = [r.type for r in daemon.simulator.received("+15550000001")]

@@ -152,9 +152,7 @@ async def test_redelivered_events_are_applied_once_also_after_a_restart(tmp_path
             assert (await post_signed(client, url, body)).status_code == 200
         assert await inbound_count(client) == 1
     async with running_daemon(cfg) as (daemon, client):
-        assert dedup.seen(daemon.store, CLOUD, ["m:wamid.DUP1"], daemon.gateway.wall.now()) == {
-            "m:wamid.DUP1"
-        }
+        assert dedup.seen(daemon.store, CLOUD, ["m:wamid.DUP1"], daemon.wall.now()) == {"m:wamid.DUP1"}
         assert (await post_signed(client, hook_url(daemon), body)).status_code == 200
         assert await inbound_count(client) == 1
         record = (

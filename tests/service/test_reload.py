@@ -171,7 +171,7 @@ async def test_rate_change_retunes_the_running_actor(tmp_path: Path) -> None:
             after = daemon.supervisor.actor(N1)
             assert after is before and after is not None
             assert (after.bucket.rate, after.bucket.burst) == (5.0, 10)
-            assert daemon.gateway.numbers[N1].status_callback == "https://example.com/cb"
+            assert daemon.directory.get(N1).status_callback == "https://example.com/cb"
 
 
 async def test_changed_credentials_replace_the_actor_without_losing_messages(tmp_path: Path) -> None:

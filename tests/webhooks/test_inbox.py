@@ -12,6 +12,7 @@ from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store
 from dispatcher.webhooks.inbox import Inbox
+from dispatcher.webhooks.replies import TwimlReplies
 from dispatcher.webhooks.twiml import Reply
 
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -27,13 +28,18 @@ class Info:
     inbound_url: str | None = "https://app.example/inbound"
 
 
-def make_inbox(store: Store, notified: list[tuple[str, int, MessageRecord]] | None = None) -> Inbox:
+def make_inbox(store: Store) -> Inbox:
     return Inbox(
+        store=store, wall=TrioWallClock(start=1_700_000_000.0), public_url=lambda: "https://gw.example"
+    )
+
+
+def make_replies(store: Store, notified: list[tuple[str, int, MessageRecord]]) -> TwimlReplies:
+    return TwimlReplies(
         store=store,
         wall=TrioWallClock(start=1_700_000_000.0),
-        public_url=lambda: "https://gw.example",
         numbers=lambda n: Info() if n == NUMBER else None,
-        notify=(lambda n, seq, r, part=0: notified.append((n, seq, r))) if notified is not None else None,
+        notify=lambda n, seq, r, part=0: notified.append((n, seq, r)),
     )
 
 
@@ -89,13 +95,13 @@ async def test_inbound_record_window_and_webhook_commit_together(writer: Store) 
 
 async def test_twiml_replies_and_the_callback_delete_are_one_write(writer: Store) -> None:
     notified: list[tuple[str, int, MessageRecord]] = []
-    inbox = make_inbox(writer, notified)
+    inbox, twiml = make_inbox(writer), make_replies(writer, notified)
     event = InboundEvent(channel_id="ABGG2", sender=CUSTOMER, kind="text", timestamp=1.0, body="q")
     await inbox.apply(Info(), WebhookEvents(inbound=[event]))
     [(key, value)] = list(writer.scan(callbacks.DB, b""))
     hook = entry_decoder.decode(value)
     replies = [Reply("one"), Reply("elsewhere", to="whatsapp:+15559999999"), Reply("x" * 1601), Reply("two")]
-    await inbox.reply(key, hook, replies)
+    await twiml.reply(key, hook, replies)
     assert queued(writer) == []
     assert [(n, r.body, r.direction, r.to_number) for n, _, r in notified] == [
         (NUMBER, "one", "outbound-reply", CUSTOMER),

@@ -99,7 +99,6 @@ async def test_parked_statuses_expire(autojump_clock: trio.testing.MockClock, wr
         store=writer,
         wall=wall,
         public_url=lambda: "",
-        numbers=lambda n: None,
         orphan_limits=orphans.Limits(limit=100, ttl=60.0),
     )
     await inbox.apply(Info(), WebhookEvents(statuses=[StatusEvent(channel_id="wamid.LATE", status="read")]))

@@ -1,0 +1,114 @@
+"""The number directory: who each configured number is, looked up by E.164 or by its digits.
+
+Intake asks it which account a ``From`` number belongs to; the webhook routes
+ask it which number a ``/webhooks/.../{digits}`` path names and how that number
+proves a webhook is WhatsApp's. What is in force is one immutable ``Snapshot``;
+a live reload builds the next one and swaps it in (``Directory.reload``), so a
+lookup never sees half a reload.
+
+A number removed by a reload takes no new messages from then on, but it stays
+in the directory for webhooks only: WhatsApp's statuses for what it already
+sent still apply. It leaves that list when a later reload configures it again.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import final
+
+import attrs
+
+
+@attrs.frozen
+class CloudHook:
+    """How a Cloud API number's webhooks are checked: Meta's app secret and our verify token."""
+
+    phone_number_id: str
+    app_secret: str = attrs.field(repr=False)
+    verify_token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class NumberInfo:
+    number: str
+    account_sid: str
+    webhook_secret: str
+    status_callback: str | None = None
+    inbound_url: str | None = None
+    webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
+    webhook_header: str = "X-Webhook-Secret"
+    cloud: CloudHook | None = None  # a Cloud API number (its webhooks come to /webhooks/cloud/...)
+    # Free-form only inside the customer's 24 h window (63016). The config's default is
+    # on (off for simulated numbers): see service.fleet.number_info.
+    enforce_window: bool = False
+
+
+def _digits(number: str) -> str:
+    return number.lstrip("+")
+
+
+@attrs.frozen
+class Snapshot:
+    """The directory at one moment: the configured numbers, and the removed ones kept for webhooks."""
+
+    configured: Mapping[str, NumberInfo]  # by E.164: the numbers that take new messages
+    webhooks_only: Mapping[str, NumberInfo]  # by E.164: removed by a reload, their webhooks still apply
+    by_digits: Mapping[str, NumberInfo]  # both of the above, by the digits a webhook path names
+
+    @classmethod
+    def of(
+        cls, numbers: Iterable[NumberInfo], webhooks_only: Mapping[str, NumberInfo] | None = None
+    ) -> Snapshot:
+        configured = {info.number: info for info in numbers}
+        kept = {n: info for n, info in (webhooks_only or {}).items() if n not in configured}
+        hooks = {**kept, **configured}
+        return cls(configured, kept, {_digits(n): info for n, info in hooks.items()})
+
+    def reloaded(self, numbers: Iterable[NumberInfo]) -> Snapshot:
+        """The next snapshot: ``numbers`` configured; every number configured now or kept before and
+        absent from ``numbers`` kept for webhooks only (as it was last configured)."""
+        return Snapshot.of(numbers, {**self.webhooks_only, **self.configured})
+
+
+@final
+class Directory:
+    """The snapshot in force. Its lookups read the current snapshot; ``reload`` replaces it."""
+
+    def __init__(self, numbers: Iterable[NumberInfo]) -> None:
+        self._now = Snapshot.of(numbers)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._now
+
+    def reload(self, numbers: Iterable[NumberInfo]) -> None:
+        """A live reload: ``numbers`` are the configured ones from now on (see the module's docstring)."""
+        self._now = self._now.reloaded(numbers)
+
+    def get(self, number: str) -> NumberInfo | None:
+        """A configured number (one that takes new messages) by E.164."""
+        return self._now.configured.get(number)
+
+    def by_digits(self, digits: str) -> NumberInfo | None:
+        """The number a webhook path names (configured or kept for webhooks only), not yet authenticated."""
+        return self._now.by_digits.get(digits)
+
+    def webhook_number(self, digits: str, secret: str, *, via: str = "path") -> NumberInfo | None:
+        """The number a webhook names, if it uses that way of proving its source and the secret matches."""
+        info = self._now.by_digits.get(digits)
+        if info is None or info.webhook_auth != via:
+            return None
+        # An empty secret never matches (secretpolicy.matches, inlined: this runs for every webhook).
+        if (
+            not secret
+            or not info.webhook_secret
+            or not hmac.compare_digest(secret.encode(), info.webhook_secret.encode())
+        ):
+            return None
+        return info
+
+    def cloud_number(self, digits: str) -> NumberInfo | None:
+        """The Cloud API number a ``/webhooks/cloud/{digits}`` route names (its secrets are checked there)."""
+        info = self._now.by_digits.get(digits)
+        return info if info is not None and info.cloud is not None else None

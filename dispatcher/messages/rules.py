@@ -1,0 +1,314 @@
+"""The create rules: what makes a Messages create valid, and Twilio's error code when it is not.
+
+Every intake path (Twilio form, JSON, batch, scheduled) is judged here, so they
+share one set of rules; nothing is written. ``validate`` judges one create in
+full; ``validate_plain`` judges the plain items of a batch (To, From, Body,
+StatusCallback) by the same rules in the same order, working out once per
+batch what its items share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, Protocol, final
+
+import attrs
+
+from dispatcher.core import parts, segments, window
+from dispatcher.core.clock import WallClock
+from dispatcher.core.directory import Directory, NumberInfo
+from dispatcher.core.models import MessageRecord, TemplateSend, new_sid, new_sids
+from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
+from dispatcher.core.store import Store
+from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
+from dispatcher.messages import scheduler
+from dispatcher.messages.compose import Content, compose, text_content
+from dispatcher.messages.compose import apply as apply_content
+from dispatcher.messages.services import Services
+from dispatcher.messages.templates import TemplateRegistry
+
+MAX_BODY_CHARS: Final = 1600  # Twilio's limit for a (concatenated) message body, in characters
+_E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Parsed addresses kept (cleared when full): senders and repeat recipients parse once.
+_ADDRESS_CACHE: Final = 4096
+
+
+@attrs.frozen
+class SendRequest:
+    """A create request after form/JSON decoding, before validation."""
+
+    to: str | None
+    from_: str | None
+    body: str | None
+    status_callback: str | None = None
+    media_urls: Sequence[str] = ()
+    content_sid: str | None = None
+    content_variables: str | None = None
+    validity_period: str | None = None
+    send_at: str | None = None
+    schedule_type: str | None = None
+    messaging_service_sid: str | None = None
+
+
+class PlainSend(Protocol):
+    """A create with only To, From, Body and StatusCallback: an item of the batch route."""
+
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def from_(self) -> str | None: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def status_callback(self) -> str | None: ...
+
+
+def parse_address(value: str, *, field: str, code: int) -> str:
+    """``whatsapp:+15551234567`` (or bare E.164) -> ``+15551234567``."""
+    raw = value.strip()
+    if raw.startswith(CHANNEL_PREFIX):
+        raw = raw[len(CHANNEL_PREFIX) :]
+    if not _E164.match(raw):
+        raise TwilioError(400, code, f"The '{field}' number {value} is not a valid phone number.")
+    return raw
+
+
+def _missing_to() -> TwilioError:
+    return TwilioError(400, 21604, "A 'To' phone number is required.")
+
+
+def _missing_from() -> TwilioError:
+    return TwilioError(400, 21603, "A 'From' phone number is required.")
+
+
+def _same_number(raw_to: str) -> TwilioError:
+    return TwilioError(400, 21211, f"The 'To' number {raw_to} cannot be the same as the 'From' number.")
+
+
+def _outside_window() -> TwilioError:
+    return TwilioError(
+        400,
+        63016,
+        "Failed to send freeform message because you are outside the allowed window. "
+        "If you are using WhatsApp, please use a Message Template.",
+    )
+
+
+def _check_callback(url: str) -> None:
+    """Twilio's rules for a StatusCallback (21609): an absolute http(s) URL whose host is a
+    DNS name without underscores or an IP literal, and a real port. Its origin becomes the
+    key of its delivery queue, so this also bounds that key."""
+    try:
+        parts = check_syntax(url)
+        check_host(parts.hostname or "")
+        if parts.port == 0:
+            raise RefusedURLError("port 0 cannot be reached")
+    except RefusedURLError as exc:
+        raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
+
+
+@final
+class CreateRules:
+    """The create rules over the running configuration: the directory, services, templates, drains.
+
+    ``draining`` is the set of numbers an operator is draining (``ops``): they take no new
+    messages. ``running`` says whether a number's actor runs (a service prefers those).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        wall: WallClock,
+        directory: Directory,
+        templates: TemplateRegistry,
+        services: Services,
+        draining: set[str],
+        running: Callable[[str], bool],
+        max_body_chars: int = MAX_BODY_CHARS,
+    ) -> None:
+        self._store = store
+        self._wall = wall
+        self._directory = directory
+        self._templates = templates
+        self._services = services
+        self._draining = draining
+        self._running = running
+        self._max_body_chars = max_body_chars
+        self._addresses: dict[str, str] = {}
+
+    def reload(self, services: Services, max_body_chars: int) -> None:
+        """A live reload's ``[[services]]`` and ``[messaging] max_body`` (the directory and the
+        templates are reloaded by their owners)."""
+        self._services = services
+        self._max_body_chars = max_body_chars
+
+    def validate(self, account_sid: str, req: SendRequest) -> MessageRecord:
+        """Every create rule, Twilio's error code for the first broken one; nothing is written."""
+        if not req.to:
+            raise _missing_to()
+        to = self._address(req.to, field="To", code=21211)
+        service = None
+        if req.messaging_service_sid:
+            service = self._services.get(account_sid, req.messaging_service_sid)
+        now = self._wall.now()
+        if req.from_:
+            from_ = self._address(req.from_, field="From", code=21212)
+        elif service is not None:
+            from_ = self._services.pick(service, to, now, self._running)
+        else:
+            raise _missing_from()
+        info = self._sender(account_sid, from_, req.from_)
+        if to == from_:
+            raise _same_number(req.to)
+        content = compose(
+            account_sid,
+            body=req.body,
+            media_urls=req.media_urls,
+            content_sid=req.content_sid,
+            content_variables=req.content_variables,
+            validity_period=req.validity_period,
+            templates=self._templates,
+            max_body=self._max_body_chars,
+        )
+        send_at = self._send_at(req, service is not None, now)
+        if send_at is None and self._outside_window(info, to, content, now):
+            raise _outside_window()
+        if req.status_callback:
+            _check_callback(req.status_callback)
+        record = MessageRecord(
+            sid=new_sid("MM" if content.media_urls else "SM"),
+            account_sid=account_sid,
+            from_number=from_,
+            to_number=to,
+            status="queued" if send_at is None else "scheduled",
+            date_created=now,
+            date_updated=now,
+            status_callback=req.status_callback
+            or (service.status_callback if service is not None else None)
+            or info.status_callback,
+            send_at=send_at,
+            messaging_service_sid=service.sid if service is not None else None,
+        )
+        return apply_content(record, content, start=now if send_at is None else send_at)
+
+    def validate_plain(
+        self, account_sid: str, requests: Sequence[PlainSend]
+    ) -> list[MessageRecord | TwilioError]:
+        """``validate`` for requests with only To, From, Body and StatusCallback (the batch route):
+        the same rules in the same order, per request its record or its error.
+
+        What a batch shares is worked out once per batch rather than per message:
+        each From's number (account, draining), each StatusCallback's syntax, the sids.
+        """
+        senders: dict[str, tuple[str, NumberInfo]] = {}
+        callbacks: set[str] = set()
+        sids = iter(new_sids("SM", len(requests)))
+        out: list[MessageRecord | TwilioError] = []
+        for req in requests:
+            try:
+                out.append(self._plain(account_sid, req, senders, callbacks, sids))
+            except TwilioError as exc:
+                out.append(exc)
+        return out
+
+    def _plain(
+        self,
+        account_sid: str,
+        req: PlainSend,
+        senders: dict[str, tuple[str, NumberInfo]],
+        callbacks: set[str],
+        sids: Iterator[str],
+    ) -> MessageRecord:
+        if not req.to:
+            raise _missing_to()
+        to = self._address(req.to, field="To", code=21211)
+        now = self._wall.now()
+        raw_from = req.from_
+        if not raw_from:
+            raise _missing_from()
+        sender = senders.get(raw_from)
+        if sender is None:
+            from_ = self._address(raw_from, field="From", code=21212)
+            sender = senders[raw_from] = (from_, self._sender(account_sid, from_, raw_from))
+        from_, info = sender
+        if to == from_:
+            raise _same_number(req.to)
+        body, template = text_content(
+            account_sid, req.body, templates=self._templates, max_body=self._max_body_chars
+        )
+        if self._text_outside_window(info, to, template, now):
+            raise _outside_window()
+        callback = req.status_callback
+        if callback and callback not in callbacks:
+            _check_callback(callback)
+            callbacks.add(callback)
+        record = MessageRecord(
+            sid=next(sids),
+            account_sid=account_sid,
+            from_number=from_,
+            to_number=to,
+            body=body,
+            status="queued",
+            date_created=now,
+            date_updated=now,
+            status_callback=callback or info.status_callback,
+            template=template,
+        )
+        # As compose.apply does for content without media or validity period.
+        if len(body) > segments.TEXT_LIMIT:
+            record.parts = len(parts.plan(record))
+            record.num_segments = parts.num_segments(record)
+        return record
+
+    def _address(self, value: str, *, field: str, code: int) -> str:
+        """``parse_address``, remembered for valid values."""
+        parsed = self._addresses.get(value)
+        if parsed is None:
+            parsed = parse_address(value, field=field, code=code)
+            if len(self._addresses) >= _ADDRESS_CACHE:
+                self._addresses.clear()
+            self._addresses[value] = parsed
+        return parsed
+
+    def _sender(self, account_sid: str, from_: str, raw_from: str | None) -> NumberInfo:
+        """The account's number ``from_`` if it takes new messages (63007, or 503 while drained)."""
+        info = self._directory.get(from_)
+        if info is None or info.account_sid != account_sid:
+            raise TwilioError(
+                400, 63007, f"Twilio could not find a Channel with the specified From address: {raw_from}"
+            )
+        if from_ in self._draining:
+            raise TwilioError(
+                503, 20503, f"Service unavailable: {from_} is being drained and accepts no new messages."
+            )
+        return info
+
+    @staticmethod
+    def _send_at(req: SendRequest, has_service: bool, now: float) -> float | None:
+        """``SendAt`` + ``ScheduleType=fixed`` -> the due time; None for an immediate send."""
+        if not req.send_at and not req.schedule_type:
+            return None
+        if req.schedule_type != "fixed":
+            raise TwilioError(400, 35114, "ScheduleType must be 'fixed' to schedule a message with SendAt.")
+        if not req.send_at:
+            raise TwilioError(400, 35114, "SendAt is required with ScheduleType=fixed.")
+        if not has_service:
+            raise TwilioError(400, 35114, "Scheduling a message requires a MessagingServiceSid.")
+        return scheduler.parse_send_at(req.send_at, now)
+
+    def _outside_window(self, info: NumberInfo, to: str, content: Content, now: float) -> bool:
+        return self._text_outside_window(info, to, content.template, now)
+
+    def _text_outside_window(
+        self, info: NumberInfo, to: str, template: TemplateSend | None, now: float
+    ) -> bool:
+        return (
+            info.enforce_window and template is None and not window.is_open(self._store, info.number, to, now)
+        )
+
+    def window_blocks(self, record: MessageRecord, now: float) -> bool:
+        """At a scheduled message's time: a free-form message whose window has closed cannot go."""
+        info = self._directory.get(record.from_number)
+        return info is not None and self._text_outside_window(info, record.to_number, record.template, now)
