@@ -1,38 +1,29 @@
-"""Webhooks from the simulator to the number's ``webhook_url``: statuses and inbound messages.
+"""The simulator's On-Prem webhooks to the number's ``webhook_url``: statuses and inbound messages.
 
-Why this shape:
-
-- The message endpoint only *schedules* (a heap push, O(log n), no I/O), so a
-  slow or dead webhook receiver never slows ``POST /v1/messages``; the queue
-  is bounded and what it cannot hold is dropped and counted.
-- Jobs are sharded by recipient over ``concurrency`` worker tasks. One worker
-  posts its shard's webhooks one POST at a time, so the statuses of one message
-  (and messages to one recipient) arrive in order, while recipients proceed in
-  parallel.
-- A worker takes every job that is due, up to ``batch``, and posts them as one
-  payload per number (``statuses`` is a list): while a POST is in flight, the
-  next batch fills by itself.
-- One job per accepted message walks ``sent -> delivered -> read``, re-queued
-  at ``accepted_at + delay[i]``; times come from ``trio.current_time()`` only.
+How they travel (scheduled without I/O, sharded by recipient, batched, retried)
+is ``hook_queue``'s, shared with the Cloud sender. Here: what is posted. One job
+per accepted message walks ``sent -> delivered -> read`` (re-queued at
+``accepted_at + delay[i]``), and a worker's due statuses go out as one
+``{"statuses": [...]}`` per number; a customer's messages as one
+``{"contacts", "messages"}``; a prepared body (``Simulator.emit_status``) as it
+is. The queue is bounded: what it cannot hold is dropped and counted. Webhook
+faults (delay, duplicate, reorder) are applied here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal, final
 
 import attrs
-import structlog
 import trio
 
+from actors.transport import Headers
 from dispatcher.core.clock import WallClock
 from dispatcher.simulator.errors import TITLES, USER_NOT_VALID
 from dispatcher.simulator.faults import Faults
-from dispatcher.simulator.poster import PoolPoster
+from dispatcher.simulator.hook_queue import HookQueue, Post, Shard, Target
 from dispatcher.simulator.state import NumberState
 from dispatcher.simulator.wire import (
     PRICING,
@@ -45,8 +36,6 @@ from dispatcher.simulator.wire import (
     StatusWebhook,
     encode,
 )
-
-log = structlog.get_logger(__name__)
 
 Poster = Callable[[str, bytes], Awaitable[int]]
 """``await poster(url, json_body) -> HTTP status``; raising counts as a failed attempt."""
@@ -89,23 +78,6 @@ class _RawJob:
 _Job = _StatusJob | _InboundJob | _RawJob
 
 
-@final
-class _Shard:
-    """A worker's due-time heap and the event that wakes it when an earlier job arrives."""
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[float, int, _Job]] = []
-        self.wakeup = trio.Event()
-        self.sleeping_until = -math.inf  # -inf while the worker is awake
-        # A webhook held back to be reordered, per number, and when to post it anyway.
-        self.held: dict[str, tuple[bytes, float]] = {}
-
-    def push(self, due: float, seq: int, job: _Job) -> None:
-        heapq.heappush(self.heap, (due, seq, job))
-        if due < self.sleeping_until:
-            self.wakeup.set()
-
-
 def conversation_id(digits: str, recipient: str, wall_now: float) -> str:
     """One conversation per (number, recipient, UTC day): 32 hex digits like the real ids."""
     key = f"{digits}:{recipient}:{int(wall_now // 86_400)}".encode()
@@ -135,20 +107,22 @@ class WebhookSender:
             min(status_delays) < 0 or list(status_delays) != sorted(status_delays)
         ):
             raise ValueError("status_delays must be non-negative and non-decreasing")
-        if batch < 1 or concurrency < 1 or queue_size < 1 or retries < 0:
-            raise ValueError("batch, concurrency and queue_size must be >= 1, retries >= 0")
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
         self._numbers = numbers
         self._wall = wall_clock
         self._delays = status_delays
-        self._batch = batch
         self._queue_size = queue_size
-        self._poster = poster
-        self._retries = retries
-        self._retry_delay = retry_delay
-        self._post_timeout = post_timeout
         self._faults = faults if faults is not None else Faults()
-        self._shards = [_Shard() for _ in range(concurrency)]
-        self._seq = itertools.count()
+        self._queue: HookQueue[_Job] = HookQueue(
+            self._deliver,
+            batch=batch,
+            concurrency=concurrency,
+            retries=retries,
+            retry_delay=retry_delay,
+            post_timeout=post_timeout,
+            post=None if poster is None else _without_headers(poster),
+        )
         self._pending = 0
 
     @property
@@ -170,7 +144,7 @@ class WebhookSender:
             self._faults.count(state.config.digits, "webhook_delay")
         self._pending += 1
         job = _StatusJob(state.config.digits, msg_id, recipient, now, failed)
-        self._shard(recipient).push(now + self._delays[0], next(self._seq), job)
+        self._queue.push(recipient, now + self._delays[0], job)
 
     def push_inbound(self, state: NumberState, contact: InboundContact, message: InboundMessage) -> bool:
         """Post a customer's message now; False if the queue was full and it was dropped."""
@@ -179,7 +153,7 @@ class WebhookSender:
             return False
         self._pending += 1
         job = _InboundJob(state.config.digits, contact, message)
-        self._shard(message.sender).push(trio.current_time(), next(self._seq), job)
+        self._queue.push(message.sender, trio.current_time(), job)
         return True
 
     def push_raw(self, state: NumberState, body: bytes) -> bool:
@@ -189,65 +163,40 @@ class WebhookSender:
             return False
         self._pending += 1
         job = _RawJob(state.config.digits, body)
-        self._shard(state.config.digits).push(trio.current_time(), next(self._seq), job)
+        self._queue.push(state.config.digits, trio.current_time(), job)
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post webhooks until cancelled; opens pooled connections unless a poster was given."""
-        if self._poster is not None:
-            await self._run_workers(self._poster, task_status)
-            return
-        poster = PoolPoster(max_connections=2 * len(self._shards), timeout=self._post_timeout)
-        try:
-            await self._run_workers(poster, task_status)
-        finally:
-            with trio.CancelScope(shield=True):
-                await poster.aclose()
+        await self._queue.run(task_status=task_status)
 
-    async def _run_workers(self, poster: Poster, task_status: trio.TaskStatus[None]) -> None:
-        async with trio.open_nursery() as nursery:
-            for shard in self._shards:
-                nursery.start_soon(self._work, shard, poster)
-            task_status.started()
-
-    def _shard(self, recipient: str) -> _Shard:
-        return self._shards[hash(recipient) % len(self._shards)]
-
-    async def _work(self, shard: _Shard, poster: Poster) -> None:
-        while True:
-            now = trio.current_time()
-            for digits, (body, until) in list(shard.held.items()):
-                if until <= now:  # nothing came to overtake it in time
-                    del shard.held[digits]
-                    await self._post(digits, body, poster)
-            statuses, inbound, raw = self._take_due(shard)
-            if not statuses and not inbound and not raw:
-                await self._sleep(shard)
-                continue
-            for job in raw:
-                await self._post(job.digits, job.body, poster)
-            for digits, batch in statuses.items():
-                await self._post_faulty(shard, digits, encode(StatusWebhook(statuses=batch)), poster)
-            for digits, jobs in inbound.items():
-                contacts = [job.contact for job in jobs]
-                body = encode(InboundWebhook(contacts=contacts, messages=[job.message for job in jobs]))
-                await self._post(digits, body, poster)
-
-    def _take_due(
-        self, shard: _Shard
-    ) -> tuple[dict[str, list[Status]], dict[str, list[_InboundJob]], list[_RawJob]]:
-        """Pop up to ``batch`` due jobs, grouped by number; re-queue unfinished status walks."""
+    async def _deliver(self, shard: Shard[_Job], jobs: list[_Job], post: Post) -> None:
+        """Held-back webhooks whose time came, then the due jobs: raw bodies, statuses, inbound."""
         now = trio.current_time()
-        heap = shard.heap
+        for digits, (body, until) in list(shard.held.items()):
+            if until <= now:  # nothing came to overtake it in time
+                del shard.held[digits]
+                await self._post(digits, body, post)
+        statuses, inbound, raw = self._group(shard, jobs)
+        for job in raw:
+            await self._post(job.digits, job.body, post)
+        for digits, batch in statuses.items():
+            await self._post_faulty(shard, digits, encode(StatusWebhook(statuses=batch)), post)
+        for digits, inbound_jobs in inbound.items():
+            contacts = [job.contact for job in inbound_jobs]
+            body = encode(InboundWebhook(contacts=contacts, messages=[job.message for job in inbound_jobs]))
+            await self._post(digits, body, post)
+
+    def _group(
+        self, shard: Shard[_Job], jobs: list[_Job]
+    ) -> tuple[dict[str, list[Status]], dict[str, list[_InboundJob]], list[_RawJob]]:
+        """Due jobs grouped by number; unfinished status walks re-queued at their next stage."""
         statuses: dict[str, list[Status]] = {}
         inbound: dict[str, list[_InboundJob]] = {}
         raw: list[_RawJob] = []
         wall_now = self._wall.now()
         timestamp = str(int(wall_now))
-        taken = 0
-        while heap and heap[0][0] <= now and taken < self._batch:
-            _, _, job = heapq.heappop(heap)
-            taken += 1
+        for job in jobs:
             if isinstance(job, _InboundJob):
                 self._pending -= 1
                 inbound.setdefault(job.digits, []).append(job)
@@ -262,8 +211,7 @@ class WebhookSender:
             else:
                 assert self._delays is not None  # jobs exist only when statuses are on
                 job.stage += 1
-                due = job.accepted_at + self._delays[job.stage]
-                heapq.heappush(heap, (due, next(self._seq), job))
+                self._queue.again(shard, job.accepted_at + self._delays[job.stage], job)
         return statuses, inbound, raw
 
     def _status(self, job: _StatusJob, wall_now: float, timestamp: str) -> Status:
@@ -283,58 +231,47 @@ class WebhookSender:
             pricing=PRICING,
         )
 
-    async def _sleep(self, shard: _Shard) -> None:
-        deadline = shard.heap[0][0] if shard.heap else math.inf
-        if shard.held:
-            deadline = min(deadline, *(until for _, until in shard.held.values()))
-        shard.wakeup = trio.Event()
-        shard.sleeping_until = deadline
-        try:
-            with trio.move_on_at(deadline):
-                await shard.wakeup.wait()
-        finally:
-            shard.sleeping_until = -math.inf
-
-    async def _post_faulty(self, shard: _Shard, digits: str, body: bytes, poster: Poster) -> None:
+    async def _post_faulty(self, shard: Shard[_Job], digits: str, body: bytes, post: Post) -> None:
         """Post a status webhook, duplicated or held back behind the next one if the plan says so."""
         plan = self._faults.webhook_plan(digits) if self._faults else None
         if plan is None:
-            await self._post(digits, body, poster)
+            await self._post(digits, body, post)
             return
         held = shard.held.pop(digits, None)
         if held is None and self._faults.chance(plan.webhook_reorder_rate):
             self._faults.count(digits, "webhook_reorder")
             shard.held[digits] = (body, trio.current_time() + REORDER_HOLD)
             return
-        await self._post(digits, body, poster)
+        await self._post(digits, body, post)
         if held is not None:
-            await self._post(digits, held[0], poster)  # the earlier webhook arrives after this one
+            await self._post(digits, held[0], post)  # the earlier webhook arrives after this one
         if self._faults.chance(plan.webhook_duplicate_rate):
             self._faults.count(digits, "webhook_duplicate")
-            await self._post(digits, body, poster)
+            await self._post(digits, body, post)
 
-    async def _post(self, digits: str, body: bytes, poster: Poster) -> None:
-        """POST with retries and exponential backoff; then give up and count it."""
-        delay = self._retry_delay
-        attempt = 0
-        while True:
+    async def _post(self, digits: str, body: bytes, post: Post) -> None:
+        """POST to the number's webhook (retried by the queue); counted on the number."""
+
+        def target() -> Target | None:
             state = self._numbers.get(digits)
             if state is None or state.webhook_url is None:
-                return  # number removed or webhook unset since: nowhere to deliver
-            url = state.webhook_url
-            status = 0
-            try:
-                with trio.fail_after(self._post_timeout):
-                    status = await poster(url, body)
-            except Exception as exc:
-                log.debug("sim.webhook_error", number=digits, url=url, attempt=attempt, error=repr(exc))
-            if 200 <= status < 300:
-                state.counters.webhooks_sent += 1
-                return
-            if attempt == self._retries:
-                state.counters.webhooks_failed += 1
-                log.warning("sim.webhook_failed", number=digits, url=url, attempts=attempt + 1, status=status)
-                return
-            attempt += 1
-            await trio.sleep(delay)
-            delay *= 2
+                return None  # number removed or webhook unset since: nowhere to deliver
+            return Target(state.webhook_url, body)
+
+        delivered = await self._queue.post(digits, target, post)
+        state = self._numbers.get(digits)
+        if delivered is None or state is None:
+            return
+        if delivered:
+            state.counters.webhooks_sent += 1
+        else:
+            state.counters.webhooks_failed += 1
+
+
+def _without_headers(poster: Poster) -> Post:
+    """A given ``poster(url, body)`` as the queue's ``Post`` (On-Prem webhooks add no headers)."""
+
+    async def post(url: str, body: bytes, headers: Headers) -> int:
+        return await poster(url, body)
+
+    return post
