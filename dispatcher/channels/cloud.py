@@ -24,8 +24,17 @@ from typing import Final, final
 
 import msgspec
 
-from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, Sent, retry_after
+from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, retry_after
 from actors.transport import Response
+from dispatcher.channels.encoding import (
+    Component,
+    Link,
+    body_components,
+    encoder,
+    send_encoder,
+    sent,
+    with_media,
+)
 from dispatcher.core import parts, urlpath
 from dispatcher.core.models import MessageRecord
 
@@ -107,19 +116,6 @@ class TextMessage(msgspec.Struct, kw_only=True):
     type: str = "text"
 
 
-_encoder: Final = msgspec.json.Encoder()
-
-
-def wa_id(e164: str) -> str:
-    return e164.lstrip("+")
-
-
-class _Link(msgspec.Struct, omit_defaults=True):
-    link: str
-    caption: str | None = None
-    filename: str | None = None
-
-
 class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One of ``image``/``video``/``audio``/``document``/``sticker`` is set, named by ``type``."""
 
@@ -128,25 +124,15 @@ class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     # No defaults here: omit_defaults would drop them, and Graph requires messaging_product.
     messaging_product: str
     recipient_type: str
-    image: _Link | None = None
-    video: _Link | None = None
-    audio: _Link | None = None
-    document: _Link | None = None
-    sticker: _Link | None = None
+    image: Link | None = None
+    video: Link | None = None
+    audio: Link | None = None
+    document: Link | None = None
+    sticker: Link | None = None
 
 
 class _Language(msgspec.Struct):
     code: str
-
-
-class _TextParam(msgspec.Struct):
-    text: str
-    type: str = "text"
-
-
-class _Component(msgspec.Struct):
-    type: str
-    parameters: list[_TextParam]
 
 
 class _Template(msgspec.Struct, omit_defaults=True):
@@ -154,7 +140,7 @@ class _Template(msgspec.Struct, omit_defaults=True):
 
     name: str
     language: _Language
-    components: list[_Component] | None = None
+    components: list[Component] | None = None
 
 
 class TemplateMessage(msgspec.Struct, kw_only=True):
@@ -165,49 +151,37 @@ class TemplateMessage(msgspec.Struct, kw_only=True):
     type: str = "template"
 
 
+def encode_text(to: str, body: str) -> bytes:
+    return encoder.encode(TextMessage(to=to, text=_Text(body=body)))
+
+
 def encode_part(to: str, part: parts.Part) -> bytes:
     """The Graph send body for one channel message (text segment, media item, template)."""
     match part:
         case parts.TextPart(body=body):
-            return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
+            return encode_text(to, body)
         case parts.TemplatePart(template=template):
-            components = (
-                [_Component("body", [_TextParam(v) for v in template.params])] if template.params else None
-            )
-            return _encoder.encode(
+            language = _Language(template.language)
+            return encoder.encode(
                 TemplateMessage(
                     to=to,
                     template=_Template(
-                        name=template.name, language=_Language(template.language), components=components
+                        name=template.name, language=language, components=body_components(template)
                     ),
                 )
             )
-        case parts.MediaPart(item=item, caption=caption):
+        case parts.MediaPart():
             message = MediaMessage(
-                to=to, type=item.kind, messaging_product="whatsapp", recipient_type="individual"
+                to=to, type=part.item.kind, messaging_product="whatsapp", recipient_type="individual"
             )
-            setattr(message, item.kind, _Link(item.link, caption=caption, filename=item.filename))
-            return _encoder.encode(message)
+            return encoder.encode(with_media(message, part))
 
 
-def encode_send(record: MessageRecord, part: int = 0) -> bytes:
-    """The Graph send body for part ``part`` of a stored message (see ``dispatcher.core.parts``)."""
-    to = wa_id(record.to_number)
-    body = parts.sole_text(record, part)
-    if body is not None:  # the common case, without planning
-        return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
-    return encode_part(to, parts.plan(record)[part])
+encode_send: Final = send_encoder(encode_text, encode_part)
+"""The Graph send body for part ``part`` of a stored message: ``encode_send(record, part)``."""
 
 
 # -- answers ----------------------------------------------------------------------
-
-
-class _MessageId(msgspec.Struct):
-    id: str
-
-
-class SendAnswer(msgspec.Struct):
-    messages: list[_MessageId]
 
 
 class ErrorData(msgspec.Struct, kw_only=True):
@@ -244,7 +218,6 @@ class MediaInfo(msgspec.Struct, kw_only=True):
     file_size: int | None = None
 
 
-send_answer_decoder: Final = msgspec.json.Decoder(SendAnswer)
 media_info_decoder: Final = msgspec.json.Decoder(MediaInfo)
 error_answer_decoder: Final = msgspec.json.Decoder(ErrorAnswer)
 
@@ -296,10 +269,7 @@ class CloudChannel:
 
     def classify(self, resp: Response) -> Outcome:
         if 200 <= resp.status < 300:
-            try:
-                return Sent(send_answer_decoder.decode(resp.body).messages[0].id)
-            except (msgspec.DecodeError, IndexError):
-                return Retry("unreadable success answer", ambiguous=True)
+            return sent(resp.body)
         error = decode_error(resp.body)
         if error is None:
             if resp.status == 401:

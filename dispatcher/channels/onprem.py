@@ -9,17 +9,17 @@ from typing import Final, final
 
 import msgspec
 
-from actors.outcome import (
-    GENERIC_FAILURE,
-    UNKNOWN_CODE_ATTEMPTS,
-    Failed,
-    Outcome,
-    Reauth,
-    Retry,
-    Sent,
-    retry_after,
-)
+from actors.outcome import GENERIC_FAILURE, UNKNOWN_CODE_ATTEMPTS, Failed, Outcome, Reauth, Retry, retry_after
 from actors.transport import Response
+from dispatcher.channels.encoding import (
+    Component,
+    Link,
+    body_components,
+    encoder,
+    send_encoder,
+    sent,
+    with_media,
+)
 from dispatcher.core import parts, urlpath
 from dispatcher.core.models import MessageRecord, TemplateSend
 
@@ -84,23 +84,17 @@ class TextMessage(msgspec.Struct, kw_only=True):
     preview_url: bool = False
 
 
-class _Link(msgspec.Struct, omit_defaults=True):
-    link: str
-    caption: str | None = None
-    filename: str | None = None
-
-
 class MediaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One of ``image``/``video``/``audio``/``document``/``sticker`` is set, named by ``type``."""
 
     to: str
     type: str
     recipient_type: str = "individual"
-    image: _Link | None = None
-    video: _Link | None = None
-    audio: _Link | None = None
-    document: _Link | None = None
-    sticker: _Link | None = None
+    image: Link | None = None
+    video: Link | None = None
+    audio: Link | None = None
+    document: Link | None = None
+    sticker: Link | None = None
 
 
 class _Language(msgspec.Struct):
@@ -108,21 +102,11 @@ class _Language(msgspec.Struct):
     policy: str = "deterministic"
 
 
-class _TextParam(msgspec.Struct):
-    text: str
-    type: str = "text"
-
-
-class _Component(msgspec.Struct):
-    type: str
-    parameters: list[_TextParam]
-
-
 class _Template(msgspec.Struct, omit_defaults=True):
     namespace: str
     name: str
     language: _Language
-    components: list[_Component] | None = None
+    components: list[Component] | None = None
 
 
 class TemplateMessage(msgspec.Struct, kw_only=True):
@@ -132,27 +116,20 @@ class TemplateMessage(msgspec.Struct, kw_only=True):
     type: str = "template"
 
 
-_encoder: Final = msgspec.json.Encoder()
-
-
-def wa_id(e164: str) -> str:
-    """WhatsApp ids are the number's digits."""
-    return e164.lstrip("+")
+def encode_text(to: str, body: str) -> bytes:
+    return encoder.encode(TextMessage(to=to, text=_Text(body=body)))
 
 
 def encode_template(to: str, template: TemplateSend) -> bytes:
-    """A ``type: template`` message: the body placeholders filled in order ({{1}}, {{2}}, ...)."""
-    components = (
-        [_Component("body", [_TextParam(value) for value in template.params])] if template.params else None
-    )
-    return _encoder.encode(
+    """A ``type: template`` message: the namespace, the language with its policy, the body filled in."""
+    return encoder.encode(
         TemplateMessage(
             to=to,
             template=_Template(
                 namespace=template.namespace,
                 name=template.name,
                 language=_Language(template.language),
-                components=components,
+                components=body_components(template),
             ),
         )
     )
@@ -162,33 +139,18 @@ def encode_part(to: str, part: parts.Part) -> bytes:
     """The ``POST /v1/messages`` body for one channel message of a stored message."""
     match part:
         case parts.TextPart(body=body):
-            return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
+            return encode_text(to, body)
         case parts.TemplatePart(template=template):
             return encode_template(to, template)
-        case parts.MediaPart(item=item, caption=caption):
-            message = MediaMessage(to=to, type=item.kind)
-            setattr(message, item.kind, _Link(item.link, caption=caption, filename=item.filename))
-            return _encoder.encode(message)
+        case parts.MediaPart():
+            return encoder.encode(with_media(MediaMessage(to=to, type=part.item.kind), part))
 
 
-def encode_send(record: MessageRecord, part: int = 0) -> bytes:
-    """The ``POST /v1/messages`` body for part ``part`` of a stored message."""
-    to = wa_id(record.to_number)
-    body = parts.sole_text(record, part)
-    if body is not None:  # the common case, without planning
-        return _encoder.encode(TextMessage(to=to, text=_Text(body=body)))
-    return encode_part(to, parts.plan(record)[part])
+encode_send: Final = send_encoder(encode_text, encode_part)
+"""The ``POST /v1/messages`` body for part ``part`` of a stored message: ``encode_send(record, part)``."""
 
 
 # -- answers ----------------------------------------------------------------------
-
-
-class _MessageId(msgspec.Struct):
-    id: str
-
-
-class SendAnswer(msgspec.Struct):
-    messages: list[_MessageId]
 
 
 class ApiError(msgspec.Struct, kw_only=True):
@@ -201,7 +163,6 @@ class ErrorAnswer(msgspec.Struct):
     errors: list[ApiError]
 
 
-send_answer_decoder: Final = msgspec.json.Decoder(SendAnswer)
 error_answer_decoder: Final = msgspec.json.Decoder(ErrorAnswer)
 
 
@@ -239,11 +200,7 @@ class OnPremChannel:
 
     def classify(self, resp: Response) -> Outcome:
         if resp.status in (200, 201):
-            try:
-                return Sent(send_answer_decoder.decode(resp.body).messages[0].id)
-            except (msgspec.DecodeError, IndexError):
-                # 2xx with a body we cannot read: probably sent; a retry could duplicate.
-                return Retry("unreadable success answer", ambiguous=True)
+            return sent(resp.body)
         if resp.status == 401:
             return Reauth()
         error = decode_error(resp.body)
