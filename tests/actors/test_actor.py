@@ -7,64 +7,21 @@ import trio
 import trio.testing
 
 from actors import number as number_mod
-from actors.credentials.token import TokenManager, login
-from actors.number import NumberActor
-from actors.pacing.ratelimit import TokenBucket
-from actors.policy import AmbiguousPolicy, DeliveryPolicy
 from actors.transport import ConnectError, ResponseLostError
-from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core import ledger
-from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
 from tests.helpers import messages
-from tests.helpers.fakes import FakeApi, error
+from tests.helpers.actors import NUMBER, onprem_actor, submit
+from tests.helpers.fakes import error
 from tests.helpers.messages import record_of
 
-NUMBER = "+15550000001"
-ACCOUNT = "AC" + "0" * 32
-submit = functools.partial(messages.submit, number=NUMBER, account=ACCOUNT)
 wait_for = functools.partial(messages.wait_for, timeout=600.0)
-
-
-def build(
-    store: Store,
-    *,
-    rate: float = 1000.0,
-    burst: int = 1000,
-    max_in_flight: int = 8,
-    latency: float = 0.0,
-    max_attempts: int = 12,
-    on_ambiguous: AmbiguousPolicy = "retry",
-):
-    wall = TrioWallClock(start=1_700_000_000.0)
-    api = FakeApi(wall.now, latency=latency)
-    tokens = TokenManager(
-        number=NUMBER,
-        login=lambda: login(api, "admin", "pw", wall),
-        store=store,
-        wall=wall,
-        refresh_before=86_400.0,
-    )
-    actor = NumberActor(
-        number=NUMBER,
-        store=store,
-        transport=api,
-        channel=OnPremChannel(),
-        tokens=tokens,
-        bucket=TokenBucket(rate, burst),
-        wall=wall,
-        max_in_flight=max_in_flight,
-        policy=DeliveryPolicy(
-            max_attempts=max_attempts, backoff_base=0.5, backoff_cap=8.0, on_ambiguous=on_ambiguous
-        ),
-    )
-    return actor, api, wall
 
 
 async def test_per_recipient_order_with_concurrency(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer, latency=0.05, max_in_flight=4)
+    actor, api, _ = onprem_actor(writer, latency=0.05, max_in_flight=4)
     await nursery.start(actor.run)
     records = []
     for i in range(30):
@@ -82,7 +39,7 @@ async def test_recovers_the_outbox_on_start(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
     records = [await submit(writer, None, "+15551230000", f"m{i}") for i in range(5)]
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     await nursery.start(actor.run)
     await wait_for(lambda: len(api.sent) == 5)
     assert [body for *_, body in api.sent] == [f"m{i}" for i in range(5)]
@@ -93,7 +50,7 @@ async def test_recovery_leaves_the_garbage_collector_as_it_found_it(writer: Stor
     """Recovery turns the cyclic GC off while it loads the outbox, and back on after."""
     for i in range(3):
         await submit(writer, None, f"+155512300{i:02d}", f"m{i}")
-    actor, _, _ = build(writer)
+    actor, _, _ = onprem_actor(writer)
     assert gc.isenabled()
     assert actor._recover() == 3
     assert gc.isenabled()
@@ -110,7 +67,7 @@ async def test_recovery_leaves_the_garbage_collector_as_it_found_it(writer: Stor
 async def test_transient_errors_back_off_then_deliver_once(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     api.script = lambda msg, n: error(503, 1011, "Service not ready") if n <= 3 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
@@ -122,7 +79,7 @@ async def test_transient_errors_back_off_then_deliver_once(
 async def test_429_with_retry_after_is_honoured(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     api.script = lambda msg, n: (
         error(429, 1015, "Too many requests", [(b"retry-after", b"7")]) if n == 1 else None
     )
@@ -137,7 +94,7 @@ async def test_429_with_retry_after_is_honoured(
 async def test_401_logs_in_again_and_retries(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     await nursery.start(actor.run)
     await submit(writer, actor, "+15551230000", "one")
     await wait_for(lambda: len(api.sent) == 1)
@@ -150,7 +107,7 @@ async def test_401_logs_in_again_and_retries(
 async def test_permanent_error_fails_with_the_twilio_code(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     api.script = lambda msg, n: error(400, 470, "Re-engagement message")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
@@ -163,7 +120,7 @@ async def test_permanent_error_fails_with_the_twilio_code(
 async def test_connection_errors_retry_and_ambiguous_sends_are_counted(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     faults = [ConnectError("refused"), ResponseLostError("reset")]
     api.script = lambda msg, n: faults[n - 1] if n <= 2 else None
     await nursery.start(actor.run)
@@ -177,7 +134,7 @@ async def test_gives_up_after_max_attempts(
     writer: Store,
     nursery: trio.Nursery,
 ) -> None:
-    actor, api, _ = build(writer, max_attempts=3)
+    actor, api, _ = onprem_actor(writer, max_attempts=3)
     api.script = lambda msg, n: error(500, 500, "Generic error")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
@@ -189,7 +146,7 @@ async def test_gives_up_after_max_attempts(
 async def test_stop_finishes_in_flight_and_keeps_the_rest(
     autojump_clock: trio.testing.MockClock, writer: Store
 ) -> None:
-    actor, api, _ = build(writer, rate=1.0, burst=1, latency=0.5)
+    actor, api, _ = onprem_actor(writer, rate=1.0, burst=1, latency=0.5)
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         for i in range(10):
@@ -204,7 +161,7 @@ async def test_stop_finishes_in_flight_and_keeps_the_rest(
 async def test_an_unknown_error_code_is_retried_a_few_times_then_failed(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     api.script = lambda msg, n: error(400, 4242, "Something new")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
@@ -217,7 +174,7 @@ async def test_an_unknown_error_code_is_retried_a_few_times_then_failed(
 async def test_a_known_permanent_code_fails_at_once_with_its_twilio_code(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     api.script = lambda msg, n: error(400, 470, "Message failed to send because more than 24 hours")
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551230000", "hello")
@@ -246,7 +203,7 @@ async def test_a_sent_commit_frees_the_send_slot_but_holds_the_recipient(
 
     monkeypatch.setattr(number_mod.ledger, "mark_sent", tagged_mark_sent)
     monkeypatch.setattr(writer, "write", gated_write)
-    actor, api, _ = build(writer, max_in_flight=1)
+    actor, api, _ = onprem_actor(writer, max_in_flight=1)
     await nursery.start(actor.run)
     a1 = await submit(writer, actor, "+15551230001", "a1")
     b1 = await submit(writer, actor, "+15551230002", "b1")

@@ -4,101 +4,30 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
 import trio.testing
 
 from actors.credentials.bearer import BearerCredentials
-from actors.number import NumberActor
 from actors.pacing.pairrate import PairLimiter
-from actors.pacing.ratelimit import TokenBucket
-from actors.pacing.tier import WINDOW, TierBudget
-from actors.transport import Headers, Response
-from dispatcher.channels.cloud import CloudChannel
+from actors.pacing.tier import WINDOW
 from dispatcher.core import window
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
 from tests.helpers import messages
+from tests.helpers.actors import NUMBER, cloud_actor, submit
+from tests.helpers.fakes import graph_error
 from tests.helpers.messages import record_of
 
-NUMBER = "+15550000001"
-PNID = "106540352242922"
-submit = functools.partial(messages.submit, number=NUMBER, account="AC" + "0" * 32)
 # Bounds long enough for the tier budget's 24 h window.
 wait_for = functools.partial(messages.wait_for, timeout=10 * 86_400.0)
-
-
-def graph_error(code: int, status: int = 400) -> Response:
-    body = {"error": {"message": f"(#{code})", "code": code, "fbtrace_id": "trace"}}
-    return Response(status, [], json.dumps(body).encode())
-
-
-class FakeGraph:
-    """Answers ``POST /vNN/PNID/messages``; ``script(to, attempt)`` may answer instead."""
-
-    def __init__(self) -> None:
-        self.token = "EAAgood"
-        self.sent: list[tuple[float, str]] = []
-        self.attempts: list[tuple[float, str]] = []
-        self.script: Callable[[str, int], Response | None] | None = None
-
-    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
-        await trio.lowlevel.checkpoint()
-        assert target == f"/v23.0/{PNID}/messages".encode()
-        if dict(headers)[b"authorization"] != b"Bearer " + self.token.encode():
-            return graph_error(190, 401)
-        to = json.loads(body)["to"]
-        self.attempts.append((trio.current_time(), to))
-        if self.script is not None:
-            scripted = self.script(to, len(self.attempts))
-            if scripted is not None:
-                return scripted
-        self.sent.append((trio.current_time(), to))
-        answer = {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": to, "wa_id": to}],
-            "messages": [{"id": f"wamid.{len(self.sent)}"}],
-        }
-        return Response(200, [], json.dumps(answer).encode())
-
-    async def aclose(self) -> None:
-        pass
-
-
-def build(
-    store: Store,
-    *,
-    token: Callable[[], str] = lambda: "EAAgood",
-    rate: float = 80.0,
-    burst: int = 80,
-    pair: PairLimiter | None = None,
-    limit: int | None = None,
-    wall: TrioWallClock | None = None,
-) -> tuple[NumberActor, FakeGraph]:
-    wall = wall or TrioWallClock(start=1_700_000_000.0)
-    api = FakeGraph()
-    actor = NumberActor(
-        number=NUMBER,
-        store=store,
-        transport=api,
-        channel=CloudChannel(PNID, "v23.0"),
-        tokens=BearerCredentials(token, recheck=5.0),
-        bucket=TokenBucket(rate, burst),
-        wall=wall,
-        max_in_flight=8,
-        pair=pair,
-        budget=TierBudget(store, NUMBER, limit),
-    )
-    return actor, api
 
 
 async def test_throughput_is_paced_per_number(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api = build(writer, rate=80.0, burst=1)
+    actor, api = cloud_actor(writer, rate=80.0, burst=1)
     await nursery.start(actor.run)
     start = trio.current_time()
     for i in range(161):
@@ -110,7 +39,7 @@ async def test_throughput_is_paced_per_number(
 async def test_throughput_error_pauses_the_number_and_retries(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api = build(writer)
+    actor, api = cloud_actor(writer)
     api.script = lambda to, n: graph_error(130429) if n == 1 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15552000001")
@@ -122,7 +51,7 @@ async def test_throughput_error_pauses_the_number_and_retries(
 async def test_pair_rate_parks_one_recipient_without_blocking_the_others(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api = build(writer, pair=PairLimiter(6.0, 2, margin=0.0))
+    actor, api = cloud_actor(writer, pair=PairLimiter(6.0, 2, margin=0.0))
     await nursery.start(actor.run)
     start = trio.current_time()
     for i in range(5):
@@ -141,7 +70,7 @@ async def test_pair_rate_parks_one_recipient_without_blocking_the_others(
 async def test_meta_pair_refusals_back_off_four_to_the_x(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api = build(writer, pair=PairLimiter(6.0, 45))
+    actor, api = cloud_actor(writer, pair=PairLimiter(6.0, 45))
     api.script = lambda to, n: graph_error(131056) if to == "15552000001" and n <= 4 else None
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15552000001")
@@ -161,7 +90,7 @@ async def test_tier_budget_holds_new_recipients_until_the_window_moves(
 ) -> None:
     wall = TrioWallClock(start=1_700_000_000.0)
     await writer.write(lambda txn: window.touch(txn, NUMBER, "+15559999999", wall.now()))
-    actor, api = build(writer, limit=2, wall=wall)
+    actor, api = cloud_actor(writer, limit=2, wall=wall)
     await nursery.start(actor.run)
     first = [await submit(writer, actor, f"+155520000{i:02d}") for i in range(3)]
     reply = await submit(writer, actor, "+15559999999")  # inside the service window: free
@@ -180,13 +109,13 @@ async def test_tier_budget_holds_new_recipients_until_the_window_moves(
 
 async def test_tier_counts_survive_a_restart(autojump_clock: trio.testing.MockClock, writer: Store) -> None:
     wall = TrioWallClock(start=1_700_000_000.0)
-    actor, api = build(writer, limit=1, wall=wall)
+    actor, api = cloud_actor(writer, limit=1, wall=wall)
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
         await submit(writer, actor, "+15552000001")
         await wait_for(lambda: len(api.sent) == 1)
         actor.stop()
-    again, api2 = build(writer, limit=1, wall=wall)
+    again, api2 = cloud_actor(writer, limit=1, wall=wall)
     waiting = await submit(writer, None, "+15552000002")
     async with trio.open_nursery() as nursery:
         await nursery.start(again.run)
@@ -201,7 +130,7 @@ async def test_token_190_degrades_until_the_token_is_replaced(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("EAAexpired\n")
-    actor, api = build(writer, token=lambda: token_file.read_text().strip())
+    actor, api = cloud_actor(writer, token=lambda: token_file.read_text().strip())
     await nursery.start(actor.run)
     records = [await submit(writer, actor, f"+155520000{i:02d}") for i in range(5)]
     await wait_for(lambda: actor.statistics().degraded is not None)
@@ -215,7 +144,7 @@ async def test_token_190_degrades_until_the_token_is_replaced(
 
 
 async def test_a_degraded_actor_still_stops(autojump_clock: trio.testing.MockClock, writer: Store) -> None:
-    actor, _ = build(writer, token=lambda: "EAAexpired")
+    actor, _ = cloud_actor(writer, token=lambda: "EAAexpired")
     record = await submit(writer, None, "+15552000001")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

@@ -39,8 +39,7 @@ from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
-from tests.actors.test_cloud_actor import build as cloud_build
-from tests.actors.test_cloud_actor import submit as cloud_submit
+from tests.helpers import actors as on_fakes
 from tests.helpers.configs import number_config
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
 from tests.helpers.intake import intake_for_config, reloader_for
@@ -388,10 +387,10 @@ async def test_a_new_recipients_tier_count_that_cannot_be_written_holds_its_send
 ) -> None:
     """Cloud: a business-initiated recipient is counted (durably) before its first send; while
     that count cannot be written, nothing is sent, and it is counted once storage is back."""
-    actor, api = cloud_build(writer, limit=10)
+    actor, api = on_fakes.cloud_actor(writer, limit=10)
     disk = FailingCommits(writer, monkeypatch)
     await nursery.start(actor.run)
-    record = await cloud_submit(writer, None, "15557000001")
+    record = await on_fakes.submit(writer, None, "15557000001")
     disk.error = OSError(errno.ENOSPC, "No space left on device")
     assert record.outbox_seq is not None
     actor.notify(record.outbox_seq, record)
@@ -539,7 +538,7 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The restarted run finds storage marked failing: it probes it, rather than wait forever."""
-    actor, api = cloud_build(writer, limit=10)
+    actor, api = on_fakes.cloud_actor(writer, limit=10)
     disk = FailingCommits(writer, monkeypatch)
     real_probe = recording._probe_write
     probes: list[str] = []
@@ -557,7 +556,7 @@ async def test_a_crash_while_storage_fails_with_nothing_held_still_resumes_sendi
     monkeypatch.setattr(recording, "_probe_write", probe_crashing_once)
     supervisor = Supervisor([actor], base_delay=0.1)
     await nursery.start(supervisor.run)
-    record = await cloud_submit(writer, None, "15557000002")
+    record = await on_fakes.submit(writer, None, "15557000002")
     disk.error = OSError(errno.ENOSPC, "No space left on device")
     assert record.outbox_seq is not None
     actor.notify(record.outbox_seq, record)

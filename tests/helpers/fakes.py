@@ -1,4 +1,5 @@
-"""A scriptable fake WhatsApp endpoint implementing the Transport protocol (no sockets)."""
+"""Scriptable fake WhatsApp endpoints implementing the Transport protocol (no sockets):
+``FakeApi`` for On-Prem, ``FakeGraph`` for the Cloud API."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import trio
 
 from actors.transport import ConnectError, Headers, Response, TransportError
+from tests.helpers.configs import PNID
 
 Script = Callable[[dict[str, object], int], "Response | TransportError | None"]
 
@@ -73,4 +75,43 @@ class FakeApi:
         pass
 
 
-__all__ = ["ConnectError", "FakeApi", "error", "ok"]
+def graph_error(code: int, status: int = 400) -> Response:
+    """A Graph API error answer with Meta's ``code``."""
+    body = {"error": {"message": f"(#{code})", "code": code, "fbtrace_id": "trace"}}
+    return Response(status, [], json.dumps(body).encode())
+
+
+class FakeGraph:
+    """Answers ``POST /v23.0/PNID/messages`` with a wamid, and 190 to a token other than ``token``;
+    ``script(to, attempt_no)`` may answer instead."""
+
+    def __init__(self) -> None:
+        self.token = "EAAgood"
+        self.sent: list[tuple[float, str]] = []
+        self.attempts: list[tuple[float, str]] = []
+        self.script: Callable[[str, int], Response | None] | None = None
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        await trio.lowlevel.checkpoint()
+        assert target == f"/v23.0/{PNID}/messages".encode()
+        if dict(headers)[b"authorization"] != b"Bearer " + self.token.encode():
+            return graph_error(190, 401)
+        to = json.loads(body)["to"]
+        self.attempts.append((trio.current_time(), to))
+        if self.script is not None:
+            scripted = self.script(to, len(self.attempts))
+            if scripted is not None:
+                return scripted
+        self.sent.append((trio.current_time(), to))
+        answer = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": f"wamid.{len(self.sent)}"}],
+        }
+        return Response(200, [], json.dumps(answer).encode())
+
+    async def aclose(self) -> None:
+        pass
+
+
+__all__ = ["ConnectError", "FakeApi", "FakeGraph", "error", "graph_error", "ok"]

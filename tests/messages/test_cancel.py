@@ -12,11 +12,10 @@ from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import Store, number_key
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages.edits import Edits
-from tests.actors.test_actor import NUMBER, build, submit
+from tests.helpers.actors import ACCOUNT, NUMBER, onprem_actor, submit
 from tests.helpers.intake import build_intake
 from tests.helpers.messages import record_of, wait_for
 
-ACCOUNT = "AC" + "0" * 32
 OTHER = "AC" + "1" * 32
 
 
@@ -40,7 +39,7 @@ async def expect(code: int, coro) -> TwilioError:
 async def test_a_queued_message_is_canceled_and_never_sent(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, wall = build(writer, latency=1.0)
+    actor, api, wall = onprem_actor(writer, latency=1.0)
     edits = edits_for(writer, actor, wall)
     await nursery.start(actor.run)
     first = await submit(writer, actor, "+15551234567", "first")
@@ -63,7 +62,7 @@ async def test_a_queued_message_is_canceled_and_never_sent(
 async def test_a_message_whose_send_has_started_cannot_be_canceled(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, wall = build(writer, latency=5.0)
+    actor, api, wall = onprem_actor(writer, latency=5.0)
     edits = edits_for(writer, actor, wall)
     await nursery.start(actor.run)
     record = await submit(writer, actor, "+15551234567", "on the wire")
@@ -76,7 +75,7 @@ async def test_a_message_whose_send_has_started_cannot_be_canceled(
 async def test_the_actor_waits_for_a_cancel_being_committed_then_drops_the_message(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, wall = build(writer)
+    actor, api, wall = onprem_actor(writer)
     record = await submit(writer, None, "+15551234567", "held")
     assert actor.holds.try_hold(record.sid)  # a cancel decided, its write not yet committed
     await nursery.start(actor.run)
@@ -92,7 +91,7 @@ async def test_the_actor_waits_for_a_cancel_being_committed_then_drops_the_messa
 async def test_a_released_hold_whose_cancel_failed_lets_the_message_go(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = build(writer)
+    actor, api, _ = onprem_actor(writer)
     record = await submit(writer, None, "+15551234567", "goes")
     assert actor.holds.try_hold(record.sid)
     assert actor.holds.try_hold(record.sid)  # two cancels at once: both must let go
@@ -109,7 +108,7 @@ async def test_a_released_hold_whose_cancel_failed_lets_the_message_go(
 async def test_update_parameters_follow_twilio_rules(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, _, wall = build(writer)
+    actor, _, wall = onprem_actor(writer)
     edits = edits_for(writer, actor, wall)
     record = await submit(writer, None, "+15551234567", "secret code 1234")  # actor not running: stays queued
     for params in [
@@ -130,7 +129,7 @@ async def test_update_parameters_follow_twilio_rules(
 async def test_redact_and_delete_once_finished(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, wall = build(writer)
+    actor, api, wall = onprem_actor(writer)
     edits = edits_for(writer, actor, wall)
     queued = await submit(writer, None, "+15551234567", "code 1234")
     error = await expect(20009, edits.delete(ACCOUNT, queued.sid))
@@ -155,7 +154,7 @@ async def test_redact_and_delete_once_finished(
 async def test_a_cancel_survives_a_restart_and_recovery_skips_it(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, wall = build(writer)
+    actor, api, wall = onprem_actor(writer)
     edits = edits_for(writer, actor, wall)
     kept = await submit(writer, None, "+15551234567", "kept")
     dropped = await submit(writer, None, "+15551234567", "dropped")
