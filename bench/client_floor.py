@@ -31,7 +31,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.http.pool import H11Pool
-from bench.floor import BODY, HEADERS, POOL_INFLIGHT, TARGET, WARMUP, h11_loop_request
+from bench.floor import BODY, HEADERS, POOL_INFLIGHT, TARGET, h11_loop_request, load_loop
 
 HTTPX_INFLIGHT = (1, 10, 50)
 
@@ -43,24 +43,7 @@ async def measure(name: str, make_worker: Callable[[], Awaitable[Callable[[], Aw
                   duration: float) -> dict[str, float]:  # fmt: skip
     """Run ``n`` workers calling the request function until the deadline; count after a warm-up."""
     request = await make_worker()
-    done = 0
-    counting = False
-    stop_at = trio.current_time() + WARMUP + duration
-
-    async def worker() -> None:
-        nonlocal done
-        while trio.current_time() < stop_at:
-            await request()
-            if counting:
-                done += 1
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(n):
-            nursery.start_soon(worker)
-        await trio.sleep(WARMUP)
-        counting = True
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    done, wall, cpu = await load_loop(request, n, duration, time.process_time)
     result = {
         "requests": done,
         "cpu_s": round(cpu, 3),

@@ -185,7 +185,7 @@ class Server:
 # -- load loops --------------------------------------------------------------------------------------
 
 
-async def _loop(
+async def load_loop(
     request: Callable[[], Awaitable[None]], inflight: int, duration: float, cpu_clock: Callable[[], float]
 ) -> tuple[int, float, float]:
     """Run ``inflight`` workers until the deadline, counting after a warm-up.
@@ -229,7 +229,7 @@ async def server_case(server: Server, duration: float, connections: int = 8) -> 
     try:
         await request()
         pid = server.proc.pid
-        done, wall, cpu = await _loop(request, connections, duration, lambda: cpu_seconds(pid))
+        done, wall, cpu = await load_loop(request, connections, duration, lambda: cpu_seconds(pid))
     finally:
         await pool.aclose()
     return _figures(done, wall, cpu)
@@ -273,7 +273,7 @@ async def client_case(port: int, kind: str, inflight: int, duration: float) -> d
             await client.request(b"POST", TARGET, HEADERS, BODY)
 
     try:
-        done, wall, cpu = await _loop(request, inflight, duration, time.process_time)
+        done, wall, cpu = await load_loop(request, inflight, duration, time.process_time)
     finally:
         if stream is not None:
             await stream.aclose()
