@@ -18,8 +18,7 @@ from dispatcher.service.numbers import build_actor, refresh_spread
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
 from tests.actors.test_multiconnect import DIGITS, multi
-from tests.actors.test_supervisor_reload import two_number_config
-from tests.helpers.configs import number_config
+from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.intake import intake_for_config
 from tests.helpers.messages import submit, wait_for
 from tests.helpers.simulated import DAY, Timed, sim_with
@@ -206,7 +205,7 @@ async def test_operator_views_show_idle_actors_as_running(
     fleet = Fleet(
         store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
     )
-    config = two_number_config((ONE,), drain=5.0)
+    config = fleet_config(ONE, drain=5.0, endpoints=["http://whatsapp.invalid"])
     supervisor = Supervisor([fleet.build(n) for n in config.numbers])
     intake = intake_for_config(writer, supervisor, config, wall)
     await nursery.start(supervisor.run)

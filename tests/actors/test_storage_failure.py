@@ -40,7 +40,7 @@ from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from tests.helpers import actors as on_fakes
-from tests.helpers.configs import number_config
+from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
 from tests.helpers.intake import intake_for_config, reloader_for
 from tests.helpers.messages import record_of, submit, wait_for, wait_status
@@ -474,23 +474,7 @@ async def test_failing_commits_are_counted_and_logged_once_per_change_then_once_
 
 def endpoint_config(endpoint: str) -> configuration.Config:
     """One number whose endpoint a reload can change (a change that replaces its actor)."""
-    return configuration.loads(
-        f"""
-[server]
-drain_timeout = 2.0
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "test-auth-token-0123456789" }}
-[[numbers]]
-number = "{NUMBER}"
-account = "{ACCOUNT}"
-endpoints = ["{endpoint}"]
-rate = 1000
-burst = 1000
-password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
-"""
-    )
+    return fleet_config(NUMBER, drain=2.0, endpoints=[endpoint], rate=1000, burst=1000)
 
 
 async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_new_actor(

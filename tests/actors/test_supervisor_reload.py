@@ -8,14 +8,12 @@ import trio.testing
 
 from actors.supervisor import Supervisor
 from actors.transport import ConnectError, Headers, Response
-from dispatcher import config as configuration
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
 from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.transport import InProcessTransport
-from tests.helpers.configs import number_config
-from tests.helpers.daemon import ACCOUNT
+from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.intake import intake_for_config, reloader_for
 from tests.helpers.messages import submit, wait_for
 from tests.helpers.simulated import Timed, sim_with
@@ -155,30 +153,6 @@ async def test_replace_hands_the_outbox_to_the_new_actor(
     assert sorted(r.content for r in sim.received(ONE)) == ["m0", "m1", "m2"]
 
 
-def two_number_config(numbers: tuple[str, ...], drain: float) -> configuration.Config:
-    blocks = "".join(
-        f"""
-[[numbers]]
-number = "{n}"
-account = "{ACCOUNT}"
-endpoints = ["http://whatsapp.invalid"]
-password = {{ value = "Passw0rd!" }}
-webhook_secret = {{ value = "test-webhook-secret-0123456789" }}
-"""
-        for n in numbers
-    )
-    return configuration.loads(
-        f"""
-[server]
-drain_timeout = {drain}
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "test-auth-token-0123456789" }}
-{blocks}
-"""
-    )
-
-
 async def test_removed_numbers_drain_at_the_same_time(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
@@ -189,7 +163,7 @@ async def test_removed_numbers_drain_at_the_same_time(
         wall=wall,
         make_transport=lambda num, _url: Timed(InProcessTransport(sim, num.number)),
     )
-    first = two_number_config((ONE, TWO), drain=5.0)
+    first = fleet_config(ONE, TWO, drain=5.0, endpoints=["http://whatsapp.invalid"])
     supervisor = Supervisor([fleet.build(n) for n in first.numbers])
     intake = intake_for_config(writer, supervisor, first, wall)
     await nursery.start(supervisor.run)
@@ -200,7 +174,7 @@ async def test_removed_numbers_drain_at_the_same_time(
         await submit(writer, actor, "+15551230000", "stays", number=number)
     current = {"config": first}
     reloader = reloader_for(intake, fleet, load=lambda: current["config"], config=first)
-    current["config"] = two_number_config((), drain=5.0)
+    current["config"] = fleet_config(drain=5.0)
     began = trio.current_time()
     result = await reloader()
     assert result.ok and result.removed == [ONE, TWO]

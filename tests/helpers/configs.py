@@ -96,6 +96,12 @@ def load(
     return configuration.loads(text + "".join(numbers))
 
 
+def fleet_config(*numbers: str, drain: float, **fields: object) -> configuration.Config:
+    """On-Prem ``numbers`` as a reload sees them (not simulated), each with ``fields``, and the
+    server's ``drain_timeout``: what a live reload adds, replaces or removes."""
+    return load(*(onprem_table(n, **fields) for n in numbers), server={"drain_timeout": drain})
+
+
 def number_config(number: str = NUMBER, **fields: object) -> configuration.NumberConfig:
     """A simulated On-Prem number as its actor is built from it; ``fields`` add keys."""
     return load(onprem_table(number, simulated=True, **fields), simulator={}).numbers[0]
