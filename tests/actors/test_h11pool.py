@@ -29,6 +29,7 @@ from actors.transport import (
     TransportError,
 )
 from tests.helpers.http_servers import (
+    TEST_TIMEOUT,
     Handler,
     Reply,
     Seen,
@@ -41,9 +42,6 @@ from tests.helpers.http_servers import (
     start_server,
     url,
 )
-
-TEST_TIMEOUT = 10.0
-
 
 # -- keep-alive and pool discipline ----------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from actors.http.connection import H11Connection, Prepared
 from actors.http.framing import encode_response, parse_request_head, parse_response_head, request_head
 from actors.http.pool import H11Pool
 from actors.transport import Response, ResponseLostError
-from tests.actors.test_h11pool import TEST_TIMEOUT
 from tests.helpers.http_servers import (
+    TEST_TIMEOUT,
     Handler,
     Reply,
     Seen,

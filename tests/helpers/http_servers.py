@@ -18,6 +18,9 @@ import h11
 import trio
 import trio.testing
 
+TEST_TIMEOUT = 10.0
+"""A bound for one client-server exchange in these tests (real clock, 127.0.0.1)."""
+
 
 @attrs.define
 class Seen:

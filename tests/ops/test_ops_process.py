@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from tests.helpers.daemon import ACCOUNT, messages_path
-from tests.service.test_sdnotify import FakeSystemd
+from tests.helpers.systemd import FakeSystemd
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {

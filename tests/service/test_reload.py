@@ -15,7 +15,7 @@ from dispatcher.core.store import number_key
 from dispatcher.service.daemon import Running, run_daemon
 from dispatcher.service.sdnotify import Notifier
 from tests.helpers.daemon import ACCOUNT, ADMIN, ADMIN_TOKEN, TOKEN, messages_path, running_daemon
-from tests.service.test_sdnotify import FakeSystemd
+from tests.helpers.systemd import FakeSystemd
 
 N1, N2, N3, N4 = "+15550000001", "+15550000002", "+15550000003", "+15550000004"
 

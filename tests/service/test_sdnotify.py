@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,27 +13,7 @@ import trio.testing
 
 from dispatcher.service.sdnotify import Notifier, WriterProgress
 from tests.helpers.daemon import running_daemon, sandbox_config
-
-
-class FakeSystemd:
-    """The receiving end of NOTIFY_SOCKET: a bound AF_UNIX datagram socket."""
-
-    def __init__(self, address: str | bytes) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.setblocking(False)
-
-    def messages(self) -> list[dict[str, str]]:
-        out = []
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return out
-            out.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.helpers.systemd import FakeSystemd
 
 
 @pytest.fixture

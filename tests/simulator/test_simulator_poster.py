@@ -7,8 +7,7 @@ import base64
 import trio
 
 from dispatcher.simulator.poster import PoolPoster
-from tests.actors.test_h11pool import TEST_TIMEOUT
-from tests.helpers.http_servers import Reply, Seen, h11_handler, start_server
+from tests.helpers.http_servers import TEST_TIMEOUT, Reply, Seen, h11_handler, start_server
 
 
 async def test_posts_reuse_one_connection_per_origin_with_target_and_userinfo(nursery: trio.Nursery) -> None:
