@@ -37,8 +37,7 @@ from dispatcher.channels.webhook_items import (
     Contact,
     Id,
     ItemReader,
-    RecipientId,
-    StatusName,
+    Status,
     Text,
     WebhookError,
 )
@@ -66,12 +65,7 @@ class _Error(msgspec.Struct, kw_only=True):
         return self.title or self.message or details or f"WhatsApp error {self.code}"
 
 
-class _Status(msgspec.Struct, kw_only=True):
-    id: Id
-    status: StatusName
-    timestamp: str = "0"  # not used to apply a status
-    recipient_id: RecipientId = ""
-    errors: list[_Error] = []
+_Status = Status[_Error]
 
 
 class _Metadata(msgspec.Struct, kw_only=True):

@@ -25,8 +25,6 @@ from dispatcher.core.events import ChannelError, InboundEvent, StatusEvent, Unap
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=65_536)]
-StatusName = Annotated[str, msgspec.Meta(max_length=32)]
-RecipientId = Annotated[str, msgspec.Meta(max_length=256)]
 
 # WhatsApp status -> Twilio status, the same on both channels (each ignores a few more).
 STATUSES: Final = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
@@ -38,6 +36,18 @@ T = TypeVar("T")
 
 class WebhookError(ValueError):
     """The webhook body is not a webhook at all (not a JSON object); nothing of it was applied."""
+
+
+class Status(msgspec.Struct, Generic[E], kw_only=True):
+    """A message's status in a webhook, with the channel's error type ``E``."""
+
+    id: Id
+    status: Annotated[str, msgspec.Meta(max_length=32)]
+    # Not used to apply a status; On-Prem checks it by hand (a msgspec pattern check was ~0.5 us
+    # of the ~0.9 us a status took to decode, and a delivery carries hundreds).
+    timestamp: str = "0"
+    recipient_id: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    errors: list[E] = []
 
 
 class Profile(msgspec.Struct, frozen=True):
