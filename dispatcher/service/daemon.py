@@ -37,18 +37,16 @@ from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.messages import idempotency
-from dispatcher.messages.auth import Authenticator, api_keys
-from dispatcher.messages.edits import Edits
+from dispatcher.messages.auth import api_keys
 from dispatcher.messages.gateway import Gateway
-from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.media_guard import MediaGuard
-from dispatcher.messages.rules import CreateRules
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry, load_file
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ops.operations import Operations
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
+from dispatcher.service.messaging import build_messaging
 from dispatcher.service.reload import Reloader
 from dispatcher.service.sdnotify import Notifier, WriterProgress
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
@@ -256,32 +254,22 @@ async def run_daemon(
                 )
                 url_guard = UrlGuard(config.callbacks.allow_private, resolver=resolver)
                 media_guard = MediaGuard(url_guard)
-                # The Messages resource, in the order its parts need each other.
-                directory = Directory(number_info(n) for n in config.numbers)
-                auth = Authenticator(gateway_accounts(config), api_keys(config))
-                draining: set[str] = set()  # numbers an operator drains (ops), refused by the rules
-                handoff = Handoff(supervisor)
-                templates = TemplateRegistry(
-                    store,
-                    load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
-                )
-                rules = CreateRules(
+                messaging = build_messaging(
                     store=store,
                     wall=wall,
-                    directory=directory,
-                    templates=templates,
+                    supervisor=supervisor,
+                    numbers=[number_info(n) for n in config.numbers],
+                    accounts=gateway_accounts(config),
+                    api_keys=api_keys(config),
+                    templates=TemplateRegistry(
+                        store,
+                        load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
+                    ),
                     services=Services(config.services, store),
-                    draining=draining,
-                    running=handoff.running,
                     max_body_chars=config.messaging.max_body,
+                    media_guard=media_guard,
                 )
-                scheduler = Scheduler(
-                    store=store, wall=wall, notify=handoff.notify_part, blocked=rules.window_blocks
-                )
-                gateway = Gateway(
-                    store=store, rules=rules, handoff=handoff, scheduler=scheduler, media_guard=media_guard
-                )
-                edits = Edits(store=store, wall=wall, gateway=gateway, handoff=handoff)
+                directory, auth, handoff = messaging.directory, messaging.auth, messaging.handoff
                 # WhatsApp's webhooks and the customer's callbacks.
                 replies = TwimlReplies(
                     store=store,
@@ -319,8 +307,8 @@ async def run_daemon(
                         fleet=fleet,
                         directory=directory,
                         auth=auth,
-                        rules=rules,
-                        templates=templates,
+                        rules=messaging.rules,
+                        templates=messaging.templates,
                         sandbox=sandbox,
                         url_guard=url_guard,
                     )
@@ -329,7 +317,7 @@ async def run_daemon(
                     store=store,
                     supervisor=supervisor,
                     directory=directory,
-                    draining=draining,
+                    draining=messaging.draining,
                     reload=reloader,
                 )
                 requests = RequestCounts()
@@ -342,14 +330,14 @@ async def run_daemon(
                     )
                 )
                 # The front door.
-                routes = HotRoutes(auth=auth, rules=rules, gateway=gateway, inbox=inbox)
+                routes = HotRoutes(auth=auth, rules=messaging.rules, gateway=messaging.gateway, inbox=inbox)
                 quart_app = make_app(
                     store=store,
                     auth=auth,
-                    gateway=gateway,
+                    gateway=messaging.gateway,
                     routes=routes,
-                    edits=edits,
-                    templates=templates,
+                    edits=messaging.edits,
+                    templates=messaging.templates,
                     directory=directory,
                     cloud_hooks=CloudWebhooks(store=store, wall=wall, inbox=inbox),
                     handoff=handoff,
@@ -402,7 +390,7 @@ async def run_daemon(
                             for num in config.numbers:
                                 sandbox.register(num)
                         await work.start(supervisor.run)
-                        await work.start(scheduler.run)
+                        await work.start(messaging.scheduler.run)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
@@ -416,8 +404,8 @@ async def run_daemon(
                                 wall=wall,
                                 supervisor=supervisor,
                                 directory=directory,
-                                gateway=gateway,
-                                scheduler=scheduler,
+                                gateway=messaging.gateway,
+                                scheduler=messaging.scheduler,
                                 inbox=inbox,
                                 routes=routes,
                                 quart_app=quart_app,
@@ -431,7 +419,7 @@ async def run_daemon(
                     # The front door has stopped and answered its last request.
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
-                    scheduler.stop()
+                    messaging.scheduler.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 await fleet.aclose()

@@ -502,7 +502,7 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
         old.notify(r.outbox_seq, r)
     await wait_for(lambda: old.statistics().unrecorded == 3)
     current = {"config": endpoint_config("http://two.invalid")}
-    reloader = reloader_for(intake, fleet, load=lambda: current["config"], config=first)
+    reloader = reloader_for(intake, supervisor, fleet, load=lambda: current["config"], config=first)
     result = await reloader()  # the old actor cannot record its outcomes: cancelled after 2 s
     assert result.ok and result.replaced == [NUMBER]
     new = supervisor.actor(NUMBER)

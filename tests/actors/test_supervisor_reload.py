@@ -173,7 +173,7 @@ async def test_removed_numbers_drain_at_the_same_time(
         actor.pause()  # a paused number cannot drain: each removal waits its full drain_timeout
         await submit(writer, actor, "+15551230000", "stays", number=number)
     current = {"config": first}
-    reloader = reloader_for(intake, fleet, load=lambda: current["config"], config=first)
+    reloader = reloader_for(intake, supervisor, fleet, load=lambda: current["config"], config=first)
     current["config"] = fleet_config(drain=5.0)
     began = trio.current_time()
     result = await reloader()
