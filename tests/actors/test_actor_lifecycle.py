@@ -17,11 +17,10 @@ from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor, refresh_spread
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
-from tests.actors.test_multiconnect import DIGITS, multi
 from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.intake import intake_for_config
 from tests.helpers.messages import submit, wait_for
-from tests.helpers.simulated import DAY, Timed, sim_with
+from tests.helpers.simulated import DAY, Timed, multi, sim_with
 
 ONE, TWO = "+15550000001", "+15550000002"
 
@@ -236,9 +235,9 @@ async def test_an_idle_multiconnect_actor_probes_its_endpoints_from_the_shared_t
     await nursery.start(supervisor.run)
     await trio.sleep(2.5)
     assert not actor.serving  # between probes: no task
-    sim.faults.set(f"{DIGITS}~1", FaultPlan(down=True))
+    sim.faults.set(f"{ONE[1:]}~1", FaultPlan(down=True))
     await trio.sleep(5.0)  # the probe at 5 s finds it down
     assert [s.healthy for s in transport.statistics()] == [True, False] and not actor.serving
-    sim.faults.clear(f"{DIGITS}~1")
+    sim.faults.clear(f"{ONE[1:]}~1")
     await trio.sleep(5.0)  # the probe at 10 s finds it back
     assert [s.healthy for s in transport.statistics()] == [True, True] and not actor.serving

@@ -13,19 +13,12 @@ from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store, number_key
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.faults import FaultPlan
-from dispatcher.simulator.transport import InProcessTransport
 from tests.helpers.configs import number_config
 from tests.helpers.messages import submit, wait_for
-from tests.helpers.simulated import sim_with
+from tests.helpers.simulated import multi, sim_with
 
 NUMBER = "+15550000001"
 DIGITS = NUMBER[1:]
-
-
-def multi(sim, count: int = 3, **kwargs: float) -> MultiEndpoint:  # type: ignore[no-untyped-def]
-    return MultiEndpoint(
-        [(f"sim/{DIGITS}~{k}", InProcessTransport(sim, NUMBER, endpoint=k)) for k in range(count)], **kwargs
-    )
 
 
 async def login_headers(transport: MultiEndpoint) -> list[tuple[bytes, bytes]]:

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from dispatcher.channels.cloud_webhook import decode, digits_of
 from dispatcher.channels.inbound_message import BSUID, PHONE
 from dispatcher.channels.onprem_webhook import WebhookError
-from tests.webhooks.test_webhook_intake import _paths, json_values
+from tests.helpers.json_docs import json_values, paths
 
 PNID = "106540352242922"
 
@@ -298,7 +298,7 @@ def test_a_mutated_real_payload_is_applied_item_by_item_or_refused_as_not_an_env
     """Any node of a real payload replaced by any JSON value: only a broken envelope is refused."""
     doc = json.loads(data.draw(st.sampled_from(CORPUS)).read_text())
     doc.pop("_source")
-    path = data.draw(st.sampled_from(_paths(doc)[1:]))
+    path = data.draw(st.sampled_from(paths(doc)[1:]))
     node = doc
     for step in path[:-1]:
         node = node[step]

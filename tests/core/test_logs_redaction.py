@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 from dispatcher.core import logs
 from dispatcher.core.store import Store
 from dispatcher.simulator import Simulator
-from tests.simulator.test_simulator import NUMBER, Recorder, number, request
-from tests.webhooks.test_callback_sender import Harness, entry
+from tests.helpers.callback_sender import Harness, entry
+from tests.helpers.simulator_core import NUMBER, Recorder, number, request
 
 SCRUB = [logs.redact_urls]
 

@@ -20,51 +20,13 @@ import trio
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.ops.metrics import RequestCounts
+from tests.helpers.asgi import asgi_post
 from tests.helpers.daemon import ACCOUNT, NUMBERS, TOKEN, messages_path, running_daemon, sandbox_config
 
 FROM = "whatsapp:+15550000001"
 TO = "whatsapp:+15551234567"
 BASIC = "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
 FORM = "application/x-www-form-urlencoded"
-
-
-async def asgi_post(app: Any, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-    """One POST straight into an ASGI app, body in two chunks (as a socket may deliver it)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "extensions": {},
-    }
-    half = len(body) // 2
-    events = [
-        {"type": "http.request", "body": body[:half], "more_body": True},
-        {"type": "http.request", "body": body[half:], "more_body": False},
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if events:
-            return events.pop(0)
-        await trio.sleep_forever()
-        raise AssertionError  # pragma: no cover
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content_type = dict(start["headers"]).get(b"content-type", b"").decode()
-    return start["status"], content_type, b"".join(m.get("body", b"") for m in sent[1:])
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES
 from dispatcher.frontdoor.errors import REQUEST_ID_HEADER, LastResort
 from dispatcher.frontdoor.fastlane import FastLane
-from tests.frontdoor.test_fastlane import asgi_post
+from tests.helpers.asgi import asgi_post
 from tests.helpers.daemon import ACCOUNT, PNID, messages_path, running_daemon
 from tests.helpers.frontdoor_routes import (
     BATCH,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import trio
 
+from actors.multiconnect import MultiEndpoint
 from actors.transport import Headers, Response
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
+from tests.helpers.configs import NUMBER
 
 DAY = 86_400.0
 PASSWORD = "Passw0rd!"  # the password of tests.helpers.configs' numbers
@@ -42,3 +44,10 @@ class Timed:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def multi(sim: Simulator, count: int = 3, *, number: str = NUMBER, **kwargs: float) -> MultiEndpoint:
+    """``number`` at ``count`` endpoints of ``sim`` (``sim/DIGITS~k``, k from 0) behind one MultiEndpoint."""
+    digits = number.lstrip("+")
+    endpoints = [(f"sim/{digits}~{k}", InProcessTransport(sim, number, endpoint=k)) for k in range(count)]
+    return MultiEndpoint(endpoints, **kwargs)  # type: ignore[arg-type]

@@ -14,47 +14,11 @@ import trio.testing
 from actors.transport import ConnectError
 from dispatcher.core.clock import SystemWallClock
 from dispatcher.simulator import InProcessTransport, SimNumber, SimRequest, SimResponse, Simulator
+from tests.helpers.simulator_core import NUMBER, Json, Recorder, body_of, number, request
 
-NUMBER = "+15550000001"
 PREFIX = "/15550000001"
 BASIC = "Basic " + base64.b64encode(b"admin:s3cret").decode()
 TEXT = {"to": "+15551230001", "type": "text", "text": {"body": "hello"}}
-Json = dict[str, object]
-
-
-class Recorder:
-    """A fake webhook poster: records (trio time, url, payload) and answers ``status``."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.posts: list[tuple[float, str, Json]] = []
-
-    async def __call__(self, url: str, body: bytes) -> int:
-        self.posts.append((trio.current_time(), url, json.loads(body)))
-        await trio.lowlevel.checkpoint()
-        return self.status
-
-    def statuses(self) -> list[Json]:
-        found: list[Json] = []
-        for _, _, payload in self.posts:
-            found.extend(payload.get("statuses", []))
-        return found
-
-
-def number(**overrides: object) -> SimNumber:
-    fields: Json = {"number": NUMBER, "password": "s3cret", "webhook_url": "http://hook.test/wa"}
-    return msgspec.convert(fields | overrides, SimNumber)
-
-
-def request(method: str, target: str, body: object = b"", *, token: str | None = None) -> SimRequest:
-    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return SimRequest(method=method, target=target, headers=headers, body=raw)
-
-
-def body_of(resp: SimResponse) -> Json:
-    decoded: Json = json.loads(resp.body)
-    return decoded
 
 
 def error_code(resp: SimResponse) -> int:

@@ -10,7 +10,7 @@ import trio
 
 from dispatcher.channels.onprem_webhook import decode
 from dispatcher.simulator import Simulator
-from tests.simulator.test_simulator import NUMBER, Json, Recorder, body_of, number, request
+from tests.helpers.simulator_core import NUMBER, Json, Recorder, body_of, number, request
 
 
 @pytest.fixture

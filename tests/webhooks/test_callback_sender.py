@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
 import httpx
@@ -17,82 +17,11 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
-from dispatcher.core import callbacks
 from dispatcher.core.callbacks import CallbackEntry
-from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.ssrf import UrlGuard
-from dispatcher.core.store import Store, WriteTxn
-from dispatcher.webhooks.callback_sender import MAX_ANSWER, CallbackSender, SenderSettings
+from dispatcher.core.store import Store
+from dispatcher.webhooks.callback_sender import MAX_ANSWER
 from dispatcher.webhooks.twiml import Reply
-
-ACCOUNT = "AC00000000000000000000000000000001"
-TOKEN = "secret-token"
-PUBLIC = {"a.example": "93.184.216.34", "b.example": "93.184.216.35", "inside.example": "10.0.0.5"}
-
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    if host not in PUBLIC:
-        raise OSError("unknown host")
-    return [PUBLIC[host]]
-
-
-def entry(url: str, sid: str = "SM1", kind: str = "status", created_at: float = 0.0) -> CallbackEntry:
-    return CallbackEntry(
-        kind=kind,
-        url=url,
-        account_sid=ACCOUNT,
-        number="+15550000001",
-        customer="+15551234567",
-        sid=sid,
-        params=[("MessageSid", sid), ("MessageStatus", "delivered")],
-        created_at=created_at,
-    )
-
-
-class Harness:
-    def __init__(self, store: Store, handler: Handler, **settings: float) -> None:
-        self.store = store
-        self.wall = TrioWallClock(start=1_000_000.0)
-        self.requests: list[tuple[float, httpx.Request]] = []
-        self.replies: list[tuple[bytes, list[Reply]]] = []
-
-        async def record(request: httpx.Request) -> httpx.Response:
-            self.requests.append((trio.current_time(), request))
-            return await handler(request)
-
-        self.client = httpx.AsyncClient(transport=httpx.MockTransport(record))
-        defaults = {"backoff_initial": 1.0, "backoff_max": 8.0, "poll_interval": 0.5, "give_up_after": 3600.0}
-        self.sender = CallbackSender(
-            store=store,
-            client=self.client,
-            auth_token={ACCOUNT: TOKEN}.get,
-            guard=UrlGuard(resolver=resolve),
-            wall=self.wall,
-            settings=SenderSettings(**(defaults | settings)),  # type: ignore[arg-type]
-            on_reply=self.on_reply,
-        )
-
-    async def on_reply(self, key: bytes, item: CallbackEntry, replies: list[Reply]) -> None:
-        self.replies.append((key, replies))
-        await self.store.write(lambda txn: txn.delete(callbacks.DB, key))
-
-    async def queue(self, *items: CallbackEntry) -> None:
-        now = self.wall.now()
-
-        def fn(txn: WriteTxn) -> None:
-            for item in items:
-                callbacks.queue(txn, msgspec.structs.replace(item, created_at=now))
-
-        await self.store.write(fn)
-        self.sender.wake()
-
-    def pending(self) -> int:
-        return self.store.count(callbacks.DB, b"")
-
-    def hosts(self) -> list[str]:
-        return [r.headers["host"] for _, r in self.requests]
+from tests.helpers.callback_sender import TOKEN, Handler, Harness, entry
 
 
 def answer(status: int, body: bytes = b"") -> Handler:

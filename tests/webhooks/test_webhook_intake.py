@@ -20,6 +20,7 @@ from dispatcher.config import ConfigError
 from dispatcher.core.store import DB_NAMES
 from dispatcher.service.daemon import Running
 from tests.helpers.daemon import running_daemon, sandbox_config
+from tests.helpers.json_docs import json_values, paths
 
 VALID_INBOUND: dict[str, Any] = {
     "contacts": [{"profile": {"name": "Jane"}, "wa_id": "15551234567"}],
@@ -39,25 +40,6 @@ VALID_STATUS: dict[str, Any] = {
     ]
 }
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            found += _paths(child, (*prefix, i))
-    return found
-
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
@@ -65,7 +47,7 @@ def mutated(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         return draw(st.binary(max_size=200))
     doc = json.loads(json.dumps(draw(st.sampled_from([VALID_INBOUND, VALID_STATUS]))))
-    path = draw(st.sampled_from(_paths(doc)[1:]))
+    path = draw(st.sampled_from(paths(doc)[1:]))
     node = doc
     for step in path[:-1]:
         node = node[step]
