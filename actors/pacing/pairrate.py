@@ -36,6 +36,9 @@ import attrs
 
 MAX_EXPONENT: Final = 6  # 4^6 s is about 68 minutes: beyond that the message should rather fail
 SKEW_MARGIN: Final = 0.1  # seconds: see the module docstring
+# Sums of float times are not exact (5.8 + 0.1 + 0.1 == 5.999999999999999): a debt within this of being
+# repaid is repaid, as Meta's model in the simulator (ratelimit.PairGate) counts it.
+_EPSILON: Final = 1e-9
 _SWEEP_EVERY: Final = 4096
 
 
@@ -74,7 +77,7 @@ class PairLimiter:
         cell = self._cells.get(recipient)
         if cell is None:
             return now
-        at = now if self._bursting(cell, now) else max(now, cell.tat + self.margin)
+        at = now if self._bursting(cell, now) or self._repaid(cell, now) else cell.tat + self.margin
         return max(at, cell.not_before)
 
     def take(self, recipient: str, now: float) -> None:
@@ -82,8 +85,10 @@ class PairLimiter:
         cell = self._cells.get(recipient)
         if cell is None:
             cell = self._cells[recipient] = _Cell()
-        if not self._bursting(cell, now) and now >= cell.tat + self.margin:
-            cell.window_end = now + self.interval - self.margin  # owes nothing: a new burst
+        if self._repaid(
+            cell, now
+        ):  # owes nothing: a new burst (as Meta counts, even at a window's last instant)
+            cell.window_end = now + self.interval - self.margin
             cell.in_window = 0
         cell.in_window += 1
         cell.tat = max(cell.tat, now) + self.interval
@@ -110,6 +115,9 @@ class PairLimiter:
         if cell is not None:
             cell.refusals = 0
 
+    def _repaid(self, cell: _Cell, now: float) -> bool:
+        return now + _EPSILON >= cell.tat + self.margin
+
     def _bursting(self, cell: _Cell, now: float) -> bool:
         return now < cell.window_end and cell.in_window < self.burst
 
@@ -118,7 +126,7 @@ class PairLimiter:
         stale = [
             r
             for r, c in self._cells.items()
-            if c.tat + self.margin <= now and c.not_before <= now and not c.refusals
+            if self._repaid(c, now) and c.not_before <= now and not c.refusals
         ]
         for recipient in stale:
             del self._cells[recipient]
