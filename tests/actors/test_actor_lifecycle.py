@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
+from actors import supervisor as supervisor_module
 from actors.credentials.token import SPREAD_SHARE
 from actors.number import IDLE_LINGER
 from actors.supervisor import Supervisor
@@ -113,8 +115,14 @@ async def test_an_idle_actor_refreshes_its_token_on_time(
 
 
 async def test_a_woken_actor_that_crashes_is_restarted_and_sends(
-    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The restart backoff is fully jittered (0 to 1 s): at its top the "restarting" state lasts 1 s, which
+    # the 10 ms polls below always see (a draw under 10 ms made this test fail about once in a hundred).
+    monkeypatch.setattr(supervisor_module.random, "uniform", lambda low, high: high)
     wall = TrioWallClock(start=1_700_000_000.0)
     sim = sim_with(wall, ONE, TWO)
     transport = Timed(InProcessTransport(sim, ONE))
