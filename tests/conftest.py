@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +16,6 @@ def _quiet_logs() -> None:
     # Tests read logs through structlog.testing.capture_logs(), which needs an uncached logger.
     logs.configure("warning", cache=False)
     structlog.contextvars.clear_contextvars()
-
-
-@pytest.fixture(autouse=True)
-def _gc_defaults() -> Iterator[None]:
-    # `wadispatch run` in-process (test_process) tunes the collector for the daemon: undo it.
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
 
 
 @pytest.fixture
