@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from actors.credentials.token import login
 from actors.http.connection import BodyTooLargeError, H11Connection, PeerClosedError, Prepared
 from actors.http.pool import DEFAULT_MAX_RESPONSE_BODY, H11Pool
-from actors.httpx_transport import HttpxTransport
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Retry, classify_error
 from actors.transport import RequestTimeout, Response, ResponseTooLargeError, Transport
@@ -84,11 +83,7 @@ def pool_for(server: Server, **kwargs: float) -> H11Pool:
     return H11Pool(url(server), max_response_body=LIMIT, **kwargs)  # type: ignore[arg-type]
 
 
-def httpx_for(server: Server) -> HttpxTransport:
-    return HttpxTransport(url(server), max_response_body=LIMIT)
-
-
-MAKERS = [pytest.param(pool_for, id="H11Pool"), pytest.param(httpx_for, id="httpx")]
+MAKERS = [pytest.param(pool_for, id="H11Pool")]
 
 
 # -- announced by Content-Length: refused before the body is read --------------------------------
