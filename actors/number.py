@@ -474,6 +474,21 @@ class NumberActor:
             self._resumed = trio.Event()
             log.info("actor.paused", number=self.number)
 
+    def retune(self, rate: float, burst: int) -> None:
+        """A reload changed the number's rate or burst: the bucket takes them from now on."""
+        self._bucket.configure(rate, burst)
+
+    def hold(self, sid: str) -> bool:
+        """Keep the actor off ``sid`` while it is edited (cancel): False once its send has started."""
+        return self.holds.try_hold(sid)
+
+    def release(self, sid: str) -> None:
+        self.holds.release(sid)
+
+    async def refresh_credentials(self) -> None:
+        """Log in again now, single-flight with the actor's own refresh."""
+        await self._tokens.refresh(self._tokens.token)
+
     def resume(self) -> None:
         if self._paused:
             self._paused = False

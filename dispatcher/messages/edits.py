@@ -70,7 +70,7 @@ class Edits:
         cannot = TwilioError(
             400, 30409, "This message cannot be canceled: it is no longer waiting to be sent."
         )
-        if actor is not None and not actor.holds.try_hold(sid):
+        if actor is not None and not actor.hold(sid):
             raise cannot  # its send has started
         try:
             canceled = await self._write(
@@ -78,7 +78,7 @@ class Edits:
             )
         finally:
             if actor is not None:
-                actor.holds.release(sid)
+                actor.release(sid)
         log.info("message.canceled", sid=sid, number=canceled.from_number)
         return canceled
 

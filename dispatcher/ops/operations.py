@@ -246,8 +246,7 @@ class Operations:
     async def refresh_token(self, number: str) -> TokenRefreshed:
         """Log in again now (e.g. after a password change), single-flight with the actor's own refresh."""
         actor = self._actor(number)
-        credentials = actor.credentials
-        await credentials.refresh(credentials.token)
+        await actor.refresh_credentials()
         stats = actor.statistics()
         return TokenRefreshed(
             number=number, expires_in=stats.token_expires_in, refreshes=stats.token_refreshes

@@ -175,7 +175,7 @@ class Reloader:
             num = new_numbers[number]
             actor = self._supervisor.actor(number)
             if actor is not None:
-                actor.bucket.configure(num.rate, num.burst)
+                actor.retune(num.rate, num.burst)
         for number in sorted(added):
             num = new_numbers[number]
             self._register_simulated(num)
