@@ -20,6 +20,7 @@ import msgspec
 
 from dispatcher.core import secretpolicy
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
+from dispatcher.core.template_file import TemplateError, load_file
 
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
@@ -369,8 +370,6 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"callbacks.allow_private[{i}]: not an address or CIDR: {entry!r}") from exc
     _validate_services(config)
     if config.messaging.templates_file:
-        from dispatcher.messages.templates import TemplateError, load_file
-
         try:
             load_file(config.messaging.templates_file)
         except TemplateError as exc:

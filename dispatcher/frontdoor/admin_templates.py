@@ -18,15 +18,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from dispatcher.core import jsondecode
+from dispatcher.core.template_file import NewTemplate, TemplateError
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import PREFIX
-from dispatcher.messages.templates import (
-    NewTemplate,
-    TemplateError,
-    TemplateExistsError,
-    TemplateList,
-    TemplateRegistry,
-)
+from dispatcher.messages.templates import TemplateExistsError, TemplateList, TemplateRegistry
 
 log = structlog.get_logger()
 

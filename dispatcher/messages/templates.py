@@ -35,68 +35,37 @@ A ``<template>`` has exactly the keys of the file format above.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Annotated, Final, final
+from typing import Final, final
 
 import attrs
 import msgspec
 
 from dispatcher.core.models import TemplateSend
 from dispatcher.core.store import SEP, Store, WriteTxn
+from dispatcher.core.template_file import (
+    MAX_TEMPLATE_BODY,
+    PLACEHOLDER,
+    NewTemplate,
+    Template,
+    TemplateError,
+    placeholders,
+)
 from dispatcher.core.twilio import TwilioError
 
-MAX_TEMPLATE_BODY: Final = 1024  # WhatsApp's limit of a template body, placeholders filled in
 MAX_VARIABLE: Final = 1600  # Twilio's per-variable limit (21658)
 # WhatsApp refuses a text parameter with a newline or tab or more than 4 consecutive spaces
 # (Cloud API #132018, "Param text cannot have new-line/tab characters or more than 4
 # consecutive spaces"; Twilio reports it as 63013).
 _UNSENDABLE_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
 CONTENT_SID: Final = re.compile(r"^HX[0-9a-fA-F]{32}$")
-_PLACEHOLDER: Final = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
 _KEY_PREFIX: Final = b"template" + SEP
-
-ContentSid = Annotated[str, msgspec.Meta(pattern=r"^HX[0-9a-fA-F]{32}$")]
-AccountSid = Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,512}$")]
-Language = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})?$")]
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-Body = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEMPLATE_BODY)]
-
-
-class Template(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    sid: ContentSid
-    account: AccountSid
-    namespace: NonEmpty
-    name: Name
-    language: Language
-    body: Body
-
-
-class NewTemplate(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """An admin POST: like Template, the sid optional."""
-
-    account: AccountSid
-    namespace: NonEmpty
-    name: Name
-    language: Language
-    body: Body
-    sid: ContentSid | None = None
-
-
-class TemplatesFile(msgspec.Struct, forbid_unknown_fields=True):
-    templates: list[Template] = []
 
 
 class TemplateList(msgspec.Struct):
     templates: list[Template]
-
-
-class TemplateError(ValueError):
-    """A template definition that cannot be used (bad placeholders, duplicate sid)."""
 
 
 class TemplateExistsError(TemplateError):
@@ -116,18 +85,10 @@ class _Compiled:
     literal: int  # characters of fixed text: the more, the more specific
 
 
-def placeholders(body: str) -> int:
-    """How many placeholders ``body`` has; they must be {{1}}..{{n}}, each once, in any order."""
-    found = [int(m.group(1)) for m in _PLACEHOLDER.finditer(body)]
-    if sorted(found) != list(range(1, len(found) + 1)):
-        raise TemplateError(f"placeholders must be {{{{1}}}}..{{{{n}}}}, each once; found {found}")
-    return len(found)
-
-
 def _compile(template: Template) -> _Compiled:
     count = placeholders(template.body)
     pattern, literal, pos = [], 0, 0
-    for m in _PLACEHOLDER.finditer(template.body):
+    for m in PLACEHOLDER.finditer(template.body):
         text = template.body[pos : m.start()]
         pattern.append(re.escape(text))
         literal += len(text)
@@ -141,25 +102,7 @@ def _compile(template: Template) -> _Compiled:
 
 def render(body: str, values: list[str]) -> str:
     """The template body with {{i}} replaced by ``values[i-1]``."""
-    return _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], body)
-
-
-def load_file(path: str | os.PathLike[str]) -> list[Template]:
-    """Templates from a TOML file; ValueError naming the file and the problem."""
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise TemplateError(f"cannot read templates file {os.fspath(path)}: {exc.strerror}") from exc
-    try:
-        templates = msgspec.toml.decode(text, type=TemplatesFile).templates
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise TemplateError(f"{os.fspath(path)}: {exc}") from exc
-    for i, t in enumerate(templates):
-        try:
-            placeholders(t.body)
-        except TemplateError as exc:
-            raise TemplateError(f"{os.fspath(path)}: templates[{i}].body: {exc}") from exc
-    return templates
+    return PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], body)
 
 
 @final

@@ -29,6 +29,7 @@ from dispatcher.core.clock import SystemWallClock, WallClock
 from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import Resolver, UrlGuard
 from dispatcher.core.store import Store
+from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.errors import LastResort
@@ -42,7 +43,7 @@ from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.media_guard import MediaGuard
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
-from dispatcher.messages.templates import TemplateRegistry, load_file
+from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ops.operations import Operations
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info

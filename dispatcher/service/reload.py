@@ -37,10 +37,11 @@ from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig
 from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import UrlGuard
 from dispatcher.core.store import Store
+from dispatcher.core.template_file import Template, TemplateError, load_file
 from dispatcher.messages.auth import Authenticator, api_keys
 from dispatcher.messages.rules import CreateRules
 from dispatcher.messages.services import Services
-from dispatcher.messages.templates import Template, TemplateError, TemplateRegistry, load_file
+from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.operations import ReloadResult
 from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
 

@@ -17,12 +17,13 @@ from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, WriteTxn
+from dispatcher.core.template_file import Template
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.rules import SendRequest
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
-from dispatcher.messages.templates import Template, TemplateRegistry
+from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport

@@ -18,11 +18,12 @@ from dispatcher.core import window
 from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store
+from dispatcher.core.template_file import Template
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.batch import BatchItem
 from dispatcher.messages import rules as rules_module
 from dispatcher.messages.rules import SendRequest
-from dispatcher.messages.templates import Template, TemplateRegistry
+from dispatcher.messages.templates import TemplateRegistry
 from tests.helpers.intake import Intake, build_intake
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"

@@ -27,16 +27,17 @@ from hypothesis import strategies as st
 from actors.supervisor import Supervisor
 from dispatcher.channels import cloud, onprem
 from dispatcher.config import ServiceConfig
-from dispatcher.core import ledger, media, parts, segments
+from dispatcher.core import ledger, media, parts, segments, template_file
 from dispatcher.core.directory import NumberInfo
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.ssrf import RefusedURLError, UrlGuard
 from dispatcher.core.store import Store
+from dispatcher.core.template_file import Template
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages import templates
 from dispatcher.messages.rules import SendRequest
 from dispatcher.messages.services import Services
-from dispatcher.messages.templates import Template, TemplateRegistry
+from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.simulator.cloud import CloudApi
 from dispatcher.simulator.messages import parse_send
 from tests.helpers.intake import Intake, build_intake
@@ -340,9 +341,9 @@ def _check_whatsapp_limits(msg: dict[str, Any]) -> None:
     elif kind == "template":
         template = next(t for t in TEMPLATES if t.name == msg["template"]["name"])
         values = [p["text"] for c in msg["template"].get("components", []) for p in c["parameters"]]
-        assert len(values) == templates.placeholders(template.body)
+        assert len(values) == template_file.placeholders(template.body)
         assert all(v.strip() and not _UNSENDABLE_PARAM.search(v) for v in values)
-        assert len(templates.render(template.body, values)) <= templates.MAX_TEMPLATE_BODY
+        assert len(templates.render(template.body, values)) <= template_file.MAX_TEMPLATE_BODY
     else:
         item = msg[kind]
         assert kind in media.KIND_BY_TYPE.values() or kind == "document"

@@ -7,15 +7,9 @@ from pathlib import Path
 import pytest
 
 from dispatcher.core.store import Store
+from dispatcher.core.template_file import NewTemplate, Template, TemplateError, load_file
 from dispatcher.core.twilio import TwilioError
-from dispatcher.messages.templates import (
-    NewTemplate,
-    Template,
-    TemplateError,
-    TemplateExistsError,
-    TemplateRegistry,
-    load_file,
-)
+from dispatcher.messages.templates import TemplateExistsError, TemplateRegistry
 
 ACCOUNT = "AC00000000000000000000000000000001"
 OTHER = "AC00000000000000000000000000000002"
