@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compi
               --quiet $(if $(UPGRADE),--upgrade)
 BUILD_REQUIRES := setuptools>=68
 
-.PHONY: run test lint typecheck imports unit bench lock clean
+.PHONY: run test system-deps lint typecheck imports unit bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,22 @@ $(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/wadispatch run --config conf/dispatcher.toml
 
-test: $(STAMP) lint typecheck imports unit
+test: $(STAMP) system-deps lint typecheck imports unit
+
+# Programs some tests run for real: an etcd cluster (ownership across hosts) and a headless chromium
+# (the operator console). Installed from Debian where apt is there and we are root (CI); anywhere else
+# those tests skip and say why. Never needed by `make run`.
+SYSTEM_PACKAGES := etcd-server chromium chromium-driver
+system-deps:
+	@command -v dpkg >/dev/null || { echo "system-deps: no dpkg here; the etcd and browser tests will skip"; exit 0; }; \
+	missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -n "$$missing" ] || exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq $$missing >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; } \
+	    || echo "system-deps: could not install$$missing; the tests that need them will skip"; \
+	else echo "system-deps: missing$$missing (needs root and apt); the tests that need them will skip"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatcher actors tests bench
