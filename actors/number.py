@@ -40,6 +40,7 @@ from actors.channel import Channel, Credentials, Upkeep
 from actors.credentials.bearer import RefusableCredentials
 from actors.credentials.tokeninfo import TokenInfo
 from actors.holds import SendHolds
+from actors.lease import ALWAYS_OPEN, SendLease
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
 from actors.pacing.pairrate import PairLimiter
@@ -98,6 +99,7 @@ class NumberActor:
         "_halted",
         "_host",
         "_idle_since",
+        "_lease",
         "_linger",
         "_live",
         "_max_in_flight",
@@ -143,11 +145,13 @@ class NumberActor:
         budget: TierBudget | None = None,
         idle_linger: float = IDLE_LINGER,
         unrecorded: Unrecorded | None = None,
+        lease: SendLease = ALWAYS_OPEN,
     ) -> None:
         """``policy``: what to do when a send did not succeed (retries, backoff, ambiguous sends).
         ``idle_linger``: seconds ``serve`` waits with nothing to do before returning.
         ``unrecorded``: the number's outcomes not yet committed, kept by whoever outlives this
-        actor (a predecessor's are committed, never sent again); a new one if None."""
+        actor (a predecessor's are committed, never sent again); a new one if None.
+        ``lease``: until when a send may start (``actors.lease``): asked before every send."""
         self.number = number
         self._store = store
         self._transport = transport
@@ -160,6 +164,7 @@ class NumberActor:
         self._on_status = on_status
         self._pair = pair
         self._budget = budget
+        self._lease = lease
         self._linger = idle_linger
         self._halted: str | None = None  # the credentials were refused (Halt): why
         self._host: ActorHost | None = None
@@ -591,6 +596,23 @@ class NumberActor:
             nursery.cancel_scope.cancel()
         return not self._stopping
 
+    async def _lease_or_stop(self) -> bool:
+        """Wait until the send lease is renewed: True once it is, False if ``stop()`` came first."""
+        stopped = self._stopped
+        assert stopped is not None
+        self.counts.lease_waits += 1
+        log.warning("send.lease_wait", number=self.number)
+        async with trio.open_nursery() as nursery:
+
+            async def on_stop() -> None:
+                await stopped.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_stop)
+            await self._lease.wait_open()
+            nursery.cancel_scope.cancel()
+        return not self._stopping
+
     def _admit(self, recipient: str) -> tuple[float, bool]:
         """``(seconds to wait, counts against the tier)`` for the head message to ``recipient``."""
         now = trio.current_time()
@@ -682,6 +704,8 @@ class NumberActor:
                 await self._fail(item, *EXPIRED)  # never sent late
                 return None
             token = self._tokens.token
+            if trio.current_time() >= self._lease.send_until() and not await self._lease_or_stop():
+                return None  # stopping (the bucket went elsewhere): the message stays in the outbox
             began = trio.current_time()
             try:
                 resp = await self._transport.request(

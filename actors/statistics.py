@@ -23,6 +23,7 @@ class SendCounts:
     ambiguous: int = 0  # sends that may or may not have reached the API (answer lost)
     rate_limited: int = 0  # 429s and Meta's rate answers, 131056 included
     pair_limited: int = 0  # Meta's 131056 answers
+    lease_waits: int = 0  # sends held because the bucket's ownership lease was not renewed in time
     delivered: int = 0  # webhooks: the recipient's phone has it
     read: int = 0
     failed_by_code: dict[int, int] = attrs.field(factory=dict)  # by the actor and by webhooks

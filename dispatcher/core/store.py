@@ -13,6 +13,13 @@ on the trio thread instead, for tests under ``MockClock``.)
 Each queued write is a function run inside the shared transaction, in its own
 nested transaction: a write that raises (e.g. an idempotency conflict) is
 rolled back alone and its caller gets the exception; the others commit.
+
+Epoch fencing: a Store is one bucket, and when several processes or hosts share
+buckets (``dispatcher.ownership``), the bucket's owner ``fence``s its Store with the
+epoch of its ownership. Every commit then checks the epoch recorded in the bucket
+and writes its own, in the same transaction: a commit by an owner whose epoch was
+overtaken (a stale owner, after a takeover) writes nothing and fails with
+``StaleEpochError``. Unfenced (one daemon), commits carry no epoch.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ DB_NAMES: Final = (
 )
 SEP: Final = b"\x00"
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
+EPOCH_KEY: Final = b"epoch"  # meta key: the epoch of the bucket's latest owner (8B big-endian)
 FAILING_LOG_EVERY: Final = 60.0  # seconds between "still failing" lines while commits fail
 
 
@@ -67,6 +75,15 @@ class StoreFullError(StoreError):
 
 class StoreClosedError(StoreError):
     """The writer no longer accepts writes (shutting down)."""
+
+
+class StaleEpochError(StoreError):
+    """The bucket has a newer owner than this process: nothing of the batch was written."""
+
+    def __init__(self, ours: int, recorded: int) -> None:
+        super().__init__(f"the bucket belongs to epoch {recorded}, this process holds epoch {ours}")
+        self.ours = ours
+        self.recorded = recorded
 
 
 def number_key(number: str, rest: bytes = b"") -> bytes:
@@ -132,6 +149,16 @@ def _last_seq(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
     found = cur.prev() if cur.set_range(prefix + b"\xff" * 8) else cur.last()
     key = cast(bytes, cur.key()) if found else b""
     return int.from_bytes(key[len(prefix) :], "big") if key.startswith(prefix) else 0
+
+
+def _check_epoch(txn: lmdb.Transaction, meta: lmdb._Database, epoch: int) -> None:
+    """Fencing, inside the commit's transaction: refuse if a newer owner has written, else record ours."""
+    raw = txn.get(EPOCH_KEY, db=meta)
+    recorded = 0 if raw is None else int.from_bytes(raw, "big")
+    if recorded > epoch:
+        raise StaleEpochError(epoch, recorded)
+    if recorded < epoch:
+        txn.put(EPOCH_KEY, epoch.to_bytes(8, "big"), db=meta)
 
 
 @attrs.define(eq=False)
@@ -230,6 +257,7 @@ class Store:
         self.env.reader_check()
         self._dbs = {name: self.env.open_db(name) for name in DB_NAMES}
         self._seqs: dict[bytes, int] = {}
+        self._epoch: int | None = None  # fence(): every commit checks and writes it
         self._max_batch = max_batch
         self._commit_in_thread = commit_in_thread
         self._send, self._recv = trio.open_memory_channel[_Pending[object]](max_batch)
@@ -286,6 +314,22 @@ class Store:
                 if not key.startswith(prefix):
                     return
                 yield key, value
+
+    @property
+    def recorded_epoch(self) -> int:
+        """The epoch of the bucket's latest owner, as committed (0: never fenced)."""
+        raw = self.get(b"meta", EPOCH_KEY)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this process's commits carry (None: unfenced)."""
+        return self._epoch
+
+    def fence(self, epoch: int | None) -> None:
+        """Carry ``epoch`` in every commit from now on (None: stop fencing). A commit that finds a
+        higher epoch recorded fails with ``StaleEpochError``; an equal or lower one is overwritten."""
+        self._epoch = epoch
 
     def entries(self, name: bytes) -> int:
         """How many keys a named DB holds, from LMDB's own statistics (O(1), for /metrics)."""
@@ -408,6 +452,10 @@ class Store:
                         p.error = p.result = None
                     continue
                 break
+        except StaleEpochError as exc:
+            log.error("store.stale_epoch", ours=exc.ours, recorded=exc.recorded, batch=len(batch))
+            for p in batch:
+                p.error = exc
         except lmdb.MapFullError as exc:
             self._failed("store.map_full", batch, None, map_size=self.env.info()["map_size"])
             for p in batch:
@@ -486,6 +534,8 @@ class Store:
         seqs: dict[bytes, int] = {}
         began = time.perf_counter()  # measures this thread's work, not trio time
         with self.env.begin(write=True) as txn:
+            if (epoch := self._epoch) is not None:
+                _check_epoch(txn, self._dbs[b"meta"], epoch)
             for p in batch:
                 child = self.env.begin(write=True, parent=txn)
                 child_seqs = dict(seqs)

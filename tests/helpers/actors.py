@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from actors.credentials.bearer import BearerCredentials
 from actors.credentials.token import TokenManager, login
+from actors.lease import ALWAYS_OPEN, SendLease
 from actors.number import NumberActor
 from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
@@ -39,6 +40,7 @@ def onprem_actor(
     latency: float = 0.0,
     max_attempts: int = 12,
     on_ambiguous: AmbiguousPolicy = "retry",
+    lease: SendLease = ALWAYS_OPEN,
 ) -> tuple[NumberActor, FakeApi, TrioWallClock]:
     """An On-Prem actor for ``NUMBER`` against a ``FakeApi`` (logins as admin/pw)."""
     wall = TrioWallClock(start=1_700_000_000.0)
@@ -62,6 +64,7 @@ def onprem_actor(
         policy=DeliveryPolicy(
             max_attempts=max_attempts, backoff_base=0.5, backoff_cap=8.0, on_ambiguous=on_ambiguous
         ),
+        lease=lease,
     )
     return actor, api, wall
 
