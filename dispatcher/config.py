@@ -28,6 +28,8 @@ ApiKeySid = Annotated[str, msgspec.Meta(pattern=r"^SK[0-9a-fA-F]{32}$")]
 ServiceSid = Annotated[str, msgspec.Meta(pattern=r"^MG[0-9a-fA-F]{32}$")]
 PositiveRate = Annotated[float, msgspec.Meta(ge=0.001, le=100_000.0)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0)]
+GraphVersion = Annotated[str, msgspec.Meta(pattern=r"^v[0-9]{1,3}\.[0-9]{1,2}$")]
+WabaId = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
 
 
 class ConfigError(Exception):
@@ -125,7 +127,7 @@ class CloudConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Signs Meta's webhook POSTs (X-Hub-Signature-256) and answers the GET handshake.
     app_secret: Secret
     verify_token: Secret
-    api_version: Annotated[str, msgspec.Meta(pattern=r"^v[0-9]{1,3}\.[0-9]{1,2}$")] = "v23.0"
+    api_version: GraphVersion = "v23.0"
     # Per-number throughput (Meta: 80 messages/s by default, up to 1000 once upgraded).
     throughput: Annotated[float, msgspec.Meta(ge=0.001, le=1000.0)] = 80.0
     throughput_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 80
@@ -136,6 +138,32 @@ class CloudConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     pair_burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 45
     # Seconds between re-reads of access_token while Meta refuses it (error 190).
     token_recheck: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
+
+
+class WabaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A WhatsApp Business Account (WABA): the templates of its numbers are kept in sync with Meta.
+
+    Numbers of the WABA name it with ``waba = "<id>"``; its templates serve the account's
+    ``ContentSid``s and its Content API (``/v1/Content``).
+    """
+
+    id: WabaId
+    # The Twilio-style account whose creates and Content API see this WABA's templates.
+    account: AccountSid
+    # A system-user token with whatsapp_business_management (templates are read and submitted with it).
+    access_token: Secret
+    graph_version: GraphVersion = "v23.0"
+    # Graph's base URL (default https://graph.facebook.com); none with simulated = true.
+    endpoint: str | None = None
+    # Served by the daemon's embedded simulator (a sandbox WABA).
+    simulated: bool = False
+    # The Meta app's id: uploads of header media examples (``POST /{app-id}/uploads``) go through it.
+    app_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")] | None = None
+    # Seconds between full template syncs; the template webhooks update it in between.
+    sync_interval: Annotated[float, msgspec.Meta(ge=10.0, le=7 * 86_400.0)] = 900.0
+    # Queued messages of a template Meta paused or disabled: wait until it is approved again
+    # (or their validity period ends), or fail at once (63027, the callback says why).
+    on_paused: Literal["wait", "fail"] = "wait"
 
 
 class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -186,6 +214,9 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
     # Cloud API only (channel = "cloud"); see CloudConfig.
     cloud: CloudConfig | None = None
+    # The WhatsApp Business Account this number belongs to (an ``id`` of ``[[wabas]]``): its
+    # templates are the ones this number sends.
+    waba: WabaId | None = None
 
 
 class MediaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -285,6 +316,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     media: MediaConfig = MediaConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     accounts: list[AccountConfig] = []
+    wabas: list[WabaConfig] = []
     numbers: list[NumberConfig] = []
     messaging: MessagingConfig = MessagingConfig()
     services: list[ServiceConfig] = []
@@ -328,6 +360,7 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"accounts[{i}].api_keys[{j}].sid: duplicate API key {api_key.sid}")
             key_sids.add(api_key.sid)
             api_key.secret.resolve_strong(f"accounts[{i}].api_keys[{j}].secret")
+    wabas = _validate_wabas(config, sids)
     seen: set[str] = set()
     for i, num in enumerate(config.numbers):
         where = f"numbers[{i}]"
@@ -348,6 +381,14 @@ def validate(config: Config) -> Config:
         for j, url in enumerate(num.endpoints):
             if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
                 raise ConfigError(f"{where}.endpoints[{j}]: not an http(s) URL: {url!r}")
+        if num.waba is not None:
+            if num.waba not in wabas:
+                raise ConfigError(f"{where}.waba: no WABA {num.waba} in [[wabas]]")
+            if wabas[num.waba].account != num.account:
+                raise ConfigError(
+                    f"{where}.waba: WABA {num.waba} belongs to account {wabas[num.waba].account}, "
+                    f"not to {num.account}"
+                )
         if num.backoff_base > num.backoff_cap:
             raise ConfigError(f"{where}.backoff_base: must not exceed backoff_cap ({num.backoff_cap})")
         for key in ("status_callback", "inbound_url"):
@@ -375,6 +416,32 @@ def validate(config: Config) -> Config:
         except TemplateError as exc:
             raise ConfigError(f"messaging.templates_file: {exc}") from exc
     return config
+
+
+def _validate_wabas(config: Config, accounts: set[str]) -> dict[str, WabaConfig]:
+    """``[[wabas]]``: unique ids, a known account, a token, and where their Graph API is."""
+    wabas: dict[str, WabaConfig] = {}
+    for i, waba in enumerate(config.wabas):
+        where = f"wabas[{i}]"
+        if waba.id in wabas:
+            raise ConfigError(f"{where}.id: duplicate WABA {waba.id}")
+        wabas[waba.id] = waba
+        if waba.account not in accounts:
+            raise ConfigError(f"{where}.account: no account {waba.account} in [[accounts]]")
+        waba.access_token.resolve_present(f"{where}.access_token")
+        if waba.simulated:
+            if config.simulator is None:
+                raise ConfigError(f"{where}.simulated: needs a [simulator] section")
+            if waba.endpoint is not None:
+                raise ConfigError(f"{where}.endpoint: a simulated WABA takes no endpoint")
+        elif waba.endpoint is not None and not re.match(r"^https?://[^/\s]+/?$", waba.endpoint):
+            raise ConfigError(f"{where}.endpoint: not an http(s) base URL: {waba.endpoint!r}")
+    return wabas
+
+
+def waba_base_url(waba: WabaConfig) -> str:
+    """Where a non-simulated WABA's Graph API lives."""
+    return (waba.endpoint or GRAPH_URL).rstrip("/")
 
 
 def _validate_cloud(num: NumberConfig, where: str) -> None:
