@@ -10,8 +10,10 @@ applied whatever it carries. Only a body that is not a Cloud envelope at all
 each change, status and message stands alone: one that cannot be applied as it
 came (an unknown status, a field in an unexpected form, a change for another
 phone number id) becomes an ``Unapplied`` note (logged and counted by the
-inbox), and the rest is applied. Other webhook fields (template updates,
-account updates) are counted as ignored.
+inbox), and the rest is applied. Changes of other fields (template updates,
+account updates) are handed over as they came (``FieldChange``, the value
+undecoded): the route passes them to whoever registered for their field
+(``dispatcher.webhooks.cloud_fields``).
 
 Speed: a change's ``value`` decodes in one typed pass (``_Value``: statuses
 typed, messages raw); only when that fails is each item decoded alone.
@@ -44,7 +46,7 @@ from dispatcher.channels.webhook_items import (
 from dispatcher.core import jsondecode
 from dispatcher.core.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
 
-__all__ = ["Decoded", "WebhookError", "decode", "digits_of"]
+__all__ = ["Decoded", "FieldChange", "WebhookError", "decode", "digits_of"]
 
 # ``played`` (voice), ``deleted`` and ``warning`` change nothing.
 IGNORED_STATUSES: Final = frozenset({"played", "deleted", "warning"})
@@ -100,7 +102,8 @@ class _Change(msgspec.Struct, kw_only=True):
 
 
 class _Entry(msgspec.Struct, kw_only=True):
-    id: str = ""
+    id: str | int = ""  # the WABA's id (a string in Meta's examples)
+    time: int | float = 0
     changes: list[msgspec.Raw] = []
 
 
@@ -117,12 +120,26 @@ _items: Final = msgspec.json.Decoder(_Items)
 
 
 @attrs.frozen
+class FieldChange:
+    """A change of a field other than ``messages`` (``message_template_status_update``,
+    ``account_update``...): its WABA (the entry's id), when Meta sent it, its value unread."""
+
+    field: str
+    waba_id: str
+    time: float  # the entry's ``time`` (Unix seconds), 0 if Meta gave none
+    value: msgspec.Raw
+    where: str  # e.g. ``entry[0].changes[1]``, for logs
+
+
+@attrs.frozen
 class Decoded:
-    """The events of one delivery, each with its dedup key (same order as in ``events``)."""
+    """The events of one delivery, each with its dedup key (same order as in ``events``),
+    and its changes of other fields."""
 
     events: WebhookEvents
     status_keys: list[str]
     inbound_keys: list[str]
+    fields: list[FieldChange] = attrs.field(factory=list)
 
 
 def decode(body: bytes, phone_number_id: str) -> Decoded:
@@ -140,6 +157,7 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
     if envelope.object != "whatsapp_business_account":
         raise WebhookError(f"object: expected 'whatsapp_business_account', got {envelope.object[:64]!r}")
     batch = Batch()
+    fields: list[FieldChange] = []
     for e, raw_entry in enumerate(envelope.entry):
         try:
             entry = jsondecode.decode(_entry, raw_entry)
@@ -154,13 +172,15 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
                 batch.note(Unapplied("bad_change", where, str(exc)[:300]))
                 continue
             if change.field != "messages":
-                batch.ignored += 1  # template, account, call updates: nothing for us to apply
+                batch.ignored += 1  # template, account, call updates: nothing for the inbox
+                waba, sent_at = str(entry.id), float(entry.time)
+                fields.append(FieldChange(change.field, waba, sent_at, change.value, where))
                 continue
             _value_events(batch, change.value, phone_number_id, f"{where}.value")
     events = batch.events()
     status_keys = [f"s:{s.channel_id}:{s.status}" for s in events.statuses]
     inbound_keys = [f"m:{m.channel_id}" for m in events.inbound]
-    return Decoded(events, status_keys, inbound_keys)
+    return Decoded(events, status_keys, inbound_keys, fields)
 
 
 def _value_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:

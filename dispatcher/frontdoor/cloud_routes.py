@@ -12,8 +12,10 @@ webhook override; the app-level callback can point at it too).
   cannot be applied as it came is logged and counted, never a reason to refuse
   the rest: Meta would redeliver the whole batch for 7 days); events already
   applied (``dispatcher.webhooks.dedup``) are skipped, the rest go through the same
-  ``Inbox.apply`` as On-Prem's, then are remembered. Only a store
-  failure answers 503, so Meta redelivers.
+  ``Inbox.apply`` as On-Prem's, then are remembered. Changes of other
+  fields (template, account updates) go to their registered handlers
+  (``dispatcher.webhooks.cloud_fields``). Only a store failure answers 503,
+  so Meta redelivers.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
 from dispatcher.core.store import Store, StoreError
 from dispatcher.webhooks import dedup
+from dispatcher.webhooks.cloud_fields import CloudFields
 from dispatcher.webhooks.inbox import Inbox
 
 log = structlog.get_logger()
@@ -59,12 +62,14 @@ def _json(body: bytes, status: int) -> Response:
 
 @final
 class CloudWebhooks:
-    """Applies verified Cloud deliveries once each (durably, and while one is in progress)."""
+    """Applies verified Cloud deliveries once each (durably, and while one is in progress);
+    their changes of other fields go to ``fields``."""
 
-    def __init__(self, *, store: Store, wall: WallClock, inbox: Inbox) -> None:
+    def __init__(self, *, store: Store, wall: WallClock, inbox: Inbox, fields: CloudFields) -> None:
         self._store = store
         self._wall = wall
         self._inbox = inbox
+        self._fields = fields
         self._in_progress: set[tuple[str, str]] = set()
         self.duplicates = 0
 
@@ -107,6 +112,7 @@ class CloudWebhooks:
         finally:
             self._in_progress -= taken
         self.duplicates += skipped
+        await self._fields.dispatch(info, decoded.fields)
         return skipped
 
 

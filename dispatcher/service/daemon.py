@@ -51,6 +51,7 @@ from dispatcher.service.messaging import build_messaging
 from dispatcher.service.reload import Reloader
 from dispatcher.service.sdnotify import Notifier, WriterProgress
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
+from dispatcher.webhooks.cloud_fields import CloudFields
 from dispatcher.webhooks.inbox import Inbox
 from dispatcher.webhooks.replies import TwimlReplies
 
@@ -80,6 +81,7 @@ class Running:
     ops: Operations
     metrics: Metrics
     shutdown: trio.Event
+    cloud_fields: CloudFields
     simulator: Simulator | None = None
     simulator_url: str | None = None
 
@@ -150,6 +152,21 @@ def _callback_metrics(collector: DispatcherCollector, store: Store, sender: Call
         ("rejected", "Callbacks the customer's endpoint answered with a permanent error."),
     ):
         collector.add_counter(f"wadispatch_callbacks_{name}", doc, functools.partial(_attr, sender, name))
+
+
+def _field_metrics(collector: DispatcherCollector, fields: CloudFields) -> None:
+    collector.add_labelled_counter(
+        "wadispatch_webhook_fields_unhandled",
+        "Changes of Cloud webhook fields no part of the daemon handles (skipped), by field.",
+        "field",
+        lambda: fields.unhandled,
+    )
+    collector.add_labelled_counter(
+        "wadispatch_webhook_fields_failed",
+        "Changes of Cloud webhook fields whose handler failed (logged), by field.",
+        "field",
+        lambda: fields.failed,
+    )
 
 
 def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> None:
@@ -296,6 +313,8 @@ async def run_daemon(
                     on_status=handoff.note_status,
                     orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
                 )
+                # Meta's other webhook fields (template, account updates): one line per handler.
+                cloud_fields = CloudFields()
                 # Operators.
                 reloader = (
                     None
@@ -340,7 +359,7 @@ async def run_daemon(
                     edits=messaging.edits,
                     templates=messaging.templates,
                     directory=directory,
-                    cloud_hooks=CloudWebhooks(store=store, wall=wall, inbox=inbox),
+                    cloud_hooks=CloudWebhooks(store=store, wall=wall, inbox=inbox, fields=cloud_fields),
                     handoff=handoff,
                     supervisor=supervisor,
                     ops=ops,
@@ -370,6 +389,7 @@ async def run_daemon(
                     "reason",
                     lambda: inbox.unapplied,
                 )
+                _field_metrics(metrics.collector, cloud_fields)
                 cold = await io.start(_run_cold, sender)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
@@ -413,6 +433,7 @@ async def run_daemon(
                                 ops=ops,
                                 metrics=metrics,
                                 shutdown=shutdown,
+                                cloud_fields=cloud_fields,
                                 simulator=sandbox.simulator if sandbox is not None else None,
                                 simulator_url=sandbox.url if sandbox is not None else None,
                             )
