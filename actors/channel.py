@@ -11,16 +11,38 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from actors.outcome import Outcome
-from actors.transport import Response
+from actors.transport import Headers, Response
 from dispatcher.core.models import MessageRecord
+
+Encoded = tuple[bytes, bytes, bytes, Headers]
+"""A send request: ``(method, target, body, headers)``, the headers without credentials."""
+
+
+class Unsendable(Exception):
+    """The channel has no request for this part of the message (e.g. media on an SMS channel):
+    the message fails with ``code`` (a Twilio code), nothing is sent."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class Channel(Protocol):
     name: str
 
-    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
-        """``(target, body)`` of the send request for channel message ``part`` of ``record``
-        (see ``dispatcher.core.parts``: segments, media items, or the template)."""
+    def encode(self, record: MessageRecord, part: int = 0) -> Encoded:
+        """The send request for channel message ``part`` of ``record`` (see
+        ``dispatcher.core.parts``: segments, media items, or the template), built once per message.
+
+        Raises:
+            Unsendable: this channel cannot carry that part.
+        """
+        ...
+
+    def authorize(self, head: Headers, method: bytes, target: bytes, body: bytes, auth: bytes) -> Headers:
+        """The headers of one attempt: ``head`` (from ``encode``) with the credentials in the
+        channel's place (``auth`` is ``Credentials.auth_header()`` at the time of the attempt)."""
         ...
 
     media_hosts: tuple[str, ...]

@@ -36,7 +36,7 @@ from typing import Final, Protocol, final
 import structlog
 import trio
 
-from actors.channel import Channel, Credentials, Upkeep
+from actors.channel import Channel, Credentials, Unsendable, Upkeep
 from actors.credentials.bearer import RefusableCredentials
 from actors.credentials.tokeninfo import TokenInfo
 from actors.holds import SendHolds
@@ -698,7 +698,12 @@ class NumberActor:
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
         counts = self.counts
-        target, body = self._channel.encode(record, item.part)
+        channel = self._channel
+        try:
+            method, target, body, head = channel.encode(record, item.part)
+        except Unsendable as exc:
+            await self._fail(item, exc.code, exc.message)
+            return None
         while True:
             if record.valid_until is not None and self._wall.now() >= record.valid_until:
                 await self._fail(item, *EXPIRED)  # never sent late
@@ -709,13 +714,13 @@ class NumberActor:
             began = trio.current_time()
             try:
                 resp = await self._transport.request(
-                    b"POST",
+                    method,
                     target,
-                    [(b"authorization", self._tokens.auth_header()), (b"content-type", b"application/json")],
+                    channel.authorize(head, method, target, body, self._tokens.auth_header()),
                     body,
                 )
                 counts.send_latency.observe(trio.current_time() - began)
-                outcome = self._channel.classify(resp)
+                outcome = channel.classify(resp)
             except TransportError as exc:
                 outcome = classify_error(exc)
             item.attempts += 1

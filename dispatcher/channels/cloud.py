@@ -24,9 +24,13 @@ from typing import Final, final
 
 import msgspec
 
+from actors.channel import Encoded
 from actors.outcome import GENERIC_FAILURE, Failed, Halt, Outcome, Retry, retry_after
-from actors.transport import Response
+from actors.transport import Headers, Response
 from dispatcher.channels.encoding import (
+    JSON_CONTENT,
+    JSON_HEAD,
+    POST,
     Component,
     Link,
     body_components,
@@ -247,8 +251,11 @@ class CloudChannel:
             "messages",
         )
 
-    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
-        return self.messages_path, encode_send(record, part)
+    def encode(self, record: MessageRecord, part: int = 0) -> Encoded:
+        return POST, self.messages_path, encode_send(record, part), JSON_HEAD
+
+    def authorize(self, head: Headers, method: bytes, target: bytes, body: bytes, auth: bytes) -> Headers:
+        return [(b"authorization", auth), JSON_CONTENT]
 
     def twilio_code(self, code: int) -> int:
         return twilio_code(code)

@@ -16,10 +16,15 @@ from typing import Final, Protocol
 import msgspec
 
 from actors.outcome import Outcome, Retry, Sent
+from actors.transport import Headers
 from dispatcher.core import parts
 from dispatcher.core.models import MessageRecord, TemplateSend
 
 encoder: Final = msgspec.json.Encoder()
+POST: Final = b"POST"
+JSON_CONTENT: Final = (b"content-type", b"application/json")
+JSON_HEAD: Final[Headers] = [JSON_CONTENT]
+"""The headers of a WhatsApp send before its credentials (never mutated: ``authorize`` builds anew)."""
 
 
 def wa_id(e164: str) -> str:

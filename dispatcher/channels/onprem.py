@@ -9,9 +9,13 @@ from typing import Final, final
 
 import msgspec
 
+from actors.channel import Encoded
 from actors.outcome import GENERIC_FAILURE, UNKNOWN_CODE_ATTEMPTS, Failed, Outcome, Reauth, Retry, retry_after
-from actors.transport import Response
+from actors.transport import Headers, Response
 from dispatcher.channels.encoding import (
+    JSON_CONTENT,
+    JSON_HEAD,
+    POST,
     Component,
     Link,
     body_components,
@@ -185,8 +189,11 @@ class OnPremChannel:
     name = "onprem"
     media_hosts: tuple[str, ...] = ()  # GET /v1/media/{id} answers with the file
 
-    def encode(self, record: MessageRecord, part: int = 0) -> tuple[bytes, bytes]:
-        return MESSAGES_PATH, encode_send(record, part)
+    def encode(self, record: MessageRecord, part: int = 0) -> Encoded:
+        return POST, MESSAGES_PATH, encode_send(record, part), JSON_HEAD
+
+    def authorize(self, head: Headers, method: bytes, target: bytes, body: bytes, auth: bytes) -> Headers:
+        return [(b"authorization", auth), JSON_CONTENT]
 
     def twilio_code(self, code: int) -> int:
         return TWILIO_CODE.get(code, GENERIC_FAILURE)

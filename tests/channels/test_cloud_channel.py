@@ -42,7 +42,7 @@ def test_encodes_a_text_message_for_the_graph_api() -> None:
         to_number="+4915112345678",
         body="héllo",
     )
-    target, body = CHANNEL.encode(record)
+    _, target, body, _ = CHANNEL.encode(record)
     assert target == b"/v23.0/106540352242922/messages"
     assert json.loads(body) == {
         "messaging_product": "whatsapp",
