@@ -1,0 +1,76 @@
+"""Dotted paths into decoded JSON or form payloads: ``messages[0].message-id``, ``source.userId``.
+
+A path is parsed once, at spec load (``parse``), into steps: a key (any characters but
+``.``, ``[`` and ``]``, so ``message-id`` and ``err-code`` need no quoting) or a list index.
+``get`` walks it and answers None where the payload has no such place (a missing key,
+a short list, a value of another type); ``put`` builds the place (the simulator writes the
+payloads a spec describes, the exact inverse of what the gateway reads).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+
+Step = str | int
+
+_STEP: Final = re.compile(r"([^.\[\]]+)|\[(\d{1,4})\]")
+_WHOLE: Final = re.compile(r"^[^.\[\]]+(\[\d{1,4}\])*(\.[^.\[\]]+(\[\d{1,4}\])*)*$")
+
+
+class PathError(ValueError):
+    """A path that is not ``key(.key|[index])*``."""
+
+
+@attrs.frozen
+class Path:
+    text: str
+    steps: tuple[Step, ...]
+
+    def get(self, doc: object) -> object:
+        """The value at this path in ``doc``, or None."""
+        node = doc
+        for step in self.steps:
+            if isinstance(step, int):
+                if not isinstance(node, list) or step >= len(node):
+                    return None
+                node = node[step]
+            else:
+                if not isinstance(node, dict):
+                    return None
+                node = node.get(step)
+                if node is None:
+                    return None
+        return node
+
+    def put(self, doc: dict[str, object], value: object) -> None:
+        """Set the value at this path in ``doc``, making the dicts and lists on the way."""
+        node: object = doc
+        for step, following in zip(self.steps, (*self.steps[1:], None), strict=True):
+            fresh: object = value if following is None else ([] if isinstance(following, int) else {})
+            if isinstance(step, int):
+                assert isinstance(node, list)
+                while len(node) <= step:
+                    node.append(None)
+                if following is None or node[step] is None:
+                    node[step] = fresh
+                node = node[step]
+            else:
+                assert isinstance(node, dict)
+                if following is None or step not in node:
+                    node[step] = fresh
+                node = node[step]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse(text: str) -> Path:
+    """``"a.b[0].c"`` -> a ``Path``; the empty path is the document itself."""
+    if text == "":
+        return Path("", ())
+    if not _WHOLE.match(text):
+        raise PathError(f"not a path: {text!r} (expected key(.key|[index])*)")
+    return Path(text, tuple(key if key else int(index) for key, index in _STEP.findall(text)))
