@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from dispatcher.core import secretpolicy
+from dispatcher.core.channelspec.load import Registry, SpecError, load_registry
+from dispatcher.core.channelspec.model import Spec
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
 from dispatcher.core.template_file import TemplateError, load_file
 
@@ -166,12 +168,21 @@ class WabaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     on_paused: Literal["wait", "fail"] = "wait"
 
 
+# A number's setting of its channel kind: text, or a secret given as {value|env|file}.
+SettingValue = str | Secret
+
+
 class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """One WhatsApp sender number and the API endpoint(s) that serve it."""
+    """One sender number and the API endpoint(s) that serve it."""
 
     number: E164
     account: AccountSid
-    channel: Literal["onprem", "cloud"] = "onprem"
+    # "onprem", "cloud" (the hand-written WhatsApp channels) or the kind of a channel spec
+    # (shipped, or in [channels] spec_dir): "vonage-sms", "twilio-sms", "line", ...
+    channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")] = "onprem"
+    # A spec channel's settings (its spec's [settings]: keys, tokens, ids), e.g.
+    # ``settings = { api_key = "...", api_secret = { env = "VONAGE_SECRET" } }``.
+    settings: dict[str, SettingValue] = {}
     # Base URLs of the number's WhatsApp API (on-prem webapp); empty with simulated = true.
     # A cloud number defaults to https://graph.facebook.com.
     endpoints: list[str] = []
@@ -217,6 +228,12 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # The WhatsApp Business Account this number belongs to (an ``id`` of ``[[wabas]]``): its
     # templates are the ones this number sends.
     waba: WabaId | None = None
+
+
+class ChannelsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Channel kinds beyond the shipped ones: a directory of spec files (``*.toml``)."""
+
+    spec_dir: str | None = None
 
 
 class MediaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -318,6 +335,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     accounts: list[AccountConfig] = []
     wabas: list[WabaConfig] = []
     numbers: list[NumberConfig] = []
+    channels: ChannelsConfig = ChannelsConfig()
     messaging: MessagingConfig = MessagingConfig()
     services: list[ServiceConfig] = []
 
@@ -361,6 +379,7 @@ def validate(config: Config) -> Config:
             key_sids.add(api_key.sid)
             api_key.secret.resolve_strong(f"accounts[{i}].api_keys[{j}].secret")
     wabas = _validate_wabas(config, sids)
+    registry = channel_registry(config)
     seen: set[str] = set()
     for i, num in enumerate(config.numbers):
         where = f"numbers[{i}]"
@@ -376,7 +395,7 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{where}.endpoints: a simulated number takes no endpoints")
         elif num.simulated_endpoints != 1:
             raise ConfigError(f"{where}.simulated_endpoints: only for a simulated number")
-        elif not num.endpoints and num.channel != "cloud":
+        elif not num.endpoints and num.channel == "onprem":
             raise ConfigError(f"{where}.endpoints: at least one endpoint URL is required")
         for j, url in enumerate(num.endpoints):
             if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
@@ -396,6 +415,11 @@ def validate(config: Config) -> Config:
         if num.channel == "cloud":
             _validate_cloud(num, where)
             continue
+        if num.channel != "onprem":
+            _validate_spec_number(num, where, registry, config.server.public_url)
+            continue
+        if num.settings:
+            raise ConfigError(f"{where}.settings: only for a channel spec kind, not {num.channel!r}")
         if num.cloud is not None:
             raise ConfigError(f'{where}.cloud: only for channel = "cloud"')
         if num.password is None:
@@ -442,6 +466,65 @@ def _validate_wabas(config: Config, accounts: set[str]) -> dict[str, WabaConfig]
 def waba_base_url(waba: WabaConfig) -> str:
     """Where a non-simulated WABA's Graph API lives."""
     return (waba.endpoint or GRAPH_URL).rstrip("/")
+
+
+def channel_registry(config: Config) -> Registry:
+    """The channel kinds this configuration can name: the shipped specs and ``channels.spec_dir``'s.
+
+    Raises:
+        ConfigError: a spec that cannot be used (naming its file and key).
+    """
+    try:
+        return load_registry(config.channels.spec_dir)
+    except SpecError as exc:
+        raise ConfigError(f"channels.spec_dir: {exc}") from exc
+
+
+def _validate_spec_number(num: NumberConfig, where: str, registry: Registry, public_url: str | None) -> None:
+    """A number of a spec kind: its settings are the spec's, secrets present, an endpoint known."""
+    loaded = registry.get(num.channel)
+    if loaded is None:
+        kinds = ", ".join(["onprem", "cloud", *registry.kinds])
+        raise ConfigError(f"{where}.channel: no channel kind {num.channel!r} (known: {kinds})")
+    spec = loaded.spec
+    for key in ("password", "webhook_secret", "cloud", "waba"):
+        if getattr(num, key) is not None:
+            raise ConfigError(
+                f"{where}.{key}: not for a {num.channel} number (its spec's settings say what it needs)"
+            )
+    for key, value in num.settings.items():
+        setting = spec.settings.get(key)
+        if setting is None:
+            known = ", ".join(sorted(spec.settings)) or "none"
+            raise ConfigError(
+                f"{where}.settings.{key}: unknown setting of {num.channel} (its settings: {known})"
+            )
+        if isinstance(value, Secret):
+            value.resolve_present(f"{where}.settings.{key}")
+        elif setting.secret and not value.strip():
+            raise ConfigError(f"{where}.settings.{key}: must not be empty")
+    for key, setting in spec.settings.items():
+        if setting.required and key not in num.settings:
+            raise ConfigError(
+                f"{where}.settings.{key}: required by {num.channel} ({setting.description or key})"
+            )
+    if num.simulated:
+        raise ConfigError(
+            f"{where}.simulated: the embedded simulator does not serve {num.channel} numbers yet"
+        )
+    if not num.simulated and not num.endpoints and spec.base_url is None:
+        raise ConfigError(f"{where}.endpoints: the {num.channel} spec names no base_url: give the API's URL")
+    if not num.simulated and public_url is None and _needs_status_url(spec):
+        raise ConfigError(
+            f"{where}.channel: {num.channel} sends our webhook URL with each message ({{status_url}}): "
+            "set server.public_url"
+        )
+
+
+def _needs_status_url(spec: Spec) -> bool:
+    """A send body names ``{status_url}`` as a value that must be there (not ``{status_url?}``)."""
+    kinds = (spec.send.text, spec.send.media, spec.send.template)
+    return any("{status_url}" in msgspec.json.encode(k.body).decode() for k in kinds if k is not None)
 
 
 def _validate_cloud(num: NumberConfig, where: str) -> None:

@@ -31,11 +31,13 @@ class RefusableCredentials(Protocol):
 
 @final
 class BearerCredentials:
-    __slots__ = ("_read", "_ready", "_recheck", "_recheck_at", "_token", "refreshes")
+    __slots__ = ("_read", "_ready", "_recheck", "_recheck_at", "_scheme", "_token", "refreshes")
 
-    def __init__(self, read: Callable[[], str], *, recheck: float = 30.0) -> None:
-        """``read()`` returns the current token (raising if the source is unreadable)."""
+    def __init__(self, read: Callable[[], str], *, recheck: float = 30.0, scheme: bytes = b"Bearer ") -> None:
+        """``read()`` returns the current token (raising if the source is unreadable); ``scheme``
+        leads it in ``auth_header`` (``b"Basic "``; ``b""`` for a bare API key)."""
         self._read = read
+        self._scheme = scheme
         self._recheck = recheck
         self._token = read()
         # While refused: the Event sends wait on; None while the token is good.
@@ -60,7 +62,7 @@ class BearerCredentials:
         return None  # system-user tokens carry no expiry we can read
 
     def auth_header(self) -> bytes:
-        return b"Bearer " + self._token.encode()
+        return self._scheme + self._token.encode()
 
     async def wait_ready(self) -> None:
         if self._ready is None:

@@ -23,7 +23,7 @@ import trio
 from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
 from actors.transport import Transport
-from dispatcher.config import CallbacksConfig, Config, NumberConfig, parse_listen
+from dispatcher.config import CallbacksConfig, Config, NumberConfig, channel_registry, parse_listen
 from dispatcher.core import orphans
 from dispatcher.core.clock import SystemWallClock, WallClock
 from dispatcher.core.directory import Directory
@@ -258,6 +258,8 @@ async def run_daemon(
                     wall=wall,
                     make_transport=make_transport,
                     simulator_url=sandbox.url if sandbox is not None else None,
+                    channels=channel_registry(config),
+                    public_url=config.server.public_url,
                 )
                 actors = [fleet.build(num) for num in config.numbers]
                 sup = config.supervisor

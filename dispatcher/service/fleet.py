@@ -18,11 +18,13 @@ from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.transport import Transport
 from actors.unrecorded import Unrecorded
+from dispatcher.channels.spec_channel import webhook_path
 from dispatcher.config import Config, NumberConfig, cloud_base_url
+from dispatcher.core.channelspec.load import LoadedSpec, Registry, load_registry
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import CloudHook, NumberInfo
 from dispatcher.core.store import Store
-from dispatcher.service.numbers import build_actor
+from dispatcher.service.numbers import build_actor, spec_settings
 
 log = structlog.get_logger()
 
@@ -68,8 +70,14 @@ class Fleet:
         wall: WallClock,
         make_transport: TransportFactory,
         simulator_url: str | None = None,
+        channels: Registry | None = None,
+        public_url: str | None = None,
     ) -> None:
-        """``simulator_url``: the embedded simulator's, where the simulated numbers send."""
+        """``simulator_url``: the embedded simulator's, where the simulated numbers send;
+        ``channels``: the channel specs numbers may name (default: the shipped ones);
+        ``public_url``: where the channels reach our webhooks (``server.public_url``)."""
+        self._channels = channels if channels is not None else load_registry()
+        self._public_url = public_url
         self._store = store
         self._wall = wall
         self._make_transport = make_transport
@@ -89,9 +97,35 @@ class Fleet:
         else:  # multiconnect: least-outstanding choice, failover, health checks
             transport = MultiEndpoint([(url, self._make_transport(num, url)) for url in urls])
         unrecorded = self._unrecorded.setdefault(num.number, Unrecorded())
-        actor = build_actor(num, transport, store=self._store, wall=self._wall, unrecorded=unrecorded)
+        spec = self.spec_of(num)
+        actor = build_actor(
+            num,
+            transport,
+            store=self._store,
+            wall=self._wall,
+            unrecorded=unrecorded,
+            spec=spec,
+            status_url=self._status_url(num, spec),
+        )
         self._transports[id(actor)] = transport
         return actor
+
+    def spec_of(self, num: NumberConfig) -> LoadedSpec | None:
+        """The channel spec of a number of a spec kind (None for On-Prem and Cloud numbers)."""
+        if num.channel in ("onprem", "cloud"):
+            return None
+        spec = self._channels.get(num.channel)
+        assert spec is not None, f"config.validate() checks that {num.channel} is a known kind"
+        return spec
+
+    def reload_channels(self, channels: Registry) -> None:
+        """A live reload's channel specs, for the numbers it builds from now on."""
+        self._channels = channels
+
+    def _status_url(self, num: NumberConfig, spec: LoadedSpec | None) -> str | None:
+        if spec is None or self._public_url is None:
+            return None
+        return self._public_url.rstrip("/") + webhook_path(spec, spec_settings(num, spec), num.number)
 
     async def release(self, actor: NumberActor) -> None:
         """Close the transport of an actor that has stopped for good."""
@@ -126,4 +160,6 @@ class Fleet:
             return [f"{base}~{k}" for k in range(num.simulated_endpoints)]
         if num.channel == "cloud":
             return [cloud_base_url(num)]
+        if not num.endpoints and (spec := self.spec_of(num)) is not None and spec.spec.base_url:
+            return [spec.spec.base_url]
         return list(num.endpoints)

@@ -7,6 +7,7 @@ function per channel as ``ChannelParts``; everything else is built once, the sam
 
 from __future__ import annotations
 
+import base64
 import zlib
 
 import attrs
@@ -23,7 +24,12 @@ from actors.transport import Transport
 from actors.unrecorded import Unrecorded
 from dispatcher.channels.cloud import CloudChannel, bucket_headroom
 from dispatcher.channels.onprem import OnPremChannel
-from dispatcher.config import NumberConfig
+from dispatcher.channels.spec_channel import SpecChannel
+from dispatcher.channels.spec_login import spec_login
+from dispatcher.config import NumberConfig, Secret
+from dispatcher.core.channelspec import template
+from dispatcher.core.channelspec.load import LoadedSpec
+from dispatcher.core.channelspec.model import Auth
 from dispatcher.core.clock import WallClock
 from dispatcher.core.store import Store
 
@@ -52,15 +58,22 @@ def build_actor(
     store: Store,
     wall: WallClock,
     unrecorded: Unrecorded | None = None,
+    spec: LoadedSpec | None = None,
+    status_url: str | None = None,
 ) -> NumberActor:
     """The actor for ``num`` sending through ``transport`` (the number's endpoint).
 
     ``unrecorded``: the number's outcomes not yet committed, handed from actor to actor.
+    ``spec``: the channel spec of a number whose ``channel`` is a spec kind; ``status_url``:
+    where its webhooks come in (what its sends may name as their callback).
     """
     if num.channel == "cloud":
         parts = cloud_parts(num, store)
-    else:
+    elif num.channel == "onprem":
         parts = onprem_parts(num, transport, store=store, wall=wall)
+    else:
+        assert spec is not None and spec.kind == num.channel, "a spec kind's number needs its spec"
+        parts = spec_parts(num, spec, transport, store=store, wall=wall, status_url=status_url)
     return NumberActor(
         number=num.number,
         store=store,
@@ -110,3 +123,81 @@ def cloud_parts(num: NumberConfig, store: Store) -> ChannelParts:
         pair=PairLimiter(cloud.pair_interval, cloud.pair_burst) if cloud.pair_interval > 0 else None,
         budget=TierBudget(store, num.number, limit),
     )
+
+
+def spec_settings(num: NumberConfig, loaded: LoadedSpec) -> dict[str, str]:
+    """The number's values of its spec's settings, secrets resolved, defaults filled in."""
+    out: dict[str, str] = {}
+    for key, setting in loaded.spec.settings.items():
+        value = num.settings.get(key)
+        if isinstance(value, Secret):
+            out[key] = value.resolve(f"{num.number}.settings.{key}")
+        elif value is not None:
+            out[key] = value
+        elif setting.default is not None:
+            out[key] = setting.default
+    return out
+
+
+def spec_parts(
+    num: NumberConfig,
+    loaded: LoadedSpec,
+    transport: Transport,
+    *,
+    store: Store,
+    wall: WallClock,
+    status_url: str | None,
+) -> ChannelParts:
+    """A spec channel: its compiled requests, its credentials (static or a renewed login), its limits."""
+    spec = loaded.spec
+    settings = spec_settings(num, loaded)
+    constants: dict[str, object] = {f"setting.{k}": v for k, v in settings.items()}
+    auth = spec.auth
+    login = auth.login
+    tokens: Credentials
+    if login is not None:
+        tokens = TokenManager(
+            number=num.number,
+            login=lambda: spec_login(transport, login, constants, wall),
+            store=store,
+            wall=wall,
+            refresh_before=min(num.token_refresh_before, login.default_ttl / 4),
+            spread=refresh_spread(num.number),
+        )
+    else:
+        tokens = static_credentials(auth, constants)
+    defaults = NumberConfig(number=num.number, account=num.account)
+    limits = spec.limits
+    rate = num.rate if num.rate != defaults.rate else limits.rate
+    burst = num.burst if num.burst != defaults.burst else limits.burst
+    channel = SpecChannel(
+        loaded,
+        settings=settings,
+        number=num.number,
+        status_url=status_url,
+        wall=wall,
+        login=login is not None,
+    )
+    return ChannelParts(
+        channel,
+        tokens,
+        TokenBucket(rate, burst),
+        pair=PairLimiter(limits.pair_interval, limits.pair_burst) if limits.pair_interval > 0 else None,
+    )
+
+
+def static_credentials(auth: Auth, constants: dict[str, object]) -> BearerCredentials:
+    """Credentials that never renew (basic, a static bearer token or API key; none, query
+    and HMAC put theirs elsewhere): a refusal stops the number until the setting changes."""
+
+    def fill(text: str | None) -> str:
+        return "" if text is None else str(template.compile_text(text, constants)({}))
+
+    if auth.type == "basic":
+        pair = f"{fill(auth.username)}:{fill(auth.password)}".encode()
+        return BearerCredentials(lambda: base64.b64encode(pair).decode(), scheme=b"Basic ")
+    if auth.type == "bearer":
+        return BearerCredentials(lambda: fill(auth.token))
+    if auth.type == "header":
+        return BearerCredentials(lambda: fill(auth.value), scheme=b"")
+    return BearerCredentials(lambda: "", scheme=b"")

@@ -33,7 +33,7 @@ import structlog
 import trio
 
 from actors.supervisor import Supervisor
-from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig
+from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig, Secret, channel_registry
 from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import UrlGuard
 from dispatcher.core.store import Store
@@ -65,6 +65,9 @@ def _resolved(num: NumberConfig) -> dict[str, object]:
     for name in ("password", "webhook_secret"):
         secret = getattr(num, name)
         fields[name] = None if secret is None else secret.resolve(name)
+    fields["settings"] = {
+        key: value.resolve(key) if isinstance(value, Secret) else value for key, value in num.settings.items()
+    }
     return fields
 
 
@@ -168,6 +171,7 @@ class Reloader:
         self._auth.reload(gateway_accounts(new), api_keys(new))
         self._rules.reload(Services(new.services, self._store), new.messaging.max_body)
         self._registry.reload(templates)
+        self._fleet.reload_channels(channel_registry(new))  # checked by config.validate already
         if self._url_guard is not None and old.callbacks.allow_private != new.callbacks.allow_private:
             self._url_guard.set_allow(new.callbacks.allow_private)
         self.config = new

@@ -111,3 +111,24 @@ def cloud_number_config(*, access_token: Secret = CLOUD_TOKEN, **cloud: object) 
     """The simulated Cloud number ``CLOUD``; ``cloud`` adds keys to its ``[numbers.cloud]``."""
     table = cloud_table(simulated=True, access_token=access_token, cloud=cloud)
     return load(table, simulator={}).numbers[0]
+
+
+SMS = "+15550007777"
+VONAGE_SETTINGS: Mapping[str, object] = {
+    "api_key": "vonage-key",
+    "api_secret": {"value": "vonage-secret-0123456789"},
+    "webhook_secret": {"value": "vonage-webhook-secret-0123456789"},
+}
+
+
+def spec_table(
+    number: str = SMS,
+    *,
+    channel: str = "vonage-sms",
+    settings: Mapping[str, object] = VONAGE_SETTINGS,
+    account: str = ACCOUNT,
+    **fields: object,
+) -> str:
+    """A number of a channel spec kind with its ``[numbers.settings]``; ``fields`` add keys."""
+    head = {"number": number, "account": account, "channel": channel, **fields}
+    return "\n[[numbers]]\n" + keys(head) + "[numbers.settings]\n" + keys(settings)
