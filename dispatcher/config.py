@@ -222,6 +222,10 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Refuse free-form messages outside the customer's 24 h window at create (63016).
     # Default: on, except for simulated (sandbox) numbers.
     enforce_window: bool | None = None
+    # A free-form message refused for the 24 h window (63016) goes out as this template
+    # (ContentSid) instead, its body as the variable window_variable: a linked fallback message.
+    window_template: ContentSid | None = None
+    window_variable: TemplateVariable = "1"
 
     # Cloud API only (channel = "cloud"); see CloudConfig.
     cloud: CloudConfig | None = None
@@ -261,6 +265,31 @@ class CallbacksConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     allow_private: list[str] = []
 
 
+ContentSid = Annotated[str, msgspec.Meta(pattern=r"^HX[0-9a-fA-F]{32}$")]
+TemplateVariable = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+# Twilio and WhatsApp error codes are five or six digits; Meta's own run to seven.
+ErrorCode = Annotated[int, msgspec.Meta(ge=1, le=9_999_999)]
+FALLBACK_MAX_AFTER = 86_400.0
+
+
+class FallbackConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A service's fallback (``[services.fallback]``): a second message when the first cannot make it.
+
+    ``from`` (another number of the account, an SMS one typically) sends it when the first
+    fails with one of ``error_codes``, or has not reached ``await`` ("delivered" or "sent")
+    within ``after`` seconds. ``window_template`` (a ContentSid) stands in, from the same
+    number, for a free-form message refused for the 24 h window (63016), its body as the
+    template variable ``window_variable``.
+    """
+
+    from_: E164 | None = msgspec.field(default=None, name="from")
+    error_codes: list[ErrorCode] = []
+    after: Annotated[float, msgspec.Meta(gt=0.0, le=FALLBACK_MAX_AFTER)] | None = None
+    await_: Literal["delivered", "sent"] = msgspec.field(default="delivered", name="await")
+    window_template: ContentSid | None = None
+    window_variable: TemplateVariable = "1"
+
+
 class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """A Messaging Service (``MessagingServiceSid``): a pool of the account's sender numbers."""
 
@@ -269,6 +298,7 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     numbers: list[E164]
     friendly_name: str = ""
     status_callback: str | None = None
+    fallback: FallbackConfig | None = None
 
 
 class MessagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -569,6 +599,30 @@ def _validate_services(config: Config) -> None:
             if owner.get(number) != service.account:
                 raise ConfigError(f"{where}.numbers[{j}]: {number} is not a number of {service.account}")
         _check_callback_url(service.status_callback, f"{where}.status_callback")
+        if service.fallback is not None:
+            _validate_fallback(service.fallback, service.account, owner, f"{where}.fallback")
+            if service.fallback.from_ in service.numbers:
+                raise ConfigError(
+                    f"{where}.fallback.from: {service.fallback.from_} is a sender of the service itself;"
+                    " a fallback comes from another number"
+                )
+
+
+def _validate_fallback(fallback: FallbackConfig, account: str, owner: dict[str, str], where: str) -> None:
+    """A fallback names a sender of the account when it needs one, and a condition for it."""
+    condition = bool(fallback.error_codes) or fallback.after is not None
+    if fallback.from_ is None:
+        if condition:
+            raise ConfigError(f"{where}.from: error_codes and after need a fallback sender")
+        if fallback.window_template is None:
+            raise ConfigError(f"{where}: give from (with error_codes or after) or window_template")
+        return
+    if owner.get(fallback.from_) != account:
+        raise ConfigError(f"{where}.from: {fallback.from_} is not a number of {account}")
+    if not condition:
+        raise ConfigError(f"{where}: a fallback sender needs error_codes or after (when to fall back)")
+    if len(set(fallback.error_codes)) != len(fallback.error_codes):
+        raise ConfigError(f"{where}.error_codes: a code is listed twice")
 
 
 def _check_callback_url(url: str | None, where: str) -> None:

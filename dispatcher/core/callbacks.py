@@ -117,6 +117,11 @@ def status_params(record: MessageRecord) -> Params:
         params.append(("ErrorCode", str(record.error_code)))
         if record.error_message:
             params.append(("ErrorMessage", record.error_message))
+    # Our fallback extension: which message stands in for which (README "Fallback").
+    if record.fallback_sid is not None:
+        params.append(("FallbackSid", record.fallback_sid))
+    if record.primary_sid is not None:
+        params.append(("PrimarySid", record.primary_sid))
     return params
 
 

@@ -42,6 +42,10 @@ class NumberInfo:
     # Free-form only inside the customer's 24 h window (63016). The config's default is
     # on (off for simulated numbers): see service.fleet.number_info.
     enforce_window: bool = False
+    # A free-form message refused for the window falls back to this template (ContentSid), its
+    # body as the variable ``window_variable`` (``dispatcher.core.fallbacks``).
+    window_template: str | None = None
+    window_variable: str = "1"
 
 
 def _digits(number: str) -> str:

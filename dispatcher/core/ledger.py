@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
-from dispatcher.core import callbacks, keys, orphans
+from dispatcher.core import callbacks, fallbacks, keys, orphans
 from dispatcher.core.models import (
     TERMINAL,
     MessageRecord,
@@ -151,6 +151,8 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
         orphan = orphans.take(txn, number, channel_id, now)
         if orphan is not None and _apply(record, orphan.status, orphan.error_code, orphan.error_message, now):
             callbacks.status_changed(txn, record, now)
+        if record.fallback is not None:
+            fallbacks.on_status(txn, record, now)
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
     return fn
@@ -174,6 +176,8 @@ def mark_failed(
         record.attempts += 1
         if _apply(record, "failed", error_code, error_message, now):
             callbacks.status_changed(txn, record, now)
+            if record.fallback is not None:
+                fallbacks.on_status(txn, record, now)
         txn.put(b"messages", sid_key(sid), record_encoder.encode(record))
 
     return fn
@@ -226,6 +230,8 @@ def apply_status(
             return "other_number", None
         if not _apply(record, status, error_code, error_message, now):
             return "unchanged", None
+        if record.fallback is not None:
+            fallbacks.on_status(txn, record, now)
         txn.put(b"messages", sid, record_encoder.encode(record))
         callbacks.status_changed(txn, record, now)
         return "moved", record

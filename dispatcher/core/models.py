@@ -124,6 +124,24 @@ class TemplateSend(msgspec.Struct, array_like=True, frozen=True):
     params: list[str] = []
 
 
+class FallbackPlan(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """What a message falls back to, and when (``dispatcher.core.fallbacks``), fixed at create.
+
+    ``from_number`` sends the fallback (an SMS number, or any other) when the message
+    fails with one of ``error_codes``, or has not reached ``awaiting`` by ``due_at``.
+    A free-form message refused for the 24 h window (63016) goes out instead as
+    ``window_template`` from its own number, its body as the ``window_variable``.
+    """
+
+    from_number: str | None = None
+    error_codes: list[int] = []
+    due_at: float | None = None  # wall time: the fallback goes if ``awaiting`` is not reached by then
+    awaiting: str = "delivered"  # "delivered" | "sent"
+    body: str | None = None  # the fallback's text; default: the message's own (a template's rendered)
+    window_template: str | None = None  # ContentSid sent on 63016, from the same number
+    window_variable: str = "1"
+
+
 class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One message, outbound or inbound, as the Twilio API shows it.
 
@@ -157,6 +175,12 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     send_at: float | None = None  # scheduled send (wall time), status "scheduled" until then
     messaging_service_sid: str | None = None
     parts: int = 1  # outbox entries (channel messages) this message goes out as
+    fallback: FallbackPlan | None = None  # what it falls back to (kept after the fallback went)
+    fallback_sid: str | None = None  # its fallback message, once created
+    primary_sid: str | None = None  # on a fallback message: the message it stands in for
+    fallback_error: str | None = None  # why its fallback could not be created
+    # The status ("delivered" or "read") by which it arrived after its fallback went: recorded once.
+    late_status: str | None = None
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):

@@ -58,6 +58,7 @@ DB_NAMES: Final = (
     b"tier",  # number NUL recipient -> wall time counted against the Cloud messaging tier
     b"dedup",  # channel NUL event id -> expiry : webhook deliveries already processed
     b"scheduled",  # due time(8B, ms) sid -> number : scheduled messages, earliest first
+    b"fallbacks",  # due time(8B, ms) sid -> reason : messages whose fallback may be due, earliest first
 )
 SEP: Final = b"\x00"
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated

@@ -44,6 +44,11 @@ class MessageResource(msgspec.Struct):
     subresource_uris: SubresourceUris | None = None
     to: str = ""
     uri: str = ""
+    # Our extension, present only on linked messages (README "Fallback"): the message's fallback,
+    # the message a fallback stands in for, why a fallback could not be created.
+    fallback_sid: str | msgspec.UnsetType = msgspec.UNSET
+    primary_sid: str | msgspec.UnsetType = msgspec.UNSET
+    fallback_error: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ErrorBody(msgspec.Struct):
@@ -85,6 +90,9 @@ def render_message(record: MessageRecord) -> MessageResource:
         subresource_uris=SubresourceUris(media=uri[: -len(".json")] + "/Media.json"),
         to=CHANNEL_PREFIX + record.to_number,
         uri=uri,
+        fallback_sid=msgspec.UNSET if record.fallback_sid is None else record.fallback_sid,
+        primary_sid=msgspec.UNSET if record.primary_sid is None else record.primary_sid,
+        fallback_error=msgspec.UNSET if record.fallback_error is None else record.fallback_error,
     )
 
 

@@ -30,6 +30,7 @@ from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import INVALID_PARAMETER
 from dispatcher.core.store import StoreError
 from dispatcher.core.twilio import ErrorBody, TwilioError
+from dispatcher.messages.fallback_plan import NO_REQUEST, FallbackRequest
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.rules import CreateRules, SendRequest
 
@@ -49,6 +50,12 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     validity_period: int | None = None
     send_at: str | None = None
     schedule_type: str | None = None
+    # Our fallback extension (README "Fallback"), as the create's Fallback* parameters.
+    fallback_from: str | None = None
+    fallback_error_codes: str | list[int] | None = None
+    fallback_after: float | None = None
+    fallback_await: str | None = None
+    fallback_body: str | None = None
 
     def is_plain(self) -> bool:
         """Only the fields ``CreateRules.validate_plain`` judges."""
@@ -59,6 +66,16 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             and self.validity_period is None
             and self.send_at is None
             and self.schedule_type is None
+            and not self._has_fallback()
+        )
+
+    def _has_fallback(self) -> bool:
+        return not (
+            self.fallback_from is None
+            and self.fallback_error_codes is None
+            and self.fallback_after is None
+            and self.fallback_await is None
+            and self.fallback_body is None
         )
 
     def send_request(self) -> SendRequest:
@@ -77,7 +94,26 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             validity_period=None if self.validity_period is None else str(self.validity_period),
             send_at=self.send_at,
             schedule_type=self.schedule_type,
+            fallback=self._fallback(),
         )
+
+    def _fallback(self) -> FallbackRequest:
+        if not self._has_fallback():
+            return NO_REQUEST
+        return FallbackRequest(
+            from_=self.fallback_from,
+            error_codes=_codes(self.fallback_error_codes),
+            after=None if self.fallback_after is None else repr(self.fallback_after),
+            awaiting=self.fallback_await,
+            body=self.fallback_body,
+        )
+
+
+def _codes(codes: str | list[int] | None) -> str | None:
+    """``[63003, 63024]`` as the form carries it (``"63003,63024"``); a string as it is."""
+    if not isinstance(codes, list):
+        return codes
+    return ",".join(str(code) for code in codes)
 
 
 class Accepted(msgspec.Struct):

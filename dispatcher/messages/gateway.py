@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, final
 
 import structlog
 
-from dispatcher.core import ledger
+from dispatcher.core import callbacks, fallbacks, ledger
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, StoreError, WriteTxn
 from dispatcher.core.twilio import TwilioError
@@ -29,6 +29,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 
+def _refused(record: MessageRecord) -> Callable[[WriteTxn], int]:
+    """Store a message refused for the window whose fallback stands in: kept ``failed``, never
+    queued (its status callback queued with it); returns 0."""
+
+    def fn(txn: WriteTxn) -> int:
+        ledger.insert(txn, record)
+        callbacks.status_changed(txn, record, record.date_created)
+        return 0
+
+    return fn
+
+
 @final
 class Gateway:
     def __init__(
@@ -38,32 +50,44 @@ class Gateway:
         rules: CreateRules,
         handoff: Handoff,
         scheduler: Scheduler,
+        alarm: fallbacks.Alarm,
         media_guard: MediaGuard | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
         self._handoff = handoff
         self._scheduler = scheduler
+        self._alarm = alarm  # wakes the fallback task: a create with a plan was committed
         # SSRF check of MediaUrl hosts at create (the daemon always sets one).
         self._media_guard = media_guard
 
     def intake(self, record: MessageRecord) -> Callable[[WriteTxn], int]:
         """The one write that accepts a validated ``record``: stored, then queued (every part) or
         scheduled, its sticky sender kept. Returns the first outbox seq (0 if scheduled)."""
-        store_it = scheduler.schedule(record) if record.status == "scheduled" else ledger.accept(record)
+        if record.status == "scheduled":
+            store_it = scheduler.schedule(record)
+        elif record.status == "failed":
+            store_it = _refused(record)
+        else:
+            store_it = ledger.accept(record)
         service_sid = record.messaging_service_sid
+        watched = record.fallback is not None
 
         def fn(txn: WriteTxn) -> int:
             seq = store_it(txn)
             if service_sid is not None:
                 Services.remember(txn, service_sid, record.to_number, record.from_number)
+            if watched:
+                fallbacks.watch(txn, record, record.date_created)
             return seq
 
         return fn
 
     def intake_many(self, records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]:
         """``intake`` of many records in one write; each record's first seq (0 if scheduled)."""
-        if all(r.status != "scheduled" and r.messaging_service_sid is None for r in records):
+        if all(
+            r.status == "queued" and r.messaging_service_sid is None and r.fallback is None for r in records
+        ):
             return ledger.accept_many(records)
         each = [self.intake(record) for record in records]
 
@@ -78,9 +102,13 @@ class Gateway:
         actors: dict[str, NumberActor | None] = {}
         scheduled = 0
         for seq, record in zip(seqs, records, strict=True):
+            if record.fallback is not None:
+                self._alarm.ring()
             if record.status == "scheduled":
                 scheduled += 1
                 continue
+            if record.status == "failed":
+                continue  # refused for the window: its fallback goes instead
             number = record.from_number
             if number in actors:
                 actor = actors[number]
@@ -99,7 +127,13 @@ class Gateway:
         self.handoff_many(seqs, records)
 
     def handoff(self, seq: int, record: MessageRecord) -> None:
-        """After ``intake`` committed: wake the number's actor for every part, or the scheduler."""
+        """After ``intake`` committed: wake the number's actor for every part, or the scheduler;
+        and the fallback task for a message with a plan."""
+        if record.fallback is not None:
+            self._alarm.ring()
+        if record.status == "failed":
+            log.info("message.refused_for_window", sid=record.sid, number=record.from_number)
+            return
         if record.status == "scheduled":
             self._scheduler.wake()
             log.debug("message.scheduled", sid=record.sid, number=record.from_number, send_at=record.send_at)

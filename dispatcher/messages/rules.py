@@ -15,16 +15,18 @@ from typing import Final, Protocol, final
 
 import attrs
 
+from dispatcher.config import ServiceConfig
 from dispatcher.core import parts, segments, window
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
-from dispatcher.core.models import MessageRecord, TemplateSend, new_sid, new_sids
+from dispatcher.core.models import FallbackPlan, MessageRecord, TemplateSend, new_sid, new_sids
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
-from dispatcher.messages import scheduler
+from dispatcher.messages import fallback_plan, scheduler
 from dispatcher.messages.compose import Content, compose, text_content
 from dispatcher.messages.compose import apply as apply_content
+from dispatcher.messages.fallback_plan import NO_REQUEST, FallbackRequest
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry
 
@@ -49,6 +51,10 @@ class SendRequest:
     send_at: str | None = None
     schedule_type: str | None = None
     messaging_service_sid: str | None = None
+    # Our extension (``fallback_plan``): FallbackFrom, FallbackErrorCodes, FallbackAfter, ...
+    fallback: FallbackRequest = NO_REQUEST
+    # Set only by the fallback task: this create is the fallback of that message.
+    primary_sid: str | None = None
 
 
 class PlainSend(Protocol):
@@ -106,6 +112,14 @@ def _check_callback(url: str) -> None:
             raise RefusedURLError("port 0 cannot be reached")
     except RefusedURLError as exc:
         raise TwilioError(400, 21609, f"Invalid StatusCallback: {exc}") from exc
+
+
+def _refuse_for_window(record: MessageRecord) -> None:
+    """A free-form message outside the window whose plan has a window template: it is kept as
+    ``failed`` (63016), never queued, and its fallback (the template) goes in its stead."""
+    record.status = "failed"
+    record.error_code = 63016
+    record.error_message = _outside_window().message
 
 
 @final
@@ -173,7 +187,9 @@ class CreateRules:
             max_body=self._max_body_chars,
         )
         send_at = self._send_at(req, service is not None, now)
-        if send_at is None and self._outside_window(info, to, content, now):
+        plan = self._plan(account_sid, req, service, info, from_, now if send_at is None else send_at)
+        refused = send_at is None and self._outside_window(info, to, content, now)
+        if refused and (plan is None or plan.window_template is None):
             raise _outside_window()
         if req.status_callback:
             _check_callback(req.status_callback)
@@ -190,8 +206,44 @@ class CreateRules:
             or info.status_callback,
             send_at=send_at,
             messaging_service_sid=service.sid if service is not None else None,
+            fallback=plan,
+            primary_sid=req.primary_sid,
         )
+        if refused:
+            _refuse_for_window(record)
         return apply_content(record, content, start=now if send_at is None else send_at)
+
+    def _plan(
+        self,
+        account_sid: str,
+        req: SendRequest,
+        service: ServiceConfig | None,
+        info: NumberInfo,
+        from_: str,
+        start: float,
+    ) -> FallbackPlan | None:
+        """The create's fallback plan (none for a fallback message itself)."""
+        if req.primary_sid is not None:
+            return None
+        if (
+            req.fallback is NO_REQUEST
+            and info.window_template is None
+            and (service is None or service.fallback is None)
+        ):
+            return None  # the common create: nothing to work out
+        fallback_sender = None
+        if req.fallback.from_:
+            fallback_sender = self._address(req.fallback.from_, field="FallbackFrom", code=21212)
+            self._number(account_sid, fallback_sender, req.fallback.from_)  # drained now is fine later
+        return fallback_plan.plan(
+            req.fallback,
+            service=service,
+            sender=info,
+            from_number=from_,
+            start=start,
+            fallback_sender=fallback_sender,
+            max_body=self._max_body_chars,
+        )
 
     def validate_plain(
         self, account_sid: str, requests: Sequence[PlainSend]
@@ -238,8 +290,11 @@ class CreateRules:
         body, template = text_content(
             account_sid, req.body, templates=self._templates, max_body=self._max_body_chars
         )
+        plan = None
         if self._text_outside_window(info, to, template, now):
-            raise _outside_window()
+            plan = fallback_plan.window_only(info)
+            if plan is None:
+                raise _outside_window()
         callback = req.status_callback
         if callback and callback not in callbacks:
             _check_callback(callback)
@@ -256,6 +311,9 @@ class CreateRules:
             status_callback=callback or info.status_callback,
             template=template,
         )
+        if plan is not None:
+            record.fallback = plan
+            _refuse_for_window(record)
         # As compose.apply does for content without media or validity period.
         if len(body) > segments.TEXT_LIMIT:
             record.parts = len(parts.plan(record))
@@ -274,14 +332,19 @@ class CreateRules:
 
     def _sender(self, account_sid: str, from_: str, raw_from: str | None) -> NumberInfo:
         """The account's number ``from_`` if it takes new messages (63007, or 503 while drained)."""
-        info = self._directory.get(from_)
-        if info is None or info.account_sid != account_sid:
-            raise TwilioError(
-                400, 63007, f"Twilio could not find a Channel with the specified From address: {raw_from}"
-            )
+        info = self._number(account_sid, from_, raw_from)
         if from_ in self._draining:
             raise TwilioError(
                 503, 20503, f"Service unavailable: {from_} is being drained and accepts no new messages."
+            )
+        return info
+
+    def _number(self, account_sid: str, number: str, raw: str | None) -> NumberInfo:
+        """The account's configured number ``number`` (63007 if it has none such)."""
+        info = self._directory.get(number)
+        if info is None or info.account_sid != account_sid:
+            raise TwilioError(
+                400, 63007, f"Twilio could not find a Channel with the specified From address: {raw}"
             )
         return info
 

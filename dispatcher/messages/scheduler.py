@@ -24,7 +24,7 @@ from typing import Final, final
 import structlog
 import trio
 
-from dispatcher.core import ledger
+from dispatcher.core import fallbacks, ledger
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord, record_decoder, record_encoder
 from dispatcher.core.store import Store, WriteTxn
@@ -96,6 +96,8 @@ def _fire(now: float, limit: int, blocked: Blocked) -> Callable[[WriteTxn], list
             if blocked(record, now):
                 record.status = "failed"
                 record.error_code, record.error_message = WINDOW_CLOSED
+                if record.fallback is not None:
+                    fallbacks.on_status(txn, record, now)  # a window template may stand in
             else:
                 record.status = "queued"
                 fired.append((ledger.enqueue(txn, record), record))

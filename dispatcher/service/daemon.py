@@ -39,6 +39,7 @@ from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.messages import idempotency
 from dispatcher.messages.auth import api_keys
+from dispatcher.messages.fallback import Fallbacks, status_listener
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.media_guard import MediaGuard
 from dispatcher.messages.scheduler import Scheduler
@@ -75,6 +76,7 @@ class Running:
     directory: Directory
     gateway: Gateway
     scheduler: Scheduler
+    fallbacks: Fallbacks
     inbox: Inbox
     routes: HotRoutes
     quart_app: QuartTrio  # the front door behind the fast lane
@@ -167,6 +169,21 @@ def _field_metrics(collector: DispatcherCollector, fields: CloudFields) -> None:
         "field",
         lambda: fields.failed,
     )
+
+
+def _fallback_metrics(collector: DispatcherCollector, store: Store, fallbacks: Fallbacks) -> None:
+    """Fallback messages on /metrics: what waits in the index and what the task did."""
+    collector.add_gauge(
+        "wadispatch_fallbacks_pending",
+        "Messages whose fallback may still fall due (deadlines and triggers in LMDB).",
+        lambda: store.entries(b"fallbacks"),
+    )
+    for name, doc in (
+        ("sent", "Fallback messages created and linked to the message they stand in for."),
+        ("refused", "Fallbacks the create rules refused (recorded as the message's fallback_error)."),
+        ("late", "Messages delivered after their fallback went (recorded, never sent again)."),
+    ):
+        collector.add_counter(f"wadispatch_fallbacks_{name}", doc, functools.partial(_attr, fallbacks, name))
 
 
 def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> None:
@@ -312,7 +329,7 @@ async def run_daemon(
                     wall=wall,
                     public_url=PublicUrl(config.server.public_url, listening).get,
                     wake_callbacks=sender.wake,
-                    on_status=handoff.note_status,
+                    on_status=status_listener(handoff, messaging.fallbacks),
                     orphan_limits=orphans.Limits(config.webhooks.orphan_limit, config.webhooks.orphan_ttl),
                 )
                 # Meta's other webhook fields (template, account updates): one line per handler.
@@ -383,6 +400,7 @@ async def run_daemon(
                     )
                 )
                 _callback_metrics(metrics.collector, store, sender)
+                _fallback_metrics(metrics.collector, store, messaging.fallbacks)
                 connections = ConnectionCap(config.server.max_connections)
                 _connection_metrics(metrics.collector, connections)
                 metrics.collector.add_labelled_counter(
@@ -414,6 +432,7 @@ async def run_daemon(
                                 sandbox.register(num)
                         await work.start(supervisor.run)
                         await work.start(messaging.scheduler.run)
+                        await work.start(messaging.fallbacks.run)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
@@ -429,6 +448,7 @@ async def run_daemon(
                                 directory=directory,
                                 gateway=messaging.gateway,
                                 scheduler=messaging.scheduler,
+                                fallbacks=messaging.fallbacks,
                                 inbox=inbox,
                                 routes=routes,
                                 quart_app=quart_app,
@@ -444,6 +464,7 @@ async def run_daemon(
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
                     supervisor.stop()
                     messaging.scheduler.stop()
+                    messaging.fallbacks.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 await fleet.aclose()

@@ -47,6 +47,8 @@ def number_info(num: NumberConfig) -> NumberInfo:
         webhook_header=num.webhook_header,
         enforce_window=num.enforce_window if num.enforce_window is not None else not num.simulated,
         cloud=cloud_hook(num),
+        window_template=num.window_template,
+        window_variable=num.window_variable,
     )
 
 

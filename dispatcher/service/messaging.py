@@ -3,7 +3,8 @@
 One function for the daemon and the tests, so both wire the create rules, the
 scheduler, intake and edits alike. What a live reload swaps is owned by one
 part each: numbers by the ``directory``, credentials by ``auth``, services and
-the body limit by ``rules``, the templates file by ``templates``.
+the body limit by ``rules``, the templates file by ``templates``. ``fallbacks`` is the
+task that sends fallback messages through ``gateway`` (the daemon runs it beside the scheduler).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import attrs
 from actors.supervisor import Supervisor
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
+from dispatcher.core.fallbacks import Alarm
 from dispatcher.core.store import Store
 from dispatcher.messages.auth import ApiKey, Authenticator
 from dispatcher.messages.edits import Edits
+from dispatcher.messages.fallback import Fallbacks
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.media_guard import MediaGuard
@@ -39,6 +42,7 @@ class Messaging:
     scheduler: Scheduler
     gateway: Gateway
     edits: Edits
+    fallbacks: Fallbacks
 
 
 def build_messaging(
@@ -71,7 +75,10 @@ def build_messaging(
         max_body_chars=max_body_chars,
     )
     scheduler = Scheduler(store=store, wall=wall, notify=handoff.notify_part, blocked=rules.window_blocks)
-    gateway = Gateway(store=store, rules=rules, handoff=handoff, scheduler=scheduler, media_guard=media_guard)
+    alarm = Alarm()
+    gateway = Gateway(
+        store=store, rules=rules, handoff=handoff, scheduler=scheduler, alarm=alarm, media_guard=media_guard
+    )
     return Messaging(
         store=store,
         directory=directory,
@@ -83,4 +90,5 @@ def build_messaging(
         scheduler=scheduler,
         gateway=gateway,
         edits=Edits(store=store, wall=wall, gateway=gateway, handoff=handoff),
+        fallbacks=Fallbacks(store=store, wall=wall, gateway=gateway, handoff=handoff, alarm=alarm),
     )
