@@ -159,7 +159,7 @@ class Gateway:
             else idempotency.accept_once(
                 account_sid,
                 idempotency_key,
-                idempotency.fingerprint(req),
+                idempotency.fingerprint(req.identity()),
                 record,
                 record.date_created,
                 accept=intake,

@@ -56,6 +56,17 @@ class SendRequest:
     # Set only by the fallback task: this create is the fallback of that message.
     primary_sid: str | None = None
 
+    def identity(self) -> dict[str, object]:
+        """What a repeat under the same idempotency key must match: every parameter, by name in
+        sorted order as msgspec encodes this class, the fallback ones only when given, so a key
+        stored before they existed still matches its retry."""
+        fields = attrs.asdict(self, recurse=False)
+        if self.fallback is NO_REQUEST:
+            del fields["fallback"]
+        if self.primary_sid is None:
+            del fields["primary_sid"]
+        return dict(sorted(fields.items()))
+
 
 class PlainSend(Protocol):
     """A create with only To, From, Body and StatusCallback: an item of the batch route."""

@@ -6,6 +6,7 @@ webhooks do. ``TWO`` stands in as the fallback sender (an SMS number in producti
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -15,6 +16,7 @@ from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import Store
 from dispatcher.core.twilio import TwilioError, render_message
 from dispatcher.frontdoor.batch import BatchItem, accept_batch
+from dispatcher.messages import idempotency
 from dispatcher.messages.fallback import idempotency_key
 from dispatcher.messages.fallback_plan import FallbackRequest
 from dispatcher.messages.rules import SendRequest
@@ -358,3 +360,17 @@ async def test_a_fallback_message_never_has_a_fallback_of_its_own(
     )
     assert fallback.fallback is None and fallback.status == "queued"
     assert fallbacks.pending(writer) == 0
+
+
+def test_an_idempotency_key_stored_before_fallback_existed_still_matches_its_retry() -> None:
+    """The digest of a create without fallback parameters is the one main computed before them."""
+    request = SendRequest(
+        to="whatsapp:+15551234567",
+        from_="whatsapp:+15550000001",
+        body="hi",
+        media_urls=("https://x.io/a.jpg",),
+    )
+    digest = idempotency.fingerprint(request.identity())
+    assert digest.hex() == "b927033b860b38a9e4a674afdb84d6b2300df21bca6ca705d0666be5d803a7c8"
+    with_fallback = attrs.evolve(request, fallback=FallbackRequest(from_=TWO, after="60"))
+    assert idempotency.fingerprint(with_fallback.identity()) != digest
