@@ -130,26 +130,29 @@ def link(index_key: bytes, fallback_sid: str, now: float) -> WriteFn:
     Returns the primary, or None if it is gone. Linking again (a fire repeated after a
     crash, the fallback replayed by its idempotency key) changes nothing.
     """
-    sid = sid_of(index_key)
 
-    def fn(txn: WriteTxn) -> MessageRecord | None:
-        txn.delete(DB, index_key)
-        record = _load(txn, sid)
-        if record is None:
-            return None
-        if record.fallback is not None:
-            _drop_timer(txn, sid, record.fallback)
-        if record.fallback_sid is None:
-            record.fallback_sid = fallback_sid
-            record.date_updated = now
-            _store(txn, record)
-        return record
+    def name_it(record: MessageRecord) -> bool:
+        record.fallback_sid = fallback_sid
+        return True
 
-    return fn
+    return _settle(index_key, now, name_it)
 
 
 def give_up(index_key: bytes, reason: str, now: float) -> WriteFn:
     """The fallback cannot be created (its sender or template refused it): say why, once."""
+
+    def say_why(record: MessageRecord) -> bool:
+        if record.fallback_error is not None:
+            return False
+        record.fallback_error = reason
+        return True
+
+    return _settle(index_key, now, say_why)
+
+
+def _settle(index_key: bytes, now: float, change: Callable[[MessageRecord], bool]) -> WriteFn:
+    """The entry leaves the index with the message's timer; ``change`` (if it has no fallback yet,
+    and says it changed something) is stored. Returns the message, or None if it is gone."""
     sid = sid_of(index_key)
 
     def fn(txn: WriteTxn) -> MessageRecord | None:
@@ -159,8 +162,7 @@ def give_up(index_key: bytes, reason: str, now: float) -> WriteFn:
             return None
         if record.fallback is not None:
             _drop_timer(txn, sid, record.fallback)
-        if record.fallback_sid is None and record.fallback_error is None:
-            record.fallback_error = reason
+        if record.fallback_sid is None and change(record):
             record.date_updated = now
             _store(txn, record)
         return record
