@@ -113,6 +113,7 @@ class NumberActor:
         "_stopped",
         "_stopping",
         "_store",
+        "_token_info",
         "_tokens",
         "_transport",
         "_upkeep_due",
@@ -157,6 +158,8 @@ class NumberActor:
         self._transport = transport
         self._channel = channel
         self._tokens = tokens
+        # Checked once: isinstance against a runtime-checkable protocol costs ~20 us a call.
+        self._token_info = tokens if isinstance(tokens, TokenInfo) else None
         self._bucket = bucket
         self._wall = wall
         self._max_in_flight = max_in_flight
@@ -865,6 +868,7 @@ class NumberActor:
 
     def statistics(self) -> ActorStatistics:
         counts = self.counts
+        token_info = self._token_info
         return ActorStatistics(
             number=self.number,
             running=self._live,
@@ -880,8 +884,8 @@ class NumberActor:
             delivered=counts.delivered,
             read=counts.read,
             failed_by_code=tuple(sorted(counts.failed_by_code.items())),
-            token_refreshes=self._tokens.refreshes if isinstance(self._tokens, TokenInfo) else 0,
-            token_expires_in=self._tokens.expires_in if isinstance(self._tokens, TokenInfo) else None,
+            token_refreshes=token_info.refreshes if token_info is not None else 0,
+            token_expires_in=token_info.expires_in if token_info is not None else None,
             rate=self._bucket.rate,
             burst=self._bucket.burst,
             send_latency=counts.send_latency.snapshot(),
