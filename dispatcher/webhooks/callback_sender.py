@@ -47,6 +47,7 @@ from dispatcher.core.callbacks import CallbackEntry
 from dispatcher.core.clock import WallClock
 from dispatcher.core.ssrf import RefusedURLError, ResolveError, UrlGuard
 from dispatcher.core.store import SEP, Store, StoreError, WriteTxn
+from dispatcher.webhooks.callback_journal import CallbackJournal, Outcome
 from dispatcher.webhooks.twiml import MAX_TWIML, Reply, TwimlError, replies
 
 log = structlog.get_logger()
@@ -93,6 +94,17 @@ class SenderStatistics:
     queued_in_memory: int
 
 
+@attrs.frozen
+class LaneState:
+    """A destination the sender is working on: what it holds in memory and how it fares."""
+
+    origin: str
+    queued_in_memory: int
+    in_flight: int
+    failures: int  # consecutive failed attempts (0: the last one was answered)
+    retry_in: float | None  # seconds until the lane tries again after a failure
+
+
 @final
 class CallbackSender:
     def __init__(
@@ -105,7 +117,9 @@ class CallbackSender:
         wall: WallClock,
         settings: SenderSettings = SenderSettings(),
         on_reply: ReplyHandler | None = None,
+        journal: CallbackJournal | None = None,
     ) -> None:
+        """``journal`` keeps the recent attempts for operators (a fresh one if not given)."""
         self._store = store
         self._client = client
         self._auth_token = auth_token  # looked up per attempt: a reload may rotate it
@@ -113,6 +127,7 @@ class CallbackSender:
         self._wall = wall
         self._s = settings
         self._on_reply = on_reply
+        self.journal = journal if journal is not None else CallbackJournal()
         self._limiter = trio.CapacityLimiter(settings.concurrency)
         self._lanes: dict[str, _Lane] = {}
         self._wakeup = trio.Event()
@@ -133,6 +148,20 @@ class CallbackSender:
             lanes=len(self._lanes),
             queued_in_memory=sum(len(lane.queue) for lane in self._lanes.values()),
         )
+
+    def lanes(self) -> list[LaneState]:
+        """The destinations being worked on now (a destination with nothing pending has none)."""
+        now = trio.current_time()
+        return [
+            LaneState(
+                origin=lane.origin,
+                queued_in_memory=len(lane.queue),
+                in_flight=len(lane.busy),
+                failures=lane.failures,
+                retry_in=lane.resume_at - now if lane.resume_at > now else None,
+            )
+            for lane in self._lanes.values()
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled (what is not yet delivered stays queued in LMDB)."""
@@ -228,20 +257,24 @@ class CallbackSender:
         if age > self._s.give_up_after:
             bound.warning("callback.gave_up", age=round(age), give_up_after=self._s.give_up_after)
             self.gave_up += 1
+            self._note(entry, "gave_up", error=f"older than {self._s.give_up_after:g} s")
             return await self._finish(key)
         token = self._auth_token(entry.account_sid)
         if token is None:
             bound.warning("callback.no_account", account_sid=entry.account_sid)
             self.rejected += 1
+            self._note(entry, "rejected", error="unknown account")
             return await self._finish(key)
         try:
             target = await self._guard.resolve(entry.url)
         except RefusedURLError as exc:
             bound.warning("callback.refused", reason=str(exc))
             self.refused += 1
+            self._note(entry, "refused", error=str(exc))
             return await self._finish(key)
         except ResolveError as exc:
             bound.info("callback.unresolved", error=str(exc))
+            self._note(entry, "retry", error=str(exc))
             return False
         headers = {
             "content-type": "application/x-www-form-urlencoded",
@@ -282,22 +315,37 @@ class CallbackSender:
                         await resp.aclose()
         except httpx.HTTPError as exc:
             bound.info("callback.failed", error=type(exc).__name__)
+            self._note(entry, "retry", error=type(exc).__name__)
             return False
         if deadline.cancelled_caught:
             bound.info("callback.failed", error="timeout", timeout=self._s.timeout)
+            self._note(entry, "retry", error="timeout")
             return False
         if 200 <= status < 300:
             self.delivered += 1
             bound.debug("callback.delivered", status=status)
+            self._note(entry, "delivered", http_status=status)
             if entry.kind == "inbound" and self._on_reply is not None:
                 return await self._reply(key, entry, answer)
             return await self._finish(key)
         if status in _RETRY_STATUSES or status >= 500:
             bound.info("callback.failed", status=status)
+            self._note(entry, "retry", http_status=status)
             return False
         bound.warning("callback.rejected", status=status)
         self.rejected += 1
+        self._note(entry, "rejected", http_status=status)
         return await self._finish(key)
+
+    def _note(
+        self,
+        entry: CallbackEntry,
+        outcome: Outcome,
+        *,
+        http_status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.journal.note(entry, self._wall.now(), outcome, http_status=http_status, error=error)
 
     async def _reply(self, key: bytes, entry: CallbackEntry, answer: bytes) -> bool:
         try:
