@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from actors.supervisor import Supervisor
 from dispatcher.config import MediaConfig
+from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.params import Params, parse_body
 from dispatcher.core.store import Store
@@ -27,6 +28,7 @@ from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_a
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
+from dispatcher.frontdoor.console.routes import ConsoleServices, register_console
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
@@ -72,11 +74,14 @@ def make_app(
     protect_metrics: bool = False,
     body_timeout: float = limits.BODY_TIMEOUT,
     media: MediaConfig | None = None,
+    console: ConsoleServices | None = None,
+    wall: WallClock | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``store`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
     ``templates`` and ``ops`` (admin API), ``directory`` (webhook numbers), ``cloud_hooks``,
-    ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics."""
+    ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics, ``console``
+    the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
@@ -84,6 +89,10 @@ def make_app(
         requests.install(app)
     register_admin(app, ops, admin_token)
     register_template_routes(app, templates)
+    if console is not None:
+        if wall is None:
+            raise ValueError("the console needs a wall clock (its sessions expire)")
+        register_console(app, console, admin_token=admin_token, wall=wall)
 
     if metrics is not None:
 

@@ -32,6 +32,7 @@ from dispatcher.core.store import Store
 from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
+from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.hot_routes import HotRoutes
@@ -45,8 +46,13 @@ from dispatcher.messages.media_guard import MediaGuard
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry
+from dispatcher.ops.callback_view import CallbackView
+from dispatcher.ops.fleet_view import FleetView, outbox_depth
+from dispatcher.ops.message_search import MessageSearch
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
+from dispatcher.ops.number_view import NumberView
 from dispatcher.ops.operations import Operations
+from dispatcher.ops.samples import Sampler
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.service.messaging import build_messaging
 from dispatcher.service.reload import Reloader
@@ -84,6 +90,7 @@ class Running:
     metrics: Metrics
     shutdown: trio.Event
     cloud_fields: CloudFields
+    sampler: Sampler | None = None
     simulator: Simulator | None = None
     simulator_url: str | None = None
 
@@ -197,6 +204,43 @@ def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> N
         "Connections accepted only after waiting for a free slot under [server] max_connections.",
         lambda: cap.waited,
     )
+
+
+def _console(
+    *,
+    store: Store,
+    wall: WallClock,
+    supervisor: Supervisor,
+    directory: Directory,
+    ops: Operations,
+    sampler: Sampler,
+    sender: CallbackSender,
+) -> ConsoleServices:
+    """What the operator console reads: views over the same counters and stores the admin API reads."""
+    return ConsoleServices(
+        fleet=FleetView(
+            supervisor=supervisor, directory=directory, ops=ops, store=store, sampler=sampler, wall=wall
+        ),
+        numbers=NumberView(store=store, wall=wall),
+        search=MessageSearch(
+            store=store,
+            accounts=lambda: {info.account_sid for info in directory.snapshot.by_digits.values()},
+        ),
+        callbacks=CallbackView(store=store, sender=sender, wall=wall),
+        sampler=sampler,
+        ops=ops,
+    )
+
+
+async def _sample_until(
+    sampler: Sampler, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The console's per-second samples, from the actors' start to the shutdown."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sampler.run)
+        task_status.started()
+        await shutdown.wait()
+        nursery.cancel_scope.cancel()
 
 
 def _attr(obj: object, name: str) -> float:
@@ -368,6 +412,20 @@ async def run_daemon(
                         restarts=supervisor.restarts,
                     )
                 )
+                sampler = Sampler(
+                    actors=supervisor.actors,
+                    outbox_depth=functools.partial(outbox_depth, store),
+                    wall=wall,
+                )
+                console = _console(
+                    store=store,
+                    wall=wall,
+                    supervisor=supervisor,
+                    directory=directory,
+                    ops=ops,
+                    sampler=sampler,
+                    sender=sender,
+                )
                 # The front door.
                 routes = HotRoutes(auth=auth, rules=messaging.rules, gateway=messaging.gateway, inbox=inbox)
                 quart_app = make_app(
@@ -388,6 +446,8 @@ async def run_daemon(
                     protect_metrics=config.admin.protect_metrics,
                     body_timeout=config.server.body_timeout,
                     media=config.media,
+                    console=console,
+                    wall=wall,
                 )
                 app = CloseUnreadBody(
                     FastLane(
@@ -433,6 +493,7 @@ async def run_daemon(
                         await work.start(supervisor.run)
                         await work.start(messaging.scheduler.run)
                         await work.start(messaging.fallbacks.run)
+                        await http.start(_sample_until, sampler, shutdown)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
@@ -456,6 +517,7 @@ async def run_daemon(
                                 metrics=metrics,
                                 shutdown=shutdown,
                                 cloud_fields=cloud_fields,
+                                sampler=sampler,
                                 simulator=sandbox.simulator if sandbox is not None else None,
                                 simulator_url=sandbox.url if sandbox is not None else None,
                             )
