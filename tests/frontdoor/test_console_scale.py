@@ -14,9 +14,8 @@ from pathlib import Path
 import trio
 
 from dispatcher import config as configuration
-from tests.helpers.configs import ACCOUNT
 from tests.helpers.console import login
-from tests.helpers.daemon import ADMIN_SECTION, TOKEN, messages_path, running_daemon
+from tests.helpers.daemon import ADMIN_SECTION, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import wait_for
 
 FLEET = 1000
@@ -28,35 +27,7 @@ def numbers() -> list[str]:
 
 
 def fleet_config(data_dir: Path) -> configuration.Config:
-    tables = "".join(
-        f"""
-[[numbers]]
-number = "{n}"
-account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Sandbox-Passw0rd!" }}
-webhook_secret = {{ value = "hook-secret-0123456789" }}
-"""
-        for n in numbers()
-    )
-    return configuration.loads(
-        f"""
-[server]
-listen = "127.0.0.1:0"
-graceful_timeout = 1.0
-drain_timeout = 2.0
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 64
-[simulator]
-listen = "127.0.0.1:0"
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{TOKEN}" }}
-{ADMIN_SECTION}
-{tables}
-"""
-    )
+    return sandbox_config(data_dir, numbers=numbers(), extra=ADMIN_SECTION)
 
 
 _ROW = re.compile(r'<tr data-key="(\+\d+)">')

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,10 @@ def sandbox_config(
     extra: str = "",
     number_extra: str = "",
     simulator_extra: str = "",
+    numbers: Sequence[str] = NUMBERS,
 ) -> configuration.Config:
-    """``extra`` is appended to the file; ``number_extra`` / ``simulator_extra`` to those tables."""
+    """``extra`` is appended to the file; ``number_extra`` / ``simulator_extra`` to those tables;
+    ``numbers``: the simulated senders (the sandbox's three by default)."""
     numbers = "".join(
         f"""
 [[numbers]]
@@ -51,7 +53,7 @@ rate = {rate}
 burst = {burst}
 {number_extra}
 """
-        for i, n in enumerate(NUMBERS, 1)
+        for i, n in enumerate(numbers, 1)
     )
     text = f"""
 [server]
