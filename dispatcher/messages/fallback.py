@@ -183,6 +183,9 @@ class Fallbacks:
         except StoreError as exc:
             log.warning("fallback.store_failed", sid=sid, error=str(exc))
             await self._postpone(index_key)
+        except Exception as exc:  # one message's fallback must not stop every other's, nor the daemon
+            log.error("fallback.crashed", sid=sid, exc_info=exc)
+            await self._postpone(index_key)
 
     async def _withdraw(self, record: MessageRecord, plan: FallbackPlan) -> None:
         """At the deadline, a message still in its outbox leaves it (its actor held off it meanwhile)."""

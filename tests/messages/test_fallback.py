@@ -374,3 +374,27 @@ def test_an_idempotency_key_stored_before_fallback_existed_still_matches_its_ret
     assert digest.hex() == "b927033b860b38a9e4a674afdb84d6b2300df21bca6ca705d0666be5d803a7c8"
     with_fallback = attrs.evolve(request, fallback=FallbackRequest(from_=TWO, after="60"))
     assert idempotency.fingerprint(with_fallback.identity()) != digest
+
+
+async def test_a_fallback_that_crashes_is_tried_again_and_the_task_lives_on(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = await open_world(nursery, writer)
+    world.transports[ONE].refused.add(CUSTOMER)
+    create = world.gateway.create
+    calls: list[float] = []
+
+    async def broken_once(*args: object, **kwargs: object) -> object:
+        calls.append(trio.current_time())
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return await create(*args, **kwargs)  # type: ignore[arg-type]
+
+    first = await world.create(FallbackRequest(from_=TWO, error_codes="63003"))
+    monkeypatch.setattr(world.gateway, "create", broken_once)  # the fallback task's creates from now
+    fallback_sid = await linked(world, first.sid)
+    assert len(calls) == 2 and calls[1] - calls[0] == pytest.approx(30, abs=1.1)  # RETRY_DELAY
+    await wait_for(lambda: world.record(fallback_sid).status == "sent")
