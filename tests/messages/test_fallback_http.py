@@ -13,6 +13,7 @@ import trio
 from twilio.rest import Client
 
 from dispatcher.service.daemon import Running
+from tests.helpers.callback_sink import open_sink
 from tests.helpers.daemon import ACCOUNT, TOKEN, messages_path, running_daemon, sandbox_config
 
 SERVICE = "MG" + "e" * 32
@@ -27,6 +28,12 @@ numbers = ["{ONE}"]
 [services.fallback]
 from = "{TWO}"
 error_codes = [63003, 63024]
+"""
+CALLBACKS_SECTION = """
+[callbacks]
+allow_private = ["127.0.0.1/32"]
+poll_interval = 0.02
+backoff_initial = 0.05
 """
 QUIET = "status_webhooks = false"  # the simulator posts no statuses: nothing is ever delivered
 
@@ -54,13 +61,16 @@ async def fallback_of(client: httpx.AsyncClient, sid: str, timeout: float = 15.0
 
 async def test_the_sdk_fallback_from_overrides_the_service_sender_on_a_failed_status(tmp_path: Path) -> None:
     with trio.fail_after(60):
-        cfg = sandbox_config(tmp_path / "d", extra=SERVICE_SECTION)
-        async with running_daemon(cfg) as (daemon, client):
+        cfg = sandbox_config(tmp_path / "d", extra=SERVICE_SECTION + CALLBACKS_SECTION)
+        async with open_sink() as sink, running_daemon(cfg) as (daemon, client):
 
             def use_sdk() -> tuple[str, str]:
                 twilio = sdk(daemon)
                 by_service = twilio.messages.create(
-                    messaging_service_sid=SERVICE, to=f"whatsapp:{NOT_ON_WHATSAPP}", body="Your code is 4711"
+                    messaging_service_sid=SERVICE,
+                    to=f"whatsapp:{NOT_ON_WHATSAPP}",
+                    body="Your code is 4711",
+                    status_callback=f"{sink.url}/status",
                 )
                 own = twilio.messages.create(
                     messaging_service_sid=SERVICE,
@@ -91,6 +101,12 @@ async def test_the_sdk_fallback_from_overrides_the_service_sender_on_a_failed_st
             await trio.sleep(0.5)
             assert "fallback_sid" not in await resource(client, one["sid"])
             assert daemon.fallbacks.sent == 2 and daemon.fallbacks.pending() == 0
+            # The fallback's status callbacks say it stands in for the first, and who carried it;
+            # twilio's RequestValidator accepts them with our extra parameters signed in.
+            await sink.wait_for(lambda k: any(h.form.get("PrimarySid") == first for h in k.delivered()))
+            stand_in = next(h for h in sink.delivered() if h.form.get("PrimarySid") == first)
+            assert stand_in.form["MessageSid"] == one["sid"] and stand_in.form["From"] == f"whatsapp:{TWO}"
+            assert stand_in.signed_by(TOKEN)
             metrics = (await client.get("/metrics")).text
             assert "wadispatch_fallbacks_sent_total 2.0" in metrics
             assert "wadispatch_fallbacks_pending 0.0" in metrics
