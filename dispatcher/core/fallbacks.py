@@ -63,6 +63,12 @@ def triggers(record: MessageRecord, plan: FallbackPlan) -> bool:
     return code in plan.error_codes or (code == WINDOW_CLOSED and plan.window_template is not None)
 
 
+def stands_in_for_window(plan: FallbackPlan) -> bool:
+    """A message refused for the 24 h window (63016) is kept, failed, for its fallback to stand
+    in: the window template, or the fallback sender when 63016 is one of the plan's codes."""
+    return plan.window_template is not None or WINDOW_CLOSED in plan.error_codes
+
+
 def watch(txn: WriteTxn, record: MessageRecord, now: float) -> None:
     """Inside the write that stores a new message with a plan: its deadline, and a trigger at once
     if it was stored failed (refused for the window at create)."""

@@ -16,7 +16,7 @@ from typing import Final, Protocol, final
 import attrs
 
 from dispatcher.config import ServiceConfig
-from dispatcher.core import parts, segments, window
+from dispatcher.core import fallbacks, parts, segments, window
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.models import FallbackPlan, MessageRecord, TemplateSend, new_sid, new_sids
@@ -126,8 +126,9 @@ def _check_callback(url: str) -> None:
 
 
 def _refuse_for_window(record: MessageRecord) -> None:
-    """A free-form message outside the window whose plan has a window template: it is kept as
-    ``failed`` (63016), never queued, and its fallback (the template) goes in its stead."""
+    """A free-form message outside the window whose plan stands in for it (a window template, or
+    63016 among its codes): it is kept as ``failed`` (63016), never queued, and its fallback goes
+    in its stead."""
     record.status = "failed"
     record.error_code = 63016
     record.error_message = _outside_window().message
@@ -200,7 +201,7 @@ class CreateRules:
         send_at = self._send_at(req, service is not None, now)
         plan = self._plan(account_sid, req, service, info, from_, now if send_at is None else send_at)
         refused = send_at is None and self._outside_window(info, to, content, now)
-        if refused and (plan is None or plan.window_template is None):
+        if refused and (plan is None or not fallbacks.stands_in_for_window(plan)):
             raise _outside_window()
         if req.status_callback:
             _check_callback(req.status_callback)

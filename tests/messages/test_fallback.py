@@ -398,3 +398,20 @@ async def test_a_fallback_that_crashes_is_tried_again_and_the_task_lives_on(
     fallback_sid = await linked(world, first.sid)
     assert len(calls) == 2 and calls[1] - calls[0] == pytest.approx(30, abs=1.1)  # RETRY_DELAY
     await wait_for(lambda: world.record(fallback_sid).status == "sent")
+
+
+async def test_63016_listed_sends_a_message_refused_for_the_window_from_the_fallback_sender(
+    autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
+) -> None:
+    def closed(number: str) -> NumberInfo:
+        return NumberInfo(number, ACCOUNT, "s", enforce_window=number == ONE)
+
+    world = await open_world(nursery, writer, info=closed)
+    with pytest.raises(TwilioError) as info:  # no fallback for it: refused as before
+        await world.create(FallbackRequest(from_=TWO, error_codes="63003"))
+    assert info.value.code == 63016 and world.messages() == 0
+    primary = await world.create(FallbackRequest(from_=TWO, error_codes="63016"))
+    assert (primary.status, primary.error_code) == ("failed", 63016)
+    fallback_sid = await linked(world, primary.sid)
+    await wait_for(lambda: world.record(fallback_sid).status == "sent")
+    assert world.texts(TWO) == ["Your code is 4711"] and world.texts(ONE) == []
