@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import re
 from collections import deque
-from typing import Annotated, Any, Final, final
+from typing import Annotated, Any, Final, Protocol, final
 
 import attrs
 import msgspec
@@ -114,6 +114,14 @@ def _forget_idle_pairs(state: _State, now: float) -> None:
     state.pairs_sweep_at = max(_PAIRS_SWEEP_AT, 2 * len(state.pairs))
 
 
+class WabaTemplates(Protocol):
+    """The simulated WABAs' templates, as the sends of their numbers see them."""
+
+    def has_waba(self, waba_id: str) -> bool: ...
+
+    def check_send(self, waba_id: str, template: Any) -> SimResponse | None: ...
+
+
 def graph_error(
     status: int, code: int, message: str, details: str = "", *, subcode: int | None = None
 ) -> SimResponse:
@@ -147,8 +155,11 @@ class CloudApi:
         webhook_batch: int = 1,
         webhook_concurrency: int = 1,
         received_limit: int = 100_000,
+        waba_templates: WabaTemplates | None = None,
     ) -> None:
+        """``waba_templates``: the simulated WABAs' templates; a number of one sends only those."""
         self._wall = wall_clock
+        self._waba_templates = waba_templates
         self._ids = ids
         self._invalid_prefix = invalid_prefix
         self._received_limit = received_limit
@@ -293,6 +304,15 @@ class CloudApi:
         for _ in range(repeat):
             self._hooks.push_value(phone_number_id, recipient or wamid, {"statuses": [item]})
 
+    def emit_field(self, waba_id: str, field: str, value: dict[str, Any]) -> bool:
+        """Post a WABA's change of ``field`` (template, account updates) to the webhook URL of its
+        first number that has one, as Meta posts to the app subscribed to the WABA; False if none."""
+        for state in self._numbers.values():
+            if state.config.waba_id == waba_id and state.config.webhook_url is not None:
+                self._hooks.push_change(state.config.phone_number_id, field, value)
+                return True
+        return False
+
     def emit_value(self, phone_number_id: str, value: dict[str, Any], *, repeat: int = 1) -> None:
         """Post ``value`` (any change value, e.g. recorded from the real platform) in a signed
         envelope now, ``repeat`` times; its ``metadata`` is the number's unless given."""
@@ -356,7 +376,13 @@ class CloudApi:
         if problem is not None:
             state.counters.invalid += 1
             return graph_error(400, 131009, "Parameter value is not valid", problem)
-        template_error = self._check_template(state, msg) if kind == "template" else None
+        template_error = None
+        if kind == "template":
+            waba = self._waba_templates
+            if waba is not None and waba.has_waba(state.config.waba_id):
+                template_error = waba.check_send(state.config.waba_id, msg["template"])
+            else:
+                template_error = self._check_template(state, msg)
         if template_error is not None:
             state.counters.template_errors += 1
             return template_error

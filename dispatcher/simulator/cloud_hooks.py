@@ -69,10 +69,11 @@ class _Walk:
 @final
 @attrs.frozen(eq=False)
 class _Value:
-    """A prepared ``value`` (an inbound message), posted as it is."""
+    """A prepared ``value`` (an inbound message, or a change of another ``field``), posted as it is."""
 
     pnid: str
     value: dict[str, Any]
+    field: str = "messages"
 
 
 def sign(app_secret: str, body: bytes) -> str:
@@ -127,6 +128,11 @@ class CloudHooks:
         """Post ``value`` (a customer's message from ``digits``) now."""
         self._queue.push(digits, trio.current_time(), _Value(pnid, value))
 
+    def push_change(self, pnid: str, field: str, value: dict[str, Any]) -> None:
+        """Post a change of ``field`` (a template or account update: no ``metadata``) now, by the
+        webhook URL of number ``pnid``, in the WABA's envelope."""
+        self._queue.push(field, trio.current_time(), _Value(pnid, value, field))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post due webhooks until cancelled; opens pooled connections unless a poster was given."""
         await self._queue.run(task_status=task_status)
@@ -136,7 +142,7 @@ class CloudHooks:
         for pnid, (items, contacts) in statuses.items():
             await self._post(pnid, {"contacts": list(contacts.values()), "statuses": items}, post)
         for job in values:
-            await self._post(job.pnid, job.value, post)
+            await self._post(job.pnid, job.value, post, job.field)
 
     def _group(
         self, shard: Shard[_Walk | _Value], jobs: list[_Walk | _Value]
@@ -160,33 +166,21 @@ class CloudHooks:
                 self._queue.again(shard, job.accepted_at + self._delays[job.stage], job)
         return statuses, values
 
-    async def _post(self, pnid: str, value: dict[str, Any], post: Post) -> None:
+    async def _post(self, pnid: str, value: dict[str, Any], post: Post, field: str = "messages") -> None:
         """Wrap ``value`` in the number's envelope, sign it and POST it (retried by the queue)."""
 
         def target() -> Target | None:
             destination = self._lookup(pnid)
             if destination is None:
                 return None  # number removed or webhook unset since: nowhere to deliver
-            body = _encoder.encode(
-                {
-                    "object": "whatsapp_business_account",
-                    "entry": [
-                        {
-                            "id": destination.waba_id,
-                            "changes": [
-                                {
-                                    "field": "messages",
-                                    "value": {
-                                        "messaging_product": "whatsapp",
-                                        "metadata": destination.metadata,
-                                        **value,
-                                    },
-                                }
-                            ],
-                        }
-                    ],
-                }
-            )
+            entry: dict[str, Any]
+            if field != "messages":  # a WABA's change: Meta stamps its time, names no number
+                change = {"field": field, "value": value}
+                entry = {"id": destination.waba_id, "time": int(self._wall.now()), "changes": [change]}
+            else:
+                wrapped = {"messaging_product": "whatsapp", "metadata": destination.metadata, **value}
+                entry = {"id": destination.waba_id, "changes": [{"field": "messages", "value": wrapped}]}
+            body = _encoder.encode({"object": "whatsapp_business_account", "entry": [entry]})
             signature = sign(destination.app_secret, body).encode("latin-1")
             return Target(destination.url, body, [(b"x-hub-signature-256", signature)])
 

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
 from dispatcher.core.clock import TrioWallClock, WallClock
-from dispatcher.simulator import cloud_control, control, errors
+from dispatcher.simulator import cloud_control, control, errors, waba_control
 from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
 from dispatcher.simulator.errors import ApiError
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
 from dispatcher.simulator.faults import Decision, Faults, Refused, Reset, ResponseDropped, split_prefix
+from dispatcher.simulator.graph_templates import GraphTemplates
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
@@ -120,6 +121,12 @@ class Simulator:
         self._api = NumberApi(
             wall_clock=self._wall, webhooks=self._webhooks, ids=self._ids, invalid_prefix=invalid_prefix
         )
+        # WABAs' message templates (Graph's /{version}/{waba}/message_templates) and Meta's review;
+        # their webhooks go out by the webhook URL of the WABA's Cloud numbers.
+        self.templates = GraphTemplates(
+            wall_clock=self._wall,
+            post_change=lambda waba, field, value: self.cloud.emit_field(waba, field, value),
+        )
         # Cloud API (Graph) numbers, served under /{version}/{phone-number-id}/...
         self.cloud = CloudApi(
             wall_clock=self._wall,
@@ -131,9 +138,13 @@ class Simulator:
             webhook_retry_delay=webhook_retry_delay,
             webhook_batch=webhook_batch,
             received_limit=received_limit,
+            waba_templates=self.templates,
         )
         for number in numbers:
             self.add_number(number)
+
+    def _post_waba_change(self, waba: str, field: str, value: dict[str, Any]) -> bool:
+        return self.cloud.emit_field(waba, field, value)
 
     # ------------------------------------------------------------------ numbers and state
 
@@ -390,9 +401,14 @@ class Simulator:
         path, _, query = req.target.partition("?")
         if path.startswith("/_sim/cloud/"):
             return cloud_control.handle(self.cloud, req.method, path[12:], req.body)
+        if path == "/_sim/wabas" or path.startswith("/_sim/wabas/"):
+            return waba_control.handle(self.templates, req.method, path[11:], req.body)
         if path.startswith("/_sim/"):
             return control.handle(self, req.method, path[6:], query, req.body)
         if path.startswith("/v"):  # Graph: /v23.0/{phone-number-id}/messages (digits never start with v)
+            segments = path.split("/", 3)
+            if len(segments) > 2 and self.templates.serves(segments[2]):
+                return self.templates.respond(req, path, query)
             return self.cloud.respond(req, path)
         slash = path.find("/", 1)
         state = self._numbers.get(split_prefix(path[1:slash])[0]) if slash > 0 else None
