@@ -33,10 +33,11 @@ from dispatcher.channels.encoding import (
     POST,
     Component,
     Link,
-    body_components,
+    RichComponent,
     encoder,
     send_encoder,
     sent,
+    template_components,
     with_media,
 )
 from dispatcher.core import parts, urlpath
@@ -144,7 +145,7 @@ class _Template(msgspec.Struct, omit_defaults=True):
 
     name: str
     language: _Language
-    components: list[Component] | None = None
+    components: list[Component] | list[RichComponent] | None = None
 
 
 class TemplateMessage(msgspec.Struct, kw_only=True):
@@ -170,7 +171,7 @@ def encode_part(to: str, part: parts.Part) -> bytes:
                 TemplateMessage(
                     to=to,
                     template=_Template(
-                        name=template.name, language=language, components=body_components(template)
+                        name=template.name, language=language, components=template_components(template)
                     ),
                 )
             )

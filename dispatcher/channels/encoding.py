@@ -18,7 +18,7 @@ import msgspec
 from actors.outcome import Outcome, Retry, Sent
 from actors.transport import Headers
 from dispatcher.core import parts
-from dispatcher.core.models import MessageRecord, TemplateSend
+from dispatcher.core.models import MessageRecord, SendComponent, SendParam, TemplateSend
 
 encoder: Final = msgspec.json.Encoder()
 POST: Final = b"POST"
@@ -58,6 +58,72 @@ def body_components(template: TemplateSend) -> list[Component] | None:
     if not template.params:
         return None
     return [Component("body", [TextParam(value) for value in template.params])]
+
+
+class MediaLink(msgspec.Struct, omit_defaults=True):
+    link: str
+    filename: str | None = None
+
+
+class RichParam(msgspec.Struct, omit_defaults=True):
+    """A template parameter of any type (reference §1.6): one of its value fields is set."""
+
+    type: str
+    text: str | None = None
+    parameter_name: str | None = None
+    image: MediaLink | None = None
+    video: MediaLink | None = None
+    document: MediaLink | None = None
+    payload: str | None = None
+    coupon_code: str | None = None
+
+
+class RichComponent(msgspec.Struct, omit_defaults=True):
+    """A header, body or button component; a button's ``index`` is a string, as Meta's docs send it."""
+
+    type: str
+    parameters: list[RichParam]
+    sub_type: str | None = None
+    index: str | None = None
+
+
+def _rich_param(param: SendParam) -> RichParam:
+    name = param.name or None
+    match param.type:
+        case "text":
+            return RichParam("text", text=param.value, parameter_name=name)
+        case "image":
+            return RichParam("image", image=MediaLink(param.value))
+        case "video":
+            return RichParam("video", video=MediaLink(param.value))
+        case "document":
+            return RichParam("document", document=MediaLink(param.value, _filename(param.value)))
+        case "payload":
+            return RichParam("payload", payload=param.value)
+        case "coupon_code":
+            return RichParam("coupon_code", coupon_code=param.value)
+    raise ValueError(f"unknown template parameter type {param.type!r}")
+
+
+def _filename(link: str) -> str | None:
+    """A document's file name, as the customer sees it: the link's last path segment."""
+    name = link.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return name or None
+
+
+def _rich(component: SendComponent) -> RichComponent:
+    params = [_rich_param(p) for p in component.params]
+    if component.type != "button":
+        return RichComponent(component.type, params)
+    return RichComponent("button", params, sub_type=component.sub_type, index=str(component.index))
+
+
+def template_components(template: TemplateSend) -> list[Component] | list[RichComponent] | None:
+    """What a template send carries: its components as resolved at create (header, body, buttons),
+    or, for a file template, its body placeholders filled in order."""
+    if template.components:
+        return [_rich(c) for c in template.components]
+    return body_components(template)
 
 
 class MediaSlots(Protocol):

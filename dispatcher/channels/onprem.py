@@ -18,10 +18,11 @@ from dispatcher.channels.encoding import (
     POST,
     Component,
     Link,
-    body_components,
+    RichComponent,
     encoder,
     send_encoder,
     sent,
+    template_components,
     with_media,
 )
 from dispatcher.core import parts, urlpath
@@ -110,7 +111,7 @@ class _Template(msgspec.Struct, omit_defaults=True):
     namespace: str
     name: str
     language: _Language
-    components: list[Component] | None = None
+    components: list[Component] | list[RichComponent] | None = None
 
 
 class TemplateMessage(msgspec.Struct, kw_only=True):
@@ -133,7 +134,7 @@ def encode_template(to: str, template: TemplateSend) -> bytes:
                 namespace=template.namespace,
                 name=template.name,
                 language=_Language(template.language),
-                components=body_components(template),
+                components=template_components(template),
             ),
         )
     )

@@ -110,11 +110,30 @@ class StoredMedia(msgspec.Struct, array_like=True, frozen=True):
     kind: str = ""
 
 
+class SendParam(msgspec.Struct, array_like=True, frozen=True):
+    """One parameter of a template send: ``type`` is Meta's (``text``, ``image``, ``video``,
+    ``document``, ``payload``, ``coupon_code``), ``value`` the text, link, payload or code."""
+
+    type: str
+    value: str
+    name: str = ""  # Meta's parameter_name (named templates)
+
+
+class SendComponent(msgspec.Struct, array_like=True, frozen=True):
+    """A template send's component: ``header``, ``body`` or ``button`` (with its sub_type and index)."""
+
+    type: str
+    params: list[SendParam]
+    sub_type: str = ""  # a button's: quick_reply | url | copy_code
+    index: int = 0
+
+
 class TemplateSend(msgspec.Struct, array_like=True, frozen=True):
     """The WhatsApp template a message goes out as, resolved at create time.
 
     A snapshot, not a reference: editing the registry later never changes a
-    message already accepted.
+    message already accepted. ``params`` fill the body's {{1}}..{{n}} (file templates);
+    a template synced from Meta carries its whole send in ``components`` instead.
     """
 
     content_sid: str
@@ -122,6 +141,7 @@ class TemplateSend(msgspec.Struct, array_like=True, frozen=True):
     name: str
     language: str
     params: list[str] = []
+    components: list[SendComponent] = []
 
 
 class FallbackPlan(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
