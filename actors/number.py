@@ -50,6 +50,7 @@ from actors.policy import DEFAULT_POLICY, EXPIRED, DeliveryPolicy, GiveUp, senda
 from actors.queues import Pending, SendQueues
 from actors.recording import OutcomeRecorder, storage_delay
 from actors.statistics import ActorStatistics, SendCounts
+from actors.template_gate import TemplateGate
 from actors.timers import Timer, Timers
 from actors.transport import (
     BodyStream,
@@ -113,6 +114,7 @@ class NumberActor:
         "_stopped",
         "_stopping",
         "_store",
+        "_templates",
         "_token_info",
         "_tokens",
         "_transport",
@@ -147,12 +149,14 @@ class NumberActor:
         idle_linger: float = IDLE_LINGER,
         unrecorded: Unrecorded | None = None,
         lease: SendLease = ALWAYS_OPEN,
+        templates: TemplateGate | None = None,
     ) -> None:
         """``policy``: what to do when a send did not succeed (retries, backoff, ambiguous sends).
         ``idle_linger``: seconds ``serve`` waits with nothing to do before returning.
         ``unrecorded``: the number's outcomes not yet committed, kept by whoever outlives this
         actor (a predecessor's are committed, never sent again); a new one if None.
-        ``lease``: until when a send may start (``actors.lease``): asked before every send."""
+        ``lease``: until when a send may start (``actors.lease``): asked before every send.
+        ``templates``: whether a template message may go now (``actors.template_gate``)."""
         self.number = number
         self._store = store
         self._transport = transport
@@ -168,6 +172,7 @@ class NumberActor:
         self._pair = pair
         self._budget = budget
         self._lease = lease
+        self._templates = templates
         self._linger = idle_linger
         self._halted: str | None = None  # the credentials were refused (Halt): why
         self._host: ActorHost | None = None
@@ -711,6 +716,14 @@ class NumberActor:
             if record.valid_until is not None and self._wall.now() >= record.valid_until:
                 await self._fail(item, *EXPIRED)  # never sent late
                 return None
+            if record.template is not None and self._templates is not None:
+                held = self._templates.verdict(record.template.content_sid)
+                if isinstance(held, Failed):
+                    await self._fail(item, held.error_code, held.error_message)
+                    return None
+                if held is not None:  # its template is paused: this recipient waits, in order
+                    log.info("send.template_held", content_sid=record.template.content_sid, delay=held)
+                    return held
             token = self._tokens.token
             if trio.current_time() >= self._lease.send_until() and not await self._lease_or_stop():
                 return None  # stopping (the bucket went elsewhere): the message stays in the outbox

@@ -46,6 +46,7 @@ class NumberInfo:
     # body as the variable ``window_variable`` (``dispatcher.core.fallbacks``).
     window_template: str | None = None
     window_variable: str = "1"
+    waba: str | None = None  # its WhatsApp Business Account: the synced templates it may send
 
 
 def _digits(number: str) -> str:

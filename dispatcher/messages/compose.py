@@ -44,8 +44,11 @@ def compose(
     validity_period: str | None,
     templates: TemplateRegistry | None,
     max_body: int,
+    waba: str | None = None,
 ) -> Content:
-    """Validate the content parameters; raise TwilioError with Twilio's code for the first bad one."""
+    """Validate the content parameters; raise TwilioError with Twilio's code for the first bad one.
+
+    ``waba``: the sender's WhatsApp Business Account, whose synced templates it may send."""
     validity = parse_validity(validity_period)
     if content_variables is not None and not content_sid:
         raise TwilioError(400, 21654, "ContentSid is required when ContentVariables is given.")
@@ -54,7 +57,7 @@ def compose(
             raise TwilioError(400, 21655, f"The ContentSid {content_sid} was not found for this account.")
         if media_urls:
             raise TwilioError(400, 21655, "ContentSid cannot be combined with MediaUrl.")
-        template, rendered = templates.resolve(account_sid, content_sid, content_variables)
+        template, rendered = templates.resolve(account_sid, content_sid, content_variables, waba=waba)
         return Content(body=rendered, media_urls=[], template=template, validity=validity)
     if len(media_urls) > media.MAX_MEDIA:
         raise TwilioError(

@@ -197,6 +197,7 @@ class CreateRules:
             validity_period=req.validity_period,
             templates=self._templates,
             max_body=self._max_body_chars,
+            waba=info.waba,
         )
         send_at = self._send_at(req, service is not None, now)
         plan = self._plan(account_sid, req, service, info, from_, now if send_at is None else send_at)

@@ -1,4 +1,11 @@
-"""The WhatsApp template registry: ContentSid (HX...) -> namespace, name, language, body.
+"""The WhatsApp template registry: ContentSid (HX...) -> the template a create sends.
+
+Two sources: the templates of each ``[[wabas]]`` synced from Meta (``catalog``: status,
+components, named or positional parameters; see ``template_values`` for how
+ContentVariables fill them), and the file / admin templates below (a body with
+{{1}}..{{n}}, for On-Prem namespaces and setups without a WABA token). A synced
+template is sent only by numbers of its WABA, and only while Meta has it APPROVED:
+any other status is refused at create (63027, saying which status and why).
 
 Templates come from ``conf/templates.toml`` (``[messaging] templates_file``),
 read at start, plus those added at run time through the admin API, which are
@@ -54,12 +61,12 @@ from dispatcher.core.template_file import (
     placeholders,
 )
 from dispatcher.core.twilio import TwilioError
+from dispatcher.core.wa_template import WaTemplate
+from dispatcher.messages import template_values
+from dispatcher.messages.catalog import NOT_APPROVED, TemplateCatalog, not_sendable
 
-MAX_VARIABLE: Final = 1600  # Twilio's per-variable limit (21658)
-# WhatsApp refuses a text parameter with a newline or tab or more than 4 consecutive spaces
-# (Cloud API #132018, "Param text cannot have new-line/tab characters or more than 4
-# consecutive spaces"; Twilio reports it as 63013).
-_UNSENDABLE_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
+MAX_VARIABLE: Final = template_values.MAX_VARIABLE
+_UNSENDABLE_PARAM: Final = template_values.UNSENDABLE_PARAM
 CONTENT_SID: Final = re.compile(r"^HX[0-9a-fA-F]{32}$")
 _KEY_PREFIX: Final = b"template" + SEP
 
@@ -74,7 +81,7 @@ class TemplateExistsError(TemplateError):
 
 _decoder: Final = msgspec.msgpack.Decoder(Template)
 _encoder: Final = msgspec.msgpack.Encoder()
-variables_decoder: Final = msgspec.json.Decoder(dict[str, str | int | float])
+variables_decoder: Final = template_values.variables_decoder
 
 
 @attrs.frozen
@@ -109,8 +116,15 @@ def render(body: str, values: list[str]) -> str:
 class TemplateRegistry:
     """Every known template, by sid and by account; reads are in memory."""
 
-    def __init__(self, store: Store | None, configured: Iterable[Template] = ()) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        configured: Iterable[Template] = (),
+        *,
+        catalog: TemplateCatalog | None = None,
+    ) -> None:
         self._store = store
+        self.catalog = catalog
         self._by_sid: dict[str, _Compiled] = {}
         self._by_account: dict[str, list[_Compiled]] = {}
         for template in configured:
@@ -123,7 +137,7 @@ class TemplateRegistry:
 
     def reload(self, configured: Iterable[Template]) -> None:
         """A reloaded templates file: its templates replace the old file's; admin-added ones stay."""
-        fresh = TemplateRegistry(self._store, configured)
+        fresh = TemplateRegistry(self._store, configured, catalog=self.catalog)
         self._by_sid, self._by_account = fresh._by_sid, fresh._by_account
 
     def _add(self, template: Template) -> None:
@@ -171,15 +185,22 @@ class TemplateRegistry:
 
     # -- create-time resolution -------------------------------------------------------
 
-    def resolve(self, account: str, content_sid: str, variables: str | None) -> tuple[TemplateSend, str]:
+    def resolve(
+        self, account: str, content_sid: str, variables: str | None, *, waba: str | None = None
+    ) -> tuple[TemplateSend, str]:
         """``ContentSid`` + ``ContentVariables`` -> the template send and its rendered text.
 
-        Raises TwilioError 21655 (unknown sid), 21656 (bad variables), 21658 (a value, or the
-        rendered body, over its limit): what WhatsApp would refuse is refused here.
+        ``waba``: the sender's WhatsApp Business Account (whose synced templates it sends).
+        Raises TwilioError 21655 (unknown sid, or another WABA's template), 63027 (the template
+        is not APPROVED at Meta), 21656 (bad variables), 21658 (a value, or the rendered body,
+        over its limit), 21620 (a bad header media link): what WhatsApp would refuse is refused here.
         """
         if not CONTENT_SID.match(content_sid):
             raise TwilioError(400, 21655, f"The ContentSid {content_sid} is invalid.")
         found = self._by_sid.get(content_sid)
+        synced = self.catalog.get(content_sid) if self.catalog is not None and found is None else None
+        if synced is not None:
+            return self._resolve_synced(content_sid, synced, variables, waba)
         if found is None or found.template.account != account:
             raise TwilioError(400, 21655, f"The ContentSid {content_sid} was not found for this account.")
         values = _parse_variables(variables, found.count)
@@ -192,6 +213,22 @@ class TemplateRegistry:
                 f"WhatsApp takes at most {MAX_TEMPLATE_BODY}.",
             )
         return _send(found.template, values), rendered
+
+    @staticmethod
+    def _resolve_synced(
+        content_sid: str, synced: WaTemplate, variables: str | None, waba: str | None
+    ) -> tuple[TemplateSend, str]:
+        if waba != synced.waba:
+            sender = f"the sender's WABA is {waba}" if waba else "the sender has no waba in its config"
+            raise TwilioError(
+                400,
+                21655,
+                f"The ContentSid {content_sid} was not found for this sender: it is a template of "
+                f"WABA {synced.waba}, and {sender}.",
+            )
+        if not synced.sendable:
+            raise TwilioError(400, NOT_APPROVED, not_sendable(synced))
+        return template_values.resolve(synced, variables)
 
     def match(self, account: str, body: str) -> TemplateSend | None:
         """The template a free-form body is an instance of, with its values; None if none.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -23,7 +23,16 @@ import trio
 from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
 from actors.transport import Transport
-from dispatcher.config import CallbacksConfig, Config, NumberConfig, channel_registry, parse_listen
+from dispatcher.channels.graph_templates import GraphTemplates
+from dispatcher.config import (
+    CallbacksConfig,
+    Config,
+    NumberConfig,
+    WabaConfig,
+    channel_registry,
+    parse_listen,
+    waba_base_url,
+)
 from dispatcher.core import orphans
 from dispatcher.core.clock import SystemWallClock, WallClock
 from dispatcher.core.directory import Directory
@@ -40,11 +49,13 @@ from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.messages import idempotency
 from dispatcher.messages.auth import api_keys
+from dispatcher.messages.catalog import TemplateCatalog
 from dispatcher.messages.fallback import Fallbacks, status_listener
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.media_guard import MediaGuard
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
+from dispatcher.messages.template_sync import TemplateSync, WabaSync
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.callback_view import CallbackView
 from dispatcher.ops.fleet_view import FleetView, outbox_depth
@@ -70,6 +81,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+GRAPH_TIMEOUT = 30.0  # seconds per Graph call of the template sync
+
 
 @attrs.define(eq=False)
 class Running:
@@ -90,6 +103,8 @@ class Running:
     metrics: Metrics
     shutdown: trio.Event
     cloud_fields: CloudFields
+    catalog: TemplateCatalog
+    template_sync: TemplateSync
     sampler: Sampler | None = None
     simulator: Simulator | None = None
     simulator_url: str | None = None
@@ -298,8 +313,10 @@ async def run_daemon(
         trust_env=False,
         limits=httpx.Limits(max_connections=config.callbacks.concurrency),
     )
+    # Meta's Graph API for the WABAs' templates (a sync every few minutes, an operator's submit).
+    graph_client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=GRAPH_TIMEOUT)
     try:
-        async with callback_client, trio.open_nursery() as root:
+        async with callback_client, graph_client, trio.open_nursery() as root:
             if handle_signals:
                 await root.start(_watch_signals, shutdown, root.cancel_scope)
             root.start_soon(_notify_stopping, shutdown, notifier)
@@ -314,6 +331,12 @@ async def run_daemon(
                 await io.start(store.run_writer)
                 await root.start(notifier.watchdog, _writer_health(store, notifier))
                 root.start_soon(idempotency.sweep_forever, store, wall)
+                catalog = TemplateCatalog(store, policies={w.id: w.on_paused for w in config.wabas})
+                template_sync = TemplateSync(
+                    catalog=catalog,
+                    wabas={w.id: _waba_sync(w, graph_client, sandbox) for w in config.wabas},
+                    wall=wall,
+                )
                 fleet = Fleet(
                     store=store,
                     wall=wall,
@@ -321,6 +344,7 @@ async def run_daemon(
                     simulator_url=sandbox.url if sandbox is not None else None,
                     channels=channel_registry(config),
                     public_url=config.server.public_url,
+                    templates=catalog,
                 )
                 actors = [fleet.build(num) for num in config.numbers]
                 sup = config.supervisor
@@ -345,6 +369,7 @@ async def run_daemon(
                     templates=TemplateRegistry(
                         store,
                         load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
+                        catalog=catalog,
                     ),
                     services=Services(config.services, store),
                     max_body_chars=config.messaging.max_body,
@@ -378,6 +403,9 @@ async def run_daemon(
                 )
                 # Meta's other webhook fields (template, account updates): one line per handler.
                 cloud_fields = CloudFields()
+                cloud_fields.register("message_template_status_update", template_sync.on_status_update)
+                cloud_fields.register("message_template_quality_update", template_sync.on_quality_update)
+                cloud_fields.register("template_category_update", template_sync.on_category_update)
                 # Operators.
                 reloader = (
                     None
@@ -471,6 +499,7 @@ async def run_daemon(
                 )
                 _field_metrics(metrics.collector, cloud_fields)
                 cold = await io.start(_run_cold, sender)
+                syncing = await io.start(_run_scoped, template_sync.run)
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
                     async with trio.open_nursery() as http:
@@ -488,6 +517,8 @@ async def run_daemon(
                         url = binds[0]
                         listening.bound(url)
                         if sandbox is not None:
+                            for waba in config.wabas:
+                                sandbox.register_waba(waba)
                             for num in config.numbers:
                                 sandbox.register(num)
                         await work.start(supervisor.run)
@@ -518,6 +549,8 @@ async def run_daemon(
                                 shutdown=shutdown,
                                 cloud_fields=cloud_fields,
                                 sampler=sampler,
+                                catalog=catalog,
+                                template_sync=template_sync,
                                 simulator=sandbox.simulator if sandbox is not None else None,
                                 simulator_url=sandbox.url if sandbox is not None else None,
                             )
@@ -529,6 +562,7 @@ async def run_daemon(
                     messaging.fallbacks.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
+                syncing.cancel()
                 await fleet.aclose()
                 store.close()  # the writer commits what is queued, then returns
             root.cancel_scope.cancel()
@@ -575,6 +609,36 @@ def sender_settings(cfg: CallbacksConfig) -> SenderSettings:
         give_up_after=cfg.give_up_after,
         poll_interval=cfg.poll_interval,
     )
+
+
+def _waba_sync(waba: WabaConfig, client: httpx.AsyncClient, sandbox: Sandbox | None) -> WabaSync:
+    """How a ``[[wabas]]`` entry is kept in sync: Meta's Graph API, or the embedded simulator's."""
+    if waba.simulated:
+        assert sandbox is not None, "config.validate() requires [simulator] for a simulated WABA"
+        base = sandbox.url
+    else:
+        base = waba_base_url(waba)
+    where = f"wabas.{waba.id}.access_token"
+    graph = GraphTemplates(
+        client=client,
+        base_url=base,
+        version=waba.graph_version,
+        waba=waba.id,
+        token=lambda: waba.access_token.resolve(where),
+    )
+    return WabaSync(graph=graph, interval=waba.sync_interval)
+
+
+async def _run_scoped(
+    run: Callable[..., Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``run`` (a service taking ``task_status``) in a scope of its own, for its owner to cancel."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            task_status.started(scope)
 
 
 async def _run_cold(

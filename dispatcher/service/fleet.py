@@ -16,6 +16,7 @@ import structlog
 
 from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
+from actors.template_gate import TemplateGate
 from actors.transport import Transport
 from actors.unrecorded import Unrecorded
 from dispatcher.channels.spec_channel import webhook_path
@@ -49,6 +50,7 @@ def number_info(num: NumberConfig) -> NumberInfo:
         cloud=cloud_hook(num),
         window_template=num.window_template,
         window_variable=num.window_variable,
+        waba=num.waba,
     )
 
 
@@ -74,13 +76,16 @@ class Fleet:
         simulator_url: str | None = None,
         channels: Registry | None = None,
         public_url: str | None = None,
+        templates: TemplateGate | None = None,
     ) -> None:
         """``simulator_url``: the embedded simulator's, where the simulated numbers send;
         ``channels``: the channel specs numbers may name (default: the shipped ones);
-        ``public_url``: where the channels reach our webhooks (``server.public_url``)."""
+        ``public_url``: where the channels reach our webhooks (``server.public_url``);
+        ``templates``: the template gate every actor asks before a template send."""
         self._channels = channels if channels is not None else load_registry()
         self._public_url = public_url
         self._store = store
+        self._templates = templates
         self._wall = wall
         self._make_transport = make_transport
         self._simulator_url = simulator_url
@@ -108,6 +113,7 @@ class Fleet:
             unrecorded=unrecorded,
             spec=spec,
             status_url=self._status_url(num, spec),
+            templates=self._templates,
         )
         self._transports[id(actor)] = transport
         return actor

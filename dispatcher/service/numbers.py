@@ -20,6 +20,7 @@ from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
 from actors.policy import DeliveryPolicy
+from actors.template_gate import TemplateGate
 from actors.transport import Transport
 from actors.unrecorded import Unrecorded
 from dispatcher.channels.cloud import CloudChannel, bucket_headroom
@@ -60,12 +61,14 @@ def build_actor(
     unrecorded: Unrecorded | None = None,
     spec: LoadedSpec | None = None,
     status_url: str | None = None,
+    templates: TemplateGate | None = None,
 ) -> NumberActor:
     """The actor for ``num`` sending through ``transport`` (the number's endpoint).
 
     ``unrecorded``: the number's outcomes not yet committed, handed from actor to actor.
     ``spec``: the channel spec of a number whose ``channel`` is a spec kind; ``status_url``:
     where its webhooks come in (what its sends may name as their callback).
+    ``templates``: what is known of the templates its queued messages go out as.
     """
     if num.channel == "cloud":
         parts = cloud_parts(num, store)
@@ -92,6 +95,7 @@ def build_actor(
         pair=parts.pair,
         budget=parts.budget,
         unrecorded=unrecorded,
+        templates=templates,
     )
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import final
 
+import msgspec
 import structlog
 import trio
 
-from dispatcher.config import NumberConfig, SimulatorConfig, parse_listen
+from dispatcher.config import NumberConfig, SimulatorConfig, WabaConfig, parse_listen
 from dispatcher.service.fleet import number_info
 from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
+from dispatcher.simulator.graph_templates import SimWaba
 from dispatcher.simulator.server import serve as serve_simulator
 
 log = structlog.get_logger()
@@ -73,9 +75,20 @@ class Sandbox:
             pair_burst=cloud.pair_burst,
             messaging_limit=None if cloud.messaging_limit == "unlimited" else cloud.messaging_limit,
         )
+        if num.waba is not None:
+            sim = msgspec.structs.replace(sim, waba_id=num.waba)
         if cloud.phone_number_id in {n.phone_number_id for n in self.simulator.cloud.numbers()}:
             self.simulator.cloud.remove_number(cloud.phone_number_id)
         self.simulator.cloud.add_number(sim)
+
+    def register_waba(self, waba: WabaConfig) -> None:
+        """Serve a sandbox WABA: its templates at the simulator's Graph paths, reviewed on its control API."""
+        if not waba.simulated:
+            return
+        if waba.id in {w.id for w in self.simulator.templates.wabas()}:
+            return  # its templates stay across a reload
+        token = waba.access_token.resolve(f"wabas.{waba.id}.access_token")
+        self.simulator.templates.add_waba(SimWaba(id=waba.id, access_token=token))
 
 
 async def start_sandbox(

@@ -87,7 +87,7 @@ async def test_a_failing_handler_spoils_nothing_else_but_a_store_failure_goes_up
         await fields.dispatch(INFO, [FieldChange("c", "1", 0.0, raw, "z")])
 
 
-async def test_a_signed_template_update_reaches_its_handler_through_the_route(tmp_path: Path) -> None:
+async def test_a_signed_change_reaches_its_handler_through_the_route(tmp_path: Path) -> None:
     async with running_daemon(mixed_config(tmp_path)) as (daemon, client):
         got: list[FieldChange] = []
 
@@ -95,16 +95,16 @@ async def test_a_signed_template_update_reaches_its_handler_through_the_route(tm
             assert info.number == CLOUD
             got.append(change)
 
-        daemon.cloud_fields.register("message_template_status_update", handler)
-        body = corpus("pywa_template_status_update_approved.json")
+        daemon.cloud_fields.register("user_preferences", handler)
+        body = corpus("pywa_user_marketing_preferences_resume.json")
         headers = {"X-Hub-Signature-256": signature(SECRET, body), "Content-Type": "application/json"}
         path = f"/webhooks/cloud/{CLOUD.lstrip('+')}"
         answer = await client.post(path, content=body, headers=headers)
         assert answer.status_code == 200
-        assert [c.field for c in got] == ["message_template_status_update"]
-        assert json.loads(bytes(got[0].value))["event"] == "APPROVED"
-        # An account update nobody here handles is still an authentic delivery: 200, counted.
-        body = corpus("pywa_account_update_account_deleted.json")
+        assert [c.field for c in got] == ["user_preferences"]
+        assert "user_preferences" in json.loads(bytes(got[0].value))
+        # A change nobody here handles is still an authentic delivery: 200, counted.
+        body = corpus("pywa_call_connect_user_initiated.json")
         headers["X-Hub-Signature-256"] = signature(SECRET, body)
         assert (await client.post(path, content=body, headers=headers)).status_code == 200
-        assert daemon.cloud_fields.unhandled["account_update"] == 1
+        assert daemon.cloud_fields.unhandled["calls"] == 1
