@@ -31,6 +31,7 @@ from actors.pacing.ratelimit import TokenBucket
 from actors.transport import Headers, Response
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core import ledger, logs
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store
@@ -88,7 +89,7 @@ async def _run(store: Store, messages: int, recipients: int) -> dict[str, float 
         )
         records = [
             MessageRecord(
-                sid=new_sid(),
+                sid=new_sid("SM", slot_of(NUMBER)),
                 account_sid=ACCOUNT,
                 from_number=NUMBER,
                 to_number=f"+1555{i % recipients:07d}",

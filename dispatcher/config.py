@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from dispatcher.core import secretpolicy
+from dispatcher.core.bucketing import BucketCountError, check_count
 from dispatcher.core.channelspec.load import Registry, SpecError, load_registry
 from dispatcher.core.channelspec.model import Spec
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
@@ -99,6 +100,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     data_dir: str = "./var"
+    # Buckets of a new data root (a power of two, one LMDB environment each; bucket = sha256(number) mod B).
+    # Fixed once the root exists (recorded in it): unset means "as recorded", 1 for a new root;
+    # a value that differs from the root's refuses to start (`wadispatch rebucket` changes it, offline).
+    buckets: Annotated[int, msgspec.Meta(ge=1, le=65536)] | None = None
+    # Per bucket (each bucket maps its own environment).
     map_size_mb: Annotated[int, msgspec.Meta(ge=1)] = 1024
     # When the map is full it doubles, up to this (0: never grows; a full map answers 503).
     map_max_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
@@ -386,6 +392,11 @@ def validate(config: Config) -> Config:
     parse_listen(config.server.listen, "server.listen")
     if config.store.map_max_mb and config.store.map_max_mb < config.store.map_size_mb:
         raise ConfigError(f"store.map_max_mb: must be 0 or at least map_size_mb ({config.store.map_size_mb})")
+    if config.store.buckets is not None:
+        try:
+            check_count(config.store.buckets)
+        except BucketCountError as exc:
+            raise ConfigError(f"store.buckets: {exc}") from None
     if config.supervisor.restart_max < config.supervisor.restart_base:
         raise ConfigError(
             f"supervisor.restart_max: must be at least restart_base ({config.supervisor.restart_base})"

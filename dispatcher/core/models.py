@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, final
 
 import msgspec
 
@@ -39,7 +40,7 @@ def advances(current: str, new: str) -> bool:
     return STATUS_RANK[new] > STATUS_RANK[current]
 
 
-_SID_RANDOM_BYTES: Final = 10  # 80 random bits after the 48-bit creation time
+_SID_RANDOM_BYTES: Final = 8  # 64 random bits after the 48-bit creation time and the 16-bit slot
 _SIDS_PER_DRAW: Final = 1024
 
 
@@ -75,24 +76,43 @@ _entropy: Final = _SidEntropy()
 os.register_at_fork(after_in_child=_entropy.reset)
 
 
-def new_sid(prefix: str = "SM") -> str:
+def new_sid(prefix: str, slot: int) -> str:
     """Twilio-shaped sid: two letters and 32 lower-case hex digits.
 
-    The first 12 digits are the creation time (ms since the epoch), the other 20
-    are random (80 bits). Messages are stored under their sid in an LMDB B-tree:
-    with 128 random bits every new record landed on its own leaf page, so a
-    commit of 1,000 of them rewrote ~1,000 pages (bench: 4x the writer's CPU, 25x
-    the bytes written); time-first sids put a commit's records side by side.
+    The first 12 digits are the creation time (ms since the epoch), the next 4 the
+    sender number's slot (``bucketing.slot_of``: the sid names the bucket holding
+    it), the other 16 are random (64 bits). Messages are stored under their sid in
+    an LMDB B-tree: with 128 random bits every new record landed on its own leaf
+    page, so a commit of 1,000 of them rewrote ~1,000 pages (bench: 4x the writer's
+    CPU, 25x the bytes written); time-first sids put a commit's records side by side.
     """
-    return _time_digits(prefix) + _entropy.take().hex()
+    return f"{_time_digits(prefix)}{slot:04x}{_entropy.take().hex()}"
 
 
-def new_sids(prefix: str, count: int) -> list[str]:
-    """``count`` sids like ``new_sid``'s, from one draw (a batch's)."""
-    head = _time_digits(prefix)
-    digits = _entropy.take(count).hex()
-    width = 2 * _SID_RANDOM_BYTES
-    return [head + digits[i : i + width] for i in range(0, width * count, width)]
+@final
+class SidBatch:
+    """Sids for one batch like ``new_sid``'s: one clock read and one draw of randomness for all."""
+
+    __slots__ = ("_digits", "_head", "_next")
+
+    def __init__(self, prefix: str, count: int) -> None:
+        self._head = _time_digits(prefix)
+        self._digits = _entropy.take(count).hex()
+        self._next = 0
+
+    def mint(self, slot: int) -> str:
+        """The next sid, carrying ``slot``; IndexError past ``count``."""
+        start = self._next
+        end = self._next = start + 2 * _SID_RANDOM_BYTES
+        if end > len(self._digits):
+            raise IndexError("this batch's sids are all taken")
+        return f"{self._head}{slot:04x}{self._digits[start:end]}"
+
+
+def new_sids(prefix: str, slots: Sequence[int]) -> list[str]:
+    """One sid per slot in ``slots``, like ``new_sid``'s, from one draw (a batch's)."""
+    batch = SidBatch(prefix, len(slots))
+    return [batch.mint(slot) for slot in slots]
 
 
 def _time_digits(prefix: str) -> str:

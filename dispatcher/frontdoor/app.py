@@ -18,10 +18,10 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from actors.supervisor import Supervisor
 from dispatcher.config import MediaConfig
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.params import Params, parse_body
-from dispatcher.core.store import Store
 from dispatcher.core.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
@@ -57,7 +57,7 @@ def _json(body: bytes, status: int) -> Response:
 
 def make_app(
     *,
-    store: Store,
+    buckets: Buckets,
     auth: Authenticator,
     gateway: Gateway,
     routes: HotRoutes,
@@ -77,7 +77,7 @@ def make_app(
     console: ConsoleServices | None = None,
     wall: WallClock | None = None,
 ) -> QuartTrio:
-    """The front door over the objects that serve its routes: ``store`` (listing), ``auth`` (every
+    """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
     ``templates`` and ``ops`` (admin API), ``directory`` (webhook numbers), ``cloud_hooks``,
     ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics, ``console``
@@ -148,7 +148,7 @@ def make_app(
     async def list_messages(account_sid: str) -> Response:
         auth.authenticate(request.headers.get("Authorization"), account_sid)
         query = listing.parse_query({k: request.args.getlist(k) for k in request.args})
-        page = listing.read_page(store, account_sid, query)
+        page = listing.read_page(buckets, account_sid, query)
         return _json(encode_page(account_sid, query, page), 200)
 
     @app.get(f"{prefix}/Messages/<sid>.json")

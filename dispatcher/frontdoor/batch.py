@@ -2,11 +2,12 @@
 
 A JSON array of messages is decoded by msgspec straight into Structs, each item
 is validated by the same rules as the Twilio create, and every valid one is
-committed in ONE store write (one transaction, one fsync), then handed to its
-number's actor. The answer lists one result per item, in order: the new sid, or
-a Twilio-shaped error for that item alone. A structurally malformed body (not
-an array, a field of the wrong type, an unknown field) rejects the whole batch
-with a 400 naming the path, e.g. ``$[3].to``.
+committed in ONE store write per bucket (one transaction, one fsync each; a
+one-bucket root: one for the batch), then handed to its number's actor. The
+answer lists one result per item, in order: the new sid, or a Twilio-shaped
+error for that item alone (a bucket whose write failed: 20503 for its items).
+A structurally malformed body (not an array, a field of the wrong type, an
+unknown field) rejects the whole batch with a 400 naming the path, e.g. ``$[3].to``.
 
 Items with only ``to``, ``from``, ``body`` and ``status_callback`` (the bulk of
 any batch) take ``CreateRules.validate_plain``, which works out once per batch what
@@ -28,7 +29,6 @@ import structlog
 from dispatcher.core import jsondecode
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import INVALID_PARAMETER
-from dispatcher.core.store import StoreError
 from dispatcher.core.twilio import ErrorBody, TwilioError
 from dispatcher.messages.fallback_plan import NO_REQUEST, FallbackRequest
 from dispatcher.messages.gateway import Gateway
@@ -37,6 +37,7 @@ from dispatcher.messages.rules import CreateRules, SendRequest
 log = structlog.get_logger()
 
 MAX_ITEMS: Final = 1000
+STORE_FAILED: Final = TwilioError(503, 20503, "Service unavailable: the message could not be stored.")
 
 
 class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -177,17 +178,24 @@ async def accept_batch(
     """Validate every item, commit the valid ones together, answer per item in order."""
     results: list[Accepted | Rejected] = []
     records: list[MessageRecord] = []
+    at: list[int] = []  # each record's place in ``results``
     for outcome in _validate(rules, account_sid, items):
         if isinstance(outcome, TwilioError):
             results.append(Rejected(outcome.error_body()))
         else:
+            at.append(len(results))
             records.append(outcome)
             results.append(Accepted(outcome.sid, outcome.status))
+    accepted = len(records)
     if records:
-        try:
-            await gateway.accept_many(records)
-        except StoreError as exc:
-            log.error("batch.store_failed", messages=len(records), error=str(exc))
-            raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.") from exc
-    log.info("batch.accepted", account=account_sid, accepted=len(records), rejected=len(items) - len(records))
-    return _encoder.encode(BatchResponse(len(records), len(items) - len(records), results))
+        stored = await gateway.accept_many(records)
+        failed = [(i, error) for i, error in zip(at, stored, strict=True) if error is not None]
+        if failed:
+            log.error("batch.store_failed", messages=len(failed), of=len(records), error=str(failed[0][1]))
+            if len(failed) == len(records):
+                raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.")
+        for i, _ in failed:  # other buckets' messages are stored: these alone were not
+            results[i] = Rejected(STORE_FAILED.error_body())
+        accepted -= len(failed)
+    log.info("batch.accepted", account=account_sid, accepted=accepted, rejected=len(items) - accepted)
+    return _encoder.encode(BatchResponse(accepted, len(items) - accepted, results))

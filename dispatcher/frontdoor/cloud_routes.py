@@ -32,10 +32,11 @@ from quart_trio import QuartTrio
 from dispatcher.channels import cloud_webhook
 from dispatcher.channels.onprem_webhook import WebhookError
 from dispatcher.core import secretpolicy
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
-from dispatcher.core.store import Store, StoreError
+from dispatcher.core.store import StoreError
 from dispatcher.webhooks import dedup
 from dispatcher.webhooks.cloud_fields import CloudFields
 from dispatcher.webhooks.inbox import Inbox
@@ -65,8 +66,8 @@ class CloudWebhooks:
     """Applies verified Cloud deliveries once each (durably, and while one is in progress);
     their changes of other fields go to ``fields``."""
 
-    def __init__(self, *, store: Store, wall: WallClock, inbox: Inbox, fields: CloudFields) -> None:
-        self._store = store
+    def __init__(self, *, buckets: Buckets, wall: WallClock, inbox: Inbox, fields: CloudFields) -> None:
+        self._buckets = buckets
         self._wall = wall
         self._inbox = inbox
         self._fields = fields
@@ -75,7 +76,8 @@ class CloudWebhooks:
 
     async def apply(self, info: NumberInfo, decoded: cloud_webhook.Decoded) -> int:
         """Apply what was not applied before; returns how many events were duplicates."""
-        store, now, scope = self._store, self._wall.now(), info.number
+        # The number (found by the phone_number_id in the path) names the bucket.
+        store, now, scope = self._buckets.for_number(info.number), self._wall.now(), info.number
         events = decoded.events
         keys = [*decoded.status_keys, *decoded.inbound_keys]
         done = dedup.seen(store, scope, keys, now) | {k for s, k in self._in_progress if s == scope}

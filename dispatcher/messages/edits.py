@@ -15,10 +15,11 @@ from typing import TypeVar, final
 import structlog
 
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import Params, first
-from dispatcher.core.store import Store, StoreError, WriteTxn
+from dispatcher.core.store import StoreError, WriteTxn
 from dispatcher.core.twilio import TwilioError, message_uri
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
@@ -34,8 +35,8 @@ def _bad_update(detail: str) -> TwilioError:
 
 @final
 class Edits:
-    def __init__(self, *, store: Store, wall: WallClock, gateway: Gateway, handoff: Handoff) -> None:
-        self._store = store
+    def __init__(self, *, buckets: Buckets, wall: WallClock, gateway: Gateway, handoff: Handoff) -> None:
+        self._buckets = buckets
         self._wall = wall
         self._gateway = gateway  # fetch: another account's sid is a 404
         self._handoff = handoff  # the sender's actor, held off a message being canceled
@@ -94,8 +95,11 @@ class Edits:
     async def _write(
         self, account_sid: str, sid: str, fn: Callable[[WriteTxn], T], wrong_state: TwilioError
     ) -> T:
+        found = self._buckets.message(sid)
         try:
-            return await self._store.write(fn)
+            if found is None:
+                raise ledger.MessageNotFound(sid)
+            return await found[0].write(fn)
         except ledger.MessageNotFound:
             uri = message_uri(account_sid, sid)
             raise TwilioError(404, 20404, f"The requested resource {uri} was not found") from None

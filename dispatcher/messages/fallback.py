@@ -1,7 +1,8 @@
 """The fallback task: when a message's fallback falls due, create it through the create path.
 
 Shaped like the scheduler: one task sleeps until the earliest entry of the
-``fallbacks`` index (``dispatcher.core.fallbacks``), or until rung (a create with a
+``fallbacks`` index (``dispatcher.core.fallbacks``) of every bucket (an entry lives
+in the bucket of its message), or until rung (a create with a
 plan, a failing status webhook), and polls every ``poll`` seconds for triggers an
 actor committed. For each due entry it decides from the message as stored now:
 
@@ -32,6 +33,7 @@ import structlog
 import trio
 
 from dispatcher.core import fallbacks, ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import FallbackPlan, MessageRecord
 from dispatcher.core.store import Store, StoreError
@@ -100,7 +102,7 @@ class Fallbacks:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         gateway: Gateway,
         handoff: Handoff,
@@ -108,7 +110,7 @@ class Fallbacks:
         batch: int = 100,
         poll: float = 1.0,
     ) -> None:
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._gateway = gateway
         self._handoff = handoff  # the sender's actor, held off a message being withdrawn
@@ -121,7 +123,7 @@ class Fallbacks:
         self.late = 0  # primaries delivered after their fallback went
 
     def pending(self) -> int:
-        return fallbacks.pending(self._store)
+        return sum(fallbacks.pending(store) for store in self._buckets.stores)
 
     def stop(self) -> None:
         """Fire nothing more; ``run`` returns (what is not due stays in LMDB)."""
@@ -149,52 +151,60 @@ class Fallbacks:
         task_status.started()
         self._stopping = False
         while not self._stopping:
-            if await self.fire_due() == self._batch:
+            if await self.fire_due() >= self._batch:
                 continue
-            first = fallbacks.first_due(self._store)
+            first = self._first_due()
             delay = self._poll if first is None else min(self._poll, first - self._wall.now())
             if delay > 0:
                 await self._alarm.wait(delay)
             else:
                 await trio.lowlevel.checkpoint()
 
-    async def fire_due(self) -> int:
-        """Handle every entry due now (at most ``batch``); returns how many were handled."""
-        now = self._wall.now()
-        entries = fallbacks.due(self._store, now, self._batch)
-        for index_key, reason in entries:
-            if self._stopping:
-                break
-            await self._fire(index_key, reason)
-        return len(entries)
+    def _first_due(self) -> float | None:
+        dues = [due for store in self._buckets.stores if (due := fallbacks.first_due(store)) is not None]
+        return min(dues, default=None)
 
-    async def _fire(self, index_key: bytes, reason: bytes) -> None:
+    async def fire_due(self) -> int:
+        """Handle every entry due now (at most ``batch`` per bucket); returns how many were handled."""
+        now = self._wall.now()
+        handled = 0
+        for store in self._buckets.stores:
+            entries = fallbacks.due(store, now, self._batch)
+            for index_key, reason in entries:
+                if self._stopping:
+                    return handled
+                await self._fire(store, index_key, reason)
+            handled += len(entries)
+        return handled
+
+    async def _fire(self, store: Store, index_key: bytes, reason: bytes) -> None:
+        """``store``: the bucket of the message (and of its index entry)."""
         sid = fallbacks.sid_of(index_key)
-        raw = self._store.get(b"messages", ledger.sid_key(sid))
+        raw = store.get(b"messages", ledger.sid_key(sid))
         record = None if raw is None else ledger.load(raw)
         plan = None if record is None else record.fallback
         try:
             if record is None or plan is None or not needed(record, plan, reason):
-                await self._store.write(fallbacks.drop(index_key))
+                await store.write(fallbacks.drop(index_key))
                 return
             if reason == fallbacks.TIMER:
-                await self._withdraw(record, plan)
-            await self._create(index_key, record, plan, reason)
+                await self._withdraw(store, record, plan)
+            await self._create(store, index_key, record, plan, reason)
         except StoreError as exc:
             log.warning("fallback.store_failed", sid=sid, error=str(exc))
-            await self._postpone(index_key)
+            await self._postpone(store, index_key)
         except Exception as exc:  # one message's fallback must not stop every other's, nor the daemon
             log.error("fallback.crashed", sid=sid, exc_info=exc)
-            await self._postpone(index_key)
+            await self._postpone(store, index_key)
 
-    async def _withdraw(self, record: MessageRecord, plan: FallbackPlan) -> None:
+    async def _withdraw(self, store: Store, record: MessageRecord, plan: FallbackPlan) -> None:
         """At the deadline, a message still in its outbox leaves it (its actor held off it meanwhile)."""
         actor = self._handoff.actor(record.from_number)
         if actor is not None and not actor.hold(record.sid):
             return  # its send has started: it keeps its course
         try:
             after = (plan.due_at or 0.0) - (record.send_at or record.date_created)
-            withdrawn = await self._store.write(fallbacks.withdraw(record.sid, after, self._wall.now()))
+            withdrawn = await store.write(fallbacks.withdraw(record.sid, after, self._wall.now()))
         finally:
             if actor is not None:
                 actor.release(record.sid)
@@ -202,7 +212,7 @@ class Fallbacks:
             log.info("fallback.primary_withdrawn", sid=record.sid, number=record.from_number)
 
     async def _create(
-        self, index_key: bytes, record: MessageRecord, plan: FallbackPlan, reason: bytes
+        self, store: Store, index_key: bytes, record: MessageRecord, plan: FallbackPlan, reason: bytes
     ) -> None:
         req = request_for(record, plan)
         try:
@@ -212,7 +222,7 @@ class Fallbacks:
         except TwilioError as exc:
             if exc.status >= 500:  # not stored, or the sender is drained: later
                 log.warning("fallback.postponed", sid=record.sid, code=exc.code, error=exc.message)
-                await self._postpone(index_key)
+                await self._postpone(store, index_key)
                 return
             self.refused += 1
             log.warning(
@@ -222,11 +232,9 @@ class Fallbacks:
                 code=exc.code,
                 error=exc.message,
             )
-            await self._store.write(
-                fallbacks.give_up(index_key, f"{exc.code}: {exc.message}", self._wall.now())
-            )
+            await store.write(fallbacks.give_up(index_key, f"{exc.code}: {exc.message}", self._wall.now()))
             return
-        await self._store.write(fallbacks.link(index_key, fallback.sid, self._wall.now()))
+        await store.write(fallbacks.link(index_key, fallback.sid, self._wall.now()))
         self.sent += 1
         log.info(
             "fallback.sent",
@@ -238,9 +246,9 @@ class Fallbacks:
             error_code=record.error_code,
         )
 
-    async def _postpone(self, index_key: bytes) -> None:
+    async def _postpone(self, store: Store, index_key: bytes) -> None:
         try:
-            await self._store.write(fallbacks.postpone(index_key, self._wall.now() + RETRY_DELAY))
+            await store.write(fallbacks.postpone(index_key, self._wall.now() + RETRY_DELAY))
         except StoreError as exc:
             log.warning("fallback.store_failed", sid=fallbacks.sid_of(index_key), error=str(exc))
             await self._alarm.wait(self._poll)

@@ -2,7 +2,10 @@
 
 Kept apart from the web framework so it is tested directly, and so every
 intake path (Twilio form, JSON, batch) shares one write and one hand-off. The
-rules a create must pass are ``rules.CreateRules``'.
+rules a create must pass are ``rules.CreateRules``'. A message is written to the
+bucket of its sender (its idempotency key too: judged in the bucket of the
+sender the create resolves to); a batch is one write per bucket it touches,
+committed concurrently.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, final
 
 import structlog
+import trio
 
 from dispatcher.core import callbacks, fallbacks, ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.models import MessageRecord
-from dispatcher.core.store import Store, StoreError, WriteTxn
+from dispatcher.core.store import StoreError, WriteTxn
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages import idempotency, scheduler
 from dispatcher.messages.handoff import Handoff
@@ -46,14 +51,14 @@ class Gateway:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         rules: CreateRules,
         handoff: Handoff,
         scheduler: Scheduler,
         alarm: fallbacks.Alarm,
         media_guard: MediaGuard | None = None,
     ) -> None:
-        self._store = store
+        self._buckets = buckets
         self._rules = rules
         self._handoff = handoff
         self._scheduler = scheduler
@@ -121,10 +126,39 @@ class Gateway:
             self._scheduler.wake()
         log.debug("messages.accepted", messages=len(records) - scheduled, scheduled=scheduled)
 
-    async def accept_many(self, records: list[MessageRecord]) -> None:
-        """``intake_many`` committed in one write, then ``handoff_many``; StoreError if not stored."""
-        seqs = await self._store.write(self.intake_many(records))
-        self.handoff_many(seqs, records)
+    async def accept_many(self, records: list[MessageRecord]) -> list[StoreError | None]:
+        """``intake_many`` committed in one write per bucket (concurrently), then ``handoff_many``.
+
+        Returns, per record in order, None if it is stored or the StoreError of its bucket's
+        write (nothing of that bucket's records was written; the other buckets' are stored).
+        """
+        buckets = self._buckets
+        if buckets.count == 1:
+            try:
+                seqs = await buckets.home.write(self.intake_many(records))
+            except StoreError as exc:
+                return [exc] * len(records)
+            self.handoff_many(seqs, records)
+            return [None] * len(records)
+        groups: dict[int, list[int]] = {}
+        for i, record in enumerate(records):
+            groups.setdefault(buckets.index(record.from_number), []).append(i)
+        outcome: list[StoreError | None] = [None] * len(records)
+
+        async def write_bucket(index: int, members: list[int]) -> None:
+            group = [records[i] for i in members]
+            try:
+                seqs = await buckets.stores[index].write(self.intake_many(group))
+            except StoreError as exc:
+                for i in members:
+                    outcome[i] = exc
+                return
+            self.handoff_many(seqs, group)
+
+        async with trio.open_nursery() as nursery:
+            for index, members in groups.items():
+                nursery.start_soon(write_bucket, index, members)
+        return outcome
 
     def handoff(self, seq: int, record: MessageRecord) -> None:
         """After ``intake`` committed: wake the number's actor for every part, or the scheduler;
@@ -166,7 +200,7 @@ class Gateway:
             )
         )
         try:
-            seq = await self._store.write(write)
+            seq = await self._buckets.for_number(record.from_number).write(write)
         except idempotency.KeyConflict:
             raise TwilioError(
                 422, 20001, "This idempotency key was already used with different parameters."
@@ -181,9 +215,9 @@ class Gateway:
         return record
 
     def fetch(self, account_sid: str, sid: str) -> MessageRecord:
-        raw = self._store.get(b"messages", ledger.sid_key(sid))
-        if raw is not None:
-            record = ledger.load(raw)
+        found = self._buckets.message(sid)
+        if found is not None:
+            record = ledger.load(found[1])
             if record.account_sid == account_sid:
                 return record
         uri = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"

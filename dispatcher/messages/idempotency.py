@@ -140,7 +140,7 @@ def sweep(now: float, limit: int = SWEEP_BATCH) -> Callable[[WriteTxn], int]:
 
 
 async def sweep_forever(store: Store, wall: WallClock, every: float = SWEEP_EVERY) -> None:
-    """Expire old keys until the store closes for writes."""
+    """Expire old keys of one bucket until its store closes for writes."""
     while True:
         await trio.sleep(every)
         try:

@@ -6,10 +6,17 @@ first, skipping what the filters reject, stopping one match past the page size
 index, not a row, so deleting messages between two page requests never breaks
 paging. ``PA...`` continues after (older than) a position, ``PB...`` returns the
 page before (newer than) it, as Twilio's ``next``/``previous`` page URIs do.
+
+An account's messages are spread over the buckets of their senders: each
+bucket's index is walked from the same position and the walks are merged by
+(creation ms, sid), so a page is newest first across buckets and a token, being
+a position in that one order, stays valid whichever buckets the next page
+comes from.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +25,7 @@ from typing import Final
 import attrs
 
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import Params, first, invalid
 from dispatcher.core.store import Store
@@ -109,20 +117,23 @@ def parse_query(params: Params) -> Query:
     )
 
 
-def read_page(store: Store, account_sid: str, query: Query) -> Page:
-    """One page of the account's messages, newest first (inline reads only)."""
+def read_page(buckets: Buckets, account_sid: str, query: Query) -> Page:
+    """One page of the account's messages, newest first, over every bucket (inline reads only)."""
     prefix = account_sid.encode() + b"\x00"
     pos = query.position
+    stores = buckets.stores
     if pos is not None and not pos.after:
         # The page before a position: the page_size matches just newer, shown newest first.
         after = _key(prefix, pos) + b"\x00"
-        it = _matches(store, query, prefix, store.scan(b"by_account", prefix, start=after))
+        walks = [_walk(store, store.scan(b"by_account", prefix, start=after)) for store in stores]
+        it = _matches(query, prefix, heapq.merge(*walks, key=_by_key))
         records = [r for _, r in zip(range(query.page_size), it, strict=False)]
         records.reverse()
         has_next = True  # the position itself is on a later page
     else:
         below = None if pos is None else _key(prefix, pos)
-        it = _matches(store, query, prefix, store.scan_back(b"by_account", prefix, below=below))
+        walks = [_walk(store, store.scan_back(b"by_account", prefix, below=below)) for store in stores]
+        it = _matches(query, prefix, heapq.merge(*walks, key=_by_key, reverse=True))
         if pos is None and query.page > 0:
             # ``Page`` without a token (hand-built URL): skip the earlier pages.
             for _ in zip(range(query.page * query.page_size), it, strict=False):
@@ -140,11 +151,18 @@ def read_page(store: Store, account_sid: str, query: Query) -> Page:
     )
 
 
-def _matches(
-    store: Store, query: Query, prefix: bytes, keys: Iterator[tuple[bytes, bytes]]
-) -> Iterator[MessageRecord]:
-    skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
+def _walk(store: Store, keys: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, Store]]:
     for key, _ in keys:
+        yield key, store
+
+
+def _by_key(item: tuple[bytes, Store]) -> bytes:
+    return item[0]
+
+
+def _matches(query: Query, prefix: bytes, keys: Iterator[tuple[bytes, Store]]) -> Iterator[MessageRecord]:
+    skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
+    for key, store in keys:
         raw = store.get(b"messages", key[skip:])
         if raw is None:
             continue  # deleted between the index read and this one

@@ -10,18 +10,19 @@ batch what its items share.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final, Protocol, final
 
 import attrs
 
 from dispatcher.config import ServiceConfig
 from dispatcher.core import fallbacks, parts, segments, window
+from dispatcher.core.bucketing import slot_of
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
-from dispatcher.core.models import FallbackPlan, MessageRecord, TemplateSend, new_sid, new_sids
+from dispatcher.core.models import FallbackPlan, MessageRecord, SidBatch, TemplateSend, new_sid
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
-from dispatcher.core.store import Store
 from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.messages import fallback_plan, scheduler
 from dispatcher.messages.compose import Content, compose, text_content
@@ -139,28 +140,26 @@ class CreateRules:
     """The create rules over the running configuration: the directory, services, templates, drains.
 
     ``draining`` is the set of numbers an operator is draining (``ops``): they take no new
-    messages. ``running`` says whether a number's actor runs (a service prefers those).
+    messages. ``buckets``: the data root's buckets (the 24 h window of a sender, its sids' slot).
     """
 
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         directory: Directory,
         templates: TemplateRegistry,
         services: Services,
         draining: set[str],
-        running: Callable[[str], bool],
         max_body_chars: int = MAX_BODY_CHARS,
     ) -> None:
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._directory = directory
         self._templates = templates
         self._services = services
         self._draining = draining
-        self._running = running
         self._max_body_chars = max_body_chars
         self._addresses: dict[str, str] = {}
 
@@ -182,7 +181,7 @@ class CreateRules:
         if req.from_:
             from_ = self._address(req.from_, field="From", code=21212)
         elif service is not None:
-            from_ = self._services.pick(service, to, now, self._running)
+            from_ = self._services.pick(service, to, now)
         else:
             raise _missing_from()
         info = self._sender(account_sid, from_, req.from_)
@@ -207,7 +206,7 @@ class CreateRules:
         if req.status_callback:
             _check_callback(req.status_callback)
         record = MessageRecord(
-            sid=new_sid("MM" if content.media_urls else "SM"),
+            sid=new_sid("MM" if content.media_urls else "SM", slot_of(from_)),
             account_sid=account_sid,
             from_number=from_,
             to_number=to,
@@ -269,7 +268,7 @@ class CreateRules:
         """
         senders: dict[str, tuple[str, NumberInfo]] = {}
         callbacks: set[str] = set()
-        sids = iter(new_sids("SM", len(requests)))
+        sids = SidBatch("SM", len(requests))
         out: list[MessageRecord | TwilioError] = []
         for req in requests:
             try:
@@ -284,7 +283,7 @@ class CreateRules:
         req: PlainSend,
         senders: dict[str, tuple[str, NumberInfo]],
         callbacks: set[str],
-        sids: Iterator[str],
+        sids: SidBatch,
     ) -> MessageRecord:
         if not req.to:
             raise _missing_to()
@@ -313,7 +312,7 @@ class CreateRules:
             _check_callback(callback)
             callbacks.add(callback)
         record = MessageRecord(
-            sid=next(sids),
+            sid=sids.mint(slot_of(from_)),
             account_sid=account_sid,
             from_number=from_,
             to_number=to,
@@ -381,7 +380,9 @@ class CreateRules:
         self, info: NumberInfo, to: str, template: TemplateSend | None, now: float
     ) -> bool:
         return (
-            info.enforce_window and template is None and not window.is_open(self._store, info.number, to, now)
+            info.enforce_window
+            and template is None
+            and not window.is_open(self._buckets.for_number(info.number), info.number, to, now)
         )
 
     def window_blocks(self, record: MessageRecord, now: float) -> bool:

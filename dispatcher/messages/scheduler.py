@@ -2,11 +2,12 @@
 
 A scheduled message is stored with status ``scheduled`` and no outbox entry,
 plus an index entry in the ``scheduled`` DB keyed by due time (ms, big-endian)
-and sid, so a cursor walks them in due order. One timer task sleeps until the
-earliest due time (or until a new, earlier message wakes it), then moves every
-due message to ``queued`` and onto its number's outbox in one write, and hands
-them to the actors. The index is the source of truth: after a restart the task
-fires whatever fell due while the daemon was down, at once.
+and sid, so a cursor walks them in due order, in the bucket of its sender. One
+timer task sleeps until the earliest due time of every bucket (or until a new,
+earlier message wakes it), then moves every due message to ``queued`` and onto
+its number's outbox in one write per bucket, and hands them to the actors. The
+index is the source of truth: after a restart the task fires whatever fell due
+while the daemon was down, at once.
 
 Times are wall-clock (``SendAt`` is a UTC instant) and come from the injected
 ``WallClock``; the task sleeps in bounded steps so a wall-clock jump is seen
@@ -25,6 +26,7 @@ import structlog
 import trio
 
 from dispatcher.core import fallbacks, ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord, record_decoder, record_encoder
 from dispatcher.core.store import Store, WriteTxn
@@ -107,19 +109,25 @@ def _fire(now: float, limit: int, blocked: Blocked) -> Callable[[WriteTxn], list
     return fn
 
 
+def _next_due(store: Store) -> float | None:
+    for key, _ in store.scan(b"scheduled", b""):
+        return int.from_bytes(key[:8], "big") / 1000.0
+    return None
+
+
 @final
 class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         notify: Notify,
         blocked: Blocked = lambda record, now: False,
         batch: int = 1000,
         max_sleep: float = 60.0,
     ) -> None:
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._notify = notify
         self._blocked = blocked
@@ -139,26 +147,39 @@ class Scheduler:
         self._wakeup.set()
 
     def next_due(self) -> float | None:
-        for key, _ in self._store.scan(b"scheduled", b""):
-            return int.from_bytes(key[:8], "big") / 1000.0
-        return None
+        """The earliest due time over every bucket."""
+        earliest = None
+        for store in self._buckets.stores:
+            due = _next_due(store)
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        return earliest
 
     def pending(self) -> int:
-        return self._store.count(b"scheduled", b"")
+        return sum(store.count(b"scheduled", b"") for store in self._buckets.stores)
 
     async def fire_due(self) -> int:
         """Queue every message due now; returns how many were queued."""
         total = 0
+        now = self._wall.now()
+        for store in self._buckets.stores:
+            due = _next_due(store)
+            if due is not None and due <= now:
+                total += await self._fire_bucket(store)
+        self.fired += total
+        return total
+
+    async def _fire_bucket(self, store: Store) -> int:
+        total = 0
         while True:
             now = self._wall.now()
-            fired = await self._store.write(_fire(now, self._batch, self._blocked))
+            fired = await store.write(_fire(now, self._batch, self._blocked))
             for first, record in fired:
                 for part in range(record.parts):
                     self._notify(first + part, record, part)
                 log.info("message.schedule_fired", sid=record.sid, number=record.from_number)
             total += len(fired)
             if len(fired) < self._batch:
-                self.fired += total
                 return total
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -24,8 +24,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from actors.number import NumberActor
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.histogram import HistogramSnapshot
-from dispatcher.core.store import Store, number_key
+from dispatcher.core.store import number_key
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,13 +64,13 @@ class DispatcherCollector(Collector):
         self,
         *,
         actors: Callable[[], Iterable[NumberActor]],
-        store: Store,
+        buckets: Buckets,
         requests: RequestCounts,
         restarts: Callable[[str], int] | None = None,
     ) -> None:
         self._actors = actors
         self._restarts = restarts
-        self._store = store
+        self._buckets = buckets
         self._requests = requests
         self._extra: dict[str, tuple[str, str, GaugeSource]] = {}
         self._labelled: dict[str, tuple[str, str, Callable[[], Mapping[str, int]]]] = {}
@@ -204,7 +205,11 @@ class DispatcherCollector(Collector):
             if stats.token_expires_in is not None:
                 expiry.add_metric(n, stats.token_expires_in)
             # A running actor holds its whole outbox in memory; otherwise count in LMDB.
-            depth = stats.pending if stats.running else self._store.count(b"outbox", number_key(stats.number))
+            depth = (
+                stats.pending
+                if stats.running
+                else self._buckets.for_number(stats.number).count(b"outbox", number_key(stats.number))
+            )
             outbox.add_metric(n, depth)
             in_flight.add_metric(n, stats.in_flight)
             up.add_metric(n, 1.0 if stats.running and not stats.paused else 0.0)
@@ -240,28 +245,7 @@ class DispatcherCollector(Collector):
         for (method, route, status), count in sorted(self._requests.counts.items()):
             requests.add_metric([method, route, status], count)
         yield requests
-        batch = HistogramMetricFamily(
-            "wadispatch_store_commit_batch_size", "Writes per LMDB group commit.", labels=[]
-        )
-        _add_histogram(batch, [], self._store.batch_sizes.snapshot())
-        yield batch
-        seconds = HistogramMetricFamily(
-            "wadispatch_store_commit_seconds", "LMDB group commit time, begin to fsync.", labels=[]
-        )
-        _add_histogram(seconds, [], self._store.commit_seconds.snapshot())
-        yield seconds
-        store = self._store.statistics()
-        queued = GaugeMetricFamily("wadispatch_store_queued_writes", "Writes waiting for the next commit.")
-        queued.add_metric([], store.queued)
-        yield queued
-        failed = CounterMetricFamily(
-            "wadispatch_store_failed_commits", "Group commits that failed (map or disk full, I/O error)."
-        )
-        failed.add_metric([], store.failed_commits)
-        yield failed
-        failing = GaugeMetricFamily("wadispatch_store_failing", "1 while the last group commit failed.")
-        failing.add_metric([], 1.0 if store.failing else 0.0)
-        yield failing
+        yield from self._buckets_metrics()
         for name, (kind, documentation, source) in sorted(self._extra.items()):
             family: GaugeMetricFamily | CounterMetricFamily = (
                 GaugeMetricFamily(name, documentation)
@@ -275,6 +259,36 @@ class DispatcherCollector(Collector):
             for value, count in sorted(counts().items()):
                 counter.add_metric([value], count)
             yield counter
+
+    def _buckets_metrics(self) -> Iterator[Metric]:
+        """Each bucket's LMDB writer, labelled by bucket."""
+        label = ["bucket"]
+        batch = HistogramMetricFamily(
+            "wadispatch_store_commit_batch_size", "Writes per LMDB group commit.", labels=label
+        )
+        seconds = HistogramMetricFamily(
+            "wadispatch_store_commit_seconds", "LMDB group commit time, begin to fsync.", labels=label
+        )
+        queued = GaugeMetricFamily(
+            "wadispatch_store_queued_writes", "Writes waiting for the next commit.", labels=label
+        )
+        failed = CounterMetricFamily(
+            "wadispatch_store_failed_commits",
+            "Group commits that failed (map or disk full, I/O error).",
+            labels=label,
+        )
+        failing = GaugeMetricFamily(
+            "wadispatch_store_failing", "1 while the last group commit failed.", labels=label
+        )
+        for index, store in enumerate(self._buckets.stores):
+            bucket = [str(index)]
+            _add_histogram(batch, bucket, store.batch_sizes.snapshot())
+            _add_histogram(seconds, bucket, store.commit_seconds.snapshot())
+            stats = store.statistics()
+            queued.add_metric(bucket, stats.queued)
+            failed.add_metric(bucket, stats.failed_commits)
+            failing.add_metric(bucket, 1.0 if stats.failing else 0.0)
+        yield from (batch, seconds, queued, failed, failing)
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], snap: HistogramSnapshot) -> None:

@@ -17,6 +17,7 @@ import trio
 from actors.number import NumberActor
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.directory import Directory
 from dispatcher.core.models import entry_decoder
 from dispatcher.core.store import Store, number_key
@@ -52,10 +53,23 @@ class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     unrecorded: int = 0  # outcomes of sends waiting for storage
 
 
+class BucketStatus(msgspec.Struct, kw_only=True, frozen=True):
+    """One bucket (LMDB environment) of the data root, as this daemon sees it."""
+
+    bucket: int
+    commits: int
+    queued: int  # writes waiting for its next group commit
+    failed_commits: int
+    failing: bool
+    outbox: int  # entries waiting to be sent, every number of the bucket
+    callbacks: int  # customer callbacks waiting
+
+
 class Status(msgspec.Struct, kw_only=True, frozen=True):
     numbers: list[NumberStatus]
-    store_commits: int
+    store_commits: int  # over every bucket
     store_queued: int
+    buckets: list[BucketStatus] = []
 
 
 class OutboxItem(msgspec.Struct, kw_only=True, frozen=True):
@@ -112,7 +126,7 @@ class Operations:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         supervisor: Supervisor,
         directory: Directory,
         draining: set[str],
@@ -120,7 +134,7 @@ class Operations:
     ) -> None:
         """``draining``: the numbers refusing new messages, shared with the create rules;
         ``reload``: a live reload (None: this process cannot reload)."""
-        self._store = store
+        self._buckets = buckets
         self._supervisor = supervisor
         self._directory = directory
         self._draining = draining
@@ -136,7 +150,7 @@ class Operations:
         return actor
 
     def outbox_depth(self, number: str) -> int:
-        return self._store.count(b"outbox", number_key(number))
+        return self._buckets.for_number(number).count(b"outbox", number_key(number))
 
     def state(self, number: str) -> str:
         return self._state(self._actor(number), self._supervisor.states())
@@ -186,11 +200,25 @@ class Operations:
                     unrecorded=stats.unrecorded,
                 )
             )
-        store = self._store.statistics()
+        buckets = [self.bucket_status(index, store) for index, store in enumerate(self._buckets.stores)]
         return Status(
             numbers=sorted(numbers, key=lambda n: n.number),
-            store_commits=store.commits,
-            store_queued=store.queued,
+            store_commits=sum(b.commits for b in buckets),
+            store_queued=sum(b.queued for b in buckets),
+            buckets=buckets,
+        )
+
+    @staticmethod
+    def bucket_status(index: int, store: Store) -> BucketStatus:
+        stats = store.statistics()
+        return BucketStatus(
+            bucket=index,
+            commits=stats.commits,
+            queued=stats.queued,
+            failed_commits=stats.failed_commits,
+            failing=stats.failing,
+            outbox=store.entries(b"outbox"),
+            callbacks=store.entries(b"callbacks"),
         )
 
     def outbox(self, number: str, *, limit: int = 100) -> Outbox:
@@ -198,7 +226,7 @@ class Operations:
         self._actor(number)
         limit = max(1, min(limit, MAX_OUTBOX_PAGE))
         prefix = number_key(number)
-        store = self._store
+        store = self._buckets.for_number(number)
         entries: list[OutboxItem] = []
         depth = 0
         for key, value in store.scan(b"outbox", prefix):

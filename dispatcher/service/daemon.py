@@ -1,7 +1,8 @@
 """run_daemon(): the whole gateway in one Trio run, and its orderly shutdown.
 
-Nesting is the shutdown order: the LMDB environment outlives
-the writer, the writer outlives the actors, the actors outlive the front door.
+Nesting is the shutdown order: the LMDB environments (one per bucket of the
+data root) outlive their writers, the writers outlive the actors, the actors
+outlive the front door.
 On SIGTERM/SIGINT (or ``shutdown.set()``): the front door stops accepting and
 finishes its requests, the actors start no new sends and finish those in flight
 (bounded by ``drain_timeout``; what is cut off stays in the outbox), the writer
@@ -33,8 +34,10 @@ from dispatcher.config import (
     parse_listen,
     waba_base_url,
 )
-from dispatcher.core import orphans
+from dispatcher.core import dataroot, orphans
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import SystemWallClock, WallClock
+from dispatcher.core.dataroot import DataRoot, open_root
 from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import Resolver, UrlGuard
 from dispatcher.core.store import Store
@@ -89,7 +92,8 @@ class Running:
     """Handles on a running daemon, for tests and benches: ``started()`` value of run_daemon."""
 
     url: str
-    store: Store
+    buckets: Buckets
+    store: Store  # bucket 0: the only one of a one-bucket data root
     wall: WallClock
     supervisor: Supervisor
     directory: Directory
@@ -161,12 +165,12 @@ async def _watch_reload(
             nursery.cancel_scope.cancel()
 
 
-def _callback_metrics(collector: DispatcherCollector, store: Store, sender: CallbackSender) -> None:
+def _callback_metrics(collector: DispatcherCollector, buckets: Buckets, sender: CallbackSender) -> None:
     """Customer callbacks on /metrics: the durable queue's depth and what the sender did."""
     collector.add_gauge(
         "wadispatch_callback_queue_depth",
         "Status callbacks and inbound webhooks waiting in LMDB for the customer's endpoint.",
-        lambda: store.entries(b"callbacks"),
+        lambda: sum(store.entries(b"callbacks") for store in buckets.stores),
     )
     for name, doc in (
         ("delivered", "Callbacks the customer's endpoint accepted."),
@@ -193,12 +197,12 @@ def _field_metrics(collector: DispatcherCollector, fields: CloudFields) -> None:
     )
 
 
-def _fallback_metrics(collector: DispatcherCollector, store: Store, fallbacks: Fallbacks) -> None:
+def _fallback_metrics(collector: DispatcherCollector, buckets: Buckets, fallbacks: Fallbacks) -> None:
     """Fallback messages on /metrics: what waits in the index and what the task did."""
     collector.add_gauge(
         "wadispatch_fallbacks_pending",
         "Messages whose fallback may still fall due (deadlines and triggers in LMDB).",
-        lambda: store.entries(b"fallbacks"),
+        lambda: sum(store.entries(b"fallbacks") for store in buckets.stores),
     )
     for name, doc in (
         ("sent", "Fallback messages created and linked to the message they stand in for."),
@@ -267,15 +271,10 @@ async def _notify_stopping(shutdown: trio.Event, notifier: Notifier) -> None:
     notifier.stopping()
 
 
-def _writer_health(store: Store, notifier: Notifier) -> WriterProgress:
-    """Healthy unless the LMDB writer has queued writes and no commit for half the watchdog period."""
+def _writer_health(buckets: Buckets, notifier: Notifier) -> WriterProgress:
+    """Healthy unless the LMDB writers have queued writes and no commit for half the watchdog period."""
     period = (notifier.watchdog_usec or 0) / 1_000_000
-
-    def progress() -> tuple[int, int]:
-        stats = store.statistics()
-        return stats.commits, stats.queued
-
-    return WriterProgress(progress, stall_after=max(10.0, period / 2))
+    return WriterProgress(buckets.statistics_sum, stall_after=max(10.0, period / 2))
 
 
 async def run_daemon(
@@ -301,12 +300,45 @@ async def run_daemon(
     wall = wall or SystemWallClock()
     notifier = notifier or Notifier.from_environ()
     shutdown = shutdown or trio.Event()
-    store = Store(
-        config.store.data_dir,
+    root = open_root(config.store.data_dir, config.store.buckets)
+    with dataroot.held(root):
+        await _run_on_root(
+            config,
+            root,
+            wall=wall,
+            shutdown=shutdown,
+            handle_signals=handle_signals,
+            make_transport=make_transport,
+            reload_config=reload_config,
+            notifier=notifier,
+            resolver=resolver,
+            on_ready=on_ready,
+            task_status=task_status,
+        )
+
+
+async def _run_on_root(
+    config: Config,
+    root: DataRoot,
+    *,
+    wall: WallClock,
+    shutdown: trio.Event,
+    handle_signals: bool,
+    make_transport: TransportFactory,
+    reload_config: Callable[[], Config] | None,
+    notifier: Notifier,
+    resolver: Resolver | None,
+    on_ready: Callable[[], None] | None,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """``run_daemon`` on a data root it holds (shared: a rebucket cannot start under it)."""
+    buckets = Buckets.open(
+        root,
         map_size=config.store.map_size_mb << 20,
         map_max=(config.store.map_max_mb << 20) or None,
         max_batch=config.store.max_batch,
     )
+    store = buckets.home
     # Opened outside the nursery that uses it (closing it under its users fails them); cold path, own pool.
     callback_client = httpx.AsyncClient(
         follow_redirects=False,
@@ -316,21 +348,22 @@ async def run_daemon(
     # Meta's Graph API for the WABAs' templates (a sync every few minutes, an operator's submit).
     graph_client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=GRAPH_TIMEOUT)
     try:
-        async with callback_client, graph_client, trio.open_nursery() as root:
+        async with callback_client, graph_client, trio.open_nursery() as root_nursery:
             if handle_signals:
-                await root.start(_watch_signals, shutdown, root.cancel_scope)
-            root.start_soon(_notify_stopping, shutdown, notifier)
+                await root_nursery.start(_watch_signals, shutdown, root_nursery.cancel_scope)
+            root_nursery.start_soon(_notify_stopping, shutdown, notifier)
             listening = ListeningUrl()
             sandbox: Sandbox | None = None
             if config.simulator is not None:
                 # Imported only when asked for: a production daemon never loads the simulator.
                 from dispatcher.service.sandbox import start_sandbox
 
-                sandbox = await start_sandbox(config.simulator, root, front_url=listening.get)
+                sandbox = await start_sandbox(config.simulator, root_nursery, front_url=listening.get)
             async with trio.open_nursery() as io:
-                await io.start(store.run_writer)
-                await root.start(notifier.watchdog, _writer_health(store, notifier))
-                root.start_soon(idempotency.sweep_forever, store, wall)
+                for bucket in buckets.stores:
+                    await io.start(bucket.run_writer)
+                    root_nursery.start_soon(idempotency.sweep_forever, bucket, wall)
+                await root_nursery.start(notifier.watchdog, _writer_health(buckets, notifier))
                 catalog = TemplateCatalog(store, policies={w.id: w.on_paused for w in config.wabas})
                 template_sync = TemplateSync(
                     catalog=catalog,
@@ -338,7 +371,7 @@ async def run_daemon(
                     wall=wall,
                 )
                 fleet = Fleet(
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     make_transport=make_transport,
                     simulator_url=sandbox.url if sandbox is not None else None,
@@ -360,7 +393,7 @@ async def run_daemon(
                 url_guard = UrlGuard(config.callbacks.allow_private, resolver=resolver)
                 media_guard = MediaGuard(url_guard)
                 messaging = build_messaging(
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     supervisor=supervisor,
                     numbers=[number_info(n) for n in config.numbers],
@@ -371,21 +404,21 @@ async def run_daemon(
                         load_file(config.messaging.templates_file) if config.messaging.templates_file else (),
                         catalog=catalog,
                     ),
-                    services=Services(config.services, store),
+                    services=Services(config.services, buckets),
                     max_body_chars=config.messaging.max_body,
                     media_guard=media_guard,
                 )
                 directory, auth, handoff = messaging.directory, messaging.auth, messaging.handoff
                 # WhatsApp's webhooks and the customer's callbacks.
                 replies = TwimlReplies(
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     numbers=directory.get,
                     notify=handoff.notify,
                     media_guard=media_guard,
                 )
                 sender = CallbackSender(
-                    store=store,
+                    buckets=buckets,
                     client=callback_client,
                     auth_token=auth.auth_token,
                     guard=url_guard,
@@ -394,7 +427,7 @@ async def run_daemon(
                     on_reply=replies.reply,
                 )
                 inbox = Inbox(
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     public_url=PublicUrl(config.server.public_url, listening).get,
                     wake_callbacks=sender.wake,
@@ -413,7 +446,7 @@ async def run_daemon(
                     else Reloader(
                         load=reload_config,
                         config=config,
-                        store=store,
+                        buckets=buckets,
                         supervisor=supervisor,
                         fleet=fleet,
                         directory=directory,
@@ -425,7 +458,7 @@ async def run_daemon(
                     )
                 )
                 ops = Operations(
-                    store=store,
+                    buckets=buckets,
                     supervisor=supervisor,
                     directory=directory,
                     draining=messaging.draining,
@@ -435,7 +468,7 @@ async def run_daemon(
                 metrics = Metrics(
                     DispatcherCollector(
                         actors=supervisor.actors,
-                        store=store,
+                        buckets=buckets,
                         requests=requests,
                         restarts=supervisor.restarts,
                     )
@@ -457,14 +490,14 @@ async def run_daemon(
                 # The front door.
                 routes = HotRoutes(auth=auth, rules=messaging.rules, gateway=messaging.gateway, inbox=inbox)
                 quart_app = make_app(
-                    store=store,
+                    buckets=buckets,
                     auth=auth,
                     gateway=messaging.gateway,
                     routes=routes,
                     edits=messaging.edits,
                     templates=messaging.templates,
                     directory=directory,
-                    cloud_hooks=CloudWebhooks(store=store, wall=wall, inbox=inbox, fields=cloud_fields),
+                    cloud_hooks=CloudWebhooks(buckets=buckets, wall=wall, inbox=inbox, fields=cloud_fields),
                     handoff=handoff,
                     supervisor=supervisor,
                     ops=ops,
@@ -487,8 +520,8 @@ async def run_daemon(
                         requests=requests,
                     )
                 )
-                _callback_metrics(metrics.collector, store, sender)
-                _fallback_metrics(metrics.collector, store, messaging.fallbacks)
+                _callback_metrics(metrics.collector, buckets, sender)
+                _fallback_metrics(metrics.collector, buckets, messaging.fallbacks)
                 connections = ConnectionCap(config.server.max_connections)
                 _connection_metrics(metrics.collector, connections)
                 metrics.collector.add_labelled_counter(
@@ -534,6 +567,7 @@ async def run_daemon(
                         task_status.started(
                             Running(
                                 url=url,
+                                buckets=buckets,
                                 store=store,
                                 wall=wall,
                                 supervisor=supervisor,
@@ -564,10 +598,12 @@ async def run_daemon(
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 syncing.cancel()
                 await fleet.aclose()
-                store.close()  # the writer commits what is queued, then returns
-            root.cancel_scope.cancel()
+                for bucket in buckets.stores:
+                    bucket.close()  # each writer commits what is queued, then returns
+            root_nursery.cancel_scope.cancel()
     finally:
-        store.close_env()
+        for bucket in buckets.stores:
+            bucket.close_env()
         log.info("daemon.stopped")
 
 

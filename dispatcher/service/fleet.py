@@ -21,10 +21,10 @@ from actors.transport import Transport
 from actors.unrecorded import Unrecorded
 from dispatcher.channels.spec_channel import webhook_path
 from dispatcher.config import Config, NumberConfig, cloud_base_url
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.channelspec.load import LoadedSpec, Registry, load_registry
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import CloudHook, NumberInfo
-from dispatcher.core.store import Store
 from dispatcher.service.numbers import build_actor, spec_settings
 
 log = structlog.get_logger()
@@ -70,7 +70,7 @@ class Fleet:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         make_transport: TransportFactory,
         simulator_url: str | None = None,
@@ -84,7 +84,7 @@ class Fleet:
         ``templates``: the template gate every actor asks before a template send."""
         self._channels = channels if channels is not None else load_registry()
         self._public_url = public_url
-        self._store = store
+        self._buckets = buckets
         self._templates = templates
         self._wall = wall
         self._make_transport = make_transport
@@ -108,7 +108,7 @@ class Fleet:
         actor = build_actor(
             num,
             transport,
-            store=self._store,
+            store=self._buckets.for_number(num.number),  # the actor's bucket: everything of its number
             wall=self._wall,
             unrecorded=unrecorded,
             spec=spec,

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from actors.supervisor import Supervisor
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.fallbacks import Alarm
-from dispatcher.core.store import Store
 from dispatcher.messages.auth import ApiKey, Authenticator
 from dispatcher.messages.edits import Edits
 from dispatcher.messages.fallback import Fallbacks
@@ -32,7 +32,7 @@ from dispatcher.messages.templates import TemplateRegistry
 
 @attrs.frozen
 class Messaging:
-    store: Store
+    buckets: Buckets
     directory: Directory
     auth: Authenticator
     draining: set[str]  # numbers an operator drains (ops): the rules refuse new messages for them
@@ -47,7 +47,7 @@ class Messaging:
 
 def build_messaging(
     *,
-    store: Store,
+    buckets: Buckets,
     wall: WallClock,
     supervisor: Supervisor,
     numbers: Iterable[NumberInfo],
@@ -63,24 +63,28 @@ def build_messaging(
     directory = Directory(numbers)
     draining: set[str] = set()
     handoff = Handoff(supervisor)
-    templates = templates if templates is not None else TemplateRegistry(store)
+    templates = templates if templates is not None else TemplateRegistry(buckets.home)
     rules = CreateRules(
-        store=store,
+        buckets=buckets,
         wall=wall,
         directory=directory,
         templates=templates,
-        services=services if services is not None else Services((), store),
+        services=services if services is not None else Services((), buckets),
         draining=draining,
-        running=handoff.running,
         max_body_chars=max_body_chars,
     )
-    scheduler = Scheduler(store=store, wall=wall, notify=handoff.notify_part, blocked=rules.window_blocks)
+    scheduler = Scheduler(buckets=buckets, wall=wall, notify=handoff.notify_part, blocked=rules.window_blocks)
     alarm = Alarm()
     gateway = Gateway(
-        store=store, rules=rules, handoff=handoff, scheduler=scheduler, alarm=alarm, media_guard=media_guard
+        buckets=buckets,
+        rules=rules,
+        handoff=handoff,
+        scheduler=scheduler,
+        alarm=alarm,
+        media_guard=media_guard,
     )
     return Messaging(
-        store=store,
+        buckets=buckets,
         directory=directory,
         auth=Authenticator(accounts, api_keys),
         draining=draining,
@@ -89,6 +93,6 @@ def build_messaging(
         rules=rules,
         scheduler=scheduler,
         gateway=gateway,
-        edits=Edits(store=store, wall=wall, gateway=gateway, handoff=handoff),
-        fallbacks=Fallbacks(store=store, wall=wall, gateway=gateway, handoff=handoff, alarm=alarm),
+        edits=Edits(buckets=buckets, wall=wall, gateway=gateway, handoff=handoff),
+        fallbacks=Fallbacks(buckets=buckets, wall=wall, gateway=gateway, handoff=handoff, alarm=alarm),
     )

@@ -34,9 +34,9 @@ import trio
 
 from actors.supervisor import Supervisor
 from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig, Secret, channel_registry
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import UrlGuard
-from dispatcher.core.store import Store
 from dispatcher.core.template_file import Template, TemplateError, load_file
 from dispatcher.messages.auth import Authenticator, api_keys
 from dispatcher.messages.rules import CreateRules
@@ -88,7 +88,7 @@ class Reloader:
         *,
         load: Callable[[], Config],
         config: Config,
-        store: Store,
+        buckets: Buckets,
         supervisor: Supervisor,
         fleet: Fleet,
         directory: Directory,
@@ -103,7 +103,7 @@ class Reloader:
         simulator, if this process runs one (simulated numbers can be added only then)."""
         self._load = load
         self.config = config
-        self._store = store
+        self._buckets = buckets
         self._supervisor = supervisor
         self._fleet = fleet
         self._directory = directory
@@ -169,7 +169,7 @@ class Reloader:
         # Intake first: removed numbers refuse new messages from here on (their webhooks still apply).
         self._directory.reload(number_info(num) for num in new_numbers.values())
         self._auth.reload(gateway_accounts(new), api_keys(new))
-        self._rules.reload(Services(new.services, self._store), new.messaging.max_body)
+        self._rules.reload(Services(new.services, self._buckets), new.messaging.max_body)
         self._registry.reload(templates)
         self._fleet.reload_channels(channel_registry(new))  # checked by config.validate already
         if self._url_guard is not None and old.callbacks.allow_private != new.callbacks.allow_private:

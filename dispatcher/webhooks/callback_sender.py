@@ -16,8 +16,10 @@ Why this shape:
   up, so a customer sees ``sent``, ``delivered``, ``read`` in that order even
   when the first POST is slow or retried. Other messages still go in parallel.
   The order lives in the keys, so it holds across restarts too.
-- The queue in LMDB is the truth (``callbacks.py``). The sender reads each
-  destination's FIFO from where its lane stopped, on a wake-up after a commit
+- The queue in LMDB is the truth (``callbacks.py``), one per bucket (a
+  callback lives in the bucket of its number, with its message). A lane takes
+  its destination's entries from every bucket; the sender reads each
+  destination's FIFO in each bucket from where its lane stopped, on a wake-up after a commit
   and on a timer (writes committed by actors do not wake it), so a restart
   simply starts over from the first pending entry.
 - An entry leaves the queue when the customer answered 2xx, refused it for
@@ -43,6 +45,7 @@ import structlog
 import trio
 
 from dispatcher.core import callbacks
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.callbacks import CallbackEntry
 from dispatcher.core.clock import WallClock
 from dispatcher.core.ssrf import RefusedURLError, ResolveError, UrlGuard
@@ -75,8 +78,9 @@ class SenderSettings:
 @attrs.define(eq=False)
 class _Lane:
     origin: str
-    queue: deque[tuple[bytes, CallbackEntry]] = attrs.Factory(deque)
-    last_key: bytes = b""  # highest key queued so far: the next read resumes after it
+    queue: deque[tuple[Store, bytes, CallbackEntry]] = attrs.Factory(deque)
+    # Per bucket, the highest key queued so far: the next read resumes after it.
+    last_keys: dict[int, bytes] = attrs.Factory(dict)
     busy: set[str] = attrs.Factory(set)  # messages (sids) with a callback in flight
     workers: int = 0
     failures: int = 0
@@ -110,7 +114,7 @@ class CallbackSender:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         client: httpx.AsyncClient,
         auth_token: Callable[[str], str | None],
         guard: UrlGuard,
@@ -120,7 +124,7 @@ class CallbackSender:
         journal: CallbackJournal | None = None,
     ) -> None:
         """``journal`` keeps the recent attempts for operators (a fresh one if not given)."""
-        self._store = store
+        self._buckets = buckets
         self._client = client
         self._auth_token = auth_token  # looked up per attempt: a reload may rotate it
         self._guard = guard
@@ -177,9 +181,13 @@ class CallbackSender:
     # -- reading the queue ----------------------------------------------------------
 
     def _fill(self) -> None:
-        """Top up every destination's lane from LMDB (inline: reads are ~1 us each)."""
+        """Top up every destination's lane from every bucket (inline: reads are ~1 us each)."""
+        for index, store in enumerate(self._buckets.stores):
+            self._fill_from(index, store)
+
+    def _fill_from(self, index: int, store: Store) -> None:
         start = b""
-        while (key := self._first_key(start)) is not None:
+        while (key := _first_key(store, start)) is not None:
             prefix = key[: key.index(SEP) + 1]
             origin_ = prefix[:-1].decode()
             lane = self._lanes.get(origin_)
@@ -187,27 +195,16 @@ class CallbackSender:
                 lane = self._lanes[origin_] = _Lane(origin_)
             room = self._s.lane_size - len(lane.queue)
             if room > 0:
-                after = lane.last_key + b"\x00" if lane.last_key else prefix
-                with contextlib.closing(self._scan(prefix, after)) as rows:
+                last = lane.last_keys.get(index)
+                after = last + b"\x00" if last else prefix
+                with contextlib.closing(_scan(store, prefix, after)) as rows:
                     for k, v in itertools.islice(rows, room):
-                        lane.queue.append((k, callbacks.entry_decoder.decode(v)))
-                        lane.last_key = k
+                        lane.queue.append((store, k, callbacks.entry_decoder.decode(v)))
+                        lane.last_keys[index] = k
             self._spawn_workers(lane)
             if not lane.queue and lane.workers == 0:
                 del self._lanes[origin_]
             start = prefix[:-1] + b"\x01"  # skip to the next destination
-
-    def _scan(self, prefix: bytes, start: bytes) -> Generator[tuple[bytes, bytes], None, None]:
-        """The store's scan generator (closed promptly: it holds a read txn)."""
-        return cast(
-            "Generator[tuple[bytes, bytes], None, None]", self._store.scan(callbacks.DB, prefix, start=start)
-        )
-
-    def _first_key(self, start: bytes) -> bytes | None:
-        with contextlib.closing(self._scan(b"", start)) as rows:
-            for key, _ in rows:
-                return key
-        return None
 
     def _spawn_workers(self, lane: _Lane) -> None:
         assert self._nursery is not None
@@ -227,11 +224,11 @@ class CallbackSender:
                 index = _next_index(lane)
                 if index is None:
                     return  # each message left has a callback in flight: its worker goes on
-                key, entry = lane.queue[index]
+                store, key, entry = lane.queue[index]
                 del lane.queue[index]
                 lane.busy.add(entry.sid)
                 try:
-                    done = await self._attempt(key, entry)
+                    done = await self._attempt(store, key, entry)
                 finally:
                     lane.busy.discard(entry.sid)
                 if done:
@@ -240,7 +237,7 @@ class CallbackSender:
                     self._spawn_workers(lane)  # this message's next callback may go now
                 else:
                     # Back at the front: before this message's later callbacks, first to retry.
-                    lane.queue.appendleft((key, entry))
+                    lane.queue.appendleft((store, key, entry))
                     lane.failures += 1
                     self.retried += 1
                     delay = min(self._s.backoff_max, self._s.backoff_initial * 2 ** (lane.failures - 1))
@@ -250,7 +247,7 @@ class CallbackSender:
             if lane.workers == 0 and not lane.queue and self._lanes.get(lane.origin) is lane:
                 del self._lanes[lane.origin]
 
-    async def _attempt(self, key: bytes, entry: CallbackEntry) -> bool:
+    async def _attempt(self, store: Store, key: bytes, entry: CallbackEntry) -> bool:
         """One delivery attempt; True when the entry is done with (delivered or dropped)."""
         bound = log.bind(number=entry.number, sid=entry.sid, kind=entry.kind, url=entry.url)
         age = self._wall.now() - entry.created_at
@@ -258,20 +255,20 @@ class CallbackSender:
             bound.warning("callback.gave_up", age=round(age), give_up_after=self._s.give_up_after)
             self.gave_up += 1
             self._note(entry, "gave_up", error=f"older than {self._s.give_up_after:g} s")
-            return await self._finish(key)
+            return await self._finish(store, key)
         token = self._auth_token(entry.account_sid)
         if token is None:
             bound.warning("callback.no_account", account_sid=entry.account_sid)
             self.rejected += 1
             self._note(entry, "rejected", error="unknown account")
-            return await self._finish(key)
+            return await self._finish(store, key)
         try:
             target = await self._guard.resolve(entry.url)
         except RefusedURLError as exc:
             bound.warning("callback.refused", reason=str(exc))
             self.refused += 1
             self._note(entry, "refused", error=str(exc))
-            return await self._finish(key)
+            return await self._finish(store, key)
         except ResolveError as exc:
             bound.info("callback.unresolved", error=str(exc))
             self._note(entry, "retry", error=str(exc))
@@ -326,8 +323,8 @@ class CallbackSender:
             bound.debug("callback.delivered", status=status)
             self._note(entry, "delivered", http_status=status)
             if entry.kind == "inbound" and self._on_reply is not None:
-                return await self._reply(key, entry, answer)
-            return await self._finish(key)
+                return await self._reply(store, key, entry, answer)
+            return await self._finish(store, key)
         if status in _RETRY_STATUSES or status >= 500:
             bound.info("callback.failed", status=status)
             self._note(entry, "retry", http_status=status)
@@ -335,7 +332,7 @@ class CallbackSender:
         bound.warning("callback.rejected", status=status)
         self.rejected += 1
         self._note(entry, "rejected", http_status=status)
-        return await self._finish(key)
+        return await self._finish(store, key)
 
     def _note(
         self,
@@ -347,14 +344,14 @@ class CallbackSender:
     ) -> None:
         self.journal.note(entry, self._wall.now(), outcome, http_status=http_status, error=error)
 
-    async def _reply(self, key: bytes, entry: CallbackEntry, answer: bytes) -> bool:
+    async def _reply(self, store: Store, key: bytes, entry: CallbackEntry, answer: bytes) -> bool:
         try:
             found = replies(answer)
         except TwimlError as exc:
             log.warning("callback.twiml_invalid", number=entry.number, sid=entry.sid, error=str(exc))
             found = []
         if not found:
-            return await self._finish(key)
+            return await self._finish(store, key)
         assert self._on_reply is not None
         try:
             await self._on_reply(key, entry, found)
@@ -363,18 +360,30 @@ class CallbackSender:
             return False
         return True
 
-    async def _finish(self, key: bytes) -> bool:
+    async def _finish(self, store: Store, key: bytes) -> bool:
         try:
-            await self._store.write(delete(key))
+            await store.write(delete(key))
         except StoreError as exc:
             log.error("callback.delete_failed", error=str(exc))
             return False
         return True
 
 
+def _scan(store: Store, prefix: bytes, start: bytes) -> Generator[tuple[bytes, bytes], None, None]:
+    """The store's scan generator (closed promptly: it holds a read txn)."""
+    return cast("Generator[tuple[bytes, bytes], None, None]", store.scan(callbacks.DB, prefix, start=start))
+
+
+def _first_key(store: Store, start: bytes) -> bytes | None:
+    with contextlib.closing(_scan(store, b"", start)) as rows:
+        for key, _ in rows:
+            return key
+    return None
+
+
 def _next_index(lane: _Lane) -> int | None:
     """The first queued callback of a message with none in flight (its earliest: FIFO per message)."""
-    for index, (_, entry) in enumerate(lane.queue):
+    for index, (_, _, entry) in enumerate(lane.queue):
         if entry.sid not in lane.busy:
             return index
     return None
@@ -383,7 +392,7 @@ def _next_index(lane: _Lane) -> int | None:
 def _ready(lane: _Lane, enough: int) -> int:
     """How many messages have a callback that could start now, counting up to ``enough``."""
     seen: set[str] = set()
-    for _, entry in lane.queue:
+    for _, _, entry in lane.queue:
         if entry.sid not in lane.busy:
             seen.add(entry.sid)
             if len(seen) >= enough:

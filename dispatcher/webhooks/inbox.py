@@ -24,10 +24,12 @@ import attrs
 import structlog
 
 from dispatcher.core import callbacks, ledger, orphans, window
+from dispatcher.core.bucketing import slot_of
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.callbacks import CallbackEntry
 from dispatcher.core.events import InboundEvent, Unapplied, WebhookEvents
 from dispatcher.core.models import MessageRecord, StoredMedia, new_sid
-from dispatcher.core.store import Store, WriteTxn
+from dispatcher.core.store import WriteTxn
 from dispatcher.core.twilio import API_VERSION
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class Inbox:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         public_url: Callable[[], str],
         wake_callbacks: Callable[[], None] = lambda: None,
@@ -81,7 +83,7 @@ class Inbox:
         """``public_url``: how customers reach us, for inbound media links (read per delivery: the
         front door's address is known once it listens). ``wake_callbacks``: the callback sender,
         told that callbacks were queued. ``on_status``: a number's actor, told its message moved."""
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._public_url = public_url
         self._wake = wake_callbacks
@@ -95,7 +97,8 @@ class Inbox:
         """Apply a whole delivery atomically; raises StoreError if it could not be committed."""
         now = self._wall.now()
         public_url = self._public_url()
-        applied = await self._store.write(lambda txn: self._apply(txn, info, events, now, public_url))
+        store = self._buckets.for_number(info.number)  # the number's bucket holds all it applies
+        applied = await store.write(lambda txn: self._apply(txn, info, events, now, public_url))
         if self._on_status is not None:
             for record in applied.moved:
                 self._on_status(info.number, record)
@@ -175,7 +178,8 @@ class Inbox:
     ) -> MessageRecord | None:
         if txn.get(b"wamid", ledger.wamid_key(event.channel_id)) is not None:
             return None  # WhatsApp redelivered a message we already have
-        sid = new_sid("MM" if event.media else "SM")
+        slot = slot_of(info.number)  # stored in our number's bucket: its sids name it
+        sid = new_sid("MM" if event.media else "SM", slot)
         record = MessageRecord(
             sid=sid,
             account_sid=info.account_sid,
@@ -189,7 +193,9 @@ class Inbox:
             date_sent=_sent_at(event.timestamp, now),
             num_media=len(event.media),
             channel_id=event.channel_id,
-            media=[StoredMedia(new_sid("ME"), m.media_id, m.content_type, event.kind) for m in event.media],
+            media=[
+                StoredMedia(new_sid("ME", slot), m.media_id, m.content_type, event.kind) for m in event.media
+            ],
         )
         ledger.insert(txn, record)
         txn.put(b"wamid", ledger.wamid_key(event.channel_id), sid.encode())

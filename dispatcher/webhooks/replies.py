@@ -15,10 +15,12 @@ from typing import Final, Protocol, final
 import structlog
 
 from dispatcher.core import callbacks, ledger
+from dispatcher.core.bucketing import slot_of
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.callbacks import CallbackEntry
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord, new_sid
-from dispatcher.core.store import Store, WriteTxn
+from dispatcher.core.store import WriteTxn
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages.compose import Content, compose
 from dispatcher.messages.compose import apply as apply_content
@@ -40,7 +42,7 @@ class TwimlReplies:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         numbers: Callable[[str], InboxNumber | None],
         notify: Notifier | None = None,
@@ -48,7 +50,7 @@ class TwimlReplies:
     ) -> None:
         """``numbers``: the replying number's settings (its status callback); ``notify``: its actor,
         told of each reply queued; ``media_guard``: the SSRF check of a reply's media URLs."""
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._numbers = numbers
         self._notify = notify
@@ -98,7 +100,7 @@ class TwimlReplies:
                 )
                 continue
             record = MessageRecord(
-                sid=new_sid("MM" if content.media_urls else "SM"),
+                sid=new_sid("MM" if content.media_urls else "SM", slot_of(entry.number)),
                 account_sid=entry.account_sid,
                 from_number=entry.number,
                 to_number=entry.customer,
@@ -115,7 +117,8 @@ class TwimlReplies:
             txn.delete(callbacks.DB, key)
             return [ledger.accept(record)(txn) for record in records]
 
-        seqs = await self._store.write(fn)
+        # The inbound message's callback and the replies (from the same number) share its bucket.
+        seqs = await self._buckets.for_number(entry.number).write(fn)
         for seq, record in zip(seqs, records, strict=True):
             log.info("message.reply_queued", number=record.from_number, sid=record.sid, reply_to=entry.sid)
             if self._notify is not None:

@@ -19,6 +19,7 @@ from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor, refresh_spread
 from dispatcher.simulator.faults import FaultPlan
 from dispatcher.simulator.transport import InProcessTransport
+from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.intake import intake_for_config
 from tests.helpers.messages import submit, wait_for
@@ -210,7 +211,9 @@ async def test_operator_views_show_idle_actors_as_running(
     wall = TrioWallClock(start=1_700_000_000.0)
     sim = sim_with(wall, ONE)
     fleet = Fleet(
-        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+        buckets=as_buckets(writer),
+        wall=wall,
+        make_transport=lambda num, _url: InProcessTransport(sim, num.number),
     )
     config = fleet_config(ONE, drain=5.0, endpoints=["http://whatsapp.invalid"])
     supervisor = Supervisor([fleet.build(n) for n in config.numbers])
@@ -220,14 +223,21 @@ async def test_operator_views_show_idle_actors_as_running(
     actor = supervisor.actor(ONE)
     assert actor is not None and not actor.serving
     status = (
-        Operations(store=writer, supervisor=supervisor, directory=intake.directory, draining=intake.draining)
+        Operations(
+            buckets=as_buckets(writer),
+            supervisor=supervisor,
+            directory=intake.directory,
+            draining=intake.draining,
+        )
         .status()
         .numbers[0]
     )
     assert (status.state, status.outbox, status.in_flight) == ("running", 0, 0)
     assert status.token_expires_in is not None and status.token_expires_in > 6 * DAY
     registry = CollectorRegistry()
-    registry.register(DispatcherCollector(actors=supervisor.actors, store=writer, requests=RequestCounts()))
+    registry.register(
+        DispatcherCollector(actors=supervisor.actors, buckets=as_buckets(writer), requests=RequestCounts())
+    )
     assert registry.get_sample_value("wadispatch_number_running", {"number": ONE}) == 1.0
     assert registry.get_sample_value("wadispatch_token_refreshes_total", {"number": ONE}) == 1.0
 

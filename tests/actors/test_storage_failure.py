@@ -40,6 +40,7 @@ from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from tests.helpers import actors as on_fakes
+from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.daemon import ACCOUNT, messages_path, running_daemon, sandbox_config
 from tests.helpers.intake import intake_for_config, reloader_for
@@ -92,7 +93,9 @@ class FailingCommits:
 
 
 def metric(actor: NumberActor, store: Store, name: str) -> float:
-    collector = DispatcherCollector(actors=lambda: [actor], store=store, requests=RequestCounts())
+    collector = DispatcherCollector(
+        actors=lambda: [actor], buckets=as_buckets(store), requests=RequestCounts()
+    )
     for family in collector.collect():
         for sample in family.samples:
             if sample.name == name and sample.labels.get("number") == NUMBER:
@@ -435,7 +438,7 @@ async def test_the_daemon_reports_storage_and_sends_once_over_real_sockets(
             samples = parse((await client.get("/metrics")).text)
             assert value(samples, "wadispatch_number_storage_failing", number=NUMBER) == 1
             assert value(samples, "wadispatch_unrecorded_outcomes", number=NUMBER) == 1
-            assert value(samples, "wadispatch_store_failing") == 1
+            assert value(samples, "wadispatch_store_failing", bucket="0") == 1
             await trio.sleep(1.0)  # a few retries fail
             disk.error = None
             await wait_status(client, resp.json()["sid"], "sent", "delivered", "read")
@@ -445,7 +448,7 @@ async def test_the_daemon_reports_storage_and_sends_once_over_real_sockets(
             samples = parse((await client.get("/metrics")).text)
             assert value(samples, "wadispatch_unrecorded_outcomes", number=NUMBER) == 0
             assert value(samples, "wadispatch_outcome_write_failures_total", number=NUMBER) >= 2
-            assert value(samples, "wadispatch_store_failed_commits_total") >= 2
+            assert value(samples, "wadispatch_store_failed_commits_total", bucket="0") >= 2
 
 
 async def test_failing_commits_are_counted_and_logged_once_per_change_then_once_a_minute(
@@ -486,7 +489,9 @@ async def test_a_live_reload_while_storage_fails_hands_the_held_outcomes_to_the_
     wall = TrioWallClock(start=WALL_START)
     sim = sim_with(wall, NUMBER)
     fleet = Fleet(
-        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+        buckets=as_buckets(writer),
+        wall=wall,
+        make_transport=lambda num, _url: InProcessTransport(sim, num.number),
     )
     first = endpoint_config("http://one.invalid")
     supervisor = Supervisor([fleet.build(n) for n in first.numbers])
@@ -556,7 +561,9 @@ async def test_outcomes_still_unrecorded_at_shutdown_are_logged_with_their_sids(
     wall = TrioWallClock(start=WALL_START)
     sim = sim_with(wall, NUMBER)
     fleet = Fleet(
-        store=writer, wall=wall, make_transport=lambda num, _url: InProcessTransport(sim, num.number)
+        buckets=as_buckets(writer),
+        wall=wall,
+        make_transport=lambda num, _url: InProcessTransport(sim, num.number),
     )
     config = endpoint_config("http://one.invalid")
     actor = fleet.build(config.numbers[0])

@@ -13,6 +13,7 @@ from dispatcher.core.store import Store, number_key
 from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.transport import InProcessTransport
+from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import fleet_config, number_config
 from tests.helpers.intake import intake_for_config, reloader_for
 from tests.helpers.messages import submit, wait_for
@@ -159,7 +160,7 @@ async def test_removed_numbers_drain_at_the_same_time(
     wall = TrioWallClock(start=1_700_000_000.0)
     sim = sim_with(wall, ONE, TWO)
     fleet = Fleet(
-        store=writer,
+        buckets=as_buckets(writer),
         wall=wall,
         make_transport=lambda num, _url: Timed(InProcessTransport(sim, num.number)),
     )

@@ -27,6 +27,7 @@ from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
+from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import number_config
 from tests.helpers.fakes import FakeApi, error
 from tests.helpers.intake import build_intake
@@ -102,7 +103,9 @@ async def open_world(
         numbers={n: NumberInfo(n, ACCOUNT, "s", enforce_window=enforce_window) for n in (ONE, TWO)},
         wall=wall,
         templates=templates(store),
-        services=Services([ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[ONE, TWO])], store),
+        services=Services(
+            [ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[ONE, TWO])], as_buckets(store)
+        ),
         max_body_chars=20_000,
     )
     if start_actors:
@@ -284,8 +287,8 @@ async def test_a_service_picks_the_number_with_the_open_window_and_sticks_to_it(
     await writer.write(inbound(ONE, CUSTOMER, world.wall.now() + 1))  # now ONE is more recent
     again = await world.create(from_=None, messaging_service_sid=SERVICE)
     assert again.from_number == TWO  # sticky, durably
-    restarted = Services([ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[ONE, TWO])], writer)
-    assert restarted.sticky(SERVICE, CUSTOMER) == TWO
+    service = ServiceConfig(sid=SERVICE, account=ACCOUNT, numbers=[ONE, TWO])
+    assert Services([service], as_buckets(writer)).sticky(service, CUSTOMER) == TWO
 
 
 async def test_service_choice_without_a_window_is_stable_per_recipient(
@@ -443,7 +446,7 @@ async def test_stop_ends_the_scheduler_at_once_and_keeps_what_is_not_due(
     await world.create(
         from_=None, messaging_service_sid=SERVICE, send_at=iso(world.wall.now() + HOUR), schedule_type="fixed"
     )
-    scheduler = Scheduler(store=writer, wall=world.wall, notify=lambda seq, record, part: None)
+    scheduler = Scheduler(buckets=as_buckets(writer), wall=world.wall, notify=lambda seq, record, part: None)
     start = trio.current_time()
     async with trio.open_nursery() as inner:
         await inner.start(scheduler.run)

@@ -14,12 +14,14 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dispatcher.config import ServiceConfig
 from dispatcher.core import callbacks, keys, ledger, orphans, window
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, WriteTxn
 from dispatcher.messages import idempotency
 from dispatcher.messages.services import Services
 from dispatcher.webhooks import dedup
+from tests.helpers.buckets import as_buckets
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"
 NUMBER: Final = "+15550000001"
@@ -117,7 +119,8 @@ async def test_a_long_customer_id_opens_its_window(writer: Store) -> None:
 async def test_a_sticky_sender_for_a_long_recipient_is_kept(writer: Store) -> None:
     service = "MG" + "0" * 32
     await writer.write(lambda txn: Services.remember(txn, service, WIDE, NUMBER))
-    assert Services((), writer).sticky(service, WIDE) == NUMBER
+    config = ServiceConfig(sid=service, account="AC" + "0" * 32, numbers=[NUMBER])
+    assert Services([config], as_buckets(writer)).sticky(config, WIDE) == NUMBER
 
 
 async def test_the_longest_idempotency_key_fits_with_its_expiry_index(writer: Store) -> None:

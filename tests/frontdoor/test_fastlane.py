@@ -172,20 +172,20 @@ def test_sids_are_unique_random_hex_across_pool_refills_and_forks() -> None:
 
     from dispatcher.core.models import new_sid
 
-    sids = [new_sid() for _ in range(5000)]  # several 1,024-sid draws
+    sids = [new_sid("SM", 7) for _ in range(5000)]  # several 1,024-sid draws
     assert len(set(sids)) == len(sids)
     assert all(len(s) == 34 and s.startswith("SM") and int(s[2:], 16) >= 0 for s in sids)
-    assert new_sid("MM").startswith("MM")
+    assert new_sid("MM", 7).startswith("MM")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.write(write, new_sid().encode())
+        os.write(write, new_sid("SM", 7).encode())
         os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     os.close(read)
     os.close(write)
-    assert child != new_sid() and child not in sids
+    assert child != new_sid("SM", 7) and child not in sids
 
 
 HOOK = "/webhooks/onprem/{digits}/{secret}"

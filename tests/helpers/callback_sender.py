@@ -15,6 +15,7 @@ from dispatcher.core.ssrf import UrlGuard
 from dispatcher.core.store import Store, WriteTxn
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
 from dispatcher.webhooks.twiml import Reply
+from tests.helpers.buckets import as_buckets
 
 ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "secret-token"  # the account's auth token: what callbacks are signed with
@@ -62,7 +63,7 @@ class Harness:
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(record))
         defaults = {"backoff_initial": 1.0, "backoff_max": 8.0, "poll_interval": 0.5, "give_up_after": 3600.0}
         self.sender = CallbackSender(
-            store=store,
+            buckets=as_buckets(store),
             client=self.client,
             auth_token={ACCOUNT: TOKEN}.get,
             guard=UrlGuard(resolver=resolve),

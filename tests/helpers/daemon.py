@@ -38,9 +38,11 @@ def sandbox_config(
     number_extra: str = "",
     simulator_extra: str = "",
     numbers: Sequence[str] = NUMBERS,
+    buckets: int | None = None,
 ) -> configuration.Config:
     """``extra`` is appended to the file; ``number_extra`` / ``simulator_extra`` to those tables;
-    ``numbers``: the simulated senders (the sandbox's three by default)."""
+    ``numbers``: the simulated senders (the sandbox's three by default); ``buckets``: the data
+    root's bucket count (``[store] buckets``)."""
     numbers = "".join(
         f"""
 [[numbers]]
@@ -63,6 +65,7 @@ drain_timeout = 2.0
 [store]
 data_dir = "{data_dir}"
 map_size_mb = 64
+{"" if buckets is None else f"buckets = {buckets}"}
 [simulator]
 listen = "127.0.0.1:0"
 rate = {rate}
@@ -83,7 +86,10 @@ def admin_config(data_dir: Path, **kw: Any) -> configuration.Config:
 
 
 def mixed_config(
-    data_dir: Path, cloud: dict[str, object] | None = None, extra_sections: str = ""
+    data_dir: Path,
+    cloud: dict[str, object] | None = None,
+    extra_sections: str = "",
+    buckets: int | None = None,
 ) -> configuration.Config:
     """The sandbox plus a simulated Cloud number ``CLOUD``; ``cloud`` adds keys to its ``[numbers.cloud]``."""
     table = cloud_table(
@@ -95,7 +101,7 @@ def mixed_config(
         simulated=True,
         cloud=cloud,
     )
-    return sandbox_config(data_dir, extra=extra_sections + table)
+    return sandbox_config(data_dir, extra=extra_sections + table, buckets=buckets)
 
 
 @asynccontextmanager

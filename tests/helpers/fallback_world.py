@@ -37,6 +37,7 @@ from dispatcher.service.numbers import build_actor
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.transport import InProcessTransport
 from dispatcher.webhooks.inbox import Inbox
+from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import number_config
 from tests.helpers.fakes import error
 from tests.helpers.intake import build_intake
@@ -193,10 +194,10 @@ async def open_world(
         numbers={n: (info(n) if info is not None else NumberInfo(n, ACCOUNT, "s")) for n in (ONE, TWO)},
         wall=wall,
         templates=templates(store),
-        services=Services(services, store),
+        services=Services(services, as_buckets(store)),
     )
     inbox = Inbox(
-        store=store,
+        buckets=as_buckets(store),
         wall=wall,
         public_url=lambda: "https://gw.example",
         on_status=status_listener(messaging.handoff, messaging.fallbacks),

@@ -11,18 +11,20 @@ from typing import Any
 
 from actors.supervisor import Supervisor
 from dispatcher.config import Config
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import Store
 from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
 from dispatcher.service.messaging import Messaging, build_messaging
 from dispatcher.service.reload import Reloader
+from tests.helpers.buckets import as_buckets
 
 Intake = Messaging  # the name the tests of intake know it by
 
 
 def build_intake(
-    store: Store,
+    store: Store | Buckets,
     *,
     supervisor: Any = None,
     numbers: Mapping[str, NumberInfo],
@@ -31,9 +33,10 @@ def build_intake(
     **kwargs: Any,
 ) -> Intake:
     """``build_messaging`` as the daemon calls it; ``supervisor``: a Supervisor or a stand-in with its
-    ``actor``/``states`` (default: one without actors). ``kwargs``: templates, services, ..."""
+    ``actor``/``states`` (default: one without actors); ``store``: one bucket's, or the buckets.
+    ``kwargs``: templates, services, ..."""
     return build_messaging(
-        store=store,
+        buckets=as_buckets(store),
         wall=wall,
         supervisor=supervisor if supervisor is not None else Supervisor([]),
         numbers=numbers.values(),
@@ -42,7 +45,9 @@ def build_intake(
     )
 
 
-def intake_for_config(store: Store, supervisor: Supervisor, config: Config, wall: WallClock) -> Intake:
+def intake_for_config(
+    store: Store | Buckets, supervisor: Supervisor, config: Config, wall: WallClock
+) -> Intake:
     """``build_intake`` for the numbers and accounts of ``config``."""
     return build_intake(
         store,
@@ -67,7 +72,7 @@ def reloader_for(
     return Reloader(
         load=load,
         config=config,
-        store=intake.store,
+        buckets=intake.buckets,
         supervisor=supervisor,
         fleet=fleet,
         directory=intake.directory,

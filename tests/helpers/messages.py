@@ -14,6 +14,7 @@ import trio
 
 from actors.number import NumberActor
 from dispatcher.core import ledger
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store
 from tests.helpers.daemon import ACCOUNT, messages_path
@@ -32,7 +33,9 @@ async def submit(
 
     With ``actor`` None it only waits in the outbox: what an actor finds when it starts.
     """
-    record = MessageRecord(sid=new_sid(), account_sid=account, from_number=number, to_number=to, body=body)
+    record = MessageRecord(
+        sid=new_sid("SM", slot_of(number)), account_sid=account, from_number=number, to_number=to, body=body
+    )
     seq = await store.write(ledger.accept(record))
     if actor is not None:
         actor.notify(seq, record)

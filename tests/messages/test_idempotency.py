@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.core import ledger
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store
 from dispatcher.messages import idempotency
@@ -15,8 +16,8 @@ T0 = 1_700_000_000.0
 
 def record(body: str = "hi", at: float = T0) -> MessageRecord:
     return MessageRecord(
-        sid=new_sid(), account_sid=ACCOUNT, from_number="+15550000001", to_number="+15551234567",
-        body=body, date_created=at, date_updated=at,
+        sid=new_sid("SM", slot_of("+15550000001")), account_sid=ACCOUNT, from_number="+15550000001",
+        to_number="+15551234567", body=body, date_created=at, date_updated=at,
     )  # fmt: skip
 
 

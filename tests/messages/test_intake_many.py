@@ -139,8 +139,8 @@ def test_sids_start_with_their_creation_time(monkeypatch: pytest.MonkeyPatch) ->
     """So the records of one commit sit side by side in the sid-keyed messages DB."""
     ms = 1_800_000_000_123
     monkeypatch.setattr(models.time, "time_ns", lambda: ms * 1_000_000)
-    one, batch = new_sid("MM"), new_sids("SM", 3000)
-    assert one.startswith(f"MM{ms:012x}") and all(s.startswith(f"SM{ms:012x}") for s in batch)
+    one, batch = new_sid("MM", 0xBEEF), new_sids("SM", [0xBEEF] * 3000)
+    assert one.startswith(f"MM{ms:012x}beef") and all(s.startswith(f"SM{ms:012x}beef") for s in batch)
     assert len(set(batch)) == 3000 and all(len(s) == 34 and int(s[2:], 16) >= 0 for s in batch)
     monkeypatch.setattr(models.time, "time_ns", lambda: (ms + 1) * 1_000_000)
-    assert new_sid() > max(batch)
+    assert new_sid("SM", 0) > max(batch)

@@ -40,6 +40,7 @@ from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.simulator.cloud import CloudApi
 from dispatcher.simulator.messages import parse_send
+from tests.helpers.buckets import as_buckets
 from tests.helpers.intake import Intake, build_intake
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"
@@ -80,7 +81,7 @@ def make_intake(store: Store) -> Intake:
         numbers={SENDER: NumberInfo(SENDER, ACCOUNT, "s", status_callback="https://numbers.example/cb")},
         wall=Fixed(),
         templates=TemplateRegistry(store, TEMPLATES),
-        services=Services([service], store),
+        services=Services([service], as_buckets(store)),
         max_body_chars=9000,
     )
 

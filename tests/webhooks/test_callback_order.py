@@ -21,6 +21,7 @@ from dispatcher.core.clock import SystemWallClock
 from dispatcher.core.ssrf import UrlGuard
 from dispatcher.core.store import Store
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
+from tests.helpers.buckets import as_buckets
 from tests.helpers.callback_sink import Hit, Responder, Sink, open_sink
 
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -57,7 +58,7 @@ async def running_sender(store: Store, **settings: float) -> AsyncIterator[Callb
     defaults = {"backoff_initial": 0.01, "backoff_max": 0.05, "poll_interval": 0.02, "per_destination": 4}
     async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
         sender = CallbackSender(
-            store=store,
+            buckets=as_buckets(store),
             client=client,
             auth_token={ACCOUNT: TOKEN}.get,
             guard=UrlGuard(["127.0.0.1/32"]),

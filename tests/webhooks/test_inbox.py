@@ -14,6 +14,7 @@ from dispatcher.core.store import Store
 from dispatcher.webhooks.inbox import Inbox
 from dispatcher.webhooks.replies import TwimlReplies
 from dispatcher.webhooks.twiml import Reply
+from tests.helpers.buckets import as_buckets
 
 ACCOUNT = "AC00000000000000000000000000000001"
 NUMBER = "+15550000001"
@@ -30,13 +31,15 @@ class Info:
 
 def make_inbox(store: Store) -> Inbox:
     return Inbox(
-        store=store, wall=TrioWallClock(start=1_700_000_000.0), public_url=lambda: "https://gw.example"
+        buckets=as_buckets(store),
+        wall=TrioWallClock(start=1_700_000_000.0),
+        public_url=lambda: "https://gw.example",
     )
 
 
 def make_replies(store: Store, notified: list[tuple[str, int, MessageRecord]]) -> TwimlReplies:
     return TwimlReplies(
-        store=store,
+        buckets=as_buckets(store),
         wall=TrioWallClock(start=1_700_000_000.0),
         numbers=lambda n: Info() if n == NUMBER else None,
         notify=lambda n, seq, r, part=0: notified.append((n, seq, r)),

@@ -19,6 +19,7 @@ import trio
 from structlog.testing import capture_logs
 
 from dispatcher.core import ledger
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import WriteTxn
 from dispatcher.frontdoor.cloud_routes import signature
@@ -71,7 +72,7 @@ def storable(value: dict[str, Any], message: dict[str, Any]) -> bool:
 async def seed(daemon: Running, number: str, channel_id: str) -> str:
     """A message ``number`` sent, known by ``channel_id``, in status ``sent``."""
     record = MessageRecord(
-        sid=new_sid(),
+        sid=new_sid("SM", slot_of(number)),
         account_sid=ACCOUNT,
         from_number=number,
         to_number="+16505551234",

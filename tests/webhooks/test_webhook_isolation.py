@@ -11,6 +11,7 @@ import trio.testing
 from dispatcher.core import ledger, orphans
 from dispatcher.core.events import StatusEvent, WebhookEvents
 from dispatcher.core.store import Store
+from tests.helpers.buckets import as_buckets
 from tests.helpers.daemon import running_daemon, sandbox_config
 from tests.webhooks.test_inbox import ACCOUNT, CUSTOMER, NUMBER, Info, make_inbox, outbound, queued
 
@@ -96,7 +97,7 @@ async def test_parked_statuses_expire(autojump_clock: trio.testing.MockClock, wr
 
     wall = TrioWallClock(start=1_700_000_000.0)
     inbox = Inbox(
-        store=writer,
+        buckets=as_buckets(writer),
         wall=wall,
         public_url=lambda: "",
         orphan_limits=orphans.Limits(limit=100, ttl=60.0),
