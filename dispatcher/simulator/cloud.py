@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Protocol, final
 
 import attrs
@@ -206,6 +207,24 @@ class CloudApi:
     def set_webhook_url(self, phone_number_id: str, url: str | None) -> None:
         state = self._numbers[phone_number_id]
         state.config = msgspec.structs.replace(state.config, webhook_url=url)
+
+    def set_limits(self, phone_number_id: str, *, messaging_limit: int | None, throughput: float) -> None:
+        """Meta changed the number's messaging tier (None: unlimited) or throughput: enforced from now
+        (the burst follows the throughput in proportion)."""
+        state = self._numbers[phone_number_id]
+        config = state.config
+        if throughput != config.throughput:
+            burst = max(1, round(config.throughput_burst * throughput / config.throughput))
+            config = msgspec.structs.replace(config, throughput=throughput, throughput_burst=burst)
+            state.gate = RateGate(throughput, burst)
+        state.config = msgspec.structs.replace(config, messaging_limit=messaging_limit)
+
+    def post_waba_change(
+        self, key: str, destination: Callable[[], Destination | None], field: str, value: dict[str, Any]
+    ) -> None:
+        """Post a change of an account field (``account_update``...) now, to the WABA's subscription
+        ``destination`` names (``emit_field`` posts by the URL of the WABA's numbers instead)."""
+        self._hooks.push_waba_change(key, destination, field, value)
 
     def revoke_token(self, phone_number_id: str, new_token: str | None = None) -> None:
         """The system user's token is revoked: only ``new_token`` (if given) works from now on."""

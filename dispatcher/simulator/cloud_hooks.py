@@ -76,6 +76,17 @@ class _Value:
     field: str = "messages"
 
 
+@final
+@attrs.frozen(eq=False)
+class _Change:
+    """A change of another field (``account_update``, ``phone_number_quality_update``...), posted
+    as it is to where ``destination`` says then (a WABA's subscription, not a number's)."""
+
+    destination: Callable[[], Destination | None]
+    field: str
+    value: dict[str, Any]
+
+
 def sign(app_secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -107,7 +118,7 @@ class CloudHooks:
         self._count = count
         self._wall = wall_clock
         self._delays = status_delays
-        self._queue: HookQueue[_Walk | _Value] = HookQueue(
+        self._queue: HookQueue[_Walk | _Value | _Change] = HookQueue(
             self._deliver,
             batch=batch,
             concurrency=concurrency,
@@ -133,26 +144,38 @@ class CloudHooks:
         webhook URL of number ``pnid``, in the WABA's envelope."""
         self._queue.push(field, trio.current_time(), _Value(pnid, value, field))
 
+    def push_waba_change(
+        self, key: str, destination: Callable[[], Destination | None], field: str, value: dict[str, Any]
+    ) -> None:
+        """Post a change of ``field`` now to where ``destination`` says then (a WABA's subscription,
+        not a number's URL), in order with the other posts under ``key``."""
+        self._queue.push(key, trio.current_time(), _Change(destination, field, value))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post due webhooks until cancelled; opens pooled connections unless a poster was given."""
         await self._queue.run(task_status=task_status)
 
-    async def _deliver(self, shard: Shard[_Walk | _Value], jobs: list[_Walk | _Value], post: Post) -> None:
+    async def _deliver(
+        self, shard: Shard[_Walk | _Value | _Change], jobs: list[_Walk | _Value | _Change], post: Post
+    ) -> None:
         statuses, values = self._group(shard, jobs)
         for pnid, (items, contacts) in statuses.items():
             await self._post(pnid, {"contacts": list(contacts.values()), "statuses": items}, post)
         for job in values:
-            await self._post(job.pnid, job.value, post, job.field)
+            if isinstance(job, _Change):
+                await self._post_change(job, post)
+            else:
+                await self._post(job.pnid, job.value, post, job.field)
 
     def _group(
-        self, shard: Shard[_Walk | _Value], jobs: list[_Walk | _Value]
-    ) -> tuple[dict[str, tuple[list[dict[str, Any]], dict[str, dict[str, str]]]], list[_Value]]:
+        self, shard: Shard[_Walk | _Value | _Change], jobs: list[_Walk | _Value | _Change]
+    ) -> tuple[dict[str, tuple[list[dict[str, Any]], dict[str, dict[str, str]]]], list[_Value | _Change]]:
         """Due statuses grouped by number (with their contacts); unfinished walks re-queued."""
         statuses: dict[str, tuple[list[dict[str, Any]], dict[str, dict[str, str]]]] = {}
-        values: list[_Value] = []
+        values: list[_Value | _Change] = []
         timestamp = str(int(self._wall.now()))
         for job in jobs:
-            if isinstance(job, _Value):
+            if not isinstance(job, _Walk):
                 values.append(job)
                 continue
             items, contacts = statuses.setdefault(job.pnid, ([], {}))
@@ -173,20 +196,40 @@ class CloudHooks:
             destination = self._lookup(pnid)
             if destination is None:
                 return None  # number removed or webhook unset since: nowhere to deliver
-            entry: dict[str, Any]
-            if field != "messages":  # a WABA's change: Meta stamps its time, names no number
-                change = {"field": field, "value": value}
-                entry = {"id": destination.waba_id, "time": int(self._wall.now()), "changes": [change]}
-            else:
-                wrapped = {"messaging_product": "whatsapp", "metadata": destination.metadata, **value}
-                entry = {"id": destination.waba_id, "changes": [{"field": "messages", "value": wrapped}]}
-            body = _encoder.encode({"object": "whatsapp_business_account", "entry": [entry]})
-            signature = sign(destination.app_secret, body).encode("latin-1")
-            return Target(destination.url, body, [(b"x-hub-signature-256", signature)])
+            if field != "messages":
+                return self._change_target(destination, field, value)
+            wrapped = {"messaging_product": "whatsapp", "metadata": destination.metadata, **value}
+            entry = {"id": destination.waba_id, "changes": [{"field": "messages", "value": wrapped}]}
+            return _signed(destination, {"object": "whatsapp_business_account", "entry": [entry]})
 
         delivered = await self._queue.post(pnid, target, post)
         if delivered is not None:
             self._count(pnid, delivered)
+
+    async def _post_change(self, job: _Change, post: Post) -> None:
+        """A change of another field, to its WABA's subscription as it is then."""
+
+        def target() -> Target | None:
+            destination = job.destination()
+            return None if destination is None else self._change_target(destination, job.field, job.value)
+
+        await self._queue.post(job.field, target, post)
+
+    def _change_target(self, destination: Destination, field: str, value: dict[str, Any]) -> Target:
+        """A WABA's change of ``field``: Meta stamps its time and names no number."""
+        entry = {
+            "id": destination.waba_id,
+            "time": int(self._wall.now()),
+            "changes": [{"field": field, "value": value}],
+        }
+        return _signed(destination, {"object": "whatsapp_business_account", "entry": [entry]})
+
+
+def _signed(destination: Destination, envelope: dict[str, Any]) -> Target:
+    """``envelope`` encoded and signed with the destination's app secret (``X-Hub-Signature-256``)."""
+    body = _encoder.encode(envelope)
+    signature = sign(destination.app_secret, body).encode("latin-1")
+    return Target(destination.url, body, [(b"x-hub-signature-256", signature)])
 
 
 def _with_header_dict(poster: SignedPoster) -> Post:

@@ -20,14 +20,16 @@ from typing import Any, Final, final
 import trio
 
 from dispatcher.core.clock import TrioWallClock, WallClock
-from dispatcher.simulator import cloud_control, control, errors, waba_control
+from dispatcher.simulator import cloud_control, control, errors, graph_control, waba_control
 from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
 from dispatcher.simulator.errors import ApiError
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response
 from dispatcher.simulator.faults import Decision, Faults, Refused, Reset, ResponseDropped, split_prefix
+from dispatcher.simulator.graph_numbers import GraphNumbers
 from dispatcher.simulator.graph_templates import GraphTemplates
+from dispatcher.simulator.graph_versions import GraphVersions
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
@@ -140,6 +142,9 @@ class Simulator:
             received_limit=received_limit,
             waba_templates=self.templates,
         )
+        # Graph number management (WABAs, registration, profile) and the version that serves a call.
+        self.graph_numbers = GraphNumbers(cloud=self.cloud, wall_clock=self._wall, seed=fault_seed)
+        self.graph_versions = GraphVersions()
         for number in numbers:
             self.add_number(number)
 
@@ -403,18 +408,33 @@ class Simulator:
             return cloud_control.handle(self.cloud, req.method, path[12:], req.body)
         if path == "/_sim/wabas" or path.startswith("/_sim/wabas/"):
             return waba_control.handle(self.templates, req.method, path[11:], req.body)
+        if path.startswith("/_sim/graph/"):
+            return graph_control.handle(
+                self.graph_numbers, self.graph_versions, req.method, path[12:], req.body
+            )
         if path.startswith("/_sim/"):
             return control.handle(self, req.method, path[6:], query, req.body)
         if path.startswith("/v"):  # Graph: /v23.0/{phone-number-id}/messages (digits never start with v)
-            segments = path.split("/", 3)
-            if len(segments) > 2 and self.templates.serves(segments[2]):
-                return self.templates.respond(req, path, query)
-            return self.cloud.respond(req, path)
+            return self._graph(req, path, query)
         slash = path.find("/", 1)
         state = self._numbers.get(split_prefix(path[1:slash])[0]) if slash > 0 else None
         if state is None:
             return error_response(errors.not_found(f"No number is served at {path!r}"))
         return self._api.dispatch(state, req, path[slash:])
+
+    def _graph(self, req: SimRequest, path: str, query: str) -> SimResponse:
+        """A Graph call: templates, number management, then messages; stamped with the version
+        that serves it (``facebook-api-version``)."""
+        version, _, rest = path[1:].partition("/")
+        parts = rest.split("/") if rest else []
+        resp: SimResponse | None = None
+        if parts and self.templates.serves(parts[0]) and parts[1:] in ([], ["message_templates"]):
+            resp = self.templates.respond(req, path, query)
+        elif parts[-1:] != ["messages"]:
+            resp = self.graph_numbers.respond(req, parts)
+        if resp is None:
+            resp = self.cloud.respond(req, path)
+        return self.graph_versions.stamp(version, resp)
 
     def revoke_tokens(self, number: str) -> int:
         """Revoke every live token of ``number`` early (its next request gets 401); returns how many."""
