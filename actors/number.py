@@ -487,9 +487,18 @@ class NumberActor:
             self._resumed = trio.Event()
             log.info("actor.paused", number=self.number)
 
-    def retune(self, rate: float, burst: int) -> None:
-        """A reload changed the number's rate or burst: the bucket takes them from now on."""
-        self._bucket.configure(rate, burst)
+    def retune(self, rate: float, burst: int, *, headroom: int = 1) -> None:
+        """A reload, or Meta (a throughput upgrade), changed the number's rate or burst: the
+        bucket takes them from now on (``headroom``: slots of the burst kept back)."""
+        self._bucket.configure(rate, burst, headroom=headroom)
+
+    def set_tier_limit(self, limit: int | None) -> None:
+        """Meta changed the number's messaging tier (None: unlimited): the budget takes it from
+        now on, and recipients waiting for the old one are admitted again at once."""
+        if self._budget is None:
+            return
+        if self._budget.set_limit(limit) and self._queues.unpark_all():
+            self._signal()
 
     def hold(self, sid: str) -> bool:
         """Keep the actor off ``sid`` while it is edited (cancel): False once its send has started."""

@@ -134,6 +134,16 @@ class SendQueues:
             self._make_ready(heapq.heappop(parked)[2])
         return bool(self._ready)
 
+    def unpark_all(self) -> bool:
+        """Every parked recipient rejoins the ready line now, earliest first (a limit was raised:
+        each is admitted again or parked again). True if any was parked."""
+        parked = self._parked
+        if not parked:
+            return False
+        while parked:
+            self._make_ready(heapq.heappop(parked)[2])
+        return True
+
     def next_unpark(self) -> float:
         """When the first parked recipient is due (``math.inf``: none is parked)."""
         return self._parked[0][0] if self._parked else math.inf

@@ -139,6 +139,9 @@ class CloudConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     # Per-number throughput (Meta: 80 messages/s by default, up to 1000 once upgraded).
     throughput: Annotated[float, msgspec.Meta(ge=0.001, le=1000.0)] = 80.0
     throughput_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 80
+    # The pace once Meta upgrades the number's throughput (webhook THROUGHPUT_UPGRADE, or its
+    # ``throughput.level`` read as HIGH): 1,000 messages/s; the burst grows in proportion.
+    throughput_upgraded: Annotated[float, msgspec.Meta(ge=0.001, le=1000.0)] = 1000.0
     # Unique business-initiated recipients per rolling 24 h (Meta's messaging tier).
     messaging_limit: Annotated[int, msgspec.Meta(ge=1)] | Literal["unlimited"] = 250
     # Messages per recipient: one every pair_interval seconds, with bursts of pair_burst.
@@ -358,6 +361,19 @@ class SupervisorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
     degraded_retry: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 60.0  # restart delay while degraded
 
 
+class WatchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What the daemon does with Meta's word on its Cloud numbers (account webhooks, Graph)."""
+
+    # Pause a number's sending while Meta reports it so (messages stay queued; it resumes when
+    # Meta lifts it). Default: reported only (log, status, /metrics).
+    pause_on: list[Literal["flagged", "restricted", "disabled"]] = []
+    # Read each Cloud number's fields (tier, throughput, quality) and check the Graph version
+    # once at start (a cold-path request per number, in the background).
+    check_at_start: bool = True
+    # Warn this many days before the configured Graph version stops working.
+    version_warn_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] = 90
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     server: ServerConfig = ServerConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
@@ -374,6 +390,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     channels: ChannelsConfig = ChannelsConfig()
     messaging: MessagingConfig = MessagingConfig()
     services: list[ServiceConfig] = []
+    watch: WatchConfig = WatchConfig()
 
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")

@@ -72,6 +72,14 @@ class TierBudget:
             self._order.append((at, recipient))
         return len(rows)
 
+    def set_limit(self, limit: int | None) -> bool:
+        """Meta changed the number's messaging tier (None: unlimited). True if more recipients
+        may be admitted now than before (those waiting for the budget should try again)."""
+        before, self.limit = self.limit, limit
+        if limit is None:
+            return before is not None
+        return before is not None and limit > before
+
     @property
     def used(self) -> int:
         return len(self._counted)

@@ -59,6 +59,7 @@ DB_NAMES: Final = (
     b"dedup",  # channel NUL event id -> expiry : webhook deliveries already processed
     b"scheduled",  # due time(8B, ms) sid -> number : scheduled messages, earliest first
     b"fallbacks",  # due time(8B, ms) sid -> reason : messages whose fallback may be due, earliest first
+    b"numbers",  # number NUL kind -> what we know of the number at Meta (watch, onboarding)
 )
 SEP: Final = b"\x00"
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
@@ -248,7 +249,7 @@ class Store:
         self.env = lmdb.open(
             str(data),
             map_size=map_size,
-            max_dbs=16,
+            max_dbs=32,  # named DBs: DB_NAMES, with room for more
             sync=True,
             metasync=True,
             writemap=False,

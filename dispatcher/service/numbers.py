@@ -28,11 +28,13 @@ from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.channels.spec_channel import SpecChannel
 from dispatcher.channels.spec_login import spec_login
 from dispatcher.config import NumberConfig, Secret
+from dispatcher.core import number_watch
 from dispatcher.core.channelspec import template
 from dispatcher.core.channelspec.load import LoadedSpec
 from dispatcher.core.channelspec.model import Auth
 from dispatcher.core.clock import WallClock
 from dispatcher.core.store import Store
+from dispatcher.webhooks.account import Pace, apply_to_actor
 
 
 def refresh_spread(number: str) -> float:
@@ -77,7 +79,7 @@ def build_actor(
     else:
         assert spec is not None and spec.kind == num.channel, "a spec kind's number needs its spec"
         parts = spec_parts(num, spec, transport, store=store, wall=wall, status_url=status_url)
-    return NumberActor(
+    actor = NumberActor(
         number=num.number,
         store=store,
         transport=transport,
@@ -96,6 +98,26 @@ def build_actor(
         budget=parts.budget,
         unrecorded=unrecorded,
         templates=templates,
+    )
+    if num.cloud is not None:
+        # What Meta said last (a raised tier, an upgraded throughput, a watch pause) outlives restarts.
+        watch = number_watch.load(store, num.number)
+        apply_to_actor(actor, watch, cloud_pace(num))
+        if watch.paused_by_watch:
+            actor.pause()
+    return actor
+
+
+def cloud_pace(num: NumberConfig) -> Pace:
+    """A Cloud number's pace at Meta's standard and upgraded throughput levels."""
+    cloud = num.cloud
+    assert cloud is not None
+    scale = cloud.throughput_upgraded / cloud.throughput
+    return Pace(
+        rate=cloud.throughput,
+        burst=cloud.throughput_burst,
+        upgraded_rate=cloud.throughput_upgraded,
+        upgraded_burst=max(1, round(cloud.throughput_burst * scale)),
     )
 
 
