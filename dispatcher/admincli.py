@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatcher.ops.operations import Ack, Outbox, ReloadResult, Status, TokenRefreshed
+from dispatcher.ops.operations import Ack, NumberStatus, Outbox, ReloadResult, Status, TokenRefreshed
 
 T = TypeVar("T")
 
@@ -257,6 +257,7 @@ def _status_table(status: Status) -> Table:
     table.add_column("token expires", justify="right")
     table.add_column("tier (waits)", justify="right")
     table.add_column("parked", justify="right")
+    table.add_column("at Meta")
     for n in status.numbers:
         storage = f"{n.unrecorded} unrecorded: {n.storage}" if n.storage is not None else None
         reason = n.degraded or storage or (n.last_error if n.state != "running" else None)
@@ -275,8 +276,17 @@ def _status_table(status: Status) -> Table:
             _duration(n.token_expires_in),
             "-" if n.tier_limit is None else f"{n.tier_used}/{n.tier_limit} ({n.tier_waits})",
             str(n.parked),
+            _meta(n),
         )
     return table
+
+
+def _meta(n: NumberStatus) -> str:
+    """What Meta last said of a Cloud number: quality, tier, throughput, problems."""
+    parts = [p for p in (n.quality, n.meta_tier, n.throughput_level) if p]
+    if n.problems:
+        parts.append(("PAUSED: " if n.paused_by_meta else "") + ", ".join(n.problems).upper())
+    return " ".join(parts) or "-"
 
 
 def _outbox_table(box: Outbox) -> Table | str:

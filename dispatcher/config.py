@@ -175,6 +175,11 @@ class WabaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     # Queued messages of a template Meta paused or disabled: wait until it is approved again
     # (or their validity period ends), or fail at once (63027, the callback says why).
     on_paused: Literal["wait", "fail"] = "wait"
+    # For numbers onboarded into this WABA at runtime (``wadispatch numbers``): Meta's app secret
+    # (it signs their webhooks) and the verify token of the webhook handshake. A number in
+    # [[numbers]] keeps its own (cloud.app_secret, cloud.verify_token).
+    app_secret: Secret | None = None
+    verify_token: Secret | None = None
 
 
 # A number's setting of its channel kind: text, or a secret given as {value|env|file}.
@@ -511,6 +516,14 @@ def _validate_wabas(config: Config, accounts: set[str]) -> dict[str, WabaConfig]
         if waba.account not in accounts:
             raise ConfigError(f"{where}.account: no account {waba.account} in [[accounts]]")
         waba.access_token.resolve_present(f"{where}.access_token")
+        for key in ("app_secret", "verify_token"):
+            secret: Secret | None = getattr(waba, key)
+            if secret is not None:
+                secret.resolve_strong(f"{where}.{key}")
+        if (waba.app_secret is None) != (waba.verify_token is None):
+            raise ConfigError(
+                f"{where}.app_secret: give both app_secret and verify_token (onboarding needs both)"
+            )
         if waba.simulated:
             if config.simulator is None:
                 raise ConfigError(f"{where}.simulated: needs a [simulator] section")

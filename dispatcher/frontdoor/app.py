@@ -25,6 +25,7 @@ from dispatcher.core.params import Params, parse_body
 from dispatcher.core.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
+from dispatcher.frontdoor.admin_numbers import register_number_routes
 from dispatcher.frontdoor.admin_templates import register_template_routes
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
@@ -38,8 +39,10 @@ from dispatcher.messages.edits import Edits
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.templates import TemplateRegistry
+from dispatcher.ops.doctor import Doctor
 from dispatcher.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dispatcher.ops.metrics import Metrics, RequestCounts
+from dispatcher.ops.onboarding import Onboarding
 from dispatcher.ops.operations import Operations
 
 log = structlog.get_logger()
@@ -76,12 +79,14 @@ def make_app(
     media: MediaConfig | None = None,
     console: ConsoleServices | None = None,
     wall: WallClock | None = None,
+    numbers: tuple[Onboarding, Doctor] | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
     ``templates`` and ``ops`` (admin API), ``directory`` (webhook numbers), ``cloud_hooks``,
     ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics, ``console``
-    the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions)."""
+    the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions);
+    ``numbers`` (onboarding and the doctor) their admin routes."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
@@ -93,6 +98,8 @@ def make_app(
         if wall is None:
             raise ValueError("the console needs a wall clock (its sessions expire)")
         register_console(app, console, admin_token=admin_token, wall=wall)
+    if numbers is not None:
+        register_number_routes(app, *numbers)
 
     if metrics is not None:
 

@@ -305,5 +305,9 @@ class Metrics:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(collector)
 
+    def add(self, collector: Collector) -> None:
+        """Another collector read at each scrape (e.g. the numbers' standing at Meta)."""
+        self._registry.register(collector)
+
     def render(self) -> bytes:
         return generate_latest(self._registry)

@@ -16,8 +16,9 @@ import trio
 
 from actors.number import NumberActor
 from actors.supervisor import Supervisor
-from dispatcher.core import ledger
+from dispatcher.core import ledger, number_watch
 from dispatcher.core.buckets import Buckets
+from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory
 from dispatcher.core.models import entry_decoder
 from dispatcher.core.store import Store, number_key
@@ -51,6 +52,12 @@ class NumberStatus(msgspec.Struct, kw_only=True, frozen=True):
     tier_waits: int = 0
     storage: str | None = None  # storage cannot record this number's outcomes: the last error
     unrecorded: int = 0  # outcomes of sends waiting for storage
+    # Cloud numbers: what Meta last said (account webhooks, onboarding, the start-up check).
+    quality: str | None = None  # GREEN | YELLOW | RED
+    meta_tier: str | None = None  # TIER_2K ...
+    throughput_level: str | None = None  # STANDARD | HIGH
+    problems: list[str] = []  # flagged | restricted | disabled, in force
+    paused_by_meta: bool = False  # paused because of one of them ([watch] pause_on)
 
 
 class BucketStatus(msgspec.Struct, kw_only=True, frozen=True):
@@ -130,6 +137,7 @@ class Operations:
         supervisor: Supervisor,
         directory: Directory,
         draining: set[str],
+        wall: WallClock,
         reload: Reload | None = None,
     ) -> None:
         """``draining``: the numbers refusing new messages, shared with the create rules;
@@ -138,6 +146,7 @@ class Operations:
         self._supervisor = supervisor
         self._directory = directory
         self._draining = draining
+        self._wall = wall
         self._reload = reload
         self._reload_lock = trio.Lock()
 
@@ -171,9 +180,11 @@ class Operations:
         supervisor = self._supervisor
         states = self.states()
         numbers = []
+        now = self._wall.now()
         for actor in supervisor.actors():
             stats = actor.statistics()
             info = self._directory.get(actor.number)
+            meta = number_watch.load(self._buckets.for_number(actor.number), actor.number)
             numbers.append(
                 NumberStatus(
                     number=actor.number,
@@ -198,6 +209,11 @@ class Operations:
                     tier_waits=stats.tier_waits,
                     storage=stats.storage,
                     unrecorded=stats.unrecorded,
+                    quality=meta.quality,
+                    meta_tier=meta.messaging_tier,
+                    throughput_level=meta.throughput_level,
+                    problems=meta.problems(now),
+                    paused_by_meta=meta.paused_by_watch,
                 )
             )
         buckets = [self.bucket_status(index, store) for index, store in enumerate(self._buckets.stores)]

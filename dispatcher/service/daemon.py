@@ -64,12 +64,15 @@ from dispatcher.ops.callback_view import CallbackView
 from dispatcher.ops.fleet_view import FleetView, outbox_depth
 from dispatcher.ops.message_search import MessageSearch
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
+from dispatcher.ops.number_metrics import NumberWatchCollector
 from dispatcher.ops.number_view import NumberView
 from dispatcher.ops.operations import Operations
 from dispatcher.ops.samples import Sampler
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.service.messaging import build_messaging
+from dispatcher.service.number_ops import NumberOps, onboarded_numbers
 from dispatcher.service.reload import Reloader
+from dispatcher.service.roster import Roster
 from dispatcher.service.sdnotify import Notifier, WriterProgress
 from dispatcher.webhooks.callback_sender import CallbackSender, SenderSettings
 from dispatcher.webhooks.cloud_fields import CloudFields
@@ -109,6 +112,7 @@ class Running:
     cloud_fields: CloudFields
     catalog: TemplateCatalog
     template_sync: TemplateSync
+    numbers: NumberOps  # onboarding, the account watch, the doctor
     sampler: Sampler | None = None
     simulator: Simulator | None = None
     simulator_url: str | None = None
@@ -345,7 +349,8 @@ async def _run_on_root(
         trust_env=False,
         limits=httpx.Limits(max_connections=config.callbacks.concurrency),
     )
-    # Meta's Graph API for the WABAs' templates (a sync every few minutes, an operator's submit).
+    # Meta's Graph API, cold path: the WABAs' templates (a sync every few minutes, an operator's
+    # submit), number onboarding, the doctor and the start-up check of the Cloud numbers.
     graph_client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=GRAPH_TIMEOUT)
     try:
         async with callback_client, graph_client, trio.open_nursery() as root_nursery:
@@ -379,7 +384,10 @@ async def _run_on_root(
                     public_url=config.server.public_url,
                     templates=catalog,
                 )
-                actors = [fleet.build(num) for num in config.numbers]
+                simulator_url = sandbox.url if sandbox is not None else None
+                # The config's numbers and those onboarded at runtime (kept in LMDB).
+                roster = Roster(config, onboarded_numbers(config, store, simulator_url))
+                actors = [fleet.build(num) for num in roster.numbers()]
                 sup = config.supervisor
                 supervisor = Supervisor(
                     actors,
@@ -396,7 +404,7 @@ async def _run_on_root(
                     buckets=buckets,
                     wall=wall,
                     supervisor=supervisor,
-                    numbers=[number_info(n) for n in config.numbers],
+                    numbers=[number_info(n) for n in roster.numbers()],
                     accounts=gateway_accounts(config),
                     api_keys=api_keys(config),
                     templates=TemplateRegistry(
@@ -439,6 +447,19 @@ async def _run_on_root(
                 cloud_fields.register("message_template_status_update", template_sync.on_status_update)
                 cloud_fields.register("message_template_quality_update", template_sync.on_quality_update)
                 cloud_fields.register("template_category_update", template_sync.on_category_update)
+                numbers = NumberOps(
+                    roster=roster,
+                    store=store,
+                    wall=wall,
+                    supervisor=supervisor,
+                    fleet=fleet,
+                    directory=directory,
+                    client=graph_client,
+                    webhook_base=PublicUrl(config.server.public_url, listening).get,
+                    simulator_url=simulator_url,
+                    drain_timeout=config.server.drain_timeout,
+                )
+                numbers.register_fields(cloud_fields)
                 # Operators.
                 reloader = (
                     None
@@ -455,6 +476,7 @@ async def _run_on_root(
                         templates=messaging.templates,
                         sandbox=sandbox,
                         url_guard=url_guard,
+                        roster=roster,
                     )
                 )
                 ops = Operations(
@@ -462,6 +484,7 @@ async def _run_on_root(
                     supervisor=supervisor,
                     directory=directory,
                     draining=messaging.draining,
+                    wall=wall,
                     reload=reloader,
                 )
                 requests = RequestCounts()
@@ -509,6 +532,7 @@ async def _run_on_root(
                     media=config.media,
                     console=console,
                     wall=wall,
+                    numbers=(numbers.onboarding, numbers.doctor),
                 )
                 app = CloseUnreadBody(
                     FastLane(
@@ -531,6 +555,15 @@ async def _run_on_root(
                     lambda: inbox.unapplied,
                 )
                 _field_metrics(metrics.collector, cloud_fields)
+                metrics.add(
+                    NumberWatchCollector(
+                        store=store,
+                        wall=wall,
+                        numbers=roster.watched,
+                        watch=numbers.watch,
+                        health=numbers.graph_health,
+                    )
+                )
                 cold = await io.start(_run_cold, sender)
                 syncing = await io.start(_run_scoped, template_sync.run)
                 async with trio.open_nursery() as work:
@@ -558,6 +591,8 @@ async def _run_on_root(
                         await work.start(messaging.scheduler.run)
                         await work.start(messaging.fallbacks.run)
                         await http.start(_sample_until, sampler, shutdown)
+                        if config.watch.check_at_start:
+                            await root.start(numbers.check_numbers)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")
@@ -585,6 +620,7 @@ async def _run_on_root(
                                 sampler=sampler,
                                 catalog=catalog,
                                 template_sync=template_sync,
+                                numbers=numbers,
                                 simulator=sandbox.simulator if sandbox is not None else None,
                                 simulator_url=sandbox.url if sandbox is not None else None,
                             )

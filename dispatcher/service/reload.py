@@ -44,13 +44,14 @@ from dispatcher.messages.services import Services
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.operations import ReloadResult
 from dispatcher.service.fleet import Fleet, gateway_accounts, number_info
+from dispatcher.service.roster import Roster
 
 if TYPE_CHECKING:
     from dispatcher.service.sandbox import Sandbox
 
 log = structlog.get_logger()
 
-RESTART_SECTIONS: Final = ("server", "store", "simulator", "log", "admin")
+RESTART_SECTIONS: Final = ("server", "store", "simulator", "log", "admin", "watch")
 # Fields the running actor can take on the fly (the rest need a new actor).
 _TUNABLE: Final = frozenset({"rate", "burst"})
 # Fields only the number directory uses (no new actor needed).
@@ -97,10 +98,12 @@ class Reloader:
         templates: TemplateRegistry,
         sandbox: Sandbox | None = None,
         url_guard: UrlGuard | None = None,
+        roster: Roster | None = None,
         poll_interval: float = 0.05,
     ) -> None:
         """``load`` re-reads the config; the rest is what a reload changes. ``sandbox``: the embedded
-        simulator, if this process runs one (simulated numbers can be added only then)."""
+        simulator, if this process runs one (simulated numbers can be added only then); ``roster``: the
+        numbers running, the config's and the onboarded ones (a reload replaces the config's)."""
         self._load = load
         self.config = config
         self._buckets = buckets
@@ -112,6 +115,7 @@ class Reloader:
         self._registry = templates
         self._sandbox = sandbox
         self._url_guard = url_guard
+        self._roster = roster or Roster(config)
         self._poll = poll_interval
 
     async def __call__(self) -> ReloadResult:
@@ -150,8 +154,9 @@ class Reloader:
 
     async def _apply(self, new: Config, templates: list[Template]) -> ReloadResult:
         old = self.config
-        old_numbers = {n.number: n for n in old.numbers}
-        new_numbers = {n.number: n for n in new.numbers}
+        old_numbers = {n.number: n for n in self._roster.numbers()}
+        self._roster.set_config(new)  # the onboarded numbers stay; the config's are the new file's
+        new_numbers = {n.number: n for n in self._roster.numbers()}
         added = [n for n in new_numbers if n not in old_numbers]
         removed = [n for n in old_numbers if n not in new_numbers]
         replaced: list[str] = []
@@ -224,17 +229,25 @@ class Reloader:
             self._sandbox.register(num)
 
     async def _retire(self, number: str, timeout: float) -> None:
-        """Give a removed number ``timeout`` seconds to empty its outbox, then stop its actor."""
-        actor = self._supervisor.actor(number)
-        if actor is None:
-            return
-        with trio.move_on_after(timeout):
-            while True:
-                if actor.statistics().pending == 0:
-                    break
-                await trio.sleep(self._poll)
-        left = actor.statistics().pending
-        if left:
-            log.warning("number.removed_with_outbox", number=number, outbox=left)
-        await self._supervisor.retire(number, timeout=timeout)
-        await self._fleet.release(actor)
+        await retire(self._supervisor, self._fleet, number, timeout=timeout, poll=self._poll)
+
+
+async def retire(
+    supervisor: Supervisor, fleet: Fleet, number: str, *, timeout: float, poll: float = 0.05
+) -> int:
+    """Give a number leaving the daemon ``timeout`` seconds to empty its outbox, then stop its
+    actor; returns how many messages it left in its outbox (kept in LMDB)."""
+    actor = supervisor.actor(number)
+    if actor is None:
+        return 0
+    with trio.move_on_after(timeout):
+        while True:
+            if actor.statistics().pending == 0:
+                break
+            await trio.sleep(poll)
+    left = actor.statistics().pending
+    if left:
+        log.warning("number.removed_with_outbox", number=number, outbox=left)
+    await supervisor.retire(number, timeout=timeout)
+    await fleet.release(actor)
+    return left

@@ -20,6 +20,7 @@ from dispatcher.service.fleet import number_info
 from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
+from dispatcher.simulator.graph_numbers import SimWaba as NumbersWaba
 from dispatcher.simulator.graph_templates import SimWaba
 from dispatcher.simulator.server import serve as serve_simulator
 
@@ -82,13 +83,18 @@ class Sandbox:
         self.simulator.cloud.add_number(sim)
 
     def register_waba(self, waba: WabaConfig) -> None:
-        """Serve a sandbox WABA: its templates at the simulator's Graph paths, reviewed on its control API."""
+        """Serve a sandbox WABA: its templates at the simulator's Graph paths, reviewed on its control
+        API; with an app secret, numbers can be onboarded into it (``wadispatch numbers``), its
+        account webhooks signed with that secret."""
         if not waba.simulated:
             return
-        if waba.id in {w.id for w in self.simulator.templates.wabas()}:
-            return  # its templates stay across a reload
         token = waba.access_token.resolve(f"wabas.{waba.id}.access_token")
-        self.simulator.templates.add_waba(SimWaba(id=waba.id, access_token=token))
+        if waba.id not in {w.id for w in self.simulator.templates.wabas()}:  # its templates stay on a reload
+            self.simulator.templates.add_waba(SimWaba(id=waba.id, access_token=token))
+        numbers = self.simulator.graph_numbers
+        if waba.app_secret is not None and waba.id not in numbers.wabas:
+            secret = waba.app_secret.resolve(f"wabas.{waba.id}.app_secret")
+            numbers.add_waba(NumbersWaba(id=waba.id, token=token, app_secret=secret))
 
 
 async def start_sandbox(

@@ -239,6 +239,8 @@ class GraphNumbers:
                 return self._waba(req, self.wabas[parts[0]], parts[1])
             if parts and parts[0] in self.phones:
                 return self._phone(req, self.phones[parts[0]], parts[1:])
+            if len(parts) == 1 and req.method == "GET":
+                return self._served_fields(req, parts[0])
         except (msgspec.DecodeError, ValueError) as exc:
             return _bad(str(exc))
         return None
@@ -380,6 +382,20 @@ class GraphNumbers:
             )
         calls.append(now)
         return None
+
+    def _served_fields(self, req: SimRequest, pnid: str) -> SimResponse | None:
+        """The fields of a number served for sending without a WABA here (a sandbox number)."""
+        served = next((n for n in self._cloud.numbers() if n.phone_number_id == pnid), None)
+        if served is None:
+            return None
+        if req.headers.get("authorization", "") != f"Bearer {served.access_token}":
+            return self._unauthorized()
+        phone = SimPhone(pnid, served.waba_id, served.number, "Sandbox", registered=True, status="CONNECTED")
+        phone.code_verification_status, phone.pin = "VERIFIED", "000000"
+        tier = next((name for name, limit in TIER_LIMITS.items() if limit == served.messaging_limit), None)
+        phone.messaging_limit_tier = tier or str(served.messaging_limit)
+        phone.throughput_level = "HIGH" if served.throughput >= THROUGHPUT["HIGH"] else "STANDARD"
+        return self._fields(req, phone)
 
     def _fields(self, req: SimRequest, phone: SimPhone) -> SimResponse:
         wanted = _params(req).get("fields")

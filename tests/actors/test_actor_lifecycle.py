@@ -228,6 +228,7 @@ async def test_operator_views_show_idle_actors_as_running(
             supervisor=supervisor,
             directory=intake.directory,
             draining=intake.draining,
+            wall=wall,
         )
         .status()
         .numbers[0]

@@ -1,0 +1,148 @@
+"""Admin routes of number onboarding and the doctor (``wadispatch numbers``, ``wadispatch doctor``).
+
+Under ``/admin/v1`` (the admin guard already requires the admin token):
+
+- ``GET    /numbers``: every number being or having been onboarded, with its state;
+- ``POST   /numbers``: ``{"number", "waba", "account"?, "verified_name"?, "code_method"?}``: add it
+  (and have Meta send the verification code);
+- ``POST   /numbers/{n}/verify``: ``{"code"}``;
+- ``POST   /numbers/{n}/register``: ``{"pin"}``: register, subscribe the webhooks, check, start;
+- ``GET|POST /numbers/{n}/profile``: the business profile (POST: the fields to set);
+- ``DELETE /numbers/{n}[?deregister=true]``: stop its actor, forget it (and deregister it at Meta);
+- ``GET    /doctor[?number=+1...]``: the checks and their fixes.
+
+A step that fails answers 502 with Meta's error and the onboarding status
+(``{"code", "message", "step", "status": {...}}``); a request that cannot start
+(unknown WABA, bad number or code) 400; an unknown number 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+import structlog
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from dispatcher.core import jsondecode
+from dispatcher.core.twilio import TwilioError
+from dispatcher.frontdoor.admin import PREFIX, normalize_number
+from dispatcher.ops.doctor import Doctor
+from dispatcher.ops.onboarding import Onboarding, OnboardingError, OnboardStatus, Profile, StepFailed
+
+log = structlog.get_logger()
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+class AddNumber(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    number: Annotated[str, msgspec.Meta(max_length=32)]
+    waba: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+    account: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")] | None = None
+    verified_name: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    code_method: Literal["SMS", "VOICE"] = "SMS"
+
+
+class VerifyCode(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=4, max_length=16)]
+
+
+class Register(msgspec.Struct, forbid_unknown_fields=True):
+    pin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+
+
+class Failure(msgspec.Struct, kw_only=True):
+    code: int
+    message: str
+    step: str
+    status: OnboardStatus
+    more_info: str = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes"
+
+
+class Onboarded(msgspec.Struct, kw_only=True):
+    numbers: list[OnboardStatus]
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status=status, content_type="application/json")
+
+
+async def _body(type: type[msgspec.Struct]) -> msgspec.Struct:
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    try:
+        return jsondecode.decode(msgspec.json.Decoder(type), raw or b"{}")
+    except msgspec.DecodeError as exc:
+        raise TwilioError(400, 20001, f"Invalid request: {exc}") from None
+
+
+def register_number_routes(app: QuartTrio, onboarding: Onboarding, doctor: Doctor) -> None:
+    @app.errorhandler(OnboardingError)
+    async def cannot_start(exc: OnboardingError) -> Response:
+        return Response(TwilioError(400, 20001, str(exc)).body(), status=400, content_type="application/json")
+
+    @app.errorhandler(StepFailed)
+    async def step_failed(exc: StepFailed) -> Response:
+        return _json(Failure(code=20500, message=str(exc), step=exc.step, status=exc.status), 502)
+
+    @app.get(f"{PREFIX}/numbers")
+    async def list_numbers() -> Response:
+        return _json(Onboarded(numbers=[onboarding.status(r) for r in onboarding.records()]))
+
+    @app.post(f"{PREFIX}/numbers")
+    async def add_number() -> Response:
+        body = await _body(AddNumber)
+        assert isinstance(body, AddNumber)
+        number = normalize_number(body.number)
+        log.info("admin.number_add", number=number, waba=body.waba)
+        status = await onboarding.add(
+            number,
+            waba_id=body.waba,
+            account=body.account,
+            verified_name=body.verified_name,
+            code_method=body.code_method,
+        )
+        return _json(status, 201)
+
+    @app.post(f"{PREFIX}/numbers/<number>/verify")
+    async def verify_number(number: str) -> Response:
+        body = await _body(VerifyCode)
+        assert isinstance(body, VerifyCode)
+        return _json(await onboarding.verify(normalize_number(number), body.code))
+
+    @app.post(f"{PREFIX}/numbers/<number>/register")
+    async def register_number(number: str) -> Response:
+        body = await _body(Register)
+        assert isinstance(body, Register)
+        number = normalize_number(number)
+        log.info("admin.number_register", number=number)
+        return _json(await onboarding.register(number, body.pin))
+
+    @app.get(f"{PREFIX}/numbers/<number>/profile")
+    async def read_profile(number: str) -> Response:
+        return _json(await onboarding.profile(normalize_number(number), None))
+
+    @app.post(f"{PREFIX}/numbers/<number>/profile")
+    async def set_profile(number: str) -> Response:
+        body = await _body(Profile)
+        assert isinstance(body, Profile)
+        return _json(await onboarding.profile(normalize_number(number), body))
+
+    @app.delete(f"{PREFIX}/numbers/<number>")
+    async def remove_number(number: str) -> Response:
+        number = normalize_number(number)
+        deregister = request.args.get("deregister", "false").lower() in ("1", "true", "yes")
+        log.info("admin.number_remove", number=number, deregister=deregister)
+        if onboarding.record(number) is None:
+            raise TwilioError(404, 20404, f"{number} is not onboarded here")
+        return _json(await onboarding.remove(number, deregister=deregister))
+
+    @app.get(f"{PREFIX}/doctor")
+    async def examine() -> Response:
+        wanted = request.args.get("number")
+        number = normalize_number(wanted) if wanted else None
+        report = await doctor.examine(number)
+        if number is not None and not report.numbers:
+            raise TwilioError(404, 20404, f"No Cloud number {number} is running here")
+        return _json(report)

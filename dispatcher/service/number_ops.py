@@ -1,0 +1,282 @@
+"""The number side of the daemon, wired: onboarding, the account watch, the doctor, the start-up check.
+
+- ``Roster`` says which numbers run: the config's and the onboarded ones (records in LMDB whose
+  ``start`` step is done, in a WABA the config still has with its secrets);
+- onboarding starts a number's actor without a restart (``activate``: roster, directory,
+  supervisor) and stops it (``deactivate``: the actor drains like a number removed by a reload);
+- the account watch gets the four account webhook fields from the Cloud webhook route;
+- at start, each Cloud number's fields are read once (tier, throughput, quality, into the
+  watch) and the Graph version that answered is checked (``GraphHealth``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import final
+
+import httpx
+import structlog
+import trio
+
+from actors.supervisor import Supervisor
+from dispatcher.channels import account_webhook
+from dispatcher.channels.cloud_webhook import FieldChange
+from dispatcher.channels.graph import GraphClient
+from dispatcher.config import CloudConfig, Config, NumberConfig, WabaConfig, cloud_base_url, waba_base_url
+from dispatcher.core import number_watch
+from dispatcher.core import onboarding_state as state
+from dispatcher.core.clock import WallClock
+from dispatcher.core.directory import Directory, NumberInfo
+from dispatcher.core.number_watch import NumberWatch
+from dispatcher.core.onboarding_state import OnboardRecord
+from dispatcher.core.store import Store
+from dispatcher.ops.doctor import Doctor, Target
+from dispatcher.ops.graph_health import GraphHealth
+from dispatcher.ops.onboarding import Onboarding, WabaHandle
+from dispatcher.service.fleet import Fleet, number_info
+from dispatcher.service.numbers import cloud_pace
+from dispatcher.service.reload import retire
+from dispatcher.service.roster import Roster
+from dispatcher.webhooks.account import AccountWatch, apply_to_actor
+from dispatcher.webhooks.cloud_fields import CloudFields
+
+log = structlog.get_logger()
+
+
+def onboarded_config(
+    record: OnboardRecord, waba: WabaConfig, simulator_url: str | None
+) -> NumberConfig | None:
+    """The running config of an onboarded number: its WABA's token, secrets and Graph version.
+    None if the WABA lacks the secrets (or its simulator is not running)."""
+    if waba.app_secret is None or waba.verify_token is None or record.phone_number_id is None:
+        return None
+    if waba.simulated and simulator_url is None:
+        return None
+    endpoint = simulator_url if waba.simulated else waba_base_url(waba)
+    return NumberConfig(
+        number=record.number,
+        account=record.account,
+        channel="cloud",
+        endpoints=[endpoint] if endpoint else [],
+        waba=waba.id,
+        cloud=CloudConfig(
+            phone_number_id=record.phone_number_id,
+            access_token=waba.access_token,
+            app_secret=waba.app_secret,
+            verify_token=waba.verify_token,
+            api_version=waba.graph_version,
+        ),
+    )
+
+
+def onboarded_numbers(config: Config, store: Store, simulator_url: str | None) -> list[NumberConfig]:
+    """The onboarded numbers to run at start (their ``start`` step done)."""
+    wabas = {w.id: w for w in config.wabas}
+    found: list[NumberConfig] = []
+    for record in state.every(store):
+        if not record.is_done(state.START):
+            continue
+        waba = wabas.get(record.waba_id)
+        num = None if waba is None else onboarded_config(record, waba, simulator_url)
+        if num is None:
+            log.error(
+                "onboarding.not_started",
+                number=record.number,
+                waba=record.waba_id,
+                reason="its WABA is not in [[wabas]] with app_secret and verify_token",
+            )
+            continue
+        found.append(num)
+    return found
+
+
+def graph_of(num: NumberConfig, client: httpx.AsyncClient, simulator_url: str | None) -> GraphClient:
+    """A cold-path Graph client with a Cloud number's own token and version."""
+    cloud = num.cloud
+    assert cloud is not None
+    base = simulator_url if num.simulated and simulator_url else cloud_base_url(num)
+    where = f"{num.number}.cloud.access_token"
+    return GraphClient(
+        client=client,
+        base_url=base,
+        version=cloud.api_version,
+        token=lambda: cloud.access_token.resolve(where),
+    )
+
+
+def waba_graph(waba: WabaConfig, client: httpx.AsyncClient, simulator_url: str | None) -> GraphClient:
+    base = simulator_url if waba.simulated and simulator_url else waba_base_url(waba)
+    where = f"wabas.{waba.id}.access_token"
+    return GraphClient(
+        client=client,
+        base_url=base,
+        version=waba.graph_version,
+        token=lambda: waba.access_token.resolve(where),
+    )
+
+
+@final
+class NumberOps:
+    """Onboarding, the account watch and the Graph checks of one daemon, built together."""
+
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        store: Store,
+        wall: WallClock,
+        supervisor: Supervisor,
+        fleet: Fleet,
+        directory: Directory,
+        client: httpx.AsyncClient,
+        webhook_base: Callable[[], str],
+        simulator_url: str | None,
+        drain_timeout: float,
+    ) -> None:
+        """``client``: the cold-path HTTP client for Graph; ``webhook_base``: this daemon's public URL."""
+        self.roster = roster
+        self._store = store
+        self._wall = wall
+        self._supervisor = supervisor
+        self._fleet = fleet
+        self._directory = directory
+        self._client = client
+        self._webhook_base = webhook_base
+        self._simulator_url = simulator_url
+        self._drain_timeout = drain_timeout
+        config = roster.config
+        self.watch = AccountWatch(
+            store=store,
+            wall=wall,
+            numbers=roster.watched,
+            actor=supervisor.actor,
+            pause_on=config.watch.pause_on,
+        )
+        self.graph_health = GraphHealth(wall=wall, warn_days=config.watch.version_warn_days)
+        self.doctor = Doctor(targets=self.targets, client=client, wall=wall, health=self.graph_health)
+        self.onboarding = Onboarding(
+            store=store,
+            wall=wall,
+            waba=self.waba,
+            webhook_url=self.webhook_url,
+            activate=self.activate,
+            deactivate=self.deactivate,
+            apply_watch=self.apply_watch,
+        )
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def register_fields(self, fields: CloudFields) -> None:
+        """The four account fields of the Cloud webhook go to the watch."""
+
+        async def apply(info: NumberInfo, change: FieldChange) -> None:
+            await self.watch.apply(info.number, change.waba_id, change.field, bytes(change.value))
+
+        for field in account_webhook.FIELDS:
+            fields.register(field, apply)
+
+    def targets(self) -> list[Target]:
+        """The running Cloud numbers, as the doctor examines them."""
+        found: list[Target] = []
+        for num in self.roster.numbers():
+            cloud = num.cloud
+            if cloud is None:
+                continue
+            where = f"{num.number}.cloud"
+            found.append(
+                Target(
+                    number=num.number,
+                    phone_number_id=cloud.phone_number_id,
+                    waba_id=num.waba,
+                    graph=self.graph_for(num),
+                    token=functools.partial(cloud.access_token.resolve, f"{where}.access_token"),
+                    verify_token=functools.partial(cloud.verify_token.resolve, f"{where}.verify_token"),
+                    webhook_url=self.webhook_url(num.number),
+                    pin_required=not num.simulated,
+                )
+            )
+        return found
+
+    def waba(self, waba_id: str) -> WabaHandle | None:
+        waba = next((w for w in self.roster.config.wabas if w.id == waba_id), None)
+        if waba is None or waba.verify_token is None:
+            return None
+        verify = waba.verify_token
+        return WabaHandle(
+            id=waba.id,
+            account=waba.account,
+            graph=self.graph_for_waba(waba),
+            verify_token=lambda: verify.resolve(f"wabas.{waba_id}.verify_token"),
+        )
+
+    def graph_for_waba(self, waba: WabaConfig) -> GraphClient:
+        return waba_graph(waba, self._client, self._simulator_url)
+
+    def graph_for(self, num: NumberConfig) -> GraphClient:
+        return graph_of(num, self._client, self._simulator_url)
+
+    def webhook_url(self, number: str) -> str:
+        return f"{self._webhook_base().rstrip('/')}/webhooks/cloud/{number.lstrip('+')}"
+
+    async def apply_watch(self, number: str, watch: NumberWatch) -> None:
+        """Keep what Meta says of ``number`` and apply it to its running actor."""
+        await self._store.write(number_watch.put(number, watch))
+        actor = self._supervisor.actor(number)
+        num = self.roster.get(number)
+        if actor is not None and num is not None and num.cloud is not None:
+            apply_to_actor(actor, watch, cloud_pace(num))
+
+    # -- starting and stopping onboarded numbers -----------------------------------------
+
+    async def activate(self, record: OnboardRecord) -> str:
+        if self.roster.configured(record.number):
+            return "runs from the config file ([[numbers]]): nothing to start"
+        waba = next((w for w in self.roster.config.wabas if w.id == record.waba_id), None)
+        num = None if waba is None else onboarded_config(record, waba, self._simulator_url)
+        if num is None:
+            raise RuntimeError(f"WABA {record.waba_id} is not in [[wabas]] with app_secret and verify_token")
+        running = self._supervisor.actor(record.number)
+        previous = self.roster.get(record.number)
+        self.roster.add_onboarded(num)
+        self._directory.reload(number_info(n) for n in self.roster.numbers())
+        if running is not None and previous == num:
+            return "its actor already runs"
+        actor = self._fleet.build(num)
+        if running is None:
+            await self._supervisor.add(actor)
+        else:
+            await self._supervisor.replace(actor, timeout=self._drain_timeout)
+            await self._fleet.release(running)
+        log.info("onboarding.started", number=record.number, waba=record.waba_id)
+        return "its actor started: it sends from now on"
+
+    async def deactivate(self, number: str) -> str:
+        if self.roster.configured(number):
+            return "runs from the config file: remove it from [[numbers]] and reload to stop it"
+        if self.roster.remove_onboarded(number) is None:
+            return "it was not running"
+        self._directory.reload(number_info(n) for n in self.roster.numbers())
+        if self._supervisor.actor(number) is None:
+            return "it was not running"
+        left = await retire(self._supervisor, self._fleet, number, timeout=self._drain_timeout)
+        log.info("onboarding.stopped", number=number, outbox=left)
+        return f"its actor stopped ({left} messages left in its outbox, kept in LMDB)"
+
+    # -- the start-up check ----------------------------------------------------------------
+
+    async def check_numbers(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read each Cloud number's fields once (into the watch) and judge the Graph version that
+        answered; failures are logged (the daemon runs without it)."""
+        task_status.started()
+        for num in self.roster.numbers():
+            if num.cloud is None:
+                continue
+            graph = self.graph_for(num)
+            try:
+                fields = await self.graph_health.fields(graph, num.cloud.phone_number_id)
+            except Exception as exc:
+                log.warning("graph.check_failed", number=num.number, error=str(exc)[:300])
+                continue
+            watch = fields.watched(number_watch.load(self._store, num.number), self._wall.now())
+            await self.apply_watch(num.number, watch)
