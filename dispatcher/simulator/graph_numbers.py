@@ -450,6 +450,9 @@ class GraphNumbers:
     def _debug_token(self, req: SimRequest) -> SimResponse:
         token = str(_params(req).get("input_token", ""))
         waba = next((w for w in self.wabas.values() if w.token == token), None)
+        served = next((n for n in self._cloud.numbers() if n.access_token == token), None)
+        if waba is None and served is not None:  # a sandbox number's own system-user token
+            waba = SimWaba(served.waba_id, token, served.app_secret)
         if waba is None:
             data: dict[str, Any] = {
                 "is_valid": False,
