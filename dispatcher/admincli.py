@@ -1,4 +1,5 @@
-"""``wadispatch status | outbox | pause | resume | drain | token refresh | templates | reload``.
+"""``wadispatch status | outbox | pause | resume | drain | token refresh | templates | reload``
+(and ``numbers`` / ``doctor``: ``numbers_cli``).
 
 The operator's side of the admin API (``/admin/v1``): human-readable tables by
 default, ``--json`` for scripts (the server's JSON, unchanged). The admin token
@@ -25,12 +26,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dispatcher import numbers_cli
 from dispatcher.ops.operations import Ack, NumberStatus, Outbox, ReloadResult, Status, TokenRefreshed
 
 T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-COMMANDS = ("status", "outbox", "pause", "resume", "drain", "token", "templates", "reload")
+COMMANDS = (
+    "status",
+    "outbox",
+    "pause",
+    "resume",
+    "drain",
+    "token",
+    "templates",
+    "reload",
+    *numbers_cli.COMMANDS,
+)
 
 
 class CliError(Exception):
@@ -77,6 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add = templates_sub.add_parser("add", parents=[common], help="register a template from a JSON file")
     add.add_argument("file", help="JSON template definition ('-' reads standard input)")
     sub.add_parser("reload", parents=[common], help="re-read the config and apply it (like SIGHUP)")
+    numbers_cli.add_parsers(sub, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,13 +99,15 @@ def run(args: argparse.Namespace) -> int:
         client = _Client(args)
         with client:
             return _dispatch(args, client, out)
-    except CliError as exc:
+    except (CliError, numbers_cli.CommandFailed) as exc:
         sys.stderr.write(f"wadispatch: {exc}\n")
         return exc.code
 
 
 def _dispatch(args: argparse.Namespace, client: _Client, out: Console) -> int:
     command = args.command
+    if command in numbers_cli.COMMANDS:
+        return numbers_cli.run(args, client, out)
     if command == "status":
         status = client.get("/status", Status)
         return _emit(args, out, status, lambda: _status_table(status))
@@ -144,15 +159,20 @@ class _Client:
     def post(self, path: str, type: type[T], *, body: object = None, accept: tuple[int, ...] = (200,)) -> T:
         return self._call("POST", path, type, body, accept)
 
-    def _call(self, method: str, path: str, type: type[T], body: object, accept: tuple[int, ...]) -> T:
+    def call(self, method: str, path: str, body: object, accept: tuple[int, ...]) -> tuple[int, bytes]:
+        """One admin call: its status (one of ``accept``, else CliError) and body."""
         try:
             resp = self._http.request(method, path, content=None if body is None else json.dumps(body))
         except httpx.TransportError as exc:
             raise CliError(f"cannot reach the daemon at {self._url}: {exc}", 3) from exc
         if resp.status_code not in accept:
             raise CliError(_error_text(resp), 1)
+        return resp.status_code, resp.content
+
+    def _call(self, method: str, path: str, type: type[T], body: object, accept: tuple[int, ...]) -> T:
+        _, content = self.call(method, path, body, accept)
         try:
-            return msgspec.json.decode(resp.content, type=type)
+            return msgspec.json.decode(content, type=type)
         except msgspec.DecodeError as exc:
             raise CliError(f"unexpected answer from {self._url}{path}: {exc}", 1) from exc
 
