@@ -23,7 +23,15 @@ from actors.supervisor import Supervisor
 from dispatcher.channels import account_webhook
 from dispatcher.channels.cloud_webhook import FieldChange
 from dispatcher.channels.graph import GraphClient
-from dispatcher.config import CloudConfig, Config, NumberConfig, WabaConfig, cloud_base_url, waba_base_url
+from dispatcher.config import (
+    CloudConfig,
+    Config,
+    NumberConfig,
+    Secret,
+    WabaConfig,
+    cloud_base_url,
+    waba_base_url,
+)
 from dispatcher.core import number_watch
 from dispatcher.core import onboarding_state as state
 from dispatcher.core.clock import WallClock
@@ -91,29 +99,11 @@ def onboarded_numbers(config: Config, store: Store, simulator_url: str | None) -
     return found
 
 
-def graph_of(num: NumberConfig, client: httpx.AsyncClient, simulator_url: str | None) -> GraphClient:
-    """A cold-path Graph client with a Cloud number's own token and version."""
-    cloud = num.cloud
-    assert cloud is not None
-    base = simulator_url if num.simulated and simulator_url else cloud_base_url(num)
-    where = f"{num.number}.cloud.access_token"
-    return GraphClient(
-        client=client,
-        base_url=base,
-        version=cloud.api_version,
-        token=lambda: cloud.access_token.resolve(where),
-    )
-
-
-def waba_graph(waba: WabaConfig, client: httpx.AsyncClient, simulator_url: str | None) -> GraphClient:
-    base = simulator_url if waba.simulated and simulator_url else waba_base_url(waba)
-    where = f"wabas.{waba.id}.access_token"
-    return GraphClient(
-        client=client,
-        base_url=base,
-        version=waba.graph_version,
-        token=lambda: waba.access_token.resolve(where),
-    )
+def graph_of(
+    base_url: str, version: str, token: Secret, where: str, client: httpx.AsyncClient
+) -> GraphClient:
+    """A cold-path Graph client; the token is read per call (a rotated credential file counts)."""
+    return GraphClient(client=client, base_url=base_url, version=version, token=lambda: token.resolve(where))
 
 
 @final
@@ -211,10 +201,18 @@ class NumberOps:
         )
 
     def graph_for_waba(self, waba: WabaConfig) -> GraphClient:
-        return waba_graph(waba, self._client, self._simulator_url)
+        """With the WABA's token and version."""
+        base = self._simulator_url if waba.simulated and self._simulator_url else waba_base_url(waba)
+        where = f"wabas.{waba.id}.access_token"
+        return graph_of(base, waba.graph_version, waba.access_token, where, self._client)
 
     def graph_for(self, num: NumberConfig) -> GraphClient:
-        return graph_of(num, self._client, self._simulator_url)
+        """With a Cloud number's own token and version."""
+        cloud = num.cloud
+        assert cloud is not None
+        base = self._simulator_url if num.simulated and self._simulator_url else cloud_base_url(num)
+        where = f"{num.number}.cloud.access_token"
+        return graph_of(base, cloud.api_version, cloud.access_token, where, self._client)
 
     def webhook_url(self, number: str) -> str:
         return f"{self._webhook_base().rstrip('/')}/webhooks/cloud/{number.lstrip('+')}"

@@ -49,3 +49,14 @@ def body_of(resp: SimResponse) -> Json:
     """An answer's JSON body."""
     decoded: Json = json.loads(resp.body)
     return decoded
+
+
+class Captured:
+    """A fake signed-webhook poster (the Cloud simulator's): records (url, body, headers), answers 200."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        self.posts.append((url, body, headers))
+        return 200

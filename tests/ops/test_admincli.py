@@ -10,19 +10,11 @@ import pytest
 import trio
 
 from dispatcher import admincli
-from dispatcher.cli import main
 from dispatcher.ops.operations import Outbox, Status
+from tests.helpers.cli import cli
 from tests.helpers.daemon import ADMIN_SECTION, ADMIN_TOKEN, messages_path, running_daemon, sandbox_config
 
 N2 = "+15550000002"
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in a worker thread (it is synchronous) while the daemon serves in this trio run."""
-    capsys.readouterr()
-    code = await trio.to_thread.run_sync(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def test_status_outbox_pause_drain_resume(

@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from dispatcher.cli import main
+from tests.helpers.cli import cli
 from tests.helpers.daemon import ADMIN_TOKEN, running_daemon
 from tests.helpers.onboarding import ONBOARDED, PIN, WABA, code_of, onboarding_config
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in a worker thread (it is synchronous) while the daemon serves in this trio run."""
-    capsys.readouterr()
-    code = await trio.to_thread.run_sync(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def test_the_readme_walk(

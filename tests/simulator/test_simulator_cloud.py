@@ -16,20 +16,12 @@ from dispatcher.simulator import cloud
 from dispatcher.simulator.cloud import CloudApi, CloudNumber, CloudTemplate, sign
 from dispatcher.simulator.exchange import SimRequest, SimResponse
 from dispatcher.simulator.ids import IdMaker
+from tests.helpers.simulator_core import Captured
 
 PNID = "106540352242922"
 TOKEN = "EAAsystemuser"
 SECRET = "app-secret"
 PATH = f"/v23.0/{PNID}/messages"
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        self.posts.append((url, body, headers))
-        return 200
 
 
 def make(**number: Any) -> tuple[CloudApi, Captured]:

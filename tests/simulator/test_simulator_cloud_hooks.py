@@ -14,20 +14,12 @@ from dispatcher.core.clock import TrioWallClock
 from dispatcher.simulator.cloud import CloudApi, CloudNumber, sign
 from dispatcher.simulator.exchange import SimRequest
 from dispatcher.simulator.ids import IdMaker
+from tests.helpers.simulator_core import Captured
 
 PNID = "106540352242922"
 TOKEN = "EAAsystemuser"
 SECRET = "app-secret"
 PATH = f"/v23.0/{PNID}/messages"
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        self.posts.append((url, body, headers))
-        return 200
 
 
 def make(batch: int, concurrency: int = 1) -> tuple[CloudApi, Captured]:

@@ -13,21 +13,13 @@ from dispatcher.core.clock import TrioWallClock
 from dispatcher.simulator import Simulator
 from dispatcher.simulator.cloud import sign
 from dispatcher.simulator.exchange import SimRequest, SimResponse
+from tests.helpers.simulator_core import Captured
 
 WABA = "102290129340398"
 TOKEN = "EAAwabasystemuser"
 SECRET = "app-secret-0123456789"
 NUMBER = "+15550783881"
 V = "/v23.0"
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        self.posts.append((url, body, headers))
-        return 200
 
 
 def call(sim: Simulator, method: str, target: str, body: object = None, *, token: str = TOKEN) -> SimResponse:
