@@ -142,7 +142,9 @@ def test_bucket_keeps_50_ms_of_slots_back_for_jitter(throughput: float, slots: i
     assert bucket_headroom(throughput) == slots
 
 
-async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_cloud_number_bursts_less_its_jitter_headroom(
+    autojump_clock: trio.testing.MockClock, store: Store
+) -> None:
     from dispatcher.config import CloudConfig, NumberConfig, Secret
     from dispatcher.service.numbers import build_actor
 
@@ -155,7 +157,8 @@ async def test_a_cloud_number_bursts_less_its_jitter_headroom(autojump_clock: tr
         throughput_burst=80,
     )
     num = NumberConfig(number="+15550000001", account="AC" + "0" * 32, channel="cloud", cloud=cloud)
-    actor = build_actor(num, cast(Transport, None), store=cast(Store, None), wall=SystemWallClock())
+    # A real store: the actor is built with what Meta last said of the number (none here).
+    actor = build_actor(num, cast(Transport, None), store=store, wall=SystemWallClock())
     released = 0
     with trio.move_on_after(0.001):
         while True:

@@ -461,6 +461,8 @@ phone_number_id = "{PNID}"
 access_token = {{ value = "{CLOUD_TOKEN}" }}
 app_secret = {{ value = "{APP_SECRET}" }}
 verify_token = {{ value = "upstream-verify-token-0123" }}
+[watch]
+check_at_start = false  # the fake Graph answers only what these tests ask (no start-up read of fields)
 """)
 
 
