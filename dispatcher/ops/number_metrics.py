@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector
 
 from dispatcher.channels import account_webhook as aw
 from dispatcher.core import number_watch
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
-from dispatcher.core.store import Store
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.webhooks.account import HIGH, AccountWatch, WatchedNumber
 
@@ -27,13 +27,13 @@ class NumberWatchCollector(Collector):
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         numbers: Callable[[], Iterable[WatchedNumber]],
         watch: AccountWatch,
         health: GraphHealth,
     ) -> None:
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._numbers = numbers
         self._watch = watch
@@ -69,7 +69,7 @@ class NumberWatchCollector(Collector):
         now = self._wall.now()
         for watched in self._numbers():
             n = watched.number
-            record = number_watch.load(self._store, n)
+            record = number_watch.load(self._buckets.for_number(n), n)
             found = set(record.problems(now))
             for name in number_watch.PROBLEMS:
                 problem.add_metric([n, name.lower()], 1.0 if name in found else 0.0)

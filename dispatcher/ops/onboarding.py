@@ -37,10 +37,10 @@ import trio
 from dispatcher.channels.graph import GraphClient, GraphError, Success
 from dispatcher.core import number_watch
 from dispatcher.core import onboarding_state as state
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord, StepError
-from dispatcher.core.store import Store
 
 log = structlog.get_logger()
 
@@ -177,7 +177,7 @@ class Onboarding:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         waba: Callable[[str], WabaHandle | None],
         webhook_url: Callable[[str], str],
@@ -185,10 +185,11 @@ class Onboarding:
         deactivate: Deactivate,
         apply_watch: ApplyWatch,
     ) -> None:
-        """``waba``: a configured WABA by id; ``webhook_url``: a number's Cloud webhook URL here;
+        """``buckets``: each number's record lives in its bucket; ``waba``: a configured WABA by id;
+        ``webhook_url``: a number's Cloud webhook URL here;
         ``activate``/``deactivate``: start/stop the number's actor (they say what they did);
         ``apply_watch``: store what Meta says of the number and apply it to its actor."""
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._waba = waba
         self._webhook_url = webhook_url
@@ -200,10 +201,10 @@ class Onboarding:
     # -- reading ------------------------------------------------------------------------
 
     def record(self, number: str) -> OnboardRecord | None:
-        return state.load(self._store, number)
+        return state.load(self._buckets.for_number(number), number)
 
     def records(self) -> list[OnboardRecord]:
-        return sorted(state.every(self._store), key=lambda r: r.number)
+        return sorted((r for s in self._buckets.stores for r in state.every(s)), key=lambda r: r.number)
 
     def status(self, record: OnboardRecord, steps: list[StepReport] | None = None) -> OnboardStatus:
         return OnboardStatus(
@@ -329,11 +330,11 @@ class Onboarding:
                     failed = msgspec.structs.replace(
                         record, error=_error("deregister", exc, self._wall.now())
                     )
-                    await self._store.write(state.put(failed))
+                    await self.save(failed)
                     steps.append(StepReport(step="deregister", outcome="failed", detail=str(exc)))
                     raise StepFailed("deregister", str(exc), self.status(failed, steps)) from exc
                 steps.append(StepReport(step="deregister", outcome="done", detail="deregistered at Meta"))
-            await self._store.write(state.delete(number))
+            await self._buckets.for_number(number).write(state.delete(number))
             log.info("onboarding.removed", number=number, deregistered=deregister)
             return OnboardStatus(
                 number=number,
@@ -408,7 +409,9 @@ class Onboarding:
             raise _Missing(
                 f"Meta says the number is not on the Cloud API (platform_type {fields.platform_type})"
             )
-        watch = fields.watched(number_watch.load(self._store, record.number), self._wall.now())
+        watch = fields.watched(
+            number_watch.load(self._buckets.for_number(record.number), record.number), self._wall.now()
+        )
         await self._apply_watch(record.number, watch)
         throughput = fields.throughput.level if fields.throughput else "?"
         return (
@@ -441,7 +444,7 @@ class Onboarding:
         return self._wall
 
     async def save(self, record: OnboardRecord) -> None:
-        await self._store.write(state.put(record))
+        await self._buckets.for_number(record.number).write(state.put(record))
 
 
 class _Missing(Exception):

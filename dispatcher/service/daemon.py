@@ -386,7 +386,7 @@ async def _run_on_root(
                 )
                 simulator_url = sandbox.url if sandbox is not None else None
                 # The config's numbers and those onboarded at runtime (kept in LMDB).
-                roster = Roster(config, onboarded_numbers(config, store, simulator_url))
+                roster = Roster(config, onboarded_numbers(config, buckets, simulator_url))
                 actors = [fleet.build(num) for num in roster.numbers()]
                 sup = config.supervisor
                 supervisor = Supervisor(
@@ -449,7 +449,7 @@ async def _run_on_root(
                 cloud_fields.register("template_category_update", template_sync.on_category_update)
                 numbers = NumberOps(
                     roster=roster,
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     supervisor=supervisor,
                     fleet=fleet,
@@ -557,7 +557,7 @@ async def _run_on_root(
                 _field_metrics(metrics.collector, cloud_fields)
                 metrics.add(
                     NumberWatchCollector(
-                        store=store,
+                        buckets=buckets,
                         wall=wall,
                         numbers=roster.watched,
                         watch=numbers.watch,
@@ -592,7 +592,7 @@ async def _run_on_root(
                         await work.start(messaging.fallbacks.run)
                         await http.start(_sample_until, sampler, shutdown)
                         if config.watch.check_at_start:
-                            await root.start(numbers.check_numbers)
+                            await root_nursery.start(numbers.check_numbers)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
                         notifier.ready(f"serving {len(actors)} numbers on {url}")

@@ -34,11 +34,11 @@ from dispatcher.config import (
 )
 from dispatcher.core import number_watch
 from dispatcher.core import onboarding_state as state
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord
-from dispatcher.core.store import Store
 from dispatcher.ops.doctor import Doctor, Target
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import Onboarding, WabaHandle
@@ -78,11 +78,11 @@ def onboarded_config(
     )
 
 
-def onboarded_numbers(config: Config, store: Store, simulator_url: str | None) -> list[NumberConfig]:
+def onboarded_numbers(config: Config, buckets: Buckets, simulator_url: str | None) -> list[NumberConfig]:
     """The onboarded numbers to run at start (their ``start`` step done)."""
     wabas = {w.id: w for w in config.wabas}
     found: list[NumberConfig] = []
-    for record in state.every(store):
+    for record in (r for store in buckets.stores for r in state.every(store)):
         if not record.is_done(state.START):
             continue
         waba = wabas.get(record.waba_id)
@@ -114,7 +114,7 @@ class NumberOps:
         self,
         *,
         roster: Roster,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         supervisor: Supervisor,
         fleet: Fleet,
@@ -126,7 +126,7 @@ class NumberOps:
     ) -> None:
         """``client``: the cold-path HTTP client for Graph; ``webhook_base``: this daemon's public URL."""
         self.roster = roster
-        self._store = store
+        self._buckets = buckets
         self._wall = wall
         self._supervisor = supervisor
         self._fleet = fleet
@@ -137,7 +137,7 @@ class NumberOps:
         self._drain_timeout = drain_timeout
         config = roster.config
         self.watch = AccountWatch(
-            store=store,
+            buckets=buckets,
             wall=wall,
             numbers=roster.watched,
             actor=supervisor.actor,
@@ -146,7 +146,7 @@ class NumberOps:
         self.graph_health = GraphHealth(wall=wall, warn_days=config.watch.version_warn_days)
         self.doctor = Doctor(targets=self.targets, client=client, wall=wall, health=self.graph_health)
         self.onboarding = Onboarding(
-            store=store,
+            buckets=buckets,
             wall=wall,
             waba=self.waba,
             webhook_url=self.webhook_url,
@@ -219,7 +219,7 @@ class NumberOps:
 
     async def apply_watch(self, number: str, watch: NumberWatch) -> None:
         """Keep what Meta says of ``number`` and apply it to its running actor."""
-        await self._store.write(number_watch.put(number, watch))
+        await self._buckets.for_number(number).write(number_watch.put(number, watch))
         actor = self._supervisor.actor(number)
         num = self.roster.get(number)
         if actor is not None and num is not None and num.cloud is not None:
@@ -276,5 +276,6 @@ class NumberOps:
             except Exception as exc:
                 log.warning("graph.check_failed", number=num.number, error=str(exc)[:300])
                 continue
-            watch = fields.watched(number_watch.load(self._store, num.number), self._wall.now())
+            store = self._buckets.for_number(num.number)
+            watch = fields.watched(number_watch.load(store, num.number), self._wall.now())
             await self.apply_watch(num.number, watch)

@@ -34,9 +34,9 @@ from actors.number import NumberActor
 from dispatcher.channels import account_webhook as aw
 from dispatcher.channels.cloud import bucket_headroom
 from dispatcher.core import number_watch
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.number_watch import NumberWatch
-from dispatcher.core.store import Store
 
 log = structlog.get_logger()
 
@@ -92,15 +92,16 @@ class AccountWatch:
     def __init__(
         self,
         *,
-        store: Store,
+        buckets: Buckets,
         wall: WallClock,
         numbers: Callable[[], Iterable[WatchedNumber]],
         actor: Callable[[str], NumberActor | None],
         pause_on: Sequence[str] = (),
     ) -> None:
-        """``numbers``: our Cloud numbers now (a reload or an onboarding changes them);
-        ``actor``: a number's running actor; ``pause_on``: the problems that pause a number."""
-        self._store = store
+        """``buckets``: where each number's record is; ``numbers``: our Cloud numbers now (a reload
+        or an onboarding changes them); ``actor``: a number's running actor; ``pause_on``: the
+        problems that pause a number."""
+        self._buckets = buckets
         self._wall = wall
         self._numbers = numbers
         self._actor = actor
@@ -122,13 +123,13 @@ class AccountWatch:
         now = self._wall.now()
         changed: list[tuple[WatchedNumber, NumberWatch, NumberWatch]] = []
         for target in targets:
-            before = number_watch.load(self._store, target.number)
+            before = number_watch.load(self._buckets.for_number(target.number), target.number)
             after = _updated(before, event, f"{field}:{name}", now)
             if after != before:
                 changed.append((target, before, after))
         for target, before, after in changed:
             after = self._steer(target, before, after, now)
-            await self._store.write(number_watch.put(target.number, after))
+            await self._buckets.for_number(target.number).write(number_watch.put(target.number, after))
             self._report(target.number, field, name, before, after, now)
         key = f"{field}:{name}"
         self.applied[key] = self.applied.get(key, 0) + 1

@@ -16,6 +16,7 @@ import trio.testing
 
 from dispatcher.channels import account_webhook as aw
 from dispatcher.core import number_watch
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store
 from dispatcher.webhooks.account import AccountWatch, Pace, WatchedNumber
@@ -49,7 +50,7 @@ def watch_of(
 ) -> AccountWatch:
     listed = [WatchedNumber(n, WABA, PACE) for n in numbers]
     return AccountWatch(
-        store=store,
+        buckets=Buckets.single(store),
         wall=TrioWallClock(start=1_700_000_000.0),
         numbers=lambda: listed,
         actor=lambda n: (actors or {}).get(n),
