@@ -169,6 +169,26 @@ class CreateRules:
         self._services = services
         self._max_body_chars = max_body_chars
 
+    def sender_of(
+        self, account_sid: str, to: str | None, from_: str | None, service_sid: str | None
+    ) -> str | None:
+        """The number a create with these fields is sent from (so stored by), as ``validate``
+        decides it; None if the create is refused before a sender is known (any daemon says why).
+
+        A front door asks it to find the bucket a create belongs to before forwarding it.
+        """
+        try:
+            if from_:
+                return self._address(from_, field="From", code=21212)
+            if service_sid and to:
+                service = self._services.get(account_sid, service_sid)
+                return self._services.pick(
+                    service, self._address(to, field="To", code=21211), self._wall.now()
+                )
+        except TwilioError:
+            return None
+        return None
+
     def validate(self, account_sid: str, req: SendRequest) -> MessageRecord:
         """Every create rule, Twilio's error code for the first broken one; nothing is written."""
         if not req.to:

@@ -1,0 +1,70 @@
+"""Which bucket a front-door request is about, read from its path (and, for a create, its sender).
+
+A sid names its bucket; a webhook names its number in its path (On-Prem, and Cloud:
+each number's webhook URL is its own, so the payload's phone_number_id is that
+number's and need not be read); a create's bucket is its sender's (``From``, or the
+number a Messaging Service picks, deterministically: ``CreateRules.sender_of``).
+Everything else (lists, admin, metrics, the console, health) is served by any
+daemon. Pure: no I/O, tested alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+
+from dispatcher.core.buckets import Buckets
+from dispatcher.core.directory import Directory
+from dispatcher.core.twilio import API_VERSION
+
+_CREATE: Final = re.compile(rf"^/{re.escape(API_VERSION)}/Accounts/([^/]+)/Messages\.json$")
+_MESSAGE: Final = re.compile(
+    rf"^/{re.escape(API_VERSION)}/Accounts/[^/]+/Messages/([A-Z]{{2}}[0-9a-f]{{32}})(?:\.json|/.*)$"
+)
+_ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([0-9]{1,20})/[^/]+$")
+_CLOUD_WEBHOOK: Final = re.compile(r"^/webhooks/cloud/([0-9]{1,30})$")
+BATCH_PATH: Final = "/v1/messages:batch"
+
+
+@attrs.frozen
+class Create:
+    """A Twilio create for ``account``: its bucket is its sender's, known once the body is read."""
+
+    account: str
+
+
+@attrs.frozen
+class Batch:
+    """A batch: its items are split by their senders' buckets."""
+
+
+@attrs.frozen
+class InBucket:
+    """A request about bucket ``bucket`` (a sid's message, a number's webhook)."""
+
+    bucket: int
+
+
+Route = Create | Batch | InBucket | None  # None: any daemon serves it
+
+
+def route(method: str, path: str, buckets: Buckets, directory: Directory) -> Route:
+    """The request's route; None for what this daemon serves whoever owns what."""
+    if method == "POST":
+        if path == BATCH_PATH:
+            return Batch()
+        if (match := _CREATE.match(path)) is not None:
+            return Create(match.group(1))
+    if (match := _MESSAGE.match(path)) is not None:
+        index = buckets.index_of_sid(match.group(1))
+        return None if index is None else InBucket(index)
+    if method != "POST":
+        return None  # a webhook's GET is the Cloud handshake: any daemon answers it
+    if (match := _ONPREM_WEBHOOK.match(path)) is not None:
+        return InBucket(buckets.index("+" + match.group(1)))
+    if (match := _CLOUD_WEBHOOK.match(path)) is not None:
+        info = directory.cloud_number(match.group(1))
+        return None if info is None else InBucket(buckets.index(info.number))
+    return None
