@@ -541,6 +541,10 @@ class NumberActor:
         """Storage cannot record this number's outcomes now: no new send starts."""
         return self._recorder.recovery is not None
 
+    def pending(self) -> int:
+        """Messages it holds now (queued, in flight, parked): statistics()'s ``pending`` alone."""
+        return self._queues.pending()
+
     @property
     def storage_error(self) -> str | None:
         """Why storage refused this number's last write, while it fails."""

@@ -25,7 +25,7 @@ import attrs
 import structlog
 import trio
 
-from actors.statistics import ActorStatistics
+from actors.statistics import ActorStatistics, SendCounts
 from dispatcher.core.clock import WallClock
 
 log = structlog.get_logger()
@@ -43,7 +43,12 @@ COARSE_WIDTH: Final = FINE_WIDTH + len(QUANTILES)
 
 
 class Counted(Protocol):
-    """What the sampler reads of a number actor: the snapshot /metrics reads."""
+    """What the sampler reads of a number actor: its counters, and the snapshot /metrics reads."""
+
+    number: str
+    counts: SendCounts
+
+    def pending(self) -> int: ...
 
     def statistics(self) -> ActorStatistics: ...
 
@@ -126,16 +131,16 @@ class Plot:
     series: dict[str, list[float]]
 
 
-def counters_of(stats: ActorStatistics) -> tuple[int, ...]:
-    failed = sum(count for _, count in stats.failed_by_code)
+def counters_of(counts: SendCounts) -> tuple[int, ...]:
+    """COUNTERS of a number, read from its plain ints (what statistics() copies)."""
     return (
-        stats.accepted,
-        stats.sent,
-        stats.delivered,
-        stats.read,
-        failed,
-        stats.rate_limited,
-        stats.pair_limited,
+        counts.accepted,
+        counts.sent,
+        counts.delivered,
+        counts.read,
+        sum(counts.failed_by_code.values()),
+        counts.rate_limited,
+        counts.pair_limited,
     )
 
 
@@ -214,21 +219,33 @@ class Sampler:
             self.coarse_times.push(self._wall.now())
         seen: set[str] = set()
         for actor in self._actors():
-            stats = actor.statistics()
-            seen.add(stats.number)
-            self._sample(stats, close_coarse)
+            seen.add(actor.number)
+            counters = counters_of(actor.counts)
+            previous = self._previous.get(actor.number)
+            if (
+                previous is not None
+                and actor.number not in self._series
+                and previous.counters == counters
+                and actor.pending() == 0
+            ):
+                continue  # idle as ever: no snapshot taken (most of a large fleet, most ticks)
+            self._sample(actor.statistics(), counters, previous, close_coarse)
         for gone in self._previous.keys() - seen:
             del self._previous[gone]
             self._series.pop(gone, None)
         self.last_duration = trio.current_time() - began
 
-    def _sample(self, stats: ActorStatistics, close_coarse: bool) -> None:
-        counters = counters_of(stats)
+    def _sample(
+        self,
+        stats: ActorStatistics,
+        counters: tuple[int, ...],
+        previous: _Previous | None,
+        close_coarse: bool,
+    ) -> None:
         latency = _latency_counts(stats)
         if latency and not self._bounds:
             self._bounds = _bounds(stats)
         outbox = self._outbox_depth(stats)
-        previous = self._previous.get(stats.number)
         if previous is None:
             # First sight (start, or added by a reload): the counters so far are not this tick's.
             self._previous[stats.number] = _Previous(counters, latency)

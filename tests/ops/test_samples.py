@@ -8,33 +8,43 @@ import attrs
 import pytest
 import trio
 
-from actors.statistics import ActorStatistics
+from actors.statistics import ActorStatistics, SendCounts
 from dispatcher.core.clock import TrioWallClock
-from dispatcher.core.histogram import LATENCY_BUCKETS, Histogram
 from dispatcher.ops.samples import COARSE_EVERY, SECOND_SLOTS, Ring, Sampler, quantile
 
 
 @attrs.define
 class FakeActor:
-    """An actor as the sampler sees it: a statistics snapshot the test moves on."""
+    """An actor as the sampler sees it: plain counters the test moves on, and their snapshot."""
 
-    stats: ActorStatistics
-    latency: Histogram = attrs.field(factory=lambda: Histogram(LATENCY_BUCKETS))
+    number: str
+    counts: SendCounts = attrs.Factory(SendCounts)
+    queued: int = 0
+    snapshots: int = 0  # statistics() calls: what a tick costs
+
+    def pending(self) -> int:
+        return self.queued
 
     def statistics(self) -> ActorStatistics:
-        return attrs.evolve(self.stats, send_latency=self.latency.snapshot())
+        self.snapshots += 1
+        c = self.counts
+        return ActorStatistics(
+            number=self.number, running=True, pending=self.queued, in_flight=0, sent=c.sent,
+            failed=c.failed, retries=0, ambiguous=0, rate_limited=c.rate_limited, rate=20.0, burst=60,
+            accepted=c.accepted, delivered=c.delivered, read=c.read,
+            failed_by_code=tuple(sorted(c.failed_by_code.items())),
+            send_latency=c.send_latency.snapshot(), pair_limited=c.pair_limited, send_rate=20.0,
+        )  # fmt: skip
 
     def bump(self, **counts: int) -> None:
-        changes = {name: getattr(self.stats, name) + n for name, n in counts.items()}
-        self.stats = attrs.evolve(self.stats, **changes)
+        for name, n in counts.items():
+            setattr(self.counts, name, getattr(self.counts, name) + n)
 
 
-def actor(number: str, **fields: object) -> FakeActor:
-    base = ActorStatistics(
-        number=number, running=True, pending=0, in_flight=0, sent=0, failed=0, retries=0,
-        ambiguous=0, rate_limited=0, rate=20.0, burst=60,
-    )  # fmt: skip
-    return FakeActor(attrs.evolve(base, **fields))
+def actor(number: str, *, queued: int = 0, **counts: int) -> FakeActor:
+    fake = FakeActor(number, queued=queued)
+    fake.bump(**counts)
+    return fake
 
 
 def sampler_over(actors: list[FakeActor]) -> Sampler:
@@ -48,12 +58,13 @@ async def test_ticks_once_a_second_and_counts_what_changed(
     sampler = sampler_over([busy, idle])
     await nursery.start(sampler.run)
     assert sampler.ticks == 1  # the first tick only learns the counters: 500 sent before it
-    assert not sampler.active(busy.stats.number)
+    assert not sampler.active(busy.number)
     await trio.sleep(0.5)  # the test moves the counters between ticks
     for second in range(12):
         busy.bump(sent=second, accepted=2, rate_limited=1 if second == 5 else 0)
         await trio.sleep(1.0)
     assert sampler.ticks == 13 and trio.current_time() == 12.5
+    assert idle.snapshots == 1  # the first tick learns its counters; then an idle number costs no snapshot
     assert sampler.active("+15550000001") and not sampler.active("+15550000002")
     assert sampler.recent("+15550000001", "sent", 300) == sum(range(12))
     assert sampler.recent("+15550000001", "sent", 3) == 9 + 10 + 11
@@ -76,13 +87,13 @@ async def test_latency_percentiles_come_from_the_histograms_growth_in_each_slot(
 ) -> None:
     one = actor("+15550000001")
     for _ in range(1000):
-        one.latency.observe(9.0)  # before the sampler: not in any slot
+        one.counts.send_latency.observe(9.0)  # before the sampler: not in any slot
     sampler = sampler_over([one])
     await nursery.start(sampler.run)
     await trio.sleep(0.5)
     for _ in range(2 * COARSE_EVERY):
         for value in (0.02,) * 8 + (0.2, 2.0):
-            one.latency.observe(value)
+            one.counts.send_latency.observe(value)
         one.bump(sent=10)
         await trio.sleep(1.0)
     plot = sampler.coarse_plot("+15550000001")
@@ -109,7 +120,7 @@ def test_ring_keeps_the_newest_rows_oldest_first() -> None:
 async def test_numbers_come_and_go_with_the_fleet(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
-    first, second = actor("+15550000001", pending=3), actor("+15550000002")
+    first, second = actor("+15550000001", queued=3), actor("+15550000002")
     fleet = [first]
     sampler = sampler_over(fleet)
     await nursery.start(sampler.run)
