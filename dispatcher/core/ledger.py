@@ -244,6 +244,10 @@ def _apply(record: MessageRecord, status: str, code: int | None, message: str | 
         return False
     record.status = status
     record.date_updated = now
+    if status == "delivered":
+        record.date_delivered = now
+    elif status == "read":
+        record.date_read = now
     if code is not None:
         record.error_code = code
         record.error_message = message

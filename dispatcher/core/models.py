@@ -221,6 +221,9 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     fallback_error: str | None = None  # why its fallback could not be created
     # The status ("delivered" or "read") by which it arrived after its fallback went: recorded once.
     late_status: str | None = None
+    # When its status webhooks said so (the console's timeline; date_sent and date_updated say the rest).
+    date_delivered: float | None = None
+    date_read: float | None = None
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):

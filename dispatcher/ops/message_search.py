@@ -77,36 +77,46 @@ class Step:
     source: str
 
 
-_SOURCE: Final = {
-    "sent": "channel (send answered)",
-    "delivered": "status webhook",
-    "read": "status webhook",
-    "undelivered": "status webhook",
-    "canceled": "API (cancel)",
-    "scheduled": "API (create)",
-}
+WEBHOOK: Final = "status webhook"
 
 
 def timeline(record: MessageRecord) -> list[Step]:
-    """The message's statuses with their times, as far as the record keeps them.
+    """The message's life: its creation, then each status it reached, with its time and source.
 
-    The record keeps the creation time, the time the channel accepted the send
-    (``date_sent``) and the time of the latest change (``date_updated``); a status
-    passed in between (``delivered`` before ``read``) is listed without a time.
+    The record keeps a time per step (created, sent, delivered, read, and the latest change
+    for a final failed / undelivered / canceled); what moved a message to ``failed`` before
+    it was sent is read from its error code. A ``delivered`` never reported (``read`` came
+    alone) is listed without a time.
     """
     if record.direction == "inbound":
-        return [Step("received", record.date_created, "webhook (inbound message)")]
-    steps = [
-        Step("scheduled" if record.send_at is not None else "queued", record.date_created, "API (create)")
-    ]
-    final_status = record.status
+        return [Step("received", record.date_created, "inbound webhook")]
+    first = "scheduled" if record.send_at is not None else "queued"
+    steps = [Step(f"created ({first})", record.date_created, "API request")]
+    if record.send_at is not None and record.status != "scheduled" and record.status != "canceled":
+        steps.append(Step("queued", record.send_at, "the scheduler, at its send time"))
     if record.date_sent is not None:
-        steps.append(Step("sent", record.date_sent, _SOURCE["sent"]))
-        if final_status == "read":
-            steps.append(Step("delivered", None, _SOURCE["delivered"]))
-    if final_status not in ("queued", "accepted", "scheduled", "sent"):
-        source = _SOURCE.get(final_status, "")
-        if final_status == "failed":
-            source = "status webhook" if record.date_sent is not None else "actor (send refused or given up)"
-        steps.append(Step(final_status, record.date_updated, source))
+        steps.append(Step("sent", record.date_sent, "the channel accepted the send"))
+    if record.date_delivered is not None or record.date_read is not None:
+        steps.append(Step("delivered", record.date_delivered, WEBHOOK))
+    if record.date_read is not None:
+        steps.append(Step("read", record.date_read, WEBHOOK))
+    if record.status in ("failed", "undelivered", "canceled"):
+        steps.append(Step(record.status, record.date_updated, _failed_by(record)))
     return steps
+
+
+def _failed_by(record: MessageRecord) -> str:
+    if record.status == "canceled":
+        return "API request (cancel)"
+    if record.date_sent is not None:
+        return WEBHOOK
+    if record.error_code == 63016:
+        scheduled = record.send_at is not None
+        return (
+            "the scheduler (outside the 24 h window)"
+            if scheduled
+            else "create rules (outside the 24 h window)"
+        )
+    if record.error_code == 30036:
+        return "not sent in time (validity period, or withdrawn for its fallback)"
+    return "the actor (the channel refused the send, or retries gave up)"

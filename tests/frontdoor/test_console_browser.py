@@ -143,7 +143,7 @@ async def test_an_operator_logs_in_reads_every_page_and_pauses_a_number(tmp_path
                     "return Array.from(document.querySelectorAll('#timeline tbody tr'))"
                     ".map(tr => tr.cells[0].textContent)"
                 )
-                assert timeline == ["queued", "sent", "failed"]
+                assert timeline == ["created (queued)", "sent", "failed"]
                 await browser.screenshot(screens / "message.png")
                 await browser.open(f"/console/messages?to={CUSTOMERS[0]}")
                 found = await browser.script("return document.querySelectorAll('#found tbody tr').length")

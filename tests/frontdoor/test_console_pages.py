@@ -14,7 +14,7 @@ import trio
 
 from tests.helpers.callback_sink import Hit, open_sink
 from tests.helpers.console import login
-from tests.helpers.daemon import ADMIN, ADMIN_SECTION, running_daemon, sandbox_config
+from tests.helpers.daemon import ADMIN, ADMIN_SECTION, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import create, wait_status
 from tests.helpers.metrics import parse, value
 
@@ -109,12 +109,17 @@ async def test_pages_show_the_fleet_a_number_a_message_and_callbacks(tmp_path: P
 
                 page = (await client.get(f"/console/messages?sid={failed_sid}", auth=None)).text
                 steps = table(page, "timeline")
-                assert [s[0] for s in steps] == ["queued", "sent", "failed"]
+                assert [s[0] for s in steps] == ["created (queued)", "sent", "failed"]
                 attempts = table(page, "attempts")
                 assert attempts and all(a[4] == "retry" and a[5] == "503" for a in attempts)
 
                 page = (await client.get(f"/console/messages?sid={delivered_sid}", auth=None)).text
-                assert [s[0] for s in table(page, "timeline")] == ["queued", "sent", "delivered", "read"]
+                assert [s[0] for s in table(page, "timeline")] == [
+                    "created (queued)",
+                    "sent",
+                    "delivered",
+                    "read",
+                ]
                 reported = [a[2] for a in table(page, "attempts") if a[4] == "delivered"]
                 assert reported == ["sent", "delivered", "read"]
 
@@ -159,3 +164,34 @@ async def test_bad_queries_and_unknown_numbers_are_named(tmp_path: Path) -> None
             csrf = await login(client)
             resp = await client.post("/console/numbers/+15550000001/explode", data={"csrf": csrf}, auth=None)
             assert resp.status_code == 404
+
+
+SERVICE = "MG" + "e" * 32
+FALLBACK_SERVICE = f"""
+[[services]]
+sid = "{SERVICE}"
+account = "AC00000000000000000000000000000001"
+numbers = ["{PAUSED}"]
+[services.fallback]
+from = "{DELIVERING}"
+error_codes = [63003]
+"""
+
+
+async def test_a_message_page_links_its_fallback_both_ways(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        cfg = sandbox_config(tmp_path / "data", extra=ADMIN_SECTION + FALLBACK_SERVICE)
+        async with running_daemon(cfg) as (_, client):
+            resp = await client.post(
+                messages_path(), data={"MessagingServiceSid": SERVICE, "To": INVALID, "Body": "code 4711"}
+            )
+            primary = resp.json()["sid"]
+            with trio.fail_after(15):
+                while "fallback_sid" not in (record := (await client.get(messages_path(primary))).json()):  # noqa: ASYNC110 - real clock
+                    await trio.sleep(0.05)
+            fallback = record["fallback_sid"]
+            await login(client)
+            page = (await client.get(f"/console/messages?sid={primary}", auth=None)).text
+            assert f'id="fallback-link">{fallback}</a>' in page and "on 63003" in page
+            page = (await client.get(f"/console/messages?sid={fallback}", auth=None)).text
+            assert f'<a href="/console/messages?sid={primary}">{primary}</a>' in page

@@ -81,10 +81,14 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status=status, content_type="application/json")
 
 
-def _utc(at: float | None) -> str:
+def _utc(at: float | None, ms: bool = False) -> str:
+    """A wall time as UTC text; ``ms``: to the millisecond (a message's statuses come close together)."""
     if at is None:
         return "—"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = datetime.fromtimestamp(at, UTC)
+    if ms:
+        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _parse_instant(raw: str | None, name: str) -> float | None:
