@@ -155,3 +155,15 @@ def test_webhooks_smoke() -> None:
     assert result["not_read_in_sample"] == 0
     assert result["sample"] == 50
     assert result["statuses_per_s"] > 0
+
+
+def test_console_smoke() -> None:
+    result = run_bench(
+        "bench.console", "--numbers", "12", "--active", "3", "--seconds", "2", "--renders", "2"
+    )
+    assert (result["numbers"], result["active"]) == (12, 3)
+    assert result["tick_ms"]["median"] > 0
+    assert set(result["renders_ms"]) == {
+        "fleet", "fleet_sorted_by_429s", "fleet_json", "number", "number_json", "callbacks"
+    }  # fmt: skip
+    assert all(r["median"] > 0 for r in result["renders_ms"].values())
