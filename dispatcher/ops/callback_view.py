@@ -1,8 +1,9 @@
 """Customer callbacks for operators: the durable queue per destination, and how each fares.
 
 The queue is read from LMDB one destination at a time (its FIFO is keyed by
-origin), counting at most ``COUNT_LIMIT`` entries of each: a dead endpoint with a
-million pending callbacks still answers at once (shown as "at least").
+origin, in each bucket that holds callbacks for it), counting at most
+``COUNT_LIMIT`` entries of each: a dead endpoint with a million pending callbacks
+still answers at once (shown as "at least").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final, cast, final
 import attrs
 
 from dispatcher.core import callbacks
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.store import SEP, Store
 from dispatcher.webhooks.callback_journal import Attempt
@@ -50,8 +52,8 @@ class CallbackOverview:
 
 @final
 class CallbackView:
-    def __init__(self, *, store: Store, sender: CallbackSender, wall: WallClock) -> None:
-        self._store = store
+    def __init__(self, *, buckets: Buckets, sender: CallbackSender, wall: WallClock) -> None:
+        self._buckets = buckets
         self._sender = sender
         self._wall = wall
 
@@ -61,7 +63,7 @@ class CallbackView:
         gave_up = sender.journal.gave_up_by_origin
         now = self._wall.now()
         destinations: list[Destination] = []
-        for origin, depth, capped, created in self._queued():
+        for origin, (depth, capped, created) in sorted(self._queued().items()):
             lane = lanes.get(origin)
             destinations.append(
                 Destination(
@@ -83,7 +85,7 @@ class CallbackView:
         failures = [a for a in sender.journal.newest() if a.outcome != "delivered"][:RECENT_FAILURES]
         return CallbackOverview(
             destinations=destinations,
-            total=self._store.entries(callbacks.DB),
+            total=sum(store.entries(callbacks.DB) for store in self._buckets.stores),
             delivered=sender.delivered,
             retried=sender.retried,
             gave_up=sender.gave_up,
@@ -95,32 +97,47 @@ class CallbackView:
     def attempts(self, sid: str) -> list[Attempt]:
         return self._sender.journal.for_message(sid)
 
-    def _queued(self) -> Iterator[tuple[str, int, bool, float | None]]:
-        """(origin, depth, capped, oldest created_at) per destination with queued callbacks."""
-        start = b""
-        for _ in range(MAX_DESTINATIONS):
-            first = self._first(start)
-            if first is None:
-                return
-            key, value = first
-            prefix = key[: key.index(SEP) + 1]
-            depth = 0
-            with contextlib.closing(self._scan(prefix)) as rows:
-                for _row in rows:
-                    depth += 1
-                    if depth >= COUNT_LIMIT:
-                        break
-            created = callbacks.entry_decoder.decode(value).created_at
-            yield prefix[:-1].decode(errors="replace"), depth, depth >= COUNT_LIMIT, created
-            start = prefix[:-1] + b"\x01"
+    def _queued(self) -> dict[str, tuple[int, bool, float]]:
+        """Per destination with queued callbacks, over every bucket: (depth, capped, oldest created_at)."""
+        merged: dict[str, tuple[int, bool, float]] = {}
+        for store in self._buckets.stores:
+            for origin, depth, capped, created in _queued(store):
+                before = merged.get(origin)
+                if before is not None:
+                    depth, capped, created = before[0] + depth, before[1] or capped, min(before[2], created)
+                merged[origin] = (depth, capped, created)
+        return merged
 
-    def _scan(self, prefix: bytes, start: bytes | None = None) -> Generator[tuple[bytes, bytes], None, None]:
-        """The store's scan generator, to close promptly (it holds a read txn)."""
-        rows = self._store.scan(callbacks.DB, prefix, start=start)
-        return cast("Generator[tuple[bytes, bytes], None, None]", rows)
 
-    def _first(self, start: bytes) -> tuple[bytes, bytes] | None:
-        with contextlib.closing(self._scan(b"", start)) as rows:
-            for row in rows:
-                return row
-        return None
+def _queued(store: Store) -> Iterator[tuple[str, int, bool, float]]:
+    """(origin, depth, capped, oldest created_at) per destination with callbacks queued in ``store``."""
+    start = b""
+    for _ in range(MAX_DESTINATIONS):
+        first = _first(store, start)
+        if first is None:
+            return
+        key, value = first
+        prefix = key[: key.index(SEP) + 1]
+        depth = 0
+        with contextlib.closing(_scan(store, prefix)) as rows:
+            for _row in rows:
+                depth += 1
+                if depth >= COUNT_LIMIT:
+                    break
+        created = callbacks.entry_decoder.decode(value).created_at
+        yield prefix[:-1].decode(errors="replace"), depth, depth >= COUNT_LIMIT, created
+        start = prefix[:-1] + b"\x01"
+
+
+def _scan(
+    store: Store, prefix: bytes, start: bytes | None = None
+) -> Generator[tuple[bytes, bytes], None, None]:
+    """The store's scan generator, to close promptly (it holds a read txn)."""
+    return cast("Generator[tuple[bytes, bytes], None, None]", store.scan(callbacks.DB, prefix, start=start))
+
+
+def _first(store: Store, start: bytes) -> tuple[bytes, bytes] | None:
+    with contextlib.closing(_scan(store, b"", start)) as rows:
+        for row in rows:
+            return row
+    return None

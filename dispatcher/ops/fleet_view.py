@@ -16,6 +16,7 @@ import attrs
 from actors.statistics import ActorStatistics
 from actors.supervisor import Supervisor
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory
 from dispatcher.core.models import entry_decoder
@@ -148,7 +149,7 @@ class FleetView:
         supervisor: Supervisor,
         directory: Directory,
         ops: Operations,
-        store: Store,
+        buckets: Buckets,
         sampler: Sampler,
         wall: WallClock,
         quality: Quality = no_quality,
@@ -156,7 +157,7 @@ class FleetView:
         self._supervisor = supervisor
         self._directory = directory
         self._ops = ops
-        self._store = store
+        self._buckets = buckets
         self._sampler = sampler
         self._wall = wall
         self._quality = quality
@@ -208,7 +209,7 @@ class FleetView:
             account=info.account_sid if info is not None else "",
             channel="cloud" if info is not None and info.cloud is not None else "onprem",
             state=state,
-            outbox=outbox_depth(self._store, stats),
+            outbox=outbox_depth(self._buckets, stats),
             oldest_age=None,
             send_rate=stats.send_rate,
             rate=stats.rate,
@@ -231,7 +232,7 @@ class FleetView:
         or for every row when the page sorts by one of them."""
         number = row.number
         sampler = self._sampler
-        created = oldest_created(self._store, number) if row.outbox else None
+        created = oldest_created(self._buckets.for_number(number), number) if row.outbox else None
         return attrs.evolve(
             row,
             oldest_age=None if created is None else max(0.0, self._wall.now() - created),
@@ -241,9 +242,11 @@ class FleetView:
         )
 
 
-def outbox_depth(store: Store, stats: ActorStatistics) -> int:
+def outbox_depth(buckets: Buckets, stats: ActorStatistics) -> int:
     """As /metrics counts it: a running actor holds its whole outbox in memory, else count in LMDB."""
-    return stats.pending if stats.running else store.count(b"outbox", number_key(stats.number))
+    if stats.running:
+        return stats.pending
+    return buckets.for_number(stats.number).count(b"outbox", number_key(stats.number))
 
 
 def oldest_created(store: Store, number: str) -> float | None:

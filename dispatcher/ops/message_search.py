@@ -1,9 +1,10 @@
 """Finding messages for operators: by sid, or by recipient within a time range, in every account.
 
 A sid is one key read. A search by ``To`` walks each account's ``by_account``
-index (ordered by creation time) newest first from the range's end, and stops
-at the range's start, after ``SCAN_LIMIT`` messages per account, or once it has
-a page: the answer says when it stopped early.
+index (ordered by creation time) in every bucket, newest first from the range's
+end, and stops at the range's start or after ``SCAN_LIMIT`` messages per account
+and bucket; the newest page of what it found is shown, and the answer says when
+there may be more.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final, final
 import attrs
 
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store
 
@@ -29,43 +31,51 @@ class Found:
 
 @final
 class MessageSearch:
-    def __init__(self, *, store: Store, accounts: Callable[[], Iterable[str]]) -> None:
+    def __init__(self, *, buckets: Buckets, accounts: Callable[[], Iterable[str]]) -> None:
         """``accounts``: the account sids to search (the configured ones)."""
-        self._store = store
+        self._buckets = buckets
         self._accounts = accounts
 
     def by_sid(self, sid: str) -> MessageRecord | None:
         if not sid.isascii() or not sid.isalnum() or len(sid) > 64:
             return None
-        raw = self._store.get(b"messages", ledger.sid_key(sid))
-        return None if raw is None else ledger.load(raw)
+        found = self._buckets.message(sid)
+        return None if found is None else ledger.load(found[1])
 
     def by_recipient(self, to: str, since: float, until: float, limit: int = PAGE_SIZE) -> Found:
         """Messages to or from ``to`` (E.164) created in [since, until), newest first."""
         found: list[MessageRecord] = []
         complete = True
         for account in sorted(set(self._accounts())):
-            prefix = account.encode() + b"\x00"
-            skip = len(prefix) + 8
-            below = prefix + int(until * 1000).to_bytes(8, "big")
-            scanned = 0
-            for key, _ in self._store.scan_back(b"by_account", prefix, below=below):
-                if int.from_bytes(key[len(prefix) : skip], "big") < since * 1000:
-                    break
-                scanned += 1
-                if scanned > SCAN_LIMIT:
-                    complete = False
-                    break
-                raw = self._store.get(b"messages", key[skip:])
-                if raw is None:
-                    continue
-                record = ledger.load(raw)
-                if to in (record.to_number, record.from_number):
-                    found.append(record)
-        found.sort(key=lambda r: r.date_created, reverse=True)
+            for store in self._buckets.stores:
+                complete &= _search(store, account, to, since, until, found)
+        found.sort(key=lambda r: (r.date_created, r.sid), reverse=True)
         if len(found) > limit:
             complete = False
         return Found(records=found[:limit], complete=complete)
+
+
+def _search(
+    store: Store, account: str, to: str, since: float, until: float, found: list[MessageRecord]
+) -> bool:
+    """Add the account's messages with ``to`` in one bucket to ``found``; False if it stopped early."""
+    prefix = account.encode() + b"\x00"
+    skip = len(prefix) + 8
+    below = prefix + int(until * 1000).to_bytes(8, "big")
+    scanned = 0
+    for key, _ in store.scan_back(b"by_account", prefix, below=below):
+        if int.from_bytes(key[len(prefix) : skip], "big") < since * 1000:
+            return True
+        scanned += 1
+        if scanned > SCAN_LIMIT:
+            return False
+        raw = store.get(b"messages", key[skip:])
+        if raw is None:
+            continue
+        record = ledger.load(raw)
+        if to in (record.to_number, record.from_number):
+            found.append(record)
+    return True
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from typing import Final, final
 import attrs
 
 from dispatcher.core import ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord, entry_decoder
 from dispatcher.core.store import Store, number_key
@@ -69,14 +70,14 @@ def _age_column(age: float) -> int:
 
 @final
 class NumberView:
-    def __init__(self, *, store: Store, wall: WallClock) -> None:
-        self._store = store
+    def __init__(self, *, buckets: Buckets, wall: WallClock) -> None:
+        self._buckets = buckets
         self._wall = wall
 
     def outbox_shape(self, number: str, limit: int = SHAPE_LIMIT) -> OutboxShape:
         """The queued messages per destination country and age (a message's parts count once each)."""
         now = self._wall.now()
-        store = self._store
+        store = self._buckets.for_number(number)
         counts: dict[str, list[int]] = {}
         read = 0
         scanned_all = True
@@ -103,7 +104,7 @@ class NumberView:
         found: list[Failure] = []
         scanned = 0
         complete = True
-        for record in self._newest(account_sid):
+        for record in _newest(self._buckets.for_number(number), account_sid):
             if scanned >= FAILURE_SCAN:
                 complete = False
                 break
@@ -123,10 +124,12 @@ class NumberView:
                     break
         return Failures(items=found, scanned=scanned, complete=complete)
 
-    def _newest(self, account_sid: str) -> Iterator[MessageRecord]:
-        prefix = account_sid.encode() + b"\x00"
-        skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
-        for key, _ in self._store.scan_back(b"by_account", prefix):
-            raw = self._store.get(b"messages", key[skip:])
-            if raw is not None:
-                yield ledger.load(raw)
+
+def _newest(store: Store, account_sid: str) -> Iterator[MessageRecord]:
+    """The account's messages in one bucket (the number's: its messages live there), newest first."""
+    prefix = account_sid.encode() + b"\x00"
+    skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
+    for key, _ in store.scan_back(b"by_account", prefix):
+        raw = store.get(b"messages", key[skip:])
+        if raw is not None:
+            yield ledger.load(raw)

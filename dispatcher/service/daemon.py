@@ -231,7 +231,7 @@ def _connection_metrics(collector: DispatcherCollector, cap: ConnectionCap) -> N
 
 def _console(
     *,
-    store: Store,
+    buckets: Buckets,
     wall: WallClock,
     supervisor: Supervisor,
     directory: Directory,
@@ -242,14 +242,14 @@ def _console(
     """What the operator console reads: views over the same counters and stores the admin API reads."""
     return ConsoleServices(
         fleet=FleetView(
-            supervisor=supervisor, directory=directory, ops=ops, store=store, sampler=sampler, wall=wall
+            supervisor=supervisor, directory=directory, ops=ops, buckets=buckets, sampler=sampler, wall=wall
         ),
-        numbers=NumberView(store=store, wall=wall),
+        numbers=NumberView(buckets=buckets, wall=wall),
         search=MessageSearch(
-            store=store,
+            buckets=buckets,
             accounts=lambda: {info.account_sid for info in directory.snapshot.by_digits.values()},
         ),
-        callbacks=CallbackView(store=store, sender=sender, wall=wall),
+        callbacks=CallbackView(buckets=buckets, sender=sender, wall=wall),
         sampler=sampler,
         ops=ops,
     )
@@ -498,11 +498,11 @@ async def _run_on_root(
                 )
                 sampler = Sampler(
                     actors=supervisor.actors,
-                    outbox_depth=functools.partial(outbox_depth, store),
+                    outbox_depth=functools.partial(outbox_depth, buckets),
                     wall=wall,
                 )
                 console = _console(
-                    store=store,
+                    buckets=buckets,
                     wall=wall,
                     supervisor=supervisor,
                     directory=directory,

@@ -10,6 +10,7 @@ import html
 import re
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.helpers.callback_sink import Hit, open_sink
@@ -54,14 +55,18 @@ async def failing(_: Hit) -> tuple[int, bytes]:
     return 503, b"down for maintenance"
 
 
-async def test_pages_show_the_fleet_a_number_a_message_and_callbacks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("buckets", [1, 4])
+async def test_pages_show_the_fleet_a_number_a_message_and_callbacks(tmp_path: Path, buckets: int) -> None:
+    """With 4 buckets the three numbers live in different LMDB environments: every page gathers."""
     with trio.fail_after(60):
         async with open_sink() as good, open_sink(respond=failing) as bad:
-            cfg = sandbox_config(tmp_path / "data", extra=ADMIN_SECTION + CALLBACKS)
+            cfg = sandbox_config(tmp_path / "data", extra=ADMIN_SECTION + CALLBACKS, buckets=buckets)
             async with running_daemon(cfg) as (daemon, client):
                 paused = daemon.supervisor.actor(PAUSED)
                 assert paused is not None
                 paused.pause()
+                if buckets > 1:  # the numbers' messages and callbacks are in different environments
+                    assert len({daemon.buckets.index(n) for n in (PAUSED, FAILING, DELIVERING)}) > 1
                 for to in ("+447700900001", "+447700900002", "+447700900003", "+4915112345678", CUSTOMER):
                     await create(client, PAUSED, to)
                 failed_sid = await create(client, FAILING, INVALID, StatusCallback=f"{bad.url}/status")
