@@ -41,6 +41,48 @@ def webhook_secret(i: int) -> str:
     return f"bench-webhook-secret-{i}"
 
 
+def embedded_config(
+    data_dir: Path,
+    numbers: list[str] | tuple[str, ...],
+    *,
+    account: str,
+    auth_token: str,
+    number_extra: str = "",
+    extra: str = "",
+    map_size_mb: int = 1024,
+) -> str:
+    """The config text of a daemon in the bench's own process: ``numbers`` served by the
+    embedded simulator, one account; ``number_extra`` goes in each number's table."""
+    tables = "".join(
+        f"""
+[[numbers]]
+number = "{n}"
+account = "{account}"
+simulated = true
+password = {{ value = "Bench-Passw0rd!" }}
+webhook_secret = {{ value = "bench-webhook-secret-{i}" }}
+{number_extra}
+"""
+        for i, n in enumerate(numbers)
+    )
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+graceful_timeout = 1.0
+drain_timeout = 1.0
+[store]
+data_dir = "{data_dir}"
+map_size_mb = {map_size_mb}
+[simulator]
+listen = "127.0.0.1:0"
+[[accounts]]
+sid = "{account}"
+auth_token = {{ value = "{auth_token}" }}
+{extra}
+{tables}
+"""
+
+
 def write_config(
     data_dir: Path,
     port: int,

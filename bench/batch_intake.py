@@ -29,6 +29,7 @@ from pathlib import Path
 import trio
 
 from actors.http.pool import H11Pool
+from bench._harness import embedded_config
 from dispatcher import config as configuration
 from dispatcher.core import logs
 from dispatcher.service.daemon import Running, run_daemon
@@ -39,34 +40,11 @@ NUMBERS = ("+15550000001", "+15550000002", "+15550000003")
 
 
 def make_config(data_dir: Path) -> configuration.Config:
-    numbers = "".join(
-        f"""
-[[numbers]]
-number = "{n}"
-account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Bench-Passw0rd!" }}
-webhook_secret = {{ value = "bench-webhook-secret-{i}" }}
-rate = 0.001
-burst = 1
-"""
-        for i, n in enumerate(NUMBERS)
+    # Rate 0.001: the actors send nothing while intake is measured.
+    text = embedded_config(
+        data_dir, NUMBERS, account=ACCOUNT, auth_token=TOKEN, number_extra="rate = 0.001\nburst = 1"
     )
-    return configuration.loads(f"""
-[server]
-listen = "127.0.0.1:0"
-graceful_timeout = 1.0
-drain_timeout = 1.0
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 1024
-[simulator]
-listen = "127.0.0.1:0"
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{TOKEN}" }}
-{numbers}
-""")
+    return configuration.loads(text)
 
 
 def _headers(content_type: bytes) -> list[tuple[bytes, bytes]]:

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench._harness import embedded_config
 from dispatcher import config as configuration
 from dispatcher.core import logs
 from dispatcher.service.daemon import Running, run_daemon
@@ -42,34 +43,10 @@ def fleet(count: int) -> list[str]:
 
 
 def config_text(data_dir: Path, numbers: list[str]) -> str:
-    tables = "".join(
-        f"""
-[[numbers]]
-number = "{n}"
-account = "{ACCOUNT}"
-simulated = true
-password = {{ value = "Bench-Passw0rd!" }}
-webhook_secret = {{ value = "bench-hook-secret-0123" }}
-"""
-        for n in numbers
+    admin = f'[admin]\ntoken = {{ value = "{ADMIN_TOKEN}" }}\n'
+    return embedded_config(
+        data_dir, numbers, account=ACCOUNT, auth_token=AUTH_TOKEN, extra=admin, map_size_mb=256
     )
-    return f"""
-[server]
-listen = "127.0.0.1:0"
-graceful_timeout = 1.0
-drain_timeout = 2.0
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 256
-[simulator]
-listen = "127.0.0.1:0"
-[admin]
-token = {{ value = "{ADMIN_TOKEN}" }}
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{AUTH_TOKEN}" }}
-{tables}
-"""
 
 
 def _ms(samples: list[float]) -> dict[str, float]:
