@@ -365,7 +365,7 @@ class Onboarding:
         created = await waba.graph.post(
             f"{waba.id}/phone_numbers",
             _Created,
-            json={"country_code": cc, "phone_number": local, "verified_name": name},
+            json={"cc": cc, "phone_number": local, "verified_name": name},  # Meta's docs: "cc"
         )
         fields = NumberFields(id=created.id, display_phone_number=digits, verified_name=name)
         return f"added to WABA {waba.id} as {created.id}", fields
@@ -373,7 +373,7 @@ class Onboarding:
     async def _request_code(self, waba: WabaHandle, record: OnboardRecord, method: str) -> str:
         await _succeeded(
             waba.graph.post(
-                f"{_pnid(record)}/request_code", Success, data={"code_method": method, "language": "en"}
+                f"{_pnid(record)}/request_code", Success, data={"code_method": method, "language": "en_US"}
             )
         )
         return f"code sent by {method}"

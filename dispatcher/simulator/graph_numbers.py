@@ -2,14 +2,15 @@
 
 What it serves, under ``/{version}/`` (reference: templates-lifecycle-channels.md 2.1-2.4):
 
-- ``GET|POST /{waba-id}/phone_numbers``: list (all fields) / add a number (``{"id"}``);
+- ``GET|POST /{waba-id}/phone_numbers``: list (all fields) / add a number (``cc``, ``phone_number``,
+  ``verified_name``: Meta's docs; pywa's ``country_code`` too) -> ``{"id"}``;
 - ``GET /{phone-number-id}?fields=...``: the number's fields (``verified_name``,
   ``code_verification_status``, ``quality_rating``, ``throughput``, ``status``,
   ``whatsapp_business_manager_messaging_limit``, ``platform_type``, ...);
 - ``POST /{phone-number-id}``: ``{"pin"}`` (two-step verification), ``{"webhook_configuration":
   {"override_callback_uri", "verify_token"}}`` (``""`` clears it), ``{"new_display_name"}``;
-- ``POST /{phone-number-id}/request_code`` (``code_method``, ``language``), ``/verify_code``
-  (``code``), ``/register`` (``messaging_product``, ``pin``), ``/deregister``;
+- ``POST /{phone-number-id}/request_code`` (``code_method`` SMS|VOICE, ``language``: both required,
+  else 100), ``/verify_code`` (``code``), ``/register`` (``messaging_product``, ``pin``), ``/deregister``;
 - ``GET|POST /{phone-number-id}/whatsapp_business_profile``;
 - ``GET|POST|DELETE /{waba-id}/subscribed_apps`` (``override_callback_uri``, ``verify_token``);
 - ``GET /debug_token?input_token=``: the token's kind and expiry (``type``, ``expires_at``).
@@ -260,7 +261,9 @@ class GraphNumbers:
                 return json_response(200, _encoder.encode({"data": data, "paging": {"cursors": {}}}))
             if req.method == "POST":
                 params = _params(req)
-                cc, local = str(params.get("country_code", "")), str(params.get("phone_number", ""))
+                # Meta's docs name it "cc"; pywa sends "country_code": both are read.
+                cc = str(params.get("cc", params.get("country_code", "")))
+                local = str(params.get("phone_number", ""))
                 name = str(params.get("verified_name", ""))
                 if not cc.isdigit() or not local.isdigit() or not name:
                     return _bad("country_code, phone_number (digits) and verified_name are required")
@@ -316,6 +319,8 @@ class GraphNumbers:
         if action == "request_code":
             if params.get("code_method") not in ("SMS", "VOICE"):
                 return _bad("code_method must be SMS or VOICE")
+            if not params.get("language"):
+                return _bad("language is required (a locale, e.g. en_US)")
             phone.code = f"{self._random.randrange(1_000_000):06d}"
             phone.code_verification_status = "NOT_VERIFIED"
             return json_response(200, _SUCCESS)

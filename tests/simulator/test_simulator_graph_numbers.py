@@ -49,7 +49,7 @@ def make(**waba: Any) -> tuple[Simulator, Captured, str]:
 
 
 def onboard(sim: Simulator, pnid: str, pin: str = "123456") -> None:
-    assert call(sim, "POST", f"{V}/{pnid}/request_code", b"code_method=SMS&language=en").status == 200
+    assert call(sim, "POST", f"{V}/{pnid}/request_code", b"code_method=SMS&language=en_US").status == 200
     code = data(call(sim, "GET", f"/_sim/graph/numbers/{pnid}"))["verification_code"]
     assert call(sim, "POST", f"{V}/{pnid}/verify_code", {"code": code}).status == 200
     assert (
@@ -89,7 +89,13 @@ async def test_refusals_carry_metas_codes() -> None:
     register = {"messaging_product": "whatsapp", "pin": "123456"}
     assert code_of(call(sim, "POST", f"{V}/{pnid}/register", register)) == 133006  # not verified
     assert code_of(call(sim, "POST", f"{V}/{pnid}/request_code", {"code_method": "PIGEON"})) == 100
-    assert call(sim, "POST", f"{V}/{pnid}/request_code", {"code_method": "VOICE"}).status == 200
+    assert (
+        code_of(call(sim, "POST", f"{V}/{pnid}/request_code", {"code_method": "VOICE"})) == 100
+    )  # no language
+    assert (
+        call(sim, "POST", f"{V}/{pnid}/request_code", {"code_method": "VOICE", "language": "en_US"}).status
+        == 200
+    )
     assert code_of(call(sim, "POST", f"{V}/{pnid}/verify_code", {"code": "000000x"})) == 136025
     assert code_of(call(sim, "GET", f"{V}/{pnid}", token="EAAstolen")) == 190
     assert (
