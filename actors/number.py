@@ -381,12 +381,22 @@ class NumberActor:
         Raises:
             TransportError: no answer.
         """
+        return await self.api_call(b"GET", target)
+
+    async def api_call(self, method: bytes, target: bytes, body: bytes = b"") -> Response:
+        """A request to the number's API with its token (one re-login on 401), apart from the
+        send loop: media downloads, an operator's provisioning (a JSON ``body``).
+
+        Raises:
+            TransportError: no answer.
+        """
         await self._tokens.wait_ready()
         for _ in range(2):
             token = self._tokens.token
-            resp = await self._transport.request(
-                b"GET", target, [(b"authorization", self._tokens.auth_header())], b""
-            )
+            headers = [(b"authorization", self._tokens.auth_header())]
+            if body:
+                headers.append((b"content-type", b"application/json"))
+            resp = await self._transport.request(method, target, headers, body)
             if resp.status != 401:
                 break
             await self._tokens.refresh(token)

@@ -1,6 +1,7 @@
 """``wadispatch numbers add|verify|register|profile|remove|list`` and ``wadispatch doctor``.
 
-Onboarding a Cloud number through a running daemon's admin API, step by step:
+Onboarding a Cloud number through a running daemon's admin API, step by step (or an On-Prem
+number of the config: ``add --cert-file``, ``verify``, ``register`` sets its webapp's webhooks):
 each command prints every step it ran (done, skipped, failed) and, on failure,
 the step and Meta's error, then the command to run next. The two-step PIN is
 read from ``--pin-file`` or ``$WADISPATCH_PIN`` (or asked for on a terminal),
@@ -59,14 +60,17 @@ def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     numbers = sub.add_parser(
-        "numbers", help="onboard Cloud API numbers (verify, register, webhooks, profile)"
+        "numbers",
+        help="onboard numbers: Cloud (verify, register, webhooks, profile) or On-Prem (account, settings)",
     )
     actions = numbers.add_subparsers(dest="action", required=True)
     add = actions.add_parser(
         "add", parents=[common], help="find or add the number in its WABA; Meta sends a code"
     )
     add.add_argument("number", help="E.164, e.g. +15550001111")
-    add.add_argument("--waba", required=True, help="its WhatsApp Business Account id (in [[wabas]])")
+    add.add_argument("--waba", help="a Cloud number's WhatsApp Business Account id (in [[wabas]])")
+    add.add_argument("--cert-file", help="an On-Prem number: the base64 certificate from Business Manager")
+    add.add_argument("--pin-file", help="an On-Prem number with two-step verification: its PIN")
     add.add_argument("--account", help="the account (AC...) it sends for (default: the WABA's)")
     add.add_argument("--verified-name", default="", help="display name, to add a number not yet in the WABA")
     add.add_argument("--voice", action="store_true", help="have the code called out instead of texted")
@@ -102,11 +106,16 @@ def run(args: argparse.Namespace, admin: Admin, out: Console) -> int:
         return _emit(args, out, listed, lambda: _list_table(listed.numbers))
     number = _digits(args.number)
     if action == "add":
-        body: dict[str, object] = {
-            "number": "+" + number,
-            "waba": args.waba,
-            "verified_name": args.verified_name,
-        }
+        body: dict[str, object] = {"number": "+" + number, "verified_name": args.verified_name}
+        if args.waba:
+            body["waba"] = args.waba
+        elif args.cert_file:
+            body["cert"] = _read(args.cert_file)
+            pin = _pin(args.pin_file, ask=False)
+            if pin is not None:
+                body["pin"] = pin
+        else:
+            raise CommandFailed("give --waba (a Cloud number) or --cert-file (an On-Prem number)", 2)
         if args.account:
             body["account"] = args.account
         if args.voice:
@@ -117,8 +126,9 @@ def run(args: argparse.Namespace, admin: Admin, out: Console) -> int:
             args, out, admin.call("POST", f"/numbers/{number}/verify", {"code": args.code}, (200, 502))
         )
     if action == "register":
-        pin = _pin(args.pin_file)
-        return _steps(args, out, admin.call("POST", f"/numbers/{number}/register", {"pin": pin}, (200, 502)))
+        pin = _pin(args.pin_file, ask=True)
+        body = {} if pin is None else {"pin": pin}  # an On-Prem number takes none
+        return _steps(args, out, admin.call("POST", f"/numbers/{number}/register", body, (200, 502)))
     if action == "profile":
         return _profile(args, admin, out, number)
     if action == "remove":
@@ -211,19 +221,23 @@ def _list_table(numbers: list[OnboardStatus]) -> Table | str:
     return table
 
 
-def _pin(pin_file: str | None) -> str:
+def _pin(pin_file: str | None, *, ask: bool) -> str | None:
+    """The two-step PIN from ``pin_file``, ``$WADISPATCH_PIN`` or (``ask``, on a terminal) a prompt;
+    None if none is given (the daemon says whether the number needs one)."""
     if pin_file:
-        try:
-            pin = Path(pin_file).read_text().strip()
-        except OSError as exc:
-            raise CommandFailed(f"cannot read {pin_file}: {exc.strerror}", 2) from exc
+        pin = _read(pin_file)
     else:
         pin = os.environ.get("WADISPATCH_PIN", "")
-        if not pin and sys.stdin.isatty():
-            pin = getpass.getpass("two-step verification PIN (6 digits): ")
-    if not pin:
-        raise CommandFailed("no PIN: use --pin-file or set WADISPATCH_PIN", 2)
-    return pin.strip()
+        if not pin and ask and sys.stdin.isatty():
+            pin = getpass.getpass("two-step verification PIN (6 digits; empty for an On-Prem number): ")
+    return pin.strip() or None
+
+
+def _read(name: str) -> str:
+    try:
+        return Path(name).read_text().strip()
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {name}: {exc.strerror}", 2) from exc
 
 
 def _digits(number: str) -> str:

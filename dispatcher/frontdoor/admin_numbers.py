@@ -4,7 +4,8 @@ Under ``/admin/v1`` (the admin guard already requires the admin token):
 
 - ``GET    /numbers``: every number being or having been onboarded, with its state;
 - ``POST   /numbers``: ``{"number", "waba", "account"?, "verified_name"?, "code_method"?}``: add it
-  (and have Meta send the verification code);
+  (and have Meta send the verification code); an On-Prem number of the config: ``{"number",
+  "cert", "code_method"?, "pin"?}`` (its webapp's account registration);
 - ``POST   /numbers/{n}/verify``: ``{"code"}``;
 - ``POST   /numbers/{n}/register``: ``{"pin"}``: register, subscribe the webhooks, check, start;
 - ``GET|POST /numbers/{n}/profile``: the business profile (POST: the fields to set);
@@ -38,10 +39,13 @@ _encoder: Final = msgspec.json.Encoder()
 
 class AddNumber(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     number: Annotated[str, msgspec.Meta(max_length=32)]
-    waba: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")]
+    # A Cloud number's WABA; without it, an On-Prem number of the config (with its ``cert``).
+    waba: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,32}$")] | None = None
     account: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}$")] | None = None
     verified_name: Annotated[str, msgspec.Meta(max_length=256)] = ""
     code_method: Literal["SMS", "VOICE"] = "SMS"
+    cert: Annotated[str, msgspec.Meta(max_length=16_384)] | None = None  # On-Prem: Business Manager's
+    pin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")] | None = None  # On-Prem: its two-step PIN
 
 
 class VerifyCode(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,7 +53,7 @@ class VerifyCode(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
-    pin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+    pin: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")] | None = None  # a Cloud number needs it
 
 
 class Failure(msgspec.Struct, kw_only=True):
@@ -102,6 +106,8 @@ def register_number_routes(app: QuartTrio, onboarding: Onboarding, doctor: Docto
             account=body.account,
             verified_name=body.verified_name,
             code_method=body.code_method,
+            cert=body.cert,
+            pin=body.pin,
         )
         return _json(status, 201)
 

@@ -41,6 +41,8 @@ from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord, StepError
+from dispatcher.ops import onprem_provisioning as onprem
+from dispatcher.ops.onprem_provisioning import OnPremHandle
 
 log = structlog.get_logger()
 
@@ -184,11 +186,13 @@ class Onboarding:
         activate: Activate,
         deactivate: Deactivate,
         apply_watch: ApplyWatch,
+        onprem: Callable[[str], OnPremHandle | None],
     ) -> None:
         """``buckets``: each number's record lives in its bucket; ``waba``: a configured WABA by id;
         ``webhook_url``: a number's Cloud webhook URL here;
         ``activate``/``deactivate``: start/stop the number's actor (they say what they did);
-        ``apply_watch``: store what Meta says of the number and apply it to its actor."""
+        ``apply_watch``: store what Meta says of the number and apply it to its actor; ``onprem``:
+        a configured On-Prem number's webapp (``ops.onprem_provisioning``)."""
         self._buckets = buckets
         self._wall = wall
         self._waba = waba
@@ -196,6 +200,7 @@ class Onboarding:
         self._activate = activate
         self._deactivate = deactivate
         self._apply_watch = apply_watch
+        self._onprem = onprem
         self._locks: dict[str, trio.Lock] = {}
 
     # -- reading ------------------------------------------------------------------------
@@ -225,14 +230,21 @@ class Onboarding:
         self,
         number: str,
         *,
-        waba_id: str,
+        waba_id: str | None,
         account: str | None = None,
         verified_name: str = "",
         code_method: Literal["SMS", "VOICE"] = "SMS",
+        cert: str | None = None,
+        pin: str | None = None,
     ) -> OnboardStatus:
-        """Steps ``add`` and ``request_code`` (skipped for a number Meta already verified)."""
+        """Steps ``add`` and ``request_code`` (skipped for a number Meta already verified).
+
+        Without ``waba_id``: an On-Prem number of the config, registered on its webapp with the
+        certificate ``cert`` (and its two-step ``pin``, if it has one)."""
         if not E164.match(number):
             raise OnboardingError(f"number: expected E.164 like +15550001111, got {number!r}")
+        if waba_id is None:
+            return await self._add_onprem(number, cert, code_method, pin)
         waba = self._handle(waba_id)
         if account is not None and account != waba.account:
             raise OnboardingError(f"waba: WABA {waba_id} belongs to account {waba.account}, not to {account}")
@@ -267,6 +279,9 @@ class Onboarding:
         code = code.strip().replace("-", "")
         if not code.isdigit():
             raise OnboardingError("code: the digits Meta sent (e.g. 123456)")
+        handle = self._onprem_record(number)
+        if handle is not None:
+            return await self._verify_onprem(handle, code)
         async with self._lock(number):
             record, waba = self._resume(number)
             run = _Run(self, record)
@@ -275,10 +290,16 @@ class Onboarding:
             await run.step(state.VERIFY, lambda: self._verify(waba, run.record, code))
             return await run.finish()
 
-    async def register(self, number: str, pin: str) -> OnboardStatus:
-        """Steps ``register``, ``subscribe``, ``check`` and ``start``: the number sends from here on."""
-        if not re.fullmatch(r"[0-9]{6}", pin):
-            raise OnboardingError("pin: the two-step verification PIN is 6 digits")
+    async def register(self, number: str, pin: str | None) -> OnboardStatus:
+        """Steps ``register``, ``subscribe``, ``check`` and ``start``: the number sends from here on.
+        (On-Prem: its webhook settings and health; it registered with ``add``, no PIN here.)"""
+        handle = self._onprem_record(number)
+        if handle is not None:
+            return await self._register_onprem(handle)
+        if pin is None or not re.fullmatch(r"[0-9]{6}", pin):
+            raise OnboardingError(
+                "pin: the two-step verification PIN is 6 digits (--pin-file, $WADISPATCH_PIN)"
+            )
         async with self._lock(number):
             record, waba = self._resume(number)
             if not record.is_done(state.VERIFY):
@@ -296,6 +317,10 @@ class Onboarding:
 
     async def profile(self, number: str, update: Profile | None) -> Profile:
         """Set the business profile (fields given in ``update``), then read it back from Meta."""
+        if self._onprem_record(number) is not None:
+            raise OnboardingError(
+                f"{number}: the On-Prem profile endpoints are not confirmed; set it in the webapp"
+            )
         async with self._lock(number):
             record, waba = self._resume(number)
             pnid = _pnid(record)
@@ -345,6 +370,89 @@ class Onboarding:
                 done=[],
                 steps=steps,
             )
+
+    # -- On-Prem ------------------------------------------------------------------------
+
+    def _onprem_record(self, number: str) -> OnPremHandle | None:
+        """The webapp of ``number`` if it is being onboarded as an On-Prem number."""
+        record = self.record(number)
+        if record is None or record.waba_id:
+            return None
+        handle = self._onprem(number)
+        if handle is None:
+            raise OnboardingError(f"{number} is no longer an On-Prem number of the config")
+        return handle
+
+    async def _add_onprem(self, number: str, cert: str | None, method: str, pin: str | None) -> OnboardStatus:
+        handle = self._onprem(number)
+        if handle is None:
+            raise OnboardingError(
+                f"{number}: give --waba for a Cloud number, or configure it in [[numbers]] as On-Prem"
+            )
+        if not cert:
+            raise OnboardingError(f"{number}: an On-Prem number registers with its certificate (--cert-file)")
+        if pin is not None and not re.fullmatch(r"[0-9]{6}", pin):
+            raise OnboardingError("pin: the two-step verification PIN is 6 digits")
+        async with self._lock(number):
+            record = self.record(number) or OnboardRecord(
+                number=number, account=handle.account, waba_id="", created_at=self._wall.now()
+            )
+            run = _Run(self, record)
+            cc, local = _split(number)
+            sent: list[bool] = []
+
+            async def register() -> str:
+                sent.append(await onprem.register_account(handle, cc, local, cert, method.lower(), pin))
+                return "account registration sent to the webapp (POST /v1/account)"
+
+            await run.step(state.ADD, register, again=not record.is_done(state.VERIFY))
+            if sent and not sent[0]:
+                run.skip(state.REQUEST_CODE, "the webapp says the number is registered already")
+                run.skip(state.VERIFY, "the webapp says the number is registered already")
+            elif sent:
+                run.done(state.REQUEST_CODE, f"code sent by {method.upper()}")
+            return await run.finish()
+
+    async def _verify_onprem(self, handle: OnPremHandle, code: str) -> OnboardStatus:
+        async with self._lock(handle.number):
+            record = self.record(handle.number)
+            assert record is not None
+
+            async def verify() -> str:
+                await onprem.verify_account(handle, code)
+                return "code verified (POST /v1/account/verify)"
+
+            run = _Run(self, record)
+            await run.step(state.VERIFY, verify)
+            return await run.finish()
+
+    async def _register_onprem(self, handle: OnPremHandle) -> OnboardStatus:
+        async with self._lock(handle.number):
+            record = self.record(handle.number)
+            assert record is not None
+            if not record.is_done(state.VERIFY):
+                raise StepFailed(
+                    state.VERIFY,
+                    "not registered yet: run 'numbers verify' with the code",
+                    self.status(record),
+                )
+            run = _Run(self, record)
+            run.skip(state.REGISTER, "On-Prem: registered by the account step")
+
+            async def settings() -> str:
+                await onprem.set_webhook(handle)
+                return "the webapp's webhooks point at this daemon (PATCH /v1/settings/application)"
+
+            async def health() -> str:
+                found = await onprem.gateway_status(handle)
+                if "connected" not in found:
+                    raise _Missing(f"gateway_status {', '.join(found) or 'unknown'}: no node is connected")
+                return f"gateway_status {', '.join(found)}"
+
+            await run.step(state.SUBSCRIBE, settings, again=True)
+            await run.step(state.CHECK, health, again=True)
+            await run.step(state.START, lambda: self._activate(run.record), again=True)
+            return await run.finish()
 
     # -- the steps ----------------------------------------------------------------------
 
@@ -484,7 +592,7 @@ class _Run:
         log.info("onboarding.step", number=record.number, step=step)
         try:
             result = await run()
-        except (GraphError, _Missing) as exc:
+        except (GraphError, _Missing, onprem.OnPremError) as exc:
             error = _error(step, exc, wall.now())
             self.record = msgspec.structs.replace(record, error=error)
             await self._save(self.record)
@@ -504,6 +612,14 @@ class _Run:
         self.reports.append(StepReport(step=step, outcome="done", detail=detail))
         return fields
 
+    def done(self, step: str, detail: str) -> None:
+        """``step`` was achieved by another step's call (On-Prem: the account call sends the code)."""
+        now = self._wall.now()
+        self.record = msgspec.structs.replace(
+            self.record, done={**self.record.done, step: now}, notes={**self.record.notes, step: detail}
+        )
+        self.reports.append(StepReport(step=step, outcome="done", detail=detail))
+
     async def finish(self) -> OnboardStatus:
         await self._save(self.record)
         return self._status(self.record, self.reports)
@@ -512,6 +628,10 @@ class _Run:
 def _next(record: OnboardRecord) -> str | None:
     """The command the operator runs next."""
     n = record.number
+    if not record.waba_id:  # On-Prem
+        if not record.is_done(state.VERIFY):
+            return f"wadispatch numbers verify {n} CODE   (the code sent by SMS or voice)"
+        return None if record.is_done(state.CHECK) else f"wadispatch numbers register {n}"
     if not record.is_done(state.ADD) or not (
         record.is_done(state.REQUEST_CODE) or record.is_done(state.VERIFY)
     ):

@@ -42,6 +42,7 @@ from dispatcher.core.onboarding_state import OnboardRecord
 from dispatcher.ops.doctor import Doctor, Target
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import Onboarding, WabaHandle
+from dispatcher.ops.onprem_provisioning import OnPremHandle
 from dispatcher.service.fleet import Fleet, number_info
 from dispatcher.service.numbers import cloud_pace
 from dispatcher.service.reload import retire
@@ -153,6 +154,7 @@ class NumberOps:
             activate=self.activate,
             deactivate=self.deactivate,
             apply_watch=self.apply_watch,
+            onprem=self.onprem,
         )
 
     # -- wiring -------------------------------------------------------------------------
@@ -187,6 +189,18 @@ class NumberOps:
                 )
             )
         return found
+
+    def onprem(self, number: str) -> OnPremHandle | None:
+        """A configured On-Prem number's webapp, through its running actor (its login token)."""
+        num = self.roster.get(number)
+        actor = self._supervisor.actor(number)
+        if num is None or num.channel != "onprem" or actor is None:
+            return None
+        info = number_info(num)
+        digits = number.lstrip("+")
+        path = f"{digits}/{info.webhook_secret}" if num.webhook_auth == "path" else digits
+        url = f"{self._webhook_base().rstrip('/')}/webhooks/onprem/{path}"
+        return OnPremHandle(number=number, account=num.account, call=actor.api_call, webhook_url=url)
 
     def waba(self, waba_id: str) -> WabaHandle | None:
         waba = next((w for w in self.roster.config.wabas if w.id == waba_id), None)

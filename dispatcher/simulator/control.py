@@ -21,6 +21,8 @@ JSON in, JSON out, same error envelope as the On-Prem API:
 - ``POST /_sim/reset``                          -> zero counters, forget received messages
 - ``POST /_sim/numbers {SimNumber fields}``     -> 201 ``{"number", "endpoint"}``
 - ``DELETE /_sim/numbers/{digits}``             -> stop serving a number
+- ``GET  /_sim/numbers/{digits}/account``      -> its registration: ``{"registered", "code", "method"}``
+  (the code ``POST /v1/account`` sent by SMS or voice)
 - ``GET  /_sim/faults`` -> ``{"plans": {key: FaultPlan}, "injected": {key: {kind: n}}}``
 - ``PUT  /_sim/faults/{digits}[~endpoint] {FaultPlan}`` -> inject faults for a number (or one endpoint)
 - ``DELETE /_sim/faults[/{key}]``               -> stop injecting (everywhere, or for one key)
@@ -107,6 +109,10 @@ def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> 
         case "DELETE", _ if route.startswith("faults/"):
             sim.faults.clear(_fault_key(sim, route.removeprefix("faults/")))
             return json_response(200, _OK)
+        case "GET", _ if route.startswith("numbers/") and route.endswith("/account"):
+            account = sim.account(route.removeprefix("numbers/").removesuffix("/account"))
+            state = {"registered": account.registered, "code": account.code, "method": account.method}
+            return json_response(200, msgspec.json.encode(state))
         case "DELETE", _ if route.startswith("numbers/"):
             sim.remove_number(route.removeprefix("numbers/"))
             return json_response(200, _OK)

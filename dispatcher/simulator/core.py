@@ -31,6 +31,7 @@ from dispatcher.simulator.graph_numbers import GraphNumbers
 from dispatcher.simulator.graph_templates import GraphTemplates
 from dispatcher.simulator.graph_versions import GraphVersions
 from dispatcher.simulator.ids import IdMaker
+from dispatcher.simulator.onprem_account import Account, Accounts
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
 from dispatcher.simulator.wire import (
@@ -121,7 +122,11 @@ class Simulator:
         self._media_limit = media_limit
         self._ids = IdMaker()
         self._api = NumberApi(
-            wall_clock=self._wall, webhooks=self._webhooks, ids=self._ids, invalid_prefix=invalid_prefix
+            wall_clock=self._wall,
+            webhooks=self._webhooks,
+            ids=self._ids,
+            invalid_prefix=invalid_prefix,
+            accounts=Accounts(seed=fault_seed),
         )
         # WABAs' message templates (Graph's /{version}/{waba}/message_templates) and Meta's review;
         # their webhooks go out by the webhook URL of the WABA's Cloud numbers.
@@ -435,6 +440,10 @@ class Simulator:
         if resp is None:
             resp = self.cloud.respond(req, path)
         return self.graph_versions.stamp(version, resp)
+
+    def account(self, number: str) -> Account:
+        """An On-Prem number's registration (``POST /v1/account``): its code, once one was sent."""
+        return self._api.accounts.of(self._state(number).config.number)
 
     def revoke_tokens(self, number: str) -> int:
         """Revoke every live token of ``number`` early (its next request gets 401); returns how many."""

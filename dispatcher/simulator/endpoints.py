@@ -21,6 +21,7 @@ from dispatcher.simulator.errors import ApiError
 from dispatcher.simulator.exchange import SimRequest, SimResponse, error_response, json_response
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.messages import decode_body, parse_send
+from dispatcher.simulator.onprem_account import Accounts
 from dispatcher.simulator.state import NumberState
 from dispatcher.simulator.webhooks import WebhookSender
 from dispatcher.simulator.wire import (
@@ -56,9 +57,17 @@ class NumberApi:
     """Routes ``(method, path below the number's prefix)`` to a handler and answers."""
 
     def __init__(
-        self, *, wall_clock: WallClock, webhooks: WebhookSender, ids: IdMaker, invalid_prefix: str
+        self,
+        *,
+        wall_clock: WallClock,
+        webhooks: WebhookSender,
+        ids: IdMaker,
+        invalid_prefix: str,
+        accounts: Accounts | None = None,
     ) -> None:
+        """``accounts``: the numbers' registrations (``POST /v1/account``)."""
         self._wall = wall_clock
+        self.accounts = accounts or Accounts()
         self._webhooks = webhooks
         self._ids = ids
         self._invalid_prefix = invalid_prefix
@@ -71,6 +80,8 @@ class NumberApi:
             ("PATCH", "/v1/settings/application"): self._patch_settings,
             ("POST", "/v1/contacts"): self._contacts,
             ("POST", "/v1/media"): self._upload_media,
+            ("POST", "/v1/account"): self._register_account,
+            ("POST", "/v1/account/verify"): self._verify_account,
         }
         self._paths = {path for _, path in self._routes}
 
@@ -149,6 +160,14 @@ class NumberApi:
                 raise errors.invalid(f"webhooks.url must be an http(s) URL: {url!r}")
             state.webhook_url = url
         return json_response(200, _OK)
+
+    def _register_account(self, state: NumberState, req: SimRequest, _: str) -> SimResponse:
+        self._authorize(state, req)
+        return self.accounts.register(state, req.body)
+
+    def _verify_account(self, state: NumberState, req: SimRequest, _: str) -> SimResponse:
+        self._authorize(state, req)
+        return self.accounts.verify(state, req.body)
 
     def _contacts(self, state: NumberState, req: SimRequest, _: str) -> SimResponse:
         self._authorize(state, req)

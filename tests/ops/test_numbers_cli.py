@@ -79,9 +79,12 @@ async def test_bad_usage_and_missing_pin(
             url = ["--url", daemon.url]
             code, _, err = await cli(capsys, "numbers", "verify", "not-a-number", "123456", *url)
             assert code == 2 and "not a phone number" in err
+            code, _, err = await cli(capsys, "numbers", "add", ONBOARDED, *url)
+            assert code == 2 and "--waba" in err and "--cert-file" in err
+            await cli(capsys, "numbers", "add", ONBOARDED, "--waba", WABA, "--verified-name", "L", *url)
             code, _, err = await cli(capsys, "numbers", "register", ONBOARDED, *url)
-            assert code == 2 and "no PIN" in err
-            code, _, err = await cli(capsys, "numbers", "verify", ONBOARDED, "123456", *url)
+            assert code == 1 and "two-step verification PIN is 6 digits" in err
+            code, _, err = await cli(capsys, "numbers", "verify", "+15550009876", "123456", *url)
             assert code == 1 and "not being onboarded" in err
             code, _, err = await cli(capsys, "numbers", "add", ONBOARDED, "--waba", "42", *url)
             assert code == 1 and "no WABA 42" in err
