@@ -1,6 +1,11 @@
 """``wadispatch status | outbox | pause | resume | drain | token refresh | templates | reload``
 (and ``numbers`` / ``doctor``: ``numbers_cli``).
 
+``templates``: ``sync`` (pull every WABA's templates from Meta now), ``list`` (the WABAs'
+templates with status, category, quality and the variables a send takes, then the file
+templates), ``show SID|NAME``, ``submit FILE --waba ID`` (a template as Graph's create takes
+it, for Meta's review), ``delete NAME --waba ID``, ``add FILE`` (a file-style template).
+
 The operator's side of the admin API (``/admin/v1``): human-readable tables by
 default, ``--json`` for scripts (the server's JSON, unchanged). The admin token
 comes from ``--admin-token-file``, ``$WADISPATCH_ADMIN_TOKEN`` or
@@ -22,11 +27,12 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dispatcher import numbers_cli
+from dispatcher.messages.template_views import SyncOutcome, TemplateDetail, TemplateSummary
 from dispatcher.ops.operations import Ack, NumberStatus, Outbox, ReloadResult, Status, TokenRefreshed
 
 T = TypeVar("T")
@@ -85,8 +91,28 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     token_sub.add_parser("refresh", parents=[common], help="log in again now").add_argument("number")
     templates = sub.add_parser("templates", help="message templates")
     templates_sub = templates.add_subparsers(dest="action", required=True)
-    templates_sub.add_parser("list", parents=[common], help="list registered templates")
-    add = templates_sub.add_parser("add", parents=[common], help="register a template from a JSON file")
+    sync = templates_sub.add_parser("sync", parents=[common], help="pull the WABAs' templates from Meta now")
+    sync.add_argument("--waba", help="only this WABA")
+    listing = templates_sub.add_parser(
+        "list", parents=[common], help="the WABAs' templates and the file ones"
+    )
+    listing.add_argument("--waba", help="only this WABA's")
+    listing.add_argument("--status", help="only those in this status (APPROVED, PAUSED...)")
+    show = templates_sub.add_parser(
+        "show", parents=[common], help="one template: status, variables, components"
+    )
+    show.add_argument("template", help="its ContentSid (HX...) or its name")
+    show.add_argument("--language", help="the language, when the name has several")
+    submit = templates_sub.add_parser("submit", parents=[common], help="submit a template to Meta for review")
+    submit.add_argument(
+        "file", help="the template as Graph's create takes it, JSON ('-' reads standard input)"
+    )
+    submit.add_argument("--waba", required=True, help="the WABA it is for")
+    delete = templates_sub.add_parser("delete", parents=[common], help="delete a template at Meta")
+    delete.add_argument("name")
+    delete.add_argument("--waba", required=True)
+    delete.add_argument("--language", help="only this language (default: all)")
+    add = templates_sub.add_parser("add", parents=[common], help="register a file-style template from JSON")
     add.add_argument("file", help="JSON template definition ('-' reads standard input)")
     sub.add_parser("reload", parents=[common], help="re-read the config and apply it (like SIGHUP)")
     numbers_cli.add_parsers(sub, common)
@@ -129,13 +155,125 @@ def _dispatch(args: argparse.Namespace, client: _Client, out: Console) -> int:
         _emit(args, out, result, lambda: _reload_text(result))
         return 0 if result.ok else 1
     if command == "templates":
-        if args.action == "list":
-            listed = client.get("/templates", object)
-            return _emit(args, out, listed, lambda: _generic_table(listed))
-        body = _read_json(args.file)
-        created = client.post("/templates", object, body=body, accept=(200, 201))
-        return _emit(args, out, created, lambda: "template added: " + json.dumps(created, sort_keys=True))
+        return _templates(args, client, out)
     raise AssertionError(command)
+
+
+def _templates(args: argparse.Namespace, client: _Client, out: Console) -> int:
+    action = args.action
+    if action == "sync":
+        query = f"?waba={_waba(args.waba)}" if args.waba else ""
+        synced = client.post(f"/wabas/sync{query}", SyncAnswer)
+        _emit(args, out, synced, lambda: _sync_table(synced))
+        return 1 if any(s.error for s in synced.synced) else 0
+    if action == "list":
+        params = [f"{k}={v}" for k, v in (("waba", args.waba), ("status", args.status)) if v]
+        query = "?" + "&".join(params) if params else ""
+        synced_list = client.get(f"/wabas/templates{query}", TemplateList)
+        files = client.get("/templates", dict[str, list[dict[str, object]]])
+        both = {"templates": files["templates"], "synced": synced_list.templates}
+        return _emit(args, out, both, lambda: _templates_view(synced_list.templates, files["templates"]))
+    if action == "show":
+        query = f"?language={args.language}" if args.language else ""
+        shown = client.get(f"/wabas/templates/{_segment(args.template)}{query}", TemplateDetail)
+        return _emit(args, out, shown, lambda: _template_detail(shown))
+    if action == "submit":
+        body = _read_json(args.file)
+        made = client.post(f"/wabas/{_waba(args.waba)}/templates", TemplateDetail, body=body, accept=(201,))
+        return _emit(
+            args, out, made, lambda: f"{made.name} ({made.language}) submitted: {made.status}, {made.sid}"
+        )
+    if action == "delete":
+        query = f"?language={args.language}" if args.language else ""
+        gone = client.delete(f"/wabas/{_waba(args.waba)}/templates/{_segment(args.name)}{query}", Deleted)
+        return _emit(
+            args, out, gone, lambda: f"deleted at Meta: {', '.join(gone.deleted) or 'nothing known here'}"
+        )
+    body = _read_json(args.file)
+    created = client.post("/templates", object, body=body, accept=(200, 201))
+    return _emit(args, out, created, lambda: "template added: " + json.dumps(created, sort_keys=True))
+
+
+class TemplateList(msgspec.Struct):
+    templates: list[TemplateSummary]
+
+
+class SyncAnswer(msgspec.Struct):
+    synced: list[SyncOutcome]
+
+
+class Deleted(msgspec.Struct):
+    deleted: list[str]
+
+
+def _waba(waba: str) -> str:
+    if not waba.isdigit():
+        raise CliError(f"not a WABA id: {waba!r} (digits, as in [[wabas]] id)", 2)
+    return waba
+
+
+def _segment(value: str) -> str:
+    """A template's sid or name as one path segment."""
+    if not value or not all(c.isalnum() or c == "_" for c in value):
+        raise CliError(f"not a template sid or name: {value!r}", 2)
+    return value
+
+
+def _sync_table(answer: SyncAnswer) -> Table:
+    table = Table(title="templates synced from Meta")
+    for col in ("waba", "fetched", "added", "changed", "removed", "error"):
+        table.add_column(
+            col, justify="right" if col in ("fetched", "added", "changed", "removed") else "left"
+        )
+    for s in answer.synced:
+        table.add_row(
+            s.waba, str(s.fetched), str(len(s.added)), str(len(s.changed)), str(len(s.removed)), s.error or ""
+        )
+    return table
+
+
+def _templates_view(synced: list[TemplateSummary], files: list[dict[str, object]]) -> Group:
+    table = Table(title=f"{len(synced)} templates of the WABAs")
+    for col in ("sid", "waba", "name", "language", "status", "category", "format", "quality", "variables"):
+        table.add_column(col, no_wrap=col in ("sid", "waba"))
+    for t in synced:
+        status = f"{t.status} ({t.status_reason})" if t.status_reason else t.status
+        table.add_row(
+            t.sid,
+            t.waba,
+            t.name,
+            t.language,
+            status,
+            t.category,
+            t.parameter_format,
+            t.quality,
+            ", ".join(t.variables),
+        )
+    parts: list[Table | str] = [table]
+    if files:
+        parts.append(_generic_table({"templates": files}))
+    return Group(*parts)
+
+
+def _template_detail(t: TemplateDetail) -> Group:
+    table = Table(title=f"{t.name} ({t.language})", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    rows = [
+        ("sid", t.sid),
+        ("waba", t.waba),
+        ("meta id", t.id),
+        ("status", t.status + (f" ({t.status_reason})" if t.status_reason else "")),
+        ("category", t.category + (f" (was {t.previous_category})" if t.previous_category else "")),
+        ("parameter format", t.parameter_format),
+        ("quality", t.quality),
+        ("ContentVariables keys", ", ".join(t.variables) or "-"),
+        ("synced", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t.synced_at)) if t.synced_at else "-"),
+    ]
+    for field, value in rows:
+        table.add_row(field, value)
+    components = json.dumps(msgspec.to_builtins(t.components), indent=2, ensure_ascii=False)
+    return Group(table, components)
 
 
 class _Client:
@@ -158,6 +296,9 @@ class _Client:
 
     def post(self, path: str, type: type[T], *, body: object = None, accept: tuple[int, ...] = (200,)) -> T:
         return self._call("POST", path, type, body, accept)
+
+    def delete(self, path: str, type: type[T]) -> T:
+        return self._call("DELETE", path, type, None, (200,))
 
     def call(self, method: str, path: str, body: object, accept: tuple[int, ...]) -> tuple[int, bytes]:
         """One admin call: its status (one of ``accept``, else CliError) and body."""

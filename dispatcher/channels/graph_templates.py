@@ -37,8 +37,13 @@ class GraphError(Exception):
         self.message = message
 
 
+class _ErrorData(msgspec.Struct):
+    details: str = ""
+
+
 class _Error(msgspec.Struct):
     message: str = ""
+    error_data: _ErrorData | None = None
     code: int = 0
     error_subcode: int | None = None
     error_user_title: str | None = None
@@ -187,6 +192,8 @@ def _graph_error(resp: httpx.Response) -> GraphError:
     detail = error.error_user_msg or error.message or f"Graph error {error.code}"
     if error.error_user_title and error.error_user_msg:
         detail = f"{error.error_user_title}: {error.error_user_msg}"
+    elif error.error_data is not None and error.error_data.details and error.error_data.details not in detail:
+        detail = f"{detail}: {error.error_data.details}"
     return GraphError(resp.status_code, error.code, detail, subcode=error.error_subcode)
 
 

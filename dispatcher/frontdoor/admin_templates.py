@@ -1,4 +1,5 @@
-"""Admin routes of the template registry: ``GET/POST /admin/v1/templates``.
+"""Admin routes of the templates: the file / admin registry (``GET/POST /admin/v1/templates``), and the
+WABAs' templates synced from Meta (``/admin/v1/wabas``: sync, list, show, submit, delete).
 
 The admin guard (``frontdoor/admin.py``) already requires the admin bearer
 token on every ``/admin/`` path; these routes only translate. Shapes are the
@@ -12,15 +13,21 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import attrs
 import msgspec
 import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from dispatcher.channels.graph_templates import GraphError
+from dispatcher.channels.graph_templates import NewTemplate as NewGraphTemplate
 from dispatcher.core import jsondecode
 from dispatcher.core.template_file import NewTemplate, TemplateError
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import PREFIX
+from dispatcher.messages.catalog import TemplateCatalog
+from dispatcher.messages.template_sync import TemplateSync
+from dispatcher.messages.template_views import SyncOutcome, WabaState, detail, summary
 from dispatcher.messages.templates import TemplateExistsError, TemplateList, TemplateRegistry
 
 log = structlog.get_logger()
@@ -57,3 +64,114 @@ def register_template_routes(app: QuartTrio, registry: TemplateRegistry) -> None
             raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
         log.info("admin.template_added", sid=template.sid, account=template.account, name=template.name)
         return _json(template, 201)
+
+
+# -- the WABAs' templates, synced from Meta ------------------------------------------------
+
+
+@attrs.frozen
+class WabaTemplates:
+    """What the admin routes of the WABAs' templates serve from: the catalog and its sync."""
+
+    catalog: TemplateCatalog
+    sync: TemplateSync
+
+
+_graph_template: Final = msgspec.json.Decoder(NewGraphTemplate)
+_WABA: Final = re.compile(r"^[0-9]{1,32}$")
+
+
+def register_waba_template_routes(app: QuartTrio, wabas: WabaTemplates) -> None:
+    """``/admin/v1/wabas``: each WABA's sync state; its templates listed, shown, submitted, deleted."""
+    catalog, sync = wabas.catalog, wabas.sync
+
+    def known(waba: str) -> str:
+        if waba not in sync.wabas():
+            raise TwilioError(404, 20404, f"No WABA {waba[:40]} in [[wabas]]")
+        return waba
+
+    @app.get(f"{PREFIX}/wabas")
+    async def list_wabas() -> Response:
+        states = [
+            WabaState(
+                id=w,
+                templates=len(catalog.templates([w])),
+                last_synced=sync.last_synced.get(w),
+                failure=sync.failures.get(w),
+            )
+            for w in sync.wabas()
+        ]
+        return _json({"wabas": states})
+
+    @app.get(f"{PREFIX}/wabas/templates")
+    async def list_waba_templates() -> Response:
+        waba = request.args.get("waba")
+        status = request.args.get("status")
+        found = catalog.templates(None if waba is None else [known(waba)])
+        if status is not None:
+            found = [t for t in found if t.status == status.upper()]
+        return _json({"templates": [summary(t) for t in found]})
+
+    @app.get(f"{PREFIX}/wabas/templates/<ref>")
+    async def show_waba_template(ref: str) -> Response:
+        template = catalog.get(ref)
+        if template is None:
+            language = request.args.get("language")
+            matches = [
+                t
+                for t in catalog.templates(sync.wabas())
+                if t.name == ref and (language is None or t.language == language)
+            ]
+            if len(matches) > 1:
+                languages = ", ".join(f"{t.language} ({t.waba})" for t in matches)
+                raise TwilioError(400, 20001, f"{ref} exists in several languages or WABAs: {languages}")
+            template = matches[0] if matches else None
+        if template is None:
+            raise TwilioError(404, 20404, f"No template {ref[:64]}")
+        return _json(detail(template))
+
+    @app.post(f"{PREFIX}/wabas/sync")
+    async def sync_wabas() -> Response:
+        asked = request.args.get("waba")
+        outcomes: list[SyncOutcome] = []
+        for waba in [known(asked)] if asked is not None else sync.wabas():
+            try:
+                result = await sync.sync(waba)
+            except GraphError as exc:
+                outcomes.append(SyncOutcome(waba=waba, error=exc.message))
+                continue
+            outcomes.append(
+                SyncOutcome(
+                    waba=waba,
+                    fetched=result.fetched,
+                    added=result.added,
+                    changed=result.changed,
+                    removed=result.removed,
+                )
+            )
+        return _json({"synced": outcomes})
+
+    @app.post(f"{PREFIX}/wabas/<waba>/templates")
+    async def submit_waba_template(waba: str) -> Response:
+        known(waba)
+        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
+        try:
+            new = jsondecode.decode(_graph_template, body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
+        try:
+            stored = await sync.submit(waba, new)
+        except GraphError as exc:
+            raise TwilioError(400, 20001, f"WhatsApp refused the template: {exc.message}") from None
+        log.info("admin.template_submitted", waba=waba, sid=stored.sid, name=stored.name)
+        return _json(detail(stored), 201)
+
+    @app.delete(f"{PREFIX}/wabas/<waba>/templates/<name>")
+    async def delete_waba_template(waba: str, name: str) -> Response:
+        known(waba)
+        try:
+            deleted = await sync.delete(waba, name, request.args.get("language"))
+        except GraphError as exc:
+            raise TwilioError(400, 20001, f"WhatsApp refused the delete: {exc.message}") from None
+        log.info("admin.template_deleted", waba=waba, name=name, sids=deleted)
+        return _json({"deleted": deleted})

@@ -26,15 +26,21 @@ from dispatcher.core.twilio import API_VERSION, TwilioError, encode_message
 from dispatcher.frontdoor import errors, hot_routes, limits
 from dispatcher.frontdoor.admin import bearer_matches, register_admin, require_admin
 from dispatcher.frontdoor.admin_numbers import register_number_routes
-from dispatcher.frontdoor.admin_templates import register_template_routes
+from dispatcher.frontdoor.admin_templates import (
+    WabaTemplates,
+    register_template_routes,
+    register_waba_template_routes,
+)
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.console.routes import ConsoleServices, register_console
+from dispatcher.frontdoor.content_routes import register_content_routes
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
 from dispatcher.messages import listing
 from dispatcher.messages.auth import Authenticator
+from dispatcher.messages.content import ContentLibrary
 from dispatcher.messages.edits import Edits
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
@@ -80,13 +86,16 @@ def make_app(
     console: ConsoleServices | None = None,
     wall: WallClock | None = None,
     numbers: tuple[Onboarding, Doctor] | None = None,
+    content: ContentLibrary | None = None,
+    waba_templates: WabaTemplates | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
     ``templates`` and ``ops`` (admin API), ``directory`` (webhook numbers), ``cloud_hooks``,
     ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics, ``console``
     the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions);
-    ``numbers`` (onboarding and the doctor) their admin routes."""
+    ``numbers`` (onboarding and the doctor) their admin routes; ``content`` the Content API
+    (/v1/Content), ``waba_templates`` the admin API's WABA templates."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
@@ -94,6 +103,10 @@ def make_app(
         requests.install(app)
     register_admin(app, ops, admin_token)
     register_template_routes(app, templates)
+    if waba_templates is not None:
+        register_waba_template_routes(app, waba_templates)
+    if content is not None:
+        register_content_routes(app, auth=auth, library=content)
     if console is not None:
         if wall is None:
             raise ValueError("the console needs a wall clock (its sessions expire)")

@@ -42,6 +42,7 @@ from dispatcher.core.directory import Directory
 from dispatcher.core.ssrf import Resolver, UrlGuard
 from dispatcher.core.store import Store
 from dispatcher.core.template_file import load_file
+from dispatcher.frontdoor.admin_templates import WabaTemplates
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.console.routes import ConsoleServices
@@ -53,6 +54,7 @@ from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
 from dispatcher.messages import idempotency
 from dispatcher.messages.auth import api_keys
 from dispatcher.messages.catalog import TemplateCatalog
+from dispatcher.messages.content import ContentLibrary
 from dispatcher.messages.fallback import Fallbacks, status_listener
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.media_guard import MediaGuard
@@ -533,6 +535,14 @@ async def _run_on_root(
                     console=console,
                     wall=wall,
                     numbers=(numbers.onboarding, numbers.doctor),
+                    content=ContentLibrary(
+                        store=store,
+                        catalog=catalog,
+                        sync=template_sync,
+                        wabas=_wabas_by_account(config),
+                        wall=wall,
+                    ),
+                    waba_templates=WabaTemplates(catalog=catalog, sync=template_sync),
                 )
                 app = CloseUnreadBody(
                     FastLane(
@@ -681,6 +691,13 @@ def sender_settings(cfg: CallbacksConfig) -> SenderSettings:
         give_up_after=cfg.give_up_after,
         poll_interval=cfg.poll_interval,
     )
+
+
+def _wabas_by_account(config: Config) -> dict[str, list[str]]:
+    by_account: dict[str, list[str]] = {}
+    for waba in config.wabas:
+        by_account.setdefault(waba.account, []).append(waba.id)
+    return by_account
 
 
 def _waba_sync(waba: WabaConfig, client: httpx.AsyncClient, sandbox: Sandbox | None) -> WabaSync:
