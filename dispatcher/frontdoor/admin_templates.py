@@ -11,7 +11,7 @@ for an invalid template, 409 with 20001 for a sid that exists.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, TypeVar
 
 import attrs
 import msgspec
@@ -32,6 +32,8 @@ from dispatcher.messages.templates import TemplateExistsError, TemplateList, Tem
 
 log = structlog.get_logger()
 
+T = TypeVar("T")
+
 _ACCOUNT: Final = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _new_decoder: Final = msgspec.json.Decoder(NewTemplate)
 _encoder: Final = msgspec.json.Encoder()
@@ -39,6 +41,15 @@ _encoder: Final = msgspec.json.Encoder()
 
 def _json(value: object, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status=status, content_type="application/json")
+
+
+async def _decoded_body(decoder: msgspec.json.Decoder[T]) -> T:
+    """The request's JSON body as ``decoder`` reads it; 400 (20001) saying what is wrong."""
+    body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
+    try:
+        return jsondecode.decode(decoder, body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
 
 
 def register_template_routes(app: QuartTrio, registry: TemplateRegistry) -> None:
@@ -51,11 +62,7 @@ def register_template_routes(app: QuartTrio, registry: TemplateRegistry) -> None
 
     @app.post(f"{PREFIX}/templates")
     async def add_template() -> Response:
-        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
-        try:
-            new = jsondecode.decode(_new_decoder, body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
+        new = await _decoded_body(_new_decoder)
         try:
             template = await registry.add(new)
         except TemplateExistsError as exc:
@@ -154,11 +161,7 @@ def register_waba_template_routes(app: QuartTrio, wabas: WabaTemplates) -> None:
     @app.post(f"{PREFIX}/wabas/<waba>/templates")
     async def submit_waba_template(waba: str) -> Response:
         known(waba)
-        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
-        try:
-            new = jsondecode.decode(_graph_template, body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise TwilioError(400, 20001, f"Invalid template: {exc}") from None
+        new = await _decoded_body(_graph_template)
         try:
             stored = await sync.submit(waba, new)
         except GraphError as exc:

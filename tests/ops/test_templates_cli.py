@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from dispatcher.cli import main
+from tests.helpers.cli import cli
 from tests.helpers.daemon import ADMIN_TOKEN, running_daemon
 from tests.helpers.templates import WABA, corpus, sid_of, until, waba_config
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = await trio.to_thread.run_sync(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def test_sync_list_show_submit_delete(
