@@ -16,20 +16,12 @@ from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.core import Simulator
 from dispatcher.simulator.exchange import SimRequest, SimResponse
 from dispatcher.simulator.graph_templates import SimWaba
+from tests.helpers.simulator_core import Captured
 from tests.helpers.templates import WABA, WABA_TOKEN, corpus
 
 PNID = "106540352242922"
 AUTH = {"authorization": f"Bearer {WABA_TOKEN}", "host": "127.0.0.1:1"}
 BASE = f"/v23.0/{WABA}/message_templates"
-
-
-class Captured:
-    def __init__(self) -> None:
-        self.posts: list[bytes] = []
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        self.posts.append(body)
-        return 200
 
 
 def simulator(captured: Captured | None = None) -> Simulator:
@@ -129,7 +121,7 @@ async def test_review_posts_metas_webhooks_the_daemon_decodes(autojump_clock: tr
             assert resp.status == 200, resp.body
         await trio.sleep(1)
         nursery.cancel_scope.cancel()
-    changes = [cloud_webhook.decode(body, PNID).fields[0] for body in captured.posts]
+    changes = [cloud_webhook.decode(body, PNID).fields[0] for _, body, _ in captured.posts]
     assert [c.field for c in changes] == [
         "message_template_status_update",
         "message_template_status_update",
