@@ -158,3 +158,37 @@ async def test_an_operator_logs_in_reads_every_page_and_pauses_a_number(tmp_path
                 assert await browser.console_errors() == []
     for name in ("login", "fleet", "number", "message", "callbacks"):
         assert (screens / f"{name}.png").stat().st_size > 5000
+
+
+async def test_with_javascript_off_the_tables_work_and_actions_confirm_on_a_page(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with running_daemon(admin_config(tmp_path / "data")) as (daemon, client):
+            sids = [await create(client, number, CUSTOMERS[0], "hello") for number in NUMBERS]
+            samples = await settle(client, len(sids), failures=0)
+            async with open_browser(daemon.url, tmp_path / "chromium", javascript=False) as browser:
+                await browser.open("/console/fleet")
+                await browser.type_into("#token", ADMIN_TOKEN)
+                await browser.click(".login button[type=submit]")
+                await browser.wait_for_url("/console/fleet")
+                numbers = await browser.texts("#fleet tbody tr td:first-child")
+                assert numbers == list(NUMBERS)
+                sent = await browser.texts(f"#fleet tbody tr td:nth-child({COLUMNS['sent'] + 1})")
+                expected = [value(samples, "wadispatch_messages_sent_total", number=n) for n in NUMBERS]
+                assert [figure(t) for t in sent] == expected
+                # Sorting is a link: the server sorts.
+                await browser.click("#fleet thead th:first-child a")
+                await browser.wait_for_url("?order=desc")
+                assert await browser.texts("#fleet tbody tr td:first-child") == list(reversed(NUMBERS))
+                # No confirm() without JavaScript: the action shows a confirmation page first.
+                target = NUMBERS[0]
+                await browser.open(f"/console/numbers/{target}")
+                assert await browser.texts(".plot canvas") == []  # plots need JavaScript
+                await browser.click("#action-pause")
+                await browser.wait_for_url("/pause")
+                assert (await browser.texts("main form button")) == [f"Yes, pause {target}"]
+                assert not daemon.supervisor.actor(target).paused  # type: ignore[union-attr]
+                await browser.click("main form button.danger")
+                await browser.wait_for_url("?done=pause")
+                assert await browser.texts("#state") == ["paused"]
+                assert daemon.supervisor.actor(target).paused  # type: ignore[union-attr]
+                await browser.screenshot(tmp_path / "screenshots" / "number-no-js.png")

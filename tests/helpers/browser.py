@@ -58,9 +58,41 @@ class Browser:
                     return result
                 await trio.sleep(step)
 
+    async def wait_for_url(self, ending: str, *, timeout: float = 15.0) -> None:
+        """Until the page's URL ends with ``ending`` (a form post navigates after click() returns)."""
+        with trio.fail_after(timeout):
+            while not (await self.call(lambda: self.driver.current_url)).endswith(ending):  # noqa: ASYNC110 - the browser navigates: nothing to wait on but time
+                await trio.sleep(0.05)
+
     async def screenshot(self, path: Path) -> None:
         await trio.Path(path.parent).mkdir(parents=True, exist_ok=True)
         assert await self.call(self.driver.save_screenshot, str(path))
+
+    async def texts(self, css: str) -> list[str]:
+        """The visible text of every element ``css`` selects (WebDriver reads: works without JavaScript)."""
+
+        def read() -> list[str]:
+            from selenium.webdriver.common.by import By
+
+            return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, css)]
+
+        return await self.call(read)
+
+    async def click(self, css: str) -> None:
+        def press() -> None:
+            from selenium.webdriver.common.by import By
+
+            self.driver.find_element(By.CSS_SELECTOR, css).click()
+
+        await self.call(press)
+
+    async def type_into(self, css: str, text: str) -> None:
+        def send() -> None:
+            from selenium.webdriver.common.by import By
+
+            self.driver.find_element(By.CSS_SELECTOR, css).send_keys(text)
+
+        await self.call(send)
 
     async def console_errors(self) -> list[str]:
         """The page's console messages at level SEVERE (CSP violations are reported there)."""
@@ -68,7 +100,7 @@ class Browser:
         return [e["message"] for e in entries if e.get("level") == "SEVERE"]
 
 
-def _start(profile: Path, width: int, height: int) -> Any:
+def _start(profile: Path, width: int, height: int, javascript: bool) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -93,16 +125,18 @@ def _start(profile: Path, width: int, height: int) -> Any:
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if not javascript:  # as a user with JavaScript switched off sees the pages
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(profile / "chromedriver.log"))
     return webdriver.Chrome(service=service, options=options)
 
 
 @asynccontextmanager
 async def open_browser(
-    base_url: str, profile: Path, *, width: int = 1500, height: int = 1000
+    base_url: str, profile: Path, *, width: int = 1500, height: int = 1000, javascript: bool = True
 ) -> AsyncIterator[Browser]:
     """A headless chromium for ``base_url``; quit (its processes stopped) when the block ends."""
-    driver = await trio.to_thread.run_sync(_start, profile, width, height)
+    driver = await trio.to_thread.run_sync(_start, profile, width, height, javascript)
     try:
         yield Browser(driver, base_url)
     finally:
