@@ -1,17 +1,19 @@
 """Per-second samples of every number's counters, kept in memory for the console's plots.
 
 The hot path does nothing for this: the actors bump the plain ints /metrics reads
-(``ActorStatistics``), and ``Sampler.run`` reads a snapshot of them once a second
-on its own timer, storing what changed since the last tick. Two rings per number:
+(``SendCounts``), and ``Sampler.run`` reads them once a second on its own timer,
+storing what changed since the last tick; it takes the full snapshot /metrics takes
+(``statistics()``) only of a number that is not idle. Two rings per number:
 
 - 1 s resolution for the last ``SECOND_SLOTS`` seconds (sparklines, the 5-minute
   counts of 429s and pair-rate answers, live plots);
 - 10 s resolution for the last hour (the number page's plots), with send-latency
   percentiles estimated from the histogram's bucket counts over those 10 s.
 
-A number gets its rings on its first activity (a counter moved or its outbox is
-not empty), so a large idle fleet costs a dict entry per number: ~28 KB per
-active number (float32 rings). The tick times are shared by every number.
+A number gets its rings on its first activity (a counter moved or it holds
+messages), so a large idle fleet costs a dict entry and a counters read per number
+and tick: ~28 KB per active number (float32 rings). The tick times are shared by
+every number. ``bench.console`` measures a tick.
 """
 
 from __future__ import annotations

@@ -106,6 +106,13 @@ async def test_actions_need_the_sessions_csrf_token_and_this_origin(tmp_path: Pa
             resp = await client.post(url, data={"csrf": csrf, "confirmed": "yes"}, headers=evil, auth=None)
             assert resp.status_code == 403
             assert not actor.paused
+            # Behind a proxy that forwards the host the browser reached, that origin is ours.
+            proxied = {"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}
+            resp = await client.post(url, data={"csrf": csrf}, headers=proxied, auth=None)
+            assert resp.status_code == 200 and not actor.paused  # the confirmation page
+            # A console path that does not exist: still no data, still the CSP.
+            resp = await client.get("/console/nope", auth=None)
+            assert resp.status_code == 404 and resp.headers["Content-Security-Policy"] == CSP
             # Without the confirmation: a page asking for it, nothing done.
             resp = await client.post(url, data={"csrf": csrf}, auth=None)
             assert resp.status_code == 200 and "Yes, pause" in resp.text

@@ -50,12 +50,14 @@ def secure_request() -> bool:
 
 
 def same_origin() -> bool:
-    """A POST's ``Origin`` (when sent) names this host: another site's form is refused."""
+    """A POST's ``Origin`` (when sent) names this host, as the browser reached it (``Host``, or the
+    ``X-Forwarded-Host`` of a proxy in front): another site's form is refused. A browser never lets
+    a page of another site set these headers."""
     given = request.headers.get("Origin")
     if given is None:
         return True
-    host = request.headers.get("Host", "")
-    return given in (f"http://{host}", f"https://{host}")
+    hosts = {request.headers.get("Host", ""), request.headers.get("X-Forwarded-Host", "")} - {""}
+    return any(given in (f"http://{host}", f"https://{host}") for host in hosts)
 
 
 def see_other(location: str) -> Response:
