@@ -133,9 +133,19 @@ async def test_an_operator_logs_in_reads_every_page_and_pauses_a_number(tmp_path
                 status = (await client.get("/admin/v1/status", headers=ADMIN, auth=None)).json()
                 assert {n["number"]: n["state"] for n in status["numbers"]}[target] == "paused"
                 assert daemon.supervisor.actor(target).paused  # type: ignore[union-attr]
+                # The page follows a change made elsewhere (the admin API), without a reload.
+                admin = f"/admin/v1/numbers/{target}"
+                await client.post(f"{admin}/resume", headers=ADMIN, auth=None)
+                await browser.wait_for("return document.getElementById('state').textContent === 'running'")
+                await client.post(f"{admin}/pause", headers=ADMIN, auth=None)
+                await browser.wait_for("return document.getElementById('state').textContent === 'paused'")
                 await browser.open("/console/fleet?state=paused")
                 paused = await browser.script(FLEET_CELLS)
                 assert list(paused) == [target] and paused[target][COLUMNS["state"]] == "paused"
+                await client.post(f"{admin}/resume", headers=ADMIN, auth=None)
+                await browser.wait_for(
+                    "return document.querySelector('#fleet tbody td').textContent === 'No number matches.'"
+                )
 
                 # Messages: one by sid (its timeline), and a recipient's.
                 await browser.open(f"/console/messages?sid={failed_sid}")

@@ -55,8 +55,21 @@
       cells.forEach(function (c) { tr.appendChild(cell(c)); });
       rows.appendChild(tr);
     });
-    if (data.rows.length) {
-      body.replaceChildren(rows);
+    if (!data.rows.length) {
+      var tr = document.createElement("tr");
+      var td = document.createElement("td");
+      td.colSpan = table.tHead.rows[0].cells.length;
+      td.textContent = table.getAttribute("data-empty") || "Nothing to show.";
+      tr.appendChild(td);
+      rows.appendChild(tr);
+    }
+    body.replaceChildren(rows);
+    // The number page's heading shows its state too.
+    var state = document.getElementById("state");
+    if (state && table.id === "number" && data.rows.length) {
+      var cellState = data.rows[0][3];
+      state.textContent = cellState.text;
+      state.className = cellState.cls;
     }
     table.setAttribute("data-updated", String(Date.now()));
   }
