@@ -15,7 +15,7 @@ import attrs
 
 from actors.statistics import ActorStatistics
 from actors.supervisor import Supervisor
-from dispatcher.core import ledger
+from dispatcher.core import ledger, number_watch
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory
@@ -47,12 +47,35 @@ SORT_KEYS: Final = (
 # Sort keys whose figures are filled in late (``FleetView._complete``).
 LATE_KEYS: Final = frozenset({"oldest", "limited", "pair_limited"})
 
-Quality = Callable[[str], str | None]
-"""A number's quality rating (GREEN / YELLOW / RED) when Meta told us; None when unknown."""
+
+@attrs.frozen
+class Standing:
+    """What Meta said of a number: its quality rating and the problems in force (flagged...)."""
+
+    quality: str | None = None  # GREEN | YELLOW | RED | UNKNOWN
+    problems: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return self.quality is not None or bool(self.problems)
 
 
-def no_quality(number: str) -> str | None:
-    return None
+Standings = Callable[[str], Standing]
+"""A number's standing at Meta (``Standing()`` when Meta never said)."""
+
+
+def unknown_standing(number: str) -> Standing:
+    return Standing()
+
+
+def watched_standing(buckets: Buckets, wall: WallClock) -> Standings:
+    """The standing the account watch recorded from Meta's webhooks (one LMDB read per number)."""
+
+    def standing(number: str) -> Standing:
+        record = number_watch.load(buckets.for_number(number), number)
+        return Standing(record.quality, tuple(record.problems(wall.now())))
+
+    return standing
 
 
 @attrs.frozen
@@ -71,7 +94,7 @@ class FleetRow:
     token_expires_in: float | None
     tier_used: int
     tier_limit: int | None
-    quality: str | None
+    standing: Standing  # Meta's quality rating and problems (read for shown rows only)
     sent: int
     failed: int
     in_flight: int
@@ -137,7 +160,7 @@ class FleetPage:
     total: int  # numbers matching the filters
     fleet: int  # numbers configured
     query: FleetQuery
-    has_quality: bool  # some number of the page has a quality rating: show the column
+    has_quality: bool  # Meta rated some number of the page or reported a problem: show the column
     states: dict[str, int]  # numbers per state, over the whole fleet
 
 
@@ -152,7 +175,7 @@ class FleetView:
         buckets: Buckets,
         sampler: Sampler,
         wall: WallClock,
-        quality: Quality = no_quality,
+        standings: Standings = unknown_standing,
     ) -> None:
         self._supervisor = supervisor
         self._directory = directory
@@ -160,7 +183,7 @@ class FleetView:
         self._buckets = buckets
         self._sampler = sampler
         self._wall = wall
-        self._quality = quality
+        self._standings = standings
 
     def page(self, query: FleetQuery) -> FleetPage:
         rows: list[FleetRow] = []
@@ -190,7 +213,7 @@ class FleetView:
             total=len(rows),
             fleet=fleet,
             query=query,
-            has_quality=any(r.quality is not None for r in shown),
+            has_quality=any(r.standing.known for r in shown),
             states=dict(sorted(states.items())),
         )
 
@@ -219,7 +242,7 @@ class FleetView:
             token_expires_in=stats.token_expires_in,
             tier_used=stats.tier_used,
             tier_limit=stats.tier_limit,
-            quality=self._quality(number),
+            standing=Standing(),
             sent=stats.sent,
             failed=sum(count for _, count in stats.failed_by_code),
             in_flight=stats.in_flight,
@@ -239,6 +262,7 @@ class FleetView:
             limited=sampler.recent(number, "rate_limited", WINDOW),
             pair_limited=sampler.recent(number, "pair_limited", WINDOW),
             spark=sampler.sparkline(number, "sent", SPARK_SECONDS),
+            standing=self._standings(number),
         )
 
 

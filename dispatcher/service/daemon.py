@@ -63,7 +63,7 @@ from dispatcher.messages.services import Services
 from dispatcher.messages.template_sync import TemplateSync, WabaSync
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.callback_view import CallbackView
-from dispatcher.ops.fleet_view import FleetView, outbox_depth
+from dispatcher.ops.fleet_view import FleetView, outbox_depth, watched_standing
 from dispatcher.ops.message_search import MessageSearch
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ops.number_metrics import NumberWatchCollector
@@ -244,7 +244,13 @@ def _console(
     """What the operator console reads: views over the same counters and stores the admin API reads."""
     return ConsoleServices(
         fleet=FleetView(
-            supervisor=supervisor, directory=directory, ops=ops, buckets=buckets, sampler=sampler, wall=wall
+            supervisor=supervisor,
+            directory=directory,
+            ops=ops,
+            buckets=buckets,
+            sampler=sampler,
+            wall=wall,
+            standings=watched_standing(buckets, wall),
         ),
         numbers=NumberView(buckets=buckets, wall=wall),
         search=MessageSearch(

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from dispatcher.core import number_watch
 from tests.helpers.callback_sink import Hit, open_sink
 from tests.helpers.console import login
 from tests.helpers.daemon import ADMIN, ADMIN_SECTION, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import create, wait_status
 from tests.helpers.metrics import parse, value
+from tests.helpers.onboarding import ONBOARDED, onboard, onboarding_config
 
 PAUSED, FAILING, DELIVERING = "+15550000001", "+15550000002", "+15550000003"
 CUSTOMER = "+15551234567"
@@ -200,3 +202,29 @@ async def test_a_message_page_links_its_fallback_both_ways(tmp_path: Path) -> No
             assert f'id="fallback-link">{fallback}</a>' in page and "on 63003" in page
             page = (await client.get(f"/console/messages?sid={fallback}", auth=None)).text
             assert f'<a href="/console/messages?sid={primary}">{primary}</a>' in page
+
+
+async def test_the_quality_column_appears_once_meta_rates_a_number(tmp_path: Path) -> None:
+    """Meta's account webhooks (the simulator's Graph) give the number a rating and a problem."""
+    with trio.fail_after(60):
+        async with running_daemon(onboarding_config(tmp_path / "data")) as (daemon, client):
+            await login(client)
+            fleet = (await client.get("/console/fleet", auth=None)).text
+            assert "Quality" not in fleet  # nobody rated yet: no column of dashes
+            status = await onboard(daemon, client)
+            assert daemon.simulator is not None
+            graph = daemon.simulator.graph_numbers
+            graph.quality_event(status["phone_number_id"], "FLAGGED", None, legacy=True)
+            with trio.fail_after(10):
+                while "flagged" not in (live := (await client.get("/console/api/fleet", auth=None)).text):  # noqa: ASYNC110 - real clock
+                    await trio.sleep(0.05)
+            # As the account watch recorded it: the rating from the onboarding check, the problem since.
+            recorded = number_watch.load(daemon.buckets.for_number(ONBOARDED), ONBOARDED)
+            shown = f"{recorded.quality} · flagged"
+            fleet = (await client.get("/console/fleet", auth=None)).text
+            assert "Quality" in fleet and recorded.quality in ("GREEN", "YELLOW", "RED")
+            assert row_of(fleet, ONBOARDED)[12] == shown
+            assert row_of(fleet, PAUSED)[12] == "—"  # the page's other numbers: Meta said nothing
+            assert f'"text":"{shown}"' in live
+            page = (await client.get(f"/console/numbers/{ONBOARDED}", auth=None)).text
+            assert row_of(page, ONBOARDED)[12] == shown

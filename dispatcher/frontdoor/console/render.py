@@ -58,7 +58,7 @@ FLEET_COLUMNS: Final = (
     Column("failed", "Failed"),
     Column("", "Sends/s", "Sends per second over the last 2 minutes"),
 )
-QUALITY_COLUMN: Final = Column("", "Quality", "Meta's quality rating of the number")
+QUALITY_COLUMN: Final = Column("", "Quality", "Meta's quality rating of the number, and problems it reported")
 
 
 def count(value: int) -> str:
@@ -124,13 +124,21 @@ def fleet_cells(row: FleetRow, *, quality: bool) -> list[Cell]:
         Cell(tier(row), "n"),
     ]
     if quality:
-        cells.append(Cell(row.quality or "—", f"quality-{(row.quality or 'unknown').lower()}"))
+        cells.append(standing_cell(row))
     cells += [
         Cell(count(row.sent), "n"),
         Cell(count(row.failed), "n bad" if row.failed else "n"),
         Cell("", "spark", spark=spark_points(row.spark)),
     ]
     return cells
+
+
+def standing_cell(row: FleetRow) -> Cell:
+    """``RED · flagged, restricted``: Meta's rating, then the problems in force."""
+    standing = row.standing
+    text = " · ".join(part for part in (standing.quality or "", ", ".join(standing.problems)) if part)
+    rating = (standing.quality or "unknown").lower()
+    return Cell(text or "—", f"quality-{rating}" + (" bad" if standing.problems else ""))
 
 
 def fleet_columns(quality: bool) -> list[Column]:

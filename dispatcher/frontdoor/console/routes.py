@@ -235,8 +235,8 @@ def register_console(
         return page(
             "number.html",
             row=row,
-            cells=render.fleet_cells(row, quality=row.quality is not None),
-            columns=render.fleet_columns(row.quality is not None),
+            cells=render.fleet_cells(row, quality=row.standing.known),
+            columns=render.fleet_columns(row.standing.known),
             shape=services.numbers.outbox_shape(number),
             failures=services.numbers.failures(number, row.account),
             actions=ACTIONS,
@@ -257,7 +257,7 @@ def register_console(
         return _json(
             {
                 "numbers": [number],
-                "rows": [render.fleet_cells(row, quality=row.quality is not None)],
+                "rows": [render.fleet_cells(row, quality=row.standing.known)],
                 "plot": render.plot_json(plot),
                 "latency": render.plot_json(sampler.coarse_plot(number)) if fine else None,
             }
