@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="override store.data_dir")
     run.add_argument("--listen", help="override server.listen (HOST:PORT)")
 
+    rebucket = sub.add_parser(
+        "rebucket", help="copy the data root into another number of buckets (offline: no daemon may run)"
+    )
+    rebucket.add_argument("--buckets", type=int, required=True, help="the new bucket count (a power of two)")
+    rebucket.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)")
+    rebucket.add_argument("--data-dir", help="override store.data_dir")
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path")
 
@@ -64,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "send":
         return _send(args)
+    if args.command == "rebucket":
+        return _rebucket(args)
     if args.command in admincli.COMMANDS:
         return admincli.run(args)
     raise AssertionError(args.command)
@@ -109,6 +118,32 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"wadispatch: cannot start: {exc}\n")
         return 4
+    return 0
+
+
+def _rebucket(args: argparse.Namespace) -> int:
+    from dispatcher.core.dataroot import DataRootError
+    from dispatcher.ops.rebucket import rebucket
+
+    try:
+        cfg = configuration.load(args.config)
+    except configuration.ConfigError as exc:
+        sys.stderr.write(f"wadispatch: config error: {exc}\n")
+        return 2
+    data_dir = args.data_dir or cfg.store.data_dir
+    try:
+        report = rebucket(data_dir, args.buckets, map_size=cfg.store.map_size_mb << 20)
+    except DataRootError as exc:
+        sys.stderr.write(f"wadispatch rebucket: refused: {exc}\n")
+        return 3
+    copied = ", ".join(f"{name} {count}" for name, count in sorted(report.copied.items()))
+    sys.stdout.write(
+        f"{data_dir}: {report.old_count} -> {report.new_count} buckets ({copied}; per bucket "
+        f"{report.per_bucket}).\nThe old root is kept as {report.moved_to}: remove it once the daemon "
+        f"runs well. Set [store] buckets = {report.new_count} (or leave it unset) before starting.\n"
+    )
+    if report.dropped:
+        sys.stdout.write(f"Index entries of messages that no longer exist, not copied: {report.dropped}\n")
     return 0
 
 

@@ -91,8 +91,9 @@ def open_root(path: str | os.PathLike[str], wanted: int | None = None) -> DataRo
     return found
 
 
-def create_root(path: str | os.PathLike[str], count: int) -> DataRoot:
-    """A new, empty data root of ``count`` buckets (rebucket's target); DataRootError if ``path`` exists."""
+def create_root(path: str | os.PathLike[str], count: int, *, slots_since_ms: int = 0) -> DataRoot:
+    """A new, empty data root of ``count`` buckets (rebucket's target); DataRootError if ``path``
+    exists. ``slots_since_ms``: carried over from the root it is copied from (its older sids)."""
     root = Path(path)
     try:
         check_count(count)
@@ -101,7 +102,11 @@ def create_root(path: str | os.PathLike[str], count: int) -> DataRoot:
     if root.exists():
         raise DataRootError(f"{root} exists already")
     datadir.prepare(root)
-    return _create(root, count)
+    found = DataRoot(root, count, slots_since_ms=slots_since_ms)
+    _write(found)
+    for index in range(count):
+        datadir.prepare(found.bucket_dir(index))
+    return found
 
 
 def _create(root: Path, count: int) -> DataRoot:
