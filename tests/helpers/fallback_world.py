@@ -9,16 +9,18 @@ the daemon wires it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
 import trio
 
+from actors.number import NumberActor
 from actors.supervisor import Supervisor
 from actors.transport import Headers, Response
 from dispatcher.config import FallbackConfig, ServiceConfig
-from dispatcher.core import callbacks
+from dispatcher.core import callbacks, ledger
+from dispatcher.core.buckets import Buckets
 from dispatcher.core.callbacks import CallbackEntry, entry_decoder
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.directory import NumberInfo
@@ -41,7 +43,6 @@ from tests.helpers.buckets import as_buckets
 from tests.helpers.configs import number_config
 from tests.helpers.fakes import error
 from tests.helpers.intake import build_intake
-from tests.helpers.messages import record_of
 from tests.helpers.simulated import sim_with
 
 ACCOUNT: Final = "AC00000000000000000000000000000001"
@@ -102,7 +103,7 @@ class Refusing:
 
 @attrs.define
 class FallbackWorld:
-    store: Store
+    buckets: Buckets
     wall: TrioWallClock
     sim: Simulator
     messaging: Messaging
@@ -131,7 +132,9 @@ class FallbackWorld:
         return await self.gateway.create(ACCOUNT, SendRequest(**fields))  # type: ignore[arg-type]
 
     def record(self, sid: str) -> MessageRecord:
-        return record_of(self.store, sid)
+        found = self.buckets.message(sid)
+        assert found is not None, sid
+        return ledger.load(found[1])
 
     async def status(self, sid: str, status: str, code: int | None = None) -> None:
         """A status webhook for message ``sid`` (sent already), as its number's webhook brings it."""
@@ -144,12 +147,13 @@ class FallbackWorld:
         return [r.content for r in self.sim.received(number)]
 
     def callbacks_of(self, sid: str) -> list[dict[str, str]]:
-        stored = self.store.scan(callbacks.DB, b"")
-        entries: list[CallbackEntry] = [entry_decoder.decode(v) for _, v in stored]
+        entries: list[CallbackEntry] = [
+            entry_decoder.decode(v) for store in self.buckets.stores for _, v in store.scan(callbacks.DB, b"")
+        ]
         return [dict(e.params) for e in entries if e.sid == sid]
 
     def messages(self) -> int:
-        return self.store.count(b"messages", b"")
+        return sum(store.count(b"messages", b"") for store in self.buckets.stores)
 
 
 @attrs.frozen
@@ -169,35 +173,44 @@ def service(**fallback: object) -> ServiceConfig:
 
 async def open_world(
     nursery: trio.Nursery,
-    store: Store,
+    store: Store | Buckets,
     *,
     wall: TrioWallClock | None = None,
     running: tuple[str, ...] = (ONE, TWO),
     info: Callable[[str], NumberInfo] | None = None,
     services: tuple[ServiceConfig, ...] = (),
     fire: bool = True,
+    more: Sequence[tuple[NumberInfo, NumberActor]] = (),
 ) -> FallbackWorld:
-    """``running``: the numbers whose actors run (another number's messages wait in its outbox);
-    ``fire``: run the fallback task (else the test calls ``fire_due``)."""
+    """``store``: one Store (a one-bucket root) or the buckets of a root;
+    ``running``: the numbers whose actors run (another number's messages wait in its outbox);
+    ``fire``: run the fallback task (else the test calls ``fire_due``); ``more``: other numbers of
+    the account and their actors (an SMS number, say)."""
+    buckets = as_buckets(store)
     wall = wall or TrioWallClock(start=T0)
     sim = sim_with(wall, ONE, TWO)
     transports = {n: Refusing(InProcessTransport(sim, n)) for n in (ONE, TWO)}
     actors = [
-        build_actor(number_config(n, rate=1000, burst=1000), transports[n], store=store, wall=wall)
+        build_actor(
+            number_config(n, rate=1000, burst=1000), transports[n], store=buckets.for_number(n), wall=wall
+        )
         for n in running
     ]
-    supervisor = Supervisor(actors)
+    supervisor = Supervisor([*actors, *(actor for _, actor in more)])
     messaging = build_intake(
-        store,
+        buckets,
         supervisor=supervisor,
         accounts={ACCOUNT: "token"},
-        numbers={n: (info(n) if info is not None else NumberInfo(n, ACCOUNT, "s")) for n in (ONE, TWO)},
+        numbers={
+            **{n: (info(n) if info is not None else NumberInfo(n, ACCOUNT, "s")) for n in (ONE, TWO)},
+            **{extra.number: extra for extra, _ in more},
+        },
         wall=wall,
-        templates=templates(store),
-        services=Services(services, as_buckets(store)),
+        templates=templates(buckets.stores[0]),
+        services=Services(services, buckets),
     )
     inbox = Inbox(
-        buckets=as_buckets(store),
+        buckets=buckets,
         wall=wall,
         public_url=lambda: "https://gw.example",
         on_status=status_listener(messaging.handoff, messaging.fallbacks),
@@ -206,4 +219,4 @@ async def open_world(
     await nursery.start(messaging.scheduler.run)
     if fire:
         await nursery.start(messaging.fallbacks.run)
-    return FallbackWorld(store, wall, sim, messaging, inbox, supervisor, transports)
+    return FallbackWorld(buckets, wall, sim, messaging, inbox, supervisor, transports)

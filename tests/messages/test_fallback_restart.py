@@ -15,11 +15,14 @@ from typing import Any
 import trio
 import trio.testing
 
+from dispatcher.core import fallbacks
+from dispatcher.core.bucketing import bucket_of
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.store import Store
 from dispatcher.messages.fallback import idempotency_key
 from dispatcher.messages.fallback_plan import FallbackRequest
 from dispatcher.messages.rules import SendRequest
+from tests.helpers.buckets import open_buckets
 from tests.helpers.fallback_world import (
     ACCOUNT,
     CALLBACK,
@@ -112,3 +115,34 @@ async def test_a_fallback_committed_before_a_crash_is_linked_not_made_twice(
         await trio.sleep(60)
         assert second.messages() == 2 and second.texts(TWO) == []  # sent once, by the first life
         assert second.fallbacks.pending() == 0
+
+
+async def test_a_fallback_across_buckets_is_linked_in_the_primary_s_and_made_once_after_a_crash(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Four buckets: ONE's messages in bucket 1, TWO's in bucket 2. The trigger and the link live
+    with the primary, the fallback and its idempotency key with its sender."""
+    assert (bucket_of(ONE, 4), bucket_of(TWO, 4)) == (1, 2)
+    root = tmp_path / "root"
+    async with open_buckets(root, 4) as buckets, trio.open_nursery() as nursery:
+        first = await open_world(nursery, buckets, fire=False)
+        first.transports[ONE].refused.add(CUSTOMER)
+        primary = await first.create(FallbackRequest(from_=TWO, error_codes="63003"))
+        await wait_for(lambda: first.record(primary.sid).status == "failed")
+        assert fallbacks.pending(buckets.stores[1]) == 1  # with the primary
+        request = SendRequest(
+            to=CUSTOMER,
+            from_=TWO,
+            body="Your code is 4711",
+            status_callback=CALLBACK,
+            primary_sid=primary.sid,
+        )
+        made = await first.gateway.create(ACCOUNT, request, idempotency_key=idempotency_key(primary.sid))
+        held = buckets.message(made.sid)
+        assert held is not None and held[0] is buckets.stores[2]
+        nursery.cancel_scope.cancel()  # the crash: before the link
+    async with open_buckets(root, 4) as buckets, trio.open_nursery() as nursery:
+        second = await open_world(nursery, buckets, wall=TrioWallClock(start=T0 + 5))
+        await wait_for(lambda: second.record(primary.sid).fallback_sid == made.sid)
+        assert second.messages() == 2 and second.fallbacks.pending() == 0
+        nursery.cancel_scope.cancel()
