@@ -4,8 +4,10 @@ A sid names its bucket; a webhook names its number in its path (On-Prem, and Clo
 each number's webhook URL is its own, so the payload's phone_number_id is that
 number's and need not be read); a create's bucket is its sender's (``From``, or the
 number a Messaging Service picks, deterministically: ``CreateRules.sender_of``).
-Everything else (lists, admin, metrics, the console, health) is served by any
-daemon. Pure: no I/O, tested alone.
+A console page about one number (its page, its live JSON, its actions) is about
+that number's bucket: the owner runs its actor (a console session is valid on
+every daemon sharing the admin token). Everything else (lists, admin, metrics,
+the rest of the console, health) is served by any daemon. Pure: no I/O, tested alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import attrs
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.directory import Directory
 from dispatcher.core.twilio import API_VERSION
+from dispatcher.frontdoor.admin import normalize_number
 
 _CREATE: Final = re.compile(rf"^/{re.escape(API_VERSION)}/Accounts/([^/]+)/Messages\.json$")
 _MESSAGE: Final = re.compile(
@@ -25,6 +28,7 @@ _MESSAGE: Final = re.compile(
 )
 _ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([0-9]{1,20})/[^/]+$")
 _CLOUD_WEBHOOK: Final = re.compile(r"^/webhooks/cloud/([0-9]{1,30})$")
+_CONSOLE_NUMBER: Final = re.compile(r"^/console/(?:api/)?numbers/([^/]+)(?:/[a-z-]+)?$")
 BATCH_PATH: Final = "/v1/messages:batch"
 
 
@@ -60,6 +64,8 @@ def route(method: str, path: str, buckets: Buckets, directory: Directory) -> Rou
     if (match := _MESSAGE.match(path)) is not None:
         index = buckets.index_of_sid(match.group(1))
         return None if index is None else InBucket(index)
+    if (match := _CONSOLE_NUMBER.match(path)) is not None:
+        return InBucket(buckets.index(normalize_number(match.group(1))))
     if method != "POST":
         return None  # a webhook's GET is the Cloud handshake: any daemon answers it
     if (match := _ONPREM_WEBHOOK.match(path)) is not None:
