@@ -33,6 +33,7 @@ from rich.table import Table
 
 from dispatcher import numbers_cli
 from dispatcher.messages.template_views import SyncOutcome, TemplateDetail, TemplateSummary
+from dispatcher.ops.cluster import ClusterStatus
 from dispatcher.ops.operations import Ack, NumberStatus, Outbox, ReloadResult, Status, TokenRefreshed
 
 T = TypeVar("T")
@@ -69,7 +70,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     common.add_argument("--json", action="store_true", help="print the JSON answer instead of a table")
     common.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
 
-    sub.add_parser("status", parents=[common], help="numbers, state, outbox depth, rate, token expiry")
+    status = sub.add_parser(
+        "status", parents=[common], help="numbers, state, outbox depth, rate, token expiry"
+    )
+    status.add_argument(
+        "--cluster", action="store_true", help="every daemon owning buckets: what it owns, and its numbers"
+    )
     outbox = sub.add_parser("outbox", parents=[common], help="a number's pending messages, oldest first")
     outbox.add_argument("number")
     outbox.add_argument("--limit", type=int, default=50)
@@ -134,6 +140,9 @@ def _dispatch(args: argparse.Namespace, client: _Client, out: Console) -> int:
     command = args.command
     if command in numbers_cli.COMMANDS:
         return numbers_cli.run(args, client, out)
+    if command == "status" and args.cluster:
+        cluster = client.get("/cluster", ClusterStatus)
+        return _emit(args, out, cluster, lambda: _cluster_view(cluster))
     if command == "status":
         status = client.get("/status", Status)
         return _emit(args, out, status, lambda: _status_table(status))
@@ -408,6 +417,45 @@ def _duration(seconds: float | None) -> str:
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60
     return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
+
+
+def _cluster_view(cluster: ClusterStatus) -> Group:
+    """One row per daemon, then each reachable daemon's numbers."""
+    unowned = f", unowned: {_ranges(cluster.unowned)}" if cluster.unowned else ""
+    table = Table(
+        title=f"wadispatch cluster: {len(cluster.daemons)} daemons, {cluster.buckets} buckets{unowned}, "
+        f"{cluster.numbers} numbers running"
+    )
+    for col in ("daemon", "address", "buckets", "numbers", "writes queued", "state"):
+        table.add_column(col, justify="right" if col in ("numbers", "writes queued") else "left")
+    parts: list[Table] = [table]
+    for daemon in cluster.daemons:
+        name = daemon.owner_id + (" (this one)" if daemon.here else "")
+        status = daemon.status
+        table.add_row(
+            name,
+            daemon.address,
+            _ranges(daemon.buckets) or "-",
+            "-" if status is None else str(len(status.numbers)),
+            "-" if status is None else str(status.store_queued),
+            "up" if daemon.reachable else f"unreachable: {daemon.error}",
+        )
+        if status is not None and status.numbers:
+            numbers = _status_table(status)
+            numbers.title = f"{daemon.owner_id}: {len(status.numbers)} numbers"
+            parts.append(numbers)
+    return Group(*parts)
+
+
+def _ranges(buckets: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    out: list[str] = []
+    for b in sorted(buckets):
+        if out and out[-1].split("-")[-1] == str(b - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{b}"
+        else:
+            out.append(str(b))
+    return ", ".join(out)
 
 
 def _status_table(status: Status) -> Table:

@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from dispatcher.core import secretpolicy
 from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
+from dispatcher.ops.cluster import ClusterView
 from dispatcher.ops.operations import Operations, UnknownNumber
 
 log = structlog.get_logger()
@@ -53,7 +54,11 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status=status, content_type="application/json")
 
 
-def register_admin(app: QuartTrio, ops: Operations, token: str | None) -> None:
+def register_admin(
+    app: QuartTrio, ops: Operations, token: str | None, cluster: ClusterView | None = None
+) -> None:
+    """The admin routes; ``cluster``: the view over every daemon (``/admin/v1/cluster``)."""
+
     @app.before_request
     async def guard_admin() -> None:
         if request.path == "/admin" or request.path.startswith("/admin/"):
@@ -67,6 +72,12 @@ def register_admin(app: QuartTrio, ops: Operations, token: str | None) -> None:
     @app.get(f"{PREFIX}/status")
     async def status() -> Response:
         return _json(ops.status())
+
+    if cluster is not None:
+
+        @app.get(f"{PREFIX}/cluster")
+        async def cluster_status() -> Response:
+            return _json(await cluster.status())
 
     @app.get(f"{PREFIX}/numbers/<number>/outbox")
     async def outbox(number: str) -> Response:

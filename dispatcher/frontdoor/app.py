@@ -45,6 +45,7 @@ from dispatcher.messages.edits import Edits
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.templates import TemplateRegistry
+from dispatcher.ops.cluster import ClusterView
 from dispatcher.ops.doctor import Doctor
 from dispatcher.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dispatcher.ops.metrics import Metrics, RequestCounts
@@ -88,6 +89,7 @@ def make_app(
     numbers: tuple[Onboarding, Doctor] | None = None,
     content: ContentLibrary | None = None,
     waba_templates: WabaTemplates | None = None,
+    cluster: ClusterView | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
@@ -95,13 +97,14 @@ def make_app(
     ``handoff`` (media downloads), ``supervisor`` (health); ``metrics`` adds /metrics, ``console``
     the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions);
     ``numbers`` (onboarding and the doctor) their admin routes; ``content`` the Content API
-    (/v1/Content), ``waba_templates`` the admin API's WABA templates."""
+    (/v1/Content), ``waba_templates`` the admin API's WABA templates; ``cluster`` the view over every
+    daemon (``/admin/v1/cluster``)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
     if requests is not None:
         requests.install(app)
-    register_admin(app, ops, admin_token)
+    register_admin(app, ops, admin_token, cluster)
     register_template_routes(app, templates)
     if waba_templates is not None:
         register_waba_template_routes(app, waba_templates)

@@ -40,6 +40,8 @@ from dispatcher.frontdoor import batch, errors, limits, routing
 from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.idempotency import HEADERS as IDEMPOTENCY_HEADERS
 from dispatcher.messages.rules import CreateRules
+from dispatcher.ops.cluster import AskStatus
+from dispatcher.ops.operations import Status
 from dispatcher.ownership.interface import Owner
 
 log = structlog.get_logger()
@@ -102,6 +104,24 @@ class PeerPool:
             await pool.aclose()
 
 
+def status_asker(pool: PeerPool, admin_token: str | None, owner_id: str) -> AskStatus:
+    """How this daemon asks another for its ``/admin/v1/status`` (the cluster view): over the
+    peer pool, with the admin token the daemons of one cluster share."""
+    headers: Headers = [(HOP_HEADER, owner_id.encode())]
+    if admin_token is not None:
+        headers.append((b"authorization", b"Bearer " + admin_token.encode()))
+
+    async def ask(address: str) -> Status:
+        if admin_token is None:
+            raise RuntimeError("no [admin] token to ask the other daemons with")
+        answer = await pool.request(address, b"GET", b"/admin/v1/status", headers, b"")
+        if answer.status != 200:
+            raise RuntimeError(f"its admin API answered HTTP {answer.status}")
+        return _status_decoder.decode(answer.body)
+
+    return ask
+
+
 @attrs.define
 class ForwardingStatistics:
     forwarded: int = 0  # requests (and batch parts) answered by another daemon
@@ -136,6 +156,7 @@ class _Merged(msgspec.Struct):
 
 
 _answer_decoder: Final = msgspec.json.Decoder(_Answer)
+_status_decoder: Final = msgspec.json.Decoder(Status)
 _result_decoder: Final = msgspec.json.Decoder(_Result)
 _items_encoder: Final = msgspec.json.Encoder()
 

@@ -12,7 +12,9 @@ commits what is queued, then LMDB closes. A second signal stops at once.
 from __future__ import annotations
 
 import functools
+import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, final
 
@@ -48,6 +50,7 @@ from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
+from dispatcher.frontdoor.forwarding import PeerPool, status_asker
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
@@ -63,6 +66,7 @@ from dispatcher.messages.services import Services
 from dispatcher.messages.template_sync import TemplateSync, WabaSync
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.callback_view import CallbackView
+from dispatcher.ops.cluster import ClusterView, SoleOwner
 from dispatcher.ops.fleet_view import FleetView, outbox_depth, watched_standing
 from dispatcher.ops.message_search import MessageSearch
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -520,6 +524,10 @@ async def _run_on_root(
                 )
                 # The front door.
                 routes = HotRoutes(auth=auth, rules=messaging.rules, gateway=messaging.gateway, inbox=inbox)
+                admin_token = config.admin.token.resolve("admin.token") if config.admin.token else None
+                # Who this daemon is to the others, and how it asks them (the cluster view).
+                owner_id = f"{socket.gethostname()}-{os.getpid()}"
+                peer_pool = PeerPool()
                 quart_app = make_app(
                     buckets=buckets,
                     auth=auth,
@@ -532,7 +540,7 @@ async def _run_on_root(
                     handoff=handoff,
                     supervisor=supervisor,
                     ops=ops,
-                    admin_token=config.admin.token.resolve("admin.token") if config.admin.token else None,
+                    admin_token=admin_token,
                     metrics=metrics,
                     requests=requests,
                     protect_metrics=config.admin.protect_metrics,
@@ -549,6 +557,12 @@ async def _run_on_root(
                         wall=wall,
                     ),
                     waba_templates=WabaTemplates(catalog=catalog, sync=template_sync),
+                    cluster=ClusterView(
+                        count=buckets.count,
+                        owners=SoleOwner(owner_id, listening.get),
+                        local=ops.status,
+                        ask=status_asker(peer_pool, admin_token, owner_id),
+                    ),
                 )
                 app = CloseUnreadBody(
                     FastLane(
@@ -650,6 +664,7 @@ async def _run_on_root(
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 syncing.cancel()
                 await fleet.aclose()
+                await peer_pool.aclose()
                 for bucket in buckets.stores:
                     bucket.close()  # each writer commits what is queued, then returns
             root_nursery.cancel_scope.cancel()
