@@ -28,7 +28,6 @@ send awaits its answer (that send is ambiguous).
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable
 from typing import Final, Protocol, final
@@ -36,9 +35,11 @@ from typing import Final, Protocol, final
 import structlog
 import trio
 
+from actors.backlog import Backlog
 from actors.channel import Channel, Credentials, Unsendable, Upkeep
 from actors.credentials.bearer import RefusableCredentials
 from actors.credentials.tokeninfo import TokenInfo
+from actors.expiry import ValiditySweep
 from actors.holds import SendHolds
 from actors.lease import ALWAYS_OPEN, SendLease
 from actors.multiconnect import MultiEndpoint
@@ -47,7 +48,7 @@ from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
 from actors.policy import DEFAULT_POLICY, EXPIRED, DeliveryPolicy, GiveUp, sendable
-from actors.queues import Pending, SendQueues
+from actors.queues import DEFAULT_WINDOW, Pending, SendQueues
 from actors.recording import OutcomeRecorder, storage_delay
 from actors.statistics import ActorStatistics, SendCounts
 from actors.template_gate import TemplateGate
@@ -61,10 +62,10 @@ from actors.transport import (
     TransportError,
 )
 from actors.unrecorded import Unrecorded
-from dispatcher.core import ledger
+from dispatcher.core import ledger, outbox
 from dispatcher.core.clock import WallClock
-from dispatcher.core.models import MessageRecord, entry_decoder
-from dispatcher.core.store import Store, number_key, seq_key
+from dispatcher.core.models import MessageRecord
+from dispatcher.core.store import Store, seq_key
 
 log = structlog.get_logger()
 
@@ -93,10 +94,12 @@ class NumberActor:
     outbox is empty and then lingers ``idle_linger`` seconds before returning."""
 
     __slots__ = (
+        "_backlog",
         "_bucket",
         "_budget",
         "_channel",
         "_chores",
+        "_expiry",
         "_halted",
         "_host",
         "_idle_since",
@@ -123,6 +126,7 @@ class NumberActor:
         "_upkeeping",
         "_wakeup",
         "_wall",
+        "_window",
         "counts",
         "degraded",
         "degraded_code",
@@ -150,9 +154,11 @@ class NumberActor:
         unrecorded: Unrecorded | None = None,
         lease: SendLease = ALWAYS_OPEN,
         templates: TemplateGate | None = None,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         """``policy``: what to do when a send did not succeed (retries, backoff, ambiguous sends).
         ``idle_linger``: seconds ``serve`` waits with nothing to do before returning.
+        ``window``: pending messages held in memory at most; the rest wait in the outbox.
         ``unrecorded``: the number's outcomes not yet committed, kept by whoever outlives this
         actor (a predecessor's are committed, never sent again); a new one if None.
         ``lease``: until when a send may start (``actors.lease``): asked before every send.
@@ -174,6 +180,7 @@ class NumberActor:
         self._lease = lease
         self._templates = templates
         self._linger = idle_linger
+        self._window = window
         self._halted: str | None = None  # the credentials were refused (Halt): why
         self._host: ActorHost | None = None
         self._live = False  # the queues mirror the outbox (recovered, no crash since)
@@ -186,6 +193,9 @@ class NumberActor:
         self.unrecorded = Unrecorded() if unrecorded is None else unrecorded
         self._recorder = OutcomeRecorder(
             number=number, store=store, unrecorded=self.unrecorded, on_recovered=self._signal
+        )
+        self._expiry = ValiditySweep(
+            number=number, store=store, wall=wall, holds=self.holds, on_expired=self._expired
         )
         # While a serve() runs (None otherwise): its wake-up, stop signal and chores nursery.
         self._wakeup: trio.Event | None = None
@@ -203,15 +213,22 @@ class NumberActor:
         self.counts = SendCounts()  # read by statistics() at scrape time
 
     def _reset(self) -> None:
-        self._queues = SendQueues()
+        self._queues = SendQueues(self._window)
+        self._backlog = Backlog(self._store, self.number)
 
     # -- intake -------------------------------------------------------------------
 
     def notify(self, seq: int, record: MessageRecord, part: int = 0) -> None:
-        """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks."""
+        """A message (or part ``part`` of it) was committed to this number's outbox. Never blocks,
+        never reads: the window takes it if it has room and nothing earlier waits on disk."""
         self.counts.accepted += 1
-        if self._live and self._queues.add(Pending(seq, record.sid, record.to_number, record, part=part)):
+        if not self._live:
+            return
+        queues = self._queues
+        if self._backlog.notified(queues, seq, record, part) or self._backlog.wanted(queues):
             self._signal()
+        if record.valid_until is not None and not part and self._expiry.noted(record.valid_until):
+            self._schedule_upkeep()
 
     def _signal(self) -> None:
         """There is something to do: wake the serving task, or ask the host for one."""
@@ -221,25 +238,15 @@ class NumberActor:
             self._host.wake(self)
 
     def _recover(self) -> int:
-        """Rebuild the queues from the durable outbox (inline: runs before we serve)."""
-        prefix = number_key(self.number)
-        count = 0
-        # Every entry becomes new objects that cannot be garbage yet; with the cyclic GC
-        # on, each collection walks the growing heap again (a third of the time at 1M).
-        # Nothing awaits in here, so no other task runs with the GC off.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for key, value in self._store.scan(b"outbox", prefix):
-                entry = entry_decoder.decode(value)
-                seq = int.from_bytes(key[len(prefix) :], "big")
-                self._queues.add(Pending(seq, entry.sid, entry.to_number, part=entry.part))
-                count += 1
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        self._queues.recovered()
-        return count
+        """Load the window from the durable outbox (inline: runs before we serve); how many."""
+        return self._backlog.recover(self._queues)
+
+    def _expired(self, records: list[MessageRecord]) -> None:
+        """The validity sweep failed ``records`` (30036): count them like failed sends."""
+        counts = self.counts
+        counts.failed += len(records)
+        for _ in records:
+            counts.count_failure(ledger.EXPIRED[0])
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -249,7 +256,7 @@ class NumberActor:
         self._host = host
         self._stopping = False
         recovered = self._go_live()
-        if self._queues:
+        if self._queues or self._backlog.more():
             host.wake(self)
         return recovered
 
@@ -257,6 +264,7 @@ class NumberActor:
         """(Re)build the in-memory state from LMDB: at start, and after a crash."""
         self._reset()
         recovered = self._recover()
+        self._expiry.load()
         self._tokens.restore()
         if self._budget is not None:
             self._budget.load(self._wall.now())
@@ -291,7 +299,7 @@ class NumberActor:
                         chores.cancel_scope.cancel()  # a login under way is not needed any more
                 # No checkpoint from here to the return: a notify() either landed in the
                 # queues (seen here) or finds _wakeup None and asks the host for a new serve().
-                if self._stopping or not (self._queues or self._upkeep_due):
+                if self._stopping or not (self._queues or self._upkeep_due or self._backlog.more()):
                     if not self._queues:  # idle: let the scheduling buffers go
                         self._queues.release()
                     return
@@ -302,7 +310,7 @@ class NumberActor:
             self._wakeup = self._stopped = self._chores = None
             self._recorder.close()
             if self._stopping:
-                log.info("actor.stopped", pending=self._queues.pending())
+                log.info("actor.stopped", loaded=self._queues.loaded())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run standalone (tests, tools) with timers of its own: recover, ``started()``, then
@@ -323,8 +331,8 @@ class NumberActor:
 
     def _upkeeps(self) -> tuple[Upkeep, ...]:
         if isinstance(self._transport, MultiEndpoint):  # health probes
-            return (self._tokens, self._transport)
-        return (self._tokens,)
+            return (self._tokens, self._expiry, self._transport)
+        return (self._tokens, self._expiry)
 
     def _schedule_upkeep(self) -> None:
         """Put the earliest chore on the host's timers (replacing the previous timer)."""
@@ -528,7 +536,7 @@ class NumberActor:
                 self._resumed.set()
                 self._resumed = None
             log.info("actor.resumed", number=self.number)
-            if self._queues:
+            if self._queues or self._backlog.more():
                 self._signal()
 
     def mark_degraded(self, reason: str, code: str) -> None:
@@ -552,8 +560,9 @@ class NumberActor:
         return self._recorder.recovery is not None
 
     def pending(self) -> int:
-        """Messages it holds now (queued, in flight, parked): statistics()'s ``pending`` alone."""
-        return self._queues.pending()
+        """Messages it holds in memory now (its window: queued, in flight, parked), without a
+        read; ``statistics().pending`` is the durable outbox's depth."""
+        return self._queues.loaded()
 
     @property
     def storage_error(self) -> str | None:
@@ -570,9 +579,15 @@ class NumberActor:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
         self._recorder.open(sends)
+        backlog = self._backlog
         while not self._stopping:  # the attribute, not stop_requested(): one call less a send
             queues = self._queues
+            if backlog.wanted(queues):
+                backlog.top_up(queues)
             if not queues.unpark_due(trio.current_time()):
+                if backlog.wanted(queues):  # a scan stopped at its limit: go on after a checkpoint
+                    await trio.lowlevel.checkpoint()
+                    continue
                 if queues:  # messages in flight or parked
                     deadline = queues.next_unpark()
                 elif self._upkeeping:
@@ -695,7 +710,7 @@ class NumberActor:
             if again is not None:
                 queues.retry_at(recipient, trio.current_time() + again)  # the same message, later
                 self._signal()
-            elif queues.done(recipient):  # back on the ready line
+            elif queues.done(recipient) or queues.starved():  # back on the ready line, or to refill
                 self._signal()
             elif not queues:
                 self._idle_since = trio.current_time()
@@ -902,13 +917,18 @@ class NumberActor:
         raw = self._store.get(b"messages", ledger.sid_key(item.sid))
         return None if raw is None else ledger.load(raw)
 
+    def outbox_depth(self) -> int:
+        """Entries in the number's durable outbox (O(1): a count kept with the outbox)."""
+        return outbox.depth(self._store, self.number)
+
     def statistics(self) -> ActorStatistics:
         counts = self.counts
         token_info = self._token_info
         return ActorStatistics(
             number=self.number,
             running=self._live,
-            pending=self._queues.pending(),
+            pending=self.outbox_depth(),
+            window=self._queues.loaded(),
             in_flight=self._queues.in_flight(),
             sent=counts.sent,
             failed=counts.failed,

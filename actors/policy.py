@@ -15,6 +15,7 @@ from typing import Final, Literal
 import attrs
 
 from actors.outcome import Retry
+from dispatcher.core.ledger import EXPIRED
 from dispatcher.core.models import MessageRecord
 
 MAX_ATTEMPTS: Final = 12
@@ -24,7 +25,6 @@ AMBIGUOUS_FAILED: Final = (
     "Unknown error: the send may or may not have reached WhatsApp; not retried (on_ambiguous = fail)",
 )
 PAIR_GAVE_UP: Final = (63018, "Rate limit exceeded: the recipient's pair rate limit (131056) kept refusing")
-EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
 AmbiguousPolicy = Literal["retry", "fail"]
 
 

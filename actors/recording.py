@@ -22,7 +22,8 @@ import structlog
 import trio
 
 from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
-from dispatcher.core.store import Store, StoreError, WriteTxn, seq_key
+from dispatcher.core import outbox
+from dispatcher.core.store import Store, StoreError, WriteTxn
 
 log = structlog.get_logger()
 
@@ -236,7 +237,7 @@ class _DropEntry:
     seq: int
 
     def __call__(self, txn: WriteTxn) -> None:
-        txn.delete(b"outbox", seq_key(self.number, self.seq))
+        outbox.remove(txn, self.number, self.seq)
 
 
 def _probe_write(number: str) -> OutcomeWrite:

@@ -46,7 +46,7 @@ class SendCounts:
 class ActorStatistics:
     number: str
     running: bool
-    pending: int
+    pending: int  # entries in the durable outbox
     in_flight: int
     sent: int
     failed: int
@@ -68,6 +68,7 @@ class ActorStatistics:
     degraded: str | None = None  # why the number is degraded (crash loop, revoked token...), if it is
     pair_limited: int = 0  # Meta's 131056 answers
     parked: int = 0  # recipients waiting for their pair rate or the tier budget
+    window: int = 0  # pending messages held in memory (the rest wait in the outbox)
     tier_used: int = 0  # business-initiated recipients counted in the last 24 h
     tier_limit: int | None = None  # None: no tier (On-Prem) or unlimited
     tier_waits: int = 0  # times a new recipient had to wait for the tier budget

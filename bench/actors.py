@@ -40,7 +40,7 @@ from actors.number import NumberActor
 from actors.supervisor import Supervisor
 from bench._harness import rss_mb
 from dispatcher.config import NumberConfig, Secret
-from dispatcher.core import ledger, logs
+from dispatcher.core import ledger, logs, outbox
 from dispatcher.core.clock import SystemWallClock
 from dispatcher.core.models import MessageRecord, OutboxEntry, StoredToken, record_encoder
 from dispatcher.core.store import Store, number_key, seq_key
@@ -130,7 +130,7 @@ def fill(data_dir: Path, numbers: list[str], pending: int) -> float:
     """Write ``pending`` accepted messages, round-robin over ``numbers``; returns seconds taken."""
     store = Store(data_dir, map_size=max(1 << 30, pending * 1200))
     env = store.env
-    dbs = {name: env.open_db(name) for name in (b"messages", b"by_account", b"outbox")}
+    dbs = {name: env.open_db(name) for name in (b"messages", b"by_account", b"outbox", b"outbox_to", b"meta")}
     now = time.time()
     t0 = time.perf_counter()
     written = 0
@@ -150,8 +150,14 @@ def fill(data_dir: Path, numbers: list[str], pending: int) -> float:
                 txn.put(ledger.sid_key(record.sid), record_encoder.encode(record), db=dbs[b"messages"])
                 txn.put(ledger.account_key(record), b"", db=dbs[b"by_account"])
                 entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number))
-                txn.put(seq_key(sender, i // len(numbers) + 1), entry, db=dbs[b"outbox"])
+                seq = i // len(numbers) + 1
+                txn.put(seq_key(sender, seq), entry, db=dbs[b"outbox"])
+                txn.put(outbox.recipient_key(sender, record.to_number, seq), entry, db=dbs[b"outbox_to"])
             written = min(pending, written + FILL_TXN)
+        with env.begin(write=True) as txn:  # the durable depth kept with the outbox
+            for sender in numbers:
+                count = pending // len(numbers) + (numbers.index(sender) < pending % len(numbers))
+                txn.put(outbox.depth_key(sender), count.to_bytes(8, "big"), db=dbs[b"meta"])
     store.close_env()
     return time.perf_counter() - t0
 

@@ -211,6 +211,9 @@ class NumberConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     rate: PositiveRate = 20.0
     burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 60
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 32
+    # Pending messages held in memory at most; the rest wait in the LMDB outbox and are loaded in
+    # order as these go. 4,096 is four seconds at Meta's highest throughput (1,000/s).
+    outbox_window: Annotated[int, msgspec.Meta(ge=16, le=1_000_000)] = 4096
     request_timeout: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
     # Bytes of an API answer's body read at most (a larger one is refused unread, the connection
     # closed, and the send counted as ambiguous). Answers are small JSON; media are streamed apart.

@@ -23,9 +23,9 @@ from typing import Final, final
 
 import trio
 
-from dispatcher.core import callbacks
+from dispatcher.core import callbacks, outbox
 from dispatcher.core.models import STATUS_RANK, FallbackPlan, MessageRecord, record_decoder, record_encoder
-from dispatcher.core.store import Store, WriteTxn, seq_key
+from dispatcher.core.store import Store, WriteTxn
 
 DB: Final = b"fallbacks"
 TIMER: Final = b"timer"
@@ -207,10 +207,11 @@ def withdraw(sid: str, after: float, now: float) -> WriteFn:
         record = _load(txn, sid)
         if record is None or record.status not in ("accepted", "queued") or record.outbox_seq is None:
             return None
-        if not txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq)):
+        if not outbox.remove(txn, record.from_number, record.outbox_seq):
             return None  # taken for sending
         for later in range(1, record.parts):
-            txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq + later))
+            outbox.remove(txn, record.from_number, record.outbox_seq + later)
+        outbox.unexpire(txn, record.from_number, record.valid_until, record.outbox_seq)
         record.status = "failed"
         record.error_code = WITHDRAWN
         record.error_message = f"Not sent within {after:g} s: withdrawn for its fallback."

@@ -48,3 +48,16 @@ def part(value: str, limit: int = PART_LIMIT) -> bytes:
 def fits(key: bytes) -> bool:
     """Whether LMDB can store ``key`` (1 to ``MAX_KEY`` bytes)."""
     return 0 < len(key) <= MAX_KEY
+
+
+SEP: Final = b"\x00"  # after the number in every per-number key: sorts below every digit
+
+
+def number_key(number: str, rest: bytes = b"") -> bytes:
+    """A per-number key: the number, NUL, then ``rest`` (prefix scans never bleed across numbers)."""
+    return number.encode() + SEP + rest
+
+
+def seq_key(number: str, seq: int) -> bytes:
+    """Big-endian sequence so cursor order is FIFO order."""
+    return number.encode() + SEP + seq.to_bytes(8, "big")

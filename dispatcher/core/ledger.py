@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
-from dispatcher.core import callbacks, fallbacks, keys, orphans
+from dispatcher.core import callbacks, fallbacks, keys, orphans, outbox
 from dispatcher.core.models import (
     TERMINAL,
     MessageRecord,
@@ -21,7 +21,7 @@ from dispatcher.core.models import (
     record_encoder,
 )
 from dispatcher.core.orphans import Orphan
-from dispatcher.core.store import WriteTxn, number_key, seq_key
+from dispatcher.core.store import WriteTxn, number_key
 
 Write = Callable[[WriteTxn], "int | MessageRecord | None"]
 __all__ = ["Orphan"]  # parked statuses live in dispatcher.core.orphans; the name stays importable here
@@ -75,33 +75,51 @@ def accept_many(records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]
 
     def fn(txn: WriteTxn) -> list[int]:
         firsts: list[int] = []
-        txn.put_many(b"outbox", _outbox_items(txn, records, firsts), overwrite=False)
+        views: list[tuple[bytes, bytes]] = []  # the entries by recipient, put after the outbox's
+        depths: dict[str, int] = {}
+        txn.put_many(outbox.OUTBOX, _outbox_items(txn, records, firsts, views, depths), overwrite=False)
+        txn.put_many(outbox.BY_RECIPIENT, views)
+        for number, added in depths.items():
+            outbox.add_depth(txn, number, added)
         messages = ((sid_key(r.sid), record_encoder.encode(r)) for r in records)
         if txn.put_many(b"messages", messages, overwrite=False) != len(records):
             raise KeyError("a message of the batch exists")
         txn.put_many(b"by_account", ((account_key(r), b"") for r in records))
+        for record, first in zip(records, firsts, strict=True):
+            if record.valid_until is not None:
+                outbox.expire_at(txn, record.from_number, record.valid_until, first, record.sid)
         return firsts
 
     return fn
 
 
 def _outbox_items(
-    txn: WriteTxn, records: list[MessageRecord], firsts: list[int]
+    txn: WriteTxn,
+    records: list[MessageRecord],
+    firsts: list[int],
+    views: list[tuple[bytes, bytes]],
+    depths: dict[str, int],
 ) -> Iterator[tuple[bytes, bytes]]:
-    """``enqueue``'s entries for every record, in order; sets ``outbox_seq``, appends it to ``firsts``."""
+    """``enqueue``'s entries for every record, in order; sets ``outbox_seq``, appends it to
+    ``firsts``, each entry by recipient to ``views``, and counts the entries per number."""
     prefixes: dict[str, bytes] = {}
     for record in records:
         number = record.from_number
         prefix = prefixes.get(number)
         if prefix is None:
             prefix = prefixes[number] = number_key(number)
+            depths[number] = 0
+        depths[number] += record.parts
+        by_recipient = outbox.recipient_prefix(number, record.to_number)
         for part in range(record.parts):
             seq = txn.next_seq(b"outbox", prefix)
             if not part:
                 record.outbox_seq = seq
                 firsts.append(seq)
-            entry = OutboxEntry(record.sid, record.to_number, part)
-            yield prefix + seq.to_bytes(8, "big"), record_encoder.encode(entry)
+            entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number, part))
+            raw_seq = seq.to_bytes(8, "big")
+            views.append((by_recipient + raw_seq, entry))
+            yield prefix + raw_seq, entry
 
 
 def enqueue(txn: WriteTxn, record: MessageRecord) -> int:
@@ -115,8 +133,9 @@ def enqueue(txn: WriteTxn, record: MessageRecord) -> int:
         seq = txn.next_seq(b"outbox", prefix)
         first = first or seq
         entry = record_encoder.encode(OutboxEntry(record.sid, record.to_number, part))
-        txn.put(b"outbox", seq_key(record.from_number, seq), entry, overwrite=False)
+        outbox.put(txn, record.from_number, seq, record.to_number, entry)
     record.outbox_seq = first
+    outbox.expire_at(txn, record.from_number, record.valid_until, first, record.sid)
     return first
 
 
@@ -133,12 +152,14 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
     """
 
     def fn(txn: WriteTxn) -> None:
-        if not txn.delete(b"outbox", seq_key(number, seq)):
+        if not outbox.remove(txn, number, seq):
             return
         raw = txn.get(b"messages", sid_key(sid))
         if raw is None:
             return  # deleted meanwhile
         record = record_decoder.decode(raw)
+        if record.valid_until is not None:
+            _left(txn, record, seq)
         record.channel_id = channel_id
         record.date_sent = now
         record.date_updated = now
@@ -167,12 +188,14 @@ def mark_failed(
     """
 
     def fn(txn: WriteTxn) -> None:
-        if not txn.delete(b"outbox", seq_key(number, seq)):
+        if not outbox.remove(txn, number, seq):
             return
         raw = txn.get(b"messages", sid_key(sid))
         if raw is None:
             return
         record = record_decoder.decode(raw)
+        if record.valid_until is not None:
+            _left(txn, record, seq)
         record.attempts += 1
         if _apply(record, "failed", error_code, error_message, now):
             callbacks.status_changed(txn, record, now)
@@ -187,7 +210,42 @@ def drop_entry(number: str, seq: int) -> Callable[[WriteTxn], None]:
     """Remove an outbox entry whose message no longer needs sending (deleted, canceled)."""
 
     def fn(txn: WriteTxn) -> None:
-        txn.delete(b"outbox", seq_key(number, seq))
+        outbox.remove(txn, number, seq)
+
+    return fn
+
+
+def _left(txn: WriteTxn, record: MessageRecord, seq: int) -> None:
+    """Entry ``seq`` of ``record`` (which has a ValidityPeriod) left the outbox: once its last
+    part has, it leaves the expiry index too."""
+    first = record.outbox_seq
+    if first is not None and seq == first + record.parts - 1:
+        outbox.unexpire(txn, record.from_number, record.valid_until, first)
+
+
+def expire(number: str, key: bytes, now: float) -> Callable[[WriteTxn], MessageRecord | None]:
+    """The ValidityPeriod under expiry index ``key`` of ``number`` passed: what is left of the
+    message leaves the outbox, and it fails with 30036. Returns the record if it failed now
+    (None: it had left the outbox already, its index entry is just removed)."""
+
+    def fn(txn: WriteTxn) -> MessageRecord | None:
+        sid = txn.pop(outbox.EXPIRY, key)
+        if sid is None:
+            return None
+        _, first = outbox.parse_expiry(number, key)
+        raw = txn.get(b"messages", sid)
+        if raw is None:
+            return None
+        record = record_decoder.decode(raw)
+        removed = False
+        for part in range(record.parts):
+            removed = outbox.remove(txn, number, first + part) or removed
+        if not removed or not _apply(record, "failed", EXPIRED[0], EXPIRED[1], now):
+            return None
+        record.date_updated = now
+        txn.put(b"messages", sid_key(record.sid), record_encoder.encode(record))
+        callbacks.status_changed(txn, record, now)
+        return record
 
     return fn
 
@@ -258,6 +316,9 @@ def load(raw: bytes) -> MessageRecord:
     return record_decoder.decode(raw)
 
 
+# A message whose ValidityPeriod passed before it was sent (Twilio's 30036).
+EXPIRED: Final = (30036, "Validity period expired: the message was not sent within its ValidityPeriod")
+
 # -- changes a customer asks for (update, delete) -------------------------------------
 
 # Still waiting in the outbox, not yet handed to the channel: cancel takes it out.
@@ -307,11 +368,12 @@ def cancel(sid: str, account_sid: str, now: float) -> Callable[[WriteTxn], Messa
                 raise WrongState(record.status)
         elif record.status not in CANCELABLE or record.outbox_seq is None:
             raise WrongState(record.status)
-        elif not txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq)):
+        elif not outbox.remove(txn, record.from_number, record.outbox_seq):
             raise WrongState(record.status)  # already taken for sending
         else:
             for later in range(1, record.parts):  # the other parts of a segmented/media message
-                txn.delete(b"outbox", seq_key(record.from_number, record.outbox_seq + later))
+                outbox.remove(txn, record.from_number, record.outbox_seq + later)
+            outbox.unexpire(txn, record.from_number, record.valid_until, record.outbox_seq)
         record.status = "canceled"
         record.outbox_seq = None
         record.date_updated = now

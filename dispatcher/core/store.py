@@ -38,6 +38,10 @@ import trio
 
 from dispatcher.core import datadir
 from dispatcher.core.histogram import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
+from dispatcher.core.keys import SEP as SEP
+from dispatcher.core.keys import number_key as number_key  # importable from here, as before
+from dispatcher.core.keys import seq_key as seq_key
+from dispatcher.core.outbox import build_views
 
 log = structlog.get_logger()
 
@@ -60,8 +64,9 @@ DB_NAMES: Final = (
     b"scheduled",  # due time(8B, ms) sid -> number : scheduled messages, earliest first
     b"fallbacks",  # due time(8B, ms) sid -> reason : messages whose fallback may be due, earliest first
     b"numbers",  # number NUL kind -> what we know of the number at Meta (watch, onboarding)
+    b"outbox_to",  # number NUL recipient NUL seq(8B) -> OutboxEntry : the outbox by recipient
+    b"expiry",  # number NUL valid_until(8B, ms) seq(8B) -> sid : ValidityPeriods, earliest first
 )
-SEP: Final = b"\x00"
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
 EPOCH_KEY: Final = b"epoch"  # meta key: the epoch of the bucket's latest owner (8B big-endian)
 FAILING_LOG_EVERY: Final = 60.0  # seconds between "still failing" lines while commits fail
@@ -86,15 +91,6 @@ class StaleEpochError(StoreError):
         super().__init__(f"the bucket belongs to epoch {recorded}, this process holds epoch {ours}")
         self.ours = ours
         self.recorded = recorded
-
-
-def number_key(number: str, rest: bytes = b"") -> bytes:
-    return number.encode() + SEP + rest
-
-
-def seq_key(number: str, seq: int) -> bytes:
-    """Big-endian sequence so cursor order is FIFO order."""
-    return number.encode() + SEP + seq.to_bytes(8, "big")
 
 
 @final
@@ -131,6 +127,10 @@ class WriteTxn:
     def delete(self, name: bytes, key: bytes) -> bool:
         ok: bool = self.txn.delete(key, db=self._dbs[name])
         return ok
+
+    def pop(self, name: bytes, key: bytes) -> bytes | None:
+        """Delete ``key`` and return its value (None: there was none)."""
+        return cast("bytes | None", self.txn.pop(key, db=self._dbs[name]))
 
     def next_seq(self, name: bytes, prefix: bytes) -> int:
         """Allocate the next sequence under ``prefix`` (cached; resumed from disk once)."""
@@ -258,6 +258,8 @@ class Store:
         )
         self.env.reader_check()
         self._dbs = {name: self.env.open_db(name) for name in DB_NAMES}
+        if built := build_views(self.env, self._dbs):  # a data dir from before the outbox's views
+            log.warning("store.outbox_views_built", entries=built)
         self._seqs: dict[bytes, int] = {}
         self._epoch: int | None = None  # fence(): every commit checks and writes it
         self._max_batch = max_batch

@@ -15,7 +15,7 @@ import attrs
 
 from actors.statistics import ActorStatistics
 from actors.supervisor import Supervisor
-from dispatcher.core import ledger, number_watch
+from dispatcher.core import ledger, number_watch, outbox
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory
@@ -267,10 +267,8 @@ class FleetView:
 
 
 def outbox_depth(buckets: Buckets, stats: ActorStatistics) -> int:
-    """As /metrics counts it: a running actor holds its whole outbox in memory, else count in LMDB."""
-    if stats.running:
-        return stats.pending
-    return buckets.for_number(stats.number).count(b"outbox", number_key(stats.number))
+    """As /metrics counts it: the durable depth, kept with the outbox (O(1))."""
+    return outbox.depth(buckets.for_number(stats.number), stats.number)
 
 
 def oldest_created(store: Store, number: str) -> float | None:

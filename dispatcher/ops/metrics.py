@@ -26,7 +26,6 @@ from quart_trio import QuartTrio
 from actors.number import NumberActor
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.histogram import HistogramSnapshot
-from dispatcher.core.store import number_key
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -204,13 +203,7 @@ class DispatcherCollector(Collector):
             refreshes.add_metric(n, stats.token_refreshes)
             if stats.token_expires_in is not None:
                 expiry.add_metric(n, stats.token_expires_in)
-            # A running actor holds its whole outbox in memory; otherwise count in LMDB.
-            depth = (
-                stats.pending
-                if stats.running
-                else self._buckets.for_number(stats.number).count(b"outbox", number_key(stats.number))
-            )
-            outbox.add_metric(n, depth)
+            outbox.add_metric(n, stats.pending)  # the durable count, kept with the outbox (O(1))
             in_flight.add_metric(n, stats.in_flight)
             up.add_metric(n, 1.0 if stats.running and not stats.paused else 0.0)
             degraded.add_metric(n, 0.0 if stats.degraded is None else 1.0)

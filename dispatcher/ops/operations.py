@@ -16,7 +16,7 @@ import trio
 
 from actors.number import NumberActor
 from actors.supervisor import Supervisor
-from dispatcher.core import ledger, number_watch
+from dispatcher.core import ledger, number_watch, outbox
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory
@@ -159,7 +159,8 @@ class Operations:
         return actor
 
     def outbox_depth(self, number: str) -> int:
-        return self._buckets.for_number(number).count(b"outbox", number_key(number))
+        """Entries in the number's durable outbox (a count kept with it: O(1))."""
+        return outbox.depth(self._buckets.for_number(number), number)
 
     def state(self, number: str) -> str:
         return self._state(self._actor(number), self._supervisor.states())
@@ -244,11 +245,9 @@ class Operations:
         prefix = number_key(number)
         store = self._buckets.for_number(number)
         entries: list[OutboxItem] = []
-        depth = 0
         for key, value in store.scan(b"outbox", prefix):
-            depth += 1
             if len(entries) >= limit:
-                continue
+                break
             entry = entry_decoder.decode(value)
             raw = store.get(b"messages", ledger.sid_key(entry.sid))
             record = None if raw is None else ledger.load(raw)
@@ -263,6 +262,7 @@ class Operations:
                     body_chars=len(record.body) if record is not None else 0,
                 )
             )
+        depth = outbox.depth(store, number)
         return Outbox(number=number, depth=depth, entries=entries, truncated=depth > len(entries))
 
     # -- steering ---------------------------------------------------------------------

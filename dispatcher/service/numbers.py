@@ -98,6 +98,7 @@ def build_actor(
         budget=parts.budget,
         unrecorded=unrecorded,
         templates=templates,
+        window=num.outbox_window,
     )
     if num.cloud is not None:
         # What Meta said last (a raised tier, an upgraded throughput, a watch pause) outlives restarts.

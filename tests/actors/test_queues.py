@@ -1,9 +1,11 @@
-"""SendQueues on its own: order per recipient, the ready line, parked wake-ups, bounded buffers."""
+"""SendQueues on its own: order per recipient, the ready line, parked wake-ups, each recipient's
+share of the window, bounded buffers."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +31,7 @@ def test_each_recipient_in_acceptance_order_and_recipients_take_turns() -> None:
     for seq, to in enumerate(["a", "a", "b", "a", "c", "b"], start=1):
         queues.add(item(seq, to))
     assert drain(queues) == [("a", 1), ("b", 3), ("c", 5), ("a", 2), ("b", 6), ("a", 4)]
-    assert not queues and queues.pending() == 0
+    assert not queues and queues.loaded() == 0
 
 
 def test_a_recipient_is_ready_once_and_never_while_its_send_is_in_flight() -> None:
@@ -42,19 +44,39 @@ def test_a_recipient_is_ready_once_and_never_while_its_send_is_in_flight() -> No
     assert not queues.add(item(3, "a"))  # busy: waits for its head message
     assert not queues.has_ready() and queues.in_flight() == 1
     assert queues.done("a")  # more queued: ready again
-    assert queues.ready() == ("a",) and queues.in_flight() == 0 and queues.pending() == 2
+    assert queues.ready() == ("a",) and queues.in_flight() == 0 and queues.loaded() == 2
 
 
-def test_a_seq_is_queued_once_and_recovery_ignores_what_it_already_saw() -> None:
-    queues = SendQueues()
-    queues.add(item(5, "a"))
-    queues.add(item(7, "b"))
-    queues.recovered()
-    assert not queues.add(item(5, "a"))  # a notify for a recovered message
-    assert not queues.add(item(6, "c"))  # at or below the last recovered seq: sent or queued already
-    assert queues.add(item(8, "c"))
-    assert not queues.add(item(8, "c"))  # the same seq twice
-    assert queues.pending() == 3
+def test_one_recipient_takes_its_share_of_the_window_then_waits_on_disk() -> None:
+    queues = SendQueues(window=16, per_recipient=2)
+    assert queues.offer(item(1, "a")) and not queues.offer(item(2, "a"))
+    assert not queues.offer(item(3, "a"))  # a has its share: deferred from seq 3 on
+    assert queues.deferred("a") == 3 and queues.loaded() == 2 and queues.room() == 14
+    assert not queues.offer(item(4, "a"))  # still deferred: its cursor stays at its first left behind
+    assert queues.offer(item(5, "b"))  # others load
+    assert queues.deferred("a") == 3 and queues.deferred("b") is None
+    assert drain(queues) == [("a", 1), ("b", 5), ("a", 2)]
+    assert queues.starved() and queues.take_starved() == ["a"]  # nothing of a loaded: refill it
+    queues.refilled("a", [item(3, "a"), item(4, "a")], None)
+    assert queues.deferred("a") is None and drain(queues) == [("a", 3), ("a", 4)]
+
+
+def test_a_parked_recipient_keeps_only_its_head_in_the_window() -> None:
+    queues = SendQueues(window=16, per_recipient=8)
+    for seq in range(1, 6):
+        queues.offer(item(seq, "a"))
+    queues.offer(item(6, "b"))
+    queues.park(queues.pop_ready(), 10.0)  # a waits (pair rate): 2..5 go back to disk
+    assert queues.queued("a") == (1,) and queues.deferred("a") == 2 and queues.loaded() == 2
+    assert not queues.offer(item(7, "a"))  # behind what is on disk
+    assert drain(queues) == [("b", 6)]
+    queues.unpark_due(10.0)
+    assert drain(queues) == [("a", 1)] and queues.take_starved() == ["a"]
+
+
+def test_a_window_smaller_than_the_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^window must be at least 16, not 8$"):
+        SendQueues(window=8)
 
 
 def test_parked_recipients_wake_at_their_time_earliest_first() -> None:
@@ -75,14 +97,17 @@ def test_parked_recipients_wake_at_their_time_earliest_first() -> None:
 
 def test_a_message_sent_again_later_keeps_its_place_at_the_head() -> None:
     queues = SendQueues()
-    queues.add(item(1, "a"))
-    queues.add(item(2, "a"))
+    queues.offer(item(1, "a"))
+    queues.offer(item(2, "a"))
     queues.begin(queues.pop_ready())
-    queues.retry_at("a", 5.0)  # the head goes again at 5
-    assert not queues.add(item(3, "a")) and not queues.has_ready()
-    assert queues.in_flight() == 0 and queues.parked() == 1
+    queues.retry_at("a", 5.0)  # the head goes again at 5; 2 waits on disk meanwhile
+    assert not queues.offer(item(3, "a")) and not queues.has_ready()
+    assert queues.in_flight() == 0 and queues.parked() == 1 and queues.deferred("a") == 2
     queues.unpark_due(5.0)
-    assert drain(queues) == [("a", 1), ("a", 2), ("a", 3)]
+    assert drain(queues) == [("a", 1)]
+    assert queues.take_starved() == ["a"]
+    queues.refilled("a", [item(2, "a"), item(3, "a")], None)
+    assert drain(queues) == [("a", 2), ("a", 3)]
 
 
 def test_idle_queues_hold_no_buffers() -> None:
@@ -90,9 +115,9 @@ def test_idle_queues_hold_no_buffers() -> None:
     assert queues.buffers() == 0  # a new actor's queues: nothing made yet
     queues.add(item(1, "a"))
     queues.add(item(2, "b"))
-    assert queues.buffers() == 2  # the ready line and the queued seqs
+    assert queues.buffers() == 1  # the ready line
     assert drain(queues) == [("a", 1), ("b", 2)]
-    assert queues.buffers() == 3
+    assert queues.buffers() == 2
     queues.release()
     assert queues.buffers() == 0 and not queues
 
@@ -110,15 +135,25 @@ def test_any_schedule_sends_each_message_once_in_order_per_recipient(
 ) -> None:
     """Whatever parks and retries happen, each recipient's messages go out in acceptance order,
     each once, with at most one in flight per recipient; the ready line never holds a
-    recipient twice, and the buffers go once everything is sent."""
-    queues = SendQueues()
+    recipient twice, and the buffers go once everything is sent. What the window does not
+    hold (a recipient's share, a parked recipient's later messages) is refilled as the
+    backlog does: a starved recipient's next messages, from its cursor on."""
+    queues = SendQueues(window=16, per_recipient=3)
     accepted: dict[str, list[int]] = {}
     for seq, (to, _, _) in enumerate(steps, start=1):
-        queues.add(item(seq, to))
+        queues.offer(item(seq, to))
         accepted.setdefault(to, []).append(seq)
     sent: dict[str, list[int]] = {}
     now, step = 0.0, 0
-    while queues:
+    while queues or queues.starved():
+        for recipient in queues.take_starved():
+            cursor = queues.deferred(recipient)
+            assert cursor is not None
+            left = [seq for seq in accepted[recipient] if seq >= cursor]
+            assert left and left[0] == cursor  # nothing of it lost or skipped
+            take, rest = left[: queues.per_recipient], left[queues.per_recipient :]
+            queues.refilled(recipient, [item(seq, recipient) for seq in take], rest[0] if rest else None)
+        assert queues.loaded() <= queues.window
         queues.unpark_due(now)
         ready = tuple(queues.ready())
         assert len(ready) == len(set(ready))

@@ -17,6 +17,7 @@ from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
 from actors.policy import AmbiguousPolicy, DeliveryPolicy
+from actors.queues import DEFAULT_WINDOW
 from dispatcher.channels.cloud import CloudChannel
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core.clock import TrioWallClock
@@ -78,8 +79,10 @@ def cloud_actor(
     pair: PairLimiter | None = None,
     limit: int | None = None,
     wall: TrioWallClock | None = None,
+    window: int = DEFAULT_WINDOW,
 ) -> tuple[NumberActor, FakeGraph]:
-    """A Cloud actor for ``NUMBER`` against a ``FakeGraph``; ``limit`` is its tier (None: unlimited)."""
+    """A Cloud actor for ``NUMBER`` against a ``FakeGraph``; ``limit`` is its tier (None: unlimited),
+    ``window`` the pending messages it holds in memory."""
     wall = wall or TrioWallClock(start=1_700_000_000.0)
     api = FakeGraph()
     actor = NumberActor(
@@ -93,5 +96,6 @@ def cloud_actor(
         max_in_flight=8,
         pair=pair,
         budget=TierBudget(store, NUMBER, limit),
+        window=window,
     )
     return actor, api
