@@ -64,6 +64,7 @@ from bench._harness import (
     write_config,
 )
 from dispatcher.core import ledger, logs
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.models import MessageRecord, new_sids
 from dispatcher.core.store import Store
 
@@ -87,13 +88,14 @@ async def fill(data_dir: Path, args: argparse.Namespace, pending: int) -> float:
     store = Store(data_dir, map_size=max(1 << 30, pending * 1600), map_max=1 << 40)
     chatty_every = round(1 / args.chatty_share) if args.chatty_share > 0 else 0
     numbers = [f"+{number_digits(i)}" for i in range(args.numbers)]
+    slots = [slot_of(number) for number in numbers]
     began = time.perf_counter()
     limiter = trio.Semaphore(FILL_CONCURRENCY)
 
     async def write(lo: int, hi: int) -> None:
         try:
             now = time.time()
-            sids = new_sids("SM", hi - lo)
+            sids = new_sids("SM", [slots[i % args.numbers] for i in range(lo, hi)])
             records = [
                 MessageRecord(
                     sid=sids[i - lo],

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from actors.pacing.pairrate import PairLimiter
 from dispatcher.core import ledger, outbox
+from dispatcher.core.bucketing import slot_of
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store, number_key
@@ -27,7 +28,7 @@ WINDOW = 16
 
 def record(to: str, body: str = "hi", valid_until: float | None = None) -> MessageRecord:
     return MessageRecord(
-        sid=new_sid(),
+        sid=new_sid("SM", slot_of(NUMBER)),
         account_sid=ACCOUNT,
         from_number=NUMBER,
         to_number=to,
