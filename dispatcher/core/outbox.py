@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 OUTBOX: Final = b"outbox"
 BY_RECIPIENT: Final = b"outbox_to"
 EXPIRY: Final = b"expiry"
-_DEPTH: Final = b"depth" + SEP  # meta: depth NUL number -> messages' entries in the outbox
-_VIEWS_BUILT: Final = b"outbox.views"  # meta: the views below exist for every entry
+DEPTH_MARK: Final = b"depth" + SEP  # meta: depth NUL number -> messages' entries in the outbox
+VIEWS_BUILT: Final = b"outbox.views"  # meta: the views below exist for every entry
 
 
 def recipient_prefix(number: str, to: str) -> bytes:
@@ -77,7 +77,7 @@ def remove(txn: WriteTxn, number: str, seq: int) -> bool:
 
 
 def add_depth(txn: WriteTxn, number: str, delta: int) -> None:
-    key = _DEPTH + number.encode()
+    key = DEPTH_MARK + number.encode()
     raw = txn.get(b"meta", key)
     count = (int.from_bytes(raw, "big") if raw else 0) + delta
     txn.put(b"meta", key, max(0, count).to_bytes(8, "big"))
@@ -85,7 +85,7 @@ def add_depth(txn: WriteTxn, number: str, delta: int) -> None:
 
 def depth_key(number: str) -> bytes:
     """The ``meta`` key of ``number``'s depth (read it with ``read_depth``)."""
-    return _DEPTH + number.encode()
+    return DEPTH_MARK + number.encode()
 
 
 def read_depth(raw: bytes | None) -> int:
@@ -117,7 +117,7 @@ def build_views(env: lmdb.Environment, dbs: dict[bytes, lmdb._Database]) -> int:
     """
     meta = dbs[b"meta"]
     with env.begin(write=True) as txn:
-        if txn.get(_VIEWS_BUILT, db=meta) is not None:
+        if txn.get(VIEWS_BUILT, db=meta) is not None:
             return 0
         depths: dict[bytes, int] = {}
         count = 0
@@ -132,8 +132,8 @@ def build_views(env: lmdb.Environment, dbs: dict[bytes, lmdb._Database]) -> int:
             if entry.part == 0:
                 _index_expiry(txn, dbs, messages, number.decode(), seq, entry.sid)
         for number, depth in depths.items():
-            txn.put(_DEPTH + number, depth.to_bytes(8, "big"), db=meta)
-        txn.put(_VIEWS_BUILT, b"1", db=meta)
+            txn.put(DEPTH_MARK + number, depth.to_bytes(8, "big"), db=meta)
+        txn.put(VIEWS_BUILT, b"1", db=meta)
     return count
 
 
@@ -155,8 +155,10 @@ def _index_expiry(
 
 __all__ = [
     "BY_RECIPIENT",
+    "DEPTH_MARK",
     "EXPIRY",
     "OUTBOX",
+    "VIEWS_BUILT",
     "add_depth",
     "build_views",
     "depth",

@@ -11,7 +11,7 @@ Nothing of the old root is changed, so an interrupted rebucket leaves it whole
 Where a record goes is decided per named DB, from the key or the value: a message
 by its own number (the sender of an outbound one, the receiver of an inbound one),
 the indexes of a message (listing, channel ids, idempotency keys, fallbacks) with
-their message, what is keyed by number (outbox, window, token, tier, dedup, numbers,
+their message, what is keyed by number (outbox and its views, window, token, tier, dedup, numbers,
 orphans, sticky senders) by that number, templates in bucket 0. Customer callbacks
 get new sequence numbers in their new bucket, in their old order (so each message's
 callbacks stay in order; their idempotency tokens change). A DB or a ``meta`` key this
@@ -35,7 +35,7 @@ import lmdb
 import msgspec
 import structlog
 
-from dispatcher.core import callbacks, datadir, dataroot, ledger
+from dispatcher.core import callbacks, datadir, dataroot, ledger, outbox
 from dispatcher.core.bucketing import BucketCountError, bucket_of, check_count
 from dispatcher.core.dataroot import DataRoot, DataRootError, create_root, open_root
 from dispatcher.core.store import DB_NAMES, EPOCH_KEY, SEP, SEQ_MARK
@@ -180,6 +180,7 @@ class _Copier:
     _txns: list[lmdb.Transaction] = attrs.Factory(list)
     _dbs: list[dict[bytes, lmdb._Database]] = attrs.Factory(list)
     _callback_seqs: dict[tuple[int, bytes], int] = attrs.Factory(dict)
+    views_built: bool = False  # the source's outboxes have their views (core/outbox)
 
     def __attrs_post_init__(self) -> None:
         self.per_bucket = [0] * self.count
@@ -190,6 +191,9 @@ class _Copier:
     def commit(self) -> None:
         for (bucket, prefix), seq in self._callback_seqs.items():
             self._put(bucket, b"meta", _CALLBACKS_MARK + prefix, seq.to_bytes(8, "big"), count=False)
+        if self.views_built:
+            for bucket in range(self.count):
+                self._txns[bucket].put(outbox.VIEWS_BUILT, b"1", db=self._dbs[bucket][b"meta"])
         for txn in self._txns:
             txn.commit()
 
@@ -223,7 +227,7 @@ class _Copier:
             self._each(rows(b"wamid"), b"wamid", lambda k, v: by_sid(v))
             self._each(rows(b"fallbacks"), b"fallbacks", lambda k, v: by_sid(k[8:]))
             self._each(rows(b"idem"), b"idem", lambda k, v: by_sid(_idem_decoder.decode(v).sid.encode()))
-            for name in (b"outbox", b"window", b"tier", b"numbers", b"tokens"):  # number NUL ...
+            for name in (b"outbox", b"outbox_to", b"expiry", b"window", b"tier", b"numbers", b"tokens"):
                 self._each(rows(name), name, lambda k, v: self._of(k[: k.index(SEP)]))
             self._each(rows(b"scheduled"), b"scheduled", lambda k, v: self._of(v))
             self._each(rows(b"dedup"), b"dedup", lambda k, v: self._of(_dedup_number(k)))
@@ -266,6 +270,11 @@ class _Copier:
             return None  # a new root has no owner yet; callbacks got new sequences (commit)
         if key.startswith(_OUTBOX_MARK):
             return self._of(key[len(_OUTBOX_MARK) :].split(SEP, 1)[0])
+        if key.startswith(outbox.DEPTH_MARK):  # number NUL ...: its outbox's durable depth
+            return self._of(key[len(outbox.DEPTH_MARK) :])
+        if key == outbox.VIEWS_BUILT:
+            self.views_built = True  # every bucket gets it (commit): the views are copied with the outbox
+            return None
         if key.startswith(_HOME_META):
             return 0
         if key.startswith(_STICKY):

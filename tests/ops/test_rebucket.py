@@ -13,7 +13,7 @@ from twilio.rest import Client
 
 from dispatcher.cli import main
 from dispatcher.config import ServiceConfig
-from dispatcher.core import callbacks, dataroot, ledger, window
+from dispatcher.core import callbacks, dataroot, ledger, outbox, window
 from dispatcher.core.bucketing import bucket_of
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.dataroot import DataRootBusyError, open_root
@@ -104,6 +104,10 @@ def snapshot(buckets: Buckets) -> dict[str, object]:
             for e in [callbacks.entry_decoder.decode(v)]
         ),
         "outbox": sorted((k, v) for s in buckets.stores for k, v in s.scan(b"outbox", b"")),
+        # The outbox's views (core/outbox) move with it: its index by recipient and the depth.
+        "by_recipient": sorted((k, v) for s in buckets.stores for k, v in s.scan(outbox.BY_RECIPIENT, b"")),
+        "depths": {n: outbox.depth(buckets.for_number(n), n) for n in SENDERS},
+        "views": all(s.get(b"meta", outbox.VIEWS_BUILT) is not None for s in buckets.stores),
     }
 
 
