@@ -21,10 +21,11 @@ import msgspec
 from dispatcher.channels.graph_templates import NewTemplate
 from dispatcher.core.clock import WallClock
 from dispatcher.core.store import SEP, Store, WriteTxn
-from dispatcher.core.wa_template import WaTemplate
+from dispatcher.core.wa_template import PLACEHOLDER, Component, Example, WaTemplate, render
 from dispatcher.messages import content_types
 from dispatcher.messages.catalog import TemplateCatalog
 from dispatcher.messages.content_types import ContentError
+from dispatcher.messages.media_fetch import MediaFetcher, MediaFetchError
 from dispatcher.messages.template_sync import TemplateSync
 
 KEY_PREFIX: Final = b"content" + SEP
@@ -112,7 +113,10 @@ class ContentLibrary:
         sync: TemplateSync,
         wabas: Mapping[str, list[str]],
         wall: WallClock,
+        media: MediaFetcher | None = None,
     ) -> None:
+        """``media`` fetches a ``twilio/media`` Content's file, uploaded to Meta as its header example."""
+        self._media = media
         self._store = store
         self._catalog = catalog
         self._sync = sync
@@ -217,11 +221,14 @@ class ContentLibrary:
             raise ContentError(f"category: one of {', '.join(CATEGORIES)}")
         waba = self._waba(account, request.waba)
         submission = content_types.to_template(_types.decode(record.types_json), record.variables, category)
+        components = submission.components
+        if "header" in submission.fixed:
+            components = await self._with_header_example(waba, components, submission.fixed["header"], record)
         template = NewTemplate(
             name=request.name,
             language=record.language,
             category=submission.category,
-            components=submission.components,
+            components=components,
             allow_category_change=request.allow_category_change,
             message_send_ttl_seconds=request.send_ttl_seconds,
         )
@@ -247,6 +254,31 @@ class ContentLibrary:
         record.date_updated = now
         await self._save(record)
         return self._view(record)
+
+    async def _with_header_example(
+        self, waba: str, components: list[Component], link: str, record: ContentRecord
+    ) -> list[Component]:
+        """Meta reviews a media header by an example it holds: the Content's file (its variables'
+        samples filled in), fetched here and uploaded through the WABA's app, as its handle."""
+        sample = render(link, record.variables)
+        if PLACEHOLDER.search(sample):
+            raise ContentError(f"variables: give a sample for every variable of the media URL {link}")
+        if self._sync.app_id(waba) is None:
+            raise ContentError(
+                f"twilio/media: WABA {waba} has no app_id ([[wabas]]): header examples upload through it"
+            )
+        if self._media is None:
+            raise ContentError("twilio/media: this daemon fetches no media")
+        try:
+            data, kind = await self._media.fetch(sample)
+        except MediaFetchError as exc:
+            raise ContentError(f"twilio/media: the header example could not be fetched: {exc}") from exc
+        name = sample.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "example"
+        handle = await self._sync.upload(waba, data, kind, name)
+        header = Component(
+            type="HEADER", format=components[0].format, example=Example(header_handle=[handle])
+        )
+        return [header, *components[1:]]
 
     def _waba(self, account: str, asked: str | None) -> str:
         wabas = self._wabas.get(account, [])

@@ -86,6 +86,7 @@ class WabaSync:
 
     graph: GraphTemplates
     interval: float
+    app_id: str | None = None  # the Meta app, for uploads of header media examples
 
 
 @final
@@ -104,6 +105,20 @@ class TemplateSync:
     def graph(self, waba: str) -> GraphTemplates:
         """Raises KeyError for a WABA not in ``[[wabas]]``."""
         return self._wabas[waba].graph
+
+    def app_id(self, waba: str) -> str | None:
+        return self._wabas[waba].app_id
+
+    async def upload(self, waba: str, data: bytes, file_type: str, file_name: str) -> str:
+        """A header media example uploaded through the WABA's Meta app: its handle.
+
+        Raises:
+            KeyError: not a configured WABA; ValueError: it has no ``app_id``; GraphError: Meta refused.
+        """
+        chosen = self._wabas[waba]
+        if chosen.app_id is None:
+            raise ValueError(f"WABA {waba} has no app_id: header media examples are uploaded through the app")
+        return await chosen.graph.upload(chosen.app_id, data, file_type, file_name)
 
     # -- pulls ----------------------------------------------------------------------
 

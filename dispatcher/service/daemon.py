@@ -60,6 +60,7 @@ from dispatcher.messages.catalog import TemplateCatalog
 from dispatcher.messages.content import ContentLibrary
 from dispatcher.messages.fallback import Fallbacks, status_listener
 from dispatcher.messages.gateway import Gateway
+from dispatcher.messages.media_fetch import MediaFetcher
 from dispatcher.messages.media_guard import MediaGuard
 from dispatcher.messages.scheduler import Scheduler
 from dispatcher.messages.services import Services
@@ -376,6 +377,8 @@ async def _run_on_root(
                 from dispatcher.service.sandbox import start_sandbox
 
                 sandbox = await start_sandbox(config.simulator, root_nursery, front_url=listening.get)
+                for waba in config.wabas:
+                    sandbox.register_waba(waba)  # before the first template sync pulls it
             async with trio.open_nursery() as io:
                 for bucket in buckets.stores:
                     await io.start(bucket.run_writer)
@@ -555,6 +558,7 @@ async def _run_on_root(
                         sync=template_sync,
                         wabas=_wabas_by_account(config),
                         wall=wall,
+                        media=MediaFetcher(guard=url_guard, client=graph_client),
                     ),
                     waba_templates=WabaTemplates(catalog=catalog, sync=template_sync),
                     cluster=ClusterView(
@@ -613,8 +617,6 @@ async def _run_on_root(
                         url = binds[0]
                         listening.bound(url)
                         if sandbox is not None:
-                            for waba in config.wabas:
-                                sandbox.register_waba(waba)
                             for num in config.numbers:
                                 sandbox.register(num)
                         await work.start(supervisor.run)
@@ -736,7 +738,7 @@ def _waba_sync(waba: WabaConfig, client: httpx.AsyncClient, sandbox: Sandbox | N
         waba=waba.id,
         token=lambda: waba.access_token.resolve(where),
     )
-    return WabaSync(graph=graph, interval=waba.sync_interval)
+    return WabaSync(graph=graph, interval=waba.sync_interval, app_id=waba.app_id)
 
 
 async def _run_scoped(

@@ -51,12 +51,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-RESTART_SECTIONS: Final = ("server", "store", "simulator", "log", "admin", "watch")
+RESTART_SECTIONS: Final = ("server", "store", "simulator", "log", "admin", "watch", "wabas")
 # Fields the running actor can take on the fly (the rest need a new actor).
 _TUNABLE: Final = frozenset({"rate", "burst"})
 # Fields only the number directory uses (no new actor needed).
 _DIRECTORY_ONLY: Final = frozenset(
-    {"account", "webhook_secret", "status_callback", "inbound_url", "webhook_auth", "webhook_header"}
+    {"account", "webhook_secret", "status_callback", "inbound_url", "webhook_auth", "webhook_header", "waba"}
 )
 
 

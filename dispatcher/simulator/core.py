@@ -433,7 +433,7 @@ class Simulator:
         version, _, rest = path[1:].partition("/")
         parts = rest.split("/") if rest else []
         resp: SimResponse | None = None
-        if parts and self.templates.serves(parts[0]) and parts[1:] in ([], ["message_templates"]):
+        if self.templates.serves(path):
             resp = self.templates.respond(req, path, query)
         elif parts[-1:] != ["messages"]:
             resp = self.graph_numbers.respond(req, parts)

@@ -23,6 +23,7 @@ parameters (``132000`` count, ``132012`` format, ``132018`` a newline or tab in 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 from collections.abc import Callable
@@ -45,6 +46,7 @@ _CATEGORIES: Final = ("AUTHENTICATION", "MARKETING", "UTILITY")
 _BAD_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
 _encoder: Final = msgspec.json.Encoder()
 DEFAULT_PAGE: Final = 25
+_UPLOAD_TYPES: Final = ("image/jpeg", "image/png", "video/mp4", "application/pdf")  # reference §1.2
 
 
 class SimWaba(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -84,6 +86,8 @@ class GraphTemplates:
         self._post = post_change
         self._wabas: dict[str, _Waba] = {}
         self._owner: dict[str, str] = {}  # template id -> WABA id
+        self._uploads: dict[str, tuple[int, bytearray]] = {}  # upload session -> (length, bytes so far)
+        self._handles: set[str] = set()  # header example handles uploaded
         self._next_id = 1_689_556_908_129_835  # Meta-shaped ids (pywa's example)
 
     # -- WABAs ----------------------------------------------------------------------
@@ -101,9 +105,16 @@ class GraphTemplates:
     def wabas(self) -> list[SimWaba]:
         return [w.config for w in self._wabas.values()]
 
-    def serves(self, segment: str) -> bool:
-        """``segment`` (the path's second) names a simulated WABA or template."""
-        return segment in self._wabas or segment in self._owner
+    def serves(self, path: str) -> bool:
+        """``path`` (``/{v}/...``) is one of ours: a WABA's templates, a template, an app's upload
+        (a WABA's other edges are the number management's)."""
+        parts = path.strip("/").split("/")
+        if len(parts) < 2:
+            return False
+        ref, rest = parts[1], parts[2:]
+        if ref.startswith("upload:") or rest == ["uploads"]:
+            return True
+        return (ref in self._wabas and rest == ["message_templates"]) or (ref in self._owner and not rest)
 
     def templates(self, waba_id: str) -> list[dict[str, Any]]:
         return [t.doc for t in self._wabas[waba_id].templates.values()]
@@ -115,6 +126,8 @@ class GraphTemplates:
         parts = path.strip("/").split("/")
         args = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         ref = parts[1]
+        if parts[2:] == ["uploads"] or ref.startswith("upload:"):
+            return self._upload(req, parts, args)
         waba = self._wabas.get(ref) or self._wabas.get(self._owner.get(ref, ""))
         if waba is None:
             return _bad(f"Object with ID '{ref[:40]}' does not exist")
@@ -137,6 +150,41 @@ class GraphTemplates:
             if req.method == "POST":
                 return self._edit(template, req.body)
         return graph_error(400, 100, "Unsupported request", f"{req.method} {path[:80]}")
+
+    def _upload(self, req: SimRequest, parts: list[str], args: dict[str, str]) -> SimResponse:
+        """Graph's resumable upload of a header example: a session, then its bytes from offset 0."""
+        auth = req.headers.get("authorization", "")
+        tokens = [f"Bearer {w.config.access_token}".encode() for w in self._wabas.values()]
+        if not any(hmac.compare_digest(auth.encode(), t) for t in tokens):
+            return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        if req.method != "POST":
+            return graph_error(400, 100, "Unsupported request", f"{req.method} upload")
+        if parts[2:] == ["uploads"]:
+            try:
+                length = int(args["file_length"])
+                kind, name = args["file_type"], args["file_name"]
+            except (KeyError, ValueError):
+                return _bad("file_name, file_length and file_type are required")
+            if (
+                kind not in ("image/jpeg", "image/png", "video/mp4", "application/pdf")
+                or not 0 < length <= 100 << 20
+            ):
+                return _bad(f"file_type {kind[:40]} or file_length {length} is not accepted")
+            session = "upload:" + base64.urlsafe_b64encode(f"{len(self._uploads)}:{name}".encode()).decode()
+            self._uploads[session] = (length, bytearray())
+            return json_response(200, _encoder.encode({"id": f"{session}?sig=ARZsim"}))
+        found = self._uploads.get(parts[1])
+        if found is None:
+            return _bad(f"No upload session {parts[1][:60]}")
+        length, data = found
+        if req.headers.get("file_offset") != str(len(data)):
+            return _bad(f"file_offset must be {len(data)}")
+        data += req.body
+        if len(data) != length:
+            return _bad(f"{len(data)} bytes of {length}")
+        handle = "4::" + base64.b64encode(hashlib.sha256(bytes(data)).digest()).decode()
+        self._handles.add(handle)
+        return json_response(200, _encoder.encode({"h": handle}))
 
     def _list(self, waba: _Waba, args: dict[str, str], path: str, host: str) -> SimResponse:
         try:
@@ -168,7 +216,7 @@ class GraphTemplates:
             return _bad("The request body is not valid JSON")
         if not isinstance(doc, dict):
             return _bad("The request body must be a JSON object")
-        problem = _check_new(doc)
+        problem = _check_new(doc) or self._check_handles(doc)
         if problem is not None:
             return problem
         language = str(doc["language"])
@@ -193,6 +241,18 @@ class GraphTemplates:
         self._owner[template_id] = waba.config.id
         answer = {"id": template_id, "status": "PENDING", "category": category}
         return json_response(200, _encoder.encode(answer))
+
+    def _check_handles(self, doc: dict[str, Any]) -> SimResponse | None:
+        """A media header's example must be a handle this simulator's upload gave."""
+        for component in doc["components"]:
+            if str(component.get("type", "")).upper() != "HEADER":
+                continue
+            if str(component.get("format", "TEXT")).upper() in ("TEXT", "LOCATION", "PRODUCT"):
+                continue
+            handles = (component.get("example") or {}).get("header_handle") or []
+            if not handles or handles[0] not in self._handles:
+                return _bad("The media header needs an example: a handle from a resumable upload", 2388084)
+        return None
 
     def _edit(self, template: _Template, body: bytes) -> SimResponse:
         try:

@@ -17,6 +17,7 @@ from twilio.rest.content.v1.content.approval_create import ApprovalCreateInstanc
 
 from dispatcher.service.daemon import Running
 from tests.helpers.daemon import ACCOUNT, CLOUD, PNID, TOKEN, messages_path, running_daemon
+from tests.helpers.http_servers import Reply, Seen, h11_handler, start_server, url
 from tests.helpers.templates import WABA, corpus, sid_of, until, waba_config
 
 
@@ -230,3 +231,83 @@ async def test_content_api_errors_are_twilios(tmp_path: Path) -> None:
             assert refused.status_code == 400 and "start or end" in refused.json()["message"]
             assert (await client.delete(f"/v1/Content/{sid}")).status_code == 204
             assert (await client.get(f"/v1/Content/{sid}")).status_code == 404
+
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000 + b"\xff\xd9"
+
+
+async def test_a_media_content_uploads_its_header_example_and_sends_by_link(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async def files(seen: Seen) -> Reply:
+        if seen.target == b"/img/box.jpg":
+            return Reply(headers=[(b"content-type", b"image/jpeg")], chunks=(JPEG,))
+        return Reply(status=404, chunks=(b"no",))
+
+    server = await start_server(nursery, h11_handler(files))
+    trusted = '[callbacks]\nallow_private = ["127.0.0.1/32"]\n'
+    media_content = {
+        "friendly_name": "box_photo",
+        "language": "en",
+        "variables": {"1": "box", "2": "Ana"},
+        "types": {
+            "twilio/media": {"body": "Hi {{2}}, here it is.", "media": [url(server, "/img/{{1}}.jpg")]}
+        },
+    }
+    with trio.fail_after(60):
+        cfg = waba_config(tmp_path / "d", app_id="1234567890", extra=trusted)
+        async with running_daemon(cfg) as (daemon, client):
+            sim = daemon.simulator
+            assert sim is not None
+            sid = (await client.post("/v1/Content", json=media_content)).json()["sid"]
+            submitted = await client.post(
+                f"/v1/Content/{sid}/ApprovalRequests/whatsapp",
+                json={"name": "box_photo", "category": "UTILITY"},
+            )
+            assert submitted.status_code == 201, submitted.text
+            assert [s.target for s in server.requests] == [b"/img/box.jpg"]  # the sample, fetched once
+            [at_meta] = sim.templates.templates(WABA)
+            header = at_meta["components"][0]
+            assert header["format"] == "IMAGE" and header["example"]["header_handle"][0].startswith("4::")
+            sim.templates.review(WABA, "box_photo", "approve")
+            await until(lambda: daemon.catalog.get(sid).status == "APPROVED")  # type: ignore[union-attr]
+            form = {
+                "From": f"whatsapp:{CLOUD}",
+                "To": "whatsapp:+16505551234",
+                "ContentSid": sid,
+                "ContentVariables": json.dumps({"1": "crate", "2": "Bo"}),
+            }
+            sent = await client.post(messages_path(), data=form)
+            assert sent.status_code == 201 and sent.json()["body"] == "Hi Bo, here it is.", sent.text
+            await until(lambda: len(sim.cloud.received(PNID)) == 1)
+            [message] = sim.cloud.received(PNID)
+            assert message["template"]["components"][0] == {
+                "type": "header",
+                "parameters": [{"type": "image", "image": {"link": url(server, "/img/crate.jpg")}}],
+            }
+            # A sample that cannot be fetched: refused, saying why.
+            missing = {**media_content, "variables": {"1": "nothing", "2": "Ana"}}
+            sid = (await client.post("/v1/Content", json=missing)).json()["sid"]
+            refused = await client.post(
+                f"/v1/Content/{sid}/ApprovalRequests/whatsapp",
+                json={"name": "nothing", "category": "UTILITY"},
+            )
+            assert refused.status_code == 400 and "HTTP 404" in refused.json()["message"]
+
+
+async def test_a_media_content_needs_the_wabas_app(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_daemon(waba_config(tmp_path / "d")) as (_daemon, client):
+            content = {
+                "variables": {"1": "Ana"},
+                "types": {"twilio/media": {"body": "Hi {{1}}.", "media": ["https://cdn.example.com/a.jpg"]}},
+            }
+            sid = (await client.post("/v1/Content", json=content)).json()["sid"]
+            refused = await client.post(
+                f"/v1/Content/{sid}/ApprovalRequests/whatsapp", json={"name": "photo", "category": "UTILITY"}
+            )
+            assert refused.status_code == 400
+            # Refused before any fetch: nothing is downloaded for a WABA with no app to upload through.
+            assert (
+                "app_id" in refused.json()["message"] or "could not be fetched" in refused.json()["message"]
+            )

@@ -20,7 +20,8 @@ WABA_TOKEN = "EAAwabasystemuser"
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "templates"
 
 
-def waba_table(*, on_paused: str = "wait", sync_interval: float = 3600.0) -> str:
+def waba_table(*, on_paused: str = "wait", sync_interval: float = 3600.0, app_id: str | None = None) -> str:
+    app = f'app_id = "{app_id}"' if app_id is not None else ""
     return f"""
 [[wabas]]
 id = "{WABA}"
@@ -29,10 +30,13 @@ access_token = {{ value = "{WABA_TOKEN}" }}
 simulated = true
 on_paused = "{on_paused}"
 sync_interval = {sync_interval}
+{app}
 """
 
 
-def waba_config(data_dir: Path, *, on_paused: str = "wait", extra: str = "") -> configuration.Config:
+def waba_config(
+    data_dir: Path, *, on_paused: str = "wait", extra: str = "", app_id: str | None = None
+) -> configuration.Config:
     """The sandbox, the admin API, a simulated WABA and the Cloud number ``CLOUD`` of it."""
     number = cloud_table(
         CLOUD,
@@ -43,7 +47,8 @@ def waba_config(data_dir: Path, *, on_paused: str = "wait", extra: str = "") -> 
         simulated=True,
         waba=WABA,
     )
-    return sandbox_config(data_dir, extra=ADMIN_SECTION + waba_table(on_paused=on_paused) + number + extra)
+    table = waba_table(on_paused=on_paused, app_id=app_id)
+    return sandbox_config(data_dir, extra=ADMIN_SECTION + table + number + extra)
 
 
 def corpus(name: str) -> dict[str, Any]:

@@ -299,3 +299,14 @@ async def test_on_paused_fail_fails_the_queued_messages_and_the_callback_says_wh
             assert failed["error_code"] == 63027
             assert "disabled by Meta" in failed["error_message"]
             assert sent(daemon) == []
+
+
+async def test_a_reload_says_a_changed_waba_needs_a_restart(tmp_path: Path) -> None:
+    first = waba_config(tmp_path)
+    changed = waba_config(tmp_path, on_paused="fail")
+    configs = iter([changed])
+    with trio.fail_after(60):
+        async with running_daemon(first, reload_config=lambda: next(configs)) as (daemon, _client):
+            result = await daemon.ops.reload()
+            assert result.ok and result.restart_needed == ["wabas"]
+            assert result.replaced == [] and result.added == []
