@@ -46,6 +46,9 @@ _CATEGORIES: Final = ("AUTHENTICATION", "MARKETING", "UTILITY")
 _BAD_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
 _encoder: Final = msgspec.json.Encoder()
 DEFAULT_PAGE: Final = 25
+# A handle Meta's upload gives ("4::aW1hZ2U..."): one from elsewhere (pywa's examples) passes too; a
+# URL or any other text in its place is refused, as Meta refuses it.
+_HANDLE: Final = re.compile(r"^[0-9]::\S+$")
 _UPLOAD_TYPES: Final = ("image/jpeg", "image/png", "video/mp4", "application/pdf")  # reference §1.2
 
 
@@ -243,14 +246,14 @@ class GraphTemplates:
         return json_response(200, _encoder.encode(answer))
 
     def _check_handles(self, doc: dict[str, Any]) -> SimResponse | None:
-        """A media header's example must be a handle this simulator's upload gave."""
+        """A media header's example must be an upload's handle (not, say, the media's URL)."""
         for component in doc["components"]:
             if str(component.get("type", "")).upper() != "HEADER":
                 continue
             if str(component.get("format", "TEXT")).upper() in ("TEXT", "LOCATION", "PRODUCT"):
                 continue
             handles = (component.get("example") or {}).get("header_handle") or []
-            if not handles or handles[0] not in self._handles:
+            if not handles or not (handles[0] in self._handles or _HANDLE.match(str(handles[0]))):
                 return _bad("The media header needs an example: a handle from a resumable upload", 2388084)
         return None
 

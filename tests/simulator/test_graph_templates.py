@@ -176,3 +176,26 @@ async def test_sends_are_checked_against_the_approved_template() -> None:
     assert send([header, body, url])["error"]["code"] == 132015
     sim.templates.review(WABA, "order_shipped_named", "disable")
     assert send([header, body, url])["error"]["code"] == 132016
+
+
+async def test_a_media_header_needs_an_uploaded_handle() -> None:
+    sim = simulator()
+    doc = corpus("pywa_order_confirmation")  # its document header's example is a handle ("4::YX...")
+    assert call(sim, "POST", BASE, doc).status == 200
+    header = {
+        "type": "HEADER",
+        "format": "IMAGE",
+        "example": {"header_handle": ["https://cdn.example.com/a.jpg"]},
+    }
+    body = next(c for c in doc["components"] if c["type"] == "BODY")
+    refused = call(sim, "POST", BASE, {**doc, "name": "by_url", "components": [header, body]})
+    assert answer(refused)["error"]["error_subcode"] == 2388084
+    session = answer(
+        call(sim, "POST", "/v23.0/1234567890/uploads?file_name=a.jpg&file_length=3&file_type=image/jpeg")
+    )
+    target = "/v23.0/" + session["id"]
+    assert call(sim, "POST", target, headers={**AUTH, "file_offset": "1"}).status == 400
+    uploaded = sim.respond(SimRequest("POST", target, {**AUTH, "file_offset": "0"}, b"abc"))
+    handle = answer(uploaded)["h"]
+    header["example"] = {"header_handle": [handle]}
+    assert call(sim, "POST", BASE, {**doc, "name": "by_handle", "components": [header, body]}).status == 200
