@@ -21,7 +21,7 @@ changed: the doctor only reads.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal, final
 
 import attrs
@@ -31,6 +31,8 @@ import structlog
 
 from dispatcher.channels.graph import GraphClient, GraphError
 from dispatcher.core.clock import WallClock
+from dispatcher.messages.catalog import TemplateCatalog
+from dispatcher.messages.template_sync import TemplateSync
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import NumberFields
 
@@ -271,6 +273,36 @@ class Doctor:
         return Check(name="graph", level="ok", detail=f"{verdict.configured} served as itself{eol}{known}")
 
 
+def templates_check(
+    sync: TemplateSync, catalog: TemplateCatalog, wall: WallClock, intervals: Mapping[str, float]
+) -> TemplatesCheck:
+    """The ``templates`` check of a WABA the daemon keeps in sync: its last pull, good and recent."""
+
+    def check(waba: str) -> Check | None:
+        if waba not in sync.wabas():
+            return None
+        fix = f"wadispatch templates sync (the WABA {waba} token needs whatsapp_business_management)"
+        failure = sync.failures.get(waba)
+        if failure is not None:
+            return Check(
+                name="templates", level="fail", detail=f"the last template sync failed: {failure}", fix=fix
+            )
+        synced = sync.last_synced.get(waba)
+        if synced is None:
+            return Check(name="templates", level="warn", detail="not synced with Meta yet", fix=fix)
+        age, interval = wall.now() - synced, intervals.get(waba, 0.0)
+        found = catalog.templates([waba])
+        approved = sum(1 for t in found if t.status == "APPROVED")
+        detail = f"{len(found)} templates ({approved} approved), synced {age:.0f} s ago"
+        if interval and age > 2 * interval + 60:
+            return Check(
+                name="templates", level="warn", detail=f"{detail}: late (every {interval:.0f} s)", fix=fix
+            )
+        return Check(name="templates", level="ok", detail=detail)
+
+    return check
+
+
 async def _guarded(run: Callable[[Target], Awaitable[Check]], target: Target) -> Check:
     name = run.__name__.lstrip("_")
     try:
@@ -313,4 +345,4 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86_400:.0f} days"
 
 
-__all__ = ["Check", "Diagnosis", "Doctor", "Report", "Target"]
+__all__ = ["Check", "Diagnosis", "Doctor", "Report", "Target", "templates_check"]

@@ -68,6 +68,7 @@ from dispatcher.messages.template_sync import TemplateSync, WabaSync
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.callback_view import CallbackView
 from dispatcher.ops.cluster import ClusterView, SoleOwner
+from dispatcher.ops.doctor import templates_check
 from dispatcher.ops.fleet_view import FleetView, outbox_depth, watched_standing
 from dispatcher.ops.message_search import MessageSearch
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
@@ -473,6 +474,9 @@ async def _run_on_root(
                     webhook_base=PublicUrl(config.server.public_url, listening).get,
                     simulator_url=simulator_url,
                     drain_timeout=config.server.drain_timeout,
+                    templates=templates_check(
+                        template_sync, catalog, wall, {w.id: w.sync_interval for w in config.wabas}
+                    ),
                 )
                 numbers.register_fields(cloud_fields)
                 # Operators.

@@ -39,7 +39,7 @@ from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord
-from dispatcher.ops.doctor import Doctor, Target
+from dispatcher.ops.doctor import Doctor, Target, TemplatesCheck
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import Onboarding, WabaHandle
 from dispatcher.ops.onprem_provisioning import OnPremHandle
@@ -124,8 +124,10 @@ class NumberOps:
         webhook_base: Callable[[], str],
         simulator_url: str | None,
         drain_timeout: float,
+        templates: TemplatesCheck | None = None,
     ) -> None:
-        """``client``: the cold-path HTTP client for Graph; ``webhook_base``: this daemon's public URL."""
+        """``client``: the cold-path HTTP client for Graph; ``webhook_base``: this daemon's public URL;
+        ``templates``: the doctor's check of a WABA's template sync."""
         self.roster = roster
         self._buckets = buckets
         self._wall = wall
@@ -145,7 +147,9 @@ class NumberOps:
             pause_on=config.watch.pause_on,
         )
         self.graph_health = GraphHealth(wall=wall, warn_days=config.watch.version_warn_days)
-        self.doctor = Doctor(targets=self.targets, client=client, wall=wall, health=self.graph_health)
+        self.doctor = Doctor(
+            targets=self.targets, client=client, wall=wall, health=self.graph_health, templates=templates
+        )
         self.onboarding = Onboarding(
             buckets=buckets,
             wall=wall,

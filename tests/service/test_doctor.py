@@ -29,7 +29,7 @@ async def test_a_freshly_onboarded_number_is_healthy(tmp_path: Path) -> None:
     async with running_daemon(onboarding_config(tmp_path)) as (daemon, client):
         await onboard(daemon, client)
         checks = await examine(client)
-        assert list(checks) == ["token", "registered", "subscribed", "webhook", "graph"]
+        assert list(checks) == ["token", "registered", "subscribed", "webhook", "graph", "templates"]
         levels = {name: check["level"] for name, check in checks.items()}
         # The sandbox listens on http: Meta would call only https (a warning with the fix).
         assert levels == {
@@ -38,7 +38,9 @@ async def test_a_freshly_onboarded_number_is_healthy(tmp_path: Path) -> None:
             "subscribed": "ok",
             "webhook": "warn",
             "graph": "ok",
+            "templates": "ok",
         }
+        assert checks["templates"]["detail"].startswith("0 templates (0 approved), synced")
         assert checks["token"]["detail"] == "SYSTEM_USER token, never expires"
         assert "CONNECTED" in checks["registered"]["detail"]
         assert "public_url" in checks["webhook"]["fix"]
@@ -58,12 +60,15 @@ async def test_what_users_get_wrong_is_found_with_its_fix(tmp_path: Path) -> Non
         sim(daemon).graph_versions.expire(["v23.0"])
         # The app was unsubscribed from the WABA: no webhook would arrive.
         waba.subscribed = False
+        # The template sync's token lost its access to the WABA's templates.
+        daemon.template_sync.failures[WABA] = "(#200) Permissions error"
         checks = await examine(client)
         assert checks["token"]["level"] == "fail" and "not a system-user token" in checks["token"]["detail"]
         assert "system user" in checks["token"]["fix"]
         assert checks["graph"]["level"] == "fail" and "served it as v24.0" in checks["graph"]["detail"]
         assert checks["subscribed"]["level"] == "fail" and "no webhook" in checks["subscribed"]["detail"]
         assert "numbers register" in checks["subscribed"]["fix"]
+        assert checks["templates"]["level"] == "fail" and "Permissions error" in checks["templates"]["detail"]
         report = (await admin(client, "GET", "/doctor")).json()
         assert report["ok"] is False
         metrics = (await client.get("/metrics")).text
