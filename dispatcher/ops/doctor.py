@@ -13,6 +13,9 @@ Checks, in the order a number fails them:
 ``graph``       the Graph version: served by itself, not near its end of life;
 ``templates``   (when the daemon keeps a WABA's templates) the last sync is recent and good.
 
+An On-Prem number: ``webapp`` (its login works, every node's ``gateway_status`` is connected)
+and ``webhook`` (the webapp's settings post its webhooks to this daemon's route for it).
+
 Each check is ``ok``, ``warn`` or ``fail`` with what was found and how to fix it; a
 check that cannot run (Meta unreachable) is ``fail`` with the reason. Nothing is
 changed: the doctor only reads.
@@ -33,8 +36,10 @@ from dispatcher.channels.graph import GraphClient, GraphError
 from dispatcher.core.clock import WallClock
 from dispatcher.messages.catalog import TemplateCatalog
 from dispatcher.messages.template_sync import TemplateSync
+from dispatcher.ops import onprem_provisioning as onprem
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import NumberFields
+from dispatcher.ops.onprem_provisioning import OnPremHandle
 
 log = structlog.get_logger()
 
@@ -98,6 +103,17 @@ class Target:
     pin_required: bool = True
 
 
+@attrs.frozen
+class OnPremTarget:
+    """An On-Prem number as the doctor sees it: its webapp, through its actor."""
+
+    handle: OnPremHandle
+
+    @property
+    def number(self) -> str:
+        return self.handle.number
+
+
 TemplatesCheck = Callable[[str], Check | None]
 """A WABA's template sync verdict (None: the daemon keeps none for it)."""
 
@@ -108,6 +124,7 @@ class Doctor:
         self,
         *,
         targets: Callable[[], list[Target]],
+        onprem: Callable[[], list[OnPremTarget]] = list,
         client: httpx.AsyncClient,
         wall: WallClock,
         health: GraphHealth,
@@ -115,6 +132,7 @@ class Doctor:
     ) -> None:
         """``client``: for the request to our own webhook URL."""
         self._targets = targets
+        self._onprem = onprem
         self._client = client
         self._wall = wall
         self._health = health
@@ -124,7 +142,48 @@ class Doctor:
         """Every Cloud number (or only ``number``)."""
         targets = [t for t in self._targets() if number is None or t.number == number]
         found = [await self._one(t) for t in targets]
+        for target in self._onprem():
+            if number is None or target.number == number:
+                found.append(await self._onprem_one(target))
+        found.sort(key=lambda d: d.number)
         return Report(numbers=found, ok=all(d.level != "fail" for d in found))
+
+    async def _onprem_one(self, target: OnPremTarget) -> Diagnosis:
+        """An On-Prem number: its webapp answers (login, health) and posts its webhooks here."""
+        handle, checks = target.handle, []
+        register = f"wadispatch numbers register {handle.number}"
+        try:
+            nodes = await onprem.gateway_status(handle)
+        except onprem.OnPremError as exc:
+            fix = "check the number's endpoints, username and password (the login), and that the webapp runs"
+            checks.append(Check(name="webapp", level="fail", detail=str(exc), fix=fix))
+            return Diagnosis(number=handle.number, checks=checks)
+        connected = nodes.count("connected")
+        level: Level = "ok" if nodes and connected == len(nodes) else "warn" if connected else "fail"
+        fix = (
+            "" if level == "ok" else f"a node not connected: see its logs, or {register} after registering it"
+        )
+        checks.append(
+            Check(name="webapp", level=level, detail=f"gateway_status {', '.join(nodes) or '?'}", fix=fix)
+        )
+        try:
+            url = await onprem.webhook_url(handle)
+        except onprem.OnPremError as exc:
+            checks.append(Check(name="webhook", level="fail", detail=str(exc), fix=register))
+            return Diagnosis(number=handle.number, checks=checks)
+        if url != handle.webhook_url:
+            shown = "none" if not url else url.split("/webhooks/onprem/")[0] + "/..."
+            checks.append(
+                Check(
+                    name="webhook",
+                    level="fail",
+                    detail=f"the webapp posts its webhooks to {shown}",
+                    fix=register,
+                )
+            )
+        else:
+            checks.append(Check(name="webhook", level="ok", detail="the webapp posts its webhooks here"))
+        return Diagnosis(number=handle.number, checks=checks)
 
     async def _one(self, target: Target) -> Diagnosis:
         checks: list[Check] = []
@@ -345,4 +404,4 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86_400:.0f} days"
 
 
-__all__ = ["Check", "Diagnosis", "Doctor", "Report", "Target", "templates_check"]
+__all__ = ["Check", "Diagnosis", "Doctor", "OnPremTarget", "Report", "Target", "templates_check"]

@@ -22,9 +22,11 @@ from typing import Final
 
 import attrs
 import msgspec
+import trio
 
 from actors.transport import Response, TransportError
 
+CALL_TIMEOUT: Final = 30.0  # seconds for one call, its login included
 Call = Callable[[bytes, bytes, bytes], Awaitable[Response]]
 """``await call(method, target, body)``: a request to the number's webapp with its token."""
 
@@ -65,9 +67,12 @@ _node: Final = msgspec.json.Decoder(_Node)
 async def _request(handle: OnPremHandle, method: bytes, target: bytes, body: object = None) -> Response:
     payload = b"" if body is None else msgspec.json.encode(body)
     try:
-        resp = await handle.call(method, target, payload)
+        with trio.fail_after(CALL_TIMEOUT):  # the login included: a webapp refusing it never answers
+            resp = await handle.call(method, target, payload)
     except TransportError as exc:
         raise OnPremError(f"no answer from the webapp: {exc}") from exc
+    except trio.TooSlowError as exc:
+        raise OnPremError(f"no answer from the webapp in {CALL_TIMEOUT:g} s (is its login refused?)") from exc
     if resp.status >= 400:
         raise OnPremError(_error_text(resp))
     return resp
@@ -106,6 +111,33 @@ async def set_webhook(handle: OnPremHandle) -> None:
     await _request(handle, b"PATCH", b"/v1/settings/application", {"webhooks": {"url": handle.webhook_url}})
 
 
+class _Hooks(msgspec.Struct):
+    url: str | None = None
+
+
+class _Application(msgspec.Struct):
+    webhooks: _Hooks | None = None
+
+
+class _Settings(msgspec.Struct):
+    application: _Application | None = None
+
+
+class _SettingsAnswer(msgspec.Struct):
+    settings: _Settings | None = None
+
+
+async def webhook_url(handle: OnPremHandle) -> str | None:
+    """Where the webapp posts its webhooks now (``GET /v1/settings/application``)."""
+    resp = await _request(handle, b"GET", b"/v1/settings/application")
+    try:
+        answer = msgspec.json.decode(resp.body, type=_SettingsAnswer)
+    except msgspec.DecodeError as exc:
+        raise OnPremError(f"unreadable settings answer: {exc}") from exc
+    app = answer.settings.application if answer.settings else None
+    return app.webhooks.url if app and app.webhooks else None
+
+
 async def gateway_status(handle: OnPremHandle) -> list[str]:
     """``gateway_status`` of every node (one for a single instance; per node for HA/multiconnect)."""
     resp = await _request(handle, b"GET", b"/v1/health")
@@ -129,4 +161,5 @@ __all__ = [
     "register_account",
     "set_webhook",
     "verify_account",
+    "webhook_url",
 ]

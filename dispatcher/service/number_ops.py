@@ -39,7 +39,7 @@ from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord
-from dispatcher.ops.doctor import Doctor, Target, TemplatesCheck
+from dispatcher.ops.doctor import Doctor, OnPremTarget, Target, TemplatesCheck
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import Onboarding, WabaHandle
 from dispatcher.ops.onprem_provisioning import OnPremHandle
@@ -148,7 +148,12 @@ class NumberOps:
         )
         self.graph_health = GraphHealth(wall=wall, warn_days=config.watch.version_warn_days)
         self.doctor = Doctor(
-            targets=self.targets, client=client, wall=wall, health=self.graph_health, templates=templates
+            targets=self.targets,
+            onprem=self.onprem_targets,
+            client=client,
+            wall=wall,
+            health=self.graph_health,
+            templates=templates,
         )
         self.onboarding = Onboarding(
             buckets=buckets,
@@ -193,6 +198,11 @@ class NumberOps:
                 )
             )
         return found
+
+    def onprem_targets(self) -> list[OnPremTarget]:
+        """The running On-Prem numbers, as the doctor examines them."""
+        found = (self.onprem(n.number) for n in self.roster.numbers() if n.channel == "onprem")
+        return [OnPremTarget(handle) for handle in found if handle is not None]
 
     def onprem(self, number: str) -> OnPremHandle | None:
         """A configured On-Prem number's webapp, through its running actor (its login token)."""

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from dispatcher.service.daemon import Running
-from tests.helpers.daemon import ADMIN_SECTION, CLOUD, mixed_config, running_daemon
+from tests.helpers.daemon import ADMIN_SECTION, CLOUD, NUMBERS, mixed_config, running_daemon
 from tests.helpers.onboarding import ONBOARDED, WABA, admin, onboard, onboarding_config
 
 
@@ -45,7 +45,15 @@ async def test_a_freshly_onboarded_number_is_healthy(tmp_path: Path) -> None:
         assert "CONNECTED" in checks["registered"]["detail"]
         assert "public_url" in checks["webhook"]["fix"]
         everyone = (await admin(client, "GET", "/doctor")).json()
-        assert [d["number"] for d in everyone["numbers"]] == [ONBOARDED] and everyone["ok"] is True
+        # The sandbox's On-Prem numbers too: their webapps answer and post their webhooks here.
+        assert [d["number"] for d in everyone["numbers"]] == sorted([ONBOARDED, *NUMBERS])
+        assert everyone["ok"] is True
+        onprem = next(d for d in everyone["numbers"] if d["number"] == NUMBERS[0])
+        assert [(c["name"], c["level"]) for c in onprem["checks"]] == [("webapp", "ok"), ("webhook", "ok")]
+        assert daemon.simulator is not None
+        daemon.simulator.set_webhook_url(NUMBERS[0], "http://elsewhere.example/hook")
+        moved = (await admin(client, "GET", f"/doctor?number={NUMBERS[0].lstrip('+')}")).json()["numbers"][0]
+        assert moved["checks"][1]["level"] == "fail" and "numbers register" in moved["checks"][1]["fix"]
         assert (await admin(client, "GET", "/doctor?number=15559990000")).status_code == 404
 
 
