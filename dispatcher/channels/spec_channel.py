@@ -57,15 +57,22 @@ NOT_SUPPORTED: Final = 63021  # Twilio: the channel cannot carry this content
 WEBHOOK_ROUTE: Final = "/webhooks/channel"
 
 
+def webhook_key(loaded: LoadedSpec, settings: Mapping[str, str]) -> str:
+    """The secret a number's webhooks are checked with (its spec's ``signature.key``, filled in)."""
+    hook = loaded.spec.webhook
+    if hook is None or hook.signature.key is None:
+        return ""
+    constants = {f"setting.{k}": v for k, v in settings.items()}
+    return str(template.compile_text(hook.signature.key, constants)({}))
+
+
 def webhook_path(loaded: LoadedSpec, settings: Mapping[str, str], number: str) -> str:
     """Where a number of a spec kind takes its webhooks: ``/webhooks/channel/{kind}/{digits}``,
     and the secret as the last segment when the spec signs by path."""
     path = f"{WEBHOOK_ROUTE}/{loaded.kind}/{number.lstrip('+')}"
     hook = loaded.spec.webhook
-    if hook is not None and hook.signature.scheme == "path" and hook.signature.key is not None:
-        constants = {f"setting.{k}": v for k, v in settings.items()}
-        secret = str(template.compile_text(hook.signature.key, constants)({}))
-        path += "/" + quote(secret, safe="")
+    if hook is not None and hook.signature.scheme == "path":
+        path += "/" + quote(webhook_key(loaded, settings), safe="")
     return path
 
 
@@ -102,6 +109,11 @@ _FIELDS: Final[dict[str, _Field]] = {
         _template_values(p.template.params) if isinstance(p, parts.TemplatePart) else None
     ),
     "content_sid": lambda r, p: p.template.content_sid if isinstance(p, parts.TemplatePart) else None,
+    "template_text_parameters": lambda r, p: (
+        [{"type": "text", "text": v} for v in p.template.params]
+        if isinstance(p, parts.TemplatePart)
+        else None
+    ),
 }
 
 

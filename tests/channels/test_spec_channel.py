@@ -233,3 +233,41 @@ def test_the_webhook_path_carries_the_secret_for_path_signed_specs() -> None:
     assert loaded is not None
     path = webhook_path(loaded, {"webhook_secret": "a/b c"}, "+15550007777")
     assert path == "/webhooks/channel/vonage-sms/15550007777/a%2Fb%20c"
+
+
+def cloud_spec() -> SpecChannel:
+    loaded = load_registry().get("whatsapp-cloud")
+    assert loaded is not None
+    settings = {
+        "phone_number_id": "106540352242922",
+        "access_token": "EAA",
+        "app_secret": "s",
+        "api_version": "v23.0",
+    }
+    return SpecChannel(
+        loaded, settings=settings, number="+15550001", status_url=None, wall=FixedWall(), login=False
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"body": "héllo"},
+        {"body": "see this", "media_urls": ["https://example.com/cat.jpg"]},
+        {"body": "", "media_urls": ["https://example.com/report.pdf"]},
+        {"body": "", "template": TemplateSend("HX" + "1" * 32, "", "order_update", "pt_BR", ["Ana", "42"])},
+        {"body": "", "template": TemplateSend("HX" + "2" * 32, "", "hello_world", "en_US", [])},
+    ],
+)
+def test_the_cloud_spec_sends_what_the_hand_written_channel_sends(fields: dict[str, object]) -> None:
+    from dispatcher.channels.cloud import CloudChannel
+
+    message = record(to_number="+4915112345678", **fields)
+    _, hand_target, hand_body, _ = CloudChannel("106540352242922", "v23.0").encode(message)
+    method, target, body, head = cloud_spec().encode(message)
+    assert (method, target) == (b"POST", hand_target)
+    assert json.loads(body) == json.loads(hand_body)
+    assert (
+        dict(cloud_spec().authorize(head, method, target, body, b"Bearer EAA"))[b"authorization"]
+        == b"Bearer EAA"
+    )

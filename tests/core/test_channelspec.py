@@ -119,3 +119,34 @@ def test_templates_fold_constants_and_drop_optional_slots() -> None:
     assert render({"to": "+1555"}) == {"to": "+1555", "key": "K", "list": ["x{y}"], "n": 1}
     assert template.compile_text("{values}", {})({"values": ["a", "b"]}) == ["a", "b"]
     assert template.compile_text("Hi {name}!", {})({"name": "Ana"}) == "Hi Ana!"
+
+
+def test_a_wildcard_path_gathers_every_item() -> None:
+    path = paths.parse("entry[*].changes[*].value.statuses")
+    doc = {
+        "entry": [
+            {"changes": [{"value": {"statuses": [1, 2]}}, {"value": {}}]},
+            {"changes": [{"value": {"statuses": [3]}}]},
+        ]
+    }
+    assert path.every(doc) == [1, 2, 3]
+    assert path.get(doc) is None  # [*] reaches many places: only every() reads it
+    built: dict[str, object] = {}
+    path.put(built, ["s"])
+    assert path.every(built) == ["s"]
+    text = MINIMAL.replace('id_path = "id"', 'id_path = "data[*].id"')
+    with pytest.raises(SpecError, match=r"answer\.id_path: \[\*\] is only for the items of a webhook"):
+        loads(text, "acme.toml")
+
+
+def test_a_table_with_only_missing_placeholders_is_left_out() -> None:
+    render = template.compile_tree(
+        {"messages": [{"type": "image", "url": "{media_url}"}, {"type": "text", "text": "{caption?}"}]}, {}
+    )
+    assert render({"media_url": "u"}) == {"messages": [{"type": "image", "url": "u"}]}
+    assert render({"media_url": "u", "caption": "c"})["messages"][1] == {"type": "text", "text": "c"}  # type: ignore[index]
+
+
+def test_a_key_may_be_a_placeholder() -> None:
+    render = template.compile_tree({"type": "{media_kind}", "{media_kind}": {"link": "{media_url}"}}, {})
+    assert render({"media_kind": "video", "media_url": "u"}) == {"type": "video", "video": {"link": "u"}}

@@ -42,6 +42,7 @@ KIND_FIELDS: Final = {
         "template_namespace",
         "template_values",
         "template_values_json",
+        "template_text_parameters",
         "content_sid",
     },
 }
@@ -195,18 +196,28 @@ def _check(spec: Spec) -> re.Pattern[str] | None:
         _check_webhook(spec, names)
     if spec.simulator is not None:
         sim = spec.simulator
-        for key in ("accepted", "invalid_recipient", "rate_limited", "unauthorized"):
+        for key in (
+            "accepted",
+            "invalid_request",
+            "invalid_recipient",
+            "rate_limited",
+            "unauthorized",
+            "duplicate",
+        ):
             answer_tpl = getattr(sim, key)
-            names(answer_tpl.body, SIM_FIELDS, f"simulator.{key}.body")
-            names(answer_tpl.headers, SIM_FIELDS, f"simulator.{key}.headers")
-        if sim.walk and (spec.webhook is None or spec.webhook.status is None):
-            raise _Bad("simulator.walk: the spec has no [webhook.status] to report it")
+            if answer_tpl is not None:
+                names(answer_tpl.body, SIM_FIELDS, f"simulator.{key}.body")
+                names(answer_tpl.headers, SIM_FIELDS, f"simulator.{key}.headers")
+        for key in ("status_document", "inbound_document", "envelope"):
+            names(getattr(sim, key), SIM_FIELDS, f"simulator.{key}")
         status = spec.webhook.status if spec.webhook is not None else None
+        if (sim.walk or sim.failed_status) and status is None:
+            raise _Bad("simulator.walk: the spec has no [webhook.status] to report statuses")
         for i, name in enumerate(sim.walk):
             if status is not None and name not in status.map:
                 raise _Bad(f"simulator.walk[{i}]: {name!r} is not in webhook.status.map")
-        if spec.auth.login is not None and not sim.login_answer:
-            raise _Bad("simulator.login_answer: required when [auth.login] is used")
+        if sim.failed_status and status is not None and sim.failed_status not in status.map:
+            raise _Bad(f"simulator.failed_status: {sim.failed_status!r} is not in webhook.status.map")
     return recipient
 
 
@@ -302,6 +313,9 @@ def _check_webhook(spec: Spec, names: _Names) -> None:
                 _path(value, f"webhook.status.{key}")
         if status.when is not None:
             _path(status.when.path, "webhook.status.when.path")
+        for name in status.implies:
+            if name not in status.map.values():
+                raise _Bad(f"webhook.status.implies.{name}: not a Twilio status of webhook.status.map")
         for name, ours in status.map.items():
             if ours not in TWILIO_STATUSES:
                 raise _Bad(
@@ -333,9 +347,12 @@ def _check_webhook(spec: Spec, names: _Names) -> None:
 
 def _path(text: str, where: str) -> paths.Path:
     try:
-        return paths.parse(text)
+        parsed = paths.parse(text)
     except paths.PathError as exc:
         raise _Bad(f"{where}: {exc}") from None
+    if parsed.wild and not where.endswith(".items"):
+        raise _Bad(f"{where}: [*] is only for the items of a webhook")
+    return parsed
 
 
 def _tidy(message: str) -> str:

@@ -185,6 +185,11 @@ class StatusHook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     # The channel's error codes -> Twilio's; others fail with default_twilio_code.
     error_codes: dict[str, TwilioCode] = {}
     default_twilio_code: TwilioCode = 30008
+    # The channel's error codes are Twilio's own (an upstream Twilio account): passed on as they are.
+    twilio_codes: bool = False
+    # A status that implies an earlier one the channel may skip (WhatsApp: read implies delivered):
+    # the implied one is applied first.
+    implies: dict[str, Literal["sent", "delivered"]] = {}
 
 
 class InboundHook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -199,6 +204,10 @@ class InboundHook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     kinds: dict[str, str] = {}
     media_id: str | None = None
     media_type: str | None = None
+    # Our kinds whose message carries a file at media_id (a LINE sticker names a sticker, no file).
+    media_kinds: frozenset[Literal["image", "video", "audio", "document", "sticker"]] = frozenset(
+        {"image", "video", "audio", "document", "sticker"}
+    )
     timestamp: str | None = None
     # Unix seconds, milliseconds, or an ISO date and time (UTC unless it says otherwise).
     timestamp_unit: Literal["s", "ms", "datetime"] = "s"
@@ -228,24 +237,32 @@ class SimAnswer(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
 class Simulated(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """What the simulator serves for this kind, in the channel's own shapes (real payloads as data).
 
-    ``accepted``: a send taken; ``invalid_recipient``: the recipient is not on the channel;
-    ``rate_limited``: over the number's rate; ``unauthorized``: bad credentials. ``status`` and
-    ``inbound`` are webhook documents the simulator fills in at the paths ``[webhook]`` reads.
+    Answers: ``accepted`` (a send taken; ``{id}`` is the new message id), ``invalid_request``
+    (no kind of the spec matches it), ``invalid_recipient`` (not on the channel),
+    ``rate_limited``, ``unauthorized``, ``duplicate`` (a retry key seen before). Documents:
+    ``status_document``/``inbound_document`` are the channel's recorded payloads the
+    simulator writes each status or message into, at the paths ``[webhook]`` reads
+    (``envelope`` holds the keys around a list of ``items``).
     """
 
     accepted: SimAnswer
+    invalid_request: SimAnswer
     invalid_recipient: SimAnswer
     rate_limited: SimAnswer
     unauthorized: SimAnswer
-    # The recipient's place in a send: the body field (a path) or "" for the path template.
-    status_document: dict[str, object] = {}
-    inbound_document: dict[str, object] = {}
+    duplicate: SimAnswer | None = None
+    id_prefix: str = ""
     # The channel's status names the simulator walks an accepted message through.
     walk: list[str] = []
-    # The status name it reports for a recipient not on the channel, with that error code.
+    # A recipient not on the channel is accepted and then reported so (SMS gateways do);
+    # without failed_status it is refused at once with invalid_recipient.
     failed_status: str = ""
     failed_code: str = ""
-    login_answer: str = ""
+    # For ``address = "id"`` kinds: ids starting with this are not on the channel.
+    invalid_recipient_prefix: str = ""
+    status_document: BodyTemplate = {}
+    inbound_document: BodyTemplate = {}
+    envelope: BodyTemplate = {}
 
 
 class Spec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

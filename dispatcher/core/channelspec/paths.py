@@ -1,10 +1,12 @@
 """Dotted paths into decoded JSON or form payloads: ``messages[0].message-id``, ``source.userId``.
 
 A path is parsed once, at spec load (``parse``), into steps: a key (any characters but
-``.``, ``[`` and ``]``, so ``message-id`` and ``err-code`` need no quoting) or a list index.
-``get`` walks it and answers None where the payload has no such place (a missing key,
-a short list, a value of another type); ``put`` builds the place (the simulator writes the
-payloads a spec describes, the exact inverse of what the gateway reads).
+``.``, ``[`` and ``]``, so ``message-id`` and ``err-code`` need no quoting), a list index,
+or ``[*]`` (every item: only in the ``items`` of a webhook, e.g. Cloud's
+``entry[*].changes[*].value.statuses``). ``get`` walks it and answers None where the
+payload has no such place (a missing key, a short list, a value of another type);
+``every`` gathers what a path with ``[*]`` reaches; ``put`` builds the place (the simulator
+writes the payloads a spec describes, the exact inverse of what the gateway reads).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Final
 import attrs
 
 Step = str | int
+EVERY: Final = -1  # the ``[*]`` step
 
-_STEP: Final = re.compile(r"([^.\[\]]+)|\[(\d{1,4})\]")
-_WHOLE: Final = re.compile(r"^[^.\[\]]+(\[\d{1,4}\])*(\.[^.\[\]]+(\[\d{1,4}\])*)*$")
+_STEP: Final = re.compile(r"([^.\[\]]+)|\[(\d{1,4}|\*)\]")
+_WHOLE: Final = re.compile(r"^[^.\[\]]+(\[(\d{1,4}|\*)\])*(\.[^.\[\]]+(\[(\d{1,4}|\*)\])*)*$")
 
 
 class PathError(ValueError):
@@ -29,11 +32,17 @@ class Path:
     text: str
     steps: tuple[Step, ...]
 
+    @property
+    def wild(self) -> bool:
+        return EVERY in self.steps
+
     def get(self, doc: object) -> object:
-        """The value at this path in ``doc``, or None."""
+        """The value at this path in ``doc``, or None (a path with ``[*]``: use ``every``)."""
         node = doc
         for step in self.steps:
             if isinstance(step, int):
+                if step == EVERY:
+                    return None
                 if not isinstance(node, list) or step >= len(node):
                     return None
                 node = node[step]
@@ -45,10 +54,40 @@ class Path:
                     return None
         return node
 
+    def every(self, doc: object) -> list[object]:
+        """Everything this path reaches in ``doc``: a list's items at its end, and every item
+        at each ``[*]`` on the way (a value that is not a list at the end is one item)."""
+        nodes = [doc]
+        for step in self.steps:
+            reached: list[object] = []
+            for node in nodes:
+                if step == EVERY:
+                    if isinstance(node, list):
+                        reached.extend(node)
+                elif isinstance(step, int):
+                    if isinstance(node, list) and step < len(node):
+                        reached.append(node[step])
+                elif isinstance(node, dict) and (found := node.get(step)) is not None:
+                    reached.append(found)
+            nodes = reached
+        out: list[object] = []
+        for node in nodes:
+            if isinstance(node, list):
+                out.extend(node)
+            elif node is not None:
+                out.append(node)
+        return out
+
     def put(self, doc: dict[str, object], value: object) -> None:
+        """Set the value at this path in ``doc``, making the dicts and lists on the way
+        (``[*]`` writes the first item)."""
+        self._put(doc, value)
+
+    def _put(self, doc: dict[str, object], value: object) -> None:
         """Set the value at this path in ``doc``, making the dicts and lists on the way."""
         node: object = doc
-        for step, following in zip(self.steps, (*self.steps[1:], None), strict=True):
+        steps = tuple(0 if step == EVERY else step for step in self.steps)
+        for step, following in zip(steps, (*steps[1:], None), strict=True):
             fresh: object = value if following is None else ([] if isinstance(following, int) else {})
             if isinstance(step, int):
                 assert isinstance(node, list)
@@ -73,4 +112,7 @@ def parse(text: str) -> Path:
         return Path("", ())
     if not _WHOLE.match(text):
         raise PathError(f"not a path: {text!r} (expected key(.key|[index])*)")
-    return Path(text, tuple(key if key else int(index) for key, index in _STEP.findall(text)))
+    return Path(
+        text,
+        tuple(key if key else (EVERY if index == "*" else int(index)) for key, index in _STEP.findall(text)),
+    )

@@ -74,6 +74,8 @@ def check(template: object, allowed: frozenset[str], where: str) -> list[tuple[s
             names.append((name, where))
     elif isinstance(template, dict):
         for key, value in template.items():
+            if "{" in key:
+                names += check(key, allowed, f"{where} (the key {key!r})")
             names += check(value, allowed, f"{where}.{key}")
     elif isinstance(template, list):
         for i, value in enumerate(template):
@@ -160,26 +162,52 @@ def compile_text(text: str, constants: Values) -> Render:
 
 
 def compile_tree(template: object, constants: Values) -> Render:
-    """A body template (table, array, strings, numbers) as a function of the send's values."""
+    """A body template (table, array, strings, numbers) as a function of the send's values.
+
+    A table whose every placeholder-bearing value is missing is missing itself (dropped
+    from its table or array): ``{ type = "text", text = "{caption?}" }`` in a list of
+    messages goes only when there is a caption; so is an array of placeholders left empty
+    (a template's ``components`` without parameters).
+    """
+    return _tree(template, constants)[0]
+
+
+def _key(key: str, constants: Values) -> str | Render:
+    """A table key: literal text, or a template (``"{media_kind}" = {...}``) rendered per send."""
+    if "{" not in key and "}" not in key:
+        return key
+    render = compile_text(key, constants)
+    fixed = render({}) if all(name in constants for name, _ in slots(key)) else None
+    return str(fixed) if isinstance(fixed, str) else render
+
+
+def _tree(template: object, constants: Values) -> tuple[Render, bool]:
+    """The render of ``template`` and whether it holds placeholders once ``constants`` are in."""
     if isinstance(template, str):
-        return compile_text(template, constants)
+        free = any(name not in constants for name, _ in slots(template))
+        return compile_text(template, constants), free
     if isinstance(template, dict):
-        fields = [(key, compile_tree(value, constants)) for key, value in template.items()]
+        fields = [(_key(key, constants), *_tree(value, constants)) for key, value in template.items()]
+        holds = any(free for _, _, free in fields)
 
         def table(values: Values) -> object:
             out: dict[str, object] = {}
-            for key, render in fields:
+            live = False
+            for key, render, free in fields:
                 value = render(values)
                 if value is not MISSING:
-                    out[key] = value
-            return out
+                    out[key if isinstance(key, str) else str(key(values))] = value
+                    live = live or free
+            return out if live or not holds else MISSING
 
-        return table
+        return table, holds
     if isinstance(template, list):
-        items = [compile_tree(value, constants) for value in template]
+        items = [_tree(value, constants) for value in template]
+        fills = any(free for _, free in items)
 
         def array(values: Values) -> object:
-            return [v for v in (render(values) for render in items) if v is not MISSING]
+            out = [v for v in (render(values) for render, _ in items) if v is not MISSING]
+            return MISSING if fills and not out else out
 
-        return array
-    return lambda values: template
+        return array, fills
+    return (lambda values: template), False
