@@ -98,17 +98,22 @@ def status_changed(txn: WriteTxn, record: MessageRecord, now: float) -> None:
         )
 
 
+def channel_name(record: MessageRecord) -> str:
+    """Twilio's ``ChannelPrefix``: the channel that carried the message (``whatsapp``, ``line``, ``sms``)."""
+    return record.address_prefix.rstrip(":") or "sms"
+
+
 def status_params(record: MessageRecord) -> Params:
     """Twilio's status callback form for a WhatsApp message."""
     params: Params = [
         ("MessageSid", record.sid),
         ("SmsSid", record.sid),
         ("AccountSid", record.account_sid),
-        ("From", CHANNEL_PREFIX + record.from_number),
-        ("To", CHANNEL_PREFIX + record.to_number),
+        ("From", record.address_prefix + record.from_number),
+        ("To", record.address_prefix + record.to_number),
         ("MessageStatus", record.status),
         ("SmsStatus", record.status),
-        ("ChannelPrefix", "whatsapp"),
+        ("ChannelPrefix", channel_name(record)),
         ("ChannelToAddress", record.to_number),
         ("StructuredMessage", "false"),
         ("ApiVersion", API_VERSION),
@@ -134,8 +139,8 @@ def inbound_params(
         ("SmsMessageSid", record.sid),
         ("SmsSid", record.sid),
         ("AccountSid", record.account_sid),
-        ("From", CHANNEL_PREFIX + record.from_number),
-        ("To", CHANNEL_PREFIX + record.to_number),
+        ("From", record.address_prefix + record.from_number),
+        ("To", record.address_prefix + record.to_number),
         ("Body", record.body),
         ("NumMedia", str(len(media_urls))),
         ("NumSegments", "1"),
@@ -146,6 +151,8 @@ def inbound_params(
         ("WaId", record.from_number.lstrip("+")),
         ("ApiVersion", API_VERSION),
     ]
+    if record.address_prefix != CHANNEL_PREFIX:
+        params.remove(("WaId", record.from_number.lstrip("+")))  # WhatsApp's id of the sender only
     for i, (url, item) in enumerate(zip(media_urls, record.media, strict=True)):
         params.append((f"MediaUrl{i}", url))
         params.append((f"MediaContentType{i}", item.content_type))
@@ -158,7 +165,7 @@ def inbound_params(
         ("ButtonPayload", event.button_payload),
         ("ListId", event.list_id),
         ("OriginalRepliedMessageSid", replied_sid),
-        ("OriginalRepliedMessageSender", CHANNEL_PREFIX + record.to_number if replied_sid else None),
+        ("OriginalRepliedMessageSender", record.address_prefix + record.to_number if replied_sid else None),
         ("Forwarded", "true" if event.forwarded else None),
         ("FrequentlyForwarded", "true" if event.frequently_forwarded else None),
     )

@@ -14,6 +14,7 @@ sent still apply. It leaves that list when a later reload configures it again.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from typing import final
 
@@ -30,6 +31,19 @@ class CloudHook:
 
 
 @attrs.frozen
+class SpecHook:
+    """A number of a spec channel kind: its kind (the webhook route names it), the secret its
+    webhooks are checked with, and how its addresses read in the Twilio API."""
+
+    kind: str
+    key: str = attrs.field(repr=False)
+    # The channel's address prefix ("line:"; "" for SMS) and, for channels whose customers
+    # are not phone numbers, the pattern of their ids.
+    prefix: str = ""
+    recipient: re.Pattern[str] | None = None
+
+
+@attrs.frozen
 class NumberInfo:
     number: str
     account_sid: str
@@ -39,6 +53,7 @@ class NumberInfo:
     webhook_auth: str = "path"  # "path" | "header": where WhatsApp's webhooks carry the secret
     webhook_header: str = "X-Webhook-Secret"
     cloud: CloudHook | None = None  # a Cloud API number (its webhooks come to /webhooks/cloud/...)
+    spec: SpecHook | None = None  # a number of a spec kind (its webhooks come to /webhooks/channel/...)
     # Free-form only inside the customer's 24 h window (63016). The config's default is
     # on (off for simulated numbers): see service.fleet.number_info.
     enforce_window: bool = False
@@ -47,6 +62,11 @@ class NumberInfo:
     window_template: str | None = None
     window_variable: str = "1"
     waba: str | None = None  # its WhatsApp Business Account: the synced templates it may send
+
+    @property
+    def prefix(self) -> str:
+        """How the number's addresses read in the Twilio API: ``whatsapp:``, or its spec's prefix."""
+        return self.spec.prefix if self.spec is not None else "whatsapp:"
 
 
 def _digits(number: str) -> str:

@@ -193,7 +193,7 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     sid: str
     account_sid: str
     from_number: str  # E.164, no channel prefix
-    to_number: str  # E.164, no channel prefix
+    to_number: str  # E.164 or the channel's id of the customer (LINE), no channel prefix
     body: str = ""
     status: str = "queued"
     direction: str = "outbound-api"
@@ -224,6 +224,8 @@ class MessageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     # When its status webhooks said so (the console's timeline; date_sent and date_updated say the rest).
     date_delivered: float | None = None
     date_read: float | None = None
+    # How its addresses read in the Twilio API: the channel's prefix ("line:"; "" for SMS).
+    address_prefix: str = "whatsapp:"
 
 
 class OutboxEntry(msgspec.Struct, array_like=True, frozen=True):

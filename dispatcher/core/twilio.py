@@ -2,7 +2,8 @@
 
 Shapes follow twilio-oai's ``api.v2010.account.message`` schema: counts are
 strings, dates are RFC 2822 with ``+0000`` (twilio-python ignores the offset
-and reads them as UTC), addresses carry the ``whatsapp:`` channel prefix.
+and reads them as UTC), addresses carry their channel's prefix (``whatsapp:``, ``line:``; none
+for SMS).
 """
 
 from __future__ import annotations
@@ -81,14 +82,14 @@ def render_message(record: MessageRecord) -> MessageResource:
         direction=record.direction,
         error_code=record.error_code,
         error_message=record.error_message,
-        from_=CHANNEL_PREFIX + record.from_number,
+        from_=record.address_prefix + record.from_number,
         messaging_service_sid=record.messaging_service_sid,
         num_media=str(record.num_media),
         num_segments=str(record.num_segments),
         sid=record.sid,
         status=record.status,
         subresource_uris=SubresourceUris(media=uri[: -len(".json")] + "/Media.json"),
-        to=CHANNEL_PREFIX + record.to_number,
+        to=record.address_prefix + record.to_number,
         uri=uri,
         fallback_sid=msgspec.UNSET if record.fallback_sid is None else record.fallback_sid,
         primary_sid=msgspec.UNSET if record.primary_sid is None else record.primary_sid,

@@ -29,7 +29,7 @@ from dispatcher.core.buckets import Buckets
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import Params, first, invalid
 from dispatcher.core.store import Store
-from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
+from dispatcher.core.twilio import TwilioError
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
@@ -179,11 +179,15 @@ def _ms(record: MessageRecord) -> int:
     return int(record.date_created * 1000)
 
 
+_PREFIX: Final = re.compile(r"^[a-z][a-z0-9-]{0,19}:")
+
+
 def _address(value: str | None) -> str | None:
     if value is None:
         return None
     raw = value.strip()
-    return raw[len(CHANNEL_PREFIX) :] if raw.startswith(CHANNEL_PREFIX) else raw
+    match = _PREFIX.match(raw)  # whatsapp:, line:...: records keep addresses without their prefix
+    return raw[match.end() :] if match is not None else raw
 
 
 def _parse_int(params: Params, name: str, default: int, *, minimum: int) -> int:

@@ -33,6 +33,8 @@ from dispatcher.messages.templates import TemplateRegistry
 
 MAX_BODY_CHARS: Final = 1600  # Twilio's limit for a (concatenated) message body, in characters
 _E164: Final = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_PREFIX: Final = re.compile(r"^[a-z][a-z0-9-]{0,19}:")
+_CHANNEL_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Parsed addresses kept (cleared when full): senders and repeat recipients parse once.
 _ADDRESS_CACHE: Final = 4096
 
@@ -82,14 +84,45 @@ class PlainSend(Protocol):
     def status_callback(self) -> str | None: ...
 
 
-def parse_address(value: str, *, field: str, code: int) -> str:
-    """``whatsapp:+15551234567`` (or bare E.164) -> ``+15551234567``."""
+def parse_address(value: str, *, field: str, code: int) -> tuple[str, str]:
+    """An address and its channel prefix: ``whatsapp:+15551234567`` -> ``("whatsapp:", "+15551234567")``,
+    bare E.164 (SMS) -> ``("", "+15551234567")``, ``line:U4af4...`` -> ``("line:", "U4af4...")``.
+
+    A phone number must be E.164; another channel's id (a LINE user id) must at least look like
+    an id here, and is checked against its channel's pattern once the sender is known.
+    """
     raw = value.strip()
-    if raw.startswith(CHANNEL_PREFIX):
-        raw = raw[len(CHANNEL_PREFIX) :]
-    if not _E164.match(raw):
-        raise TwilioError(400, code, f"The '{field}' number {value} is not a valid phone number.")
-    return raw
+    prefix = ""
+    match = _PREFIX.match(raw)
+    if match is not None:
+        prefix, raw = match[0], raw[match.end() :]
+    if _E164.match(raw) or (prefix not in ("", CHANNEL_PREFIX) and _CHANNEL_ID.match(raw)):
+        return prefix, raw
+    raise TwilioError(400, code, f"The '{field}' number {value} is not a valid phone number.")
+
+
+def _check_channel(info: NumberInfo, to: tuple[str, str], from_prefix: str, raw_to: str) -> None:
+    """To and From are addresses of the sender's channel (21910), a channel id of its form (21211).
+
+    A WhatsApp or SMS address may come without its prefix, as Twilio takes them."""
+    expected = info.prefix
+    for prefix in (to[0], from_prefix):
+        if prefix and prefix != expected:
+            raise TwilioError(
+                400, 21910, "Invalid From and To pair. From and To should be of the same channel."
+            )
+    pattern = info.spec.recipient if info.spec is not None else None
+    if pattern is not None:
+        if not to[0]:
+            raise TwilioError(
+                400, 21910, "Invalid From and To pair. From and To should be of the same channel."
+            )
+        if pattern.fullmatch(to[1]) is None:
+            raise TwilioError(
+                400, 21211, f"The 'To' address {raw_to} is not a valid {expected.rstrip(':')} id."
+            )
+    elif to[0] not in ("", CHANNEL_PREFIX) and not _E164.match(to[1]):  # (E.164 checked by parse otherwise)
+        raise TwilioError(400, 21211, f"The 'To' number {raw_to} is not a valid phone number.")
 
 
 def _missing_to() -> TwilioError:
@@ -161,7 +194,7 @@ class CreateRules:
         self._services = services
         self._draining = draining
         self._max_body_chars = max_body_chars
-        self._addresses: dict[str, str] = {}
+        self._addresses: dict[str, tuple[str, str]] = {}
 
     def reload(self, services: Services, max_body_chars: int) -> None:
         """A live reload's ``[[services]]`` and ``[messaging] max_body`` (the directory and the
@@ -193,18 +226,20 @@ class CreateRules:
         """Every create rule, Twilio's error code for the first broken one; nothing is written."""
         if not req.to:
             raise _missing_to()
-        to = self._address(req.to, field="To", code=21211)
+        to_address = self._address(req.to, field="To", code=21211)
+        to = to_address[1]
         service = None
         if req.messaging_service_sid:
             service = self._services.get(account_sid, req.messaging_service_sid)
         now = self._wall.now()
         if req.from_:
-            from_ = self._address(req.from_, field="From", code=21212)
+            from_prefix, from_ = self._address(req.from_, field="From", code=21212)
         elif service is not None:
-            from_ = self._services.pick(service, to, now)
+            from_prefix, from_ = "", self._services.pick(service, to, now)
         else:
             raise _missing_from()
         info = self._sender(account_sid, from_, req.from_)
+        _check_channel(info, to_address, from_prefix, req.to)
         if to == from_:
             raise _same_number(req.to)
         content = compose(
@@ -240,6 +275,7 @@ class CreateRules:
             messaging_service_sid=service.sid if service is not None else None,
             fallback=plan,
             primary_sid=req.primary_sid,
+            address_prefix=info.prefix,
         )
         if refused:
             _refuse_for_window(record)
@@ -265,7 +301,7 @@ class CreateRules:
             return None  # the common create: nothing to work out
         fallback_sender = None
         if req.fallback.from_:
-            fallback_sender = self._address(req.fallback.from_, field="FallbackFrom", code=21212)
+            fallback_sender = self._address(req.fallback.from_, field="FallbackFrom", code=21212)[1]
             self._number(account_sid, fallback_sender, req.fallback.from_)  # drained now is fine later
         return fallback_plan.plan(
             req.fallback,
@@ -286,7 +322,7 @@ class CreateRules:
         What a batch shares is worked out once per batch rather than per message:
         each From's number (account, draining), each StatusCallback's syntax, the sids.
         """
-        senders: dict[str, tuple[str, NumberInfo]] = {}
+        senders: dict[str, tuple[str, str, NumberInfo]] = {}
         callbacks: set[str] = set()
         sids = SidBatch("SM", len(requests))
         out: list[MessageRecord | TwilioError] = []
@@ -301,22 +337,25 @@ class CreateRules:
         self,
         account_sid: str,
         req: PlainSend,
-        senders: dict[str, tuple[str, NumberInfo]],
+        senders: dict[str, tuple[str, str, NumberInfo]],
         callbacks: set[str],
         sids: SidBatch,
     ) -> MessageRecord:
         if not req.to:
             raise _missing_to()
-        to = self._address(req.to, field="To", code=21211)
+        to_address = self._address(req.to, field="To", code=21211)
+        to = to_address[1]
         now = self._wall.now()
         raw_from = req.from_
         if not raw_from:
             raise _missing_from()
         sender = senders.get(raw_from)
         if sender is None:
-            from_ = self._address(raw_from, field="From", code=21212)
-            sender = senders[raw_from] = (from_, self._sender(account_sid, from_, raw_from))
-        from_, info = sender
+            from_prefix, from_ = self._address(raw_from, field="From", code=21212)
+            sender = senders[raw_from] = (from_prefix, from_, self._sender(account_sid, from_, raw_from))
+        from_prefix, from_, info = sender
+        if to_address[0] or from_prefix or info.spec is not None:
+            _check_channel(info, to_address, from_prefix, req.to)
         if to == from_:
             raise _same_number(req.to)
         body, template = text_content(
@@ -342,6 +381,7 @@ class CreateRules:
             date_updated=now,
             status_callback=callback or info.status_callback,
             template=template,
+            address_prefix=info.prefix,
         )
         if plan is not None:
             record.fallback = plan
@@ -352,7 +392,7 @@ class CreateRules:
             record.num_segments = parts.num_segments(record)
         return record
 
-    def _address(self, value: str, *, field: str, code: int) -> str:
+    def _address(self, value: str, *, field: str, code: int) -> tuple[str, str]:
         """``parse_address``, remembered for valid values."""
         parsed = self._addresses.get(value)
         if parsed is None:

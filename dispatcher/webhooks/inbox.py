@@ -51,6 +51,8 @@ class InboxNumber(Protocol):
     def status_callback(self) -> str | None: ...
     @property
     def inbound_url(self) -> str | None: ...
+    @property
+    def prefix(self) -> str: ...
 
 
 @attrs.frozen
@@ -196,6 +198,7 @@ class Inbox:
             media=[
                 StoredMedia(new_sid("ME", slot), m.media_id, m.content_type, event.kind) for m in event.media
             ],
+            address_prefix=info.prefix,
         )
         ledger.insert(txn, record)
         txn.put(b"wamid", ledger.wamid_key(event.channel_id), sid.encode())

@@ -82,7 +82,8 @@ class TwimlReplies:
         now = self._wall.now()
         records: list[MessageRecord] = []
         for reply in replies:
-            if reply.to is not None and reply.to.removeprefix("whatsapp:") != entry.customer:
+            prefix = info.prefix if info is not None else "whatsapp:"
+            if reply.to is not None and reply.to.removeprefix(prefix) != entry.customer:
                 log.warning("twiml.reply_ignored", number=entry.number, sid=entry.sid, reason="other to")
                 continue
             if len(reply.body) > MAX_REPLY_BODY:
@@ -110,6 +111,7 @@ class TwimlReplies:
                 date_created=now,
                 date_updated=now,
                 status_callback=info.status_callback if info is not None else None,
+                address_prefix=prefix,
             )
             records.append(apply_content(record, content, start=now))
 

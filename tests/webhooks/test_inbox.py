@@ -27,6 +27,7 @@ class Info:
     account_sid: str = ACCOUNT
     status_callback: str | None = "https://app.example/status"
     inbound_url: str | None = "https://app.example/inbound"
+    prefix: str = "whatsapp:"
 
 
 def make_inbox(store: Store) -> Inbox:
