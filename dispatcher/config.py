@@ -582,10 +582,8 @@ def _validate_spec_number(num: NumberConfig, where: str, registry: Registry, pub
             raise ConfigError(
                 f"{where}.settings.{key}: required by {num.channel} ({setting.description or key})"
             )
-    if num.simulated:
-        raise ConfigError(
-            f"{where}.simulated: the embedded simulator does not serve {num.channel} numbers yet"
-        )
+    if num.simulated and spec.simulator is None:
+        raise ConfigError(f"{where}.simulated: the {num.channel} spec has no [simulator] section")
     if not num.simulated and not num.endpoints and spec.base_url is None:
         raise ConfigError(f"{where}.endpoints: the {num.channel} spec names no base_url: give the API's URL")
     if not num.simulated and public_url is None and _needs_status_url(spec):

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from actors.supervisor import Supervisor
+from dispatcher.channels.spec_webhook import SpecWebhooks
 from dispatcher.config import MediaConfig
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
@@ -38,6 +39,7 @@ from dispatcher.frontdoor.content_routes import register_content_routes
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.media import register_media_routes
 from dispatcher.frontdoor.pages import encode_page
+from dispatcher.frontdoor.spec_routes import install as install_spec_webhooks
 from dispatcher.messages import listing
 from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.content import ContentLibrary
@@ -90,6 +92,8 @@ def make_app(
     content: ContentLibrary | None = None,
     waba_templates: WabaTemplates | None = None,
     cluster: ClusterView | None = None,
+    spec_webhooks: SpecWebhooks | None = None,
+    public_url: str | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
@@ -208,6 +212,8 @@ def make_app(
 
     register_media_routes(app, auth=auth, gateway=gateway, handoff=handoff, config=media)
     install_cloud_webhooks(app, directory, cloud_hooks)
+    if spec_webhooks is not None:
+        install_spec_webhooks(app, directory, cloud_hooks, spec_webhooks, public_url=public_url)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -27,6 +27,7 @@ from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
 from actors.transport import Transport
 from dispatcher.channels.graph_templates import GraphTemplates
+from dispatcher.channels.spec_webhook import SpecWebhooks
 from dispatcher.config import (
     CallbacksConfig,
     Config,
@@ -391,12 +392,14 @@ async def _run_on_root(
                     wabas={w.id: _waba_sync(w, graph_client, sandbox) for w in config.wabas},
                     wall=wall,
                 )
+                channels = channel_registry(config)
+                spec_webhooks = SpecWebhooks(channels)
                 fleet = Fleet(
                     buckets=buckets,
                     wall=wall,
                     make_transport=make_transport,
                     simulator_url=sandbox.url if sandbox is not None else None,
-                    channels=channel_registry(config),
+                    channels=channels,
                     public_url=config.server.public_url,
                     templates=catalog,
                 )
@@ -420,7 +423,7 @@ async def _run_on_root(
                     buckets=buckets,
                     wall=wall,
                     supervisor=supervisor,
-                    numbers=[number_info(n) for n in roster.numbers()],
+                    numbers=[number_info(n, channels) for n in roster.numbers()],
                     accounts=gateway_accounts(config),
                     api_keys=api_keys(config),
                     templates=TemplateRegistry(
@@ -496,6 +499,7 @@ async def _run_on_root(
                         sandbox=sandbox,
                         url_guard=url_guard,
                         roster=roster,
+                        spec_webhooks=spec_webhooks,
                     )
                 )
                 ops = Operations(
@@ -544,6 +548,8 @@ async def _run_on_root(
                     templates=messaging.templates,
                     directory=directory,
                     cloud_hooks=CloudWebhooks(buckets=buckets, wall=wall, inbox=inbox, fields=cloud_fields),
+                    spec_webhooks=spec_webhooks,
+                    public_url=config.server.public_url,
                     handoff=handoff,
                     supervisor=supervisor,
                     ops=ops,
@@ -622,7 +628,7 @@ async def _run_on_root(
                         listening.bound(url)
                         if sandbox is not None:
                             for num in config.numbers:
-                                sandbox.register(num)
+                                sandbox.register(num, fleet.spec_of(num))
                         await work.start(supervisor.run)
                         await work.start(messaging.scheduler.run)
                         await work.start(messaging.fallbacks.run)

@@ -19,12 +19,12 @@ from actors.number import NumberActor
 from actors.template_gate import TemplateGate
 from actors.transport import Transport
 from actors.unrecorded import Unrecorded
-from dispatcher.channels.spec_channel import webhook_path
+from dispatcher.channels.spec_channel import webhook_key, webhook_path
 from dispatcher.config import Config, NumberConfig, cloud_base_url
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.channelspec.load import LoadedSpec, Registry, load_registry
 from dispatcher.core.clock import WallClock
-from dispatcher.core.directory import CloudHook, NumberInfo
+from dispatcher.core.directory import CloudHook, NumberInfo, SpecHook
 from dispatcher.service.numbers import build_actor, spec_settings
 
 log = structlog.get_logger()
@@ -37,7 +37,10 @@ def gateway_accounts(config: Config) -> dict[str, str]:
     return {a.sid: a.auth_token.resolve("auth_token") for a in config.accounts}
 
 
-def number_info(num: NumberConfig) -> NumberInfo:
+def number_info(num: NumberConfig, channels: Registry | None = None) -> NumberInfo:
+    """The directory's entry of ``num``; ``channels``: the specs its kind may be (default: shipped)."""
+    spec = spec_hook(num, channels)
+    whatsapp = spec is None or spec.prefix == "whatsapp:"
     return NumberInfo(
         number=num.number,
         account_sid=num.account,
@@ -46,11 +49,28 @@ def number_info(num: NumberConfig) -> NumberInfo:
         inbound_url=num.inbound_url,
         webhook_auth=num.webhook_auth,
         webhook_header=num.webhook_header,
-        enforce_window=num.enforce_window if num.enforce_window is not None else not num.simulated,
+        enforce_window=num.enforce_window
+        if num.enforce_window is not None
+        else whatsapp and not num.simulated,
         cloud=cloud_hook(num),
         window_template=num.window_template,
         window_variable=num.window_variable,
         waba=num.waba,
+        spec=spec,
+    )
+
+
+def spec_hook(num: NumberConfig, channels: Registry | None) -> SpecHook | None:
+    """A spec kind's number: its webhook secret and its addresses (None for On-Prem and Cloud)."""
+    if num.channel in ("onprem", "cloud"):
+        return None
+    loaded = (channels if channels is not None else load_registry()).get(num.channel)
+    assert loaded is not None, f"config.validate() checks that {num.channel} is a known kind"
+    return SpecHook(
+        kind=loaded.kind,
+        key=webhook_key(loaded, spec_settings(num, loaded)),
+        prefix=loaded.spec.prefix,
+        recipient=loaded.recipient,
     )
 
 
@@ -117,6 +137,10 @@ class Fleet:
         )
         self._transports[id(actor)] = transport
         return actor
+
+    def info(self, num: NumberConfig) -> NumberInfo:
+        """The directory's entry of ``num``, its spec kind read from the channel specs in force."""
+        return number_info(num, self._channels)
 
     def spec_of(self, num: NumberConfig) -> LoadedSpec | None:
         """The channel spec of a number of a spec kind (None for On-Prem and Cloud numbers)."""

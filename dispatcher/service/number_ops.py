@@ -43,7 +43,7 @@ from dispatcher.ops.doctor import Doctor, OnPremTarget, Target, TemplatesCheck
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import Onboarding, WabaHandle
 from dispatcher.ops.onprem_provisioning import OnPremHandle
-from dispatcher.service.fleet import Fleet, number_info
+from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import cloud_pace
 from dispatcher.service.reload import retire
 from dispatcher.service.roster import Roster
@@ -210,7 +210,7 @@ class NumberOps:
         actor = self._supervisor.actor(number)
         if num is None or num.channel != "onprem" or actor is None:
             return None
-        info = number_info(num)
+        info = self._fleet.info(num)
         digits = number.lstrip("+")
         path = f"{digits}/{info.webhook_secret}" if num.webhook_auth == "path" else digits
         url = f"{self._webhook_base().rstrip('/')}/webhooks/onprem/{path}"
@@ -265,7 +265,7 @@ class NumberOps:
         running = self._supervisor.actor(record.number)
         previous = self.roster.get(record.number)
         self.roster.add_onboarded(num)
-        self._directory.reload(number_info(n) for n in self.roster.numbers())
+        self._directory.reload(self._fleet.info(n) for n in self.roster.numbers())
         if running is not None and previous == num:
             return "its actor already runs"
         actor = self._fleet.build(num)
@@ -282,7 +282,7 @@ class NumberOps:
             return "runs from the config file: remove it from [[numbers]] and reload to stop it"
         if self.roster.remove_onboarded(number) is None:
             return "it was not running"
-        self._directory.reload(number_info(n) for n in self.roster.numbers())
+        self._directory.reload(self._fleet.info(n) for n in self.roster.numbers())
         if self._supervisor.actor(number) is None:
             return "it was not running"
         left = await retire(self._supervisor, self._fleet, number, timeout=self._drain_timeout)

@@ -33,6 +33,7 @@ import structlog
 import trio
 
 from actors.supervisor import Supervisor
+from dispatcher.channels.spec_webhook import SpecWebhooks
 from dispatcher.config import CallbacksConfig, Config, ConfigError, NumberConfig, Secret, channel_registry
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.directory import Directory
@@ -99,12 +100,14 @@ class Reloader:
         sandbox: Sandbox | None = None,
         url_guard: UrlGuard | None = None,
         roster: Roster | None = None,
+        spec_webhooks: SpecWebhooks | None = None,
         poll_interval: float = 0.05,
     ) -> None:
         """``load`` re-reads the config; the rest is what a reload changes. ``sandbox``: the embedded
         simulator, if this process runs one (simulated numbers can be added only then); ``roster``: the
         numbers running, the config's and the onboarded ones (a reload replaces the config's)."""
         self._load = load
+        self._spec_webhooks = spec_webhooks
         self.config = config
         self._buckets = buckets
         self._supervisor = supervisor
@@ -172,11 +175,14 @@ class Reloader:
             restart.append("callbacks")
 
         # Intake first: removed numbers refuse new messages from here on (their webhooks still apply).
-        self._directory.reload(number_info(num) for num in new_numbers.values())
+        channels = channel_registry(new)  # checked by config.validate already
+        self._directory.reload(number_info(num, channels) for num in new_numbers.values())
         self._auth.reload(gateway_accounts(new), api_keys(new))
         self._rules.reload(Services(new.services, self._buckets), new.messaging.max_body)
         self._registry.reload(templates)
-        self._fleet.reload_channels(channel_registry(new))  # checked by config.validate already
+        self._fleet.reload_channels(channels)
+        if self._spec_webhooks is not None:
+            self._spec_webhooks.reload(channels)
         if self._url_guard is not None and old.callbacks.allow_private != new.callbacks.allow_private:
             self._url_guard.set_allow(new.callbacks.allow_private)
         self.config = new
@@ -226,7 +232,7 @@ class Reloader:
 
     def _register_simulated(self, num: NumberConfig) -> None:
         if self._sandbox is not None:
-            self._sandbox.register(num)
+            self._sandbox.register(num, self._fleet.spec_of(num))
 
     async def _retire(self, number: str, timeout: float) -> None:
         await retire(self._supervisor, self._fleet, number, timeout=timeout, poll=self._poll)

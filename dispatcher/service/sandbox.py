@@ -15,14 +15,18 @@ import msgspec
 import structlog
 import trio
 
+from dispatcher.channels.spec_channel import webhook_path
 from dispatcher.config import NumberConfig, SimulatorConfig, WabaConfig, parse_listen
+from dispatcher.core.channelspec.load import LoadedSpec
 from dispatcher.service.fleet import number_info
+from dispatcher.service.numbers import spec_settings
 from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
 from dispatcher.simulator.graph_numbers import SimWaba as NumbersWaba
 from dispatcher.simulator.graph_templates import SimWaba
 from dispatcher.simulator.server import serve as serve_simulator
+from dispatcher.simulator.spec_api import SpecNumber
 
 log = structlog.get_logger()
 
@@ -39,12 +43,16 @@ class Sandbox:
         self._config = config
         self._front_url = front_url
 
-    def register(self, num: NumberConfig) -> None:
-        """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door."""
+    def register(self, num: NumberConfig, spec: LoadedSpec | None = None) -> None:
+        """Serve a sandbox number in the embedded simulator, its webhooks aimed at our front door
+        (``spec``: the channel spec of a number of a spec kind)."""
         if not num.simulated:
             return
         if num.channel == "cloud":
             self._register_cloud(num)
+            return
+        if spec is not None:
+            self._register_spec(num, spec)
             return
         assert num.password is not None
         info = number_info(num)
@@ -59,6 +67,22 @@ class Sandbox:
         if num.number in self.simulator.numbers():
             self.simulator.remove_number(num.number)
         self.simulator.add_number(sim)
+
+    def _register_spec(self, num: NumberConfig, spec: LoadedSpec) -> None:
+        """A sandbox number of a spec kind: the channel's own limits, webhooks signed as its spec says."""
+        settings = spec_settings(num, spec)
+        sim = SpecNumber(
+            number=num.number,
+            kind=spec.kind,
+            settings=settings,
+            webhook_url=self._front_url() + webhook_path(spec, settings, num.number),
+            rate=spec.spec.limits.rate,
+            burst=spec.spec.limits.burst,
+        )
+        specs = self.simulator.specs
+        if specs.serves(num.number.lstrip("+")):
+            specs.remove_number(num.number)
+        specs.add_number(sim, spec)
 
     def _register_cloud(self, num: NumberConfig) -> None:
         """A sandbox Cloud number: Meta's limits as configured, signed webhooks to /webhooks/cloud/."""

@@ -19,8 +19,9 @@ from typing import Any, Final, final
 
 import trio
 
+from dispatcher.core.channelspec.load import Registry, load_registry
 from dispatcher.core.clock import TrioWallClock, WallClock
-from dispatcher.simulator import cloud_control, control, errors, graph_control, waba_control
+from dispatcher.simulator import cloud_control, control, errors, graph_control, spec_control, waba_control
 from dispatcher.simulator.cloud import CloudApi, SignedPoster
 from dispatcher.simulator.config import DEFAULT_INVALID_PREFIX, SimNumber, checked, digits_of
 from dispatcher.simulator.endpoints import NumberApi
@@ -30,8 +31,10 @@ from dispatcher.simulator.faults import Decision, Faults, Refused, Reset, Respon
 from dispatcher.simulator.graph_numbers import GraphNumbers
 from dispatcher.simulator.graph_templates import GraphTemplates
 from dispatcher.simulator.graph_versions import GraphVersions
+from dispatcher.simulator.hook_queue import Post
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.onprem_account import Account, Accounts
+from dispatcher.simulator.spec_api import SpecApi, SpecNumber
 from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
 from dispatcher.simulator.wire import (
@@ -101,6 +104,8 @@ class Simulator:
         media_limit: int = 1_000,
         fault_seed: int | None = None,
         cloud_poster: SignedPoster | None = None,
+        spec_poster: Post | None = None,
+        channels: Registry | None = None,
     ) -> None:
         self.faults = Faults(seed=fault_seed)
         self._wall = wall_clock if wall_clock is not None else TrioWallClock()
@@ -150,6 +155,18 @@ class Simulator:
         # Graph number management (WABAs, registration, profile) and the version that serves a call.
         self.graph_numbers = GraphNumbers(cloud=self.cloud, wall_clock=self._wall, seed=fault_seed)
         self.graph_versions = GraphVersions()
+        # Numbers of spec-described channels (LINE, SMS providers...), served under their digits.
+        self.specs = SpecApi(
+            wall_clock=self._wall,
+            faults=self.faults,
+            status_delays=status_delays,
+            invalid_prefix=invalid_prefix,
+            poster=spec_poster,
+            webhook_retries=webhook_retries,
+            webhook_retry_delay=webhook_retry_delay,
+            webhook_timeout=webhook_timeout,
+        )
+        self._channels = channels
         for number in numbers:
             self.add_number(number)
 
@@ -181,6 +198,22 @@ class Simulator:
             number, received_limit=self._received_limit, media_limit=self._media_limit
         )
 
+    def add_spec_number(self, number: SpecNumber) -> None:
+        """Serve a number of a spec-described channel kind (``number.kind``) from now on.
+
+        Raises:
+            KeyError: no spec of that kind. ValueError: already served (by any mode), or the
+            spec has no [simulator] section.
+        """
+        if self._channels is None:
+            self._channels = load_registry()
+        loaded = self._channels.get(number.kind)
+        if loaded is None:
+            raise KeyError(f"no channel spec of kind {number.kind!r}")
+        if digits_of(number.number) in self._numbers:
+            raise ValueError(f"{number.number} is already simulated")
+        self.specs.add_number(number, loaded)
+
     def remove_number(self, number: str) -> None:
         """Stop serving ``number``: its tokens, counters and pending webhooks are dropped."""
         del self._numbers[self._digits(number)]
@@ -193,7 +226,10 @@ class Simulator:
         return self._state(number).counters.snapshot()
 
     def all_counters(self) -> dict[str, NumberCounters]:
-        return {state.config.number: state.counters.snapshot() for state in self._numbers.values()}
+        """Every number's counters: On-Prem and spec-described ones."""
+        counters = {state.config.number: state.counters.snapshot() for state in self._numbers.values()}
+        counters.update({number: self.specs.counters(number) for number in self.specs.numbers()})
+        return counters
 
     def received(self, number: str) -> list[Received]:
         """Accepted messages of ``number`` in arrival order (the last ``received_limit``)."""
@@ -388,6 +424,7 @@ class Simulator:
         """Post webhooks until cancelled; run it once per simulator."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.cloud.run)
+            await nursery.start(self.specs.run)
             await nursery.start(self._webhooks.run)
             task_status.started()
 
@@ -409,6 +446,8 @@ class Simulator:
     def respond(self, req: SimRequest) -> SimResponse:
         """``handle`` without the coroutine, for callers already in a task."""
         path, _, query = req.target.partition("?")
+        if path.startswith("/_sim/spec/"):
+            return spec_control.handle(self, req.method, path[11:], query, req.body)
         if path.startswith("/_sim/cloud/"):
             return cloud_control.handle(self.cloud, req.method, path[12:], req.body)
         if path == "/_sim/wabas" or path.startswith("/_sim/wabas/"):
@@ -422,7 +461,10 @@ class Simulator:
         if path.startswith("/v"):  # Graph: /v23.0/{phone-number-id}/messages (digits never start with v)
             return self._graph(req, path, query)
         slash = path.find("/", 1)
-        state = self._numbers.get(split_prefix(path[1:slash])[0]) if slash > 0 else None
+        digits = split_prefix(path[1:slash])[0] if slash > 0 else ""
+        if self.specs.serves(digits):
+            return self.specs.respond(digits, req, req.target[slash:])
+        state = self._numbers.get(digits)
         if state is None:
             return error_response(errors.not_found(f"No number is served at {path!r}"))
         return self._api.dispatch(state, req, path[slash:])
@@ -455,6 +497,9 @@ class Simulator:
         if path.startswith(("/_sim/", "/v")) or slash <= 0:
             return Decision(0.0, None)
         digits, endpoint = split_prefix(path[1:slash])
+        if self.specs.serves(digits):
+            sends = self.specs.is_send(digits, req.method, path[slash:])
+            return self.faults.decide(digits, endpoint, req.method, path[slash:], sends=sends)
         if digits not in self._numbers:
             return Decision(0.0, None)
         return self.faults.decide(digits, endpoint, req.method, path[slash:])
@@ -468,7 +513,10 @@ class Simulator:
             case "drop":
                 self.respond(req)  # the API acts on it; the answer never arrives
                 raise ResponseDropped("injected: response dropped")
-        state = self._numbers[split_prefix(req.target[1:].partition("/")[0])[0]]
+        digits = split_prefix(req.target[1:].partition("/")[0])[0]
+        if self.specs.serves(digits):
+            return self.specs.injected(digits, decision.action, decision.status, decision.retry_after)
+        state = self._numbers[digits]
         if decision.action == "throttle":
             state.counters.rejected_429 += 1
             resp = error_response(ApiError(429, errors.TOO_MANY_REQUESTS, "Injected rate limit"))

@@ -151,8 +151,11 @@ class Faults:
         plan = self._plans.get(digits)
         return None if plan is None else (digits, plan)
 
-    def decide(self, digits: str, endpoint: str | None, method: str, path: str) -> Decision:
-        """The fault for one request below a number's prefix."""
+    def decide(
+        self, digits: str, endpoint: str | None, method: str, path: str, *, sends: bool | None = None
+    ) -> Decision:
+        """The fault for one request below a number's prefix; ``sends``: it is a message send
+        (default: ``POST /v1/messages``, the On-Prem API's; a spec channel's number says)."""
         found = self.plan_for(digits, endpoint)
         if found is None:
             return _NO_FAULT
@@ -160,7 +163,7 @@ class Faults:
         delay = plan.latency + (self._rng.uniform(0.0, plan.jitter) if plan.jitter else 0.0)
         if plan.down:
             return self._count(key, "refuse", Decision(delay, "refuse"))
-        if method != "POST" or path != MESSAGES_PATH:
+        if not (sends if sends is not None else method == "POST" and path == MESSAGES_PATH):
             return Decision(delay, None)
         script = self._scripts.get(key)
         if script:

@@ -33,13 +33,17 @@ class PoolPoster:
         self._routes: dict[str, tuple[H11Pool, bytes, Headers]] = {}
 
     async def __call__(self, url: str, body: bytes, extra_headers: Headers | None = None) -> int:
-        """``extra_headers``: sent after the content type (e.g. a Cloud webhook's signature)."""
+        """``extra_headers``: sent after the content type (e.g. a Cloud webhook's signature); one
+        that leads with a content type replaces the JSON one."""
         route = self._routes.get(url)
         if route is None:
             route = self._routes[url] = self._route(url)
         pool, target, headers = route
         if extra_headers:
-            headers = [*headers, *extra_headers]
+            if extra_headers[0][0] == b"content-type":  # the sender's own (a form post)
+                headers = [extra_headers[0], *headers[1:], *extra_headers[1:]]
+            else:
+                headers = [*headers, *extra_headers]
         return (await pool.request(b"POST", target, headers, body)).status
 
     def _route(self, url: str) -> tuple[H11Pool, bytes, Headers]:
