@@ -19,7 +19,7 @@ import base64
 import hmac
 from collections.abc import Callable, Mapping
 from typing import Final, final
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import attrs
 import msgspec
@@ -37,6 +37,7 @@ from actors.outcome import (
     retry_after,
 )
 from actors.transport import Headers, Response
+from dispatcher.channels.spec_schema import Getter, typed_decoder
 from dispatcher.core import parts, urlpath
 from dispatcher.core.channelspec import paths, template
 from dispatcher.core.channelspec.load import LoadedSpec
@@ -126,20 +127,16 @@ class _CompiledKind:
     fields: tuple[tuple[str, _Field], ...]
     path: template.Render
     headers: tuple[tuple[bytes, template.Render], ...]
-    body: template.Render
+    body: Callable[[Mapping[str, object]], bytes]
     media_kinds: Mapping[str, str] | None
 
     def values(self, record: MessageRecord, part: parts.Part | None) -> dict[str, object]:
         return {name: field(record, part) for name, field in self.fields}
 
 
-def _form(body: object) -> bytes:
-    assert isinstance(body, dict)
-    return "&".join(f"{quote_plus(k)}={quote_plus(str(v))}" for k, v in body.items()).encode()
-
-
-def _json(body: object) -> bytes:
-    return _json_encoder.encode(body)
+def _json_body(render: template.Render) -> Callable[[Mapping[str, object]], bytes]:
+    encode = _json_encoder.encode
+    return lambda values: encode(render(values))
 
 
 @final
@@ -175,7 +172,6 @@ class SpecChannel:
             }
         )
         send = spec.send
-        self._encode_body = _form if send.format == "form" else _json
         self._content_type = _FORM if send.format == "form" else _JSON
         self._kinds = {
             label: self._compile_kind(kind, label)
@@ -201,11 +197,20 @@ class SpecChannel:
             self._hmac_header = (auth.header or "").lower().encode()
             self._hmac_ts = (auth.timestamp_header or "").lower().encode()
         answer = spec.answer
-        self._id = paths.parse(answer.id_path)
-        self._ok = paths.parse(answer.ok_path) if answer.ok_path else None
+        read = [
+            p
+            for p in (answer.id_path, answer.ok_path, answer.error_code_path, answer.error_message_path)
+            if p
+        ]
+        # The answer decoded into just the places read (the rest skipped, not built).
+        self._answer = typed_decoder(
+            [(paths.parse(""), [paths.parse(p) for p in read])], f"{spec.kind}_answer"
+        )
+        self._id = Getter(paths.parse(answer.id_path))
+        self._ok = Getter(paths.parse(answer.ok_path)) if answer.ok_path else None
         self._ok_values = frozenset(answer.ok)
-        self._code = paths.parse(answer.error_code_path) if answer.error_code_path else None
-        self._message = paths.parse(answer.error_message_path) if answer.error_message_path else None
+        self._code = Getter(paths.parse(answer.error_code_path)) if answer.error_code_path else None
+        self._message = Getter(paths.parse(answer.error_message_path)) if answer.error_message_path else None
         self._duplicate_header = (
             answer.duplicate_id_header.lower().encode() if answer.duplicate_id_header else None
         )
@@ -234,7 +239,11 @@ class SpecChannel:
                 (name.lower().encode(), template.compile_text(value, self.constants))
                 for name, value in headers.items()
             ),
-            body=template.compile_tree(kind.body, self.constants),
+            body=(
+                template.compile_form(kind.body, self.constants)
+                if send.format == "form"
+                else _json_body(template.compile_tree(kind.body, self.constants))
+            ),
             media_kinds=media_kinds if label == "media" else None,
         )
 
@@ -286,7 +295,7 @@ class SpecChannel:
             value = render(values)
             if value is not template.MISSING and value != "":
                 head.append((name, str(value).encode()))
-        return kind.method, target, self._encode_body(kind.body(values)), head
+        return kind.method, target, kind.body(values), head
 
     def authorize(self, head: Headers, method: bytes, target: bytes, body: bytes, auth: bytes) -> Headers:
         """The headers of one attempt: ``head`` and the credentials (an HMAC signed now)."""
@@ -309,14 +318,14 @@ class SpecChannel:
     # -- answers --------------------------------------------------------------------
 
     def classify(self, resp: Response) -> Outcome:
-        doc = _decode(resp.body)
+        doc = self._read(resp.body)
         status = resp.status
-        code = _text(self._code.get(doc)) if self._code is not None else None
         if 200 <= status < 300 and (self._ok is None or _text(self._ok.get(doc)) in self._ok_values):
             channel_id = _text(self._id.get(doc))
             if channel_id:
                 return Sent(channel_id)
             return Retry("success answer without a message id", ambiguous=True)
+        code = _text(self._code.get(doc)) if self._code is not None else None
         message = _text(self._message.get(doc)) if self._message is not None else None
         described = self._describe(status, code, message)
         for rule in self._rules:
@@ -338,6 +347,19 @@ class SpecChannel:
             return Retry(described, cap=UNKNOWN_CODE_ATTEMPTS, gives_up_with=(GENERIC_FAILURE, described))
         return Failed(GENERIC_FAILURE, described)
 
+    def _read(self, body: bytes) -> object:
+        """The answer's places the spec reads (None: not JSON at all)."""
+        if not body:
+            return None
+        try:
+            return self._answer.decode(body)
+        except msgspec.DecodeError:
+            pass
+        try:
+            return msgspec.json.decode(body)  # JSON of another shape: read what can be read
+        except msgspec.DecodeError:
+            return None
+
     def _outcome(self, cls: str, twilio_code: int | None, described: str, resp: Response) -> Outcome:
         if cls == "transient":
             return Retry(described, after=retry_after(resp))
@@ -348,7 +370,7 @@ class SpecChannel:
             return Reauth() if self._login else Halt(f"credentials refused: {described}")
         if cls == "duplicate":
             header = resp.header(self._duplicate_header) if self._duplicate_header else None
-            channel_id = _text(self._id.get(_decode(resp.body))) or (header.decode() if header else None)
+            channel_id = _text(self._id.get(self._read(resp.body))) or (header.decode() if header else None)
             if channel_id:
                 return Sent(channel_id)
             return Retry(f"duplicate without an id: {described}", ambiguous=True)
@@ -381,17 +403,10 @@ class SpecChannel:
         raise ValueError(f"the {self.name} channel answers media with the file itself")
 
 
-def _decode(body: bytes) -> object:
-    if not body:
-        return None
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return None
-
-
 def _text(value: object) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, dict | list | msgspec.Struct):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from dispatcher.channels.cloud_webhook import Decoded
+from dispatcher.channels.spec_schema import Getter, typed_decoder
 from dispatcher.channels.webhook_items import WebhookError
 from dispatcher.core.channelspec import paths, signing, template
 from dispatcher.core.channelspec.load import LoadedSpec, Registry
@@ -29,10 +30,14 @@ from dispatcher.core.events import InboundEvent, MediaItem, StatusEvent, Unappli
 _FAILED: Final = frozenset({"failed", "undelivered"})
 
 
+def _getter(text: str | None) -> Getter | None:
+    return Getter(paths.parse(text)) if text is not None else None
+
+
 @final
 class _When:
     def __init__(self, when: When | None) -> None:
-        self._path = paths.parse(when.path) if when is not None else None
+        self._path = _getter(when.path) if when is not None else None
         self._equals = frozenset(when.equals) if when is not None else frozenset()
 
     def __call__(self, item: object) -> bool:
@@ -45,13 +50,11 @@ class _When:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None or isinstance(value, dict | list) else str(value)
-
-
-def _items(path: paths.Path, doc: object) -> list[object]:
-    return path.every(doc)
+    return "" if value is None or isinstance(value, dict | list | msgspec.Struct) else str(value)
 
 
 @final
@@ -70,6 +73,12 @@ class SpecWebhook:
         self._phone = loaded.spec.address == "phone"
         self._status = _StatusReader(hook.status) if hook.status is not None else None
         self._inbound = _InboundReader(hook.inbound) if hook.inbound is not None else None
+        readers = [r for r in (self._status, self._inbound) if r is not None]
+        self._typed = (
+            None
+            if self.form
+            else typed_decoder([(r.items_path, r.fields) for r in readers], loaded.kind.replace("-", "_"))
+        )
 
     def key(self, settings: Mapping[str, str]) -> str:
         """The number's signing secret (its settings folded into ``signature.key``)."""
@@ -142,6 +151,11 @@ class SpecWebhook:
             for key, value in pairs:
                 out.setdefault(key, value)
             return out
+        if self._typed is not None:
+            try:
+                return self._typed.decode(body)  # only the places the spec reads
+            except msgspec.DecodeError:
+                pass  # not the shape the spec reads everywhere: read it generically, item by item
         try:
             doc = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
@@ -155,20 +169,23 @@ class SpecWebhook:
 class _StatusReader:
     def __init__(self, hook: StatusHook) -> None:
         self.where = hook.items or "$"
-        self._items = paths.parse(hook.items)
+        self.items_path = paths.parse(hook.items)
+        self._items = Getter(self.items_path)
         self._when = _When(hook.when)
-        self._id = paths.parse(hook.id)
-        self._status = paths.parse(hook.status)
+        self._id = Getter(paths.parse(hook.id))
+        self._status = Getter(paths.parse(hook.status))
         self._map = hook.map
-        self._recipient = paths.parse(hook.recipient) if hook.recipient else None
-        self._code = paths.parse(hook.error_code) if hook.error_code else None
+        self._recipient = _getter(hook.recipient)
+        self._code = _getter(hook.error_code)
+        self.fields = [paths.parse(p) for p in (hook.id, hook.status, hook.recipient, hook.error_code) if p]
+        self.fields += [paths.parse(hook.when.path)] if hook.when is not None else []
         self._codes = hook.error_codes
         self._default = hook.default_twilio_code
         self._twilio_codes = hook.twilio_codes
         self.implies: dict[str, str] = dict(hook.implies)
 
     def items(self, doc: object) -> list[object]:
-        return [item for item in _items(self._items, doc) if self._when(item)]
+        return [item for item in self._items.every(doc) if self._when(item)]
 
     def read(self, item: object, where: str, phone: bool) -> StatusEvent | Unapplied | None:
         channel_id = _text(self._id.get(item))
@@ -206,23 +223,27 @@ class _StatusReader:
 class _InboundReader:
     def __init__(self, hook: InboundHook) -> None:
         self.where = hook.items or "$"
-        self._items = paths.parse(hook.items)
+        self.items_path = paths.parse(hook.items)
+        self._items = Getter(self.items_path)
         self._when = _When(hook.when)
-        self._id = paths.parse(hook.id)
-        self._sender = paths.parse(hook.sender)
-        self._text = paths.parse(hook.text) if hook.text else None
-        self._kind = paths.parse(hook.kind) if hook.kind else None
+        self._id = Getter(paths.parse(hook.id))
+        self._sender = Getter(paths.parse(hook.sender))
+        self._text = _getter(hook.text)
+        self._kind = _getter(hook.kind)
         self._kinds = hook.kinds
-        self._media_id = paths.parse(hook.media_id) if hook.media_id else None
-        self._media_type = paths.parse(hook.media_type) if hook.media_type else None
+        self._media_id = _getter(hook.media_id)
+        self._media_type = _getter(hook.media_type)
         self._media_kinds = frozenset(hook.media_kinds)
-        self._timestamp = paths.parse(hook.timestamp) if hook.timestamp else None
+        self._timestamp = _getter(hook.timestamp)
         self._unit = hook.timestamp_unit
-        self._profile = paths.parse(hook.profile_name) if hook.profile_name else None
-        self._reply_to = paths.parse(hook.reply_to) if hook.reply_to else None
+        self._profile = _getter(hook.profile_name)
+        self._reply_to = _getter(hook.reply_to)
+        places = (hook.id, hook.sender, hook.text, hook.kind, hook.media_id, hook.media_type, hook.timestamp)
+        self.fields = [paths.parse(p) for p in (*places, hook.profile_name, hook.reply_to) if p]
+        self.fields += [paths.parse(hook.when.path)] if hook.when is not None else []
 
     def items(self, doc: object) -> list[object]:
-        return [item for item in _items(self._items, doc) if self._when(item)]
+        return [item for item in self._items.every(doc) if self._when(item)]
 
     def read(self, item: object, where: str, phone: bool) -> InboundEvent | Unapplied:
         channel_id = _text(self._id.get(item))
