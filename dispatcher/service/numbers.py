@@ -166,6 +166,15 @@ def spec_settings(num: NumberConfig, loaded: LoadedSpec) -> dict[str, str]:
     return out
 
 
+def spec_pace(num: NumberConfig, loaded: LoadedSpec) -> tuple[float, int]:
+    """A spec number's rate and burst: its own ``rate``/``burst`` where given, else its kind's limits."""
+    defaults = NumberConfig(number=num.number, account=num.account)
+    limits = loaded.spec.limits
+    rate = num.rate if num.rate != defaults.rate else limits.rate
+    burst = num.burst if num.burst != defaults.burst else limits.burst
+    return rate, burst
+
+
 def spec_parts(
     num: NumberConfig,
     loaded: LoadedSpec,
@@ -193,10 +202,8 @@ def spec_parts(
         )
     else:
         tokens = static_credentials(auth, constants)
-    defaults = NumberConfig(number=num.number, account=num.account)
     limits = spec.limits
-    rate = num.rate if num.rate != defaults.rate else limits.rate
-    burst = num.burst if num.burst != defaults.burst else limits.burst
+    rate, burst = spec_pace(num, loaded)
     channel = SpecChannel(
         loaded,
         settings=settings,

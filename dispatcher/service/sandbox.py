@@ -19,7 +19,7 @@ from dispatcher.channels.spec_channel import webhook_path
 from dispatcher.config import NumberConfig, SimulatorConfig, WabaConfig, parse_listen
 from dispatcher.core.channelspec.load import LoadedSpec
 from dispatcher.service.fleet import number_info
-from dispatcher.service.numbers import spec_settings
+from dispatcher.service.numbers import spec_pace, spec_settings
 from dispatcher.simulator.cloud import CloudNumber
 from dispatcher.simulator.config import SimNumber
 from dispatcher.simulator.core import STATUS_DELAYS, Simulator
@@ -69,15 +69,16 @@ class Sandbox:
         self.simulator.add_number(sim)
 
     def _register_spec(self, num: NumberConfig, spec: LoadedSpec) -> None:
-        """A sandbox number of a spec kind: the channel's own limits, webhooks signed as its spec says."""
+        """A sandbox number of a spec kind: the number's pace as the channel's, webhooks signed per spec."""
         settings = spec_settings(num, spec)
+        rate, burst = spec_pace(num, spec)  # the channel allows what the number is set to send
         sim = SpecNumber(
             number=num.number,
             kind=spec.kind,
             settings=settings,
             webhook_url=self._front_url() + webhook_path(spec, settings, num.number),
-            rate=spec.spec.limits.rate,
-            burst=spec.spec.limits.burst,
+            rate=rate,
+            burst=burst,
         )
         specs = self.simulator.specs
         if specs.serves(num.number.lstrip("+")):
