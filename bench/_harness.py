@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from actors.http.pool import H11Pool
-from bench import cloud
+from bench import cloud, spec_channels
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "AC00000000000000000000000000000001"
@@ -128,6 +128,15 @@ webhook_batch = {webhook_batch}
 """
         )
     for i in range(numbers):
+        if channel in spec_channels.KINDS:
+            endpoint = spec_channels.endpoint(channel, f"http://127.0.0.1:{sim_port}", number_digits(i))
+            where = "simulated = true" if embedded else f'endpoints = ["{endpoint}"]'
+            parts.append(
+                spec_channels.number_section(
+                    channel, i, number_digits(i), ACCOUNT, where, rate, burst, max_in_flight
+                )
+            )
+            continue
         if channel == "cloud":
             where = "simulated = true" if embedded else f'endpoints = ["http://127.0.0.1:{sim_port}"]'
             section = cloud.number_section(i, number_digits(i), ACCOUNT, where, rate, burst, max_in_flight)
@@ -228,6 +237,18 @@ async def register_numbers(sim_url: str, port: int, numbers: int, rate: float, b
         await pool.aclose()
 
 
+async def register_spec_numbers(
+    sim_url: str, channel: str, daemon_url: str, digits: list[str], rate: float, burst: int
+) -> None:
+    """Wait for the simulator at ``sim_url``, then serve the bench's numbers of a spec channel there."""
+    pool = H11Pool(sim_url, max_connections=1)
+    try:
+        await wait_until_answers(pool, b"/_sim/counters")
+        await spec_channels.register(pool, channel, daemon_url, digits, rate, burst)
+    finally:
+        await pool.aclose()
+
+
 async def register_cloud_numbers(sim_url: str, numbers: list[dict[str, Any]]) -> None:
     """Wait for the simulator at ``sim_url``, then serve ``numbers`` (``bench.cloud.sim_number``) there."""
     pool = H11Pool(sim_url, max_connections=1)
@@ -258,8 +279,17 @@ def create_path() -> bytes:
 
 
 def recipient(i: int, channel: str = "onprem") -> str:
-    """Message ``i``'s recipient: 1000 of them round-robin, or one per message on Cloud (pair rate)."""
-    return cloud.recipient(i) if channel == "cloud" else f"+1555123{i % 1000:04d}"
+    """Message ``i``'s recipient with its channel's prefix: 1000 of them round-robin, or one per
+    message on Cloud (pair rate); a spec channel's own (``bench.spec_channels``)."""
+    if channel in spec_channels.KINDS:
+        return spec_channels.recipient(channel, i)
+    return "whatsapp:" + (cloud.recipient(i) if channel == "cloud" else f"+1555123{i % 1000:04d}")
+
+
+def sender(i: int, numbers: int, channel: str = "onprem") -> str:
+    """Message ``i``'s sender address, round-robin over the numbers."""
+    digits = number_digits(i % numbers)
+    return spec_channels.sender(channel, digits) if channel in spec_channels.KINDS else f"whatsapp:+{digits}"
 
 
 def create_bodies(numbers: int, messages: int, channel: str = "onprem") -> list[bytes]:
@@ -267,8 +297,8 @@ def create_bodies(numbers: int, messages: int, channel: str = "onprem") -> list[
     return [
         urllib.parse.urlencode(
             {
-                "From": f"whatsapp:+{number_digits(i % numbers)}",
-                "To": f"whatsapp:{recipient(i, channel)}",
+                "From": sender(i, numbers, channel),
+                "To": recipient(i, channel),
                 "Body": f"Your code is {i:06d}. It expires in 10 minutes.",
             }
         ).encode()
@@ -280,8 +310,8 @@ def batch_bodies(numbers: int, messages: int, size: int, channel: str = "onprem"
     """``POST /v1/messages:batch`` JSON arrays of up to ``size`` messages: (body, count)."""
     items = [
         {
-            "from": f"whatsapp:+{number_digits(i % numbers)}",
-            "to": f"whatsapp:{recipient(i, channel)}",
+            "from": sender(i, numbers, channel),
+            "to": recipient(i, channel),
             "body": f"Your code is {i:06d}. It expires in 10 minutes.",
         }
         for i in range(messages)

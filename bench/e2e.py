@@ -42,7 +42,7 @@ from typing import Any, cast
 import trio
 
 from actors.http.pool import H11Pool
-from bench import cloud
+from bench import cloud, spec_channels
 from bench._harness import (
     BATCH_PATH,
     batch_bodies,
@@ -54,6 +54,7 @@ from bench._harness import (
     number_digits,
     register_cloud_numbers,
     register_numbers,
+    register_spec_numbers,
     rss_mb,
     sim_counts,
     start_daemon,
@@ -137,7 +138,9 @@ async def drive(
         with trio.move_on_after(0 if args.intake_only else args.timeout):
             while delivered < args.messages - errors:
                 delivered, rejected_429 = await (
-                    cloud.sim_counts(sim, args.numbers) if args.channel == "cloud" else sim_counts(sim)
+                    cloud.sim_counts(sim, args.numbers)
+                    if args.channel in ("cloud", "cloud-spec")
+                    else sim_counts(sim)
                 )
                 bar.update("delivered", delivered)
                 await trio.sleep(0.02)
@@ -180,7 +183,7 @@ async def drive(
         "lost": args.messages - errors - delivered,
         "sim_429": rejected_429,
         # Cloud: Meta's throughput over all the numbers, the most delivered_per_s can be after the burst.
-        "channel_cap_per_s": args.rate * args.numbers if args.channel == "cloud" else None,
+        "channel_cap_per_s": args.rate * args.numbers if args.channel in ("cloud", "cloud-spec") else None,
         "simulator": "embedded" if sim_pid is None else "process",
         "daemon_cpu_s_per_1k": round(cpu / args.messages * 1000, 3),
         "daemon_msgs_per_cpu_s": round(args.messages / cpu) if cpu > 0 else 0,
@@ -208,9 +211,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--channel",
-        choices=("onprem", "cloud"),
+        choices=("onprem", "cloud", *spec_channels.KINDS),
         default="onprem",
-        help="the numbers' channel: On-Prem, or the Cloud API (simulator in its Cloud mode)",
+        help="the numbers' channel: On-Prem, the Cloud API (simulator in its Cloud mode), or a spec "
+        "channel: line, sms (the Vonage spec), cloud-spec (the whatsapp-cloud spec on the Cloud mode)",
     )
     parser.add_argument(
         "--rate",
@@ -267,8 +271,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     args = parser.parse_args()
     if args.rate is None:
-        args.rate = cloud.MAX_THROUGHPUT if args.channel == "cloud" else 100_000.0
-    if args.channel == "cloud" and args.rate > cloud.MAX_THROUGHPUT:
+        args.rate = cloud.MAX_THROUGHPUT if args.channel in ("cloud", "cloud-spec") else 100_000.0
+    if args.channel in ("cloud", "cloud-spec") and args.rate > cloud.MAX_THROUGHPUT:
         parser.error(f"--rate: a Cloud number's throughput is at most {cloud.MAX_THROUGHPUT:g}/s")
     if args.peer and (args.channel != "cloud" or args.intake_only or args.peer_messages < 1):
         parser.error("--peer needs --channel cloud, delivery (not --intake-only) and --peer-messages >= 1")
@@ -319,6 +323,9 @@ def main() -> int:
                     for i in range(args.numbers)
                 ]
                 trio.run(register_cloud_numbers, sim_url, numbers)
+            elif sim_proc is not None and args.channel in spec_channels.KINDS:
+                digits = [number_digits(i) for i in range(args.numbers)]
+                trio.run(register_spec_numbers, sim_url, args.channel, url, digits, args.rate, burst)
             elif sim_proc is not None:
                 trio.run(register_numbers, sim_url, port, args.numbers, args.rate, burst)
             proc = start_daemon(cfg)

@@ -271,3 +271,46 @@ def test_the_cloud_spec_sends_what_the_hand_written_channel_sends(fields: dict[s
         dict(cloud_spec().authorize(head, method, target, body, b"Bearer EAA"))[b"authorization"]
         == b"Bearer EAA"
     )
+
+
+QUERY_AND_BASIC = """
+kind = "acme-{auth}"
+[settings.key]
+secret = true
+[auth]
+type = "{auth}"
+name = "api_key"
+value = "{{setting.key}}"
+username = "user-1"
+password = "{{setting.key}}"
+[send]
+path = "/send?route=sms"
+[send.text]
+body = {{ to = "{{to}}", text = "{{body}}" }}
+[answer]
+id_path = "id"
+"""
+
+
+def test_query_auth_goes_on_the_target_and_basic_in_authorization() -> None:
+    def channel(auth: str) -> SpecChannel:
+        text = QUERY_AND_BASIC.format(auth=auth)
+        if auth == "query":
+            text = text.replace('username = "user-1"\npassword = "{setting.key}"\n', "")
+        else:
+            text = text.replace('name = "api_key"\nvalue = "{setting.key}"\n', "")
+        loaded = loads(text, f"{auth}.toml")
+        return SpecChannel(
+            loaded,
+            settings={"key": "s3cr3t/+="},
+            number="+15550001",
+            status_url=None,
+            wall=FixedWall(),
+            login=False,
+        )
+
+    method, target, body, head = channel("query").encode(record())
+    assert target == b"/send?route=sms&api_key=s3cr3t%2F%2B%3D"
+    assert channel("query").authorize(head, method, target, body, b"") == head  # nothing in the headers
+    headers = dict(channel("basic").authorize(head, method, target, body, b"Basic dXNlcg=="))
+    assert headers[b"authorization"] == b"Basic dXNlcg=="

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 from dispatcher import config
 from dispatcher.cli import main
+from dispatcher.core.channelspec.model import Auth
+from dispatcher.service.numbers import static_credentials
 from tests.helpers.configs import ACCOUNT, AUTH_TOKEN, VONAGE_SETTINGS, load, spec_table
 
 PUBLIC = {"public_url": "https://gw.example.com"}
@@ -87,3 +90,20 @@ def test_check_config_names_a_bad_key_in_a_spec(tmp_path: Path, capsys: pytest.C
 def test_a_status_url_channel_needs_the_public_url() -> None:
     twilio_like = spec_table(settings=VONAGE_SETTINGS)
     assert load(twilio_like).numbers  # vonage's callback is optional: {status_url?}
+
+
+@pytest.mark.parametrize(
+    ("auth", "header"),
+    [
+        (
+            {"type": "basic", "username": "{setting.user}", "password": "{setting.key}"},
+            b"Basic " + base64.b64encode(b"u-1:k/+="),
+        ),
+        ({"type": "bearer", "token": "{setting.key}"}, b"Bearer k/+="),
+        ({"type": "header", "name": "X-Api-Key", "value": "{setting.key}"}, b"k/+="),
+        ({"type": "none"}, b""),
+    ],
+)
+def test_static_credentials_give_the_header_value_of_their_auth(auth: dict[str, str], header: bytes) -> None:
+    constants: dict[str, object] = {"setting.user": "u-1", "setting.key": "k/+="}
+    assert static_credentials(Auth(**auth), constants).auth_header() == header  # type: ignore[arg-type]

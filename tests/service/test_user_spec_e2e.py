@@ -116,19 +116,27 @@ body = { errors = [{ code = "SIGNATURE", detail = "bad signature" }] }
 """
 
 
-def config(data_dir: Path, spec_dir: Path, sink_url: str) -> configuration.Config:
+ACME_SETTINGS = {
+    "key_id": "k-77",
+    "signing_key": "sign-0123456789abcdef",
+    "webhook_key": "hook-0123456789abcdef",
+}
+
+
+def config(
+    data_dir: Path,
+    spec_dir: Path,
+    sink_url: str,
+    channel: str = "acme-chat",
+    settings: dict[str, str] = ACME_SETTINGS,
+) -> configuration.Config:
     number = {
         "number": NUMBER,
         "account": ACCOUNT,
-        "channel": "acme-chat",
+        "channel": channel,
         "simulated": True,
         "status_callback": f"{sink_url}/status",
         "inbound_url": f"{sink_url}/inbound",
-    }
-    settings = {
-        "key_id": "k-77",
-        "signing_key": "sign-0123456789abcdef",
-        "webhook_key": "hook-0123456789abcdef",
     }
     return configuration.loads(
         f"""
@@ -231,3 +239,27 @@ def test_check_config_names_the_bad_key_of_a_user_spec(
     )
     assert main(["check-config", str(cfg)]) == 2
     assert f"{specs}/acme.toml: webhook.inbound.timezone: unknown key" in capsys.readouterr().err
+
+
+async def test_the_example_spec_in_conf_runs_as_shipped(tmp_path: Path) -> None:
+    """conf/channels/example-http-sms.toml, the README's complete example, against the simulator."""
+    example = Path(__file__).parents[2] / "conf" / "channels" / "example-http-sms.toml"
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / example.name).write_text(example.read_text())
+    settings = {"api_key": "key-0123456789", "signing_secret": "signing-0123456789"}
+    async with (
+        open_sink() as sink,
+        running_daemon(config(tmp_path / "d", specs, sink.url, "example-http-sms", settings)) as (
+            daemon,
+            client,
+        ),
+    ):
+        resp = await client.post(messages_path(), data={"From": NUMBER, "To": CUSTOMER, "Body": "hi"})
+        assert resp.status_code == 201, resp.text
+        done = await wait_status(client, resp.json()["sid"], "delivered")
+        assert done["to"] == CUSTOMER and done["from"] == NUMBER
+        assert daemon.simulator is not None
+        daemon.simulator.specs.inbound_text(NUMBER, CUSTOMER, "reply")
+        await sink.wait_for(lambda s: bool(s.delivered("/inbound")))
+        assert sink.delivered("/inbound")[0].form["From"] == CUSTOMER
