@@ -37,7 +37,7 @@ from actors.outcome import (
     retry_after,
 )
 from actors.transport import Headers, Response
-from dispatcher.channels.spec_schema import Getter, typed_decoder
+from dispatcher.channels.spec_schema import typed_decoder
 from dispatcher.core import parts, urlpath
 from dispatcher.core.channelspec import paths, template
 from dispatcher.core.channelspec.load import LoadedSpec
@@ -206,11 +206,11 @@ class SpecChannel:
         self._answer = typed_decoder(
             [(paths.parse(""), [paths.parse(p) for p in read])], f"{spec.kind}_answer"
         )
-        self._id = Getter(paths.parse(answer.id_path))
-        self._ok = Getter(paths.parse(answer.ok_path)) if answer.ok_path else None
+        self._id = paths.parse(answer.id_path)
+        self._ok = paths.parse(answer.ok_path) if answer.ok_path else None
         self._ok_values = frozenset(answer.ok)
-        self._code = Getter(paths.parse(answer.error_code_path)) if answer.error_code_path else None
-        self._message = Getter(paths.parse(answer.error_message_path)) if answer.error_message_path else None
+        self._code = paths.parse(answer.error_code_path) if answer.error_code_path else None
+        self._message = paths.parse(answer.error_message_path) if answer.error_message_path else None
         self._duplicate_header = (
             answer.duplicate_id_header.lower().encode() if answer.duplicate_id_header else None
         )

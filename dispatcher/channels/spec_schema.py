@@ -6,85 +6,23 @@ id, status, recipient...) this builds msgspec Struct types holding only those pl
 msgspec skips the rest without building it: the same typed pass the hand-written decoders
 make (about 0.2 us per status instead of ~2.7 us generic, bench/RESULTS.md issue 16).
 
-``Getter`` reads a path from what either pass produced (Structs of the typed pass, or the
-dicts of the generic pass the decoder falls back on when a payload does not have the
-shape the types expect, e.g. a string where an object was read): each key step knows its
-attribute name as well as its key.
+``paths.Path`` reads what either pass produced: the Structs of the typed pass (a key's
+attribute is ``paths.attr(key)``), or the dicts of the generic pass the readers fall back
+on when a payload does not have the shape the types expect (a string where an object was
+read).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
-from typing import Any, Final, final
+from typing import Any, Final
 
 import msgspec
 
 from dispatcher.core.channelspec import paths
+from dispatcher.core.channelspec.paths import attr
 
 _EVERY: Final = paths.EVERY
-
-
-def attr(key: str) -> str:
-    """The Struct attribute holding JSON key ``key`` (any key is a valid identifier this way)."""
-    return f"k{zlib.crc32(key.encode()):08x}"
-
-
-@final
-class Getter:
-    """A compiled path over typed or generic decoded JSON; ``[*]`` steps are for ``every``."""
-
-    __slots__ = ("steps", "text")
-
-    def __init__(self, path: paths.Path) -> None:
-        self.text = path.text
-        self.steps: tuple[tuple[str, str] | int, ...] = tuple(
-            step if isinstance(step, int) else (step, attr(step)) for step in path.steps
-        )
-
-    def get(self, node: object) -> object:
-        for step in self.steps:
-            if node is None:
-                return None
-            if isinstance(step, int):
-                if step == _EVERY or not isinstance(node, list) or step >= len(node):
-                    return None
-                node = node[step]
-            elif isinstance(node, dict):
-                node = node.get(step[0])
-            elif isinstance(node, msgspec.Struct):
-                node = getattr(node, step[1], None)
-            else:
-                return None
-        return node
-
-    def every(self, node: object) -> list[object]:
-        nodes = [node]
-        for step in self.steps:
-            reached: list[object] = []
-            for item in nodes:
-                if isinstance(step, int):
-                    if isinstance(item, list):
-                        if step == _EVERY:
-                            reached.extend(item)
-                        elif step < len(item):
-                            reached.append(item[step])
-                elif isinstance(item, dict):
-                    found = item.get(step[0])
-                    if found is not None:
-                        reached.append(found)
-                elif isinstance(item, msgspec.Struct):
-                    found = getattr(item, step[1], None)
-                    if found is not None:
-                        reached.append(found)
-            nodes = reached
-        out: list[object] = []
-        for item in nodes:
-            if isinstance(item, list):
-                out.extend(item)
-            elif item is not None:
-                out.append(item)
-        return out
 
 
 class _Node:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from dispatcher.channels.cloud_webhook import Decoded
-from dispatcher.channels.spec_schema import Getter, typed_decoder
+from dispatcher.channels.spec_schema import typed_decoder
 from dispatcher.channels.webhook_items import WebhookError
 from dispatcher.core.channelspec import paths, signing, template
 from dispatcher.core.channelspec.load import LoadedSpec, Registry
@@ -30,8 +30,8 @@ from dispatcher.core.events import InboundEvent, MediaItem, StatusEvent, Unappli
 _FAILED: Final = frozenset({"failed", "undelivered"})
 
 
-def _getter(text: str | None) -> Getter | None:
-    return Getter(paths.parse(text)) if text is not None else None
+def _getter(text: str | None) -> paths.Path | None:
+    return paths.parse(text) if text is not None else None
 
 
 @final
@@ -170,10 +170,10 @@ class _StatusReader:
     def __init__(self, hook: StatusHook) -> None:
         self.where = hook.items or "$"
         self.items_path = paths.parse(hook.items)
-        self._items = Getter(self.items_path)
+        self._items = self.items_path
         self._when = _When(hook.when)
-        self._id = Getter(paths.parse(hook.id))
-        self._status = Getter(paths.parse(hook.status))
+        self._id = paths.parse(hook.id)
+        self._status = paths.parse(hook.status)
         self._map = hook.map
         self._recipient = _getter(hook.recipient)
         self._code = _getter(hook.error_code)
@@ -224,10 +224,10 @@ class _InboundReader:
     def __init__(self, hook: InboundHook) -> None:
         self.where = hook.items or "$"
         self.items_path = paths.parse(hook.items)
-        self._items = Getter(self.items_path)
+        self._items = self.items_path
         self._when = _When(hook.when)
-        self._id = Getter(paths.parse(hook.id))
-        self._sender = Getter(paths.parse(hook.sender))
+        self._id = paths.parse(hook.id)
+        self._sender = paths.parse(hook.sender)
         self._text = _getter(hook.text)
         self._kind = _getter(hook.kind)
         self._kinds = hook.kinds

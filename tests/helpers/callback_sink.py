@@ -39,6 +39,15 @@ class Hit:
 
 Responder = Callable[[Hit], Awaitable[tuple[int, bytes]]]
 
+FAST_CALLBACKS = """
+[callbacks]
+allow_private = ["127.0.0.1/32"]
+poll_interval = 0.05
+backoff_initial = 0.02
+backoff_max = 0.2
+"""
+"""A daemon's ``[callbacks]`` for tests with a sink on 127.0.0.1: private address allowed, quick retries."""
+
 
 async def ok(_: Hit) -> tuple[int, bytes]:
     return 200, b""

@@ -16,9 +16,9 @@ from dispatcher import config as configuration
 from dispatcher.core.channelspec import signing
 from dispatcher.core.channelspec.load import load_registry
 from dispatcher.service.daemon import Running
-from tests.helpers.callback_sink import Sink, open_sink
+from tests.helpers.callback_sink import FAST_CALLBACKS, Sink, open_sink
 from tests.helpers.configs import ACCOUNT, keys
-from tests.helpers.daemon import TOKEN, messages_path, running_daemon
+from tests.helpers.daemon import TOKEN, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import fetch, wait_status
 
 SMS = "+15550007777"
@@ -30,14 +30,6 @@ UPSTREAM_SID = "AC" + "1" * 32
 UPSTREAM_TOKEN = "upstream-auth-token-0123456789"
 LINE_SECRET = "line-channel-secret-0123456789"
 VONAGE_HOOK = "vonage-hook-secret-0123456789"
-
-FAST_CALLBACKS = """
-[callbacks]
-allow_private = ["127.0.0.1/32"]
-poll_interval = 0.05
-backoff_initial = 0.02
-backoff_max = 0.2
-"""
 
 
 def number(num: str, channel: str, settings: dict[str, object], sink: Sink) -> str:
@@ -52,31 +44,17 @@ def number(num: str, channel: str, settings: dict[str, object], sink: Sink) -> s
     return "\n[[numbers]]\n" + keys(head) + "[numbers.settings]\n" + keys(settings)
 
 
-def config(data_dir: Path, sink: Sink, extra: str = "") -> configuration.Config:
-    text = f"""
-[server]
-listen = "127.0.0.1:0"
-graceful_timeout = 1.0
-drain_timeout = 2.0
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 64
-[simulator]
-listen = "127.0.0.1:0"
-{FAST_CALLBACKS}
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{TOKEN}" }}
-"""
-    text += number(
+def config(data_dir: Path, sink: Sink) -> configuration.Config:
+    """The sandbox with a Vonage, a Twilio-upstream and a LINE number, callbacks to ``sink``."""
+    numbers = number(
         SMS,
         "vonage-sms",
         {"api_key": "vonage-key", "api_secret": {"value": "vonage-secret"}, "webhook_secret": VONAGE_HOOK},
         sink,
     )
-    text += number(TWILIO, "twilio-sms", {"account_sid": UPSTREAM_SID, "auth_token": UPSTREAM_TOKEN}, sink)
-    text += number(LINE, "line", {"channel_id": "1656789012", "channel_secret": LINE_SECRET}, sink)
-    return configuration.loads(text + extra)
+    numbers += number(TWILIO, "twilio-sms", {"account_sid": UPSTREAM_SID, "auth_token": UPSTREAM_TOKEN}, sink)
+    numbers += number(LINE, "line", {"channel_id": "1656789012", "channel_secret": LINE_SECRET}, sink)
+    return sandbox_config(data_dir, numbers=(), extra=FAST_CALLBACKS + numbers)
 
 
 async def send(client: httpx.AsyncClient, frm: str, to: str, body: str = "hello") -> str:

@@ -10,9 +10,9 @@ import pytest
 
 from dispatcher import config as configuration
 from dispatcher.cli import main
-from tests.helpers.callback_sink import open_sink
+from tests.helpers.callback_sink import FAST_CALLBACKS, open_sink
 from tests.helpers.configs import ACCOUNT, keys
-from tests.helpers.daemon import TOKEN, messages_path, running_daemon
+from tests.helpers.daemon import TOKEN, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import wait_status
 
 NUMBER = "+15550004444"
@@ -138,30 +138,9 @@ def config(
         "status_callback": f"{sink_url}/status",
         "inbound_url": f"{sink_url}/inbound",
     }
-    return configuration.loads(
-        f"""
-[server]
-listen = "127.0.0.1:0"
-graceful_timeout = 1.0
-[store]
-data_dir = "{data_dir}"
-map_size_mb = 64
-[simulator]
-listen = "127.0.0.1:0"
-[channels]
-spec_dir = "{spec_dir}"
-[callbacks]
-allow_private = ["127.0.0.1/32"]
-poll_interval = 0.05
-backoff_initial = 0.02
-[[accounts]]
-sid = "{ACCOUNT}"
-auth_token = {{ value = "{TOKEN}" }}
-[[numbers]]
-"""
-        + keys(number)
-        + "[numbers.settings]\n"
-        + keys(settings)
+    table = "[[numbers]]\n" + keys(number) + "[numbers.settings]\n" + keys(settings)
+    return sandbox_config(
+        data_dir, numbers=(), extra=f'{FAST_CALLBACKS}[channels]\nspec_dir = "{spec_dir}"\n{table}'
     )
 
 

@@ -17,19 +17,12 @@ from structlog.testing import capture_logs
 from dispatcher import config as configuration
 from dispatcher.core import callbacks, ledger, window
 from dispatcher.service.daemon import Running
-from tests.helpers.callback_sink import Hit, Sink, open_sink
+from tests.helpers.callback_sink import FAST_CALLBACKS, Hit, Sink, open_sink
 from tests.helpers.daemon import ACCOUNT, TOKEN, messages_path, running_daemon, sandbox_config
 from tests.helpers.messages import create, wait_status
 
 NUMBER = "+15550000001"
 CUSTOMER = "+15551234567"
-FAST_CALLBACKS = """
-[callbacks]
-allow_private = ["127.0.0.1/32"]
-poll_interval = 0.05
-backoff_initial = 0.02
-backoff_max = 0.2
-"""
 
 
 def config(

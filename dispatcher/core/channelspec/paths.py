@@ -12,9 +12,11 @@ writes the payloads a spec describes, the exact inverse of what the gateway read
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Final
 
 import attrs
+import msgspec
 
 Step = str | int
 EVERY: Final = -1  # the ``[*]`` step
@@ -27,10 +29,23 @@ class PathError(ValueError):
     """A path that is not ``key(.key|[index])*``."""
 
 
+def attr(key: str) -> str:
+    """The attribute holding JSON key ``key`` in the Structs a spec's typed decoder builds
+    (``channels.spec_schema``): any key is a valid identifier this way."""
+    return f"k{zlib.crc32(key.encode()):08x}"
+
+
 @attrs.frozen
 class Path:
+    """A parsed path. ``get`` and ``every`` read the generic JSON of ``msgspec.json.decode``
+    (dicts, lists) and the Structs of a spec's typed decoder alike (each key knows its attribute)."""
+
     text: str
     steps: tuple[Step, ...]
+    _attrs: tuple[str, ...] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_attrs", tuple("" if isinstance(s, int) else attr(s) for s in self.steps))
 
     @property
     def wild(self) -> bool:
@@ -39,35 +54,43 @@ class Path:
     def get(self, doc: object) -> object:
         """The value at this path in ``doc``, or None (a path with ``[*]``: use ``every``)."""
         node = doc
-        for step in self.steps:
+        for step, name in zip(self.steps, self._attrs, strict=True):
+            if node is None:
+                return None
             if isinstance(step, int):
-                if step == EVERY:
-                    return None
-                if not isinstance(node, list) or step >= len(node):
+                if step == EVERY or not isinstance(node, list) or step >= len(node):
                     return None
                 node = node[step]
-            else:
-                if not isinstance(node, dict):
-                    return None
+            elif isinstance(node, dict):
                 node = node.get(step)
-                if node is None:
-                    return None
+            elif isinstance(node, msgspec.Struct):
+                node = getattr(node, name, None)
+            else:
+                return None
         return node
 
     def every(self, doc: object) -> list[object]:
         """Everything this path reaches in ``doc``: a list's items at its end, and every item
         at each ``[*]`` on the way (a value that is not a list at the end is one item)."""
         nodes = [doc]
-        for step in self.steps:
+        for step, name in zip(self.steps, self._attrs, strict=True):
             reached: list[object] = []
             for node in nodes:
-                if step == EVERY:
+                if isinstance(step, int):
                     if isinstance(node, list):
-                        reached.extend(node)
-                elif isinstance(step, int):
-                    if isinstance(node, list) and step < len(node):
-                        reached.append(node[step])
-                elif isinstance(node, dict) and (found := node.get(step)) is not None:
+                        if step == EVERY:
+                            reached.extend(node)
+                        elif step < len(node):
+                            reached.append(node[step])
+                    continue
+                found = (
+                    node.get(step)
+                    if isinstance(node, dict)
+                    else getattr(node, name, None)
+                    if isinstance(node, msgspec.Struct)
+                    else None
+                )
+                if found is not None:
                     reached.append(found)
             nodes = reached
         out: list[object] = []
