@@ -212,11 +212,11 @@ class CreateRules:
         """
         try:
             if from_:
-                return self._address(from_, field="From", code=21212)
+                return self._address(from_, field="From", code=21212)[1]
             if service_sid and to:
                 service = self._services.get(account_sid, service_sid)
                 return self._services.pick(
-                    service, self._address(to, field="To", code=21211), self._wall.now()
+                    service, self._address(to, field="To", code=21211)[1], self._wall.now()
                 )
         except TwilioError:
             return None
