@@ -43,7 +43,7 @@ from dispatcher.simulator.exchange import SimRequest, SimResponse
 from dispatcher.simulator.faults import Faults
 from dispatcher.simulator.hook_queue import HookQueue, Post, Shard, Target
 from dispatcher.simulator.ratelimit import RateGate
-from dispatcher.simulator.spec_shape import Shape, decode, match, shapes
+from dispatcher.simulator.spec_shape import Shape, WrongSecretError, decode, match, shapes
 from dispatcher.simulator.state import NumberCounters
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class _State:
     counters: NumberCounters = attrs.field(factory=NumberCounters)
     received: collections.deque[Message] = attrs.field(factory=lambda: collections.deque(maxlen=100_000))
     retry_keys: dict[str, str] = attrs.field(factory=dict)
-    tokens: set[str] = attrs.field(factory=set)
+    tokens: dict[str, float] = attrs.field(factory=dict)  # login token -> wall time it lapses
     media: dict[str, tuple[bytes, str]] = attrs.field(factory=dict)
 
     @property
@@ -206,7 +206,11 @@ class SpecApi:
         values = None
         shape = None
         for shape in state.shapes:
-            values = match(shape, req.method, path, doc)
+            try:
+                values = match(shape, req.method, path, doc)
+            except WrongSecretError:
+                state.counters.rejected_401 += 1
+                return self.answer(state, "unauthorized", {})
             if values is not None:
                 break
         if values is None or shape is None:
@@ -309,7 +313,7 @@ class SpecApi:
             state.counters.rejected_401 += 1
             return SimResponse(401, [("content-type", "application/json")], b'{"error":"invalid_client"}')
         token = secrets.token_urlsafe(24)
-        state.tokens.add(token)
+        state.tokens[token] = self._wall.now() + TOKEN_TTL
         state.counters.logins += 1
         answer: dict[str, object] = {}
         paths.parse(login.token_path).put(answer, token)
@@ -339,7 +343,8 @@ class SpecApi:
                 return hmac.compare_digest(given, "Basic " + base64.b64encode(pair).decode())
             case "bearer":
                 if auth.login is not None:
-                    return given.startswith("Bearer ") and given[7:] in state.tokens
+                    lapses = state.tokens.get(given[7:]) if given.startswith("Bearer ") else None
+                    return lapses is not None and self._wall.now() < lapses
                 return hmac.compare_digest(given, "Bearer " + fill(auth.token))
             case "header":
                 return hmac.compare_digest(req.headers.get((auth.name or "").lower(), ""), fill(auth.value))

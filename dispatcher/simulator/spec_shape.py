@@ -11,6 +11,7 @@ slot is present; the first kind that matches wins (text, media, template).
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping
 from typing import Final, final
@@ -37,6 +38,9 @@ class Shape:
     literals: tuple[tuple[paths.Path, str], ...]
     slots: Mapping[str, tuple[paths.Path, bool]]  # name -> (where, optional)
     present: tuple[paths.Path, ...]  # mixed text: must be there
+    # Literals that are secret settings (Vonage's api_secret in the body): wrong, the request is
+    # unauthorized rather than malformed.
+    secrets: tuple[tuple[paths.Path, str], ...] = ()
 
 
 def _leaves(tree: object, at: str) -> list[tuple[str, object]]:
@@ -66,11 +70,13 @@ def _path_pattern(text: str, constants: Mapping[str, object]) -> re.Pattern[str]
 def shapes(spec: Spec, constants: Mapping[str, object]) -> list[Shape]:
     """The kinds of ``spec`` as they arrive, with a number's ``constants`` (settings, from) folded in."""
     out: list[Shape] = []
+    hidden = {name for name, setting in spec.settings.items() if setting.secret}
     for label in KINDS:
         kind: SendKind | None = getattr(spec.send, label)
         if kind is None:
             continue
         literals: list[tuple[paths.Path, str]] = []
+        secrets: list[tuple[paths.Path, str]] = []
         slots: dict[str, tuple[paths.Path, bool]] = {}
         present: list[paths.Path] = []
         for at, leaf in _leaves(kind.body, ""):
@@ -84,7 +90,8 @@ def shapes(spec: Spec, constants: Mapping[str, object]) -> list[Shape]:
             if not free:
                 rendered = value({})
                 if rendered is not template.MISSING:
-                    literals.append((where, str(rendered)))
+                    secret = any(name.removeprefix("setting.") in hidden for name, _ in found)
+                    (secrets if secret else literals).append((where, str(rendered)))
             elif len(found) == 1 and leaf.strip() == leaf and _SLOT.fullmatch(leaf):
                 name, optional = free[0]
                 slots[name] = (where, optional)
@@ -96,6 +103,7 @@ def shapes(spec: Spec, constants: Mapping[str, object]) -> list[Shape]:
                 method=kind.method or spec.send.method,
                 path=_path_pattern(kind.path or spec.send.path, constants),
                 literals=tuple(literals),
+                secrets=tuple(secrets),
                 slots=slots,
                 present=tuple(present),
             )
@@ -126,8 +134,16 @@ def decode(body: bytes, form: bool) -> object:
         return None
 
 
+class WrongSecretError(Exception):
+    """The request is of this kind but carries a wrong secret setting in its body."""
+
+
 def match(shape: Shape, method: str, path: str, doc: object) -> dict[str, object] | None:
-    """The slot values of a request if it is this kind, else None."""
+    """The slot values of a request if it is this kind, else None.
+
+    Raises:
+        WrongSecretError: it is this kind, with a secret of the body (api_secret) that is not the number's.
+    """
     if method != shape.method:
         return None
     found = shape.path.match(path)
@@ -148,4 +164,8 @@ def match(shape: Shape, method: str, path: str, doc: object) -> dict[str, object
                 return None
             continue
         values[name] = value
+    for where, secret in shape.secrets:
+        value = where.get(doc)
+        if value is None or not hmac.compare_digest(_text(value).encode(), secret.encode()):
+            raise WrongSecretError(where.text)
     return values

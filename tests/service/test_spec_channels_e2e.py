@@ -4,6 +4,7 @@ its signed webhooks, and receives a customer's message; the callbacks name the c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,3 +224,49 @@ def _plan(**fields: object):  # type: ignore[no-untyped-def]
     from dispatcher.simulator.faults import FaultPlan
 
     return FaultPlan(**fields)  # type: ignore[arg-type]
+
+
+async def test_a_redelivered_webhook_is_applied_once(tmp_path: Path) -> None:
+    async with (
+        open_sink() as sink,
+        running_daemon(config(tmp_path / "d", sink)) as (daemon, _),
+        httpx.AsyncClient(base_url=daemon.url, timeout=5.0) as hooks,
+    ):
+        event = {
+            "type": "message",
+            "mode": "active",
+            "timestamp": 1462629479859,
+            "source": {"type": "user", "userId": LINE_USER},
+            "webhookEventId": "01FZ74A0TDDPYRVKNK77XKC3ZR",
+            "deliveryContext": {"isRedelivery": False},
+            "message": {"id": "468789577898262530", "type": "text", "text": "once"},
+        }
+        body = json.dumps({"destination": "U123", "events": [event]}).encode()
+        headers = {"x-line-signature": signing.signature(_line_signature(), LINE_SECRET, body)}
+        route = f"/webhooks/channel/line/{LINE.lstrip('+')}"
+        assert (await hooks.post(route, content=body, headers=headers)).status_code == 200
+        event["deliveryContext"] = {"isRedelivery": True}  # LINE's redelivery: same message id
+        again = json.dumps({"destination": "U123", "events": [event]}).encode()
+        headers = {"x-line-signature": signing.signature(_line_signature(), LINE_SECRET, again)}
+        assert (await hooks.post(route, content=again, headers=headers)).status_code == 200
+        await sink.wait_for(lambda s: bool(s.delivered("/inbound")))
+        await trio.sleep(0.3)  # a second webhook would be on its way by now
+        assert [h.form["Body"] for h in sink.delivered("/inbound")] == ["once"]
+
+
+async def test_injected_faults_are_the_channels_own_answers_and_are_retried(tmp_path: Path) -> None:
+    async with open_sink() as sink, running_daemon(config(tmp_path / "d", sink)) as (daemon, client):
+        assert daemon.simulator is not None
+        daemon.simulator.faults.set(SMS.lstrip("+"), _plan(script=["throttle", "error_503"], retry_after=0.2))
+        sid = await send(client, SMS, CUSTOMER)
+        await wait_status(client, sid, "delivered")
+        assert daemon.simulator.faults.injected == {SMS.lstrip("+"): {"throttle": 1, "error_503": 1}}
+        assert sim(daemon).counters(SMS).rejected_429 == 1 and sim(daemon).counters(SMS).accepted == 1
+
+
+async def test_a_revoked_login_token_is_renewed_and_the_send_goes(tmp_path: Path) -> None:
+    async with open_sink() as sink, running_daemon(config(tmp_path / "d", sink)) as (daemon, client):
+        await wait_status(client, await send(client, f"line:{LINE}", f"line:{LINE_USER}"), "sent")
+        assert sim(daemon).revoke_tokens(LINE) == 1
+        await wait_status(client, await send(client, f"line:{LINE}", f"line:{LINE_USER}"), "sent")
+        assert sim(daemon).counters(LINE).logins == 2 and sim(daemon).counters(LINE).rejected_401 == 1
