@@ -19,6 +19,7 @@ error each. Credentials are checked before a body is read, as the front door doe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, final
 
@@ -41,6 +42,7 @@ from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.idempotency import HEADERS as IDEMPOTENCY_HEADERS
 from dispatcher.messages.rules import CreateRules
 from dispatcher.ops.cluster import AskStatus
+from dispatcher.ops.metrics import DispatcherCollector
 from dispatcher.ops.operations import Status
 from dispatcher.ownership.interface import Owner
 
@@ -127,6 +129,16 @@ class ForwardingStatistics:
     forwarded: int = 0  # requests (and batch parts) answered by another daemon
     unowned: int = 0  # refused with 503: their bucket had no owner
     failed: int = 0  # the owner could not be reached or did not answer
+
+
+def add_metrics(collector: DispatcherCollector, stats: ForwardingStatistics) -> None:
+    """The forwarding counters on /metrics (the daemon adds them when it forwards: ``[cluster]``)."""
+    for name, doc in (
+        ("forwarded", "Requests (and batch parts) this front door had another daemon answer."),
+        ("unowned", "Requests (and batch parts) refused with 503: their bucket had no owner."),
+        ("failed", "Forwarded requests whose owner could not be reached or did not answer (503)."),
+    ):
+        collector.add_counter(f"wadispatch_forward_{name}", doc, functools.partial(getattr, stats, name))
 
 
 class _BodyError(Exception):

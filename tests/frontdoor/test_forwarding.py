@@ -19,12 +19,14 @@ from dispatcher.config import ServiceConfig
 from dispatcher.core.bucketing import slot_of
 from dispatcher.core.directory import CloudHook, NumberInfo
 from dispatcher.core.models import new_sid
-from dispatcher.frontdoor.forwarding import HOP_HEADER, Forwarder, PeerPool
+from dispatcher.frontdoor.forwarding import HOP_HEADER, Forwarder, PeerPool, add_metrics
 from dispatcher.messages.services import Services
+from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ownership.interface import Owner
 from tests.helpers.buckets import open_buckets
 from tests.helpers.http_servers import Reply, Seen, Server, h11_handler, start_server, url
 from tests.helpers.intake import Intake, build_intake
+from tests.helpers.metrics import parse, value
 
 ACCOUNT: Final = "AC" + "0" * 31 + "1"
 TOKEN: Final = "forwarding-token-0123"
@@ -394,3 +396,14 @@ async def test_an_owner_that_stops_answering_gives_a_503_saying_it_may_have_stor
     assert status == 503 and headers[b"retry-after"] == b"1"
     assert "may have been applied: retry with the same Idempotency-Key" in json.loads(answer)["message"]
     assert msgspec.json.decode(answer)["code"] == 20503
+
+
+async def test_the_forwarding_counters_are_on_metrics(world: World) -> None:
+    collector = DispatcherCollector(actors=list, buckets=world.intake.buckets, requests=RequestCounts())
+    add_metrics(collector, world.forwarder.statistics)
+    await call(world.forwarder, "POST", CREATE, form(To="+16505551234", From=SENDERS[2], Body="x"))
+    await call(world.forwarder, "POST", CREATE, form(To="+16505551234", From=SENDERS[3], Body="x"))
+    samples = parse(Metrics(collector).render().decode())
+    assert value(samples, "wadispatch_forward_forwarded_total") == 1
+    assert value(samples, "wadispatch_forward_unowned_total") == 1
+    assert value(samples, "wadispatch_forward_failed_total") == 0
