@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,42 @@ def batch_bodies(numbers: int, messages: int, size: int, channel: str = "onprem"
         (json.dumps(items[lo : lo + size]).encode(), len(items[lo : lo + size]))
         for lo in range(0, messages, size)
     ]
+
+
+async def post_creates(
+    url: str, headers: list[tuple[bytes, bytes]], bodies: list[bytes], concurrency: int
+) -> float:
+    """``POST`` each Twilio-form create in ``bodies`` over ``concurrency`` keep-alive connections;
+    the seconds it took. Exits the bench if one is not a 201."""
+    pool = H11Pool(url, max_connections=concurrency)
+    path = create_path()
+    todo = iter(bodies)
+
+    async def worker() -> None:
+        for body in todo:
+            resp = await pool.request(b"POST", path, headers, body)
+            if resp.status != 201:
+                raise SystemExit(f"create refused: {resp.status} {resp.body[:300]!r}")
+
+    try:
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        return time.perf_counter() - start
+    finally:
+        await pool.aclose()
+
+
+async def serve_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan of an app with nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def start_daemon(cfg: Path) -> subprocess.Popen[bytes]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import trio
 
 from actors.http.pool import H11Pool
-from bench._harness import embedded_config
+from bench._harness import embedded_config, post_creates
 from dispatcher import config as configuration
 from dispatcher.core import logs
 from dispatcher.service.daemon import Running, run_daemon
@@ -81,31 +81,13 @@ async def post_batches(url: str, batches: int, size: int) -> float:
 
 
 async def post_singles(url: str, count: int, concurrency: int) -> float:
-    pool = H11Pool(url, max_connections=concurrency)
-    headers = _headers(b"application/x-www-form-urlencoded")
-    path = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
     bodies = [
         urllib.parse.urlencode(
             {"To": f"whatsapp:+1556{i:07d}", "From": f"whatsapp:{NUMBERS[i % 3]}", "Body": f"s{i}"}
         ).encode()
         for i in range(count)
     ]
-    todo = iter(bodies)
-
-    async def worker() -> None:
-        for body in todo:
-            resp = await pool.request(b"POST", path, headers, body)
-            if resp.status != 201:
-                raise SystemExit(f"create refused: {resp.status} {resp.body[:300]!r}")
-
-    try:
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(worker)
-        return time.perf_counter() - start
-    finally:
-        await pool.aclose()
+    return await post_creates(url, _headers(b"application/x-www-form-urlencoded"), bodies, concurrency)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:

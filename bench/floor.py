@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 from actors.http.pool import H11Pool
-from bench._harness import cpu_seconds
+from bench._harness import cpu_seconds, serve_lifespan
 from dispatcher.core.models import MessageRecord, record_decoder, record_encoder
 
 TARGET = b"/v1/messages"
@@ -76,13 +76,7 @@ def _quart_app() -> Any:
 
 async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await serve_lifespan(receive, send)
     more = True
     while more:
         message = await receive()

@@ -66,13 +66,7 @@ class _Behind:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await h.serve_lifespan(receive, send)
         self.reached += 1
         await send({"type": "http.response.start", "status": 500, "headers": []})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -125,32 +119,11 @@ async def _sequential(url: str, bodies: list[bytes]) -> list[float]:
     return times
 
 
-async def _concurrent(url: str, bodies: list[bytes], concurrency: int) -> float:
-    pool = H11Pool(url, max_connections=concurrency)
-    headers, path = h.front_headers(), h.create_path()
-    todo = iter(bodies)
-
-    async def worker() -> None:
-        for body in todo:
-            resp = await pool.request(b"POST", path, headers, body)
-            if resp.status != 201:
-                raise SystemExit(f"create refused: {resp.status} {resp.body[:300]!r}")
-
-    try:
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(worker)
-        return time.perf_counter() - start
-    finally:
-        await pool.aclose()
-
-
 async def _measure(url: str, b_pid: int, args: argparse.Namespace) -> dict[str, float]:
     seq = await _sequential(url, h.create_bodies(NUMBERS, args.sequential))
     bodies = h.create_bodies(NUMBERS, args.messages)
     own0, b0 = time.process_time(), h.cpu_seconds(b_pid)
-    elapsed = await _concurrent(url, bodies, args.concurrency)
+    elapsed = await h.post_creates(url, h.front_headers(), bodies, args.concurrency)
     own1, b1 = time.process_time(), h.cpu_seconds(b_pid)
     seq.sort()
     return {

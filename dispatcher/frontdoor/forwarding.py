@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol, final
+from typing import Final, final
 
 import attrs
 import msgspec
@@ -41,7 +41,7 @@ from dispatcher.frontdoor import batch, errors, limits, routing
 from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.idempotency import HEADERS as IDEMPOTENCY_HEADERS
 from dispatcher.messages.rules import CreateRules
-from dispatcher.ops.cluster import AskStatus
+from dispatcher.ops.cluster import AskStatus, OwnerTable
 from dispatcher.ops.metrics import DispatcherCollector
 from dispatcher.ops.operations import Status
 from dispatcher.ownership.interface import Owner
@@ -66,15 +66,6 @@ _HOP_BY_HOP: Final = frozenset(
 )
 PEER_MAX_RESPONSE: Final = 64 << 20  # a forwarded media download is buffered whole
 Headers = list[tuple[bytes, bytes]]
-
-
-class Owners(Protocol):
-    """Who owns a bucket (``dispatcher.ownership.interface.Ownership`` is one)."""
-
-    @property
-    def owner_id(self) -> str: ...
-
-    def owner(self, bucket: int) -> Owner | None: ...
 
 
 @final
@@ -202,7 +193,7 @@ class Forwarder:
         *,
         buckets: Buckets,
         directory: Directory,
-        owners: Owners,
+        owners: OwnerTable,
         rules: CreateRules,
         auth: Authenticator,
         pool: PeerPool,

@@ -23,7 +23,7 @@ from dispatcher.frontdoor.forwarding import HOP_HEADER, Forwarder, PeerPool, add
 from dispatcher.messages.services import Services
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ownership.interface import Owner
-from tests.helpers.buckets import open_buckets
+from tests.helpers.buckets import FixedOwners, open_buckets
 from tests.helpers.http_servers import Reply, Seen, Server, h11_handler, start_server, url
 from tests.helpers.intake import Intake, build_intake
 from tests.helpers.metrics import parse, value
@@ -36,15 +36,6 @@ SENDERS: Final = ("+15550000008", "+15550000001", "+15550000002", "+15550000003"
 PNID: Final = "106540352242922"  # SENDERS[2] is a Cloud number
 SERVICE: Final = "MG" + "0" * 31 + "1"
 CREATE: Final = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-
-
-@attrs.define
-class Owners:
-    table: dict[int, Owner | None]
-    owner_id: str = "A"
-
-    def owner(self, bucket: int) -> Owner | None:
-        return self.table[bucket]
 
 
 @attrs.define
@@ -107,7 +98,7 @@ class World:
     forwarder: Forwarder
     front: Front
     peer: Server
-    owners: Owners
+    owners: FixedOwners
     intake: Intake
     pool: PeerPool
 
@@ -116,7 +107,7 @@ class World:
 async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
     async with open_buckets(tmp_path / "data", 4) as buckets:
         peer = await start_server(nursery, h11_handler(peer_app))
-        owners = Owners({0: Owner("A", "http://a.invalid", 1), 1: Owner("A", "http://a.invalid", 1)})
+        owners = FixedOwners({0: Owner("A", "http://a.invalid", 1), 1: Owner("A", "http://a.invalid", 1)})
         owners.table[2] = Owner("B", url(peer), 3)
         owners.table[3] = None
         numbers = {n: NumberInfo(n, ACCOUNT, "s") for n in SENDERS}

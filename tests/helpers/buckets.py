@@ -6,11 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import trio
 
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.dataroot import open_root
 from dispatcher.core.store import Store
+from dispatcher.ownership.interface import Owner
+
+
+@attrs.define
+class FixedOwners:
+    """An owner table that says what the test set (``dispatcher.ops.cluster.OwnerTable``)."""
+
+    table: dict[int, Owner | None]
+    owner_id: str = "A"
+
+    def owner(self, bucket: int) -> Owner | None:
+        return self.table[bucket]
 
 
 def as_buckets(store: Store | Buckets) -> Buckets:

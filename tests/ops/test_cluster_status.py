@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attrs
 import msgspec
 import pytest
 import trio
@@ -14,17 +13,9 @@ from dispatcher.frontdoor.forwarding import PeerPool, status_asker
 from dispatcher.ops.cluster import ClusterStatus, ClusterView
 from dispatcher.ops.operations import Status
 from dispatcher.ownership.interface import Owner
+from tests.helpers.buckets import FixedOwners
 from tests.helpers.cli import cli
 from tests.helpers.daemon import ADMIN, ADMIN_SECTION, ADMIN_TOKEN, running_daemon, sandbox_config
-
-
-@attrs.define
-class Table:
-    table: dict[int, Owner | None]
-    owner_id: str = "A"
-
-    def owner(self, bucket: int) -> Owner | None:
-        return self.table[bucket]
 
 
 def local() -> Status:
@@ -35,7 +26,7 @@ async def test_the_view_gathers_each_owner_and_names_the_unreachable_and_the_uno
     with trio.fail_after(60):
         async with running_daemon(sandbox_config(tmp_path / "b", extra=ADMIN_SECTION)) as (peer, _):
             pool = PeerPool()
-            owners = Table(
+            owners = FixedOwners(
                 {
                     0: Owner("A", "http://a.invalid", 1),
                     1: Owner("B", peer.url, 4),
@@ -72,7 +63,7 @@ async def test_an_owner_that_does_not_answer_in_time_is_listed_as_such(
         await trio.sleep_forever()
         raise AssertionError
 
-    owners = Table({0: Owner("A", "", 1), 1: Owner("B", "http://b", 1)})
+    owners = FixedOwners({0: Owner("A", "", 1), 1: Owner("B", "http://b", 1)})
     view = ClusterView(count=2, owners=owners, local=local, ask=silent)
     found = await view.status(timeout=2.0)
     assert trio.current_time() == pytest.approx(2.0)
@@ -86,7 +77,7 @@ async def test_a_daemon_owning_nothing_still_answers_for_itself() -> None:
     async def never(address: str) -> Status:
         raise AssertionError(address)
 
-    view = ClusterView(count=2, owners=Table({0: None, 1: None}), local=local, ask=never)
+    view = ClusterView(count=2, owners=FixedOwners({0: None, 1: None}), local=local, ask=never)
     found = await view.status()
     assert found.unowned == [0, 1] and [(d.owner_id, d.buckets, d.here) for d in found.daemons] == [
         ("A", [], True)
