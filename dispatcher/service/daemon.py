@@ -195,6 +195,25 @@ def _callback_metrics(collector: DispatcherCollector, buckets: Buckets, sender: 
         collector.add_counter(f"wadispatch_callbacks_{name}", doc, functools.partial(_attr, sender, name))
 
 
+def _template_metrics(collector: DispatcherCollector, catalog: TemplateCatalog, sync: TemplateSync) -> None:
+    """The WABAs' templates on /metrics: what cannot be sent now, and whose sync is failing."""
+    collector.add_gauge(
+        "wadispatch_templates",
+        "Templates of the WABAs known from Meta (deleted ones left out).",
+        lambda: sum(1 for t in catalog.templates(sync.wabas()) if t.status != "DELETED"),
+    )
+    collector.add_gauge(
+        "wadispatch_templates_not_sendable",
+        "Templates of the WABAs Meta has not approved now (pending, rejected, paused, disabled...).",
+        lambda: sum(1 for t in catalog.templates(sync.wabas()) if t.status not in ("APPROVED", "DELETED")),
+    )
+    collector.add_gauge(
+        "wadispatch_template_sync_failing",
+        "WABAs whose last template sync failed (the log says Meta's error; the catalog keeps what it knew).",
+        lambda: len(sync.failures),
+    )
+
+
 def _field_metrics(collector: DispatcherCollector, fields: CloudFields) -> None:
     collector.add_labelled_counter(
         "wadispatch_webhook_fields_unhandled",
@@ -599,6 +618,7 @@ async def _run_on_root(
                     lambda: inbox.unapplied,
                 )
                 _field_metrics(metrics.collector, cloud_fields)
+                _template_metrics(metrics.collector, catalog, template_sync)
                 metrics.add(
                     NumberWatchCollector(
                         buckets=buckets,

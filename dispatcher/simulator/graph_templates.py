@@ -46,6 +46,7 @@ _CATEGORIES: Final = ("AUTHENTICATION", "MARKETING", "UTILITY")
 _BAD_PARAM: Final = re.compile(r"[\r\n\t]| {5}")
 _encoder: Final = msgspec.json.Encoder()
 DEFAULT_PAGE: Final = 25
+TEMPLATE_LIMIT: Final = 250  # templates per WABA while the business portfolio is unverified (reference §1.2)
 # A handle Meta's upload gives ("4::aW1hZ2U..."): one from elsewhere (pywa's examples) passes too; a
 # URL or any other text in its place is refused, as Meta refuses it.
 _HANDLE: Final = re.compile(r"^[0-9]::\S+$")
@@ -203,6 +204,13 @@ class GraphTemplates:
         ]
         page = found[start : start + limit]
         body: dict[str, Any] = {"data": page}
+        if args.get("summary"):  # asked by pywa (every field it names, as Meta answers them)
+            body["summary"] = {
+                "total_count": len(found),
+                "message_template_count": len(waba.templates),
+                "message_template_limit": TEMPLATE_LIMIT,
+                "are_translations_complete": True,
+            }
         if page:
             cursors = {"before": _cursor(start), "after": _cursor(start + len(page))}
             body["paging"] = {"cursors": cursors}

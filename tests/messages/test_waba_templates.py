@@ -150,6 +150,11 @@ async def test_a_paused_template_is_refused_at_create_and_its_queued_messages_wa
             assert [q.status_code for q in queued] == [201, 201]
             sim.templates.review(WABA, doc["name"], "pause")  # Meta's webhook, signed, to our route
             await until(lambda: daemon.catalog.get(sid).status == "PAUSED")  # type: ignore[union-attr]
+            scraped = daemon.metrics.render().decode()
+            assert (
+                "wadispatch_templates 1.0" in scraped and "wadispatch_templates_not_sendable 1.0" in scraped
+            )
+            assert "wadispatch_template_sync_failing 0.0" in scraped
             refused = await client.post(messages_path(), data=create(sid, variables))
             assert refused.status_code == 400
             assert refused.json()["code"] == 63027
