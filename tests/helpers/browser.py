@@ -33,6 +33,9 @@ def browser_missing() -> str | None:
     return None
 
 
+PAGE_LOAD_TIMEOUT = 45  # seconds; a loaded machine takes ~1 s per console page
+
+
 class Browser:
     """One headless chromium window; ``call`` runs a blocking selenium call in a thread."""
 
@@ -128,7 +131,12 @@ def _start(profile: Path, width: int, height: int, javascript: bool) -> Any:
     if not javascript:  # as a user with JavaScript switched off sees the pages
         options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(profile / "chromedriver.log"))
-    return webdriver.Chrome(service=service, options=options)
+    driver = webdriver.Chrome(service=service, options=options)
+    # A page that never finishes loading must fail the test in seconds: WebDriver's default waits 300 s
+    # per navigation, and a blocking call in a worker thread outlives the test's trio deadline.
+    driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
+    driver.set_script_timeout(PAGE_LOAD_TIMEOUT)
+    return driver
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from dispatcher.frontdoor.cloud_routes import signature
@@ -165,9 +166,15 @@ async def test_a_paused_template_is_refused_at_create_and_its_queued_messages_wa
             sim.templates.review(WABA, doc["name"], "unpause")
             await until(lambda: daemon.catalog.get(sid).status == "APPROVED")  # type: ignore[union-attr]
             await until(lambda: len(sent(daemon)) == 2, timeout=40)
-            for q in queued:
-                fetched = await client.get(messages_path(q.json()["sid"]))
-                assert fetched.json()["status"] in ("sent", "delivered", "read")
+            # The simulator has them; their records say so once the actor's outcome commit lands.
+            with trio.fail_after(10):
+                for q in queued:
+                    while not await was_sent(client, q.json()["sid"]):  # noqa: ASYNC110 - the actor's commit: nothing here to wait on
+                        await trio.sleep(0.05)
+
+
+async def was_sent(client: httpx.AsyncClient, sid: str) -> bool:
+    return (await client.get(messages_path(sid))).json()["status"] in ("sent", "delivered", "read")
 
 
 async def test_what_meta_would_refuse_is_refused_at_create_and_nothing_is_stored(tmp_path: Path) -> None:
