@@ -18,7 +18,8 @@ import trio
 from dispatcher import admincli
 from dispatcher import config as configuration
 from dispatcher.core import logs
-from dispatcher.service import runtime
+from dispatcher.core.dataroot import DataRootError, open_root
+from dispatcher.service import runtime, workers
 
 DEFAULT_CONFIG = "conf/dispatcher.toml"
 SANDBOX_ACCOUNT = "AC00000000000000000000000000000001"
@@ -33,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default: %(default)s)")
     run.add_argument("--data-dir", help="override store.data_dir")
     run.add_argument("--listen", help="override server.listen (HOST:PORT)")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes sharing the listen port and the buckets (flock), one a core (default: %(default)s)",
+    )
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
 
     rebucket = sub.add_parser(
         "rebucket", help="copy the data root into another number of buckets (offline: no daemon may run)"
@@ -78,13 +86,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
 def _check_config(path: str) -> int:
     try:
         cfg = configuration.load(path)
     except configuration.ConfigError as exc:
         sys.stderr.write(f"{path}: {exc}\n")
         return 2
-    sys.stdout.write(f"{path}: ok ({len(cfg.accounts)} accounts, {len(cfg.numbers)} numbers)\n")
+    cluster = cfg.cluster
+    where = ""
+    if cluster is not None:
+        where = (
+            f", cluster: etcd {cluster.name!r} via {len(cluster.etcd.endpoints)} endpoints"
+            if cluster.backend == "etcd"
+            else ", cluster: flock on the data root"
+        )
+    sys.stdout.write(f"{path}: ok ({len(cfg.accounts)} accounts, {len(cfg.numbers)} numbers{where})\n")
     return 0
 
 
@@ -101,17 +124,33 @@ def _run(args: argparse.Namespace) -> int:
             overrides["server"] = msgspec.structs.replace(cfg.server, listen=args.listen)
         if args.data_dir:
             overrides["store"] = msgspec.structs.replace(cfg.store, data_dir=args.data_dir)
+        if (args.worker or args.workers > 1) and cfg.cluster is None:
+            overrides["cluster"] = configuration.ClusterConfig()  # processes of one host: flock
         return msgspec.structs.replace(cfg, **overrides)
 
     try:
         cfg = load()
+        if args.workers > 1:
+            configuration.check_workers(cfg, args.workers)
     except configuration.ConfigError as exc:
         sys.stderr.write(f"wadispatch: config error: {exc}\n")
         return 2
     logs.configure(cfg.log.level)
+    if args.workers > 1:
+        try:  # created once here: N workers creating one new root at once would race
+            open_root(cfg.store.data_dir, cfg.store.buckets)
+        except DataRootError as exc:
+            sys.stderr.write(f"wadispatch: storage error: {exc}\n")
+            return 3
+        return workers.run_pool(_run_args(args), args.workers)
+
+    def ready() -> None:
+        runtime.settle()
+        workers.report_ready()
+
     runtime.tune()
     try:
-        trio.run(lambda: run_daemon(cfg, reload_config=load, on_ready=runtime.settle))
+        trio.run(lambda: run_daemon(cfg, reload_config=load, on_ready=ready, shared_port=args.worker))
     except StoreError as exc:
         sys.stderr.write(f"wadispatch: storage error: {exc}\n")
         return 3
@@ -145,6 +184,16 @@ def _rebucket(args: argparse.Namespace) -> int:
     if report.dropped:
         sys.stdout.write(f"Index entries of messages that no longer exist, not copied: {report.dropped}\n")
     return 0
+
+
+def _run_args(args: argparse.Namespace) -> list[str]:
+    """The options of ``run`` each worker of ``--workers`` gets."""
+    out = ["--config", args.config]
+    if args.data_dir:
+        out += ["--data-dir", args.data_dir]
+    if args.listen:
+        out += ["--listen", args.listen]
+    return out
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -382,6 +382,44 @@ class WatchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     version_warn_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] = 90
 
 
+class EtcdConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """etcd v3 (its JSON gateway) for ownership across hosts."""
+
+    endpoints: list[str] = []  # http(s)://host:2379 of every member
+    # The lease: a daemon that cannot renew it for ttl seconds loses its buckets to the others.
+    ttl: Annotated[float, msgspec.Meta(ge=2.0, le=3600.0)] = 15.0
+    # Sends stop this long before the lease could lapse (clock drift between this host and etcd).
+    margin: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
+    # A new owner waits this long after its claim before its first send.
+    grace: Seconds = 2.0
+    # Seconds one call to etcd may take, over every endpoint it tries.
+    request_timeout: Annotated[float, msgspec.Meta(gt=0.0, le=60.0)] = 2.0
+    # TLS: the cluster's CA, and a client certificate when etcd asks for one (--client-cert-auth).
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # etcd's own auth (etcdctl user add): the password through the credentials mechanism.
+    username: str | None = None
+    password: Secret | None = None
+
+
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Who owns a bucket when several processes (flock) or hosts (etcd) share the work."""
+
+    backend: Literal["flock", "etcd"] = "flock"
+    # etcd keys live under /wadispatch/{name}/: one etcd can serve several clusters.
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    # This daemon's id among the owners (default: host name and process id).
+    owner_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] | None = None
+    # Where this daemon takes requests forwarded by the others (its own port, never shared).
+    peer_listen: str = "127.0.0.1:0"
+    # How the others reach peer_listen (default http://<peer_listen host>:<bound port>).
+    advertise_url: str | None = None
+    # flock: seconds between looks at who holds what (a dead process's buckets are taken this fast).
+    poll_interval: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 0.25
+    etcd: EtcdConfig = EtcdConfig()
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     server: ServerConfig = ServerConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
@@ -399,6 +437,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     messaging: MessagingConfig = MessagingConfig()
     services: list[ServiceConfig] = []
     watch: WatchConfig = WatchConfig()
+    # Several processes or hosts sharing the buckets (absent: one daemon owns everything).
+    cluster: ClusterConfig | None = None
 
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
@@ -415,6 +455,7 @@ def parse_listen(value: str, where: str) -> tuple[str, int]:
 def validate(config: Config) -> Config:
     """Cross-field checks msgspec cannot express; raises ConfigError naming the key."""
     parse_listen(config.server.listen, "server.listen")
+    _validate_cluster(config)
     if config.store.map_max_mb and config.store.map_max_mb < config.store.map_size_mb:
         raise ConfigError(f"store.map_max_mb: must be 0 or at least map_size_mb ({config.store.map_size_mb})")
     if config.store.buckets is not None:
@@ -710,3 +751,54 @@ def _tidy(message: str) -> str:
         key = f"{path}.{unknown['field']}" if path else unknown["field"]
         return f"{key}: unknown key"
     return f"{path}: {what}" if path else what
+
+
+def _validate_cluster(config: Config) -> None:
+    cluster = config.cluster
+    if cluster is None:
+        return
+    parse_listen(cluster.peer_listen, "cluster.peer_listen")
+    if cluster.advertise_url is not None and not re.match(r"^https?://[^/\s]+$", cluster.advertise_url):
+        raise ConfigError(
+            f"cluster.advertise_url: expected http(s)://host:port, got {cluster.advertise_url!r}"
+        )
+    if cluster.backend != "etcd":
+        return
+    etcd = cluster.etcd
+    if not etcd.endpoints:
+        raise ConfigError("cluster.etcd.endpoints: the etcd backend needs at least one endpoint")
+    for i, endpoint in enumerate(etcd.endpoints):
+        if not re.match(r"^https?://[^/\s]+$", endpoint):
+            raise ConfigError(f"cluster.etcd.endpoints[{i}]: expected http(s)://host:port, got {endpoint!r}")
+    longest = max((num.request_timeout for num in config.numbers), default=0.0)
+    if etcd.ttl <= etcd.margin + longest:
+        raise ConfigError(
+            f"cluster.etcd.ttl: must exceed margin + the longest numbers' request_timeout "
+            f"({etcd.margin:g} + {longest:g} s): no send could start within the lease"
+        )
+    if (etcd.cert_file is None) != (etcd.key_file is None):
+        raise ConfigError("cluster.etcd: give cert_file and key_file together")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(etcd, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"cluster.etcd.{key}: no such file {path}")
+    if (etcd.cert_file or etcd.ca_file) and not all(e.startswith("https://") for e in etcd.endpoints):
+        raise ConfigError("cluster.etcd.endpoints: TLS files are set, so every endpoint must be https://")
+    if (etcd.username is None) != (etcd.password is None):
+        raise ConfigError("cluster.etcd: give username and password together")
+    if etcd.password is not None:
+        etcd.password.resolve_present("cluster.etcd.password")
+
+
+def check_workers(config: Config, workers: int) -> None:
+    """What ``--workers N`` needs of a config: one data root on this host, no fixed simulator port."""
+    if config.cluster is not None and config.cluster.backend != "flock":
+        raise ConfigError(
+            f"cluster.backend: --workers {workers} shares one data root on this host, so it needs flock, "
+            f"not {config.cluster.backend} (run one daemon per host under etcd)"
+        )
+    if config.simulator is not None and parse_listen(config.simulator.listen, "simulator.listen")[1] != 0:
+        raise ConfigError(
+            f"simulator.listen: every one of --workers {workers} would embed a simulator on that port; "
+            "give port 0, or run `wadispatch simulate` apart and point the numbers at it"
+        )

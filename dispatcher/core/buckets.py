@@ -28,6 +28,9 @@ class Buckets:
         self.home = self.stores[0]
         self._mask = self.count - 1
         self._slots_since_ms = slots_since_ms
+        # The buckets this process serves (sends, callbacks, scheduled messages): every one,
+        # unless ownership decides (``dispatcher.ownership``: several processes or hosts).
+        self._local = set(range(self.count))
 
     @classmethod
     def single(cls, store: Store) -> Buckets:
@@ -48,6 +51,24 @@ class Buckets:
                 store.close_env()
             raise
         return cls(stores, slots_since_ms=root.slots_since_ms)
+
+    def serve_none(self) -> None:
+        """Serve no bucket until ``serve`` (a process whose buckets ownership hands out)."""
+        self._local.clear()
+
+    def serve(self, index: int) -> None:
+        self._local.add(index)
+
+    def stop_serving(self, index: int) -> None:
+        self._local.discard(index)
+
+    def is_local(self, index: int) -> bool:
+        """This process serves bucket ``index`` (its owner, or the only process)."""
+        return index in self._local
+
+    def local(self) -> list[tuple[int, Store]]:
+        """The buckets this process serves, with their index."""
+        return [(index, self.stores[index]) for index in sorted(self._local)]
 
     def index(self, number: str) -> int:
         return slot_of(number) & self._mask

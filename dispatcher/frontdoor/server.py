@@ -17,11 +17,17 @@ HTTP/2 connection (h2c) carries one request at a time (``h2_max_concurrent_strea
 keep-alive waits included, which ``keep_alive_timeout`` already does. A request
 body has its own total deadline in the routes (``body_timeout``, see
 ``fastlane`` and ``app``): hypercorn has none.
+
+Several processes on one host (``wadispatch run --workers N``) share the listen
+port with ``SO_REUSEPORT`` (``reuse_port``): the kernel spreads new connections
+over them. Each also listens on a ``peer`` address of its own (never shared), where
+the others forward the requests for the buckets it owns.
 """
 
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Awaitable, Callable
 from typing import final
 
@@ -115,6 +121,22 @@ def hypercorn_config(host: str, port: int, *, graceful_timeout: float) -> HyperC
     return cfg
 
 
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket (not listening yet); ``reuse_port``: shared with other processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve_frontdoor(
     app: ASGIFramework,
     host: str,
@@ -123,11 +145,15 @@ async def serve_frontdoor(
     *,
     graceful_timeout: float = 5.0,
     cap: ConnectionCap | None = None,
+    reuse_port: bool = False,
+    peer: socket.socket | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port).
+    """Serve until ``shutdown_trigger`` returns; ``started()`` gets the bound URLs (real port):
+    the listen address first, then the ``peer`` socket's (bound by the caller) if given.
 
-    ``cap`` bounds the open connections (``limits.MAX_CONNECTIONS`` if not given).
+    ``cap`` bounds the open connections (``limits.MAX_CONNECTIONS`` if not given), over both.
+    ``reuse_port``: share the listen port with other processes (``SO_REUSEPORT``).
     """
     cap = cap or ConnectionCap()
     config = hypercorn_config(host, port, graceful_timeout=graceful_timeout)
@@ -139,10 +165,12 @@ async def serve_frontdoor(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            sockets = config.create_sockets()
+            sockets = [listen_socket(host, port, reuse_port=reuse_port)]
+            if peer is not None:
+                sockets.append(peer)
             listeners: list[CappedListener] = []
             binds: list[str] = []
-            for sock in sockets.insecure_sockets:
+            for sock in sockets:
                 sock.listen(config.backlog)
                 plain = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                 listeners.append(CappedListener(plain, cap))

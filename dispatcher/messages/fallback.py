@@ -161,14 +161,15 @@ class Fallbacks:
                 await trio.lowlevel.checkpoint()
 
     def _first_due(self) -> float | None:
-        dues = [due for store in self._buckets.stores if (due := fallbacks.first_due(store)) is not None]
+        local = self._buckets.local()  # the buckets this process serves
+        dues = [due for _, store in local if (due := fallbacks.first_due(store)) is not None]
         return min(dues, default=None)
 
     async def fire_due(self) -> int:
         """Handle every entry due now (at most ``batch`` per bucket); returns how many were handled."""
         now = self._wall.now()
         handled = 0
-        for store in self._buckets.stores:
+        for _, store in self._buckets.local():
             entries = fallbacks.due(store, now, self._batch)
             for index_key, reason in entries:
                 if self._stopping:

@@ -147,9 +147,9 @@ class Scheduler:
         self._wakeup.set()
 
     def next_due(self) -> float | None:
-        """The earliest due time over every bucket."""
+        """The earliest due time over every bucket served here."""
         earliest = None
-        for store in self._buckets.stores:
+        for _, store in self._buckets.local():
             due = _next_due(store)
             if due is not None and (earliest is None or due < earliest):
                 earliest = due
@@ -162,7 +162,7 @@ class Scheduler:
         """Queue every message due now; returns how many were queued."""
         total = 0
         now = self._wall.now()
-        for store in self._buckets.stores:
+        for _, store in self._buckets.local():
             due = _next_due(store)
             if due is not None and due <= now:
                 total += await self._fire_bucket(store)

@@ -70,6 +70,9 @@ class BucketStatus(msgspec.Struct, kw_only=True, frozen=True):
     failing: bool
     outbox: int  # entries waiting to be sent, every number of the bucket
     callbacks: int  # customer callbacks waiting
+    owned: bool = True  # this daemon owns it (always, without [cluster])
+    epoch: int | None = None  # the epoch of our ownership (None: not owned, or no [cluster])
+    recorded_epoch: int = 0  # the epoch of the bucket's latest owner, as committed in it
 
 
 class Status(msgspec.Struct, kw_only=True, frozen=True):
@@ -236,6 +239,9 @@ class Operations:
             failing=stats.failing,
             outbox=store.entries(b"outbox"),
             callbacks=store.entries(b"callbacks"),
+            owned=store.epoch is None or store.epoch >= 0,  # a fenced-out Store carries -1
+            epoch=store.epoch if store.epoch is not None and store.epoch >= 0 else None,
+            recorded_epoch=store.recorded_epoch,
         )
 
     def outbox(self, number: str, *, limit: int = 100) -> Outbox:

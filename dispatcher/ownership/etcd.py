@@ -150,6 +150,7 @@ class EtcdOwnership:
             nursery.start_soon(self._keepalive_loop)
             nursery.start_soon(self._claim_loop)
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self._window_loop)
             await self._session_over.wait()
             nursery.cancel_scope.cancel()
 
@@ -179,6 +180,24 @@ class EtcdOwnership:
                 self._healthy = True
                 self._wake.set()
             await trio.sleep_until(sent_at + every)
+
+    async def _window_loop(self) -> None:
+        """When the send window closes with no renewal, our claims may lapse any moment: the
+        buckets take no more writes (``BucketHost.suspend``) until a keepalive succeeds."""
+        while True:
+            until = self.clock.until
+            await trio.sleep_until(until)
+            if self.clock.until > until:
+                continue  # renewed in time
+            suspended = list(self._claims)
+            log.warning("ownership.suspended", owned=suspended, lease=self._lease_id)
+            for bucket in suspended:
+                self._host.suspend(bucket)
+            await self.clock.wait_renewed()
+            for bucket in suspended:
+                if bucket in self._claims:
+                    self._host.resume(bucket)
+            log.info("ownership.resumed", owned=sorted(self._claims))
 
     def _unhealthy(self, event: str, exc: Exception) -> None:
         if self._healthy or self._lease_id is None:
@@ -304,6 +323,14 @@ class EtcdOwnership:
                 log.warning("ownership.revoke_failed", error=str(exc))  # it lapses by itself
 
     # -- views --------------------------------------------------------------------------
+
+    @property
+    def live(self) -> int:
+        return self._live
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
 
     def owner(self, bucket: int) -> Owner | None:
         now = trio.current_time()

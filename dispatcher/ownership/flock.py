@@ -63,7 +63,7 @@ def _write_record(fd: int, holder: Holder) -> None:
     os.fsync(fd)
 
 
-def _read_record(path: Path) -> Holder | None:
+def read_record(path: Path) -> Holder | None:
     """The record in ``path`` (None: missing, empty or being rewritten)."""
     try:
         with path.open("rb") as f:
@@ -102,9 +102,11 @@ class FlockOwnership:
         owner_id: str,
         address: str,
         poll_interval: float = POLL_INTERVAL,
+        epoch_floor: Callable[[int], int] = lambda bucket: 0,
     ) -> None:
         """``lock_path(b)``: bucket b's lock file; ``members_dir``: the process table;
-        ``address``: where this process takes forwarded requests (``http://host:port``)."""
+        ``address``: where this process takes forwarded requests (``http://host:port``);
+        ``epoch_floor(b)``: the epoch bucket b already records (a new epoch is above it)."""
         self._host = host
         self._count = buckets
         self._lock_path = lock_path
@@ -112,6 +114,7 @@ class FlockOwnership:
         self._owner_id = owner_id
         self._address = address
         self._poll = poll_interval
+        self._epoch_floor = epoch_floor
         self._fds: dict[int, int] = {}  # bucket -> fd holding its flock
         self._epochs: dict[int, int] = {}
         self._member_fd: int | None = None
@@ -150,7 +153,7 @@ class FlockOwnership:
         """Live processes (owner id -> address); removes the entries of dead ones."""
         live = {self._owner_id: self._address}
         for path in self._members_dir.glob("*" + MEMBER_SUFFIX):
-            holder = _read_record(path)
+            holder = read_record(path)
             if holder is not None and holder.owner_id == self._owner_id:
                 continue
             try:
@@ -178,7 +181,7 @@ class FlockOwnership:
             if bucket in self._fds:
                 owners[bucket] = Owner(self._owner_id, self._address, self._epochs[bucket])
                 continue
-            holder = _read_record(self._lock_path(bucket))
+            holder = read_record(self._lock_path(bucket))
             if holder is not None and holder.owner_id and holder.owner_id in members:
                 owners[bucket] = Owner(holder.owner_id, holder.address, holder.epoch)
         self._owners = owners
@@ -191,8 +194,8 @@ class FlockOwnership:
             if not _try_lock(fd):
                 os.close(fd)
                 return None
-            previous = _read_record(path)
-            epoch = (previous.epoch if previous is not None else 0) + 1
+            previous = read_record(path)
+            epoch = max(previous.epoch if previous is not None else 0, self._epoch_floor(bucket)) + 1
             _write_record(fd, Holder(owner_id=self._owner_id, address=self._address, epoch=epoch))
         except BaseException:
             os.close(fd)
@@ -253,6 +256,14 @@ class FlockOwnership:
         """Take nothing more; ``run`` drains and lets go of every bucket, then returns."""
         self._stopping = True
         self._wake.set()
+
+    @property
+    def live(self) -> int:
+        return self._live
+
+    @property
+    def healthy(self) -> bool:
+        return True
 
     def owner(self, bucket: int) -> Owner | None:
         return self._owners.get(bucket)

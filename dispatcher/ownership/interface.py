@@ -40,6 +40,15 @@ class BucketHost(Protocol):
         no send of theirs is in flight. Their outboxes stay in the bucket for the next owner."""
         ...
 
+    def suspend(self, bucket: int) -> None:
+        """Our claim on ``bucket`` may have lapsed (etcd without quorum): accept no write for it
+        (creates get 503) until ``resume``; its actors already wait at their gate."""
+        ...
+
+    def resume(self, bucket: int) -> None:
+        """The claim held after all (a keepalive succeeded): the bucket is ours again as before."""
+        ...
+
 
 class Ownership(Protocol):
     """One process's claims on buckets."""
@@ -62,6 +71,16 @@ class Ownership(Protocol):
 
     def owned(self) -> Mapping[int, int]:
         """The buckets this process owns now, and their epochs."""
+        ...
+
+    @property
+    def live(self) -> int:
+        """Processes taking part, this one included (as last counted)."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """The backend answers (etcd: the last keepalive succeeded; flock: always)."""
         ...
 
     def status(self) -> Mapping[str, object]:

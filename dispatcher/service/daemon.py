@@ -11,17 +11,19 @@ commits what is queued, then LMDB closes. A second signal stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import httpx
 import structlog
 import trio
+from hypercorn.typing import ASGIFramework
 
 from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
@@ -51,10 +53,10 @@ from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
-from dispatcher.frontdoor.forwarding import PeerPool, status_asker
+from dispatcher.frontdoor.forwarding import Forwarder, PeerPool, status_asker
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
-from dispatcher.frontdoor.server import ConnectionCap, serve_frontdoor
+from dispatcher.frontdoor.server import ConnectionCap, listen_socket, serve_frontdoor
 from dispatcher.messages import idempotency
 from dispatcher.messages.auth import api_keys
 from dispatcher.messages.catalog import TemplateCatalog
@@ -77,6 +79,8 @@ from dispatcher.ops.number_metrics import NumberWatchCollector
 from dispatcher.ops.number_view import NumberView
 from dispatcher.ops.operations import Operations
 from dispatcher.ops.samples import Sampler
+from dispatcher.ownership.interface import Ownership
+from dispatcher.service.cluster import OwnedBuckets, build_ownership, etcd_http_client
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.service.messaging import build_messaging
 from dispatcher.service.number_ops import NumberOps, onboarded_numbers
@@ -123,8 +127,14 @@ class Running:
     template_sync: TemplateSync
     numbers: NumberOps  # onboarding, the account watch, the doctor
     sampler: Sampler | None = None
+    ownership: Ownership | None = None  # with [cluster]: who owns which bucket
     simulator: Simulator | None = None
     simulator_url: str | None = None
+
+
+# Says which gateway process sent a request (host and pid): in WhatsApp's and the simulator's logs,
+# two processes sending for one number at once would show (the simulator's per-sender log).
+USER_AGENT: Final = f"wadispatch/0.1 ({socket.gethostname()}; pid {os.getpid()})".encode()
 
 
 def default_transport(num: NumberConfig, base_url: str) -> Transport:
@@ -133,6 +143,7 @@ def default_transport(num: NumberConfig, base_url: str) -> Transport:
         max_connections=num.max_in_flight,
         request_timeout=num.request_timeout,
         max_response_body=num.max_response_body,
+        default_headers=((b"user-agent", USER_AGENT),),
     )
 
 
@@ -326,6 +337,7 @@ async def run_daemon(
     notifier: Notifier | None = None,
     resolver: Resolver | None = None,
     on_ready: Callable[[], None] | None = None,
+    shared_port: bool = False,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until shutdown; ``started()`` once the front door listens and every outbox is recovered.
@@ -334,6 +346,8 @@ async def run_daemon(
     ``notifier`` speaks sd_notify (default: from ``$NOTIFY_SOCKET``); ``resolver`` resolves
     the host names of customer URLs (callbacks, MediaUrl) for the SSRF guard (default: the system's).
     ``on_ready`` runs once, when ready, before ``started()`` (the CLI settles the GC there: ``runtime``).
+    ``shared_port``: the listen port is shared with the other workers of ``--workers`` (SO_REUSEPORT).
+    With ``[cluster]``, the daemon owns only the buckets its ownership gives it (``service.cluster``).
     """
     wall = wall or SystemWallClock()
     notifier = notifier or Notifier.from_environ()
@@ -351,6 +365,7 @@ async def run_daemon(
             notifier=notifier,
             resolver=resolver,
             on_ready=on_ready,
+            shared_port=shared_port,
             task_status=task_status,
         )
 
@@ -367,6 +382,7 @@ async def _run_on_root(
     notifier: Notifier,
     resolver: Resolver | None,
     on_ready: Callable[[], None] | None,
+    shared_port: bool,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     """``run_daemon`` on a data root it holds (shared: a rebucket cannot start under it)."""
@@ -386,8 +402,15 @@ async def _run_on_root(
     # Meta's Graph API, cold path: the WABAs' templates (a sync every few minutes, an operator's
     # submit), number onboarding, the doctor and the start-up check of the Cloud numbers.
     graph_client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=GRAPH_TIMEOUT)
+    cluster = config.cluster
+    etcd_client = etcd_http_client(cluster) if cluster is not None and cluster.backend == "etcd" else None
     try:
-        async with callback_client, graph_client, trio.open_nursery() as root_nursery:
+        async with (
+            callback_client,
+            graph_client,
+            etcd_client or contextlib.nullcontext(),
+            trio.open_nursery() as root_nursery,
+        ):
             if handle_signals:
                 await root_nursery.start(_watch_signals, shutdown, root_nursery.cancel_scope)
             root_nursery.start_soon(_notify_stopping, shutdown, notifier)
@@ -425,7 +448,8 @@ async def _run_on_root(
                 simulator_url = sandbox.url if sandbox is not None else None
                 # The config's numbers and those onboarded at runtime (kept in LMDB).
                 roster = Roster(config, onboarded_numbers(config, buckets, simulator_url))
-                actors = [fleet.build(num) for num in roster.numbers()]
+                # With ownership, a bucket's actors start when it is gained (OwnedBuckets).
+                actors = [] if cluster is not None else [fleet.build(num) for num in roster.numbers()]
                 sup = config.supervisor
                 supervisor = Supervisor(
                     actors,
@@ -558,6 +582,31 @@ async def _run_on_root(
                 # Who this daemon is to the others, and how it asks them (the cluster view).
                 owner_id = f"{socket.gethostname()}-{os.getpid()}"
                 peer_pool = PeerPool()
+                # Sharing buckets: ours served here, the others' forwarded to their owner.
+                ownership: Ownership | None = None
+                peer_socket: socket.socket | None = None
+                if cluster is not None:
+                    peer_host, peer_port = parse_listen(cluster.peer_listen, "cluster.peer_listen")
+                    peer_socket = listen_socket(peer_host, peer_port)
+                    owned = OwnedBuckets(
+                        buckets=buckets,
+                        fleet=fleet,
+                        supervisor=supervisor,
+                        numbers=roster.numbers,
+                        drain_timeout=config.server.drain_timeout,
+                        on_change=functools.partial(_wake_all, sender.wake, messaging.scheduler.wake),
+                    )
+                    ownership = build_ownership(
+                        cluster,
+                        root=root,
+                        buckets=buckets,
+                        host=owned,
+                        address=cluster.advertise_url or _url_of(peer_host, peer_socket),
+                        send_timeout=max((n.request_timeout for n in roster.numbers()), default=0.0),
+                        etcd_client=etcd_client,
+                    )
+                    _ownership_metrics(metrics.collector, ownership)
+                    owner_id = ownership.owner_id
                 quart_app = make_app(
                     buckets=buckets,
                     auth=auth,
@@ -592,12 +641,12 @@ async def _run_on_root(
                     waba_templates=WabaTemplates(catalog=catalog, sync=template_sync),
                     cluster=ClusterView(
                         count=buckets.count,
-                        owners=SoleOwner(owner_id, listening.get),
+                        owners=ownership or SoleOwner(owner_id, listening.get),
                         local=ops.status,
                         ask=status_asker(peer_pool, admin_token, owner_id),
                     ),
                 )
-                app = CloseUnreadBody(
+                app: ASGIFramework = CloseUnreadBody(
                     FastLane(
                         LastResort(ShieldFinalSend(quart_app)),
                         routes,
@@ -607,6 +656,18 @@ async def _run_on_root(
                         requests=requests,
                     )
                 )
+                if ownership is not None:  # others' buckets forwarded to their owner
+                    app = Forwarder(
+                        app,
+                        buckets=buckets,
+                        directory=directory,
+                        owners=ownership,
+                        rules=messaging.rules,
+                        auth=auth,
+                        pool=peer_pool,
+                        max_request_bytes=MAX_REQUEST_BYTES,
+                        body_timeout=config.server.body_timeout,
+                    )
                 _callback_metrics(metrics.collector, buckets, sender)
                 _fallback_metrics(metrics.collector, buckets, messaging.fallbacks)
                 connections = ConnectionCap(config.server.max_connections)
@@ -630,6 +691,7 @@ async def _run_on_root(
                 )
                 cold = await io.start(_run_cold, sender)
                 syncing = await io.start(_run_scoped, template_sync.run)
+                ownership_stopped = trio.Event()
                 async with trio.open_nursery() as work:
                     host, port = parse_listen(config.server.listen, "server.listen")
                     async with trio.open_nursery() as http:
@@ -642,6 +704,8 @@ async def _run_on_root(
                                 shutdown.wait,
                                 graceful_timeout=config.server.graceful_timeout,
                                 cap=connections,
+                                reuse_port=shared_port,
+                                peer=peer_socket,
                             )
                         )
                         url = binds[0]
@@ -655,10 +719,13 @@ async def _run_on_root(
                         await http.start(_sample_until, sampler, shutdown)
                         if config.watch.check_at_start:
                             await root_nursery.start(numbers.check_numbers)
+                        if ownership is not None:
+                            await work.start(_run_ownership, ownership, ownership_stopped)
                         if handle_signals:
                             await http.start(_watch_reload, ops, notifier, shutdown)
-                        notifier.ready(f"serving {len(actors)} numbers on {url}")
-                        log.info("daemon.ready", url=url, numbers=len(actors))
+                        running = len(supervisor.actors())
+                        notifier.ready(f"serving {running} numbers on {url}")
+                        log.info("daemon.ready", url=url, numbers=running, owned=_owned(ownership))
                         if on_ready is not None:
                             on_ready()
                         task_status.started(
@@ -683,6 +750,7 @@ async def _run_on_root(
                                 catalog=catalog,
                                 template_sync=template_sync,
                                 numbers=numbers,
+                                ownership=ownership,
                                 simulator=sandbox.simulator if sandbox is not None else None,
                                 simulator_url=sandbox.url if sandbox is not None else None,
                             )
@@ -693,6 +761,12 @@ async def _run_on_root(
                     messaging.scheduler.stop()
                     messaging.fallbacks.stop()
                     work.cancel_scope.deadline = trio.current_time() + config.server.drain_timeout
+                    messaging.scheduler.stop()
+                    if ownership is not None:
+                        # Each bucket drained, then let go: the others take it at once.
+                        ownership.stop()
+                        await ownership_stopped.wait()
+                    supervisor.stop()
                 cold.cancel()  # undelivered callbacks stay queued in LMDB
                 syncing.cancel()
                 await fleet.aclose()
@@ -704,6 +778,51 @@ async def _run_on_root(
         for bucket in buckets.stores:
             bucket.close_env()
         log.info("daemon.stopped")
+
+
+async def _run_ownership(
+    ownership: Ownership,
+    stopped: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The ownership, started once its first round of claims is done; ``stopped`` set once it returned."""
+    try:
+        await ownership.run(task_status=task_status)
+    finally:
+        stopped.set()
+
+
+def _ownership_metrics(collector: DispatcherCollector, ownership: Ownership) -> None:
+    collector.add_gauge(
+        "wadispatch_buckets_owned",
+        "Buckets this daemon owns now ([cluster]).",
+        lambda: len(ownership.owned()),
+    )
+    collector.add_gauge(
+        "wadispatch_cluster_members",
+        "Daemons taking part in the cluster, as last counted.",
+        lambda: ownership.live,
+    )
+    collector.add_gauge(
+        "wadispatch_cluster_healthy",
+        "1 while the ownership backend answers (etcd: the last keepalive succeeded), else 0.",
+        lambda: float(ownership.healthy),
+    )
+
+
+def _url_of(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _wake_all(*wakes: Callable[[], None]) -> None:
+    for wake in wakes:
+        wake()
+
+
+def _owned(ownership: Ownership | None) -> list[int] | None:
+    return None if ownership is None else sorted(ownership.owned())
 
 
 @final

@@ -14,6 +14,7 @@ from typing import final
 
 import structlog
 
+from actors.lease import ALWAYS_OPEN, SendLease
 from actors.multiconnect import MultiEndpoint
 from actors.number import NumberActor
 from actors.template_gate import TemplateGate
@@ -114,6 +115,19 @@ class Fleet:
         # Kept for every number ever built (a small object): a successor built before its
         # predecessor is released must find the same one.
         self._unrecorded: dict[str, Unrecorded] = {}
+        # Bucket -> the send gate of its ownership (absent: always open, one daemon owns everything).
+        self._gates: dict[int, SendLease] = {}
+
+    def open_bucket(self, bucket: int, gate: SendLease) -> None:
+        """Actors built for ``bucket`` from now on send behind ``gate`` (its owner's lease)."""
+        self._gates[bucket] = gate
+
+    def close_bucket(self, bucket: int) -> None:
+        self._gates.pop(bucket, None)
+
+    def runs_here(self, number: str) -> bool:
+        """``number``'s bucket is served by this process: its actor runs here."""
+        return self._buckets.is_local(self._buckets.index(number))
 
     def build(self, num: NumberConfig) -> NumberActor:
         """A new actor for ``num`` with a new transport to its endpoint (not started)."""
@@ -134,6 +148,7 @@ class Fleet:
             spec=spec,
             status_url=self._status_url(num, spec),
             templates=self._templates,
+            lease=self._gates.get(self._buckets.index(num.number), ALWAYS_OPEN),
         )
         self._transports[id(actor)] = transport
         return actor

@@ -268,6 +268,8 @@ class NumberOps:
         self._directory.reload(self._fleet.info(n) for n in self.roster.numbers())
         if running is not None and previous == num:
             return "its actor already runs"
+        if not self._fleet.runs_here(record.number):
+            return "its bucket's owner starts its actor"  # [cluster]: another process owns the bucket
         actor = self._fleet.build(num)
         if running is None:
             await self._supervisor.add(actor)

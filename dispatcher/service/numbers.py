@@ -15,6 +15,7 @@ import attrs
 from actors.channel import Channel, Credentials
 from actors.credentials.bearer import BearerCredentials
 from actors.credentials.token import TokenManager, login
+from actors.lease import ALWAYS_OPEN, SendLease
 from actors.number import NumberActor
 from actors.pacing.pairrate import PairLimiter
 from actors.pacing.ratelimit import TokenBucket
@@ -64,6 +65,7 @@ def build_actor(
     spec: LoadedSpec | None = None,
     status_url: str | None = None,
     templates: TemplateGate | None = None,
+    lease: SendLease = ALWAYS_OPEN,
 ) -> NumberActor:
     """The actor for ``num`` sending through ``transport`` (the number's endpoint).
 
@@ -71,6 +73,7 @@ def build_actor(
     ``spec``: the channel spec of a number whose ``channel`` is a spec kind; ``status_url``:
     where its webhooks come in (what its sends may name as their callback).
     ``templates``: what is known of the templates its queued messages go out as.
+    ``lease``: the send gate of the bucket's ownership (``actors.lease``).
     """
     if num.channel == "cloud":
         parts = cloud_parts(num, store)
@@ -99,6 +102,7 @@ def build_actor(
         unrecorded=unrecorded,
         templates=templates,
         window=num.outbox_window,
+        lease=lease,
     )
     if num.cloud is not None:
         # What Meta said last (a raised tier, an upgraded throughput, a watch pause) outlives restarts.

@@ -187,20 +187,22 @@ class Reloader:
             self._url_guard.set_allow(new.callbacks.allow_private)
         self.config = new
         drain = new.server.drain_timeout
+        # Only the numbers of the buckets this process owns run here (all of them, without ownership).
+        here = self._fleet.runs_here
         for number in sorted(retuned):
             num = new_numbers[number]
             actor = self._supervisor.actor(number)
             if actor is not None:
                 actor.retune(num.rate, num.burst)
-        for number in sorted(added):
+        for number in sorted(n for n in added if here(n)):
             num = new_numbers[number]
             self._register_simulated(num)
             await self._supervisor.add(self._fleet.build(num))
         # Each waits up to drain_timeout for sends in flight: all numbers at once, not one after another.
         async with trio.open_nursery() as nursery:
-            for number in sorted(replaced):
+            for number in sorted(n for n in replaced if here(n)):
                 nursery.start_soon(self._replace, new_numbers[number], drain)
-            for number in sorted(removed):
+            for number in sorted(n for n in removed if here(n)):
                 nursery.start_soon(self._retire, number, drain)
         result = ReloadResult(
             ok=True,

@@ -4,6 +4,8 @@ JSON in, JSON out, same error envelope as the On-Prem API:
 
 - ``GET  /_sim/counters``                      -> ``{"numbers": {"+1555...": {counters}}}``
 - ``GET  /_sim/received?number=%2B1555...``     -> ``{"number", "messages": [{recipient,type,content,id}]}``
+- ``GET  /_sim/senders?number=%2B1555...``      -> ``{"number", "runs": [{agent,first,last,count}]}``: who
+  sent (User-Agent), in arrival order, one run per stretch of sends from one client
   (``&limit=N`` keeps the last N)
 - ``POST /_sim/clock   {"advance": seconds}``   -> ``{"now": wall-clock seconds}``
 - ``POST /_sim/inbound {"number","from", one of "body" | "media":{"mime_type","data"(base64),...}
@@ -82,6 +84,8 @@ def _route(sim: Simulator, method: str, route: str, query: str, body: bytes) -> 
             return json_response(200, encode({"numbers": sim.all_counters()}))
         case "GET", "received":
             return _received(sim, parse_qs(query))
+        case "GET", "senders":
+            return _senders(sim, parse_qs(query))
         case "POST", "clock":
             return _clock(sim, body)
         case "POST", "inbound":
@@ -134,6 +138,14 @@ def _set_faults(sim: Simulator, key: str, body: bytes) -> SimResponse:
     plan = decode_body(decode_plan, body)
     sim.faults.set(key, plan)
     return json_response(200, msgspec.json.encode({"key": key, "plan": plan}))
+
+
+def _senders(sim: Simulator, params: dict[str, list[str]]) -> SimResponse:
+    number = params.get("number", [""])[0]
+    if not number:
+        raise errors.missing("Query parameter 'number' is required")
+    number = "+" + number.strip().removeprefix("+")
+    return json_response(200, msgspec.json.encode({"number": number, "runs": sim.senders(number)}))
 
 
 def _received(sim: Simulator, params: dict[str, list[str]]) -> SimResponse:

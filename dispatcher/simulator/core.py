@@ -35,7 +35,7 @@ from dispatcher.simulator.hook_queue import Post
 from dispatcher.simulator.ids import IdMaker
 from dispatcher.simulator.onprem_account import Account, Accounts
 from dispatcher.simulator.spec_api import SpecApi, SpecNumber
-from dispatcher.simulator.state import NumberCounters, NumberState, Received, to_received
+from dispatcher.simulator.state import NumberCounters, NumberState, Received, SenderRun, to_received
 from dispatcher.simulator.webhooks import Poster, WebhookSender
 from dispatcher.simulator.wire import (
     MEDIA_TYPES,
@@ -235,11 +235,16 @@ class Simulator:
         """Accepted messages of ``number`` in arrival order (the last ``received_limit``)."""
         return [to_received(entry) for entry in self._state(number).received]
 
+    def senders(self, number: str) -> list[SenderRun]:
+        """Who sent for ``number``: runs of consecutive sends from one client, in arrival order."""
+        return list(self._state(number).senders)
+
     def reset(self) -> None:
         """Zero every counter and forget received messages; tokens and settings stay."""
         for state in self._numbers.values():
             state.counters = NumberCounters()
             state.received.clear()
+            state.senders.clear()
 
     def set_webhook_url(self, number: str, url: str | None) -> None:
         self._state(number).webhook_url = url

@@ -117,6 +117,7 @@ class NumberApi:
         state.counters.accepted += 1
         state.count_recipient(out.recipient)
         state.received.append((out.recipient, out.type, out.content, msg_id))
+        state.note_sender(req.headers.get("user-agent", ""), self._wall.now())
         failed = out.recipient.startswith(self._invalid_prefix)
         self._webhooks.push_status(state, msg_id, out.recipient, failed=failed)
         return json_response(201, encode(SendResponse(messages=[MessageId(msg_id)])))

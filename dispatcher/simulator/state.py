@@ -63,6 +63,16 @@ def to_received(entry: Entry) -> Received:
     return Received(recipient, kind, built, msg_id)
 
 
+@attrs.define(slots=True)
+class SenderRun:
+    """Consecutive accepted sends from one client (by its User-Agent): the per-sender log."""
+
+    agent: str
+    first: float  # wall-clock seconds of the first and the last send of the run
+    last: float
+    count: int = 1
+
+
 @final
 @attrs.define(eq=False)
 class NumberState:
@@ -77,6 +87,9 @@ class NumberState:
     counters: NumberCounters = attrs.field(factory=NumberCounters)
     media_limit: int = 1_000
     media: dict[str, tuple[str, bytes]] = attrs.field(factory=dict)
+    # Who sent, in arrival order, one entry per run of sends from one client: two gateway
+    # processes sending for one number at once show up as runs that alternate closely.
+    senders: deque[SenderRun] = attrs.field(factory=lambda: deque(maxlen=10_000))
 
     @classmethod
     def create(cls, config: SimNumber, *, received_limit: int, media_limit: int) -> NumberState:
@@ -97,6 +110,15 @@ class NumberState:
         media_id = str(uuid.uuid4())
         self.media[media_id] = (mime_type, data)
         return media_id
+
+    def note_sender(self, agent: str, at: float) -> None:
+        """An accepted send from the client ``agent`` at wall time ``at``."""
+        runs = self.senders
+        if runs and runs[-1].agent == agent:
+            runs[-1].last = at
+            runs[-1].count += 1
+        else:
+            runs.append(SenderRun(agent, at, at))
 
     def count_recipient(self, recipient: str) -> None:
         by = self.counters.by_recipient

@@ -181,8 +181,8 @@ class CallbackSender:
     # -- reading the queue ----------------------------------------------------------
 
     def _fill(self) -> None:
-        """Top up every destination's lane from every bucket (inline: reads are ~1 us each)."""
-        for index, store in enumerate(self._buckets.stores):
+        """Top up every destination's lane from every bucket served here (inline: reads are ~1 us each)."""
+        for index, store in self._buckets.local():
             self._fill_from(index, store)
 
     def _fill_from(self, index: int, store: Store) -> None:

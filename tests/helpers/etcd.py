@@ -69,10 +69,23 @@ class EtcdCluster:
             *self._timing,
         ]  # fmt: skip
 
-    def start(self, timeout: float = 20.0) -> None:
-        for i in range(len(self.names)):
-            self.start_member(i)
-        self.wait_healthy(timeout)
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> None:
+        """Start every member; on ports another process took meanwhile (free_port is only a guess
+        while other suites run), again on fresh ports and data dirs."""
+        for attempt in range(attempts):
+            for i in range(len(self.names)):
+                self.start_member(i)
+            try:
+                self.wait_healthy(timeout)
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                self.client_ports = [free_port() for _ in self.names]
+                self.peer_ports = [free_port() for _ in self.names]
+                self.root = self.root.with_name(f"{self.root.name}-{attempt + 1}")
+                self.root.mkdir(parents=True, exist_ok=True)
 
     def start_member(self, i: int) -> None:
         log = (self.root / f"{self.names[i]}.log").open("ab")
@@ -120,6 +133,8 @@ class EtcdCluster:
         while time.monotonic() < deadline:
             if self.leader() is not None:
                 return
+            if any(proc is not None and proc.poll() is not None for proc in self.procs):
+                break  # a member exited: its port was taken, most likely
             time.sleep(0.1)
         logs = " | ".join((self.root / f"{n}.log").read_text()[-500:] for n in self.names)
         raise RuntimeError(f"etcd cluster not healthy after {timeout:g} s: {logs}")

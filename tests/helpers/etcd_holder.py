@@ -40,6 +40,12 @@ class _SendingHost:
         self._scopes[bucket] = scope = trio.CancelScope()
         self._nursery.start_soon(self._send, bucket, epoch, gate, scope)
 
+    def suspend(self, bucket: int) -> None:
+        say("suspended", bucket, f"{time.time():.3f}")
+
+    def resume(self, bucket: int) -> None:
+        say("resumed", bucket, f"{time.time():.3f}")
+
     async def lost(self, bucket: int) -> None:
         self._scopes.pop(bucket).cancel()
         say("lost", bucket, f"{time.time():.3f}")

@@ -22,6 +22,12 @@ class _PrintingHost:
         sys.stdout.write(f"gained {bucket} {epoch}\n")
         sys.stdout.flush()
 
+    def suspend(self, bucket: int) -> None:
+        raise AssertionError("a flock claim never lapses while its process lives")
+
+    def resume(self, bucket: int) -> None:
+        raise AssertionError("a flock claim never lapses while its process lives")
+
     async def lost(self, bucket: int) -> None:
         sys.stdout.write(f"lost {bucket}\n")
         sys.stdout.flush()

@@ -19,6 +19,7 @@ class RecordingHost:
         self.buckets: dict[int, tuple[int, SendLease]] = {}
         self.events: list[tuple[str, int]] = []
         self.drain = drain
+        self.suspended: set[int] = set()
         self.changed = trio.Event()
 
     async def gained(self, bucket: int, epoch: int, gate: SendLease) -> None:
@@ -33,6 +34,14 @@ class RecordingHost:
         del self.buckets[bucket]
         self.events.append(("lost", bucket))
         self._changed()
+
+    def suspend(self, bucket: int) -> None:
+        self.suspended.add(bucket)
+        self.events.append(("suspended", bucket))
+
+    def resume(self, bucket: int) -> None:
+        self.suspended.discard(bucket)
+        self.events.append(("resumed", bucket))
 
     def _changed(self) -> None:
         self.changed.set()

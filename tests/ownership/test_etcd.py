@@ -228,6 +228,7 @@ async def test_without_quorum_sends_stop_and_creates_have_no_owner_then_all_resu
             assert closed_after <= TIMING.send_window + 0.1
             assert solo.owner(0) is None and solo.owner(1) is None  # creates get 503
             assert solo.status()["healthy"] is False
+            await wait_for(lambda: host.suspended == {0, 1}, step=0.02)  # the buckets take no writes
             await trio.sleep(2.0)
             for i in range(3):
                 if etcd.procs[i] is None:
@@ -236,3 +237,5 @@ async def test_without_quorum_sends_stop_and_creates_have_no_owner_then_all_resu
             current = {bucket: gate for bucket, (_, gate) in host.buckets.items()}
             await wait_for(lambda: not any(shut(g) for g in current.values()), step=0.05)
             assert sorted(current) == [0, 1]
+            if ("lost", 0) not in host.events:  # the lease held: the same claims, writable again
+                await wait_for(lambda: not host.suspended, step=0.05)

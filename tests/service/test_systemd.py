@@ -83,6 +83,9 @@ def test_unit_is_a_hardened_notify_service() -> None:
     assert int(given["WatchdogSec"]) > 0 and "kill -HUP $MAINPID" in given["ExecReload"]
     assert given["DynamicUser"] == "yes" and given["StateDirectory"] == "wadispatch"
     assert "--data-dir ${STATE_DIRECTORY}" in given["ExecStart"]
+    # --workers: the parent passes SIGTERM on to each worker, so systemd signals the parent alone.
+    assert "--workers ${WORKERS}" in given["ExecStart"] and given["Environment"] == "WORKERS=1"
+    assert given["KillMode"] == "mixed"
     for key, value in {
         "ProtectSystem": "strict",
         "ProtectHome": "yes",

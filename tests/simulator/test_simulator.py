@@ -726,3 +726,29 @@ async def test_in_process_transport_is_a_checkpoint(sim: Simulator) -> None:
     transport = InProcessTransport(sim, NUMBER)
     with trio.testing.assert_checkpoints():
         await transport.request(b"GET", b"/v1/health", [], b"")
+
+
+async def test_the_per_sender_log_keeps_runs_of_sends_by_user_agent(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    token = await login(sim)
+
+    async def send_as(agent: str) -> None:
+        req = request("POST", f"{PREFIX}/v1/messages", TEXT, token=token)
+        req.headers["user-agent"] = agent
+        assert (await sim.handle(req)).status == 201
+        await trio.sleep(1.0)
+
+    for agent in ("gw (pid 1)", "gw (pid 1)", "gw (pid 2)", "gw (pid 1)"):
+        await send_as(agent)
+    runs = body_of(await sim.handle(request("GET", "/_sim/senders?number=%2B15550000001")))["runs"]
+    assert [(r["agent"], r["count"]) for r in runs] == [
+        ("gw (pid 1)", 2),
+        ("gw (pid 2)", 1),
+        ("gw (pid 1)", 1),
+    ]
+    assert runs[0]["last"] - runs[0]["first"] == 1.0
+    assert runs[1]["first"] - runs[0]["last"] == 1.0
+    assert (await sim.handle(request("GET", "/_sim/senders"))).status == 400
+    await sim.handle(request("POST", "/_sim/reset"))
+    assert body_of(await sim.handle(request("GET", "/_sim/senders?number=%2B15550000001")))["runs"] == []
