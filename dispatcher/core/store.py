@@ -239,7 +239,7 @@ class Store:
         data = Path(path)
         try:
             datadir.prepare(data)  # owner only: it holds bearer tokens
-            probe = data / ".write-probe"
+            probe = data / f".write-probe-{os.getpid()}"  # processes opening one bucket at once
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
