@@ -45,10 +45,13 @@ def compose(
     templates: TemplateRegistry | None,
     max_body: int,
     waba: str | None = None,
+    match: bool = True,
 ) -> Content:
     """Validate the content parameters; raise TwilioError with Twilio's code for the first bad one.
 
-    ``waba``: the sender's WhatsApp Business Account, whose synced templates it may send."""
+    ``waba``: the sender's WhatsApp Business Account, whose synced templates it may send.
+    ``match``: a Body equal to a template's text goes as that template (a WhatsApp sender's
+    rule; an SMS sender sends the text as it is)."""
     validity = parse_validity(validity_period)
     if content_variables is not None and not content_sid:
         raise TwilioError(400, 21654, "ContentSid is required when ContentVariables is given.")
@@ -70,7 +73,9 @@ def compose(
         except media.MediaUrlError as exc:
             raise TwilioError(400, 21620, str(exc)) from exc
     if not urls:
-        text, matched = text_content(account_sid, body, templates=templates, max_body=max_body)
+        text, matched = text_content(
+            account_sid, body, templates=templates if match else None, max_body=max_body
+        )
         return Content(body=text, media_urls=urls, template=matched, validity=validity)
     text = body or ""
     _check_length(text, max_body)

@@ -252,6 +252,7 @@ class CreateRules:
             templates=self._templates,
             max_body=self._max_body_chars,
             waba=info.waba,
+            match=info.prefix == CHANNEL_PREFIX,
         )
         send_at = self._send_at(req, service is not None, now)
         plan = self._plan(account_sid, req, service, info, from_, now if send_at is None else send_at)
@@ -359,7 +360,10 @@ class CreateRules:
         if to == from_:
             raise _same_number(req.to)
         body, template = text_content(
-            account_sid, req.body, templates=self._templates, max_body=self._max_body_chars
+            account_sid,
+            req.body,
+            templates=self._templates if info.prefix == CHANNEL_PREFIX else None,  # WhatsApp's matching
+            max_body=self._max_body_chars,
         )
         plan = None
         if self._text_outside_window(info, to, template, now):
