@@ -13,7 +13,8 @@ import trio
 from twilio.rest import Client
 
 from dispatcher.service.daemon import Running
-from tests.helpers.callback_sink import open_sink
+from tests.helpers.callback_sink import FAST_CALLBACKS, open_sink
+from tests.helpers.configs import keys
 from tests.helpers.daemon import ACCOUNT, TOKEN, messages_path, running_daemon, sandbox_config
 
 SERVICE = "MG" + "e" * 32
@@ -179,3 +180,76 @@ async def test_a_deadline_outlives_the_daemon(tmp_path: Path) -> None:
         async with running_daemon(cfg) as (daemon, client):
             fallback = await fallback_of(client, created["sid"])
             assert fallback["primary_sid"] == created["sid"] and daemon.fallbacks.pending() == 0
+
+
+SMS = "+15550007777"
+UK_CUSTOMER = "+447700900123"
+
+
+def sms_number(sink_url: str) -> str:
+    """A simulated Vonage SMS number (the shipped spec), its callbacks to the sink."""
+    head = {
+        "number": SMS,
+        "account": ACCOUNT,
+        "channel": "vonage-sms",
+        "simulated": True,
+        "status_callback": f"{sink_url}/status",
+    }
+    settings = {
+        "api_key": "vonage-key",
+        "api_secret": {"value": "vonage-secret"},
+        "webhook_secret": "vonage-hook-secret-0123456789",
+    }
+    return "\n[[numbers]]\n" + keys(head) + "[numbers.settings]\n" + keys(settings)
+
+
+async def test_whatsapp_refused_for_the_window_goes_as_a_vonage_sms_delivered_end_to_end(
+    tmp_path: Path,
+) -> None:
+    """WhatsApp -> SMS over real sockets: the daemon, its simulator serving On-Prem WhatsApp and the
+    Vonage spec, the SMS's delivery receipt back through its signed webhook, callbacks to a sink."""
+    with trio.fail_after(60):
+        async with open_sink() as sink:
+            cfg = sandbox_config(
+                tmp_path / "d",
+                numbers=(ONE,),
+                number_extra="enforce_window = true",  # the customer never wrote: no free-form
+                extra=FAST_CALLBACKS + sms_number(sink.url),
+            )
+            async with running_daemon(cfg) as (daemon, client):
+                url = f"{daemon.url}{messages_path()}"
+                data = {
+                    "From": f"whatsapp:{ONE}",
+                    "To": f"whatsapp:{UK_CUSTOMER}",
+                    "Body": "Your code is 4711",
+                    "StatusCallback": f"{sink.url}/status",
+                    "FallbackFrom": SMS,
+                    "FallbackErrorCodes": "63016,63003",
+                }
+                answer = await trio.to_thread.run_sync(lambda: sdk(daemon).request("POST", url, data=data))
+                assert answer.status_code == 201, answer.text
+                created = json.loads(answer.text)
+                assert (created["status"], created["error_code"]) == ("failed", 63016)
+                fallback = await fallback_of(client, created["sid"])
+                assert (fallback["from"], fallback["to"], fallback["body"]) == (
+                    SMS,
+                    UK_CUSTOMER,
+                    "Your code is 4711",
+                )
+                with trio.fail_after(10):
+                    while (await resource(client, fallback["sid"]))["status"] != "delivered":  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                await sink.wait_for(
+                    lambda k: any(h.form.get("MessageStatus") == "delivered" for h in k.delivered("/status"))
+                )
+                stand_in = [h for h in sink.delivered("/status") if h.form["MessageSid"] == fallback["sid"]]
+                assert [h.form["MessageStatus"] for h in stand_in] == ["sent", "delivered"]
+                assert {h.form["ChannelPrefix"] for h in stand_in} == {"sms"}  # the channel that carried it
+                assert all(h.form["PrimarySid"] == created["sid"] and h.form["From"] == SMS for h in stand_in)
+                assert all(h.signed_by(TOKEN) for h in sink.delivered("/status"))
+                first = [h.form for h in sink.delivered("/status") if h.form["MessageSid"] == created["sid"]]
+                assert [(f["MessageStatus"], f["ChannelPrefix"]) for f in first] == [("failed", "whatsapp")]
+                assert daemon.simulator is not None
+                [sms] = daemon.simulator.specs.received(SMS)
+                assert sms.values.get("body") == "Your code is 4711"
+                assert daemon.simulator.received(ONE) == []
