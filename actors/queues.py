@@ -216,6 +216,9 @@ class SendQueues:
             self._loaded -= len(queue)
             queue.clear()
             queue.append(head)
+        elif recipient not in self._deferred:
+            # Nothing else loaded: what a scan meets of it while it waits stays on disk too.
+            self._deferred[recipient] = queue[0].seq + 1
         heapq.heappush(self._parked, (when, next(self._parked_seq), recipient))
 
     def unpark_due(self, now: float) -> bool:
