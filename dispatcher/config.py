@@ -22,6 +22,7 @@ from dispatcher.core import secretpolicy
 from dispatcher.core.bucketing import BucketCountError, check_count
 from dispatcher.core.channelspec.load import Registry, SpecError, load_registry
 from dispatcher.core.channelspec.model import Spec
+from dispatcher.core.decode_errors import key_first
 from dispatcher.core.ssrf import RefusedURLError, check_host, check_syntax
 from dispatcher.core.template_file import TemplateError, load_file
 
@@ -725,7 +726,7 @@ def loads(text: str | bytes) -> Config:
     try:
         config = msgspec.toml.decode(text, type=Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_tidy(str(exc))) from exc
+        raise ConfigError(key_first(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from exc
     return validate(config)
@@ -737,20 +738,6 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config {os.fspath(path)}: {exc.strerror}") from exc
     return loads(text)
-
-
-def _tidy(message: str) -> str:
-    """msgspec says ``Object contains unknown field `x` - at `$.numbers[0]```: lead with the key."""
-    match = re.match(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message)
-    if not match:
-        return message
-    path = (match["path"] or "").lstrip(".")
-    what = match["what"]
-    unknown = re.match(r"^Object contains unknown field `(?P<field>[^`]+)`$", what)
-    if unknown:
-        key = f"{path}.{unknown['field']}" if path else unknown["field"]
-        return f"{key}: unknown key"
-    return f"{path}: {what}" if path else what
 
 
 def _validate_cluster(config: Config) -> None:

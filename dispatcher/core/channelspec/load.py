@@ -21,6 +21,7 @@ import msgspec
 
 from dispatcher.core.channelspec import paths, template
 from dispatcher.core.channelspec.model import Auth, Send, SendKind, Spec
+from dispatcher.core.decode_errors import key_first
 
 SHIPPED_DIR: Final = Path(__file__).with_name("shipped")
 RESERVED_KINDS: Final = frozenset({"onprem", "cloud"})  # the hand-written channels
@@ -106,7 +107,7 @@ def loads(text: bytes | str, name: str) -> LoadedSpec:
     try:
         spec = msgspec.toml.decode(text, type=Spec)
     except msgspec.ValidationError as exc:
-        raise SpecError(f"{name}: {_tidy(str(exc))}") from exc
+        raise SpecError(f"{name}: {key_first(str(exc))}") from exc
     except msgspec.DecodeError as exc:
         raise SpecError(f"{name}: not valid TOML: {exc}") from exc
     try:
@@ -353,17 +354,3 @@ def _path(text: str, where: str) -> paths.Path:
     if parsed.wild and not where.endswith(".items"):
         raise _Bad(f"{where}: [*] is only for the items of a webhook")
     return parsed
-
-
-def _tidy(message: str) -> str:
-    """msgspec's ``... - at `$.send.text``` -> ``send.text: ...``, unknown fields as ``key: unknown key``."""
-    match = re.match(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message)
-    if not match:
-        return message
-    path = (match["path"] or "").lstrip(".")
-    what = match["what"]
-    unknown = re.match(r"^Object contains unknown field `(?P<field>[^`]+)`$", what)
-    if unknown:
-        key = f"{path}.{unknown['field']}" if path else unknown["field"]
-        return f"{key}: unknown key"
-    return f"{path}: {what}" if path else what
