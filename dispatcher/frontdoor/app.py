@@ -34,6 +34,13 @@ from dispatcher.frontdoor.admin_templates import (
 )
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
+from dispatcher.frontdoor.cluster_lists import (
+    PART_CONTENT_TYPE,
+    PART_HEADER,
+    ClusterLists,
+    ListUnavailable,
+    encode_part,
+)
 from dispatcher.frontdoor.console.routes import ConsoleServices, register_console
 from dispatcher.frontdoor.content_routes import register_content_routes
 from dispatcher.frontdoor.hot_routes import HotRoutes
@@ -94,6 +101,7 @@ def make_app(
     cluster: ClusterView | None = None,
     spec_webhooks: SpecWebhooks | None = None,
     public_url: str | None = None,
+    lists: ClusterLists | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
@@ -102,7 +110,8 @@ def make_app(
     the operator console under /console/ (behind ``admin_token``; ``wall`` dates its sessions);
     ``numbers`` (onboarding and the doctor) their admin routes; ``content`` the Content API
     (/v1/Content), ``waba_templates`` the admin API's WABA templates; ``cluster`` the view over every
-    daemon (``/admin/v1/cluster``)."""
+    daemon (``/admin/v1/cluster``); ``lists`` a list's buckets read by their owners (daemons that do
+    not share a data root)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
@@ -173,9 +182,24 @@ def make_app(
 
     @app.get(f"{prefix}/Messages.json")
     async def list_messages(account_sid: str) -> Response:
-        auth.authenticate(request.headers.get("Authorization"), account_sid)
+        authorization = request.headers.get("Authorization")
+        auth.authenticate(authorization, account_sid)
         query = listing.parse_query({k: request.args.getlist(k) for k in request.args})
-        page = listing.read_page(buckets, account_sid, query)
+        if lists is None:  # every bucket's live Store is here
+            return _json(encode_page(account_sid, query, listing.read_page(buckets, account_sid, query)), 200)
+        try:
+            if (part := request.headers.get(PART_HEADER)) is not None:  # another daemon's list
+                records = listing.read_part(buckets, account_sid, query, lists.part_buckets(part))
+                return Response(encode_part(records), status=200, content_type=PART_CONTENT_TYPE)
+            target = request.scope.get("raw_path") or request.path.encode()
+            if request.query_string:
+                target += b"?" + request.query_string
+            gathered = await lists.gather(query, target, authorization)
+        except ListUnavailable as exc:
+            response = _json(exc.body(), exc.status)
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        page = listing.read_page(buckets, account_sid, query, local=gathered.local, parts=gathered.parts)
         return _json(encode_page(account_sid, query, page), 200)
 
     @app.get(f"{prefix}/Messages/<sid>.json")

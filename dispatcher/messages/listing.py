@@ -12,13 +12,19 @@ bucket's index is walked from the same position and the walks are merged by
 (creation ms, sid), so a page is newest first across buckets and a token, being
 a position in that one order, stays valid whichever buckets the next page
 comes from.
+
+Across daemons that do not share a data root, the buckets attached elsewhere are
+read by their owners: each owner walks its buckets from the same position with
+the same filters and gives the first ``part_size`` matches (``read_part``, in
+walk order), and those walks are merged with the local ones the same way, so
+the page and its tokens are those one daemon holding every bucket would give.
 """
 
 from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
@@ -117,22 +123,29 @@ def parse_query(params: Params) -> Query:
     )
 
 
-def read_page(buckets: Buckets, account_sid: str, query: Query) -> Page:
-    """One page of the account's messages, newest first, over every bucket (inline reads only)."""
+def read_page(
+    buckets: Buckets,
+    account_sid: str,
+    query: Query,
+    *,
+    local: Collection[int] | None = None,
+    parts: Sequence[Sequence[MessageRecord]] = (),
+) -> Page:
+    """One page of the account's messages, newest first, over every bucket (inline reads only).
+
+    ``local``: the buckets read here (default: every one); ``parts``: what other daemons'
+    ``read_part`` gave for the rest, each in its walk's order."""
     prefix = account_sid.encode() + b"\x00"
     pos = query.position
-    stores = buckets.stores
+    walks = _walks(buckets, prefix, query, local)
+    walks += [((ledger.account_key(r), r) for r in part) for part in parts]
     if pos is not None and not pos.after:
         # The page before a position: the page_size matches just newer, shown newest first.
-        after = _key(prefix, pos) + b"\x00"
-        walks = [_walk(store, store.scan(b"by_account", prefix, start=after)) for store in stores]
         it = _matches(query, prefix, heapq.merge(*walks, key=_by_key))
         records = [r for _, r in zip(range(query.page_size), it, strict=False)]
         records.reverse()
         has_next = True  # the position itself is on a later page
     else:
-        below = None if pos is None else _key(prefix, pos)
-        walks = [_walk(store, store.scan_back(b"by_account", prefix, below=below)) for store in stores]
         it = _matches(query, prefix, heapq.merge(*walks, key=_by_key, reverse=True))
         if pos is None and query.page > 0:
             # ``Page`` without a token (hand-built URL): skip the earlier pages.
@@ -151,19 +164,60 @@ def read_page(buckets: Buckets, account_sid: str, query: Query) -> Page:
     )
 
 
-def _walk(store: Store, keys: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, Store]]:
+def part_size(query: Query) -> int:
+    """How many matches of its buckets' walk a daemon gives another for ``query``'s page: as
+    many as the page could take from them (a page before a position, a page and the one
+    match proving a next page, or every page up to ``Page`` when it comes without a token)."""
+    pos = query.position
+    if pos is not None and not pos.after:
+        return query.page_size
+    skipped = query.page * query.page_size if pos is None else 0
+    return skipped + query.page_size + 1
+
+
+def read_part(
+    buckets: Buckets, account_sid: str, query: Query, indexes: Collection[int]
+) -> list[MessageRecord]:
+    """The first ``part_size(query)`` matches of buckets ``indexes``, in the order ``read_page``
+    walks them (newest first; oldest first for a page before a position)."""
+    prefix = account_sid.encode() + b"\x00"
+    walks = _walks(buckets, prefix, query, indexes)
+    pos = query.position
+    merged = heapq.merge(*walks, key=_by_key, reverse=pos is None or pos.after)
+    it = _matches(query, prefix, merged)
+    return [r for _, r in zip(range(part_size(query)), it, strict=False)]
+
+
+_Walk = Iterator[tuple[bytes, "Store | MessageRecord"]]
+
+
+def _walks(buckets: Buckets, prefix: bytes, query: Query, indexes: Collection[int] | None) -> list[_Walk]:
+    """Each bucket's index walked from the query's position: older (or newer, for a page before it)."""
+    stores = buckets.stores if indexes is None else [buckets.stores[i] for i in sorted(indexes)]
+    pos = query.position
+    if pos is not None and not pos.after:
+        after = _key(prefix, pos) + b"\x00"
+        return [_walk(store, store.scan(b"by_account", prefix, start=after)) for store in stores]
+    below = None if pos is None else _key(prefix, pos)
+    return [_walk(store, store.scan_back(b"by_account", prefix, below=below)) for store in stores]
+
+
+def _walk(store: Store, keys: Iterator[tuple[bytes, bytes]]) -> _Walk:
     for key, _ in keys:
         yield key, store
 
 
-def _by_key(item: tuple[bytes, Store]) -> bytes:
+def _by_key(item: tuple[bytes, Store | MessageRecord]) -> bytes:
     return item[0]
 
 
-def _matches(query: Query, prefix: bytes, keys: Iterator[tuple[bytes, Store]]) -> Iterator[MessageRecord]:
+def _matches(query: Query, prefix: bytes, keys: _Walk) -> Iterator[MessageRecord]:
     skip = len(prefix) + 8  # account NUL, creation ms: the sid follows
-    for key, store in keys:
-        raw = store.get(b"messages", key[skip:])
+    for key, source in keys:
+        if isinstance(source, MessageRecord):  # another daemon's, read and matched there
+            yield source
+            continue
+        raw = source.get(b"messages", key[skip:])
         if raw is None:
             continue  # deleted between the index read and this one
         record = ledger.load(raw)

@@ -32,6 +32,7 @@ from dispatcher.channels.graph_templates import GraphTemplates
 from dispatcher.channels.spec_webhook import SpecWebhooks
 from dispatcher.config import (
     CallbacksConfig,
+    ClusterConfig,
     Config,
     NumberConfig,
     WabaConfig,
@@ -50,6 +51,7 @@ from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.admin_templates import WabaTemplates
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
+from dispatcher.frontdoor.cluster_lists import ClusterLists
 from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
@@ -645,6 +647,7 @@ async def _run_on_root(
                         local=ops.status,
                         ask=status_asker(peer_pool, admin_token, owner_id),
                     ),
+                    lists=_cluster_lists(cluster, buckets, ownership, peer_pool),
                 )
                 app: ASGIFramework = CloseUnreadBody(
                     FastLane(
@@ -791,6 +794,17 @@ async def _run_ownership(
         await ownership.run(task_status=task_status)
     finally:
         stopped.set()
+
+
+def _cluster_lists(
+    cluster: ClusterConfig | None, buckets: Buckets, ownership: Ownership | None, pool: PeerPool
+) -> ClusterLists | None:
+    """How a list reads the buckets owned elsewhere. flock's daemons share one data root, so every
+    bucket's live Store is open here; etcd's need not (each host may attach only its own buckets'
+    volumes): a list asks the other owners for theirs."""
+    if cluster is None or cluster.backend == "flock" or ownership is None:
+        return None
+    return ClusterLists(count=buckets.count, owners=ownership, here=buckets.is_local, pool=pool)
 
 
 def _ownership_metrics(collector: DispatcherCollector, ownership: Ownership) -> None:
