@@ -21,7 +21,7 @@ from dispatcher.core.models import (
     record_encoder,
 )
 from dispatcher.core.orphans import Orphan
-from dispatcher.core.store import WriteTxn, number_key
+from dispatcher.core.store import SeqTakenError, WriteTxn, number_key
 
 Write = Callable[[WriteTxn], "int | MessageRecord | None"]
 __all__ = ["Orphan"]  # parked statuses live in dispatcher.core.orphans; the name stays importable here
@@ -77,7 +77,9 @@ def accept_many(records: list[MessageRecord]) -> Callable[[WriteTxn], list[int]]
         firsts: list[int] = []
         views: list[tuple[bytes, bytes]] = []  # the entries by recipient, put after the outbox's
         depths: dict[str, int] = {}
-        txn.put_many(outbox.OUTBOX, _outbox_items(txn, records, firsts, views, depths), overwrite=False)
+        items = _outbox_items(txn, records, firsts, views, depths)
+        if txn.put_many(outbox.OUTBOX, items, overwrite=False) != (entries := sum(depths.values())):
+            raise SeqTakenError(f"of the batch's {entries} outbox seqs, some are taken")
         views.sort()  # in key order the cursor walks the index's pages once, not once per entry
         txn.put_many(outbox.BY_RECIPIENT, views)
         for number, added in depths.items():

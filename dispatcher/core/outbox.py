@@ -61,7 +61,10 @@ def parse_expiry(number: str, key: bytes) -> tuple[float, int]:
 
 def put(txn: WriteTxn, number: str, seq: int, to: str, entry: bytes) -> None:
     """Inside a write: add one outbox entry (``entry``: an encoded ``OutboxEntry``) and count it."""
-    txn.put(OUTBOX, seq_key(number, seq), entry, overwrite=False)
+    if not txn.put(OUTBOX, seq_key(number, seq), entry, overwrite=False):
+        from dispatcher.core.store import SeqTakenError
+
+        raise SeqTakenError(f"outbox seq {seq} of {number} is taken")
     txn.put(BY_RECIPIENT, recipient_key(number, to, seq), entry)
     add_depth(txn, number, 1)
 

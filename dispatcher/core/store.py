@@ -84,6 +84,12 @@ class StoreClosedError(StoreError):
     """The writer no longer accepts writes (shutting down)."""
 
 
+class SeqTakenError(StoreError):
+    """An outbox seq handed out twice: the write is refused whole rather than replace a waiting
+    entry (which would lose it). Sequences resume from disk when a bucket changes hands
+    (``_commit``), so this is a bug's last line of defence, not an expected outcome."""
+
+
 class StaleEpochError(StoreError):
     """The bucket has a newer owner than this process: nothing of the batch was written."""
 
@@ -153,14 +159,18 @@ def _last_seq(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
     return int.from_bytes(key[len(prefix) :], "big") if key.startswith(prefix) else 0
 
 
-def _check_epoch(txn: lmdb.Transaction, meta: lmdb._Database, epoch: int) -> None:
-    """Fencing, inside the commit's transaction: refuse if a newer owner has written, else record ours."""
+def _check_epoch(txn: lmdb.Transaction, meta: lmdb._Database, epoch: int) -> bool:
+    """Fencing, inside the commit's transaction: refuse if a newer owner has written, else record
+    ours. True when ours was not the epoch recorded: the bucket changed hands since our last commit
+    under it, and another process may have written in between."""
     raw = txn.get(EPOCH_KEY, db=meta)
     recorded = 0 if raw is None else int.from_bytes(raw, "big")
     if recorded > epoch:
         raise StaleEpochError(epoch, recorded)
     if recorded < epoch:
         txn.put(EPOCH_KEY, epoch.to_bytes(8, "big"), db=meta)
+        return True
+    return False
 
 
 @attrs.define(eq=False)
@@ -538,8 +548,12 @@ class Store:
         seqs: dict[bytes, int] = {}
         began = time.perf_counter()  # measures this thread's work, not trio time
         with self.env.begin(write=True) as txn:
-            if (epoch := self._epoch) is not None:
-                _check_epoch(txn, self._dbs[b"meta"], epoch)
+            if (epoch := self._epoch) is not None and _check_epoch(txn, self._dbs[b"meta"], epoch):
+                # The sequences cached from our earlier ownership are stale: the owners between
+                # allocated past them. Handing them out again would put new outbox entries below
+                # the cursor of the actor that recovers the bucket (it would never load them)
+                # or over entries still waiting. Resume them from disk, inside this txn.
+                self._seqs.clear()
             for p in batch:
                 child = self.env.begin(write=True, parent=txn)
                 child_seqs = dict(seqs)

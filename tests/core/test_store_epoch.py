@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from dispatcher.core.store import StaleEpochError, Store, WriteTxn
+from dispatcher.core import outbox
+from dispatcher.core.store import SeqTakenError, StaleEpochError, Store, WriteTxn, seq_key
 
 
 def put(key: bytes, value: bytes = b"v") -> Callable[[WriteTxn], None]:
@@ -92,3 +93,51 @@ async def test_the_writer_thread_fences_too(store_path: Path, nursery: trio.Nurs
         assert store.get(b"meta", b"b") is None
     finally:
         store.close()
+
+
+def allocate(prefix: bytes) -> Callable[[WriteTxn], int]:
+    def write(txn: WriteTxn) -> int:
+        return txn.next_seq(b"outbox", prefix)
+
+    return write
+
+
+_ANOTHER_OWNER_ALLOCATES = """
+import sys, trio
+from dispatcher.core.store import Store
+async def main():
+    store = Store(sys.argv[1], map_size=64 << 20)
+    async with trio.open_nursery() as n:
+        await n.start(store.run_writer)
+        store.fence(5)
+        for _ in range(3):
+            seq = await store.write(lambda txn: txn.next_seq(b"outbox", b"+1555\\x00"))
+            await store.write(lambda txn: txn.put(b"meta", b"other-" + str(seq).encode(), b"v"))
+        store.close()
+    store.close_env()
+trio.run(main)
+"""
+
+
+async def test_a_regained_bucket_allocates_past_the_owners_between(writer: Store, store_path: Path) -> None:
+    """Seen in bench.cluster: a daemon that owned a bucket (epoch 4), lost it to another process
+    (epoch 5, which allocated seqs 4-6) and gained it back (epoch 6) handed out 4-6 again from its
+    cache: entries below the recovered actor's cursor, never sent. Its first commit under the new
+    epoch resumes the sequences from disk."""
+    writer.fence(4)
+    assert [await writer.write(allocate(b"+1555\x00")) for _ in range(3)] == [1, 2, 3]
+    await trio.run_process([sys.executable, "-c", _ANOTHER_OWNER_ALLOCATES, str(store_path)])
+    assert writer.get(b"meta", b"other-6") == b"v"
+    writer.fence(6)
+    assert await writer.write(allocate(b"+1555\x00")) == 7
+    assert await writer.write(allocate(b"+1555\x00")) == 8  # and cached again from there
+
+
+async def test_an_outbox_seq_is_never_handed_out_twice(writer: Store) -> None:
+    """The last line of defence: a write that would replace a waiting outbox entry (a seq handed
+    out twice) is refused whole, and the entry that waited is still there."""
+    await writer.write(lambda txn: outbox.put(txn, "+1555", 7, "+1666", b"first"))
+    with pytest.raises(SeqTakenError):
+        await writer.write(lambda txn: outbox.put(txn, "+1555", 7, "+1777", b"second"))
+    assert writer.get(b"outbox", seq_key("+1555", 7)) == b"first"
+    assert outbox.depth(writer, "+1555") == 1
