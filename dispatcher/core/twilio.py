@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from dispatcher.core.models import MessageRecord
+from dispatcher.core.store import StaleEpochError, StoreError
 
 API_VERSION: Final = "2010-04-01"
 CHANNEL_PREFIX: Final = "whatsapp:"
@@ -104,11 +105,17 @@ def encode_message(record: MessageRecord) -> bytes:
 class TwilioError(Exception):
     """An API error answered in Twilio's JSON shape with Twilio's code."""
 
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, *, retry_after: int | None = None) -> None:
+        """``retry_after``: seconds for a ``Retry-After`` header (a 503 that will pass by itself)."""
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The answer's extra headers: ``Retry-After`` when set."""
+        return [] if self.retry_after is None else [(b"retry-after", str(self.retry_after).encode())]
 
     def error_body(self) -> ErrorBody:
         return ErrorBody(
@@ -120,3 +127,22 @@ class TwilioError(Exception):
 
     def body(self) -> bytes:
         return _encoder.encode(self.error_body())
+
+
+OWNERSHIP_RETRY_AFTER: Final = 1  # seconds: as long as a bucket takes to settle on an owner, about
+
+
+def store_unavailable(exc: StoreError, what: str) -> TwilioError:
+    """The 503 for a write that failed (``what``: "the message", "the change", ...). A bucket this
+    daemon does not own right now (its lease is suspended without quorum, or a newer owner took
+    it: ``StaleEpochError``) passes by itself: the answer says so, with ``Retry-After``, as the
+    forwarder's answer for a bucket without an owner does."""
+    if isinstance(exc, StaleEpochError):
+        return TwilioError(
+            503,
+            20503,
+            f"Service unavailable: {what} could not be stored, as its bucket is changing owner "
+            "(or its owner lost the cluster's quorum); nothing was stored. Retry shortly.",
+            retry_after=OWNERSHIP_RETRY_AFTER,
+        )
+    return TwilioError(503, 20503, f"Service unavailable: {what} could not be stored.")

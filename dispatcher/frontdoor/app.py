@@ -142,7 +142,10 @@ def make_app(
 
     @app.errorhandler(TwilioError)
     async def twilio_error(exc: TwilioError) -> Response:
-        return _json(exc.body(), exc.status)
+        response = _json(exc.body(), exc.status)
+        for name, value in exc.headers():
+            response.headers[name.decode()] = value.decode()
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

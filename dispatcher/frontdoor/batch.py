@@ -29,7 +29,7 @@ import structlog
 from dispatcher.core import jsondecode
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import INVALID_PARAMETER
-from dispatcher.core.twilio import ErrorBody, TwilioError
+from dispatcher.core.twilio import ErrorBody, TwilioError, store_unavailable
 from dispatcher.messages.fallback_plan import NO_REQUEST, FallbackRequest
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.rules import CreateRules, SendRequest
@@ -37,7 +37,6 @@ from dispatcher.messages.rules import CreateRules, SendRequest
 log = structlog.get_logger()
 
 MAX_ITEMS: Final = 1000
-STORE_FAILED: Final = TwilioError(503, 20503, "Service unavailable: the message could not be stored.")
 
 
 class BatchItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -193,9 +192,9 @@ async def accept_batch(
         if failed:
             log.error("batch.store_failed", messages=len(failed), of=len(records), error=str(failed[0][1]))
             if len(failed) == len(records):
-                raise TwilioError(503, 20503, "Service unavailable: the batch could not be stored.")
-        for i, _ in failed:  # other buckets' messages are stored: these alone were not
-            results[i] = Rejected(STORE_FAILED.error_body())
+                raise store_unavailable(failed[0][1], "the batch")
+        for i, error in failed:  # other buckets' messages are stored: these alone were not
+            results[i] = Rejected(store_unavailable(error, "the message").error_body())
         accepted -= len(failed)
     log.info("batch.accepted", account=account_sid, accepted=accepted, rejected=len(items) - accepted)
     return _encoder.encode(BatchResponse(accepted, len(items) - accepted, results))

@@ -155,7 +155,7 @@ class FastLane:
                 answer = await self._routes.create_message(account, header, body)
                 status = hot_routes.CREATE_STATUS
         except TwilioError as exc:
-            status, answer = exc.status, exc.body()
+            status, answer, extra = exc.status, exc.body(), exc.headers() or None
         except _TooLarge:
             error = errors.body_too_large()
             status, answer = error.status, error.body()

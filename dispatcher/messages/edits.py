@@ -20,7 +20,7 @@ from dispatcher.core.clock import WallClock
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.params import Params, first
 from dispatcher.core.store import StoreError, WriteTxn
-from dispatcher.core.twilio import TwilioError, message_uri
+from dispatcher.core.twilio import TwilioError, message_uri, store_unavailable
 from dispatcher.messages.gateway import Gateway
 from dispatcher.messages.handoff import Handoff
 
@@ -109,4 +109,4 @@ class Edits:
             ) from None
         except StoreError as exc:
             log.error("message.store_failed", sid=sid, error=str(exc))
-            raise TwilioError(503, 20503, "Service unavailable: the change could not be stored.") from exc
+            raise store_unavailable(exc, "the change") from exc

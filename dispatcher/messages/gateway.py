@@ -20,7 +20,7 @@ from dispatcher.core import callbacks, fallbacks, ledger
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import StoreError, WriteTxn
-from dispatcher.core.twilio import TwilioError
+from dispatcher.core.twilio import TwilioError, store_unavailable
 from dispatcher.messages import idempotency, scheduler
 from dispatcher.messages.handoff import Handoff
 from dispatcher.messages.media_guard import MediaGuard
@@ -207,7 +207,7 @@ class Gateway:
             ) from None
         except StoreError as exc:
             log.error("message.store_failed", sid=record.sid, error=str(exc))
-            raise TwilioError(503, 20503, "Service unavailable: the message could not be stored.") from exc
+            raise store_unavailable(exc, "the message") from exc
         if isinstance(seq, idempotency.Replay):
             log.info("message.idempotent_replay", sid=seq.record.sid, number=record.from_number)
             return seq.record

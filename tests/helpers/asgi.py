@@ -9,6 +9,14 @@ import trio
 
 async def asgi_post(app: Any, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
     """One POST straight into an ASGI app, body in two chunks (as a socket may deliver it)."""
+    status, answer_headers, answer = await asgi_exchange(app, path, headers, body)
+    return status, answer_headers.get("content-type", ""), answer
+
+
+async def asgi_exchange(
+    app: Any, path: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """``asgi_post``, answering (status, every header by lower-case name, body)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -42,5 +50,5 @@ async def asgi_post(app: Any, path: str, headers: dict[str, str], body: bytes) -
 
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
-    content_type = dict(start["headers"]).get(b"content-type", b"").decode()
-    return start["status"], content_type, b"".join(m.get("body", b"") for m in sent[1:])
+    answer_headers = {bytes(k).decode().lower(): bytes(v).decode() for k, v in start["headers"]}
+    return start["status"], answer_headers, b"".join(m.get("body", b"") for m in sent[1:])
