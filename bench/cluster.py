@@ -137,6 +137,7 @@ class Load:
     urls: list[str]
     numbers: int
     accepted: dict[str, tuple[str, str]] = attrs.Factory(dict)  # body -> (sid, number)
+    accepted_at: dict[str, tuple[float, str]] = attrs.Factory(dict)  # body -> (when, front door)
     misrouted: int = 0
     failed: int = 0
     counter: int = 0
@@ -159,6 +160,7 @@ class Load:
                 resp = None
             if resp is not None and resp.status == 201:
                 self.accepted[body] = (json.loads(resp.body)["sid"], frm)
+                self.accepted_at[body] = (time.time(), url)
                 return True
             self.misrouted += resp is not None and resp.status == 503
             stale = pools.pop(url, None)
@@ -604,6 +606,21 @@ request_timeout = 0.5
                 f"duplicate {body} {sid} {frm} bucket {bucket_of[frm]}: sent logged by {logged}\n"
             )
         sys.stderr.write(f"killed {killed_at}, its buckets {lost_buckets}\n")
+        stopped_at = resumed_at - 2 * TTL
+        sys.stderr.write(f"stopped {paused.name} at {stopped_at:.3f}, its buckets {paused_buckets}\n")
+        for body in sorted(set(load.accepted) - seen):
+            sid, frm = load.accepted[body]
+            at, door = load.accepted_at[body]
+            events = [
+                (path.name, e.get("event"), e.get("timestamp"))
+                for d in daemons
+                for path in d.logs
+                for e in log_events(path)
+                if e.get("sid") == sid
+            ]
+            sys.stderr.write(
+                f"lost {body} {sid} {frm} bucket {bucket_of[frm]} accepted {at:.3f} by {door}: {events}\n"
+            )
         figures.update(
             lost=len(set(load.accepted) - seen),
             accepted=len(load.accepted),
@@ -627,46 +644,55 @@ def bucket_index(num: str, buckets: int) -> int:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+        return await run_in(args.keep, args)
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        work = Path(tmp)
+        return await run_in(Path(tmp), args)
+
+
+async def run_in(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"lost": 0}
+    if not args.etcd_only:
         one = await one_host(work, 1, args)
         two = await one_host(work, 2, args)
-        result: dict[str, Any] = {
-            "workers_ratio": round(two["creates_per_s"] / one["creates_per_s"], 2)
-            if one["creates_per_s"]
-            else None,
-            "creates_per_s_1": one["creates_per_s"],
-            "creates_per_s_2": two["creates_per_s"],
-            "direct_workers_ratio": round(two["direct_creates_per_s"] / one["direct_creates_per_s"], 2)
-            if one["direct_creates_per_s"]
-            else None,
-            "direct_creates_per_s_1": one["direct_creates_per_s"],
-            "direct_creates_per_s_2": two["direct_creates_per_s"],
-            "direct_cpu_1": one["direct_cpu"],
-            "direct_cpu_2": two["direct_cpu"],
-            "batch_delivered_per_s_1": one["batch_delivered_per_s"],
-            "batch_delivered_per_s_2": two["batch_delivered_per_s"],
-            "misrouted_2": two["misrouted"],
-            "lost": one["lost"] + two["lost"],
-        }
-        etcd: dict[str, Any] = {}
-        if ETCD is not None and not args.no_etcd:
-            etcd = await etcd_part(work, args)
         result.update(
-            etcd=bool(etcd),
-            duplicates=etcd.get("duplicates", 0),
-            duplicates_explained=etcd.get("duplicates_explained", 0),
-            owner_overlap=etcd.get("owner_overlap", 0),
-            failover_gap_s=etcd.get("failover_gap_s"),
-            leader_pause_s=etcd.get("leader_pause_s"),
-            sent_without_quorum=etcd.get("sent_without_quorum"),
-            resumed_after_s=etcd.get("resumed_after_s"),
-            etcd_accepted=etcd.get("accepted"),
-            etcd_misrouted=etcd.get("etcd_misrouted"),
-            etcd_create_failed=etcd.get("create_failed"),
+            workers_ratio=_ratio(two["creates_per_s"], one["creates_per_s"]),
+            creates_per_s_1=one["creates_per_s"],
+            creates_per_s_2=two["creates_per_s"],
+            direct_workers_ratio=_ratio(two["direct_creates_per_s"], one["direct_creates_per_s"]),
+            direct_creates_per_s_1=one["direct_creates_per_s"],
+            direct_creates_per_s_2=two["direct_creates_per_s"],
+            direct_cpu_1=one["direct_cpu"],
+            direct_cpu_2=two["direct_cpu"],
+            batch_delivered_per_s_1=one["batch_delivered_per_s"],
+            batch_delivered_per_s_2=two["batch_delivered_per_s"],
+            misrouted_2=two["misrouted"],
+            lost_one_host=one["lost"] + two["lost"],
         )
-        result["lost"] += etcd.get("lost", 0)
-        return result
+    etcd: dict[str, Any] = {}
+    if ETCD is not None and not args.no_etcd:
+        etcd = await etcd_part(work, args)
+    result.update(
+        etcd=bool(etcd),
+        duplicates=etcd.get("duplicates", 0),
+        duplicates_explained=etcd.get("duplicates_explained", 0),
+        owner_overlap=etcd.get("owner_overlap", 0),
+        failover_gap_s=etcd.get("failover_gap_s"),
+        leader_pause_s=etcd.get("leader_pause_s"),
+        sent_without_quorum=etcd.get("sent_without_quorum"),
+        resumed_after_s=etcd.get("resumed_after_s"),
+        etcd_accepted=etcd.get("accepted"),
+        etcd_misrouted=etcd.get("etcd_misrouted"),
+        etcd_create_failed=etcd.get("create_failed"),
+        lost_etcd=etcd.get("lost"),
+    )
+    result["lost"] = result.get("lost_one_host", 0) + etcd.get("lost", 0)
+    return result
+
+
+def _ratio(two: float, one: float) -> float | None:
+    return round(two / one, 2) if one else None
 
 
 def cli(argv: list[str] | None = None) -> None:
@@ -677,6 +703,8 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-messages", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=100.0, help="creates/s during the etcd part")
     parser.add_argument("--no-etcd", action="store_true")
+    parser.add_argument("--etcd-only", action="store_true", help="skip the one-host part")
+    parser.add_argument("--keep", type=Path, help="run in this directory and keep it (logs, data)")
     args = parser.parse_args(argv)
     result = trio.run(main, args)
     sys.stderr.write(json.dumps(result, indent=2) + "\n")
