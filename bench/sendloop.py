@@ -7,9 +7,14 @@ The figure is process CPU (both threads) per message from the first send to the 
 ``sent`` committed: what the actor, the ledger writes and the group commit cost, with the
 transport's cost near zero. Much less noisy than ``bench.e2e`` for a change to the send loop.
 
+``--cluster`` runs the same loop as a cluster member runs it: behind an etcd lease's send gate
+(``ownership.leaseclock.BucketGate``, asked before every send) with the Store fenced with an epoch
+(checked and written in every commit); without it, the gate is ``AlwaysOpen`` and the Store
+unfenced, as for one daemon.
+
 Usage::
 
-    .venv/bin/python -m bench.sendloop --messages 30000 [--recipients 500] [--json]
+    .venv/bin/python -m bench.sendloop --messages 30000 [--recipients 500] [--cluster] [--json]
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -26,6 +31,7 @@ import time
 import trio
 
 from actors.credentials.token import TokenManager, login
+from actors.lease import ALWAYS_OPEN, SendLease
 from actors.number import NumberActor
 from actors.pacing.ratelimit import TokenBucket
 from actors.transport import Headers, Response
@@ -35,6 +41,7 @@ from dispatcher.core.bucketing import slot_of
 from dispatcher.core.clock import TrioWallClock
 from dispatcher.core.models import MessageRecord, new_sid
 from dispatcher.core.store import Store
+from dispatcher.ownership.leaseclock import BucketGate, LeaseClock, LeaseTiming
 
 NUMBER = "+15550000001"
 ACCOUNT = "AC" + "0" * 32
@@ -60,15 +67,24 @@ class InstantApi:
         pass
 
 
-async def run(messages: int, recipients: int) -> dict[str, float | int]:
+async def run(messages: int, recipients: int, cluster: bool = False) -> dict[str, float | int | bool]:
     """Send ``messages`` to ``recipients`` recipients; the figures (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-sendloop-") as data:
-        return await _run(Store(data, map_size=1 << 30), messages, recipients)
+        return await _run(Store(data, map_size=1 << 30), messages, recipients, cluster)
 
 
-async def _run(store: Store, messages: int, recipients: int) -> dict[str, float | int]:
+def cluster_gate() -> SendLease:
+    """An etcd member's gate for a bucket, open (its lease renewed just now for a long ttl)."""
+    lease = LeaseClock(LeaseTiming(ttl=3600.0, margin=0.5, send_timeout=10.0, grace=0.0))
+    lease.renewed(trio.current_time(), 3600.0)
+    return BucketGate(lease, opens_at=trio.current_time())
+
+
+async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> dict[str, float | int | bool]:
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run_writer)
+        if cluster:
+            store.fence(1)
         wall = TrioWallClock(start=time.time())
         api = InstantApi(wall)
         tokens = TokenManager(
@@ -86,6 +102,7 @@ async def _run(store: Store, messages: int, recipients: int) -> dict[str, float 
             tokens=tokens,
             bucket=TokenBucket(1e9, 10**9),  # pacing out of reach: the loop's own cost
             wall=wall,
+            lease=cluster_gate() if cluster else ALWAYS_OPEN,
         )
         records = [
             MessageRecord(
@@ -114,6 +131,7 @@ async def _run(store: Store, messages: int, recipients: int) -> dict[str, float 
     return {
         "messages": messages,
         "recipients": recipients,
+        "cluster": cluster,
         "sent_per_s": round(messages / elapsed),
         "cpu_us_per_msg": round(cpu / messages * 1e6, 1),
         "commits": commits,
@@ -125,12 +143,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--recipients", type=int, default=500)
+    parser.add_argument("--cluster", action="store_true", help="behind a lease gate, the Store fenced")
     parser.add_argument("--json", action="store_true", help="only the JSON line")
     args = parser.parse_args()
     if args.messages < 1 or args.recipients < 1:
         parser.error("--messages and --recipients must be >= 1")
     logs.configure("warning")
-    result = trio.run(run, args.messages, args.recipients)
+    result = trio.run(run, args.messages, args.recipients, args.cluster)
     if not args.json:
         for key, value in result.items():
             print(f"{key:>16}: {value}", file=sys.stderr)
