@@ -14,7 +14,9 @@ Under ``/admin/v1`` (the admin guard already requires the admin token):
 
 A step that fails answers 502 with Meta's error and the onboarding status
 (``{"code", "message", "step", "status": {...}}``); a request that cannot start
-(unknown WABA, bad number or code) 400; an unknown number 404.
+(unknown WABA, bad number or code) 400; an unknown number 404; a removal the other daemons
+of a cluster could not be told of 503. Every route about one number is answered by the
+owner of its bucket (the front door forwards it there: ``routing``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from dispatcher.core import jsondecode
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import PREFIX, normalize_number
 from dispatcher.ops.doctor import Doctor
-from dispatcher.ops.onboarding import Onboarding, OnboardingError, OnboardStatus, Profile, StepFailed
+from dispatcher.ops.onboarding import (
+    ActivationFailed,
+    Onboarding,
+    OnboardingError,
+    OnboardStatus,
+    Profile,
+    StepFailed,
+)
 
 log = structlog.get_logger()
 
@@ -85,6 +94,14 @@ def register_number_routes(app: QuartTrio, onboarding: Onboarding, doctor: Docto
     @app.errorhandler(OnboardingError)
     async def cannot_start(exc: OnboardingError) -> Response:
         return Response(TwilioError(400, 20001, str(exc)).body(), status=400, content_type="application/json")
+
+    @app.errorhandler(ActivationFailed)
+    async def not_told(exc: ActivationFailed) -> Response:  # a removal the cluster did not hear of
+        response = Response(
+            TwilioError(503, 20503, str(exc)).body(), status=503, content_type="application/json"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(StepFailed)
     async def step_failed(exc: StepFailed) -> Response:

@@ -14,7 +14,8 @@ For a request about one bucket (``routing``) it asks who owns the bucket now:
 A batch is split by its items' buckets: each owner gets its items as a batch of their own (this
 daemon's go to the front door behind), concurrently, and the results are put back in the order
 of the items; the items of an unowned bucket, or of an owner that could not answer, get a 503
-error each. Credentials are checked before a body is read, as the front door does.
+error each. Credentials are checked before a body is read, as the front door does (an
+onboarding's add, whose number is in its body, is read only with the admin token).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dispatcher.core.directory import Directory
 from dispatcher.core.params import first, parse_body
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor import batch, errors, limits, routing
+from dispatcher.frontdoor.admin import bearer_matches, normalize_number
 from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.idempotency import HEADERS as IDEMPOTENCY_HEADERS
 from dispatcher.messages.rules import CreateRules
@@ -152,6 +154,12 @@ class _Answer(msgspec.Struct):
     results: list[msgspec.Raw]
 
 
+class _NumberField(msgspec.Struct):
+    """The one field of an onboarding's add that says where it goes."""
+
+    number: str
+
+
 class _Merged(msgspec.Struct):
     accepted: int
     rejected: int
@@ -161,6 +169,7 @@ class _Merged(msgspec.Struct):
 _answer_decoder: Final = msgspec.json.Decoder(_Answer)
 _status_decoder: Final = msgspec.json.Decoder(Status)
 _result_decoder: Final = msgspec.json.Decoder(_Result)
+_number_decoder: Final = msgspec.json.Decoder(_NumberField)
 _items_encoder: Final = msgspec.json.Encoder()
 
 
@@ -200,8 +209,10 @@ class Forwarder:
         max_request_bytes: int,
         body_timeout: float = limits.BODY_TIMEOUT,
         retry_after: int = 1,
+        admin_token: str | None = None,
     ) -> None:
         self._app = app
+        self._admin_token = admin_token
         self._buckets = buckets
         self._directory = directory
         self._owners = owners
@@ -224,6 +235,8 @@ class Forwarder:
                 return await self._create(where.account, scope, receive, send)
             if isinstance(where, routing.Batch):
                 return await self._batch(scope, receive, send)
+            if isinstance(where, routing.AdminNumber):
+                return await self._admin_number(scope, receive, send)
         except _BodyError as exc:
             return await _respond(
                 send, exc.error.status, exc.error.body(), [(b"connection", b"close")] if exc.close else []
@@ -292,6 +305,18 @@ class Forwarder:
         if sender is None:  # refused wherever it is judged: here
             return await self._app(scope, _replay(body, receive), send)
         await self._to_bucket(self._buckets.index(sender), scope, receive, send, body)
+
+    # -- an onboarding's add: its number's bucket ------------------------------------------------
+
+    async def _admin_number(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        if not bearer_matches(_lookup(scope["headers"])(b"authorization"), self._admin_token):
+            return await self._app(scope, receive, send)  # refused behind, its body never read
+        body = await self._read(scope, receive)
+        try:
+            number = normalize_number(_number_decoder.decode(body).number)
+        except msgspec.DecodeError:  # refused behind, with the reason
+            return await self._app(scope, _replay(body, receive), send)
+        await self._to_bucket(self._buckets.index(number), scope, receive, send, body)
 
     # -- a batch: split by bucket, put back in order ---------------------------------------------
 

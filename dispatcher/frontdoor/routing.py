@@ -6,8 +6,11 @@ number's and need not be read); a create's bucket is its sender's (``From``, or 
 number a Messaging Service picks, deterministically: ``CreateRules.sender_of``).
 A console page about one number (its page, its live JSON, its actions) is about
 that number's bucket: the owner runs its actor (a console session is valid on
-every daemon sharing the admin token). Everything else (lists, admin, metrics,
-the rest of the console, health) is served by any daemon. Pure: no I/O, tested alone.
+every daemon sharing the admin token). So is an onboarding step of a number
+(``/admin/v1/numbers/{n}...``, and the add, whose number is in its JSON body): its
+record lives in the number's bucket, and the owner starts its actor. Everything else
+(lists, the rest of admin, metrics, the rest of the console, health) is served by
+any daemon. Pure: no I/O, tested alone.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ _MESSAGE: Final = re.compile(
 _ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([0-9]{1,20})/[^/]+$")
 _CLOUD_WEBHOOK: Final = re.compile(r"^/webhooks/cloud/([0-9]{1,30})$")
 _CONSOLE_NUMBER: Final = re.compile(r"^/console/(?:api/)?numbers/([^/]+)(?:/[a-z-]+)?$")
+_ADMIN_NUMBER: Final = re.compile(r"^/admin/v1/numbers/([^/]+)(?:/(?:verify|register|profile))?$")
 BATCH_PATH: Final = "/v1/messages:batch"
+ADMIN_NUMBERS_PATH: Final = "/admin/v1/numbers"
 
 
 @attrs.frozen
@@ -45,13 +50,18 @@ class Batch:
 
 
 @attrs.frozen
+class AdminNumber:
+    """An onboarding's add (``POST /admin/v1/numbers``): its bucket is its body's ``number``'s."""
+
+
+@attrs.frozen
 class InBucket:
     """A request about bucket ``bucket`` (a sid's message, a number's webhook)."""
 
     bucket: int
 
 
-Route = Create | Batch | InBucket | None  # None: any daemon serves it
+Route = Create | Batch | AdminNumber | InBucket | None  # None: any daemon serves it
 
 
 def route(method: str, path: str, buckets: Buckets, directory: Directory) -> Route:
@@ -61,10 +71,12 @@ def route(method: str, path: str, buckets: Buckets, directory: Directory) -> Rou
             return Batch()
         if (match := _CREATE.match(path)) is not None:
             return Create(match.group(1))
+        if path == ADMIN_NUMBERS_PATH:
+            return AdminNumber()
     if (match := _MESSAGE.match(path)) is not None:
         index = buckets.index_of_sid(match.group(1))
         return None if index is None else InBucket(index)
-    if (match := _CONSOLE_NUMBER.match(path)) is not None:
+    if (match := _CONSOLE_NUMBER.match(path) or _ADMIN_NUMBER.match(path)) is not None:
         return InBucket(buckets.index(normalize_number(match.group(1))))
     if method != "POST":
         return None  # a webhook's GET is the Cloud handshake: any daemon answers it

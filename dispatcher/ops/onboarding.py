@@ -555,6 +555,10 @@ class Onboarding:
         await self._buckets.for_number(record.number).write(state.put(record))
 
 
+class ActivationFailed(Exception):
+    """The number could not be started, or the cluster not told of it (the ``start`` step fails)."""
+
+
 class _Missing(Exception):
     """A step cannot go on for a reason of ours (not Meta's error)."""
 
@@ -592,7 +596,7 @@ class _Run:
         log.info("onboarding.step", number=record.number, step=step)
         try:
             result = await run()
-        except (GraphError, _Missing, onprem.OnPremError) as exc:
+        except (GraphError, _Missing, onprem.OnPremError, ActivationFailed) as exc:
             error = _error(step, exc, wall.now())
             self.record = msgspec.structs.replace(record, error=error)
             await self._save(self.record)

@@ -1,7 +1,8 @@
 """A small client of etcd v3's JSON gateway (grpc-gateway), over httpx, from Trio.
 
-Only what ownership needs: leases (grant, keepalive, revoke), a transaction that
-creates a key only if absent, a conditional delete, a prefix range and a watch.
+Only what ownership (and the cluster's roster) needs: leases (grant, keepalive, revoke), a
+transaction that creates a key only if absent, a conditional delete, put and delete, a prefix
+range and a watch.
 Keys and values travel base64-encoded, 64-bit integers as strings (the gateway's
 JSON mapping of the protobufs; see etcd's ``Documentation/dev-guide/api_grpc_gateway.md``).
 
@@ -272,6 +273,10 @@ class EtcdClient:
         await self._call(
             "/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": str(lease_id)}, _error_decoder
         )
+
+    async def delete(self, key: bytes) -> None:
+        """Delete ``key`` if it exists."""
+        await self._call("/v3/kv/deleterange", {"key": _b64(key)}, _error_decoder)
 
     async def range_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` (linearizable: needs a quorum), and the store's revision."""

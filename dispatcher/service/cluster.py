@@ -33,6 +33,7 @@ from dispatcher.ownership.flock import FlockOwnership
 from dispatcher.ownership.interface import BucketHost, Ownership
 from dispatcher.ownership.leaseclock import LeaseTiming
 from dispatcher.service.fleet import Fleet
+from dispatcher.service.roster_share import EtcdRoster, RootRoster, SharedRoster
 
 log = structlog.get_logger()
 
@@ -149,19 +150,38 @@ def build_ownership(
     etcd = cluster.etcd
     return EtcdOwnership(
         host=host,
-        client=EtcdClient(
-            client=etcd_client,
-            endpoints=etcd.endpoints,
-            timeout=etcd.request_timeout,
-            username=etcd.username,
-            password=etcd.password.resolve_present("cluster.etcd.password") if etcd.password else None,
-        ),
+        client=etcd_client_of(cluster, etcd_client),
         cluster=cluster.name,
         buckets=root.count,
         owner_id=owner_id,
         address=address,
         timing=LeaseTiming(ttl=etcd.ttl, margin=etcd.margin, send_timeout=send_timeout, grace=etcd.grace),
     )
+
+
+def etcd_client_of(cluster: ClusterConfig, http: httpx.AsyncClient) -> EtcdClient:
+    """The configured etcd's client (its endpoints, timeout and auth) over ``http``."""
+    etcd = cluster.etcd
+    return EtcdClient(
+        client=http,
+        endpoints=etcd.endpoints,
+        timeout=etcd.request_timeout,
+        username=etcd.username,
+        password=etcd.password.resolve_present("cluster.etcd.password") if etcd.password else None,
+    )
+
+
+def shared_roster(
+    cluster: ClusterConfig | None, buckets: Buckets, etcd_client: httpx.AsyncClient | None
+) -> SharedRoster | None:
+    """How the daemons of a cluster learn of the numbers onboarded on one of them: the shared data
+    root's records (flock), or etcd's keys; None for a daemon alone."""
+    if cluster is None:
+        return None
+    if cluster.backend == "flock":
+        return RootRoster(buckets)
+    assert etcd_client is not None
+    return EtcdRoster(etcd_client_of(cluster, etcd_client), cluster=cluster.name)
 
 
 def etcd_http_client(cluster: ClusterConfig) -> httpx.AsyncClient:

@@ -82,7 +82,7 @@ from dispatcher.ops.number_view import NumberView
 from dispatcher.ops.operations import Operations
 from dispatcher.ops.samples import Sampler
 from dispatcher.ownership.interface import Ownership
-from dispatcher.service.cluster import OwnedBuckets, build_ownership, etcd_http_client
+from dispatcher.service.cluster import OwnedBuckets, build_ownership, etcd_http_client, shared_roster
 from dispatcher.service.fleet import Fleet, TransportFactory, gateway_accounts, number_info
 from dispatcher.service.messaging import build_messaging
 from dispatcher.service.number_ops import NumberOps, onboarded_numbers
@@ -525,6 +525,7 @@ async def _run_on_root(
                     templates=templates_check(
                         template_sync, catalog, wall, {w.id: w.sync_interval for w in config.wabas}
                     ),
+                    share=(roster_share := shared_roster(cluster, buckets, etcd_client)),
                 )
                 numbers.register_fields(cloud_fields)
                 # Operators.
@@ -670,6 +671,7 @@ async def _run_on_root(
                         pool=peer_pool,
                         max_request_bytes=MAX_REQUEST_BYTES,
                         body_timeout=config.server.body_timeout,
+                        admin_token=admin_token,
                     )
                 _callback_metrics(metrics.collector, buckets, sender)
                 _fallback_metrics(metrics.collector, buckets, messaging.fallbacks)
@@ -722,6 +724,10 @@ async def _run_on_root(
                         await http.start(_sample_until, sampler, shutdown)
                         if config.watch.check_at_start:
                             await root_nursery.start(numbers.check_numbers)
+                        if roster_share is not None:  # what the cluster runs, before claiming buckets
+                            roster_sync = await work.start(
+                                _run_scoped, functools.partial(roster_share.run, numbers.sync)
+                            )
                         if ownership is not None:
                             await work.start(_run_ownership, ownership, ownership_stopped)
                         if handle_signals:
@@ -760,6 +766,8 @@ async def _run_on_root(
                         )
                     # The front door has stopped and answered its last request.
                     log.info("daemon.draining", timeout=config.server.drain_timeout)
+                    if roster_share is not None:
+                        roster_sync.cancel()
                     supervisor.stop()
                     messaging.scheduler.stop()
                     messaging.fallbacks.stop()

@@ -4,6 +4,8 @@
   ``start`` step is done, in a WABA the config still has with its secrets);
 - onboarding starts a number's actor without a restart (``activate``: roster, directory,
   supervisor) and stops it (``deactivate``: the actor drains like a number removed by a reload);
+  with ``[cluster]`` the other daemons are told (``roster_share``) and do the same for what
+  they learn (``sync``): their front doors know the number, its bucket's owner runs it;
 - the account watch gets the four account webhook fields from the Cloud webhook route;
 - at start, each Cloud number's fields are read once (tier, throughput, quality, into the
   watch) and the Graph version that answered is checked (``GraphHealth``).
@@ -12,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import final
 
 import httpx
@@ -41,12 +43,13 @@ from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord
 from dispatcher.ops.doctor import Doctor, OnPremTarget, Target, TemplatesCheck
 from dispatcher.ops.graph_health import GraphHealth
-from dispatcher.ops.onboarding import Onboarding, WabaHandle
+from dispatcher.ops.onboarding import ActivationFailed, Onboarding, WabaHandle
 from dispatcher.ops.onprem_provisioning import OnPremHandle
 from dispatcher.service.fleet import Fleet
 from dispatcher.service.numbers import cloud_pace
 from dispatcher.service.reload import retire
 from dispatcher.service.roster import Roster
+from dispatcher.service.roster_share import SharedRoster
 from dispatcher.webhooks.account import AccountWatch, apply_to_actor
 from dispatcher.webhooks.cloud_fields import CloudFields
 
@@ -125,10 +128,14 @@ class NumberOps:
         simulator_url: str | None,
         drain_timeout: float,
         templates: TemplatesCheck | None = None,
+        share: SharedRoster | None = None,
     ) -> None:
         """``client``: the cold-path HTTP client for Graph; ``webhook_base``: this daemon's public URL;
-        ``templates``: the doctor's check of a WABA's template sync."""
+        ``templates``: the doctor's check of a WABA's template sync; ``share``: how the other
+        daemons of a cluster learn of the numbers started or stopped here."""
         self.roster = roster
+        self._share = share
+        self._changing = trio.Lock()  # one roster change at a time: onboarding's, or a sync's
         self._buckets = buckets
         self._wall = wall
         self._supervisor = supervisor
@@ -256,12 +263,71 @@ class NumberOps:
     # -- starting and stopping onboarded numbers -----------------------------------------
 
     async def activate(self, record: OnboardRecord) -> str:
+        """Onboarding's ``start`` step: run the number here (if its bucket is ours), then tell the
+        cluster (``ActivationFailed`` if it cannot be told: the step fails and can be run again)."""
+        async with self._changing:
+            done = await self._start(record)
+            if self._share is not None and not self.roster.configured(record.number):
+                try:
+                    await self._share.publish(record)
+                except Exception as exc:
+                    raise ActivationFailed(
+                        f"the other daemons could not be told of the number ({exc}); run register again"
+                    ) from exc
+            return done
+
+    async def deactivate(self, number: str) -> str:
+        """Onboarding's removal: stop the number here, then tell the cluster."""
+        async with self._changing:
+            done = await self._stop(number)
+            if self._share is not None and not self.roster.configured(number):
+                try:
+                    await self._share.withdraw(number)
+                except Exception as exc:
+                    raise ActivationFailed(
+                        f"stopped here, but the other daemons could not be told ({exc}); remove it again"
+                    ) from exc
+            return done
+
+    async def sync(self, records: Sequence[OnboardRecord]) -> None:
+        """The cluster's started numbers (``SharedRoster.run``): start or change here what differs,
+        stop what is no longer among them. A number that cannot run here is logged, never fatal."""
+        wabas = {w.id: w for w in self.roster.config.wabas}
+        async with self._changing:
+            current = {n.number: n for n in self.roster.onboarded()}
+            wanted: set[str] = set()
+            for record in records:
+                waba = wabas.get(record.waba_id)
+                num = None if waba is None else onboarded_config(record, waba, self._simulator_url)
+                if num is None:
+                    log.error(
+                        "onboarding.not_started",
+                        number=record.number,
+                        waba=record.waba_id,
+                        reason="its WABA is not in [[wabas]] with app_secret and verify_token",
+                    )
+                    continue
+                wanted.add(record.number)
+                if current.get(record.number) == num:
+                    continue
+                try:
+                    done = await self._start(record)
+                except Exception as exc:
+                    log.error("roster.start_failed", number=record.number, error=str(exc)[:300])
+                    continue
+                log.info("roster.learned", number=record.number, outcome=done)
+            for number in current.keys() - wanted:
+                log.info("roster.forgotten", number=number, outcome=await self._stop(number))
+
+    async def _start(self, record: OnboardRecord) -> str:
         if self.roster.configured(record.number):
             return "runs from the config file ([[numbers]]): nothing to start"
         waba = next((w for w in self.roster.config.wabas if w.id == record.waba_id), None)
         num = None if waba is None else onboarded_config(record, waba, self._simulator_url)
         if num is None:
-            raise RuntimeError(f"WABA {record.waba_id} is not in [[wabas]] with app_secret and verify_token")
+            raise ActivationFailed(
+                f"WABA {record.waba_id} is not in [[wabas]] with app_secret and verify_token"
+            )
         running = self._supervisor.actor(record.number)
         previous = self.roster.get(record.number)
         self.roster.add_onboarded(num)
@@ -279,7 +345,7 @@ class NumberOps:
         log.info("onboarding.started", number=record.number, waba=record.waba_id)
         return "its actor started: it sends from now on"
 
-    async def deactivate(self, number: str) -> str:
+    async def _stop(self, number: str) -> str:
         if self.roster.configured(number):
             return "runs from the config file: remove it from [[numbers]] and reload to stop it"
         if self.roster.remove_onboarded(number) is None:

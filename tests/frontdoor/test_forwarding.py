@@ -36,6 +36,8 @@ SENDERS: Final = ("+15550000008", "+15550000001", "+15550000002", "+15550000003"
 PNID: Final = "106540352242922"  # SENDERS[2] is a Cloud number
 SERVICE: Final = "MG" + "0" * 31 + "1"
 CREATE: Final = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+ADMIN_TOKEN: Final = "forwarding-admin-token-0123456789"
+ADMIN_AUTH: Final = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
 
 
 @attrs.define
@@ -132,6 +134,7 @@ async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
             auth=intake.auth,
             pool=pool,
             max_request_bytes=1 << 20,
+            admin_token=ADMIN_TOKEN,
         )
         try:
             yield World(forwarder, front, peer, owners, intake, pool)
@@ -398,3 +401,48 @@ async def test_the_forwarding_counters_are_on_metrics(world: World) -> None:
     assert value(samples, "wadispatch_forward_forwarded_total") == 1
     assert value(samples, "wadispatch_forward_unowned_total") == 1
     assert value(samples, "wadispatch_forward_failed_total") == 0
+
+
+async def test_an_onboarding_add_goes_to_the_owner_of_its_numbers_bucket(world: World) -> None:
+    """Its record lives in the number's bucket, and the owner starts its actor."""
+    body = json.dumps({"number": SENDERS[2].lstrip("+"), "waba": "102290129340398"}).encode()
+    status, _, answer = await call(world.forwarder, "POST", "/admin/v1/numbers", body, ADMIN_AUTH)
+    assert (status, json.loads(answer)) == (201, {"served_by": "B"})
+    assert world.front.seen == []
+    body = json.dumps({"number": f"whatsapp:{SENDERS[1]}", "waba": "1"}).encode()
+    status, _, _ = await call(world.forwarder, "POST", "/admin/v1/numbers", body, ADMIN_AUTH)
+    assert world.front.seen == [("POST", "/admin/v1/numbers", body)]  # ours: behind, body as it came
+
+
+async def test_an_onboarding_add_without_the_admin_token_is_refused_behind_unread(world: World) -> None:
+    body = json.dumps({"number": SENDERS[2]}).encode()
+    for auth in ({}, {"authorization": "Bearer wrong-token-0123456789"}):
+        await call(world.forwarder, "POST", "/admin/v1/numbers", body, {**ADMIN_AUTH, **auth} if auth else {})
+    assert [(m, p, b) for m, p, b in world.front.seen] == [("POST", "/admin/v1/numbers", body)] * 2
+    assert world.forwarder.statistics.forwarded == 0
+
+
+async def test_an_onboarding_add_that_names_no_number_is_refused_behind_with_its_reason(world: World) -> None:
+    for body in (b"{", b"[]", b'{"number": 5}', b'{"waba": "1"}'):
+        await call(world.forwarder, "POST", "/admin/v1/numbers", body, ADMIN_AUTH)
+    assert [b for _, _, b in world.front.seen] == [b"{", b"[]", b'{"number": 5}', b'{"waba": "1"}']
+    assert world.forwarder.statistics.forwarded == 0
+
+
+async def test_every_step_about_one_number_goes_to_its_owner(world: World) -> None:
+    digits = SENDERS[2].lstrip("+")
+    for method, path in (
+        ("POST", f"/admin/v1/numbers/{digits}/verify"),
+        ("POST", f"/admin/v1/numbers/{SENDERS[2]}/register"),
+        ("GET", f"/admin/v1/numbers/{digits}/profile"),
+        ("DELETE", f"/admin/v1/numbers/{digits}"),
+    ):
+        status, _, answer = await call(world.forwarder, method, path, b"{}", ADMIN_AUTH)
+        assert (status, json.loads(answer)) == (201, {"served_by": "B"}), path
+    status, _, _ = await call(
+        world.forwarder, "POST", f"/admin/v1/numbers/{SENDERS[3]}/verify", b"{}", ADMIN_AUTH
+    )
+    assert status == 503  # bucket 3 has no owner: nothing applied anywhere
+    await call(world.forwarder, "GET", "/admin/v1/numbers", b"", ADMIN_AUTH)  # the list: any daemon
+    await call(world.forwarder, "GET", "/admin/v1/doctor", b"", ADMIN_AUTH)
+    assert [p for _, p, _ in world.front.seen] == ["/admin/v1/numbers", "/admin/v1/doctor"]

@@ -107,7 +107,7 @@ def wait_healthy(port: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"nothing answered on port {port} within {timeout:g} s")
 
 
-def create(ports: list[int], frm: str, body: str, attempts: int = 500) -> str:
+def create(ports: list[int], frm: str, body: str, attempts: int = 500, *, to: str = "+15557770000") -> str:
     """POST one message through the first port; a 503 (a bucket owned elsewhere, or changing hands)
     is retried on a new connection, to the next port."""
     for attempt in range(attempts):
@@ -115,7 +115,7 @@ def create(ports: list[int], frm: str, body: str, attempts: int = 500) -> str:
         try:
             resp = httpx.post(
                 f"http://127.0.0.1:{port}/2010-04-01/Accounts/{ACCOUNT}/Messages.json",
-                data={"From": f"whatsapp:{frm}", "To": "whatsapp:+15557770000", "Body": body},
+                data={"From": f"whatsapp:{frm}", "To": f"whatsapp:{to}", "Body": body},
                 auth=(ACCOUNT, TOKEN),
                 timeout=10.0,
             )

@@ -6,12 +6,15 @@ page silently missing it. Skipped when etcd is not installed."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -33,7 +36,7 @@ from tests.helpers.processes import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
+needs_etcd = pytest.mark.skipif(ETCD is None, reason=MISSING)
 
 TTL, GRACE = 3.0, 0.5
 ADMIN_TOKEN = "cluster-visibility-admin-0123456789"
@@ -43,7 +46,7 @@ LIST = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 
 @attrs.define
 class Hosts:
-    etcd: EtcdCluster
+    etcd: EtcdCluster | None
     sim_port: int
     ports: list[int]
     procs: list[subprocess.Popen[bytes]]
@@ -68,16 +71,21 @@ class Hosts:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[Hosts]:
-    etcd = EtcdCluster(tmp_path / "etcd")
+@contextlib.contextmanager
+def start_hosts(tmp_path: Path, *, waba: bool = False, flock: bool = False) -> Iterator[Hosts]:
+    """etcd, the simulator and three daemons, each on a data root of its own (``flock``: on one data
+    root, owning buckets by flock, no etcd). ``waba``: a WABA at the simulator's Graph numbers can
+    be onboarded into, and every daemon's public URL the first one's (a load balancer's stand-in:
+    where the numbers' webhooks are subscribed)."""
+    etcd = None if flock else EtcdCluster(tmp_path / "etcd")
     sim_port = free_port()
     sim = start_simulator(sim_port)
     ports = [free_port() for _ in range(3)]
-    roots = [tmp_path / f"host{i}" for i in range(3)]
+    roots = [tmp_path / ("root" if flock else f"host{i}") for i in range(3)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        etcd.start()
+        if etcd is not None:
+            etcd.start()
         section = f"""
 [admin]
 token = {{ value = "{ADMIN_TOKEN}" }}
@@ -85,15 +93,30 @@ token = {{ value = "{ADMIN_TOKEN}" }}
 backend = "etcd"
 name = "visibility"
 [cluster.etcd]
-endpoints = {json.dumps(etcd.endpoints)}
+endpoints = {json.dumps(etcd.endpoints if etcd is not None else [])}
 ttl = {TTL}
 margin = 0.5
 grace = {GRACE}
 request_timeout = 0.5
 """
+        if flock:
+            section = section.split("[cluster]")[0] + '[cluster]\nbackend = "flock"\n'
+        if waba:
+            graph = f"http://127.0.0.1:{sim_port}/_sim"
+            wait_until(lambda: _answers(f"{graph}/wabas"), 20.0, "the simulator never answered")
+            httpx.post(f"{graph}/wabas", json={"id": WABA, "access_token": WABA_TOKEN}).raise_for_status()
+            httpx.post(
+                f"{graph}/graph/wabas", json={"id": WABA, "token": WABA_TOKEN, "app_secret": WABA_SECRET}
+            ).raise_for_status()
         for i, port in enumerate(ports):
             cfg = tmp_path / f"d{i}.toml"
-            cfg.write_text(config_text(roots[i], port, sim_port, cluster=section))
+            extra = waba_section(sim_port) if waba else ""
+            text = config_text(roots[i], port, sim_port, cluster=section, extra=extra)
+            if waba:
+                text = text.replace(
+                    "[server]\n", f'[server]\npublic_url = "http://127.0.0.1:{ports[0]}"\n', 1
+                )
+            cfg.write_text(text)
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "dispatcher", "run", "--config", str(cfg)],
@@ -101,6 +124,8 @@ request_timeout = 0.5
                     stdout=subprocess.DEVNULL,
                 )
             )
+            if flock:
+                wait_healthy(port)  # one after another: the first creates the data root
         for port in ports:
             wait_healthy(port)
         yield Hosts(etcd, sim_port, ports, procs, roots)
@@ -108,7 +133,14 @@ request_timeout = 0.5
         for proc in procs:
             stop(proc)
         stop(sim)
-        etcd.stop()
+        if etcd is not None:
+            etcd.stop()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    with start_hosts(tmp_path) as started:
+        yield started
 
 
 def sdk_list(url: str, **filters: str) -> list[str]:
@@ -117,6 +149,7 @@ def sdk_list(url: str, **filters: str) -> list[str]:
     return [m.sid for m in api.messages.list(page_size=4, **filters)]  # type: ignore[arg-type]
 
 
+@needs_etcd
 def test_any_daemon_lists_every_hosts_buckets_and_an_unreachable_owner_makes_it_a_503(hosts: Hosts) -> None:
     shares = hosts.settled()
     created: list[tuple[str, str]] = []  # (sid, sender)
@@ -148,6 +181,7 @@ def test_any_daemon_lists_every_hosts_buckets_and_an_unreachable_owner_makes_it_
     assert str(bucket) in refused.json()["message"]
 
 
+@needs_etcd
 def test_a_part_request_is_checked_like_any_list(hosts: Hosts) -> None:
     """What one daemon asks another is a list request: the owner checks its credentials and that it
     holds the buckets named, and answers only those."""
@@ -164,3 +198,202 @@ def test_a_part_request_is_checked_like_any_list(hosts: Hosts) -> None:
     assert moved.status_code == 503 and moved.headers["Retry-After"] == "1"
     bad = httpx.get(url, headers={**part, "x-wadispatch-list-part": "9"}, auth=(ACCOUNT, TOKEN))
     assert bad.status_code == 400
+
+
+WABA = "102290129340398"
+WABA_TOKEN = "EAAwabasystemuser0123"
+WABA_SECRET = "waba-app-secret-0123456789"
+WABA_VERIFY = "waba-verify-token-0123456789"
+PIN = "246810"
+CUSTOMER = "+15557770042"
+
+
+def waba_section(sim_port: int) -> str:
+    return f"""
+[[wabas]]
+id = "{WABA}"
+account = "{ACCOUNT}"
+access_token = {{ value = "{WABA_TOKEN}" }}
+endpoint = "http://127.0.0.1:{sim_port}"
+app_secret = {{ value = "{WABA_SECRET}" }}
+verify_token = {{ value = "{WABA_VERIFY}" }}
+"""
+
+
+def admin(hosts: Hosts, i: int, method: str, path: str, body: object = None) -> httpx.Response:
+    return httpx.request(method, f"{hosts.url(i)}/admin/v1{path}", json=body, headers=ADMIN, timeout=20.0)
+
+
+def running(hosts: Hosts, i: int) -> set[str]:
+    status = httpx.get(f"{hosts.url(i)}/admin/v1/status", headers=ADMIN, timeout=5.0).json()
+    return {n["number"] for n in status["numbers"]}
+
+
+def onboard_through(hosts: Hosts, i: int, number: str) -> str:
+    """add, verify, register through daemon ``i``; the number's phone number id."""
+    added = admin(hosts, i, "POST", "/numbers", {"number": number, "waba": WABA, "verified_name": "Shrub"})
+    assert added.status_code == 201, added.text
+    pnid = str(added.json()["phone_number_id"])
+    sim = f"http://127.0.0.1:{hosts.sim_port}/_sim/graph/numbers/{pnid}"
+    code = httpx.get(sim, timeout=5.0).json()["verification_code"]
+    digits = number.lstrip("+")
+    verified = admin(hosts, i, "POST", f"/numbers/{digits}/verify", {"code": code})
+    assert verified.status_code == 200, verified.text
+    registered = admin(hosts, i, "POST", f"/numbers/{digits}/register", {"pin": PIN})
+    assert registered.status_code == 200, registered.text
+    assert registered.json()["state"] == "active"
+    return pnid
+
+
+def signed_inbound(number: str, pnid: str, wamid: str) -> tuple[bytes, dict[str, str]]:
+    """A customer's text to ``number`` as Meta posts it (Cloud API webhook, signed with the app secret)."""
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": WABA,
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": number.lstrip("+"),
+                                    "phone_number_id": pnid,
+                                },
+                                "contacts": [{"profile": {"name": "Kerry"}, "wa_id": CUSTOMER.lstrip("+")}],
+                                "messages": [
+                                    {
+                                        "from": CUSTOMER.lstrip("+"),
+                                        "id": wamid,
+                                        "timestamp": str(int(time.time())),
+                                        "type": "text",
+                                        "text": {"body": "hello " + wamid},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
+    digest = hmac.new(WABA_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@needs_etcd
+def test_a_number_onboarded_through_any_daemon_is_known_cluster_wide_and_runs_at_its_buckets_owner(
+    tmp_path: Path,
+) -> None:
+    with start_hosts(tmp_path, waba=True) as hosts:
+        shares = hosts.settled()
+        owner_of = {b: i for i, share in enumerate(shares) for b in share}
+        # Two numbers of one bucket daemon 0 (the public URL, where the admin calls go) does not own.
+        bucket = next(b for b in range(4) if owner_of[b] != 0)
+        kept, removed = [n for n in (f"+1555078{i:04d}" for i in range(200)) if bucket_of(n, 4) == bucket][:2]
+        owner = owner_of[bucket_of(kept, 4)]
+        pnid = onboard_through(hosts, 0, kept)  # each step forwarded to the owner of its bucket
+        onboard_through(hosts, 0, removed)
+        assert kept in running(hosts, owner)
+        assert all(kept not in running(hosts, i) for i in range(3) if i != owner)
+
+        # Every front door knows it: a webhook of the number reaching any daemon goes to its owner.
+        for i in range(3):
+            body, headers = signed_inbound(kept, pnid, f"wamid.visibility{i}")
+            wait_until(
+                lambda i=i, body=body, headers=headers: (
+                    httpx.post(  # type: ignore[misc]
+                        f"{hosts.url(i)}/webhooks/cloud/{kept.lstrip('+')}", content=body, headers=headers
+                    ).status_code
+                    == 200
+                ),
+                10.0,
+                f"daemon {i} never took {kept}'s webhook",
+            )
+        inbound = sdk_list(hosts.url(2), from_=f"whatsapp:{CUSTOMER}")
+        assert len(inbound) == 3  # stored by the owner, listed through any daemon
+        # The window is open: a free-form reply through another daemon is sent by the owner.
+        sid = create([hosts.ports[(owner + 1) % 3]], kept, "thanks", to=CUSTOMER)
+        wait_until(
+            lambda: (
+                httpx.get(
+                    f"{hosts.url(0)}/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json", auth=(ACCOUNT, TOKEN)
+                ).json()["status"]
+                in ("sent", "delivered", "read")
+            ),
+            15.0,
+            f"{sid} never went out",
+        )
+
+        # Removed through daemon 0: the owner stops it, and every daemon forgets it.
+        gone = admin(hosts, 0, "DELETE", f"/numbers/{removed.lstrip('+')}")
+        assert gone.status_code == 200, gone.text
+        assert removed not in running(hosts, owner)
+        refused = httpx.post(
+            f"{hosts.url(0)}/2010-04-01/Accounts/{ACCOUNT}/Messages.json",
+            data={"From": f"whatsapp:{removed}", "To": f"whatsapp:{CUSTOMER}", "Body": "no"},
+            auth=(ACCOUNT, TOKEN),
+        )
+        assert refused.status_code == 400, refused.text
+
+        # The owner dies: whoever takes the bucket starts the number, though its own root never held
+        # the onboarding record (the cluster's roster said it runs); not the removed one.
+        hosts.procs[owner].send_signal(signal.SIGKILL)
+        hosts.procs[owner].wait()
+        survivors = [i for i in range(3) if i != owner]
+        wait_until(
+            lambda: any(kept in running(hosts, i) for i in survivors),
+            4 * TTL,
+            f"nobody took over {kept}",
+        )
+        heir = next(i for i in survivors if kept in running(hosts, i))
+        assert removed not in running(hosts, heir)
+        records = admin(hosts, heir, "GET", "/numbers").json()["numbers"]
+        assert kept not in {r["number"] for r in records}
+
+
+def test_on_one_shared_root_a_number_onboarded_through_any_worker_is_known_to_all_and_taken_over(
+    tmp_path: Path,
+) -> None:
+    """flock: the onboarding record in the shared root is how the other daemons learn of it."""
+    with start_hosts(tmp_path, waba=True, flock=True) as hosts:
+        shares = hosts.settled()
+        owner_of = {b: i for i, share in enumerate(shares) for b in share}
+        bucket = next(b for b in range(4) if owner_of[b] != 0)
+        number = next(n for n in (f"+1555078{i:04d}" for i in range(200)) if bucket_of(n, 4) == bucket)
+        owner = owner_of[bucket]
+        pnid = onboard_through(hosts, 0, number)
+        assert number in running(hosts, owner)
+        for i in range(3):
+            body, headers = signed_inbound(number, pnid, f"wamid.flock{i}")
+            wait_until(
+                lambda i=i, body=body, headers=headers: (
+                    httpx.post(  # type: ignore[misc]
+                        f"{hosts.url(i)}/webhooks/cloud/{number.lstrip('+')}", content=body, headers=headers
+                    ).status_code
+                    == 200
+                ),
+                10.0,
+                f"daemon {i} never took {number}'s webhook",
+            )
+        assert len(sdk_list(hosts.url(0), from_=f"whatsapp:{CUSTOMER}")) == 3
+        hosts.procs[owner].send_signal(signal.SIGKILL)
+        hosts.procs[owner].wait()
+        survivors = [i for i in range(3) if i != owner]
+        wait_until(lambda: any(number in running(hosts, i) for i in survivors), 10.0, f"nobody took {number}")
