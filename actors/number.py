@@ -23,7 +23,9 @@ Outcomes: a send's answer is held (``unrecorded``, which outlives the actor)
 from before its write until the commit; while storage refuses writes no new
 send starts. Only the process dying between an answer and its commit leaves a
 message to be sent again (at-least-once), as does a crash of the actor while a
-send awaits its answer (that send is ambiguous).
+send awaits its answer (that send is ambiguous). A number under ``on_ambiguous =
+"fail"`` (at-most-once) marks each send durably before it goes out (``inflight``):
+a send cut off so is then failed as ambiguous by whoever recovers the outbox.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from actors.credentials.bearer import RefusableCredentials
 from actors.credentials.tokeninfo import TokenInfo
 from actors.expiry import ValiditySweep
 from actors.holds import SendHolds
+from actors.inflight import InFlight, unsent
 from actors.lease import ALWAYS_OPEN, SendLease
 from actors.multiconnect import MultiEndpoint
 from actors.outcome import Failed, Halt, Reauth, Retry, Sent, classify_error
@@ -103,6 +106,7 @@ class NumberActor:
         "_halted",
         "_host",
         "_idle_since",
+        "_inflight",
         "_lease",
         "_linger",
         "_live",
@@ -211,6 +215,15 @@ class NumberActor:
         self.degraded: str | None = None
         self.degraded_code: str | None = None
         self.counts = SendCounts()  # read by statistics() at scrape time
+        self._inflight = InFlight(
+            number=number,
+            store=store,
+            policy=policy,
+            recorder=self._recorder,
+            unrecorded=self.unrecorded,
+            wall=wall,
+            counts=self.counts,
+        )
 
     def _reset(self) -> None:
         self._queues = SendQueues(self._window)
@@ -263,6 +276,7 @@ class NumberActor:
     def _go_live(self) -> int:
         """(Re)build the in-memory state from LMDB: at start, and after a crash."""
         self._reset()
+        interrupted = self._inflight.recover()  # before the window: its failures are held first
         recovered = self._recover()
         self._expiry.load()
         self._tokens.restore()
@@ -270,7 +284,7 @@ class NumberActor:
             self._budget.load(self._wall.now())
         self._live = True
         self._schedule_upkeep()
-        log.info("actor.started", number=self.number, recovered=recovered)
+        log.info("actor.started", number=self.number, recovered=recovered, interrupted=interrupted)
         return recovered
 
     async def serve(self) -> None:
@@ -579,6 +593,7 @@ class NumberActor:
         """Start sends in order until ``stop()``, or until nothing was left to do for ``idle_linger``."""
         slots = trio.Semaphore(self._max_in_flight)
         self._recorder.open(sends)
+        await self._inflight.clear_leftover()
         backlog = self._backlog
         while not self._stopping:  # the attribute, not stop_requested(): one call less a send
             queues = self._queues
@@ -739,8 +754,10 @@ class NumberActor:
 
     async def _deliver_entry(self, item: Pending, slots: trio.Semaphore) -> float | None:
         record = item.record or self._load(item)
+        inflight = self._inflight
         if record is None or not sendable(record, item.part):
-            await self._recorder.record(item.seq, item.sid, ledger.drop_entry(self.number, item.seq))
+            drop = ledger.drop_entry(self.number, item.seq, started=inflight.marking)
+            await self._recorder.record(item.seq, item.sid, drop)
             return None
         structlog.contextvars.bind_contextvars(sid=item.sid)
         counts = self.counts
@@ -765,6 +782,12 @@ class NumberActor:
             token = self._tokens.token
             if trio.current_time() >= self._lease.send_until() and not await self._lease_or_stop():
                 return None  # stopping (the bucket went elsewhere): the message stays in the outbox
+            if inflight.marking:  # at-most-once: durably marked before it may reach the API
+                if not await inflight.mark(item.seq):
+                    return storage_delay(1)  # not sent: the same message once storage is back
+                if trio.current_time() >= self._lease.send_until():  # the commit ate the lease's time
+                    await inflight.unmark(item.seq)
+                    continue
             began = trio.current_time()
             try:
                 resp = await self._transport.request(
@@ -778,6 +801,8 @@ class NumberActor:
             except TransportError as exc:
                 outcome = classify_error(exc)
             item.attempts += 1
+            if inflight.marking and unsent(outcome):
+                await inflight.unmark(item.seq)
             match outcome:
                 case Sent(channel_id=channel_id):
                     # The API answered: free the send slot for other recipients while the
@@ -787,7 +812,14 @@ class NumberActor:
                         slots.release()
                         item.holds_slot = False
                     # OutcomeRecorder.record, inline: one coroutine frame less on the hottest path.
-                    write = ledger.mark_sent(self.number, item.seq, item.sid, channel_id, self._wall.now())
+                    write = ledger.mark_sent(
+                        self.number,
+                        item.seq,
+                        item.sid,
+                        channel_id,
+                        self._wall.now(),
+                        started=inflight.marking,
+                    )
                     self.unrecorded.begin(item.seq, write)
                     try:
                         await self._store.write(write)
@@ -900,7 +932,9 @@ class NumberActor:
 
     async def _fail(self, item: Pending, code: int, message: str) -> None:
         log.warning("send.failed", status="failed", error_code=code, error=message)
-        write = ledger.mark_failed(self.number, item.seq, item.sid, code, message, self._wall.now())
+        write = ledger.mark_failed(
+            self.number, item.seq, item.sid, code, message, self._wall.now(), started=self._inflight.marking
+        )
         await self._recorder.record(item.seq, item.sid, write)
         self.counts.failed += 1
         self.counts.count_failure(code)

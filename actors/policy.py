@@ -66,6 +66,17 @@ class DeliveryPolicy:
             return GiveUp(*(retry.gives_up_with or GAVE_UP))
         return BackOff(retry.after if retry.after is not None else self.backoff(attempts))
 
+    @property
+    def at_most_once(self) -> bool:
+        """Sends are marked durably before they go out (``dispatcher.core.sendmarks``), so one
+        interrupted by its process's death or a bucket's takeover is never sent again."""
+        return self.on_ambiguous == "fail"
+
+    def after_interrupted(self) -> GiveUp | None:
+        """A send found in flight at recovery (its sender stopped before its outcome was
+        recorded): give up as for any ambiguous send under ``fail``, or (None) send it again."""
+        return GiveUp(*AMBIGUOUS_FAILED) if self.at_most_once else None
+
     def after_pair_refusal(self, attempts: int) -> GiveUp | None:
         """Meta's 131056 after ``attempts`` attempts: give up, or (None) wait out the pair rate."""
         return GiveUp(*PAIR_GAVE_UP) if attempts >= self.max_attempts else None

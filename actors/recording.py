@@ -22,7 +22,7 @@ import structlog
 import trio
 
 from actors.unrecorded import Outcome, OutcomeWrite, Unrecorded
-from dispatcher.core import outbox
+from dispatcher.core import outbox, sendmarks
 from dispatcher.core.store import Store, StoreError, WriteTxn
 
 log = structlog.get_logger()
@@ -237,6 +237,7 @@ class _DropEntry:
     seq: int
 
     def __call__(self, txn: WriteTxn) -> None:
+        sendmarks.clear(txn, self.number, self.seq)
         outbox.remove(txn, self.number, self.seq)
 
 

@@ -9,7 +9,8 @@ the number's next run commits it instead of sending the message again.
 It outlives the actor: the supervisor restarts the same actor object, and a live
 reload gives the successor the holder of its predecessor (``Fleet`` keeps one per
 number). Only the process dying loses it: a ``kill -9`` between an answer and its
-commit leaves the outbox entry, and that send is retried (at-least-once).
+commit leaves the outbox entry, and that send is retried (at-least-once), or, for a
+number under ``on_ambiguous = "fail"``, failed as ambiguous (``actors.inflight``).
 
 Recording an outcome twice is harmless: the ledger's outcome writes do nothing
 once the outbox entry is gone, so a write that committed just before its actor was
@@ -94,6 +95,10 @@ class Unrecorded:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def __contains__(self, seq: int) -> bool:
+        """Whether an outcome of entry ``seq`` is held (without making it the retrier's)."""
+        return seq in self._held
 
     def __bool__(self) -> bool:
         return bool(self._held)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
-from dispatcher.core import callbacks, fallbacks, keys, orphans, outbox
+from dispatcher.core import callbacks, fallbacks, keys, orphans, outbox, sendmarks
 from dispatcher.core.models import (
     TERMINAL,
     MessageRecord,
@@ -147,14 +147,19 @@ def scheduled_key(due: float, sid: str) -> bytes:
     return int(due * 1000).to_bytes(8, "big") + sid.encode()
 
 
-def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> Callable[[WriteTxn], None]:
-    """The API accepted the message: record its channel id, leave the outbox.
+def mark_sent(
+    number: str, seq: int, sid: str, channel_id: str, now: float, *, started: bool = False
+) -> Callable[[WriteTxn], None]:
+    """The API accepted the message: record its channel id, leave the outbox. ``started``: the
+    number marks its sends (``sendmarks``, at-most-once): the entry's mark goes too.
 
     Done once: with the outbox entry already gone (an outcome recorded before its actor was
     interrupted, and recorded again by the next run) it changes nothing.
     """
 
     def fn(txn: WriteTxn) -> None:
+        if started:
+            sendmarks.clear(txn, number, seq)
         if not outbox.remove(txn, number, seq):
             return
         raw = txn.get(b"messages", sid_key(sid))
@@ -183,14 +188,23 @@ def mark_sent(number: str, seq: int, sid: str, channel_id: str, now: float) -> C
 
 
 def mark_failed(
-    number: str, seq: int, sid: str, error_code: int, error_message: str, now: float
+    number: str,
+    seq: int,
+    sid: str,
+    error_code: int,
+    error_message: str,
+    now: float,
+    *,
+    started: bool = False,
 ) -> Callable[[WriteTxn], None]:
     """The send failed for good: the message ends ``failed`` with a Twilio error code.
 
-    Done once, like ``mark_sent``.
+    Done once, like ``mark_sent``; ``started`` as there.
     """
 
     def fn(txn: WriteTxn) -> None:
+        if started:
+            sendmarks.clear(txn, number, seq)
         if not outbox.remove(txn, number, seq):
             return
         raw = txn.get(b"messages", sid_key(sid))
@@ -209,10 +223,13 @@ def mark_failed(
     return fn
 
 
-def drop_entry(number: str, seq: int) -> Callable[[WriteTxn], None]:
-    """Remove an outbox entry whose message no longer needs sending (deleted, canceled)."""
+def drop_entry(number: str, seq: int, *, started: bool = False) -> Callable[[WriteTxn], None]:
+    """Remove an outbox entry whose message no longer needs sending (deleted, canceled);
+    ``started`` as for ``mark_sent``."""
 
     def fn(txn: WriteTxn) -> None:
+        if started:
+            sendmarks.clear(txn, number, seq)
         outbox.remove(txn, number, seq)
 
     return fn

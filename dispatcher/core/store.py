@@ -66,6 +66,7 @@ DB_NAMES: Final = (
     b"numbers",  # number NUL kind -> what we know of the number at Meta (watch, onboarding)
     b"outbox_to",  # number NUL recipient NUL seq(8B) -> OutboxEntry : the outbox by recipient
     b"expiry",  # number NUL valid_until(8B, ms) seq(8B) -> sid : ValidityPeriods, earliest first
+    b"started",  # number NUL seq(8B) -> wall ms : sends under way of at-most-once numbers (sendmarks)
 )
 SEQ_MARK: Final = b"seq" + SEP  # meta key prefix: db NUL prefix -> last seq ever allocated
 EPOCH_KEY: Final = b"epoch"  # meta key: the epoch of the bucket's latest owner (8B big-endian)

@@ -227,7 +227,16 @@ class _Copier:
             self._each(rows(b"wamid"), b"wamid", lambda k, v: by_sid(v))
             self._each(rows(b"fallbacks"), b"fallbacks", lambda k, v: by_sid(k[8:]))
             self._each(rows(b"idem"), b"idem", lambda k, v: by_sid(_idem_decoder.decode(v).sid.encode()))
-            for name in (b"outbox", b"outbox_to", b"expiry", b"window", b"tier", b"numbers", b"tokens"):
+            for name in (
+                b"outbox",
+                b"outbox_to",
+                b"expiry",
+                b"started",
+                b"window",
+                b"tier",
+                b"numbers",
+                b"tokens",
+            ):
                 self._each(rows(name), name, lambda k, v: self._of(k[: k.index(SEP)]))
             self._each(rows(b"scheduled"), b"scheduled", lambda k, v: self._of(v))
             self._each(rows(b"dedup"), b"dedup", lambda k, v: self._of(_dedup_number(k)))

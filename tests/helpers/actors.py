@@ -18,6 +18,7 @@ from actors.pacing.ratelimit import TokenBucket
 from actors.pacing.tier import TierBudget
 from actors.policy import AmbiguousPolicy, DeliveryPolicy
 from actors.queues import DEFAULT_WINDOW
+from actors.unrecorded import Unrecorded
 from dispatcher.channels.cloud import CloudChannel
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core.clock import TrioWallClock
@@ -42,8 +43,10 @@ def onprem_actor(
     max_attempts: int = 12,
     on_ambiguous: AmbiguousPolicy = "retry",
     lease: SendLease = ALWAYS_OPEN,
+    unrecorded: Unrecorded | None = None,
 ) -> tuple[NumberActor, FakeApi, TrioWallClock]:
-    """An On-Prem actor for ``NUMBER`` against a ``FakeApi`` (logins as admin/pw)."""
+    """An On-Prem actor for ``NUMBER`` against a ``FakeApi`` (logins as admin/pw); ``unrecorded``:
+    the outcomes a predecessor left held (a new holder if None)."""
     wall = TrioWallClock(start=1_700_000_000.0)
     api = FakeApi(wall.now, latency=latency)
     tokens = TokenManager(
@@ -66,6 +69,7 @@ def onprem_actor(
             max_attempts=max_attempts, backoff_base=0.5, backoff_cap=8.0, on_ambiguous=on_ambiguous
         ),
         lease=lease,
+        unrecorded=unrecorded,
     )
     return actor, api, wall
 

@@ -13,7 +13,7 @@ from twilio.rest import Client
 
 from dispatcher.cli import main
 from dispatcher.config import ServiceConfig
-from dispatcher.core import callbacks, dataroot, ledger, outbox, window
+from dispatcher.core import callbacks, dataroot, ledger, outbox, sendmarks, window
 from dispatcher.core.bucketing import bucket_of
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.dataroot import DataRootBusyError, open_root
@@ -71,6 +71,7 @@ async def fill(buckets: Buckets, wall: Wall) -> dict[str, object]:
     for i, sender in enumerate(SENDERS):
         store = buckets.for_number(sender)
         await store.write(ledger.mark_sent(sender, 1, sids[i], f"wamid.{i}", wall.now()))
+        await store.write(sendmarks.mark(sender, 2, wall.now()))  # a send under way (at-most-once)
         info = NumberInfo(sender, ACCOUNT, "s", inbound_url="https://customer.example/in")
         await inbox.apply(
             info,
@@ -108,6 +109,7 @@ def snapshot(buckets: Buckets) -> dict[str, object]:
         "by_recipient": sorted((k, v) for s in buckets.stores for k, v in s.scan(outbox.BY_RECIPIENT, b"")),
         "depths": {n: outbox.depth(buckets.for_number(n), n) for n in SENDERS},
         "views": all(s.get(b"meta", outbox.VIEWS_BUILT) is not None for s in buckets.stores),
+        "started": {n: sendmarks.read(buckets.for_number(n), n) for n in SENDERS},
     }
 
 
