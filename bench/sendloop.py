@@ -12,9 +12,15 @@ transport's cost near zero. Much less noisy than ``bench.e2e`` for a change to t
 (checked and written in every commit); without it, the gate is ``AlwaysOpen`` and the Store
 unfenced, as for one daemon.
 
+``--on-ambiguous fail`` runs the number at-most-once: each send first commits its durable
+send-started mark (``actors.inflight``), the cost such numbers pay: ``writes_per_msg`` goes
+from 1 to 2, and ``writes_per_commit`` says how many writes (marks and outcomes alike) shared
+each group commit.
+
 Usage::
 
-    .venv/bin/python -m bench.sendloop --messages 30000 [--recipients 500] [--cluster] [--json]
+    .venv/bin/python -m bench.sendloop --messages 30000 [--recipients 500] [--cluster]
+        [--on-ambiguous fail] [--json]
 
 Prints a summary on stderr and one JSON line on stdout.
 """
@@ -34,6 +40,7 @@ from actors.credentials.token import TokenManager, login
 from actors.lease import ALWAYS_OPEN, SendLease
 from actors.number import NumberActor
 from actors.pacing.ratelimit import TokenBucket
+from actors.policy import AmbiguousPolicy, DeliveryPolicy
 from actors.transport import Headers, Response
 from dispatcher.channels.onprem import OnPremChannel
 from dispatcher.core import ledger, logs
@@ -67,10 +74,15 @@ class InstantApi:
         pass
 
 
-async def run(messages: int, recipients: int, cluster: bool = False) -> dict[str, float | int | bool]:
+Figures = dict[str, float | int | bool | str]
+
+
+async def run(
+    messages: int, recipients: int, cluster: bool = False, on_ambiguous: AmbiguousPolicy = "retry"
+) -> Figures:
     """Send ``messages`` to ``recipients`` recipients; the figures (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="wadispatch-bench-sendloop-") as data:
-        return await _run(Store(data, map_size=1 << 30), messages, recipients, cluster)
+        return await _run(Store(data, map_size=1 << 30), messages, recipients, cluster, on_ambiguous)
 
 
 def cluster_gate() -> SendLease:
@@ -80,7 +92,9 @@ def cluster_gate() -> SendLease:
     return BucketGate(lease, opens_at=trio.current_time())
 
 
-async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> dict[str, float | int | bool]:
+async def _run(
+    store: Store, messages: int, recipients: int, cluster: bool, on_ambiguous: AmbiguousPolicy
+) -> Figures:
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run_writer)
         if cluster:
@@ -103,6 +117,7 @@ async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> d
             bucket=TokenBucket(1e9, 10**9),  # pacing out of reach: the loop's own cost
             wall=wall,
             lease=cluster_gate() if cluster else ALWAYS_OPEN,
+            policy=DeliveryPolicy(on_ambiguous=on_ambiguous),
         )
         records = [
             MessageRecord(
@@ -117,7 +132,7 @@ async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> d
         for i in range(0, messages, 1000):
             await store.write(ledger.accept_many(records[i : i + 1000]))
         began, cpu = time.perf_counter(), time.process_time()
-        commits = store.statistics().commits
+        commits, writes = store.statistics().commits, store.statistics().writes
         await nursery.start(actor.run)
         # The counter itself, not statistics(): a snapshot sums every recipient's queue, and the
         # polling would then cost the measurement more than the code it measures.
@@ -125,6 +140,7 @@ async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> d
             await trio.sleep(0.005)
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         commits = store.statistics().commits - commits
+        writes = store.statistics().writes - writes
         actor.stop()
         store.close()
     store.close_env()
@@ -132,9 +148,12 @@ async def _run(store: Store, messages: int, recipients: int, cluster: bool) -> d
         "messages": messages,
         "recipients": recipients,
         "cluster": cluster,
+        "on_ambiguous": on_ambiguous,
         "sent_per_s": round(messages / elapsed),
         "cpu_us_per_msg": round(cpu / messages * 1e6, 1),
         "commits": commits,
+        "writes_per_msg": round(writes / messages, 2),
+        "writes_per_commit": round(writes / max(1, commits), 1),
         "sends": api.sends,
     }
 
@@ -144,12 +163,18 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--recipients", type=int, default=500)
     parser.add_argument("--cluster", action="store_true", help="behind a lease gate, the Store fenced")
+    parser.add_argument(
+        "--on-ambiguous",
+        choices=("retry", "fail"),
+        default="retry",
+        help="the number's policy: fail marks each send durably before it goes out",
+    )
     parser.add_argument("--json", action="store_true", help="only the JSON line")
     args = parser.parse_args()
     if args.messages < 1 or args.recipients < 1:
         parser.error("--messages and --recipients must be >= 1")
     logs.configure("warning")
-    result = trio.run(run, args.messages, args.recipients, args.cluster)
+    result = trio.run(run, args.messages, args.recipients, args.cluster, args.on_ambiguous)
     if not args.json:
         for key, value in result.items():
             print(f"{key:>16}: {value}", file=sys.stderr)

@@ -55,6 +55,14 @@ def test_sendloop_smoke() -> None:
     result = run_bench("bench.sendloop", "--messages", "300", "--recipients", "7", "--json")
     assert (result["messages"], result["recipients"], result["sends"]) == (300, 7, 300)
     assert result["sent_per_s"] > 0 and result["cpu_us_per_msg"] > 0 and result["commits"] >= 1
+    assert result["writes_per_msg"] == 1.0  # under retry: the outcome, nothing more
+
+
+def test_sendloop_at_most_once_marks_each_send() -> None:
+    result = run_bench(
+        "bench.sendloop", "--messages", "300", "--recipients", "7", "--on-ambiguous", "fail", "--json"
+    )
+    assert (result["on_ambiguous"], result["sends"], result["writes_per_msg"]) == ("fail", 300, 2.0)
 
 
 @pytest.mark.parametrize("bad", [["--messages", "0"], ["--recipients", "-1"]])
