@@ -15,6 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from dispatcher.core.dataroot import open_root
+from dispatcher.ownership.flock import read_record
+
 ACCOUNT = "AC00000000000000000000000000000001"
 TOKEN = "cluster-auth-token-0123456789"
 NUMBERS = ("+15550000001", "+15550000002", "+15550000003")
@@ -127,6 +130,17 @@ def create(ports: list[int], frm: str, body: str, attempts: int = 500, *, to: st
         assert resp.status_code == 503, resp.text
         time.sleep(0.02)
     raise AssertionError(f"{body} was never accepted")
+
+
+def owners(data_dir: Path) -> dict[int, str]:
+    """Bucket -> the owner id its lock file names (a cleanly released one names nobody)."""
+    root = open_root(data_dir)
+    found = {}
+    for bucket in range(root.count):
+        holder = read_record(root.lock_path(bucket))
+        if holder is not None and holder.owner_id:
+            found[bucket] = holder.owner_id
+    return found
 
 
 def received(sim_port: int) -> list[str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.core.dataroot import open_root
 from dispatcher.ownership.flock import read_record
 from tests.helpers.etcd import free_port
 from tests.helpers.processes import (
@@ -28,6 +27,7 @@ from tests.helpers.processes import (
     ROOT,
     config_text,
     create,
+    owners,
     start_simulator,
     stop,
     wait_healthy,
@@ -55,17 +55,6 @@ def processes(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
         stop(daemon)
         assert daemon.returncode == 0  # every worker drained and exited cleanly on SIGTERM
         stop(sim)
-
-
-def owners(data_dir: Path) -> dict[int, str]:
-    """Bucket -> the owner id its lock file names (a cleanly released one names nobody)."""
-    root = open_root(data_dir)
-    found = {}
-    for bucket in range(root.count):
-        holder = read_record(root.lock_path(bucket))
-        if holder is not None and holder.owner_id:
-            found[bucket] = holder.owner_id
-    return found
 
 
 def test_a_killed_worker_s_buckets_are_taken_within_a_second_and_nothing_is_lost(
