@@ -18,16 +18,14 @@ import structlog
 import trio
 import trio.testing
 
-from actors.number import NumberActor
-from actors.policy import AMBIGUOUS_FAILED
+from actors.policy import AMBIGUOUS_FAILED, AmbiguousPolicy
 from actors.transport import ConnectError, ResponseLostError
 from actors.unrecorded import Unrecorded
 from dispatcher.core import callbacks, ledger, sendmarks
-from dispatcher.core.bucketing import slot_of
-from dispatcher.core.models import MessageRecord, new_sid
+from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, number_key
 from tests.helpers import messages
-from tests.helpers.actors import ACCOUNT, NUMBER, onprem_actor, submit
+from tests.helpers.actors import NUMBER, onprem_actor, submit
 from tests.helpers.fakes import FakeApi, error
 from tests.helpers.messages import record_of
 
@@ -36,20 +34,8 @@ TO = "+15551230000"
 CALLBACK = "https://hooks.example.com/status"
 
 
-async def accept(store: Store, actor: NumberActor | None, to: str, body: str) -> MessageRecord:
-    """A message with a status callback, stored and handed to ``actor``."""
-    record = MessageRecord(
-        sid=new_sid("SM", slot_of(NUMBER)),
-        account_sid=ACCOUNT,
-        from_number=NUMBER,
-        to_number=to,
-        body=body,
-        status_callback=CALLBACK,
-    )
-    seq = await store.write(ledger.accept(record))
-    if actor is not None:
-        actor.notify(seq, record)
-    return record
+accept = functools.partial(submit, status_callback=CALLBACK)
+"""A message with a status callback, stored and handed to the actor given."""
 
 
 def marks(store: Store) -> list[int]:
@@ -65,24 +51,22 @@ def callback_statuses(store: Store, sid: str) -> list[str]:
     return found
 
 
-async def die_while_in_flight(
-    store: Store, *, on_ambiguous: str, count: int = 1
-) -> tuple[list[MessageRecord], FakeApi]:
-    """Run an actor until ``count`` sends are held by its API, then cancel everything it runs."""
+async def die_while_in_flight(store: Store, on_ambiguous: AmbiguousPolicy) -> tuple[MessageRecord, FakeApi]:
+    """Run an actor until its API holds a send, then cancel everything it runs."""
     actor, api, _ = onprem_actor(store, latency=60.0, on_ambiguous=on_ambiguous)
     with trio.CancelScope() as process:
         async with trio.open_nursery() as nursery:
             await nursery.start(actor.run)
-            records = [await accept(store, actor, f"+1555123{i:04d}", f"body {i}") for i in range(count)]
-            await wait_for(lambda: api.in_flight == count)
+            record = await accept(store, actor, TO, "cut off")
+            await wait_for(lambda: api.in_flight == 1)
             process.cancel()  # kill -9: nothing of the actor survives but what LMDB holds
-    return records, api
+    return record, api
 
 
 async def test_a_fail_number_s_send_cut_off_by_its_death_fails_as_ambiguous_and_is_not_sent_again(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    (record,), before = await die_while_in_flight(writer, on_ambiguous="fail")
+    record, before = await die_while_in_flight(writer, "fail")
     assert len(before.attempts) == 1 and marks(writer) == [record.outbox_seq]
 
     successor, after, _ = onprem_actor(writer, on_ambiguous="fail")
@@ -106,16 +90,10 @@ async def test_a_fail_number_s_send_cut_off_by_its_death_fails_as_ambiguous_and_
 async def test_a_retry_number_writes_no_mark_and_sends_a_cut_off_message_again(
     autojump_clock: trio.testing.MockClock, writer: Store, nursery: trio.Nursery
 ) -> None:
-    actor, api, _ = onprem_actor(writer, latency=60.0)
-    commits = writer.statistics().writes
-    with trio.CancelScope() as process:
-        async with trio.open_nursery() as inner:
-            await inner.start(actor.run)
-            record = await accept(writer, actor, TO, "again")
-            await wait_for(lambda: api.in_flight == 1)
-            assert marks(writer) == []
-            assert writer.statistics().writes == commits + 2  # the token's login, the accept: no mark
-            process.cancel()
+    writes = writer.statistics().writes
+    record, _ = await die_while_in_flight(writer, "retry")
+    assert marks(writer) == []
+    assert writer.statistics().writes == writes + 2  # the token's login, the accept: no mark
 
     successor, after, _ = onprem_actor(writer)
     await nursery.start(successor.run)

@@ -28,13 +28,19 @@ async def submit(
     *,
     number: str,
     account: str = ACCOUNT,
+    status_callback: str | None = None,
 ) -> MessageRecord:
     """Store a message from ``number`` as accepted, then hand it to ``actor``.
 
     With ``actor`` None it only waits in the outbox: what an actor finds when it starts.
     """
     record = MessageRecord(
-        sid=new_sid("SM", slot_of(number)), account_sid=account, from_number=number, to_number=to, body=body
+        sid=new_sid("SM", slot_of(number)),
+        account_sid=account,
+        from_number=number,
+        to_number=to,
+        body=body,
+        status_callback=status_callback,
     )
     seq = await store.write(ledger.accept(record))
     if actor is not None:
