@@ -193,7 +193,10 @@ class EtcdOwnership:
             log.warning("ownership.suspended", owned=suspended, lease=self._lease_id)
             for bucket in suspended:
                 self._host.suspend(bucket)
-            await self.clock.wait_renewed()
+            while not self.clock.valid(trio.current_time()):
+                if self._lease_id is None:
+                    return  # the lease lapsed (etcd said so): the session ends, the claims with it
+                await self.clock.wait_renewed()
             for bucket in suspended:
                 if bucket in self._claims:
                     self._host.resume(bucket)

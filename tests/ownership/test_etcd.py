@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -239,3 +240,55 @@ async def test_without_quorum_sends_stop_and_creates_have_no_owner_then_all_resu
             assert sorted(current) == [0, 1]
             if ("lost", 0) not in host.events:  # the lease held: the same claims, writable again
                 await wait_for(lambda: not host.suspended, step=0.05)
+
+
+class StallingKeepalives(EtcdClient):
+    """An EtcdClient whose keepalives hang while ``stalled`` (as a stopped process's do)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.stalled = False
+        self.unstalled = trio.Event()
+
+    async def keepalive(self, lease_id: int) -> int:
+        while self.stalled:
+            await self.unstalled.wait()
+        return await super().keepalive(lease_id)
+
+
+async def test_a_lease_that_lapsed_while_suspended_is_not_resumed(etcd: EtcdCluster) -> None:
+    """Seen in bench.cluster after SIGCONT: the window had closed (buckets suspended), then the first
+    keepalive found the lease gone; the lapse woke the window loop like a renewal, and it resumed
+    the buckets (writable under their old epochs) for the moment until the session ended. A lapse
+    keeps them suspended until they are lost."""
+    host = RecordingHost()
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as http, trio.open_nursery() as nursery:
+            client = StallingKeepalives(client=http, endpoints=etcd.endpoints, timeout=0.5)
+            solo = EtcdOwnership(
+                host=host,
+                client=client,
+                cluster="test",
+                buckets=2,
+                owner_id="solo",
+                address="http://127.0.0.1/solo",
+                timing=TIMING,
+                poll_interval=0.2,
+                retry_delay=0.2,
+            )
+            await nursery.start(solo.run)
+            try:
+                await wait_for(lambda: len(host.buckets) == 2, step=0.05)
+                lease = solo.status()["lease"]
+                assert isinstance(lease, int)
+                client.stalled = True
+                await wait_for(lambda: host.suspended == {0, 1}, step=0.02)
+                await EtcdClient(client=http, endpoints=etcd.endpoints, timeout=0.5).revoke(lease)
+                client.stalled = False
+                client.unstalled.set()
+                await wait_for(lambda: ("lost", 0) in host.events and ("lost", 1) in host.events, step=0.05)
+            finally:
+                solo.stop()
+    after = host.events[host.events.index(("suspended", 0)) :]
+    assert not [event for event in after if event[0] == "resumed"], host.events
+    assert solo.lease_losses == 1
