@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from dispatcher.core import secretpolicy
 from dispatcher.core.twilio import CHANNEL_PREFIX, TwilioError
 from dispatcher.ops.cluster import ClusterView
+from dispatcher.ops.cluster_fleet import cluster_numbers
 from dispatcher.ops.operations import Operations, UnknownNumber
 
 log = structlog.get_logger()
@@ -71,7 +72,24 @@ def register_admin(
 
     @app.get(f"{PREFIX}/status")
     async def status() -> Response:
-        return _json(ops.status())
+        """This daemon's status; ``?scope=cluster``: every daemon's numbers and owned buckets in one
+        (503 + Retry-After naming the daemons that did not answer: a fleet missing them would look whole)."""
+        scope = request.args.get("scope", "daemon")
+        if scope == "daemon" or (scope == "cluster" and cluster is None):
+            return _json(ops.status())
+        if scope != "cluster":
+            raise TwilioError(400, 20001, f"scope: daemon or cluster, got {scope[:40]!r}")
+        assert cluster is not None
+        view = await cluster.status()
+        missing = [d.owner_id for d in view.daemons if not d.reachable]
+        if missing:
+            error = TwilioError(
+                503, 20503, f"Service unavailable: {', '.join(missing)} did not answer; retry shortly."
+            )
+            response = Response(error.body(), status=503, content_type="application/json")
+            response.headers["Retry-After"] = "1"
+            return response
+        return _json(cluster_numbers(view))
 
     if cluster is not None:
 

@@ -34,6 +34,7 @@ from dispatcher.frontdoor.admin_templates import (
 )
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
+from dispatcher.frontdoor.cluster_fleet import register_fleet_part
 from dispatcher.frontdoor.cluster_lists import (
     PART_CONTENT_TYPE,
     PART_HEADER,
@@ -127,6 +128,7 @@ def make_app(
         if wall is None:
             raise ValueError("the console needs a wall clock (its sessions expire)")
         register_console(app, console, admin_token=admin_token, wall=wall)
+        register_fleet_part(app, console.fleet)  # another daemon's fleet page asks for our share
     if numbers is not None:
         register_number_routes(app, *numbers)
 

@@ -6,9 +6,10 @@ number's and need not be read); a create's bucket is its sender's (``From``, or 
 number a Messaging Service picks, deterministically: ``CreateRules.sender_of``).
 A console page about one number (its page, its live JSON, its actions) is about
 that number's bucket: the owner runs its actor (a console session is valid on
-every daemon sharing the admin token). So is an onboarding step of a number
-(``/admin/v1/numbers/{n}...``, and the add, whose number is in its JSON body): its
-record lives in the number's bucket, and the owner starts its actor. Everything else
+every daemon sharing the admin token). So is an admin call about one number
+(``/admin/v1/numbers/{n}...``: its onboarding steps, outbox, pause, resume, drain, token
+refresh; and the onboarding's add, whose number is in its JSON body): its record lives in
+the number's bucket, and the owner runs its actor. Everything else
 (lists, the rest of admin, metrics, the rest of the console, health) is served by
 any daemon. Pure: no I/O, tested alone.
 """
@@ -32,7 +33,9 @@ _MESSAGE: Final = re.compile(
 _ONPREM_WEBHOOK: Final = re.compile(r"^/webhooks/onprem/([0-9]{1,20})/[^/]+$")
 _CLOUD_WEBHOOK: Final = re.compile(r"^/webhooks/cloud/([0-9]{1,30})$")
 _CONSOLE_NUMBER: Final = re.compile(r"^/console/(?:api/)?numbers/([^/]+)(?:/[a-z-]+)?$")
-_ADMIN_NUMBER: Final = re.compile(r"^/admin/v1/numbers/([^/]+)(?:/(?:verify|register|profile))?$")
+_ADMIN_NUMBER: Final = re.compile(
+    r"^/admin/v1/numbers/([^/]+)(?:/(?:verify|register|profile|outbox|pause|resume|drain|token/refresh))?$"
+)
 BATCH_PATH: Final = "/v1/messages:batch"
 ADMIN_NUMBERS_PATH: Final = "/admin/v1/numbers"
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, final
 
 import attrs
+import msgspec
 
 from actors.statistics import ActorStatistics
 from actors.supervisor import Supervisor
@@ -162,6 +163,17 @@ class FleetPage:
     query: FleetQuery
     has_quality: bool  # Meta rated some number of the page or reported a problem: show the column
     states: dict[str, int]  # numbers per state, over the whole fleet
+    unreachable: tuple[str, ...] = ()  # daemons whose numbers are missing (a cluster's fleet)
+
+
+class FleetPart(msgspec.Struct, kw_only=True):
+    """One daemon's share of a cluster's fleet page: its first rows under the page's filters and
+    order (as many as the page could take from it, each complete), and its counts."""
+
+    rows: list[FleetRow]
+    total: int
+    fleet: int
+    states: dict[str, int]
 
 
 @final
@@ -186,24 +198,11 @@ class FleetView:
         self._standings = standings
 
     def page(self, query: FleetQuery) -> FleetPage:
-        rows: list[FleetRow] = []
-        states: dict[str, int] = {}
-        fleet = 0
-        all_states = self._ops.states()
-        for actor in self._supervisor.actors():
-            fleet += 1
-            stats = actor.statistics()
-            row = self._row(stats, all_states.get(stats.number, "stopped"))
-            states[row.state] = states.get(row.state, 0) + 1
-            if _wanted(row, query):
-                rows.append(row)
+        rows, fleet, states = self._matching(query)
         complete_first = query.sort in LATE_KEYS
         if complete_first:
             rows = [self._complete(row) for row in rows]
-        rows.sort(key=lambda r: r.number)
-        if query.sort != "number" or query.descending:
-            # Stable, also reversed: numbers with equal values stay in number order.
-            rows.sort(key=lambda r: _sort_key(r, query.sort), reverse=query.descending)
+        _order(rows, query)
         start = query.page * query.page_size
         shown = rows[start : start + query.page_size]
         if not complete_first:
@@ -216,6 +215,34 @@ class FleetView:
             has_quality=any(r.standing.known for r in shown),
             states=dict(sorted(states.items())),
         )
+
+    def part(self, query: FleetQuery) -> FleetPart:
+        """This daemon's share of ``query``'s page over a cluster (``merge`` puts the shares together)."""
+        rows, fleet, states = self._matching(query)
+        complete_first = query.sort in LATE_KEYS
+        if complete_first:
+            rows = [self._complete(row) for row in rows]
+        total = len(rows)
+        _order(rows, query)
+        rows = rows[: (query.page + 1) * query.page_size]
+        if not complete_first:
+            rows = [self._complete(row) for row in rows]
+        return FleetPart(rows=rows, total=total, fleet=fleet, states=states)
+
+    def _matching(self, query: FleetQuery) -> tuple[list[FleetRow], int, dict[str, int]]:
+        """The rows ``query`` filters in (their late figures not filled), the fleet's size, per state."""
+        rows: list[FleetRow] = []
+        states: dict[str, int] = {}
+        fleet = 0
+        all_states = self._ops.states()
+        for actor in self._supervisor.actors():
+            fleet += 1
+            stats = actor.statistics()
+            row = self._row(stats, all_states.get(stats.number, "stopped"))
+            states[row.state] = states.get(row.state, 0) + 1
+            if _wanted(row, query):
+                rows.append(row)
+        return rows, fleet, states
 
     def row(self, number: str) -> FleetRow:
         """One number's row (UnknownNumber if it is not configured)."""
@@ -279,6 +306,34 @@ def oldest_created(store: Store, number: str) -> float | None:
     return None
 
 
+def merge(query: FleetQuery, parts: Sequence[FleetPart], unreachable: Sequence[str] = ()) -> FleetPage:
+    """The page of ``query`` over several daemons' shares, as one daemon running them all gives it."""
+    rows = [row for part in parts for row in part.rows]
+    _order(rows, query)
+    start = query.page * query.page_size
+    shown = rows[start : start + query.page_size]
+    states: dict[str, int] = {}
+    for part in parts:
+        for state, count in part.states.items():
+            states[state] = states.get(state, 0) + count
+    return FleetPage(
+        rows=shown,
+        total=sum(part.total for part in parts),
+        fleet=sum(part.fleet for part in parts),
+        query=query,
+        has_quality=any(r.standing.known for r in shown),
+        states=dict(sorted(states.items())),
+        unreachable=tuple(unreachable),
+    )
+
+
+def _order(rows: list[FleetRow], query: FleetQuery) -> None:
+    """In place: by number, then (stable, also reversed: equal values stay in number order) by the sort."""
+    rows.sort(key=lambda r: r.number)
+    if query.sort != "number" or query.descending:
+        rows.sort(key=lambda r: _sort_key(r, query.sort), reverse=query.descending)
+
+
 def _wanted(row: FleetRow, query: FleetQuery) -> bool:
     if query.state and row.state != query.state:
         return False
@@ -308,4 +363,12 @@ def _sort_key(row: FleetRow, sort: str) -> tuple[bool | float | str, ...]:
     return (value is not None, value if value is not None else 0.0)
 
 
-__all__: Sequence[str] = ["FleetPage", "FleetQuery", "FleetRow", "FleetView", "QueryError"]
+__all__: Sequence[str] = [
+    "FleetPage",
+    "FleetPart",
+    "FleetQuery",
+    "FleetRow",
+    "FleetView",
+    "QueryError",
+    "merge",
+]

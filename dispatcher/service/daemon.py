@@ -51,6 +51,7 @@ from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.admin_templates import WabaTemplates
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
+from dispatcher.frontdoor.cluster_fleet import fleet_asker
 from dispatcher.frontdoor.cluster_lists import ClusterLists
 from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
@@ -73,6 +74,7 @@ from dispatcher.messages.template_sync import TemplateSync, WabaSync
 from dispatcher.messages.templates import TemplateRegistry
 from dispatcher.ops.callback_view import CallbackView
 from dispatcher.ops.cluster import ClusterView, SoleOwner
+from dispatcher.ops.cluster_fleet import ClusterFleet
 from dispatcher.ops.doctor import templates_check
 from dispatcher.ops.fleet_view import FleetView, outbox_depth, watched_standing
 from dispatcher.ops.message_search import MessageSearch
@@ -610,6 +612,16 @@ async def _run_on_root(
                     )
                     _ownership_metrics(metrics.collector, ownership)
                     owner_id = ownership.owner_id
+                    # The console's fleet page: every daemon's numbers.
+                    console = attrs.evolve(
+                        console,
+                        cluster_fleet=ClusterFleet(
+                            count=buckets.count,
+                            owners=ownership,
+                            view=console.fleet,
+                            ask=fleet_asker(peer_pool, admin_token, owner_id),
+                        ),
+                    )
                 quart_app = make_app(
                     buckets=buckets,
                     auth=auth,

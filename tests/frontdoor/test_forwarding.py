@@ -436,6 +436,11 @@ async def test_every_step_about_one_number_goes_to_its_owner(world: World) -> No
         ("POST", f"/admin/v1/numbers/{SENDERS[2]}/register"),
         ("GET", f"/admin/v1/numbers/{digits}/profile"),
         ("DELETE", f"/admin/v1/numbers/{digits}"),
+        ("GET", f"/admin/v1/numbers/{digits}/outbox"),  # the number's actor runs at its owner
+        ("POST", f"/admin/v1/numbers/{SENDERS[2]}/pause"),
+        ("POST", f"/admin/v1/numbers/{digits}/resume"),
+        ("POST", f"/admin/v1/numbers/{digits}/drain"),
+        ("POST", f"/admin/v1/numbers/{digits}/token/refresh"),
     ):
         status, _, answer = await call(world.forwarder, method, path, b"{}", ADMIN_AUTH)
         assert (status, json.loads(answer)) == (201, {"served_by": "B"}), path

@@ -397,3 +397,60 @@ def test_on_one_shared_root_a_number_onboarded_through_any_worker_is_known_to_al
         hosts.procs[owner].wait()
         survivors = [i for i in range(3) if i != owner]
         wait_until(lambda: any(number in running(hosts, i) for i in survivors), 10.0, f"nobody took {number}")
+
+
+@contextlib.contextmanager
+def console_client(hosts: Hosts, i: int) -> Iterator[httpx.Client]:
+    """Logged in to daemon ``i``'s console, as a browser (its cookie kept)."""
+    with httpx.Client(base_url=hosts.url(i), timeout=20.0) as client:
+        login = client.post("/console/login", data={"token": ADMIN_TOKEN, "next": "/console/fleet"})
+        assert login.status_code == 303, login.text
+        yield client
+
+
+@needs_etcd
+def test_the_console_fleet_and_the_cluster_status_show_every_daemons_numbers(hosts: Hosts) -> None:
+    shares = hosts.settled()
+    runs = {n: next(i for i, share in enumerate(shares) if bucket_of(n, 4) in share) for n in NUMBERS}
+    assert len(set(runs.values())) >= 2  # the numbers really run in different daemons
+    for i in range(3):
+        with console_client(hosts, i) as client:
+            live = client.get("/console/api/fleet").json()
+            assert live["numbers"] == sorted(NUMBERS), f"daemon {i}"
+            assert live["summary"]["fleet"] == 3 and live["summary"]["unreachable"] == []
+            assert live["summary"]["states"] == {"running": 3}
+            paged = client.get(
+                "/console/api/fleet", params={"size": "1", "page": "1", "order": "desc"}
+            ).json()
+            assert paged["numbers"] == [sorted(NUMBERS)[1]] and paged["summary"]["total"] == 3
+            only = client.get("/console/api/fleet", params={"q": NUMBERS[2][-4:]}).json()
+            assert only["numbers"] == [NUMBERS[2]] and only["summary"]["total"] == 1
+            page = client.get("/console/fleet")
+            assert page.status_code == 200 and all(n in page.text for n in NUMBERS)
+            assert 'id="unreachable"' not in page.text
+        merged = httpx.get(
+            f"{hosts.url(i)}/admin/v1/status", params={"scope": "cluster"}, headers=ADMIN
+        ).json()
+        assert [n["number"] for n in merged["numbers"]] == sorted(NUMBERS)
+        assert [b["bucket"] for b in merged["buckets"]] == [0, 1, 2, 3]
+        assert all(b["owned"] for b in merged["buckets"])
+        own = httpx.get(f"{hosts.url(i)}/admin/v1/status", headers=ADMIN).json()  # the default: this daemon
+        assert {n["number"] for n in own["numbers"]} == {n for n, at in runs.items() if at == i}
+        # An admin call about one number, through any daemon, reaches the daemon running it.
+        outbox = httpx.get(f"{hosts.url(i)}/admin/v1/numbers/{NUMBERS[0]}/outbox", headers=ADMIN)
+        assert outbox.status_code == 200 and outbox.json()["number"] == NUMBERS[0]
+
+    victim = runs[NUMBERS[0]]
+    asker = next(i for i in range(3) if i != victim)
+    hosts.procs[victim].send_signal(signal.SIGKILL)
+    hosts.procs[victim].wait()
+    with console_client(hosts, asker) as client:
+        live = client.get("/console/api/fleet").json()  # its lease not lapsed yet: an unreachable owner
+        gone = {n for n, at in runs.items() if at == victim}
+        assert live["numbers"] == sorted(set(NUMBERS) - gone)
+        assert len(live["summary"]["unreachable"]) == 1
+        assert 'id="unreachable"' in client.get("/console/fleet").text
+    refused = httpx.get(f"{hosts.url(asker)}/admin/v1/status", params={"scope": "cluster"}, headers=ADMIN)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    bad = httpx.get(f"{hosts.url(asker)}/admin/v1/status", params={"scope": "everything"}, headers=ADMIN)
+    assert bad.status_code == 400

@@ -32,6 +32,7 @@ from dispatcher.frontdoor.console.guard import (
 )
 from dispatcher.frontdoor.console.session import COOKIE, SessionKeys
 from dispatcher.ops.callback_view import CallbackView
+from dispatcher.ops.cluster_fleet import ClusterFleet
 from dispatcher.ops.fleet_view import FleetPage, FleetView, QueryError, parse_fleet_query
 from dispatcher.ops.message_search import MessageSearch, timeline
 from dispatcher.ops.number_view import AGE_LABELS, NumberView
@@ -64,6 +65,7 @@ class ConsoleServices:
     callbacks: CallbackView
     sampler: Sampler
     ops: Operations
+    cluster_fleet: ClusterFleet | None = None  # [cluster]: every daemon's numbers on the fleet page
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -185,14 +187,16 @@ def register_console(
 
     # -- fleet ------------------------------------------------------------------------
 
-    def fleet_data() -> tuple[FleetPage, list[list[render.Cell]]]:
-        fleet = services.fleet.page(parse_fleet_query(request.args.get))
+    async def fleet_data() -> tuple[FleetPage, list[list[render.Cell]]]:
+        query = parse_fleet_query(request.args.get)
+        merged = services.cluster_fleet
+        fleet = services.fleet.page(query) if merged is None else await merged.page(query)
         return fleet, [render.fleet_cells(row, quality=fleet.has_quality) for row in fleet.rows]
 
     @app.get("/console/fleet")
     async def console_fleet_page() -> Response:
         try:
-            fleet, rows = fleet_data()
+            fleet, rows = await fleet_data()
         except QueryError as exc:
             return bad_query(exc)
         query = fleet.query
@@ -211,14 +215,19 @@ def register_console(
     @app.get("/console/api/fleet")
     async def console_fleet_live() -> Response:
         try:
-            fleet, rows = fleet_data()
+            fleet, rows = await fleet_data()
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         return _json(
             {
                 "numbers": [row.number for row in fleet.rows],
                 "rows": rows,
-                "summary": {"total": fleet.total, "fleet": fleet.fleet, "states": fleet.states},
+                "summary": {
+                    "total": fleet.total,
+                    "fleet": fleet.fleet,
+                    "states": fleet.states,
+                    "unreachable": list(fleet.unreachable),
+                },
             }
         )
 
