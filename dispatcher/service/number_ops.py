@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import final
 
 import httpx
@@ -84,11 +84,16 @@ def onboarded_config(
 
 def onboarded_numbers(config: Config, buckets: Buckets, simulator_url: str | None) -> list[NumberConfig]:
     """The onboarded numbers to run at start (their ``start`` step done)."""
+    started = (r for store in buckets.stores for r in state.every(store) if r.is_done(state.START))
+    return [num for _, num in runnable(config, started, simulator_url)]
+
+
+def runnable(
+    config: Config, records: Iterable[OnboardRecord], simulator_url: str | None
+) -> Iterator[tuple[OnboardRecord, NumberConfig]]:
+    """Each started record with its running config; one whose WABA cannot run it is logged and left out."""
     wabas = {w.id: w for w in config.wabas}
-    found: list[NumberConfig] = []
-    for record in (r for store in buckets.stores for r in state.every(store)):
-        if not record.is_done(state.START):
-            continue
+    for record in records:
         waba = wabas.get(record.waba_id)
         num = None if waba is None else onboarded_config(record, waba, simulator_url)
         if num is None:
@@ -99,8 +104,7 @@ def onboarded_numbers(config: Config, buckets: Buckets, simulator_url: str | Non
                 reason="its WABA is not in [[wabas]] with app_secret and verify_token",
             )
             continue
-        found.append(num)
-    return found
+        yield record, num
 
 
 def graph_of(
@@ -292,21 +296,10 @@ class NumberOps:
     async def sync(self, records: Sequence[OnboardRecord]) -> None:
         """The cluster's started numbers (``SharedRoster.run``): start or change here what differs,
         stop what is no longer among them. A number that cannot run here is logged, never fatal."""
-        wabas = {w.id: w for w in self.roster.config.wabas}
         async with self._changing:
             current = {n.number: n for n in self.roster.onboarded()}
             wanted: set[str] = set()
-            for record in records:
-                waba = wabas.get(record.waba_id)
-                num = None if waba is None else onboarded_config(record, waba, self._simulator_url)
-                if num is None:
-                    log.error(
-                        "onboarding.not_started",
-                        number=record.number,
-                        waba=record.waba_id,
-                        reason="its WABA is not in [[wabas]] with app_secret and verify_token",
-                    )
-                    continue
+            for record, num in runnable(self.roster.config, records, self._simulator_url):
                 wanted.add(record.number)
                 if current.get(record.number) == num:
                     continue

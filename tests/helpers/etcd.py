@@ -8,6 +8,7 @@ with that reason; ``make test`` installs Debian's ``etcd-server`` where it can).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, final
 
@@ -138,3 +140,14 @@ class EtcdCluster:
             time.sleep(0.1)
         logs = " | ".join((self.root / f"{n}.log").read_text()[-500:] for n in self.names)
         raise RuntimeError(f"etcd cluster not healthy after {timeout:g} s: {logs}")
+
+
+@contextlib.contextmanager
+def running_etcd(root: Path) -> Iterator[EtcdCluster]:
+    """A 3-member cluster under ``root``, healthy, stopped on exit."""
+    cluster = EtcdCluster(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

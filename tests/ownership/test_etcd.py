@@ -27,7 +27,7 @@ import trio
 from actors.lease import SendLease
 from dispatcher.ownership.etcd import EtcdOwnership
 from dispatcher.ownership.etcd_client import EtcdClient
-from tests.helpers.etcd import ETCD, MISSING, EtcdCluster
+from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, running_etcd
 from tests.helpers.etcd_holder import TIMING
 from tests.helpers.messages import wait_for
 from tests.helpers.ownership import RecordingHost
@@ -37,12 +37,8 @@ pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path / "etcd")
-    try:
-        cluster.start()
+    with running_etcd(tmp_path / "etcd") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @asynccontextmanager

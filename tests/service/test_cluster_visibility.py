@@ -290,6 +290,21 @@ def _answers(url: str) -> bool:
         return False
 
 
+def every_daemon_takes_its_webhooks(hosts: Hosts, number: str, pnid: str, tag: str) -> None:
+    """A customer's message to ``number`` posted to each daemon is taken (200): every front door
+    knows the number and hands its webhook to the daemon running it."""
+    for i in range(len(hosts.ports)):
+        body, headers = signed_inbound(number, pnid, f"wamid.{tag}{i}")
+        url = f"{hosts.url(i)}/webhooks/cloud/{number.lstrip('+')}"
+        wait_until(
+            lambda url=url, body=body, headers=headers: (  # type: ignore[misc]
+                httpx.post(url, content=body, headers=headers).status_code == 200
+            ),
+            10.0,
+            f"daemon {i} never took {number}'s webhook",
+        )
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -314,18 +329,7 @@ def test_a_number_onboarded_through_any_daemon_is_known_cluster_wide_and_runs_at
         assert all(kept not in running(hosts, i) for i in range(3) if i != owner)
 
         # Every front door knows it: a webhook of the number reaching any daemon goes to its owner.
-        for i in range(3):
-            body, headers = signed_inbound(kept, pnid, f"wamid.visibility{i}")
-            wait_until(
-                lambda i=i, body=body, headers=headers: (
-                    httpx.post(  # type: ignore[misc]
-                        f"{hosts.url(i)}/webhooks/cloud/{kept.lstrip('+')}", content=body, headers=headers
-                    ).status_code
-                    == 200
-                ),
-                10.0,
-                f"daemon {i} never took {kept}'s webhook",
-            )
+        every_daemon_takes_its_webhooks(hosts, kept, pnid, "visibility")
         inbound = sdk_list(hosts.url(2), from_=f"whatsapp:{CUSTOMER}")
         assert len(inbound) == 3  # stored by the owner, listed through any daemon
         # The window is open: a free-form reply through another daemon is sent by the owner.
@@ -380,18 +384,7 @@ def test_on_one_shared_root_a_number_onboarded_through_any_worker_is_known_to_al
         owner = owner_of[bucket]
         pnid = onboard_through(hosts, 0, number)
         assert number in running(hosts, owner)
-        for i in range(3):
-            body, headers = signed_inbound(number, pnid, f"wamid.flock{i}")
-            wait_until(
-                lambda i=i, body=body, headers=headers: (
-                    httpx.post(  # type: ignore[misc]
-                        f"{hosts.url(i)}/webhooks/cloud/{number.lstrip('+')}", content=body, headers=headers
-                    ).status_code
-                    == 200
-                ),
-                10.0,
-                f"daemon {i} never took {number}'s webhook",
-            )
+        every_daemon_takes_its_webhooks(hosts, number, pnid, "flock")
         assert len(sdk_list(hosts.url(0), from_=f"whatsapp:{CUSTOMER}")) == 3
         hosts.procs[owner].send_signal(signal.SIGKILL)
         hosts.procs[owner].wait()

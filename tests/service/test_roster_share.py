@@ -18,7 +18,7 @@ from dispatcher.core.onboarding_state import OnboardRecord
 from dispatcher.ownership.etcd_client import EtcdClient
 from dispatcher.service.roster_share import EtcdRoster, RootRoster
 from tests.helpers.buckets import open_buckets
-from tests.helpers.etcd import ETCD, MISSING, EtcdCluster
+from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, running_etcd
 from tests.helpers.messages import wait_for
 
 ACCOUNT = "AC" + "0" * 31 + "1"
@@ -88,12 +88,8 @@ async def test_the_shared_root_gives_its_started_records_and_each_change_once(
 def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
     if ETCD is None:
         pytest.skip(MISSING)
-    cluster = EtcdCluster(tmp_path / "etcd")
-    try:
-        cluster.start()
+    with running_etcd(tmp_path / "etcd") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_etcd_publishes_to_every_daemon_and_withdraws(etcd: EtcdCluster) -> None:
