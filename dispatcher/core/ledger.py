@@ -388,6 +388,10 @@ def cancel(sid: str, account_sid: str, now: float) -> Callable[[WriteTxn], Messa
                 raise WrongState(record.status)
         elif record.status not in CANCELABLE or record.outbox_seq is None:
             raise WrongState(record.status)
+        elif sendmarks.started(txn, record.from_number, record.outbox_seq):
+            # Its send was cut off (a kill, a takeover): it may have gone out, and its number's
+            # next actor fails it as ambiguous (at-most-once), so it is no longer cancelable.
+            raise WrongState(record.status)
         elif not outbox.remove(txn, record.from_number, record.outbox_seq):
             raise WrongState(record.status)  # already taken for sending
         else:

@@ -51,6 +51,11 @@ def clear(txn: WriteTxn, number: str, seq: int) -> None:
     txn.delete(DB, seq_key(number, seq))
 
 
+def started(txn: WriteTxn, number: str, seq: int) -> bool:
+    """Inside a write: whether entry ``seq``'s send started and has no recorded outcome."""
+    return txn.get(DB, seq_key(number, seq)) is not None
+
+
 def unmark(number: str, seqs: Iterable[int]) -> Callable[[WriteTxn], None]:
     """The write that clears the marks of ``seqs`` (a definite non-delivery, or marks left over)."""
     seqs = tuple(seqs)
@@ -71,4 +76,4 @@ def read(store: Store, number: str) -> list[Mark]:
     ]
 
 
-__all__ = ["DB", "Mark", "clear", "mark", "read", "unmark"]
+__all__ = ["DB", "Mark", "clear", "mark", "read", "started", "unmark"]

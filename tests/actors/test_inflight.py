@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import final
 
+import pytest
 import structlog
 import trio
 import trio.testing
@@ -25,7 +26,7 @@ from dispatcher.core import callbacks, ledger, sendmarks
 from dispatcher.core.models import MessageRecord
 from dispatcher.core.store import Store, number_key
 from tests.helpers import messages
-from tests.helpers.actors import NUMBER, onprem_actor, submit
+from tests.helpers.actors import ACCOUNT, NUMBER, onprem_actor, submit
 from tests.helpers.fakes import FakeApi, error
 from tests.helpers.messages import record_of
 
@@ -85,6 +86,19 @@ async def test_a_fail_number_s_send_cut_off_by_its_death_fails_as_ambiguous_and_
     assert len(ambiguous) == 1
     assert ambiguous[0]["sid"] == record.sid and ambiguous[0]["number"] == NUMBER
     assert ambiguous[0]["policy"] == "fail" and ambiguous[0]["reason"] == "interrupted"
+
+
+async def test_a_message_cut_off_mid_send_is_no_longer_cancelable(
+    autojump_clock: trio.testing.MockClock, writer: Store
+) -> None:
+    """Between the kill and its recovery the message may have gone out: a cancel must not say
+    ``canceled``; its number's next actor fails it as ambiguous."""
+    record, _ = await die_while_in_flight(writer, "fail")
+    with pytest.raises(ledger.WrongState):
+        await writer.write(ledger.cancel(record.sid, ACCOUNT, 1_700_000_100.0))
+    assert record_of(writer, record.sid).status == "queued" and marks(writer) == [record.outbox_seq]
+    untouched = await submit(writer, None, TO, "not started")  # no mark: cancelable as ever
+    assert (await writer.write(ledger.cancel(untouched.sid, ACCOUNT, 1_700_000_100.0))).status == "canceled"
 
 
 async def test_a_retry_number_writes_no_mark_and_sends_a_cut_off_message_again(
