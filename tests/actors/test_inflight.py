@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import final
 
@@ -24,7 +25,7 @@ from actors.transport import ConnectError, ResponseLostError
 from actors.unrecorded import Unrecorded
 from dispatcher.core import callbacks, ledger, sendmarks
 from dispatcher.core.models import MessageRecord
-from dispatcher.core.store import Store, number_key
+from dispatcher.core.store import Store, StoreFullError, WriteTxn, number_key
 from tests.helpers import messages
 from tests.helpers.actors import ACCOUNT, NUMBER, onprem_actor, submit
 from tests.helpers.fakes import FakeApi, error
@@ -221,6 +222,33 @@ async def test_marks_left_over_are_cleared_and_under_retry_the_message_is_sent_a
     assert len(api.attempts) == 1 and actor.statistics().ambiguous == 1 and marks(writer) == []
     ambiguous = [e for e in logs if e["event"] == "send.ambiguous"]
     assert [(e["sid"], e["policy"]) for e in ambiguous] == [(pending.sid, "retry")]
+
+
+async def test_storage_refusing_the_mark_sends_nothing_until_it_takes_it(
+    autojump_clock: trio.testing.MockClock,
+    writer: Store,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = writer.write
+    refused: list[str] = []
+
+    async def write(fn: Callable[[WriteTxn], object]) -> object:
+        if fn.__qualname__.startswith("mark.") and len(refused) < 3:
+            refused.append(fn.__qualname__)
+            raise StoreFullError("storage is full")
+        return await real(fn)
+
+    actor, api, _ = onprem_actor(writer, on_ambiguous="fail")
+    await nursery.start(actor.run)
+    await wait_for(lambda: actor.credentials.ready)
+    monkeypatch.setattr(writer, "write", write)
+    record = await submit(writer, actor, TO, "hello")
+    await wait_for(lambda: len(refused) == 1)
+    assert actor.storage_failing and api.attempts == []  # no send without its mark
+    await wait_for(lambda: record_of(writer, record.sid).status == "sent")
+    assert len(refused) == 3 and len(api.attempts) == 1 and marks(writer) == []
+    assert actor.statistics().storage_failures == 3
 
 
 @final
