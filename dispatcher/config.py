@@ -416,6 +416,11 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     peer_listen: str = "127.0.0.1:0"
     # How the others reach peer_listen (default http://<peer_listen host>:<bound port>).
     advertise_url: str | None = None
+    # Where this daemon takes forwarded requests over its lane (one multiplexed connection per
+    # peer, straight into the front door's app; default: peer_listen's host, any free port).
+    lane_listen: str | None = None
+    # How the others reach lane_listen (default lane://<lane_listen host>:<bound port>).
+    advertise_lane: str | None = None
     # flock: seconds between looks at who holds what (a dead process's buckets are taken this fast).
     poll_interval: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 0.25
     etcd: EtcdConfig = EtcdConfig()
@@ -748,6 +753,14 @@ def _validate_cluster(config: Config) -> None:
     if cluster.advertise_url is not None and not re.match(r"^https?://[^/\s]+$", cluster.advertise_url):
         raise ConfigError(
             f"cluster.advertise_url: expected http(s)://host:port, got {cluster.advertise_url!r}"
+        )
+    if cluster.lane_listen is not None:
+        parse_listen(cluster.lane_listen, "cluster.lane_listen")
+    if cluster.advertise_lane is not None and not re.match(
+        r"^lane://[^/\s]+:[0-9]{1,5}$", cluster.advertise_lane
+    ):
+        raise ConfigError(
+            f"cluster.advertise_lane: expected lane://host:port, got {cluster.advertise_lane!r}"
         )
     if cluster.backend != "etcd":
         return

@@ -5,10 +5,12 @@ For a request about one bucket (``routing``) it asks who owns the bucket now:
 
 - this daemon: the request goes on to the front door behind, as if nothing stood in between
   (a create's body, read here to find its sender, is handed on as it came);
-- another daemon: the request is sent to the owner's peer address over a keep-alive pool
-  (``PeerPool``, one ``H11Pool`` per peer) and its answer returned unchanged: status, body and
-  every header but the hop-by-hop ones. The forwarded request carries ``HOP_HEADER``, and a
-  request carrying it is never forwarded again (one hop at most, no loops while ownership moves);
+- another daemon: the request is sent to the owner and its answer returned unchanged: status,
+  body and every header but the hop-by-hop ones. It goes over the owner's lane when its record
+  has one (``lane_client``: one multiplexed connection per peer, straight into the owner's ASGI
+  app, see ``lane_server``), else as HTTP to its peer address (one ``H11Pool`` per peer). The
+  forwarded request carries ``HOP_HEADER``; a request carrying it, or come over a lane, is never
+  forwarded again (one hop at most, no loops while ownership moves);
 - nobody (between two owners, or no quorum): 503 with ``Retry-After``, nothing stored.
 
 A batch is split by its items' buckets: each owner gets its items as a batch of their own (this
@@ -40,6 +42,8 @@ from dispatcher.core.params import first, parse_body
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor import batch, errors, limits, routing
 from dispatcher.frontdoor.admin import bearer_matches, normalize_number
+from dispatcher.frontdoor.lane_client import LaneClient
+from dispatcher.frontdoor.lane_wire import SCHEME as LANE_SCHEME
 from dispatcher.messages.auth import Authenticator
 from dispatcher.messages.idempotency import HEADERS as IDEMPOTENCY_HEADERS
 from dispatcher.messages.rules import CreateRules
@@ -72,26 +76,45 @@ Headers = list[tuple[bytes, bytes]]
 
 @final
 class PeerPool:
-    """Keep-alive connections to the other daemons, one pool per peer address."""
+    """Connections to the other daemons, one client per peer address: a lane (``lane://host:port``,
+    one multiplexed connection) or HTTP keep-alive (``http://host:port``, up to ``max_connections``)."""
 
-    def __init__(self, *, max_connections: int = 64, request_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 64,
+        request_timeout: float = 30.0,
+        max_request_bytes: int = limits.MAX_REQUEST_BYTES,
+    ) -> None:
         self._max_connections = max_connections
         self._request_timeout = request_timeout
-        self._pools: dict[str, H11Pool] = {}
+        self._max_request_bytes = max_request_bytes
+        self._pools: dict[str, H11Pool | LaneClient] = {}
 
     async def request(
         self, address: str, method: bytes, target: bytes, headers: Headers, body: bytes
     ) -> Response:
-        """One request to the peer at ``address``; raises ``TransportError`` as ``H11Pool`` does."""
+        """One request to the peer at ``address``; raises ``TransportError`` as ``H11Pool`` does
+        (``ConnectError``: not applied; the others: it may have been)."""
         pool = self._pools.get(address)
         if pool is None:
-            pool = self._pools[address] = H11Pool(
-                address,
-                max_connections=self._max_connections,
-                request_timeout=self._request_timeout,
-                max_response_body=PEER_MAX_RESPONSE,
-            )
+            pool = self._pools[address] = self._open(address)
         return await pool.request(method, target, headers, body)
+
+    def _open(self, address: str) -> H11Pool | LaneClient:
+        if address.startswith(LANE_SCHEME):
+            return LaneClient(
+                address,
+                request_timeout=self._request_timeout,
+                max_request=self._max_request_bytes,
+                max_response=PEER_MAX_RESPONSE,
+            )
+        return H11Pool(
+            address,
+            max_connections=self._max_connections,
+            request_timeout=self._request_timeout,
+            max_response_body=PEER_MAX_RESPONSE,
+        )
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
@@ -273,10 +296,10 @@ class Forwarder:
         headers = [(name, value) for name, value in scope["headers"] if name.lower() not in _HOP_BY_HOP]
         headers.append((HOP_HEADER, self._owners.owner_id.encode()))
         try:
-            answer = await self._pool.request(owner.address, scope["method"].encode(), target, headers, body)
+            answer = await self._pool.request(owner.peer, scope["method"].encode(), target, headers, body)
         except TransportError as exc:
             self.statistics.failed += 1
-            log.warning("forward.failed", owner=owner.owner_id, address=owner.address, error=repr(exc))
+            log.warning("forward.failed", owner=owner.owner_id, address=owner.peer, error=repr(exc))
             error = _unreachable_error(isinstance(exc, ResponseLostError))
             return Response(
                 error.status,

@@ -5,7 +5,7 @@ registers itself under ``/wadispatch/{cluster}/members/{owner id}`` with it. It
 claims a bucket with a transaction that creates ``/wadispatch/{cluster}/owners/{b}``
 under its lease only if the key is absent; the key's create revision is the
 bucket's epoch (the Store fences every commit with it). The value names the owner
-and the address that takes forwarded requests. When the lease lapses, etcd
+and the addresses that take forwarded requests (HTTP, and its lane). When the lease lapses, etcd
 deletes the keys: the buckets are free for the others.
 
 Safety comes from the lease arithmetic (``leaseclock``): an owner starts no send
@@ -60,6 +60,7 @@ class EtcdOwnership:
         owner_id: str,
         address: str,
         timing: LeaseTiming,
+        lane: str = "",
         poll_interval: float = POLL_INTERVAL,
         retry_delay: float = RETRY_DELAY,
     ) -> None:
@@ -68,6 +69,7 @@ class EtcdOwnership:
         self._count = buckets
         self._owner_id = owner_id
         self._address = address
+        self._lane = lane
         self._timing = timing
         self._poll = poll_interval
         self._retry = retry_delay
@@ -75,7 +77,7 @@ class EtcdOwnership:
         self._prefix = prefix
         self._owners_prefix = prefix + b"owners/"
         self._members_prefix = prefix + b"members/"
-        self._record = _encode(Holder(owner_id=owner_id, address=address))
+        self._record = _encode(Holder(owner_id=owner_id, address=address, lane=lane))
         self.clock = LeaseClock(timing)
         self._lease_id: int | None = None
         self._claims: dict[int, int] = {}  # bucket -> epoch (its key's create revision)
@@ -270,7 +272,7 @@ class EtcdOwnership:
                 log.warning("ownership.foreign_key", key=kv.key_bytes[:200])
                 continue
             if 0 <= bucket < self._count:
-                view[bucket] = Owner(holder.owner_id, holder.address, kv.create_revision)
+                view[bucket] = Owner(holder.owner_id, holder.address, kv.create_revision, holder.lane)
         return view
 
     async def _claim(self, bucket: int, lease_id: int) -> None:
@@ -278,12 +280,12 @@ class EtcdOwnership:
         if not created:
             if held is not None:
                 holder = _decode(held.value_bytes)
-                self._view[bucket] = Owner(holder.owner_id, holder.address, held.create_revision)
+                self._view[bucket] = Owner(holder.owner_id, holder.address, held.create_revision, holder.lane)
             return
         epoch = revision
         opens_at = trio.current_time() + self._timing.grace
         self._claims[bucket] = epoch
-        self._view[bucket] = Owner(self._owner_id, self._address, epoch)
+        self._view[bucket] = Owner(self._owner_id, self._address, epoch, self._lane)
         self.takeovers += 1
         log.info("ownership.gained", bucket=bucket, epoch=epoch, live=self._live, grace=self._timing.grace)
         await self._host.gained(bucket, epoch, BucketGate(self.clock, opens_at=opens_at))
@@ -340,7 +342,7 @@ class EtcdOwnership:
         epoch = self._claims.get(bucket)
         if epoch is not None:
             # Ours only while the lease surely lives (a create stored now is sent by us).
-            return Owner(self._owner_id, self._address, epoch) if self.clock.valid(now) else None
+            return Owner(self._owner_id, self._address, epoch, self._lane) if self.clock.valid(now) else None
         if now - self._view_at >= self._timing.ttl:
             return None  # the view may name an owner whose lease has lapsed since
         return self._view.get(bucket)

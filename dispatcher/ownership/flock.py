@@ -12,7 +12,7 @@ takes free buckets up to its fair share (``balance``) and lets go of its extras
 after draining them. So a dead process's buckets are taken again within about
 ``poll_interval`` (0.25 s by default).
 
-The lock file records its holder (id, forwarding address) and the bucket's epoch,
+The lock file records its holder (id, forwarding address and lane) and the bucket's epoch,
 bumped by every new holder under the lock and fsynced before the holder's first
 commit: the Store's fencing then refuses a commit from an earlier holder.
 """
@@ -44,11 +44,13 @@ POLL_INTERVAL: Final = 0.25
 
 
 class Holder(msgspec.Struct, frozen=True, kw_only=True):
-    """What a lock file (or a member entry) says: who holds it, where it takes forwarded requests."""
+    """What a lock file (or a member entry) says: who holds it, where it takes forwarded requests
+    (its HTTP peer address, and its lane: "" in a record written before lanes existed)."""
 
     owner_id: str = ""  # "": let go of cleanly, nobody holds it
     address: str = ""
     epoch: int = 0
+    lane: str = ""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -101,11 +103,13 @@ class FlockOwnership:
         members_dir: Path,
         owner_id: str,
         address: str,
+        lane: str = "",
         poll_interval: float = POLL_INTERVAL,
         epoch_floor: Callable[[int], int] = lambda bucket: 0,
     ) -> None:
         """``lock_path(b)``: bucket b's lock file; ``members_dir``: the process table;
-        ``address``: where this process takes forwarded requests (``http://host:port``);
+        ``address``: where this process takes forwarded requests (``http://host:port``), ``lane``
+        its lane for them (``lane://host:port``, or "");
         ``epoch_floor(b)``: the epoch bucket b already records (a new epoch is above it)."""
         self._host = host
         self._count = buckets
@@ -113,6 +117,7 @@ class FlockOwnership:
         self._members_dir = members_dir
         self._owner_id = owner_id
         self._address = address
+        self._lane = lane
         self._poll = poll_interval
         self._epoch_floor = epoch_floor
         self._fds: dict[int, int] = {}  # bucket -> fd holding its flock
@@ -139,7 +144,7 @@ class FlockOwnership:
             raise RuntimeError(
                 f"member entry {path} is held by another process with owner id {self._owner_id}"
             )
-        _write_record(fd, Holder(owner_id=self._owner_id, address=self._address))
+        _write_record(fd, Holder(owner_id=self._owner_id, address=self._address, lane=self._lane))
         self._member_fd = fd
 
     def _leave(self) -> None:
@@ -179,11 +184,11 @@ class FlockOwnership:
         owners: dict[int, Owner] = {}
         for bucket in range(self._count):
             if bucket in self._fds:
-                owners[bucket] = Owner(self._owner_id, self._address, self._epochs[bucket])
+                owners[bucket] = Owner(self._owner_id, self._address, self._epochs[bucket], self._lane)
                 continue
             holder = read_record(self._lock_path(bucket))
             if holder is not None and holder.owner_id and holder.owner_id in members:
-                owners[bucket] = Owner(holder.owner_id, holder.address, holder.epoch)
+                owners[bucket] = Owner(holder.owner_id, holder.address, holder.epoch, holder.lane)
         self._owners = owners
 
     def _claim(self, bucket: int) -> int | None:
@@ -196,13 +201,15 @@ class FlockOwnership:
                 return None
             previous = read_record(path)
             epoch = max(previous.epoch if previous is not None else 0, self._epoch_floor(bucket)) + 1
-            _write_record(fd, Holder(owner_id=self._owner_id, address=self._address, epoch=epoch))
+            _write_record(
+                fd, Holder(owner_id=self._owner_id, address=self._address, epoch=epoch, lane=self._lane)
+            )
         except BaseException:
             os.close(fd)
             raise
         self._fds[bucket] = fd
         self._epochs[bucket] = epoch
-        self._owners[bucket] = Owner(self._owner_id, self._address, epoch)
+        self._owners[bucket] = Owner(self._owner_id, self._address, epoch, self._lane)
         return epoch
 
     def _unlock(self, bucket: int) -> None:

@@ -21,11 +21,18 @@ from actors.lease import SendLease
 @attrs.frozen
 class Owner:
     """Who owns a bucket: the owner's id, the address its front door takes forwarded requests
-    on (``http://host:port``), and the epoch of its claim."""
+    on (``http://host:port``), the epoch of its claim, and its lane (``lane://host:port``, where
+    forwarded requests go straight into its app; "" from a daemon without one)."""
 
     owner_id: str
     address: str
     epoch: int
+    lane: str = ""
+
+    @property
+    def peer(self) -> str:
+        """Where a request forwarded to this owner goes: its lane if it has one."""
+        return self.lane or self.address
 
 
 class BucketHost(Protocol):

@@ -129,10 +129,12 @@ def build_ownership(
     buckets: Buckets,
     host: BucketHost,
     address: str,
+    lane: str,
     send_timeout: float,
     etcd_client: httpx.AsyncClient | None,
 ) -> Ownership:
-    """The configured backend. ``address``: where this daemon takes forwarded requests;
+    """The configured backend. ``address``: where this daemon takes forwarded requests over
+    HTTP, ``lane``: over its lane;
     ``send_timeout``: the longest a send can last (the numbers' longest request_timeout)."""
     owner_id = cluster.owner_id or default_owner_id()
     if cluster.backend == "flock":
@@ -143,6 +145,7 @@ def build_ownership(
             members_dir=root.path / MEMBERS_DIR,
             owner_id=owner_id,
             address=address,
+            lane=lane,
             poll_interval=cluster.poll_interval,
             epoch_floor=lambda bucket: buckets.stores[bucket].recorded_epoch,
         )
@@ -155,6 +158,7 @@ def build_ownership(
         buckets=root.count,
         owner_id=owner_id,
         address=address,
+        lane=lane,
         timing=LeaseTiming(ttl=etcd.ttl, margin=etcd.margin, send_timeout=send_timeout, grace=etcd.grace),
     )
 

@@ -59,6 +59,8 @@ from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.forwarding import Forwarder, PeerPool, status_asker
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
+from dispatcher.frontdoor.lane_server import serve_lane
+from dispatcher.frontdoor.lane_wire import address_of as lane_address
 from dispatcher.frontdoor.server import ConnectionCap, listen_socket, serve_frontdoor
 from dispatcher.messages import idempotency
 from dispatcher.messages.auth import api_keys
@@ -590,9 +592,16 @@ async def _run_on_root(
                 # Sharing buckets: ours served here, the others' forwarded to their owner.
                 ownership: Ownership | None = None
                 peer_socket: socket.socket | None = None
+                lane_socket: socket.socket | None = None
                 if cluster is not None:
                     peer_host, peer_port = parse_listen(cluster.peer_listen, "cluster.peer_listen")
                     peer_socket = listen_socket(peer_host, peer_port)
+                    lane_host, lane_port = (
+                        (peer_host, 0)
+                        if cluster.lane_listen is None
+                        else parse_listen(cluster.lane_listen, "cluster.lane_listen")
+                    )
+                    lane_socket = listen_socket(lane_host, lane_port)
                     owned = OwnedBuckets(
                         buckets=buckets,
                         fleet=fleet,
@@ -607,6 +616,7 @@ async def _run_on_root(
                         buckets=buckets,
                         host=owned,
                         address=cluster.advertise_url or _url_of(peer_host, peer_socket),
+                        lane=cluster.advertise_lane or lane_address(lane_host, lane_socket.getsockname()[1]),
                         send_timeout=max((n.request_timeout for n in roster.numbers()), default=0.0),
                         etcd_client=etcd_client,
                     )
@@ -672,6 +682,7 @@ async def _run_on_root(
                         requests=requests,
                     )
                 )
+                lane_app = app  # requests come over a lane into this, never forwarded again
                 if ownership is not None:  # others' buckets forwarded to their owner
                     app = Forwarder(
                         app,
@@ -727,6 +738,17 @@ async def _run_on_root(
                         )
                         url = binds[0]
                         listening.bound(url)
+                        if lane_socket is not None:
+                            await http.start(
+                                functools.partial(
+                                    serve_lane,
+                                    lane_app,
+                                    lane_socket,
+                                    shutdown.wait,
+                                    max_request_bytes=MAX_REQUEST_BYTES,
+                                    graceful_timeout=config.server.graceful_timeout,
+                                )
+                            )
                         if sandbox is not None:
                             for num in config.numbers:
                                 sandbox.register(num, fleet.spec_of(num))

@@ -5,7 +5,9 @@ read at both ends: what A's own front door received, what B received, what the c
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -20,6 +22,8 @@ from dispatcher.core.bucketing import slot_of
 from dispatcher.core.directory import CloudHook, NumberInfo
 from dispatcher.core.models import new_sid
 from dispatcher.frontdoor.forwarding import HOP_HEADER, Forwarder, PeerPool, add_metrics
+from dispatcher.frontdoor.lane_server import serve_lane
+from dispatcher.frontdoor.server import listen_socket
 from dispatcher.messages.services import Services
 from dispatcher.ops.metrics import DispatcherCollector, Metrics, RequestCounts
 from dispatcher.ownership.interface import Owner
@@ -451,3 +455,95 @@ async def test_every_step_about_one_number_goes_to_its_owner(world: World) -> No
     await call(world.forwarder, "GET", "/admin/v1/numbers", b"", ADMIN_AUTH)  # the list: any daemon
     await call(world.forwarder, "GET", "/admin/v1/doctor", b"", ADMIN_AUTH)
     assert [p for _, p, _ in world.front.seen] == ["/admin/v1/numbers", "/admin/v1/doctor"]
+
+
+# -- an owner with a lane: the forwarded request goes straight into its app ------------------------
+
+
+@attrs.define
+class LaneOwner:
+    """B's app behind its lane (``serve_lane``): what it received, as ASGI scopes."""
+
+    seen: list[tuple[str, str, bytes, list[tuple[bytes, bytes]]]] = attrs.Factory(list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = (await receive())["body"]
+        self.seen.append((scope["method"], scope["path"], body, scope["headers"]))
+        if scope["path"] == "/v1/messages:batch":
+            status, answer = 200, _batch_answer("L", json.loads(body))
+        else:
+            status, answer = 201, json.dumps({"served_by": "B over its lane"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"keep-alive"), (b"x-peer", b"B")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer, "more_body": False})
+
+
+async def _lane_owner(world: World, nursery: trio.Nursery) -> LaneOwner:
+    app = LaneOwner()
+    sock = listen_socket("127.0.0.1", 0)
+    lane = await nursery.start(
+        functools.partial(serve_lane, app, sock, trio.sleep_forever, max_request_bytes=1 << 20)
+    )
+    world.owners.table[2] = Owner("B", url(world.peer), 3, lane=lane)
+    return app
+
+
+async def test_a_create_for_a_peers_bucket_goes_over_its_lane_when_it_has_one(
+    world: World, nursery: trio.Nursery
+) -> None:
+    owner = await _lane_owner(world, nursery)
+    body = form(To="whatsapp:+16505551234", From=f"whatsapp:{SENDERS[2]}", Body="lane")
+    status, headers, answer = await call(world.forwarder, "POST", CREATE, body, {"idempotency-key": "k2"})
+    assert (status, json.loads(answer)) == (201, {"served_by": "B over its lane"})
+    assert headers[b"x-peer"] == b"B" and b"connection" not in headers  # hop-by-hop stays behind
+    assert headers[b"content-length"] == str(len(answer)).encode()
+    [(method, path, got, sent_headers)] = owner.seen
+    assert (method, path, got) == ("POST", CREATE, body)
+    assert (b"authorization", AUTH.encode()) in sent_headers and (b"idempotency-key", b"k2") in sent_headers
+    assert (HOP_HEADER, b"A") in sent_headers
+    assert world.peer.requests == [] and world.front.seen == []  # not over HTTP, not here
+    assert world.forwarder.statistics.forwarded == 1
+
+
+async def test_a_batch_part_goes_over_the_lane(world: World, nursery: trio.Nursery) -> None:
+    owner = await _lane_owner(world, nursery)
+    items = [{"to": f"+1650555{i:04d}", "from": SENDERS[i % 3], "body": f"b{i}"} for i in range(6)]
+    status, _, answer = await call(
+        world.forwarder, "POST", "/v1/messages:batch", json.dumps(items).encode(),
+        {"content-type": "application/json"},
+    )  # fmt: skip
+    result = json.loads(answer)
+    assert status == 200 and [r["sid"].split("-")[0] for r in result["results"]] == list("AALAAL")
+    [(_, _, part, _)] = owner.seen
+    assert [i["body"] for i in json.loads(part)] == ["b2", "b5"]
+
+
+async def test_a_lane_nobody_listens_on_is_a_503_saying_nothing_was_applied(world: World) -> None:
+    with socket.socket() as bound:  # bound, never listening: refused
+        bound.bind(("127.0.0.1", 0))
+        world.owners.table[2] = Owner(
+            "B", url(world.peer), 3, lane=f"lane://127.0.0.1:{bound.getsockname()[1]}"
+        )
+        status, headers, answer = await call(
+            world.forwarder, "POST", CREATE, form(To="+16505551234", From=SENDERS[2], Body="x")
+        )
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    assert "nothing was applied: retry shortly" in json.loads(answer)["message"]
+    assert world.peer.requests == [] and world.forwarder.statistics.failed == 1
+
+
+async def test_a_lane_lost_after_the_request_left_is_a_503_saying_it_may_have_been_applied(
+    world: World, nursery: trio.Nursery
+) -> None:
+    async def drop(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the preface and the request, then closed: no answer
+        await stream.aclose()
+
+    [listener] = await nursery.start(functools.partial(trio.serve_tcp, drop, 0, host="127.0.0.1"))
+    lane = f"lane://127.0.0.1:{listener.socket.getsockname()[1]}"
+    world.owners.table[2] = Owner("B", url(world.peer), 3, lane=lane)
+    status, _, answer = await call(
+        world.forwarder, "POST", CREATE, form(To="+16505551234", From=SENDERS[2], Body="x")
+    )
+    assert status == 503
+    assert "may have been applied: retry with the same Idempotency-Key" in json.loads(answer)["message"]

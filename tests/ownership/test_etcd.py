@@ -54,6 +54,7 @@ async def owner(
             buckets=buckets,
             owner_id=owner_id,
             address=f"http://127.0.0.1/{owner_id}",
+            lane=f"lane://127.0.0.1:{7000 + len(owner_id)}",
             timing=TIMING,
             poll_interval=0.2,
             retry_delay=0.2,
@@ -158,6 +159,10 @@ async def test_claims_split_the_buckets_with_their_create_revision_as_epoch(etcd
                     seen_one, seen_two = one.owner(bucket), two.owner(bucket)
                     assert seen_one is not None and seen_one == seen_two
                     assert seen_one.epoch == epochs[bucket]
+                    # Its record names both ways in: forwarded requests go over its lane.
+                    name = seen_one.owner_id
+                    assert seen_one.address == f"http://127.0.0.1/{name}"
+                    assert seen_one.peer == seen_one.lane == f"lane://127.0.0.1:{7000 + len(name)}"
                 assert one.status()["live"] == 2
             # two let go cleanly (deleted its keys): one takes them back at once, with newer epochs
             await wait_for(lambda: len(first.buckets) == 4, step=0.05)

@@ -13,7 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from dispatcher.ownership.flock import FlockOwnership
+from dispatcher.ownership.flock import RECORD_SIZE, FlockOwnership, Holder, read_record
+from dispatcher.ownership.interface import Owner
 from tests.helpers.flock_holder import lock_path
 from tests.helpers.http_servers import TEST_TIMEOUT
 from tests.helpers.messages import wait_for
@@ -28,6 +29,7 @@ def flock_ownership(root: Path, host: RecordingHost, owner_id: str, buckets: int
         members_dir=root / "members",
         owner_id=owner_id,
         address=f"http://127.0.0.1/{owner_id}",
+        lane=f"lane://127.0.0.1:{7000 + ord(owner_id[0])}",
         poll_interval=0.05,
     )
 
@@ -71,10 +73,22 @@ async def test_two_processes_balance_to_half_each_and_the_extras_are_drained_fir
             for bucket in range(4):
                 owner_a, owner_b = a.owner(bucket), b.owner(bucket)
                 assert owner_a is not None and owner_a == owner_b
+                # Its record names both ways in: forwarded requests go over its lane.
+                name = owner_a.owner_id
+                assert owner_a.address == f"http://127.0.0.1/{name}"
+                assert owner_a.peer == owner_a.lane == f"lane://127.0.0.1:{7000 + ord(name[0])}"
             assert a.status()["live"] == 2 and a.status()["fair_share"] == 2
             b.stop()
             await wait_for(lambda: len(first.buckets) == 4)  # a clean exit: a takes them back
             a.stop()
+
+
+def test_a_record_from_before_lanes_is_forwarded_to_over_http(tmp_path: Path) -> None:
+    path = tmp_path / "bucket.lock"
+    path.write_bytes(b'{"owner_id":"old","address":"http://10.0.0.1:9000","epoch":3}'.ljust(RECORD_SIZE))
+    holder = read_record(path)
+    assert holder == Holder(owner_id="old", address="http://10.0.0.1:9000", epoch=3, lane="")
+    assert Owner(holder.owner_id, holder.address, holder.epoch, holder.lane).peer == "http://10.0.0.1:9000"
 
 
 @pytest.fixture

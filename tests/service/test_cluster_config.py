@@ -46,6 +46,14 @@ def test_flock_is_the_default_backend_with_its_defaults() -> None:
         "127.0.0.1:0",
         0.25,
     )
+    assert (cluster.lane_listen, cluster.advertise_lane) == (None, None)  # the lane: peer host, any port
+
+
+def test_the_lane_s_listen_and_advertised_addresses() -> None:
+    section = '[cluster]\nlane_listen = "0.0.0.0:7401"\nadvertise_lane = "lane://10.0.0.5:7401"\n'
+    cluster = config.loads(NUMBER + section).cluster
+    assert cluster is not None
+    assert (cluster.lane_listen, cluster.advertise_lane) == ("0.0.0.0:7401", "lane://10.0.0.5:7401")
 
 
 def test_an_etcd_cluster_with_its_lease_defaults() -> None:
@@ -113,6 +121,11 @@ password = {{ file = "{tmp_path / "etcd-password"}" }}
         (
             '[cluster]\nadvertise_url = "10.0.0.1:9000"\n',
             "cluster.advertise_url: expected http(s)://host:port",
+        ),
+        ('[cluster]\nlane_listen = "nowhere"\n', "cluster.lane_listen: expected HOST:PORT, got 'nowhere'"),
+        (
+            '[cluster]\nadvertise_lane = "http://10.0.0.1:9001"\n',
+            "cluster.advertise_lane: expected lane://host:port, got 'http://10.0.0.1:9001'",
         ),
         ("[cluster]\ncolour = 1\n", "cluster"),
     ],

@@ -1,0 +1,220 @@
+"""The forwarder's end of the peer lane: many requests in flight on one connection to a peer.
+
+One ``LaneClient`` per peer lane address holds one TCP connection (opened on first
+use, opened again when it broke or its peer restarted). Each request gets an id,
+is written as one frame under the connection's write lock and waits for the
+answer with that id. There is no reader task: the waiters take turns reading
+(whoever holds the read lock reads one frame and files it under its id, as
+httpcore's HTTP/2 connection does), so an idle connection costs no task and a
+cancelled waiter loses nothing (the bytes read so far stay in the buffer).
+
+What a failure means, as ``actors.transport``'s error tree says it:
+
+- ``ConnectError``: the request was not applied. No connection; the frame was not
+  written whole (the peer never decodes a cut frame); the answer is ``LaneRefused``
+  (the peer is closing); more than ``max_request`` bytes; or no room within the timeout.
+- ``ResponseLostError``: the frame was written and the connection broke (EOF,
+  reset, a garbage or oversized answer) before its answer came: it may have been applied.
+- ``RequestTimeout``: written, and no answer within ``request_timeout``: ambiguous.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Final, final
+
+import trio
+
+from actors.transport import ConnectError, Headers, RequestTimeout, Response, ResponseLostError
+from dispatcher.frontdoor.lane_wire import (
+    HEAD_ALLOWANCE,
+    PREFACE,
+    FrameBuffer,
+    FrameError,
+    LaneAnswer,
+    LaneRefused,
+    LaneRequest,
+    decode_answer,
+    frame,
+    parse_address,
+)
+
+MAX_IN_FLIGHT: Final = 256
+_RECEIVE_SIZE: Final = 65536
+_BROKEN: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameError)
+
+
+@final
+class _Connection:
+    """One connected lane: frames out under a write lock, answers in by whoever reads next."""
+
+    def __init__(self, stream: trio.SocketStream, *, max_in_flight: int, max_response: int) -> None:
+        self._stream = stream
+        self._poll = select.poll()
+        self._poll.register(stream.socket.fileno(), select.POLLIN)
+        self._frames = FrameBuffer(max_response + HEAD_ALLOWANCE)
+        self._write = trio.Lock()
+        self._read = trio.Lock()
+        self.slots = trio.Semaphore(max_in_flight)
+        self._next_id = 0
+        self._waiting: set[int] = set()
+        self._answers: dict[int, LaneAnswer] = {}
+        self.broken: BaseException | None = None  # why it is beyond use
+        self.closing = False  # its peer refused a request: it is shutting down
+
+    @property
+    def usable(self) -> bool:
+        """Fit for a new request: not broken, its peer not closing, and (when idle) not
+        closed by the peer in the meantime (a peer restart leaves EOF on an idle connection)."""
+        if self.broken is not None or self.closing:
+            return False
+        if not self._waiting and self._poll.poll(0):
+            self.fail(ConnectionResetError("closed by the peer while idle"))
+            return False
+        return True
+
+    def expect(self) -> int:
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        self._waiting.add(self._next_id)
+        return self._next_id
+
+    def forget(self, request_id: int) -> None:
+        self._waiting.discard(request_id)
+        self._answers.pop(request_id, None)
+        if self.closing and not self._waiting:
+            self.fail(ConnectionResetError("its peer is closing"))
+
+    async def write(self, data: bytes) -> None:
+        async with self._write:
+            if self.broken is not None:
+                raise trio.ClosedResourceError("the lane connection broke")
+            try:
+                await self._stream.send_all(data)
+            except BaseException as exc:  # cut mid-frame (cancelled too): nothing after it can be read
+                self.fail(exc)
+                raise
+
+    async def answer(self, request_id: int) -> LaneAnswer:
+        """The answer to ``request_id``, reading frames (in turn with the other waiters) until it came."""
+        while True:
+            found = self._answers.pop(request_id, None)
+            if found is not None:
+                return found
+            if self.broken is not None:
+                raise trio.BrokenResourceError(f"the lane connection broke: {self.broken!r}")
+            async with self._read:
+                if request_id in self._answers or self.broken is not None:
+                    continue
+                try:
+                    got = decode_answer(await self._next_frame())
+                except _BROKEN as exc:
+                    self.fail(exc)
+                    raise
+                if isinstance(got, LaneRefused):
+                    self.closing = True  # no new request on it; those in flight are answered
+                if got.id in self._waiting:  # else its waiter gave up (timed out): dropped
+                    self._answers[got.id] = got
+
+    async def _next_frame(self) -> bytes:
+        while True:
+            payload = self._frames.next()
+            if payload is not None:
+                return payload
+            data = await self._stream.receive_some(max(_RECEIVE_SIZE, self._frames.wanted()))
+            if not data:
+                raise trio.BrokenResourceError("the peer closed the lane")
+            self._frames.feed(data)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.broken is None:
+            self.broken = exc
+            self._stream.socket.close()  # wakes a reader blocked on it
+
+
+@final
+class LaneClient:
+    """Requests to one peer over its lane (``lane://host:port``); see the module's docstring."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        request_timeout: float = 30.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        max_request: int,
+        max_response: int,
+    ) -> None:
+        self._address = address
+        self._host, self._port = parse_address(address)
+        self._timeout = request_timeout
+        self._max_in_flight = max_in_flight
+        self._max_request = max_request + HEAD_ALLOWANCE
+        self._max_response = max_response
+        self._connection: _Connection | None = None
+        self._connecting = trio.Lock()
+        self._closed = False
+        self.connects = 0  # connections opened (a peer restart shows as one more)
+
+    async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Response:
+        """One request; raises as the module's docstring says."""
+        if self._closed:
+            raise ConnectError(f"the lane to {self._address} is closed")
+        written = False
+        with trio.move_on_after(self._timeout) as deadline:
+            try:
+                connection = await self._connected()
+                async with connection.slots:
+                    request_id = connection.expect()
+                    try:
+                        data = frame(LaneRequest(request_id, method, target, headers, body))
+                        if len(data) > self._max_request:
+                            raise ConnectError(
+                                f"a request of {len(data)} bytes is above the lane's {self._max_request}"
+                            )
+                        await connection.write(data)
+                        written = True
+                        answer = await connection.answer(request_id)
+                    finally:
+                        connection.forget(request_id)
+            except _BROKEN as exc:
+                if written:
+                    raise ResponseLostError(f"the lane to {self._address} broke: {exc!r}") from exc
+                raise ConnectError(f"cannot reach the lane at {self._address}: {exc!r}") from exc
+        if deadline.cancelled_caught:
+            if written:
+                raise RequestTimeout(f"no answer over the lane to {self._address} within {self._timeout}s")
+            raise ConnectError(f"no room on the lane to {self._address} within {self._timeout}s")
+        if isinstance(answer, LaneRefused):
+            raise ConnectError(f"the peer at {self._address} refused the request: {answer.reason}")
+        return Response(answer.status, answer.headers, answer.body)
+
+    async def _connected(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and connection.usable:
+            return connection
+        async with self._connecting:
+            connection = self._connection
+            if connection is not None and connection.usable:
+                return connection
+            if self._closed:
+                raise trio.ClosedResourceError("closed")
+            stream = await trio.open_tcp_stream(self._host, self._port)
+            try:
+                await stream.send_all(PREFACE)
+            except BaseException:
+                stream.socket.close()
+                raise
+            self.connects += 1
+            connection = _Connection(
+                stream, max_in_flight=self._max_in_flight, max_response=self._max_response
+            )
+            self._connection = connection  # one given up is closed by its last waiter (``forget``)
+            return connection
+
+    async def aclose(self) -> None:
+        """Closes the connection: requests waiting on it end with ``ResponseLostError``."""
+        self._closed = True
+        if self._connection is not None:
+            self._connection.fail(trio.ClosedResourceError("the lane client was closed"))
+            self._connection = None
+        await trio.lowlevel.checkpoint()
