@@ -20,6 +20,7 @@ What a failure means, as ``actors.transport``'s error tree says it:
 
 from __future__ import annotations
 
+import os
 import select
 from typing import Final, final
 
@@ -50,8 +51,9 @@ class _Connection:
 
     def __init__(self, stream: trio.SocketStream, *, max_in_flight: int, max_response: int) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno()
         self._poll = select.poll()
-        self._poll.register(stream.socket.fileno(), select.POLLIN)
+        self._poll.register(self._fd, select.POLLIN)
         self._frames = FrameBuffer(max_response + HEAD_ALLOWANCE)
         self._write = trio.Lock()
         self._read = trio.Lock()
@@ -64,14 +66,34 @@ class _Connection:
 
     @property
     def usable(self) -> bool:
-        """Fit for a new request: not broken, its peer not closing, and (when idle) not
-        closed by the peer in the meantime (a peer restart leaves EOF on an idle connection)."""
-        if self.broken is not None or self.closing:
-            return False
-        if not self._waiting and self._poll.poll(0):
-            self.fail(ConnectionResetError("closed by the peer while idle"))
-            return False
-        return True
+        """Fit for a new request: not broken and its peer not closing. An idle connection is
+        looked at first: EOF there is a peer that closed it (a restart); a late answer to a
+        request that timed out is read and dropped."""
+        if self.broken is None and not self.closing and not self._waiting:
+            self._read_idle()
+        return self.broken is None and not self.closing
+
+    def _read_idle(self) -> None:
+        """What an idle connection has to read, read now without blocking (nobody else reads)."""
+        while self._poll.poll(0):
+            try:
+                data = os.read(self._fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.fail(exc)
+                return
+            if not data:
+                self.fail(ConnectionResetError("closed by the peer while idle"))
+                return
+            self._frames.feed(data)
+            try:
+                while (payload := self._frames.next()) is not None:
+                    if isinstance(decode_answer(payload), LaneRefused):
+                        self.closing = True
+            except FrameError as exc:
+                self.fail(exc)
+                return
 
     def expect(self) -> int:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
@@ -85,13 +107,19 @@ class _Connection:
             self.fail(ConnectionResetError("its peer is closing"))
 
     async def write(self, data: bytes) -> None:
+        """The frame ``data``, whole; raising means it was not written whole (so never applied).
+        Cut off before its first byte, the connection stays fit; cut mid-frame, it is closed."""
         async with self._write:
             if self.broken is not None:
                 raise trio.ClosedResourceError("the lane connection broke")
+            view = memoryview(data)
             try:
-                await self._stream.send_all(data)
-            except BaseException as exc:  # cut mid-frame (cancelled too): nothing after it can be read
-                self.fail(exc)
+                while view:  # trio's send: cancelled only while nothing of that call was sent
+                    view = view[await self._stream.socket.send(view) :]
+            except BaseException as exc:
+                # A cut frame (nothing after it could be read) or a broken socket: beyond use.
+                if len(view) < len(data) or not isinstance(exc, trio.Cancelled):
+                    self.fail(exc)
                 raise
 
     async def answer(self, request_id: int) -> LaneAnswer:

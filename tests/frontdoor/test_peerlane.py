@@ -22,7 +22,6 @@ from dispatcher.frontdoor.lane_server import serve_lane
 from dispatcher.frontdoor.lane_wire import (
     LENGTH_SIZE,
     PREFACE,
-    FrameBuffer,
     LaneReply,
     LaneRequest,
     address_of,
@@ -213,12 +212,12 @@ async def _raw_peer(nursery: trio.Nursery, handler: Any) -> str:
     return address_of("127.0.0.1", listeners[0].socket.getsockname()[1])
 
 
-async def _read_request(stream: trio.SocketStream) -> LaneRequest:
-    assert await _exactly(stream, len(PREFACE)) == PREFACE
-    buffer = FrameBuffer(1 << 20)
-    while (payload := buffer.next()) is None:
-        buffer.feed(await stream.receive_some(65536))
-    return decode_request(payload)
+async def _read_request(stream: trio.SocketStream, *, preface: bool = True) -> LaneRequest:
+    """The next request on ``stream`` (after the preface, for the first); one frame read at a time."""
+    if preface:
+        assert await _exactly(stream, len(PREFACE)) == PREFACE
+    length = int.from_bytes(await _exactly(stream, LENGTH_SIZE), "big")
+    return decode_request(await _exactly(stream, length))
 
 
 async def _exactly(stream: trio.SocketStream, size: int) -> bytes:
@@ -253,16 +252,14 @@ async def test_a_connection_lost_after_the_request_left_is_ambiguous(
 
 
 async def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped(nursery: trio.Nursery) -> None:
-    late = trio.Event()
+    late, sent_late = trio.Event(), trio.Event()
 
     async def peer(stream: trio.SocketStream) -> None:
-        first = await _read_request(stream)
+        first = await _read_request(stream, preface=True)
         await late.wait()
-        await stream.send_all(frame(LaneReply(first.id, 200, [], b"late")))
-        buffer = FrameBuffer(1 << 20)
-        while (payload := buffer.next()) is None:
-            buffer.feed(await stream.receive_some(65536))
-        second = decode_request(payload)
+        await stream.send_all(frame(LaneReply(first.id, 200, [], b"late")))  # (loopback: delivered)
+        sent_late.set()
+        second = await _read_request(stream, preface=False)
         await stream.send_all(frame(LaneReply(second.id, 200, [], b"second")))
         await trio.sleep_forever()
 
@@ -271,8 +268,23 @@ async def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped(nurse
         with pytest.raises(RequestTimeout, match="no answer"):
             await client.request(b"POST", b"/", [], b"x")
         late.set()
+        await sent_late.wait()  # the late answer waits on the idle connection
         answer = await client.request(b"POST", b"/", [], b"y")
-    assert answer.body == b"second"  # the late one was not taken for it
+    assert answer.body == b"second"  # the late one was read and dropped, not taken for it
+    assert client.connects == 1  # and the connection kept
+    await client.aclose()
+
+
+async def test_a_request_cancelled_before_it_was_written_leaves_the_connection_fit(lane: Lane) -> None:
+    client = _client(lane.address)
+    with trio.fail_after(GUARD):
+        assert (await client.request(b"GET", b"/first", [], b"")).status == 201
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.request(b"GET", b"/never", [], b"")
+        assert (await client.request(b"GET", b"/second", [], b"")).status == 201
+    assert client.connects == 1
+    assert [s["path"] for s in lane.app.seen] == ["/first", "/second"]
     await client.aclose()
 
 
