@@ -1,15 +1,17 @@
-"""What a forwarded create costs: one keep-alive hop from the front door that took it to its bucket's owner.
+"""What a forwarded create costs: one hop from the front door that took it to its bucket's owner.
 
-The owner (B) is a real daemon (``wadispatch run``, its own process, three sandbox
-numbers whose rate limit keeps the actors idle, so creates are what it does). The
-front door that took the request (A) is the forwarding layer (``frontdoor.forwarding``)
-served by hypercorn in this process, every bucket owned by B, so each create takes
-one hop A -> B over A's keep-alive pool. The same creates go straight to B, then
-through A, in alternating rounds:
+The owner (B) is a real daemon (``wadispatch run`` with ``[cluster]``, its own process,
+owning its one bucket, three sandbox numbers whose rate limit keeps the actors idle, so
+creates are what it does). The front door that took the request (A) is the forwarding
+layer (``frontdoor.forwarding``) served by hypercorn in this process, every bucket owned
+by B, so each create takes one hop A -> B: over B's lane (``lane``: one multiplexed
+connection, straight into B's app) or, as before lanes, as HTTP to B's peer address over
+A's keep-alive pool (``http``). The same creates go straight to B, through A over HTTP,
+and through A over the lane, in alternating rounds:
 
 - latency with one create in flight (p50, p99): the hop's time;
 - creates per second with ``--concurrency`` in flight, B's CPU per 1,000 (the owner's
-  work is the same either way) and this process's CPU per 1,000 (the load generator,
+  work, plus the hop's owner side) and this process's CPU per 1,000 (the load generator,
   plus A when forwarding: the difference is A's cost per forwarded create).
 
 Usage::
@@ -36,10 +38,12 @@ from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
 from bench import _harness as h
 from dispatcher.core.buckets import Buckets
+from dispatcher.core.dataroot import open_root
 from dispatcher.core.directory import NumberInfo
 from dispatcher.core.store import Store
 from dispatcher.frontdoor.forwarding import Forwarder, PeerPool
 from dispatcher.frontdoor.server import serve_frontdoor
+from dispatcher.ownership.flock import read_record
 from dispatcher.ownership.interface import Owner
 from dispatcher.service.messaging import build_messaging
 
@@ -47,15 +51,17 @@ NUMBERS = 3
 
 
 class _Elsewhere:
-    """Every bucket is B's."""
+    """Every bucket is B's; ``lane`` says whether A sees B's lane (else only its HTTP address)."""
 
     owner_id = "A"
 
-    def __init__(self, address: str) -> None:
-        self._owner = Owner("B", address, 1)
+    def __init__(self, address: str, lane: str) -> None:
+        self._http = Owner("B", address, 1)
+        self._lane = Owner("B", address, 1, lane)
+        self.lane = True
 
     def owner(self, bucket: int) -> Owner | None:
-        return self._owner
+        return self._lane if self.lane else self._http
 
 
 class _Behind:
@@ -72,7 +78,7 @@ class _Behind:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _front_door_a(tmp: Path, b_url: str) -> tuple[Forwarder, _Behind, PeerPool, Store]:
+def _front_door_a(owners: _Elsewhere, tmp: Path) -> tuple[Forwarder, _Behind, PeerPool, Store]:
     """A's forwarding layer, with the rules and credentials a daemon would give it."""
     store = Store(tmp / "a", map_size=16 << 20)
     buckets = Buckets.single(store)
@@ -89,7 +95,7 @@ def _front_door_a(tmp: Path, b_url: str) -> tuple[Forwarder, _Behind, PeerPool, 
         behind,
         buckets=buckets,
         directory=messaging.directory,
-        owners=_Elsewhere(b_url),
+        owners=owners,
         rules=messaging.rules,
         auth=messaging.auth,
         pool=pool,
@@ -135,16 +141,35 @@ async def _measure(url: str, b_pid: int, args: argparse.Namespace) -> dict[str, 
     }
 
 
+def _lane_of(data_dir: Path) -> str:
+    """B's lane, as its owner record names it (once it owns its bucket)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        holder = (
+            read_record(open_root(data_dir).lock_path(0)) if (data_dir / "layout.json").exists() else None
+        )
+        if holder is not None and holder.lane:
+            return holder.lane
+        time.sleep(0.05)
+    raise SystemExit("B never recorded its lane")
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         port = h.free_port()
         cfg = h.write_config(tmp / "b", port, h.free_port(), NUMBERS, rate=0.001, webhook_batch=50, burst=1)
+        cfg.write_text(cfg.read_text() + "\n[cluster]\n")
         daemon = h.start_daemon(cfg)
         b_url = f"http://127.0.0.1:{port}"
-        forwarder, behind, pool, store = _front_door_a(tmp, b_url)
         try:
             await h.wait_ready(b_url)
+            owners = _Elsewhere(b_url, _lane_of(tmp / "b"))
+        except BaseException:
+            h.stop_process(daemon)
+            raise
+        forwarder, behind, pool, store = _front_door_a(owners, tmp)
+        try:
             async with trio.open_nursery() as nursery:
                 stop = trio.Event()
                 binds = await nursery.start(
@@ -153,12 +178,22 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     )
                 )
                 a_url = binds[0]
-                rounds: dict[str, list[dict[str, float]]] = {"direct": [], "forwarded": []}
-                warm = {"messages": min(300, args.messages), "sequential": min(50, args.sequential)}
-                await _measure(b_url, daemon.pid, argparse.Namespace(**{**vars(args), **warm}))  # warm-up
+                rounds: dict[str, list[dict[str, float]]] = {"direct": [], "http": [], "lane": []}
+                warm = argparse.Namespace(
+                    **{
+                        **vars(args),
+                        "messages": min(300, args.messages),
+                        "sequential": min(50, args.sequential),
+                    }
+                )
+                for lane in (False, True):  # warm-up: B's connections from A, both ways
+                    owners.lane = lane
+                    await _measure(a_url, daemon.pid, warm)
                 for _ in range(args.rounds):
                     rounds["direct"].append(await _measure(b_url, daemon.pid, args))
-                    rounds["forwarded"].append(await _measure(a_url, daemon.pid, args))
+                    for mode in ("http", "lane"):
+                        owners.lane = mode == "lane"
+                        rounds[mode].append(await _measure(a_url, daemon.pid, args))
                 stop.set()
         finally:
             await pool.aclose()
@@ -179,10 +214,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     for mode in rounds:
         for key in keys:
             result[f"{mode}_{key}"] = median(mode, key)
-    result["hop_p50_ms"] = round(median("forwarded", "p50_ms") - median("direct", "p50_ms"), 3)
-    result["hop_cpu_ms_per_create"] = round(
-        median("forwarded", "here_cpu_s_per_1k") - median("direct", "here_cpu_s_per_1k"), 3
-    )
+    for mode in ("http", "lane"):
+        result[f"{mode}_hop_p50_ms"] = round(median(mode, "p50_ms") - median("direct", "p50_ms"), 3)
+        result[f"{mode}_hop_cpu_ms_per_create"] = round(
+            median(mode, "here_cpu_s_per_1k") - median("direct", "here_cpu_s_per_1k"), 3
+        )
+        result[f"{mode}_hop_owner_cpu_ms_per_create"] = round(
+            median(mode, "owner_cpu_s_per_1k") - median("direct", "owner_cpu_s_per_1k"), 3
+        )
     result["forwarded"] = forwarder.statistics.forwarded
     result["rounds"] = rounds
     return result
