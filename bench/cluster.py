@@ -278,6 +278,21 @@ def owner_addresses(data_dir: Path, numbers: int) -> dict[str, str]:
     return out
 
 
+async def settled(data_dir: Path, workers: int, timeout: float = 30.0) -> None:
+    """Every bucket owned, by ``workers`` processes (a loaded machine starts the second one late:
+    measuring while buckets move counts 503s and routes to stale owners)."""
+    root = open_root(data_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = [read_record(root.lock_path(b)) for b in range(root.count)]
+        owners = {h.owner_id for h in holders if h is not None and h.owner_id}
+        if all(h is not None and h.owner_id for h in holders) and len(owners) == workers:
+            await trio.sleep(0.5)  # (the others' view of who owns what: one flock poll or two)
+            return
+        await trio.sleep(0.1)
+    raise RuntimeError(f"the buckets of {data_dir} did not settle on {workers} workers in {timeout:g} s")
+
+
 def start_workers(cfg: Path, workers: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "dispatcher", "run", "--config", str(cfg), "--workers", str(workers)],
@@ -306,7 +321,7 @@ async def one_host(work: Path, workers: int, args: argparse.Namespace) -> dict[s
     try:
         await wait_ready(url)
         await wait_ready(sim_url, b"/_sim/counters")
-        await trio.sleep(1.0)  # every worker claimed its share
+        await settled(run / "data", workers)  # every worker claimed its share
         load = Load([url], args.numbers)
         await load.closed_loop(args.connections, 1.0, f"warm{workers}")  # warm-up, not counted
         creates = await load.closed_loop(args.connections, args.seconds, f"w{workers}")

@@ -3,10 +3,11 @@
 One ``LaneClient`` per peer lane address holds one TCP connection (opened on first
 use, opened again when it broke or its peer restarted). Each request gets an id,
 is written as one frame under the connection's write lock and waits for the
-answer with that id. There is no reader task: the waiters take turns reading
-(whoever holds the read lock reads one frame and files it under its id, as
-httpcore's HTTP/2 connection does), so an idle connection costs no task and a
-cancelled waiter loses nothing (the bytes read so far stay in the buffer).
+answer with that id. There is no reader task: one of the waiters reads, hands
+each answer to its waiter (waking that one task) until its own came, then passes
+the reading on to a waiter still without an answer. So an idle connection costs
+no task, and a waiter cancelled while reading loses nothing (the bytes read so
+far stay in the buffer; the next waiter reads on).
 
 What a failure means, as ``actors.transport``'s error tree says it:
 
@@ -56,11 +57,10 @@ class _Connection:
         self._poll.register(self._fd, select.POLLIN)
         self._frames = FrameBuffer(max_response + HEAD_ALLOWANCE)
         self._write = trio.Lock()
-        self._read = trio.Lock()
         self.slots = trio.Semaphore(max_in_flight)
         self._next_id = 0
-        self._waiting: set[int] = set()
-        self._answers: dict[int, LaneAnswer] = {}
+        self._waiting: dict[int, _Waiter] = {}
+        self._reading = False  # one of the waiters reads for all
         self.broken: BaseException | None = None  # why it is beyond use
         self.closing = False  # its peer refused a request: it is shutting down
 
@@ -97,12 +97,13 @@ class _Connection:
 
     def expect(self) -> int:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        self._waiting.add(self._next_id)
+        self._waiting[self._next_id] = _Waiter()
         return self._next_id
 
     def forget(self, request_id: int) -> None:
-        self._waiting.discard(request_id)
-        self._answers.pop(request_id, None)
+        waiter = self._waiting.pop(request_id, None)
+        if waiter is not None and waiter.answer is None and not self._reading:
+            self._hand_over()  # it gave up (timed out, cancelled), maybe when the reading was its turn
         if self.closing and not self._waiting:
             self.fail(ConnectionResetError("its peer is closing"))
 
@@ -123,25 +124,39 @@ class _Connection:
                 raise
 
     async def answer(self, request_id: int) -> LaneAnswer:
-        """The answer to ``request_id``, reading frames (in turn with the other waiters) until it came."""
-        while True:
-            found = self._answers.pop(request_id, None)
-            if found is not None:
-                return found
+        """The answer to ``request_id``: handed over by the waiter reading, or read here."""
+        me = self._waiting[request_id]
+        while me.answer is None:
             if self.broken is not None:
                 raise trio.BrokenResourceError(f"the lane connection broke: {self.broken!r}")
-            async with self._read:
-                if request_id in self._answers or self.broken is not None:
-                    continue
-                try:
+            if self._reading:
+                await me.woken.wait()
+                me.woken = trio.Event()
+                continue
+            self._reading = True
+            try:
+                while me.answer is None:
                     got = decode_answer(await self._next_frame())
-                except _BROKEN as exc:
-                    self.fail(exc)
-                    raise
-                if isinstance(got, LaneRefused):
-                    self.closing = True  # no new request on it; those in flight are answered
-                if got.id in self._waiting:  # else its waiter gave up (timed out): dropped
-                    self._answers[got.id] = got
+                    if isinstance(got, LaneRefused):
+                        self.closing = True  # no new request on it; those in flight are answered
+                    waiter = self._waiting.get(got.id)
+                    if waiter is not None:  # else its request gave up (timed out): dropped
+                        waiter.answer = got
+                        waiter.woken.set()
+            except _BROKEN as exc:
+                self.fail(exc)
+                raise
+            finally:
+                self._reading = False
+                self._hand_over()
+        return me.answer
+
+    def _hand_over(self) -> None:
+        """The reading passes to a waiter still without its answer."""
+        for waiter in self._waiting.values():
+            if waiter.answer is None:
+                waiter.woken.set()
+                return
 
     async def _next_frame(self) -> bytes:
         while True:
@@ -157,6 +172,20 @@ class _Connection:
         if self.broken is None:
             self.broken = exc
             self._stream.socket.close()  # wakes a reader blocked on it
+            for waiter in self._waiting.values():
+                waiter.woken.set()  # each sees it broke
+
+
+@final
+class _Waiter:
+    """A request waiting on a connection: its answer once read, and the event that wakes it
+    (its answer came, the reading is its turn, or the connection broke)."""
+
+    __slots__ = ("answer", "woken")
+
+    def __init__(self) -> None:
+        self.answer: LaneAnswer | None = None
+        self.woken = trio.Event()
 
 
 @final

@@ -140,6 +140,24 @@ async def test_many_in_flight_on_one_connection_each_gets_its_own_answer(lane: L
     await client.aclose()
 
 
+async def test_waiters_that_give_up_pass_the_reading_on_and_the_others_get_their_answers(lane: Lane) -> None:
+    client = _client(lane.address)
+    got: dict[int, bytes] = {}
+
+    async def one(i: int) -> None:
+        target = f"/m/{i}?sleep={0.2 if i % 2 else 0.1}".encode()
+        with trio.move_on_after(0.05 if i % 2 else GUARD):  # the odd ones give up while waiting
+            got[i] = (await client.request(b"POST", target, [], str(i).encode())).body
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                nursery.start_soon(one, i)
+    assert got == {i: str(i).encode() for i in range(0, 60, 2)}
+    assert client.connects == 1
+    await client.aclose()
+
+
 async def test_the_in_flight_bound_holds_the_rest_back_and_loses_none(nursery: trio.Nursery) -> None:
     app = App()
     served = await _serve(nursery, app, max_in_flight=4)
