@@ -2,12 +2,12 @@
 
 One ``LaneClient`` per peer lane address holds one TCP connection (opened on first
 use, opened again when it broke or its peer restarted). Each request gets an id,
-is written as one frame under the connection's write lock and waits for the
-answer with that id. There is no reader task: one of the waiters reads, hands
-each answer to its waiter (waking that one task) until its own came, then passes
-the reading on to a waiter still without an answer. So an idle connection costs
-no task, and a waiter cancelled while reading loses nothing (the bytes read so
-far stay in the buffer; the next waiter reads on).
+is written as one frame (``lane_writer``: the frames of concurrent requests go
+out in one send) and waits for the answer with that id. There is no reader task:
+one of the waiters reads, hands each answer to its waiter (waking that one task)
+until its own came, then passes the reading on to a waiter still without an
+answer. So an idle connection costs no task, and a waiter cancelled while reading
+loses nothing (the bytes read so far stay in the buffer; the next reads on).
 
 What a failure means, as ``actors.transport``'s error tree says it:
 
@@ -40,6 +40,7 @@ from dispatcher.frontdoor.lane_wire import (
     frame,
     parse_address,
 )
+from dispatcher.frontdoor.lane_writer import FrameWriter, Ticket
 
 MAX_IN_FLIGHT: Final = 256
 _RECEIVE_SIZE: Final = 65536
@@ -50,13 +51,15 @@ _BROKEN: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, F
 class _Connection:
     """One connected lane: frames out under a write lock, answers in by whoever reads next."""
 
-    def __init__(self, stream: trio.SocketStream, *, max_in_flight: int, max_response: int) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, *, max_in_flight: int, max_response: int, send_timeout: float
+    ) -> None:
         self._stream = stream
+        self._writer = FrameWriter(stream, send_timeout=send_timeout)
         self._fd = stream.socket.fileno()
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN)
         self._frames = FrameBuffer(max_response + HEAD_ALLOWANCE)
-        self._write = trio.Lock()
         self.slots = trio.Semaphore(max_in_flight)
         self._next_id = 0
         self._waiting: dict[int, _Waiter] = {}
@@ -107,21 +110,17 @@ class _Connection:
         if self.closing and not self._waiting:
             self.fail(ConnectionResetError("its peer is closing"))
 
-    async def write(self, data: bytes) -> None:
-        """The frame ``data``, whole; raising means it was not written whole (so never applied).
-        Cut off before its first byte, the connection stays fit; cut mid-frame, it is closed."""
-        async with self._write:
-            if self.broken is not None:
-                raise trio.ClosedResourceError("the lane connection broke")
-            view = memoryview(data)
-            try:
-                while view:  # trio's send: cancelled only while nothing of that call was sent
-                    view = view[await self._stream.socket.send(view) :]
-            except BaseException as exc:
-                # A cut frame (nothing after it could be read) or a broken socket: beyond use.
-                if len(view) < len(data) or not isinstance(exc, trio.Cancelled):
-                    self.fail(exc)
-                raise
+    async def write(self, ticket: Ticket) -> None:
+        """The frame, whole (with the others queued meanwhile); raising means it was not written
+        whole unless ``ticket.whole`` says otherwise (a cancelled caller whose frame another's
+        send carried). A cut frame or a broken socket leaves the connection beyond use."""
+        if self.broken is not None:
+            raise trio.ClosedResourceError("the lane connection broke")
+        try:
+            await self._writer.write(ticket)
+        finally:
+            if self._writer.broken is not None:
+                self.fail(self._writer.broken)
 
     async def answer(self, request_id: int) -> LaneAnswer:
         """The answer to ``request_id``: handed over by the waiter reading, or read here."""
@@ -171,7 +170,7 @@ class _Connection:
     def fail(self, exc: BaseException) -> None:
         if self.broken is None:
             self.broken = exc
-            self._stream.socket.close()  # wakes a reader blocked on it
+            self._writer.fail(exc)  # closes the socket: wakes a reader blocked on it
             for waiter in self._waiting.values():
                 waiter.woken.set()  # each sees it broke
 
@@ -216,7 +215,7 @@ class LaneClient:
         """One request; raises as the module's docstring says."""
         if self._closed:
             raise ConnectError(f"the lane to {self._address} is closed")
-        written = False
+        ticket: Ticket | None = None
         with trio.move_on_after(self._timeout) as deadline:
             try:
                 connection = await self._connected()
@@ -228,17 +227,17 @@ class LaneClient:
                             raise ConnectError(
                                 f"a request of {len(data)} bytes is above the lane's {self._max_request}"
                             )
-                        await connection.write(data)
-                        written = True
+                        ticket = Ticket(data)
+                        await connection.write(ticket)
                         answer = await connection.answer(request_id)
                     finally:
                         connection.forget(request_id)
             except _BROKEN as exc:
-                if written:
+                if ticket is not None and ticket.whole:
                     raise ResponseLostError(f"the lane to {self._address} broke: {exc!r}") from exc
                 raise ConnectError(f"cannot reach the lane at {self._address}: {exc!r}") from exc
         if deadline.cancelled_caught:
-            if written:
+            if ticket is not None and ticket.whole:
                 raise RequestTimeout(f"no answer over the lane to {self._address} within {self._timeout}s")
             raise ConnectError(f"no room on the lane to {self._address} within {self._timeout}s")
         if isinstance(answer, LaneRefused):
@@ -263,7 +262,10 @@ class LaneClient:
                 raise
             self.connects += 1
             connection = _Connection(
-                stream, max_in_flight=self._max_in_flight, max_response=self._max_response
+                stream,
+                max_in_flight=self._max_in_flight,
+                max_response=self._max_response,
+                send_timeout=self._timeout,
             )
             self._connection = connection  # one given up is closed by its last waiter (``forget``)
             return connection

@@ -10,8 +10,8 @@ request never reaches the forwarding layer, so it is never forwarded again.
 
 Many requests run at once on one connection, at most ``max_in_flight``: past that
 the connection is not read until one finishes (TCP pushes back on the sender).
-Each answer is written as soon as it is ready, under the connection's write lock,
-whole (a body above ``max_response`` is replaced by a 502: such an answer cannot
+Each answer is written as soon as it is ready (``lane_writer``: those ready together
+in one send), whole (a body above ``max_response`` is replaced by a 502: such an answer cannot
 cross the lane). A frame that is not a lane request (garbage, a length above
 ``max_request_bytes`` plus room for the head, a connection cut mid-frame, no
 preface) closes that connection: nothing in it is trusted after that.
@@ -47,12 +47,14 @@ from dispatcher.frontdoor.lane_wire import (
     decode_request,
     frame,
 )
+from dispatcher.frontdoor.lane_writer import FrameWriter, Ticket
 
 log = structlog.get_logger()
 
 MAX_IN_FLIGHT: Final = 256  # requests running at once per lane connection
 MAX_RESPONSE: Final = 64 << 20  # a forwarded media download is answered whole
 PREFACE_TIMEOUT: Final = 10.0
+SEND_TIMEOUT: Final = 30.0  # an answer not taken by the client in this long: its connection is closed
 _RECEIVE_SIZE: Final = 65536
 _JSON: Final = [(b"content-type", b"application/json")]
 
@@ -135,7 +137,7 @@ class _Connection:
         self._frames = FrameBuffer(max_request_bytes + HEAD_ALLOWANCE)
         self._slots = trio.Semaphore(max_in_flight)
         self._max_response = max_response
-        self._write = trio.Lock()
+        self._writer = FrameWriter(stream, send_timeout=SEND_TIMEOUT)
         self._running = 0
         self._drained = trio.Event()  # set when the last running request finished
         self._gone = trio.Event()  # the connection ended: a running request's receive says disconnect
@@ -238,9 +240,7 @@ class _Connection:
         return LaneReply(request.id, captured.status, captured.headers, b"".join(captured.chunks))
 
     async def _answer(self, message: LaneReply | LaneRefused) -> None:
-        data = frame(message)
-        async with self._write:
-            await self._stream.send_all(data)
+        await self._writer.write(Ticket(frame(message)))
 
     async def _next_frame(self) -> bytes | None:
         """The next frame's payload; None when the client closed between frames."""
