@@ -31,6 +31,7 @@ from actors.transport import ConnectError, Headers, RequestTimeout, Response, Re
 from dispatcher.frontdoor.lane_wire import (
     HEAD_ALLOWANCE,
     PREFACE,
+    RECEIVE_SIZE,
     FrameBuffer,
     FrameError,
     LaneAnswer,
@@ -39,11 +40,11 @@ from dispatcher.frontdoor.lane_wire import (
     decode_answer,
     frame,
     parse_address,
+    receive_frame,
 )
 from dispatcher.frontdoor.lane_writer import FrameWriter, Ticket
 
 MAX_IN_FLIGHT: Final = 256
-_RECEIVE_SIZE: Final = 65536
 _BROKEN: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameError)
 
 
@@ -80,7 +81,7 @@ class _Connection:
         """What an idle connection has to read, read now without blocking (nobody else reads)."""
         while self._poll.poll(0):
             try:
-                data = os.read(self._fd, _RECEIVE_SIZE)
+                data = os.read(self._fd, RECEIVE_SIZE)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -158,14 +159,10 @@ class _Connection:
                 return
 
     async def _next_frame(self) -> bytes:
-        while True:
-            payload = self._frames.next()
-            if payload is not None:
-                return payload
-            data = await self._stream.receive_some(max(_RECEIVE_SIZE, self._frames.wanted()))
-            if not data:
-                raise trio.BrokenResourceError("the peer closed the lane")
-            self._frames.feed(data)
+        payload = await receive_frame(self._stream, self._frames)
+        if payload is None:
+            raise trio.BrokenResourceError("the peer closed the lane")
+        return payload
 
     def fail(self, exc: BaseException) -> None:
         if self.broken is None:

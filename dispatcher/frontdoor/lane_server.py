@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, final
 from urllib.parse import unquote
 
+import attrs
 import msgspec
 import structlog
 import trio
@@ -46,6 +47,7 @@ from dispatcher.frontdoor.lane_wire import (
     address_of,
     decode_request,
     frame,
+    receive_frame,
 )
 from dispatcher.frontdoor.lane_writer import FrameWriter, Ticket
 
@@ -55,7 +57,6 @@ MAX_IN_FLIGHT: Final = 256  # requests running at once per lane connection
 MAX_RESPONSE: Final = 64 << 20  # a forwarded media download is answered whole
 PREFACE_TIMEOUT: Final = 10.0
 SEND_TIMEOUT: Final = 30.0  # an answer not taken by the client in this long: its connection is closed
-_RECEIVE_SIZE: Final = 65536
 _JSON: Final = [(b"content-type", b"application/json")]
 
 
@@ -117,26 +118,32 @@ def _scope(request: LaneRequest, client: tuple[str, int], server: tuple[str, int
     return scope
 
 
+@attrs.frozen
+class _Served:
+    """What every connection of one lane shares: the app, the limits, and the closing signal."""
+
+    app: ASGIFramework
+    closing: trio.Event
+    max_request_bytes: int
+    max_in_flight: int
+    max_response: int
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await _Connection(stream, self).serve()
+
+
 @final
 class _Connection:
     """One lane connection: its requests read, run (bounded) and answered as they finish."""
 
-    def __init__(
-        self,
-        stream: trio.SocketStream,
-        app: ASGIFramework,
-        *,
-        closing: trio.Event,
-        max_request_bytes: int,
-        max_in_flight: int,
-        max_response: int,
-    ) -> None:
+    def __init__(self, stream: trio.SocketStream, served: _Served) -> None:
         self._stream = stream
-        self._app = app
-        self._closing = closing
-        self._frames = FrameBuffer(max_request_bytes + HEAD_ALLOWANCE)
-        self._slots = trio.Semaphore(max_in_flight)
-        self._max_response = max_response
+        self._app = served.app
+        self._closing = served.closing
+        self._frames = FrameBuffer(served.max_request_bytes + HEAD_ALLOWANCE)
+        self._slots = trio.Semaphore(served.max_in_flight)
+        self._max_response = served.max_response
         self._writer = FrameWriter(stream, send_timeout=SEND_TIMEOUT)
         self._running = 0
         self._drained = trio.Event()  # set when the last running request finished
@@ -167,7 +174,7 @@ class _Connection:
             return
         try:
             while True:
-                payload = await self._next_frame()
+                payload = await receive_frame(self._stream, self._frames)
                 if payload is None:
                     return
                 request = decode_request(payload)
@@ -242,19 +249,6 @@ class _Connection:
     async def _answer(self, message: LaneReply | LaneRefused) -> None:
         await self._writer.write(Ticket(frame(message)))
 
-    async def _next_frame(self) -> bytes | None:
-        """The next frame's payload; None when the client closed between frames."""
-        while True:
-            payload = self._frames.next()
-            if payload is not None:
-                return payload
-            data = await self._stream.receive_some(max(_RECEIVE_SIZE, self._frames.wanted()))
-            if not data:
-                if self._frames.pending:
-                    raise FrameError(f"connection closed {self._frames.pending} bytes into a frame")
-                return None
-            self._frames.feed(data)
-
     async def _receive_exactly(self, size: int) -> bytes:
         data = b""
         while len(data) < size:
@@ -289,14 +283,7 @@ async def serve_lane(
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     host, port = _peer(sock.getsockname())
     closing = trio.Event()
-    handle = functools.partial(
-        _serve,
-        app=app,
-        closing=closing,
-        max_request_bytes=max_request_bytes,
-        max_in_flight=max_in_flight,
-        max_response=max_response,
-    )
+    handle = _Served(app, closing, max_request_bytes, max_in_flight, max_response)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(
@@ -308,24 +295,3 @@ async def serve_lane(
         await listener.aclose()
         closing.set()
         connections.cancel_scope.deadline = trio.current_time() + graceful_timeout
-
-
-async def _serve(
-    stream: trio.SocketStream,
-    *,
-    app: ASGIFramework,
-    closing: trio.Event,
-    max_request_bytes: int,
-    max_in_flight: int,
-    max_response: int,
-) -> None:
-    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    connection = _Connection(
-        stream,
-        app,
-        closing=closing,
-        max_request_bytes=max_request_bytes,
-        max_in_flight=max_in_flight,
-        max_response=max_response,
-    )
-    await connection.serve()

@@ -1,4 +1,4 @@
-"""The peer lane's wire format: length-prefixed msgpack frames, sans I/O.
+"""The peer lane's wire format: length-prefixed msgpack frames, cut out of the bytes without I/O.
 
 A lane connection starts with ``PREFACE`` from the client (a port that is not a
 lane, or a client that is not a daemon, is told apart at once). Then each side
@@ -11,7 +11,7 @@ whose first element is its tag, so a frame costs a few bytes beyond its body.
 ``FrameBuffer`` cuts frames out of whatever the socket gave, and refuses a length
 above its limit before any of the frame is kept; anything that is not a frame of
 the expected kinds raises ``FrameError``: the connection is then beyond repair
-and is closed.
+and is closed. ``receive_frame`` is the one piece here that reads a socket.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from __future__ import annotations
 from typing import Final, final
 
 import msgspec
+import trio
 
 PREFACE: Final = b"WDLANE1\n"
 SCHEME: Final = "lane://"
 LENGTH_SIZE: Final = 4
+RECEIVE_SIZE: Final = 65536
 # Room for a message's method, target, headers and framing around its body.
 HEAD_ALLOWANCE: Final = 64 << 10
 
@@ -144,3 +146,18 @@ class FrameBuffer:
         if length > self._max:
             raise FrameError(f"a frame of {length} bytes, above the lane's {self._max}-byte limit")
         return length
+
+
+async def receive_frame(stream: trio.SocketStream, frames: FrameBuffer) -> bytes | None:
+    """The next frame's payload, reading ``stream`` into ``frames`` as needed; None when the peer
+    closed between two frames (``FrameError`` when it closed in the middle of one)."""
+    while True:
+        payload = frames.next()
+        if payload is not None:
+            return payload
+        data = await stream.receive_some(max(RECEIVE_SIZE, frames.wanted()))
+        if not data:
+            if frames.pending:
+                raise FrameError(f"connection closed {frames.pending} bytes into a frame")
+            return None
+        frames.feed(data)

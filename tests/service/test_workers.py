@@ -96,3 +96,5 @@ def test_the_members_table_lists_each_worker(processes: tuple[int, int, Path]) -
     records = [read_record(m) for m in members]
     assert all(r is not None and r.address.startswith("http://127.0.0.1:") for r in records)
     assert len({json.dumps(r.address) for r in records if r is not None}) == 2  # each its own peer port
+    assert all(r is not None and r.lane.startswith("lane://127.0.0.1:") for r in records)
+    assert len({r.lane for r in records if r is not None}) == 2  # each its own lane: forwards go there
