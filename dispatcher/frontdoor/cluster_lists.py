@@ -165,7 +165,7 @@ class ClusterLists:
             asked = [*headers, (PART_HEADER.encode(), ",".join(map(str, buckets)).encode())]
             try:
                 with trio.fail_after(self._timeout):
-                    answer = await self._pool.request(owner.address, b"GET", target, asked, b"")
+                    answer = await self._pool.request(owner.peer, b"GET", target, asked, b"")
                 if answer.status != 200:
                     raise RuntimeError(f"it answered HTTP {answer.status}: {answer.body[:200]!r}")
                 parts.append(_part_decoder.decode(answer.body).records)
@@ -173,7 +173,7 @@ class ClusterLists:
                 log.warning(
                     "list.part_failed",
                     owner=owner.owner_id,
-                    address=owner.address,
+                    address=owner.peer,
                     buckets=buckets,
                     error=repr(exc)[:300],
                 )
