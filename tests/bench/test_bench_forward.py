@@ -1,4 +1,5 @@
-"""Smoke run of bench.forward with tiny counts: both paths answer, every create went through A to B."""
+"""Smoke run of bench.forward with tiny counts: the three paths answer (straight to B, through A over
+HTTP, through A over B's lane), every create sent to A went on to B."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ def test_forward_smoke() -> None:
     result = run_bench(
         "bench.forward", "--messages", "6", "--sequential", "4", "--concurrency", "2", "--rounds", "1"
     )
-    assert result["forwarded"] == 6 + 4 + 0  # one round's creates through A (the warm-up goes to B)
-    for mode in ("direct", "forwarded"):
+    # The warm-up (each way through A) and one round's creates through A, over HTTP and over the lane.
+    assert result["forwarded"] == 2 * (6 + 4) + 2 * (6 + 4)
+    for mode in ("direct", "http", "lane"):
         assert result[f"{mode}_creates_per_s"] > 0 and result[f"{mode}_p50_ms"] > 0
+    for mode in ("http", "lane"):
+        assert {f"{mode}_hop_p50_ms", f"{mode}_hop_cpu_ms_per_create"} <= set(result)
 
 
 def test_forward_refuses_bad_arguments() -> None:
