@@ -49,6 +49,7 @@ class GraphError(Exception):
         fbtrace_id: str = "",
         user_title: str = "",
         user_message: str = "",
+        details: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -59,6 +60,18 @@ class GraphError(Exception):
         self.fbtrace_id = fbtrace_id
         self.user_title = user_title
         self.user_message = user_message
+        self.details = details
+
+    @property
+    def reason(self) -> str:
+        """What an operator is told went wrong: Meta's user-facing title and text when it gave
+        them (a refused template says what to change there), else its message and details."""
+        if self.user_title and self.user_message:
+            return f"{self.user_title}: {self.user_message}"
+        reason = self.user_message or self.message
+        if self.details and self.details not in reason:
+            reason = f"{reason}: {self.details}"
+        return reason
 
     def __str__(self) -> str:
         code = (
@@ -81,8 +94,13 @@ class GraphUnreachable(GraphError):
         return f"Graph API unreachable: {self.message}"
 
 
+class _ErrorData(msgspec.Struct):
+    details: str = ""
+
+
 class _ErrorBody(msgspec.Struct):
     message: str = ""
+    error_data: _ErrorData | None = None
     type: str = ""
     code: int | None = None
     error_subcode: int | None = None
@@ -120,6 +138,7 @@ def graph_error(status: int, body: bytes) -> GraphError:
         fbtrace_id=err.fbtrace_id,
         user_title=err.error_user_title,
         user_message=err.error_user_msg,
+        details=err.error_data.details if err.error_data is not None else "",
     )
 
 
@@ -146,6 +165,10 @@ class GraphClient:
 
     def url(self, path: str) -> str:
         return f"{self._base}/{self.version}/{path.lstrip('/')}"
+
+    def on_host(self, url: str) -> bool:
+        """Whether ``url`` is on this Graph host (a link Meta gave may be followed with our token)."""
+        return url.startswith(self._base + "/")
 
     async def get(self, path: str, type: type[T], params: Mapping[str, str] | None = None) -> T:
         return await self._call("GET", path, type, params=params)
@@ -174,35 +197,54 @@ class GraphClient:
         json: object = None,
         data: Mapping[str, str] | None = None,
     ) -> T:
-        headers = {"authorization": f"Bearer {self._token()}"}
         content: bytes | None = None
+        headers: dict[str, str] = {}
         if json is not None:
             content = msgspec.json.encode(json)
             headers["content-type"] = "application/json"
+        body = await self.call_raw(method, path, params=params, content=content, data=data, headers=headers)
+        try:
+            return msgspec.json.decode(body, type=type)
+        except msgspec.DecodeError as exc:
+            raise GraphError(200, f"unexpected answer to {method} {path}: {exc}") from exc
+
+    async def call_raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """One call, its 2xx body as it came. ``path`` may be a whole URL on this Graph host (a
+        ``paging.next`` link): a URL anywhere else is refused, so the token never leaves for it."""
+        url = self.url(path) if "://" not in path else path
+        if not self.on_host(url):
+            raise GraphError(0, f"refused to call {url.split('?')[0][:200]}: not {self._base}")
+        sent = {"authorization": f"Bearer {self._token()}", **(headers or {})}
         try:
             resp = await self._client.request(
-                method,
-                self.url(path),
-                params=params,
-                content=content,
-                data=data,
-                headers=headers,
-                timeout=self._timeout,
+                method, url, params=params, content=content, data=data, headers=sent, timeout=self._timeout
             )
         except httpx.HTTPError as exc:
-            raise GraphUnreachable(f"{method} {self.url(path)}: {exc!r}") from exc
+            raise GraphUnreachable(f"{method} {url.split('?')[0]}: {exc!r}") from exc
         served = resp.headers.get(VERSION_HEADER)
         if served:
             self.served_version = served
         body = resp.content[:_MAX_BODY]
         if resp.status_code >= 400:
             error = graph_error(resp.status_code, body)
-            log.info("graph.refused", method=method, path=path, status=resp.status_code, code=error.code)
+            log.info(
+                "graph.refused",
+                method=method,
+                path=path.split("?")[0],
+                status=resp.status_code,
+                code=error.code,
+            )
             raise error
-        try:
-            return msgspec.json.decode(body, type=type)
-        except msgspec.DecodeError as exc:
-            raise GraphError(resp.status_code, f"unexpected answer to {method} {path}: {exc}") from exc
+        return body
 
 
 __all__ = ["VERSION_HEADER", "GraphClient", "GraphError", "GraphUnreachable", "Success", "graph_error"]

@@ -19,7 +19,7 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher.channels.graph_templates import GraphError
+from dispatcher.channels.graph import GraphError
 from dispatcher.channels.graph_templates import NewTemplate as NewGraphTemplate
 from dispatcher.core import jsondecode
 from dispatcher.core.template_file import NewTemplate, TemplateError
@@ -145,7 +145,7 @@ def register_waba_template_routes(app: QuartTrio, wabas: WabaTemplates) -> None:
             try:
                 result = await sync.sync(waba)
             except GraphError as exc:
-                outcomes.append(SyncOutcome(waba=waba, error=exc.message))
+                outcomes.append(SyncOutcome(waba=waba, error=exc.reason))
                 continue
             outcomes.append(
                 SyncOutcome(
@@ -165,7 +165,7 @@ def register_waba_template_routes(app: QuartTrio, wabas: WabaTemplates) -> None:
         try:
             stored = await sync.submit(waba, new)
         except GraphError as exc:
-            raise TwilioError(400, 20001, f"WhatsApp refused the template: {exc.message}") from None
+            raise TwilioError(400, 20001, f"WhatsApp refused the template: {exc.reason}") from None
         log.info("admin.template_submitted", waba=waba, sid=stored.sid, name=stored.name)
         return _json(detail(stored), 201)
 
@@ -175,6 +175,6 @@ def register_waba_template_routes(app: QuartTrio, wabas: WabaTemplates) -> None:
         try:
             deleted = await sync.delete(waba, name, request.args.get("language"))
         except GraphError as exc:
-            raise TwilioError(400, 20001, f"WhatsApp refused the delete: {exc.message}") from None
+            raise TwilioError(400, 20001, f"WhatsApp refused the delete: {exc.reason}") from None
         log.info("admin.template_deleted", waba=waba, name=name, sids=deleted)
         return _json({"deleted": deleted})

@@ -25,7 +25,7 @@ import structlog
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from dispatcher.channels.graph_templates import GraphError
+from dispatcher.channels.graph import GraphError
 from dispatcher.core import jsondecode
 from dispatcher.core.twilio import TwilioError
 from dispatcher.messages.auth import Authenticator
@@ -174,9 +174,9 @@ def register_content_routes(app: QuartTrio, *, auth: Authenticator, library: Con
             raise TwilioError(400, 20001, f"Cannot submit {sid} for WhatsApp approval: {exc}") from None
         except GraphError as exc:
             log.warning(
-                "content.submit_refused", sid=sid, code=exc.code, subcode=exc.subcode, error=exc.message
+                "content.submit_refused", sid=sid, code=exc.code, subcode=exc.subcode, error=exc.reason
             )
-            raise TwilioError(400, 20001, f"WhatsApp refused the template: {exc.message}") from None
+            raise TwilioError(400, 20001, f"WhatsApp refused the template: {exc.reason}") from None
         whatsapp = _whatsapp(view)
         whatsapp.pop("type")
         whatsapp.pop("flows")

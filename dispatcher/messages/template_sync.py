@@ -24,7 +24,8 @@ import structlog
 import trio
 
 from dispatcher.channels.cloud_webhook import FieldChange
-from dispatcher.channels.graph_templates import GraphError, GraphTemplates, NewTemplate
+from dispatcher.channels.graph import GraphError
+from dispatcher.channels.graph_templates import GraphTemplates, NewTemplate
 from dispatcher.core import jsondecode
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import NumberInfo
@@ -134,9 +135,9 @@ class TemplateSync:
         try:
             listed = await graph.list_all()
         except GraphError as exc:
-            self.failures[waba] = exc.message
+            self.failures[waba] = exc.reason
             log.warning(
-                "templates.sync_failed", waba=waba, status=exc.status, code=exc.code, error=exc.message
+                "templates.sync_failed", waba=waba, status=exc.status, code=exc.code, error=exc.reason
             )
             raise
         result = await self._catalog.apply_sync(waba, listed, seen_at=seen_at)

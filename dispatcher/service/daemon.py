@@ -28,6 +28,7 @@ from hypercorn.typing import ASGIFramework
 from actors.http.pool import H11Pool
 from actors.supervisor import Supervisor
 from actors.transport import Transport
+from dispatcher.channels.graph import GraphClient
 from dispatcher.channels.graph_templates import GraphTemplates
 from dispatcher.channels.spec_webhook import SpecWebhooks
 from dispatcher.config import (
@@ -937,11 +938,13 @@ def _waba_sync(waba: WabaConfig, client: httpx.AsyncClient, sandbox: Sandbox | N
         base = waba_base_url(waba)
     where = f"wabas.{waba.id}.access_token"
     graph = GraphTemplates(
-        client=client,
-        base_url=base,
-        version=waba.graph_version,
+        graph=GraphClient(
+            client=client,
+            base_url=base,
+            version=waba.graph_version,
+            token=lambda: waba.access_token.resolve(where),
+        ),
         waba=waba.id,
-        token=lambda: waba.access_token.resolve(where),
     )
     return WabaSync(graph=graph, interval=waba.sync_interval, app_id=waba.app_id)
 

@@ -4,6 +4,7 @@ what a proxy answers instead), no answer at all, the served version, Meta's sche
 from __future__ import annotations
 
 import datetime
+import re
 import socket
 
 import httpx
@@ -11,6 +12,7 @@ import msgspec
 import pytest
 
 from dispatcher.channels.graph import GraphClient, GraphError, GraphUnreachable, Success, graph_error
+from dispatcher.channels.graph_templates import LIST_FIELDS, GraphTemplates
 from dispatcher.channels.graph_versions import check
 
 # Meta's example error body (reference whatsapp-and-twilio-api.md 2.4), with the user-facing texts.
@@ -48,6 +50,9 @@ def test_metas_error_object_is_read_whole() -> None:
 def test_an_answer_that_is_not_metas_error_says_what_came(body: bytes, expected: str) -> None:
     error = graph_error(502, body)
     assert error.code is None and str(error) == expected
+
+
+GRAPH = "https://graph.example"
 
 
 def _client(handler: httpx.MockTransport) -> httpx.AsyncClient:
@@ -116,3 +121,63 @@ def test_the_version_verdict(
     assert (verdict.upgraded, verdict.near_end, verdict.ok) == (upgraded, near_end, ok)
     assert (verdict.problem() is None) == ok
     assert verdict.known == (configured != "v99.0")
+
+
+def test_the_reason_an_operator_reads() -> None:
+    """Meta's user-facing title and text when it gave them, else its message with the details."""
+    assert graph_error(400, META_ERROR).reason == "Slow down: Too many messages"
+    plain = graph_error(
+        400,
+        b'{"error":{"message":"Invalid parameter","code":100,'
+        b'"error_data":{"details":"Template name already exists"}}}',
+    )
+    assert plain.details == "Template name already exists"
+    assert plain.reason == "Invalid parameter: Template name already exists"
+    assert graph_error(502, b"<html>502</html>").reason == "<html>502</html>"
+
+
+async def test_a_raw_call_goes_to_this_graph_host_only() -> None:
+    """A link Meta gave (``paging.next``) is followed with the token only on the same host."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, content=b'{"data": []}')
+
+    async with _client(httpx.MockTransport(answer)) as http:
+        graph = GraphClient(client=http, base_url="https://graph.example", version="v23.0", token=lambda: "t")
+        assert await graph.call_raw("GET", "https://graph.example/v23.0/1/x?after=a") == b'{"data": []}'
+        with pytest.raises(GraphError, match=re.escape("refused to call https://elsewhere.example/steal")):
+            await graph.call_raw("GET", "https://elsewhere.example/steal?after=a")
+        with pytest.raises(GraphError, match="refused"):
+            await graph.call_raw("GET", "https://graph.example.evil/v23.0/1")
+    assert seen == ["https://graph.example/v23.0/1/x?after=a"]
+
+
+async def test_template_pages_follow_metas_link_on_its_host_and_the_cursor_elsewhere() -> None:
+    """Three pages: the first links to our host (followed as given), the second to another host
+    (not followed: its ``after`` cursor is asked of ours instead)."""
+    template = {"id": "1", "name": "t{n}", "language": "en_US", "category": "UTILITY", "status": "APPROVED"}
+    seen: list[httpx.URL] = []
+
+    def page(n: int, next_url: str | None, after: str | None) -> bytes:
+        body: dict[str, object] = {"data": [{**template, "id": str(n), "name": f"t{n}"}]}
+        if next_url:
+            body["paging"] = {"cursors": {"after": after}, "next": next_url}
+        return msgspec.json.encode(body)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        after = request.url.params.get("after")
+        if after is None:
+            return httpx.Response(200, content=page(1, f"{GRAPH}/v23.0/W/message_templates?after=c1", "c1"))
+        if after == "c1":
+            return httpx.Response(200, content=page(2, "https://cdn.elsewhere.example/next?after=c2", "c2"))
+        return httpx.Response(200, content=page(3, None, None))
+
+    async with _client(httpx.MockTransport(answer)) as http:
+        graph = GraphClient(client=http, base_url="https://graph.example", version="v23.0", token=lambda: "t")
+        listed = await GraphTemplates(graph=graph, waba="W").list_all()
+    assert [t.name for t in listed] == ["t1", "t2", "t3"]
+    assert [url.host for url in seen] == ["graph.example"] * 3
+    assert seen[2].params["after"] == "c2" and seen[2].params["fields"] == LIST_FIELDS
