@@ -18,6 +18,11 @@ undecoded): the route passes them to whoever registered for their field
 Speed: a change's ``value`` decodes in one typed pass (``_Value``: statuses
 typed, messages raw); only when that fails is each item decoded alone.
 
+A change names its number (``value.metadata.phone_number_id``): ``decode`` reads one number's
+changes (its own webhook URL; another number's change is noted ``other_number``),
+``decode_by_number`` groups every change by the number it names (the app's one callback URL,
+``dispatcher.frontdoor.cloud_app``).
+
 Each event carries a dedup key (``keys``): Meta redelivers a webhook until it
 gets a 200 and may send the same status twice, so the route skips events it
 already applied (``dispatcher.webhooks.dedup``).
@@ -46,7 +51,7 @@ from dispatcher.channels.webhook_items import (
 from dispatcher.core import jsondecode
 from dispatcher.core.events import ChannelError, StatusEvent, Unapplied, WebhookEvents
 
-__all__ = ["Decoded", "FieldChange", "WebhookError", "decode", "digits_of"]
+__all__ = ["ByNumber", "Decoded", "FieldChange", "WebhookError", "decode", "decode_by_number", "digits_of"]
 
 # ``played`` (voice), ``deleted`` and ``warning`` change nothing.
 IGNORED_STATUSES: Final = frozenset({"played", "deleted", "warning"})
@@ -142,12 +147,44 @@ class Decoded:
     fields: list[FieldChange] = attrs.field(factory=list)
 
 
+@attrs.frozen
+class ByNumber:
+    """An app-level delivery split by the phone number ids its changes name (each number's
+    events, as ``decode`` gives them for that number), its changes of other fields (by WABA:
+    they name no number), and what no number can be told from (an unreadable entry, change,
+    or a value without a readable ``metadata.phone_number_id``)."""
+
+    numbers: dict[str, Decoded]
+    fields: list[FieldChange]
+    unapplied: list[Unapplied]
+    where: dict[str, str]  # by phone number id: where its first change is (for logs)
+
+
 def decode(body: bytes, phone_number_id: str) -> Decoded:
-    """Decode an authenticated Cloud webhook for ``phone_number_id``.
+    """Decode an authenticated Cloud webhook for ``phone_number_id`` (its per-number URL): a
+    change naming another phone number id is noted ``other_number``, not applied.
 
     Raises:
         WebhookError: the body is not a Cloud webhook envelope; nothing of it should be applied.
     """
+    split = _Split(phone_number_id)
+    fields = _walk(_envelope_of(body), split)
+    return _decoded(split.loose, fields)
+
+
+def decode_by_number(body: bytes) -> ByNumber:
+    """Decode a Cloud webhook of the app-level URL: every change, grouped by the number it names.
+
+    Raises:
+        WebhookError: the body is not a Cloud webhook envelope; nothing of it should be applied.
+    """
+    split = _Split(None)
+    fields = _walk(_envelope_of(body), split)
+    numbers = {pnid: _decoded(batch, []) for pnid, batch in split.numbers.items()}
+    return ByNumber(numbers, fields, split.loose.unapplied, split.where)
+
+
+def _envelope_of(body: bytes) -> _Envelope:
     try:
         envelope = jsondecode.decode(_envelope, body)
     except msgspec.ValidationError as exc:
@@ -156,57 +193,89 @@ def decode(body: bytes, phone_number_id: str) -> Decoded:
         raise WebhookError(f"not JSON: {exc}") from exc
     if envelope.object != "whatsapp_business_account":
         raise WebhookError(f"object: expected 'whatsapp_business_account', got {envelope.object[:64]!r}")
-    batch = Batch()
+    return envelope
+
+
+class _Split:
+    """Where a change's events go: the one number's batch (``only``: a per-number URL, other
+    numbers' changes noted in it) or a batch per phone number id (the app-level URL); ``loose``
+    takes the notes about what names no number."""
+
+    def __init__(self, only: str | None) -> None:
+        self.only = only
+        self.loose = Batch()
+        self.numbers: dict[str, Batch] = {}
+        self.where: dict[str, str] = {}
+
+    def batch(self, metadata: _Metadata, where: str) -> Batch | None:
+        pnid = metadata.phone_number_id
+        if self.only is not None:
+            if pnid == self.only:
+                return self.loose
+            self.loose.note(_other_number(metadata, where))
+            return None
+        batch = self.numbers.get(pnid)
+        if batch is None:
+            batch = self.numbers[pnid] = Batch()
+            self.where[pnid] = where
+        return batch
+
+
+def _walk(envelope: _Envelope, split: _Split) -> list[FieldChange]:
+    """Every change of the envelope into ``split``; returns the changes of other fields."""
     fields: list[FieldChange] = []
+    loose = split.loose
     for e, raw_entry in enumerate(envelope.entry):
         try:
             entry = jsondecode.decode(_entry, raw_entry)
         except msgspec.DecodeError as exc:
-            batch.note(Unapplied("bad_entry", f"entry[{e}]", str(exc)[:300]))
+            loose.note(Unapplied("bad_entry", f"entry[{e}]", str(exc)[:300]))
             continue
         for c, raw_change in enumerate(entry.changes):
             where = f"entry[{e}].changes[{c}]"
             try:
                 change = jsondecode.decode(_change, raw_change)
             except msgspec.DecodeError as exc:
-                batch.note(Unapplied("bad_change", where, str(exc)[:300]))
+                loose.note(Unapplied("bad_change", where, str(exc)[:300]))
                 continue
             if change.field != "messages":
-                batch.ignored += 1  # template, account, call updates: nothing for the inbox
+                loose.ignored += 1  # template, account, call updates: nothing for the inbox
                 waba, sent_at = str(entry.id), float(entry.time)
                 fields.append(FieldChange(change.field, waba, sent_at, change.value, where))
                 continue
-            _value_events(batch, change.value, phone_number_id, f"{where}.value")
+            _value_events(split, change.value, f"{where}.value")
+    return fields
+
+
+def _decoded(batch: Batch, fields: list[FieldChange]) -> Decoded:
     events = batch.events()
     status_keys = [f"s:{s.channel_id}:{s.status}" for s in events.statuses]
     inbound_keys = [f"m:{m.channel_id}" for m in events.inbound]
     return Decoded(events, status_keys, inbound_keys, fields)
 
 
-def _value_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:
+def _value_events(split: _Split, raw: msgspec.Raw, where: str) -> None:
     try:
         value = jsondecode.decode(_value, raw)
     except msgspec.DecodeError:
-        _items_events(batch, raw, phone_number_id, where)
+        _items_events(split, raw, where)
         return
-    if value.metadata.phone_number_id != phone_number_id:
-        batch.note(_other_number(value.metadata, where))
-        return
-    _reader.apply(batch, f"{where}.", value.statuses, value.contacts, value.messages, value.errors)
+    batch = split.batch(value.metadata, where)
+    if batch is not None:
+        _reader.apply(batch, f"{where}.", value.statuses, value.contacts, value.messages, value.errors)
 
 
-def _items_events(batch: Batch, raw: msgspec.Raw, phone_number_id: str, where: str) -> None:
+def _items_events(split: _Split, raw: msgspec.Raw, where: str) -> None:
     """The typed pass over a value failed somewhere: decode every item alone."""
     try:
         items = jsondecode.decode(_items, raw)
     except msgspec.DecodeError as exc:
         # Without a readable metadata.phone_number_id the change cannot be told to be ours.
-        batch.note(Unapplied("bad_value", where, str(exc)[:300]))
+        split.loose.note(Unapplied("bad_value", where, str(exc)[:300]))
         return
-    if items.metadata.phone_number_id != phone_number_id:
-        batch.note(_other_number(items.metadata, where))
-        return
-    _reader.apply_each(batch, f"{where}.", items.statuses, items.contacts, items.messages, items.errors)
+    batch = split.batch(items.metadata, where)
+    if batch is not None:
+        _reader.apply_each(batch, f"{where}.", items.statuses, items.contacts, items.messages, items.errors)
 
 
 def _other_number(metadata: _Metadata, where: str) -> Unapplied:

@@ -80,6 +80,11 @@ class Snapshot:
     configured: Mapping[str, NumberInfo]  # by E.164: the numbers that take new messages
     webhooks_only: Mapping[str, NumberInfo]  # by E.164: removed by a reload, their webhooks still apply
     by_digits: Mapping[str, NumberInfo]  # both of the above, by the digits a webhook path names
+    # The Cloud numbers among them by the phone_number_id an app-level webhook's changes name.
+    by_phone_number_id: Mapping[str, NumberInfo] = attrs.field(factory=dict)
+    # Their distinct app secrets and verify tokens (one Meta app each, usually one in all).
+    cloud_app_secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
+    cloud_verify_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     @classmethod
     def of(
@@ -88,7 +93,15 @@ class Snapshot:
         configured = {info.number: info for info in numbers}
         kept = {n: info for n, info in (webhooks_only or {}).items() if n not in configured}
         hooks = {**kept, **configured}
-        return cls(configured, kept, {_digits(n): info for n, info in hooks.items()})
+        clouds = [info.cloud for info in hooks.values() if info.cloud is not None]
+        return cls(
+            configured,
+            kept,
+            {_digits(n): info for n, info in hooks.items()},
+            {info.cloud.phone_number_id: info for info in hooks.values() if info.cloud is not None},
+            tuple(dict.fromkeys(c.app_secret for c in clouds if c.app_secret)),
+            tuple(dict.fromkeys(c.verify_token for c in clouds if c.verify_token)),
+        )
 
     def reloaded(self, numbers: Iterable[NumberInfo]) -> Snapshot:
         """The next snapshot: ``numbers`` configured; every number configured now or kept before and
@@ -137,3 +150,19 @@ class Directory:
         """The Cloud API number a ``/webhooks/cloud/{digits}`` route names (its secrets are checked there)."""
         info = self._now.by_digits.get(digits)
         return info if info is not None and info.cloud is not None else None
+
+    def by_phone_number_id(self, phone_number_id: str) -> NumberInfo | None:
+        """The Cloud API number an app-level webhook's change names (configured or kept for webhooks)."""
+        return self._now.by_phone_number_id.get(phone_number_id)
+
+    def cloud_numbers(self) -> list[NumberInfo]:
+        """Every Cloud API number webhooks may name (configured or kept for webhooks), by E.164."""
+        return sorted(self._now.by_phone_number_id.values(), key=lambda info: info.number)
+
+    def cloud_app_secrets(self) -> tuple[str, ...]:
+        """The app secrets an app-level webhook may be signed with (its numbers' apps')."""
+        return self._now.cloud_app_secrets
+
+    def cloud_verify_tokens(self) -> tuple[str, ...]:
+        """The verify tokens the app-level webhook's handshake takes (any Cloud number's)."""
+        return self._now.cloud_verify_tokens

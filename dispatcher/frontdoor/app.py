@@ -32,6 +32,8 @@ from dispatcher.frontdoor.admin_templates import (
     register_template_routes,
     register_waba_template_routes,
 )
+from dispatcher.frontdoor.cloud_app import CloudAppWebhook
+from dispatcher.frontdoor.cloud_app import install as install_cloud_app_webhook
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cloud_routes import install as install_cloud_webhooks
 from dispatcher.frontdoor.cluster_fleet import register_fleet_part
@@ -103,6 +105,7 @@ def make_app(
     spec_webhooks: SpecWebhooks | None = None,
     public_url: str | None = None,
     lists: ClusterLists | None = None,
+    cloud_app: CloudAppWebhook | None = None,
 ) -> QuartTrio:
     """The front door over the objects that serve its routes: ``buckets`` (listing), ``auth`` (every
     route of an account), ``gateway`` (fetch), ``routes`` (create, batch, On-Prem webhooks), ``edits``,
@@ -112,7 +115,7 @@ def make_app(
     ``numbers`` (onboarding and the doctor) their admin routes; ``content`` the Content API
     (/v1/Content), ``waba_templates`` the admin API's WABA templates; ``cluster`` the view over every
     daemon (``/admin/v1/cluster``); ``lists`` a list's buckets read by their owners (daemons that do
-    not share a data root)."""
+    not share a data root); ``cloud_app`` the app-level Cloud webhook (``/webhooks/cloud``)."""
     app = QuartTrio("wadispatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["BODY_TIMEOUT"] = body_timeout
@@ -241,6 +244,8 @@ def make_app(
 
     register_media_routes(app, auth=auth, gateway=gateway, handoff=handoff, config=media)
     install_cloud_webhooks(app, directory, cloud_hooks)
+    if cloud_app is not None:
+        install_cloud_app_webhook(app, cloud_app)
     if spec_webhooks is not None:
         install_spec_webhooks(app, directory, cloud_hooks, spec_webhooks, public_url=public_url)
 

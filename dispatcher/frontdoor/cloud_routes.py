@@ -35,7 +35,7 @@ from dispatcher.core import secretpolicy
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
-from dispatcher.core.events import InboundEvent, StatusEvent, WebhookEvents
+from dispatcher.core.events import InboundEvent, StatusEvent, Unapplied, WebhookEvents
 from dispatcher.core.store import StoreError
 from dispatcher.webhooks import dedup
 from dispatcher.webhooks.cloud_fields import CloudFields
@@ -116,6 +116,10 @@ class CloudWebhooks:
         self.duplicates += skipped
         await self._fields.dispatch(info, decoded.fields)
         return skipped
+
+    def report(self, unapplied: list[Unapplied]) -> None:
+        """Log and count what an app-level delivery carried for no number of ours (``cloud_app``)."""
+        self._inbox.report(None, unapplied)
 
 
 def install(app: QuartTrio, directory: Directory, hooks: CloudWebhooks) -> None:

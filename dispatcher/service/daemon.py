@@ -51,6 +51,7 @@ from dispatcher.core.store import Store
 from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.admin_templates import WabaTemplates
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
+from dispatcher.frontdoor.cloud_app import CloudAppWebhook
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cluster_fleet import fleet_asker
 from dispatcher.frontdoor.cluster_lists import ClusterLists
@@ -633,6 +634,8 @@ async def _run_on_root(
                             ask=fleet_asker(peer_pool, admin_token, owner_id),
                         ),
                     )
+                cloud_hooks = CloudWebhooks(buckets=buckets, wall=wall, inbox=inbox, fields=cloud_fields)
+                owners = ownership or SoleOwner(owner_id, listening.get)
                 quart_app = make_app(
                     buckets=buckets,
                     auth=auth,
@@ -641,7 +644,7 @@ async def _run_on_root(
                     edits=messaging.edits,
                     templates=messaging.templates,
                     directory=directory,
-                    cloud_hooks=CloudWebhooks(buckets=buckets, wall=wall, inbox=inbox, fields=cloud_fields),
+                    cloud_hooks=cloud_hooks,
                     spec_webhooks=spec_webhooks,
                     public_url=config.server.public_url,
                     handoff=handoff,
@@ -667,11 +670,14 @@ async def _run_on_root(
                     waba_templates=WabaTemplates(catalog=catalog, sync=template_sync),
                     cluster=ClusterView(
                         count=buckets.count,
-                        owners=ownership or SoleOwner(owner_id, listening.get),
+                        owners=owners,
                         local=ops.status,
                         ask=status_asker(peer_pool, admin_token, owner_id),
                     ),
                     lists=_cluster_lists(cluster, buckets, ownership, peer_pool),
+                    cloud_app=CloudAppWebhook(
+                        directory=directory, buckets=buckets, hooks=cloud_hooks, owners=owners, pool=peer_pool
+                    ),
                 )
                 app: ASGIFramework = CloseUnreadBody(
                     FastLane(

@@ -114,7 +114,7 @@ class Inbox:
             )
         for error in events.errors:
             log.warning("webhook.system_error", number=info.number, code=error.code, title=error.title)
-        self._report(info.number, [*events.unapplied, *applied.refused])
+        self.report(info.number, [*events.unapplied, *applied.refused])
         if applied.callbacks:
             self._wake()
         return applied
@@ -158,8 +158,9 @@ class Inbox:
                 created.append(record)
         return Applied(moved, created, duplicates, _callback_count(txn) - before, refused)
 
-    def _report(self, number: str, unapplied: list[Unapplied]) -> None:
-        """Log and count what a delivery carried that could not be applied as it came."""
+    def report(self, number: str | None, unapplied: list[Unapplied]) -> None:
+        """Log and count what a delivery carried that could not be applied as it came (``number``:
+        the number it came for; None for what an app-level delivery names no number of ours by)."""
         for item in unapplied:
             self.unapplied[item.reason] = self.unapplied.get(item.reason, 0) + 1
         for item in unapplied[:LOGGED_PER_DELIVERY]:
