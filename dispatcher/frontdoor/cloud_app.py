@@ -49,6 +49,8 @@ from dispatcher.core.store import StoreError
 from dispatcher.frontdoor.cloud_routes import SIGNATURE_HEADER, CloudWebhooks, signature_ok
 from dispatcher.frontdoor.cluster_lists import Peers
 from dispatcher.frontdoor.forwarding import HOP_HEADER, Headers
+from dispatcher.ops import bucket_parts
+from dispatcher.ops.bucket_parts import names
 from dispatcher.ops.cluster import OwnerTable
 from dispatcher.ownership.interface import Owner
 
@@ -211,16 +213,13 @@ class CloudAppWebhook:
 
     async def _apply_part(self, plan: _Plan, header: str) -> Answer:
         """Another daemon's part: the buckets it names, all served here, or nothing applied."""
-        try:
-            wanted = sorted({int(i) for i in header.split(",")})
-        except ValueError:
-            wanted = []
-        if not wanted or not all(0 <= i < self._buckets.count for i in wanted):
+        wanted = bucket_parts.parse(header, self._buckets.count)
+        if wanted is None:
             return _error(400, f"invalid {PART_HEADER} header {header[:80]!r}: bucket indexes expected")
         moved = [i for i in wanted if not self._buckets.is_local(i)]
         if moved:
             return _error(
-                503, f"bucket(s) {_names(moved)} are not served by this daemon now", self._retry_after
+                503, f"bucket(s) {names(moved)} are not served by this daemon now", self._retry_after
             )
         applied: list[str] = []
         for bucket in wanted:
@@ -233,18 +232,7 @@ class CloudAppWebhook:
     # -- Meta's delivery: every bucket, here or at its owner ------------------------------------
 
     async def _apply_all(self, plan: _Plan, body: bytes, signature: str) -> Answer:
-        local: list[int] = []
-        unowned: list[int] = []
-        remote: dict[str, tuple[Owner, list[int]]] = {}
-        for bucket in sorted(plan.buckets):
-            if self._buckets.is_local(bucket):
-                local.append(bucket)
-                continue
-            owner = self._owners.owner(bucket)
-            if owner is None or owner.owner_id == self._owners.owner_id:
-                unowned.append(bucket)  # ours by the table, yet not served: between two owners
-            else:
-                remote.setdefault(owner.owner_id, (owner, []))[1].append(bucket)
+        placed = bucket_parts.place(sorted(plan.buckets), self._buckets.is_local, self._owners)
         failed: list[int] = []
 
         async def here(bucket: int) -> None:
@@ -257,14 +245,15 @@ class CloudAppWebhook:
                 failed.extend(buckets)
 
         async with trio.open_nursery() as nursery:
-            for bucket in local:
+            for bucket in placed.local:
                 nursery.start_soon(here, bucket)
-            for owner, buckets in remote.values():
+            for owner, buckets in placed.remote:
                 nursery.start_soon(there, owner, buckets)
-        if unowned or failed:
+        if placed.unowned or failed:
+            unowned = placed.unowned
             log.warning("webhook.partly_applied", route="app", unowned=unowned, failed=sorted(failed))
             message = (
-                f"bucket(s) {_names(sorted(unowned + failed))} could not be applied now (no owner, or it "
+                f"bucket(s) {names(sorted(unowned + failed))} could not be applied now (no owner, or it "
                 "did not answer); the rest was. Redeliver: what was applied is skipped."
             )
             return _error(503, message, self._retry_after)
@@ -299,10 +288,6 @@ class CloudAppWebhook:
             )
             return False
         return True
-
-
-def _names(buckets: list[int]) -> str:
-    return ", ".join(map(str, buckets))
 
 
 def install(app: QuartTrio, webhook: CloudAppWebhook) -> None:

@@ -30,6 +30,8 @@ from dispatcher.core.models import MessageRecord
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.forwarding import HOP_HEADER, Headers
 from dispatcher.messages import listing
+from dispatcher.ops import bucket_parts
+from dispatcher.ops.bucket_parts import names
 from dispatcher.ops.cluster import OwnerTable
 from dispatcher.ownership.interface import Owner
 
@@ -106,18 +108,15 @@ class ClusterLists:
     def part_buckets(self, header: str) -> list[int]:
         """The buckets another daemon asks this one to read (``PART_HEADER``'s value): 400 if
         malformed, 503 if one is not attached here now (it moved: the asker retries)."""
-        try:
-            indexes = sorted({int(i) for i in header.split(",")})
-        except ValueError:
-            indexes = []
-        if not indexes or not all(0 <= i < self._count for i in indexes):
+        indexes = bucket_parts.parse(header, self._count)
+        if indexes is None:
             raise TwilioError(
                 400, 20001, f"Invalid {PART_HEADER} header {header[:80]!r}: bucket indexes expected."
             )
         moved = [i for i in indexes if not self._here(i)]
         if moved:
             raise ListUnavailable(
-                f"Service unavailable: bucket(s) {_names(moved)} are not owned by this daemon now. "
+                f"Service unavailable: bucket(s) {names(moved)} are not owned by this daemon now. "
                 "Retry shortly.",
                 self._retry_after,
             )
@@ -128,21 +127,11 @@ class ClusterLists:
 
         ``target``: the request's path and query string (what each owner is asked);
         ``authorization``: the client's, which each owner checks."""
-        local: list[int] = []
-        unowned: list[int] = []
-        remote: dict[str, tuple[Owner, list[int]]] = {}
-        for bucket in range(self._count):
-            if self._here(bucket):
-                local.append(bucket)
-                continue
-            owner = self._owners.owner(bucket)
-            if owner is None or owner.owner_id == self._owners.owner_id:
-                unowned.append(bucket)  # ours by the table, yet not attached: between two owners
-            else:
-                remote.setdefault(owner.owner_id, (owner, []))[1].append(bucket)
+        placed = bucket_parts.place(range(self._count), self._here, self._owners)
+        local, unowned, remote = placed.local, placed.unowned, placed.remote
         if unowned:
             raise ListUnavailable(
-                f"Service unavailable: bucket(s) {_names(unowned)} have no owner right now, so their "
+                f"Service unavailable: bucket(s) {names(unowned)} have no owner right now, so their "
                 "messages cannot be listed. Retry shortly.",
                 self._retry_after,
             )
@@ -180,16 +169,12 @@ class ClusterLists:
                 failed.extend(buckets)
 
         async with trio.open_nursery() as nursery:
-            for owner, buckets in remote.values():
+            for owner, buckets in remote:
                 nursery.start_soon(ask, owner, buckets)
         if failed:
             raise ListUnavailable(
-                f"Service unavailable: the daemon owning bucket(s) {_names(sorted(failed))} did not "
+                f"Service unavailable: the daemon owning bucket(s) {names(sorted(failed))} did not "
                 "answer, so their messages cannot be listed. Retry shortly.",
                 self._retry_after,
             )
         return Gathered(local, parts)
-
-
-def _names(buckets: Sequence[int]) -> str:
-    return ", ".join(map(str, buckets))

@@ -3,8 +3,9 @@
 A sid names its bucket; a webhook names its number in its path (On-Prem, and Cloud's
 per-number URLs: the payload's phone_number_id is that number's and need not be read;
 Cloud's app-level ``/webhooks/cloud`` names several numbers in one delivery: any daemon
-takes it and hands each bucket's part to its owner, ``cloud_app``); a create's bucket is its sender's (``From``, or the
-number a Messaging Service picks, deterministically: ``CreateRules.sender_of``).
+takes it and hands each bucket's part to its owner, ``cloud_app``); a create's bucket is
+its sender's (``From``, or the number a Messaging Service picks, deterministically:
+``CreateRules.sender_of``).
 A console page about one number (its page, its live JSON, its actions) is about
 that number's bucket: the owner runs its actor (a console session is valid on
 every daemon sharing the admin token). So is an admin call about one number
