@@ -22,7 +22,7 @@ import pytest
 from dispatcher.core.bucketing import bucket_of
 from dispatcher.frontdoor.cloud_routes import signature
 from tests.helpers.configs import cloud_table
-from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, free_port
+from tests.helpers.etcd import ETCD, MISSING, free_port, running_etcd
 from tests.helpers.processes import ACCOUNT, ROOT, TOKEN, config_text, start_simulator, stop, wait_healthy
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
@@ -39,7 +39,6 @@ LIST = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 
 @attrs.define
 class Daemons:
-    etcd: EtcdCluster
     ports: list[int]
     procs: list[subprocess.Popen[bytes]]
     configs: list[Path]
@@ -79,10 +78,8 @@ class Daemons:
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    etcd = EtcdCluster(tmp_path / "etcd")
     sim_port = free_port()
     sim = start_simulator(sim_port)  # the On-Prem numbers' endpoint; nothing is sent in these tests
-    ports = [free_port() for _ in range(2)]
     clouds = "".join(
         cloud_table(
             number,
@@ -95,10 +92,10 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
         )
         for number, pnid in CLOUD.items()
     )
-    daemons = Daemons(etcd, ports, [], [tmp_path / f"d{i}.toml" for i in range(2)])
+    daemons = Daemons([free_port() for _ in range(2)], [], [tmp_path / f"d{i}.toml" for i in range(2)])
     try:
-        etcd.start()
-        section = f"""
+        with running_etcd(tmp_path / "etcd") as etcd:
+            section = f"""
 [admin]
 token = {{ value = "{ADMIN_TOKEN}" }}
 [watch]
@@ -114,15 +111,18 @@ grace = {GRACE}
 request_timeout = 0.5
 {clouds}
 """
-        for i, port in enumerate(ports):
-            daemons.configs[i].write_text(config_text(tmp_path / "data", port, sim_port, cluster=section))
-            daemons.start(i)  # one after another: the first creates the data root
-        yield daemons
+            try:
+                for i, port in enumerate(daemons.ports):
+                    daemons.configs[i].write_text(
+                        config_text(tmp_path / "data", port, sim_port, cluster=section)
+                    )
+                    daemons.start(i)  # one after another: the first creates the data root
+                yield daemons
+            finally:
+                for proc in daemons.procs:
+                    stop(proc)
     finally:
-        for proc in daemons.procs:
-            stop(proc)
         stop(sim)
-        etcd.stop()
 
 
 def delivery(tag: str) -> bytes:
