@@ -4,10 +4,10 @@ Real processes: a simulator process holding every send for a while (its ``latenc
 fault) and a ``wadispatch run`` daemon. The daemon is killed while both numbers'
 requests are held; the simulator still accepts them (WhatsApp did get them). The
 daemon restarted on the same data dir recovers both outboxes: the number under
-``on_ambiguous = "fail"`` fails its message as ambiguous (30008) without sending it
-again, the one under the default ``retry`` sends it again. Likewise when the daemon
-killed is one of two workers and the other takes its buckets over. The simulator's
-log is the truth about what reached WhatsApp.
+``on_ambiguous = "fail"`` fails its message as ambiguous (30008, as the twilio SDK
+reads it) without sending it again, the one under the default ``retry`` sends it
+again. Likewise when the daemon killed is one of two workers and the other takes its
+buckets over. The simulator's log is the truth about what reached WhatsApp.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageInstance
 
 from actors.policy import AMBIGUOUS_FAILED
 from dispatcher.core.bucketing import bucket_of
@@ -61,14 +63,11 @@ def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text)
 
 
-def fetch(port: int, sid: str) -> dict[str, object]:
-    resp = httpx.get(
-        f"http://127.0.0.1:{port}/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}.json",
-        auth=(ACCOUNT, TOKEN),
-        timeout=5.0,
-    )
-    assert resp.status_code == 200, resp.text
-    return dict(resp.json())
+def fetch(port: int, sid: str) -> MessageInstance:
+    """The message as the twilio SDK reads it from the daemon."""
+    client = Client(ACCOUNT, TOKEN)
+    client.api.base_url = f"http://127.0.0.1:{port}"
+    return client.messages(sid).fetch()
 
 
 World = tuple[int, int, Path, Callable[..., subprocess.Popen[bytes]]]
@@ -128,13 +127,13 @@ def in_flight(port: int, number: str) -> bool:
 
 def check_outcome(port: int, sim_port: int, once: str, again: str) -> None:
     """The at-most-once message failed as ambiguous and reached WhatsApp once; the other was resent."""
-    wait_until(lambda: fetch(port, once)["status"] == "failed", "the at-most-once message failed")
+    wait_until(lambda: fetch(port, once).status == "failed", "the at-most-once message failed")
     failed = fetch(port, once)
-    assert (failed["error_code"], failed["error_message"]) == AMBIGUOUS_FAILED
+    assert (failed.error_code, failed.error_message) == AMBIGUOUS_FAILED
     wait_until(
         lambda: count(sim_port, "at least once") == 2, "the at-least-once message sent again", HELD + 20
     )
-    wait_until(lambda: fetch(port, again)["status"] == "sent", "the resent message recorded")
+    wait_until(lambda: fetch(port, again).status == "sent", "the resent message recorded")
     time.sleep(1.0)  # anything about to go out again would reach the simulator by now
     assert count(sim_port, "at most once") == 1  # never sent again
 
