@@ -96,12 +96,14 @@ def write_config(
     embedded: bool = True,
     channel: str = "onprem",
     max_in_flight: int = 64,
+    on_ambiguous: str = "retry",
 ) -> Path:
     """N numbers on a simulator enforcing the same ``rate``/``burst`` as the numbers.
 
     ``embedded``: the daemon runs the simulator itself (``simulated = true``);
     otherwise the numbers point at a simulator process on ``sim_port`` (``start_simulator``).
     ``channel = "cloud"``: Cloud API numbers (``bench.cloud``), ``rate`` as their throughput.
+    ``on_ambiguous``: the On-Prem numbers' policy (``"fail"``: at-most-once).
     """
     burst = int(rate) if burst is None else burst
     parts = [
@@ -160,6 +162,7 @@ webhook_secret = {{ value = "{webhook_secret(i)}" }}
 rate = {rate}
 burst = {burst}
 max_in_flight = {max_in_flight}
+on_ambiguous = "{on_ambiguous}"
 """
         )
     path = data_dir.parent / "bench.toml"

@@ -16,11 +16,20 @@ dir; after the last kill it is left to drain. Then:
 - ``unacknowledged_delivered``: sends whose 201 the kill cut off but which were
   committed (a client would retry them; idempotency keys make that safe).
 
+``--on-ambiguous fail`` runs every number at-most-once: a send in flight at a kill
+is failed as ambiguous (30008) by the restarted daemon instead of sent again. The
+run then drains until every outbox is empty, reads the records from the data dir
+once the daemon has stopped, and counts ``failed_ambiguous`` (acknowledged messages
+failed so; ``failed_ambiguous_delivered``: those the simulator did get, their answer
+lost at the kill). ``lost`` is then what was acknowledged and neither delivered nor
+failed as ambiguous, and ``duplicated`` must be 0.
+
 Usage::
 
-    .venv/bin/python -m bench.crash [--kills 5] [--numbers 3] [--seed N]
+    .venv/bin/python -m bench.crash [--kills 5] [--numbers 3] [--seed N] [--on-ambiguous fail]
 
-Prints a summary on stderr and one JSON line on stdout; exits 1 if anything was lost.
+Prints a summary on stderr and one JSON line on stdout; exits 1 if anything was lost (or,
+under ``fail``, sent twice).
 Only the processes it started are signalled, by their PIDs.
 """
 
@@ -43,6 +52,7 @@ from typing import Any
 import trio
 
 from actors.http.pool import H11Pool
+from actors.policy import AMBIGUOUS_FAILED
 from actors.transport import TransportError
 from bench._harness import (
     create_path,
@@ -56,6 +66,8 @@ from bench._harness import (
     wait_ready,
     write_config,
 )
+from dispatcher.core import ledger
+from dispatcher.core.store import Store
 
 MAX_IN_FLIGHT = 64  # what bench._harness.write_config gives every number
 
@@ -135,11 +147,15 @@ async def crash_run(
     drain_timeout: float,
     seed: int | None,
     workdir: Path,
+    on_ambiguous: str = "retry",
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     port, sim_port = free_port(), free_port()
     url, sim_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
-    cfg = write_config(workdir / "data", port, sim_port, numbers, rate, 50, burst=int(rate), embedded=False)
+    data = workdir / "data"
+    cfg = write_config(
+        data, port, sim_port, numbers, rate, 50, burst=int(rate), embedded=False, on_ambiguous=on_ambiguous
+    )
     sim_proc = start_simulator(sim_port, "--webhook-batch", "50")
     daemon: subprocess.Popen[bytes] | None = None
     sim = H11Pool(sim_url, max_connections=1)
@@ -165,10 +181,13 @@ async def crash_run(
                 await wait_ready(url)
             await trio.sleep(rng.uniform(up_min, up_max))
             stop_load.set()
-        # Drain: everything acknowledged must reach the simulator.
+        # Drain: everything acknowledged must reach the simulator (under fail: every outbox empties,
+        # what was in flight at a kill having failed as ambiguous instead).
         got: dict[str, list[str]] = {}
         with trio.move_on_after(drain_timeout):
-            while True:
+            if on_ambiguous == "fail":
+                await drained(url)
+            while on_ambiguous != "fail":
                 got = await received(sim, numbers)
                 if load.acknowledged <= {b for bodies in got.values() for b in bodies}:
                     break
@@ -182,7 +201,9 @@ async def crash_run(
     counts = Counter(b for bodies in got.values() for b in bodies)
     duplicates = {b: n - 1 for b, n in counts.items() if n > 1}
     explained = sum(dup for body, dup in duplicates.items() if _in_flight_at_a_kill(body, got, kill_marks))
+    ambiguous = failed_ambiguous(data, load.acknowledged) if on_ambiguous == "fail" else set()
     return {
+        "on_ambiguous": on_ambiguous,
         "kills": kills,
         "restarts": restarts,
         "numbers": numbers,
@@ -190,13 +211,49 @@ async def crash_run(
         "attempted": load.next,
         "accepted": len(load.acknowledged),
         "delivered": len(counts),
-        "lost": len(load.acknowledged - set(counts)),
+        "lost": len(load.acknowledged - set(counts) - ambiguous),
         "duplicated": sum(duplicates.values()),
         "duplicates_explained": explained,
         "unacknowledged_delivered": len(set(counts) - load.acknowledged),
+        "failed_ambiguous": len(ambiguous),
+        "failed_ambiguous_delivered": len(ambiguous & set(counts)),
         "cut_off_requests": load.cut_off,
         "refused_requests": load.refused,
     }
+
+
+async def drained(url: str) -> None:
+    """Until the daemon's outboxes are empty and nothing is in flight (its /metrics)."""
+    pool = H11Pool(url, max_connections=1)
+    try:
+        while True:
+            resp = await pool.request(b"GET", b"/metrics", [], b"")
+            if resp.status != 200:
+                raise RuntimeError(f"/metrics answered {resp.status}")
+            samples = [
+                float(line.rsplit(" ", 1)[1])
+                for line in resp.body.decode().splitlines()
+                if line.startswith(("wadispatch_outbox_depth{", "wadispatch_in_flight{"))
+            ]
+            if samples and not any(samples):
+                return
+            await trio.sleep(0.2)
+    finally:
+        await pool.aclose()
+
+
+def failed_ambiguous(data: Path, acknowledged: set[str]) -> set[str]:
+    """The bodies of acknowledged messages recorded failed as ambiguous (read once the daemon stopped)."""
+    store = Store(data)
+    try:
+        found = set()
+        for _, raw in store.scan(b"messages", b""):
+            record = ledger.load(raw)
+            if record.body in acknowledged and (record.error_code, record.error_message) == AMBIGUOUS_FAILED:
+                found.add(record.body)
+        return found
+    finally:
+        store.close_env()
 
 
 def _in_flight_at_a_kill(body: str, got: dict[str, list[str]], kill_marks: list[dict[str, int]]) -> bool:
@@ -226,6 +283,12 @@ def main() -> int:
     parser.add_argument("--up-max", type=float, default=2.5)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--on-ambiguous",
+        choices=("retry", "fail"),
+        default="retry",
+        help="the numbers' policy: fail never sends a message twice (it fails what a kill cut off)",
+    )
     args = parser.parse_args()
     if args.kills < 1 or args.numbers < 1 or args.concurrency < 1 or not 0 < args.up_min <= args.up_max:
         parser.error("--kills, --numbers, --concurrency >= 1 and 0 < --up-min <= --up-max")
@@ -241,12 +304,14 @@ def main() -> int:
                 drain_timeout=args.drain_timeout,
                 seed=args.seed,
                 workdir=Path(tmp),
+                on_ambiguous=args.on_ambiguous,
             )
         )
     for key, value in result.items():
         sys.stderr.write(f"{key:>26}: {value}\n")
     sys.stdout.write(json.dumps(result) + "\n")
-    return 0 if result["lost"] == 0 else 1
+    bad = result["lost"] or (args.on_ambiguous == "fail" and result["duplicated"])
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
