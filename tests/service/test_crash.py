@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from bench.crash import crash_run
 
 
-async def test_two_kills_under_load_lose_nothing(tmp_path: Path) -> None:
+async def two_kills(workdir: Path, on_ambiguous: str) -> dict[str, Any]:
     with trio.fail_after(120):  # bounded: it stops by itself well before
-        result = await crash_run(
+        return await crash_run(
             kills=2,
             numbers=2,
             rate=200.0,
@@ -21,8 +22,13 @@ async def test_two_kills_under_load_lose_nothing(tmp_path: Path) -> None:
             up_max=0.8,
             drain_timeout=60.0,
             seed=7,
-            workdir=tmp_path,
+            workdir=workdir,
+            on_ambiguous=on_ambiguous,
         )
+
+
+async def test_two_kills_under_load_lose_nothing(tmp_path: Path) -> None:
+    result = await two_kills(tmp_path, "retry")
     assert result["restarts"] == 2
     assert result["accepted"] > 0
     assert result["lost"] == 0
@@ -31,19 +37,7 @@ async def test_two_kills_under_load_lose_nothing(tmp_path: Path) -> None:
 
 
 async def test_two_kills_under_load_never_send_an_at_most_once_message_twice(tmp_path: Path) -> None:
-    with trio.fail_after(120):
-        result = await crash_run(
-            kills=2,
-            numbers=2,
-            rate=200.0,
-            concurrency=8,
-            up_min=0.3,
-            up_max=0.8,
-            drain_timeout=60.0,
-            seed=7,
-            workdir=tmp_path,
-            on_ambiguous="fail",
-        )
+    result = await two_kills(tmp_path, "fail")
     assert result["restarts"] == 2 and result["accepted"] > 0
     assert result["duplicated"] == 0  # what a kill cut off is failed as ambiguous, never resent
     # Every acknowledged message reached WhatsApp or was failed as ambiguous (30008): nothing vanished.
