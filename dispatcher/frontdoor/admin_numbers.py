@@ -2,7 +2,8 @@
 
 Under ``/admin/v1`` (the admin guard already requires the admin token):
 
-- ``GET    /numbers``: every number being or having been onboarded, with its state;
+- ``GET    /numbers``: every number being or having been onboarded, with its state (daemons that
+  share no data root: each other owner is asked for its buckets' records, 503 if one cannot be);
 - ``POST   /numbers``: ``{"number", "waba", "account"?, "verified_name"?, "code_method"?}``: add it
   (and have Meta send the verification code); an On-Prem number of the config: ``{"number",
   "cert", "code_method"?, "pin"?}`` (its webapp's account registration);
@@ -31,6 +32,7 @@ from quart_trio import QuartTrio
 from dispatcher.core import jsondecode
 from dispatcher.core.twilio import TwilioError
 from dispatcher.frontdoor.admin import PREFIX, normalize_number
+from dispatcher.frontdoor.cluster_lists import PART_HEADER, ClusterLists, ListUnavailable
 from dispatcher.ops.doctor import Doctor
 from dispatcher.ops.onboarding import (
     ActivationFailed,
@@ -77,6 +79,9 @@ class Onboarded(msgspec.Struct, kw_only=True):
     numbers: list[OnboardStatus]
 
 
+_onboarded_decoder: Final = msgspec.json.Decoder(Onboarded)
+
+
 def _json(value: object, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status=status, content_type="application/json")
 
@@ -90,7 +95,11 @@ async def _body(type: type[msgspec.Struct]) -> msgspec.Struct:
         raise TwilioError(400, 20001, f"Invalid request: {exc}") from None
 
 
-def register_number_routes(app: QuartTrio, onboarding: Onboarding, doctor: Doctor) -> None:
+def register_number_routes(
+    app: QuartTrio, onboarding: Onboarding, doctor: Doctor, lists: ClusterLists | None = None
+) -> None:
+    """``lists``: the daemons share no data root, so the list asks each other owner for its numbers."""
+
     @app.errorhandler(OnboardingError)
     async def cannot_start(exc: OnboardingError) -> Response:
         return Response(TwilioError(400, 20001, str(exc)).body(), status=400, content_type="application/json")
@@ -109,7 +118,27 @@ def register_number_routes(app: QuartTrio, onboarding: Onboarding, doctor: Docto
 
     @app.get(f"{PREFIX}/numbers")
     async def list_numbers() -> Response:
-        return _json(Onboarded(numbers=[onboarding.status(r) for r in onboarding.records()]))
+        if lists is None:  # every bucket's live Store is here
+            return _json(Onboarded(numbers=[onboarding.status(r) for r in onboarding.records()]))
+        try:
+            if (part := request.headers.get(PART_HEADER)) is not None:  # another daemon's list
+                indexes = lists.part_buckets(part)
+                return _json(Onboarded(numbers=[onboarding.status(r) for r in onboarding.records(indexes)]))
+            local, remote = lists.plan("their numbers")
+            parts = await lists.ask_owners(
+                remote,
+                request.path.encode(),
+                request.headers.get("Authorization"),
+                lambda body: _onboarded_decoder.decode(body).numbers,
+                "their numbers",
+            )
+        except ListUnavailable as exc:
+            response = Response(exc.body(), status=exc.status, content_type="application/json")
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        found = [onboarding.status(r) for r in onboarding.records(local)]
+        found += [status for part in parts for status in part]
+        return _json(Onboarded(numbers=sorted(found, key=lambda status: status.number)))
 
     @app.post(f"{PREFIX}/numbers")
     async def add_number() -> Response:

@@ -133,7 +133,7 @@ def make_app(
         register_console(app, console, admin_token=admin_token, wall=wall)
         register_fleet_part(app, console.fleet)  # another daemon's fleet page asks for our share
     if numbers is not None:
-        register_number_routes(app, *numbers)
+        register_number_routes(app, *numbers, lists=lists)
 
     if metrics is not None:
 

@@ -18,7 +18,7 @@ as a create for an unowned bucket is. The client retries; nothing is silently mi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol, final
+from typing import Final, Protocol, TypeVar, final
 
 import attrs
 import msgspec
@@ -36,6 +36,8 @@ from dispatcher.ops.cluster import OwnerTable
 from dispatcher.ownership.interface import Owner
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 PART_HEADER: Final = "x-wadispatch-list-part"
 PART_CONTENT_TYPE: Final = "application/vnd.wadispatch.list-part+msgpack"
@@ -127,27 +129,46 @@ class ClusterLists:
 
         ``target``: the request's path and query string (what each owner is asked);
         ``authorization``: the client's, which each owner checks."""
-        placed = bucket_parts.place(range(self._count), self._here, self._owners)
-        local, unowned, remote = placed.local, placed.unowned, placed.remote
-        if unowned:
-            raise ListUnavailable(
-                f"Service unavailable: bucket(s) {names(unowned)} have no owner right now, so their "
-                "messages cannot be listed. Retry shortly.",
-                self._retry_after,
-            )
-        if not remote:
-            return Gathered(local, [])
-        if listing.part_size(query) > MAX_PART:
+        local, remote = self.plan("their messages")
+        if remote and listing.part_size(query) > MAX_PART:
             raise TwilioError(
                 400,
                 20007,
                 f"Page {query.page} without a PageToken reaches past the {MAX_PART} newest messages a "
                 "cluster gathers per daemon: follow next_page_uri (it carries a PageToken) instead.",
             )
+        parts = await self.ask_owners(
+            remote, target, authorization, lambda body: _part_decoder.decode(body).records, "their messages"
+        )
+        return Gathered(local, parts)
+
+    def plan(self, what: str) -> tuple[list[int], list[tuple[Owner, list[int]]]]:
+        """The buckets attached here, and each other owner with the buckets to ask it for
+        (``ListUnavailable`` if a bucket has no owner now: ``what`` could not be listed)."""
+        placed = bucket_parts.place(range(self._count), self._here, self._owners)
+        if placed.unowned:
+            raise ListUnavailable(
+                f"Service unavailable: bucket(s) {names(placed.unowned)} have no owner right now, so {what} "
+                "cannot be listed. Retry shortly.",
+                self._retry_after,
+            )
+        return placed.local, placed.remote
+
+    async def ask_owners(
+        self,
+        remote: Sequence[tuple[Owner, list[int]]],
+        target: bytes,
+        authorization: str | None,
+        decode: Callable[[bytes], T],
+        what: str,
+    ) -> list[T]:
+        """Each owner's answer to ``GET target`` for its buckets (``PART_HEADER``), concurrently,
+        with the client's ``authorization``; ``ListUnavailable`` naming the buckets of any owner
+        that did not answer 200 in time, or whose answer ``decode`` refused."""
         headers = [(HOP_HEADER, self._owners.owner_id.encode())]
         if authorization is not None:
             headers.append((b"authorization", authorization.encode("latin-1")))
-        parts: list[list[MessageRecord]] = []
+        answers: list[T] = []
         failed: list[int] = []
 
         async def ask(owner: Owner, buckets: list[int]) -> None:
@@ -157,7 +178,7 @@ class ClusterLists:
                     answer = await self._pool.request(owner.peer, b"GET", target, asked, b"")
                 if answer.status != 200:
                     raise RuntimeError(f"it answered HTTP {answer.status}: {answer.body[:200]!r}")
-                parts.append(_part_decoder.decode(answer.body).records)
+                answers.append(decode(answer.body))
             except (TransportError, trio.TooSlowError, msgspec.DecodeError, RuntimeError) as exc:
                 log.warning(
                     "list.part_failed",
@@ -174,7 +195,7 @@ class ClusterLists:
         if failed:
             raise ListUnavailable(
                 f"Service unavailable: the daemon owning bucket(s) {names(sorted(failed))} did not "
-                "answer, so their messages cannot be listed. Retry shortly.",
+                f"answer, so {what} cannot be listed. Retry shortly.",
                 self._retry_after,
             )
-        return Gathered(local, parts)
+        return answers

@@ -26,7 +26,7 @@ number at a time.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Final, Literal, final
 
 import attrs
@@ -208,8 +208,10 @@ class Onboarding:
     def record(self, number: str) -> OnboardRecord | None:
         return state.load(self._buckets.for_number(number), number)
 
-    def records(self) -> list[OnboardRecord]:
-        return sorted((r for s in self._buckets.stores for r in state.every(s)), key=lambda r: r.number)
+    def records(self, buckets: Collection[int] | None = None) -> list[OnboardRecord]:
+        """Every onboarding record, by number; ``buckets``: those of these buckets only."""
+        stores = self._buckets.stores if buckets is None else [self._buckets.stores[i] for i in buckets]
+        return sorted((r for s in stores for r in state.every(s)), key=lambda r: r.number)
 
     def status(self, record: OnboardRecord, steps: list[StepReport] | None = None) -> OnboardStatus:
         return OnboardStatus(

@@ -327,6 +327,9 @@ def test_a_number_onboarded_through_any_daemon_is_known_cluster_wide_and_runs_at
         onboard_through(hosts, 0, removed)
         assert kept in running(hosts, owner)
         assert all(kept not in running(hosts, i) for i in range(3) if i != owner)
+        for i in range(3):  # the records are in the owner's root only; every daemon lists them
+            listed = admin(hosts, i, "GET", "/numbers").json()["numbers"]
+            assert [(r["number"], r["state"]) for r in listed] == [(kept, "active"), (removed, "active")]
 
         # Every front door knows it: a webhook of the number reaching any daemon goes to its owner.
         every_daemon_takes_its_webhooks(hosts, kept, pnid, "visibility")
@@ -361,6 +364,8 @@ def test_a_number_onboarded_through_any_daemon_is_known_cluster_wide_and_runs_at
         hosts.procs[owner].send_signal(signal.SIGKILL)
         hosts.procs[owner].wait()
         survivors = [i for i in range(3) if i != owner]
+        unlisted = admin(hosts, survivors[0], "GET", "/numbers")  # its owner still holds the lease
+        assert unlisted.status_code == 503 and unlisted.headers["Retry-After"] == "1", unlisted.text
         wait_until(
             lambda: any(kept in running(hosts, i) for i in survivors),
             4 * TTL,
@@ -368,8 +373,9 @@ def test_a_number_onboarded_through_any_daemon_is_known_cluster_wide_and_runs_at
         )
         heir = next(i for i in survivors if kept in running(hosts, i))
         assert removed not in running(hosts, heir)
+        wait_until(lambda: admin(hosts, heir, "GET", "/numbers").status_code == 200, 4 * TTL, "no whole list")
         records = admin(hosts, heir, "GET", "/numbers").json()["numbers"]
-        assert kept not in {r["number"] for r in records}
+        assert kept not in {r["number"] for r in records}  # its record stayed in the dead host's root
 
 
 def test_on_one_shared_root_a_number_onboarded_through_any_worker_is_known_to_all_and_taken_over(
