@@ -175,3 +175,14 @@ def test_console_smoke() -> None:
         "fleet", "fleet_sorted_by_429s", "fleet_json", "number", "number_json", "callbacks"
     }  # fmt: skip
     assert all(r["median"] > 0 for r in result["renders_ms"].values())
+
+
+def test_lists_smoke() -> None:
+    result = run_bench(
+        "bench.lists", "--messages", "120", "--numbers", "3", "--pages", "5", "--walks", "1", timeout=150.0
+    )
+    assert result["listed"] == 120  # every message, in three pages of 50
+    assert result["local_page_ms"]["p50"] > 0
+    if "gathered_page_ms" in result:  # etcd installed: three daemons on roots of their own
+        assert result["gathered_listed"] == 120
+        assert result["gathered_page_ms"]["max"] >= result["gathered_page_ms"]["p50"] > 0
