@@ -14,7 +14,9 @@ Each answer is written as soon as it is ready (``lane_writer``: those ready toge
 in one send), whole (a body above ``max_response`` is replaced by a 502: such an answer cannot
 cross the lane). A frame that is not a lane request (garbage, a length above
 ``max_request_bytes`` plus room for the head, a connection cut mid-frame, no
-preface) closes that connection: nothing in it is trusted after that.
+preface) closes that connection: nothing in it is trusted after that. At most
+``max_connections`` are open at once (as the front door's ``ConnectionCap``): one
+more waits in the listen backlog until one closes.
 
 Shutting down: no new connection is accepted; a request arriving on an open one
 is answered ``LaneRefused`` (the forwarder then says "nothing applied, retry"),
@@ -50,10 +52,12 @@ from dispatcher.frontdoor.lane_wire import (
     receive_frame,
 )
 from dispatcher.frontdoor.lane_writer import FrameWriter, Ticket
+from dispatcher.frontdoor.server import CappedListener, ConnectionCap
 
 log = structlog.get_logger()
 
 MAX_IN_FLIGHT: Final = 256  # requests running at once per lane connection
+MAX_CONNECTIONS: Final = 64  # lane connections open at once (one per peer daemon is the norm)
 MAX_RESPONSE: Final = 64 << 20  # a forwarded media download is answered whole
 PREFACE_TIMEOUT: Final = 10.0
 SEND_TIMEOUT: Final = 30.0  # an answer not taken by the client in this long: its connection is closed
@@ -124,13 +128,17 @@ class _Served:
 
     app: ASGIFramework
     closing: trio.Event
+    cap: ConnectionCap
     max_request_bytes: int
     max_in_flight: int
     max_response: int
 
     async def __call__(self, stream: trio.SocketStream) -> None:
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await _Connection(stream, self).serve()
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await _Connection(stream, self).serve()
+        finally:
+            self.cap.release()
 
 
 @final
@@ -274,16 +282,18 @@ async def serve_lane(
     graceful_timeout: float = 5.0,
     max_in_flight: int = MAX_IN_FLIGHT,
     max_response: int = MAX_RESPONSE,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve lane connections on ``sock`` (bound by the caller, not listening yet) until
     ``shutdown_trigger`` returns, then drain as the module's docstring says; ``started()`` gets
     the lane's address (``lane://host:port``, the real port)."""
     sock.listen(socket.SOMAXCONN)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    cap = ConnectionCap(max_connections)
+    listener = CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), cap)
     host, port = _peer(sock.getsockname())
     closing = trio.Event()
-    handle = _Served(app, closing, max_request_bytes, max_in_flight, max_response)
+    handle = _Served(app, closing, cap, max_request_bytes, max_in_flight, max_response)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(

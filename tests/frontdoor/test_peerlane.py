@@ -181,6 +181,27 @@ async def test_the_in_flight_bound_holds_the_rest_back_and_loses_none(nursery: t
     served.shutdown.set()
 
 
+async def test_a_connection_past_the_cap_waits_until_one_closes(nursery: trio.Nursery) -> None:
+    app = App()
+    served = await _serve(nursery, app, max_connections=1)
+    first, second = _client(served.address), _client(served.address)
+    got: list[int] = []
+
+    async def late() -> None:
+        got.append((await second.request(b"GET", b"/second", [], b"")).status)
+
+    with trio.fail_after(GUARD):
+        assert (await first.request(b"GET", b"/first", [], b"")).status == 201
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(late)
+            await trio.sleep(0.2)
+            assert [s["path"] for s in app.seen] == ["/first"]  # the second waits in the backlog
+            await first.aclose()
+    assert got == [201] and [s["path"] for s in app.seen] == ["/first", "/second"]
+    await second.aclose()
+    served.shutdown.set()
+
+
 async def test_an_app_failure_is_a_500_and_a_too_large_answer_a_502(nursery: trio.Nursery) -> None:
     served = await _serve(nursery, App(), max_response=1000)
     client = _client(served.address)
