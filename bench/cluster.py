@@ -8,7 +8,8 @@ everything started here and stopped by PID, and prints one JSON line.
    process that every worker sends to): single Twilio creates over ``--connections``
    keep-alive connections for ``--seconds`` through the shared port (``workers_ratio``:
    creates/s with 2 workers over 1), the same sent straight to each sender's owner
-   (``direct_workers_ratio``, with the cores each process used), then
+   (``direct_workers_ratio``, with the cores each process used; the workers' CPU per
+   create both ways in ``cpu_ms_per_create``: a forwarded share costs the difference), then
    batch intake (``/v1/messages:batch``, one sender a batch) until every message
    reached the simulator (``batch_delivered_per_s``). A create that reaches a worker
    not owning its bucket is answered 503 (until forwarding routes it) and retried on
@@ -324,14 +325,17 @@ async def one_host(work: Path, workers: int, args: argparse.Namespace) -> dict[s
         await settled(run / "data", workers)  # every worker claimed its share
         load = Load([url], args.numbers)
         await load.closed_loop(args.connections, 1.0, f"warm{workers}")  # warm-up, not counted
+        pids = [daemon.pid, *children(daemon.pid)]
+        shared0, wall0 = cpu_of(pids), time.perf_counter()
         creates = await load.closed_loop(args.connections, args.seconds, f"w{workers}")
+        shared_ms = 1000 * (cpu_of(pids) - shared0) / (creates * (time.perf_counter() - wall0))
         # The same load sent straight to each sender's owner (its peer port): the workers' own
         # scaling, with no misrouted request or forwarding hop.
         load.route = owner_addresses(run / "data", args.numbers)
-        pids = [daemon.pid, *children(daemon.pid)]
         cpu0, sim0, own0, wall0 = cpu_of(pids), cpu_seconds(sim.pid), time.process_time(), time.perf_counter()
         direct = await load.closed_loop(args.connections, args.seconds, f"d{workers}")
         wall = time.perf_counter() - wall0
+        direct_ms = 1000 * (cpu_of(pids) - cpu0) / (direct * wall)
         load.route = None
         cpu = {
             "daemon_cores": round((cpu_of(pids) - cpu0) / wall, 2),
@@ -347,6 +351,9 @@ async def one_host(work: Path, workers: int, args: argparse.Namespace) -> dict[s
             "creates_per_s": round(creates, 1),
             "direct_creates_per_s": round(direct, 1),
             "direct_cpu": cpu,
+            # The workers' CPU per create (ms): through the shared port (a forwarded share
+            # included), and straight to the owners.
+            "cpu_ms_per_create": {"shared": round(shared_ms, 3), "direct": round(direct_ms, 3)},
             "batch_delivered_per_s": round(delivered, 1),
             "misrouted": load.misrouted + batch_misrouted,
             "lost": len(set(load.accepted) - got),
@@ -680,6 +687,8 @@ async def run_in(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             direct_creates_per_s_2=two["direct_creates_per_s"],
             direct_cpu_1=one["direct_cpu"],
             direct_cpu_2=two["direct_cpu"],
+            cpu_ms_per_create_1=one["cpu_ms_per_create"],
+            cpu_ms_per_create_2=two["cpu_ms_per_create"],
             batch_delivered_per_s_1=one["batch_delivered_per_s"],
             batch_delivered_per_s_2=two["batch_delivered_per_s"],
             misrouted_2=two["misrouted"],
