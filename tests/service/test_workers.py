@@ -9,6 +9,7 @@ after the kill) is answered 503, and the client here retries it, as Retry-After 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,17 +18,25 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+import trio
 
+from dispatcher.core.bucketing import bucket_of
+from dispatcher.core.dataroot import open_root
+from dispatcher.frontdoor.lane_client import LaneClient
 from dispatcher.ownership.flock import read_record
 from tests.helpers.etcd import free_port
 from tests.helpers.processes import (
+    ACCOUNT,
     NUMBERS,
     ROOT,
+    TOKEN,
     config_text,
     create,
     owners,
+    received,
     start_simulator,
     stop,
     wait_healthy,
@@ -98,3 +107,32 @@ def test_the_members_table_lists_each_worker(processes: tuple[int, int, Path]) -
     assert len({json.dumps(r.address) for r in records if r is not None}) == 2  # each its own peer port
     assert all(r is not None and r.lane.startswith("lane://127.0.0.1:") for r in records)
     assert len({r.lane for r in records if r is not None}) == 2  # each its own lane: forwards go there
+
+
+CREATE = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json".encode()
+
+
+async def test_a_request_over_a_lane_is_never_forwarded_again(processes: tuple[int, int, Path]) -> None:
+    """A worker's lane takes a create for a bucket the other worker owns: judged where it landed
+    (503, the bucket is not this worker's), not sent on a second hop."""
+    _, sim_port, data_dir = processes
+    deadline = time.monotonic() + 10
+    while len(set(owners(data_dir).values())) < 2 or len(owners(data_dir)) < 4:
+        assert time.monotonic() < deadline, owners(data_dir)
+        await trio.sleep(0.05)
+    root = open_root(data_dir)
+    holders = {b: read_record(root.lock_path(b)) for b in range(root.count)}
+    number = next(n for n in NUMBERS if holders[bucket_of(n, root.count)] is not None)
+    owner = holders[bucket_of(number, root.count)]
+    assert owner is not None
+    other = next(h for h in holders.values() if h is not None and h.owner_id != owner.owner_id)
+    client = LaneClient(other.lane, max_request=1 << 20, max_response=1 << 20, request_timeout=10.0)
+    auth = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode())
+    body = urlencode({"From": f"whatsapp:{number}", "To": "whatsapp:+15557770000", "Body": "one hop"})
+    headers = [(b"authorization", b"Basic " + auth), (b"content-type", b"application/x-www-form-urlencoded")]
+    with trio.fail_after(30):
+        answer = await client.request(b"POST", CREATE, headers, body.encode())
+        await client.aclose()
+    assert answer.status == 503, answer.body
+    assert "changing owner" in answer.body.decode()
+    assert "one hop" not in received(sim_port)
