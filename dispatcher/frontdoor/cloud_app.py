@@ -16,7 +16,8 @@ carry changes for several numbers, in different buckets owned by different daemo
   the first verified number of that WABA (``waba = ...``), as if it came by that number's URL.
 - The numbers are grouped by bucket. Buckets served here are applied here (``CloudWebhooks.apply``:
   deduplicated, one write per number); every other owner gets the whole raw body with its
-  signature, ``PART_HEADER`` naming its buckets and ``HOP_HEADER``: it checks the signature itself,
+  signature, ``PART_HEADER`` naming its buckets and ``HOP_HEADER`` (over its lane, as a forwarded
+  request goes: ``PeerPool``): it checks the signature itself,
   applies those buckets' numbers only (a bucket it does not serve now: 503, nothing applied) and
   answers which numbers it applied, so a number it does not know is not silently dropped.
 - 200 to Meta only once every part is applied. A bucket without an owner, an owner that did not
@@ -272,7 +273,7 @@ class CloudAppWebhook:
         ]
         try:
             with trio.fail_after(self._timeout):
-                answer = await self._pool.request(owner.address, b"POST", PATH.encode(), headers, body)
+                answer = await self._pool.request(owner.peer, b"POST", PATH.encode(), headers, body)
             if answer.status != 200:
                 raise RuntimeError(f"it answered HTTP {answer.status}: {answer.body[:200]!r}")
             missing = expected - set(_part_decoder.decode(answer.body).numbers)
@@ -282,7 +283,7 @@ class CloudAppWebhook:
             log.warning(
                 "webhook.part_failed",
                 owner=owner.owner_id,
-                address=owner.address,
+                address=owner.peer,
                 buckets=buckets,
                 error=repr(exc)[:300],
             )
