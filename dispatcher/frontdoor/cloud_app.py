@@ -29,6 +29,7 @@ carry changes for several numbers, in different buckets owned by different daemo
 
 from __future__ import annotations
 
+import functools
 from typing import Final, final
 
 import attrs
@@ -53,6 +54,7 @@ from dispatcher.frontdoor.forwarding import HOP_HEADER, Headers
 from dispatcher.ops import bucket_parts
 from dispatcher.ops.bucket_parts import names
 from dispatcher.ops.cluster import OwnerTable
+from dispatcher.ops.metrics import DispatcherCollector
 from dispatcher.ownership.interface import Owner
 
 log = structlog.get_logger()
@@ -79,6 +81,30 @@ class Answer:
     status: int
     body: bytes
     retry_after: int | None = None
+
+
+@attrs.define
+class CloudAppStatistics:
+    """What became of app-level deliveries' parts (on /metrics: ``add_metrics``)."""
+
+    applied_here: int = 0  # buckets of a delivery applied by this daemon (Meta's or another's part)
+    asked: int = 0  # parts another owner applied for a delivery Meta posted here
+    failed: int = 0  # parts not applied: the owner did not answer, refused, or the store failed
+    unowned: int = 0  # buckets a delivery named while they had no owner (answered 503)
+
+
+def add_metrics(collector: DispatcherCollector, stats: CloudAppStatistics) -> None:
+    """The app-level webhook's counters on /metrics."""
+    for name, doc in (
+        ("applied_here", "Buckets of app-level Cloud webhook deliveries applied by this daemon."),
+        (
+            "asked",
+            "Parts of app-level Cloud webhook deliveries applied by the bucket's owner, asked from here.",
+        ),
+        ("failed", "Parts of app-level Cloud webhook deliveries not applied (503: Meta redelivers)."),
+        ("unowned", "Buckets app-level Cloud webhook deliveries named while they had no owner (503)."),
+    ):
+        collector.add_counter(f"wadispatch_cloud_app_{name}", doc, functools.partial(getattr, stats, name))
 
 
 @attrs.frozen
@@ -127,6 +153,7 @@ class CloudAppWebhook:
         self._pool = pool
         self._timeout = timeout
         self._retry_after = retry_after
+        self.statistics = CloudAppStatistics()
 
     def verify(self, mode: str | None, token: str, challenge: str) -> bool:
         """The handshake: ``hub.mode=subscribe`` with any Cloud number's verify token, and a challenge."""
@@ -209,7 +236,9 @@ class CloudAppWebhook:
                 await self._hooks.apply(found.info, found.decoded)
             except StoreError as exc:
                 log.error("webhook.store_failed", number=found.info.number, error=str(exc))
+                self.statistics.failed += 1
                 return False
+        self.statistics.applied_here += 1
         return True
 
     async def _apply_part(self, plan: _Plan, header: str) -> Answer:
@@ -242,7 +271,10 @@ class CloudAppWebhook:
 
         async def there(owner: Owner, buckets: list[int]) -> None:
             expected = {found.info.number for b in buckets for found in plan.buckets[b]}
-            if not await self._ask(owner, buckets, expected, body, signature):
+            if await self._ask(owner, buckets, expected, body, signature):
+                self.statistics.asked += 1
+            else:
+                self.statistics.failed += 1
                 failed.extend(buckets)
 
         async with trio.open_nursery() as nursery:
@@ -252,6 +284,7 @@ class CloudAppWebhook:
                 nursery.start_soon(there, owner, buckets)
         if placed.unowned or failed:
             unowned = placed.unowned
+            self.statistics.unowned += len(unowned)
             log.warning("webhook.partly_applied", route="app", unowned=unowned, failed=sorted(failed))
             message = (
                 f"bucket(s) {names(sorted(unowned + failed))} could not be applied now (no owner, or it "

@@ -52,6 +52,7 @@ from dispatcher.core.template_file import load_file
 from dispatcher.frontdoor.admin_templates import WabaTemplates
 from dispatcher.frontdoor.app import MAX_REQUEST_BYTES, make_app
 from dispatcher.frontdoor.cloud_app import CloudAppWebhook
+from dispatcher.frontdoor.cloud_app import add_metrics as add_cloud_app_metrics
 from dispatcher.frontdoor.cloud_routes import CloudWebhooks
 from dispatcher.frontdoor.cluster_fleet import fleet_asker
 from dispatcher.frontdoor.cluster_lists import ClusterLists
@@ -636,6 +637,10 @@ async def _run_on_root(
                     )
                 cloud_hooks = CloudWebhooks(buckets=buckets, wall=wall, inbox=inbox, fields=cloud_fields)
                 owners = ownership or SoleOwner(owner_id, listening.get)
+                cloud_app = CloudAppWebhook(
+                    directory=directory, buckets=buckets, hooks=cloud_hooks, owners=owners, pool=peer_pool
+                )
+                add_cloud_app_metrics(metrics.collector, cloud_app.statistics)
                 quart_app = make_app(
                     buckets=buckets,
                     auth=auth,
@@ -675,9 +680,7 @@ async def _run_on_root(
                         ask=status_asker(peer_pool, admin_token, owner_id),
                     ),
                     lists=_cluster_lists(cluster, buckets, ownership, peer_pool),
-                    cloud_app=CloudAppWebhook(
-                        directory=directory, buckets=buckets, hooks=cloud_hooks, owners=owners, pool=peer_pool
-                    ),
+                    cloud_app=cloud_app,
                 )
                 app: ASGIFramework = CloseUnreadBody(
                     FastLane(

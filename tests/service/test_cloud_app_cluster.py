@@ -216,6 +216,9 @@ def test_one_delivery_is_applied_by_each_buckets_owner_and_a_lost_part_by_the_re
     assert refused.headers["Retry-After"] == "1"
     for bucket in shares[1]:
         assert str(bucket) in refused.json()["error"]
+    metrics = httpx.get(f"{daemons.url(0)}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).text
+    assert "wadispatch_cloud_app_failed_total 1.0" in metrics  # its one ask of the dead owner
+    assert "wadispatch_cloud_app_asked_total 1.0" in metrics  # the first delivery's part at daemon 1
     daemons.start(1)
     daemons.settled()
     here = {n for n in CLOUD if bucket_of(n, 4) in shares[0]}

@@ -209,6 +209,8 @@ async def test_one_delivery_for_several_numbers_applies_each_in_its_bucket_once(
         samples = parse((await client.get("/metrics", headers=ADMIN, auth=None)).text)
         assert value(samples, "wadispatch_webhook_unapplied_total", reason="unknown_number") == 2
         assert value(samples, "wadispatch_webhook_unapplied_total", reason="unverified") == 2
+        assert value(samples, "wadispatch_cloud_app_applied_here_total") == 4  # 2 buckets x 2 deliveries
+        assert value(samples, "wadispatch_cloud_app_failed_total") == 0
 
 
 async def test_a_bad_signature_applies_nothing(tmp_path: Path) -> None:
