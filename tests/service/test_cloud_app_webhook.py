@@ -274,3 +274,18 @@ async def test_a_wabas_account_update_goes_with_one_of_its_numbers(tmp_path: Pat
         assert limits[OTHER_APP] != 2000
         samples = parse((await client.get("/metrics", headers=ADMIN, auth=None)).text)
         assert value(samples, "wadispatch_webhook_unapplied_total", reason="unknown_waba") == 1
+
+
+async def test_the_simulators_signed_status_webhooks_at_the_app_url_move_every_numbers_messages(
+    tmp_path: Path,
+) -> None:
+    """Statuses as the simulator's Meta-like sender signs and posts them, to the one app URL."""
+    async with running_daemon(config(tmp_path / "data")) as (daemon, client):
+        assert daemon.simulator is not None
+        for pnid in (PNID, SECOND_PNID):
+            daemon.simulator.cloud.set_webhook_url(pnid, f"{daemon.url}{PATH}")
+        sids = [await create(client, number, CUSTOMER, f"via {number}") for number in (CLOUD, SECOND, CLOUD)]
+        for sid in sids:
+            assert (await wait_status(client, sid, "read"))["error_code"] is None
+        samples = parse((await client.get("/metrics", headers=ADMIN, auth=None)).text)
+        assert value(samples, "wadispatch_cloud_app_applied_here_total") >= 3
