@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, final
 
 import httpx
@@ -26,7 +26,7 @@ from actors.supervisor import Supervisor
 from dispatcher.config import ClusterConfig, NumberConfig
 from dispatcher.core.buckets import Buckets
 from dispatcher.core.dataroot import DataRoot
-from dispatcher.core.store import WriteTxn
+from dispatcher.core.store import Store, WriteTxn
 from dispatcher.ownership.etcd import EtcdOwnership
 from dispatcher.ownership.etcd_client import EtcdClient
 from dispatcher.ownership.flock import FlockOwnership
@@ -54,15 +54,18 @@ class OwnedBuckets:
         numbers: Callable[[], Sequence[NumberConfig]],
         drain_timeout: float,
         on_change: Callable[[], None],
+        announce: Callable[[Store], Awaitable[None]] | None = None,
     ) -> None:
         """``numbers``: the configured numbers now (live reload changes them); ``on_change``: wake
-        what serves the local buckets (callbacks, scheduler) after a gain."""
+        what serves the local buckets (callbacks, scheduler) after a gain; ``announce``: tell the
+        cluster of the gained bucket's numbers its roster lacks (``NumberOps.announce``)."""
         self._buckets = buckets
         self._fleet = fleet
         self._supervisor = supervisor
         self._numbers = numbers
         self._drain = drain_timeout
         self._on_change = on_change
+        self._announce = announce
         self.epochs: dict[int, int] = {}
         buckets.serve_none()
         for store in buckets.stores:
@@ -88,6 +91,8 @@ class OwnedBuckets:
             await self._supervisor.add(self._fleet.build(num))
         log.info("cluster.bucket_started", bucket=bucket, epoch=epoch, numbers=len(numbers))
         self._on_change()
+        if self._announce is not None:
+            await self._announce(store)
 
     async def lost(self, bucket: int) -> None:
         self._buckets.stop_serving(bucket)

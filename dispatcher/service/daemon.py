@@ -612,6 +612,7 @@ async def _run_on_root(
                         numbers=roster.numbers,
                         drain_timeout=config.server.drain_timeout,
                         on_change=functools.partial(_wake_all, sender.wake, messaging.scheduler.wake),
+                        announce=numbers.announce,
                     )
                     ownership = build_ownership(
                         cluster,

@@ -5,7 +5,8 @@
 - onboarding starts a number's actor without a restart (``activate``: roster, directory,
   supervisor) and stops it (``deactivate``: the actor drains like a number removed by a reload);
   with ``[cluster]`` the other daemons are told (``roster_share``) and do the same for what
-  they learn (``sync``): their front doors know the number, its bucket's owner runs it;
+  they learn (``sync``): their front doors know the number, its bucket's owner runs it; a
+  bucket's new owner tells them of its numbers they lack (``announce``);
 - the account watch gets the four account webhook fields from the Cloud webhook route;
 - at start, each Cloud number's fields are read once (tier, throughput, quality, into the
   watch) and the Graph version that answered is checked (``GraphHealth``).
@@ -41,6 +42,7 @@ from dispatcher.core.clock import WallClock
 from dispatcher.core.directory import Directory, NumberInfo
 from dispatcher.core.number_watch import NumberWatch
 from dispatcher.core.onboarding_state import OnboardRecord
+from dispatcher.core.store import Store
 from dispatcher.ops.doctor import Doctor, OnPremTarget, Target, TemplatesCheck
 from dispatcher.ops.graph_health import GraphHealth
 from dispatcher.ops.onboarding import ActivationFailed, Onboarding, WabaHandle
@@ -311,6 +313,25 @@ class NumberOps:
                 log.info("roster.learned", number=record.number, outcome=done)
             for number in current.keys() - wanted:
                 log.info("roster.forgotten", number=number, outcome=await self._stop(number))
+
+    async def announce(self, store: Store) -> None:
+        """A bucket gained (``store``): its started numbers the cluster's roster lacks are published
+        (onboarded before the roster was shared, or their publication failed); failures are logged,
+        the bucket is served all the same."""
+        if self._share is None:
+            return
+        known = {n.number for n in self.roster.onboarded()}
+        for record in state.every(store):
+            if (
+                not record.is_done(state.START)
+                or record.number in known
+                or self.roster.configured(record.number)
+            ):
+                continue
+            try:
+                await self._share.publish(record)
+            except Exception as exc:
+                log.warning("roster.announce_failed", number=record.number, error=str(exc)[:300])
 
     async def _start(self, record: OnboardRecord) -> str:
         if self.roster.configured(record.number):

@@ -6,6 +6,7 @@ page silently missing it. Skipped when etcd is not installed."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -72,16 +73,18 @@ class Hosts:
 
 
 @contextlib.contextmanager
-def start_hosts(tmp_path: Path, *, waba: bool = False, flock: bool = False) -> Iterator[Hosts]:
+def start_hosts(
+    tmp_path: Path, *, waba: bool = False, flock: bool = False, shared: bool = False
+) -> Iterator[Hosts]:
     """etcd, the simulator and three daemons, each on a data root of its own (``flock``: on one data
-    root, owning buckets by flock, no etcd). ``waba``: a WABA at the simulator's Graph numbers can
-    be onboarded into, and every daemon's public URL the first one's (a load balancer's stand-in:
-    where the numbers' webhooks are subscribed)."""
+    root, owning buckets by flock, no etcd; ``shared``: on one data root through etcd). ``waba``: a
+    WABA at the simulator's Graph numbers can be onboarded into, and every daemon's public URL the
+    first one's (a load balancer's stand-in: where the numbers' webhooks are subscribed)."""
     etcd = None if flock else EtcdCluster(tmp_path / "etcd")
     sim_port = free_port()
     sim = start_simulator(sim_port)
     ports = [free_port() for _ in range(3)]
-    roots = [tmp_path / ("root" if flock else f"host{i}") for i in range(3)]
+    roots = [tmp_path / ("root" if flock or shared else f"host{i}") for i in range(3)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if etcd is not None:
@@ -124,7 +127,7 @@ request_timeout = 0.5
                     stdout=subprocess.DEVNULL,
                 )
             )
-            if flock:
+            if flock or shared:
                 wait_healthy(port)  # one after another: the first creates the data root
         for port in ports:
             wait_healthy(port)
@@ -453,3 +456,33 @@ def test_the_console_fleet_and_the_cluster_status_show_every_daemons_numbers(hos
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     bad = httpx.get(f"{hosts.url(asker)}/admin/v1/status", params={"scope": "everything"}, headers=ADMIN)
     assert bad.status_code == 400
+
+
+@needs_etcd
+def test_a_bucket_gained_tells_the_cluster_of_its_numbers_the_roster_lacks(tmp_path: Path) -> None:
+    """A number started before the roster was shared (here: its etcd key deleted behind the
+    daemons' backs) stops everywhere, since etcd is the roster; the next owner of its bucket
+    finds its record in the bucket and publishes it, and runs it."""
+    with start_hosts(tmp_path, waba=True, shared=True) as hosts:
+        assert hosts.etcd is not None
+        shares = hosts.settled()
+        owner_of = {b: i for i, share in enumerate(shares) for b in share}
+        bucket = next(b for b in range(4) if owner_of[b] != 0)
+        number = next(n for n in (f"+1555078{i:04d}" for i in range(200)) if bucket_of(n, 4) == bucket)
+        owner = owner_of[bucket]
+        onboard_through(hosts, 0, number)
+        assert number in running(hosts, owner)
+        key = base64.b64encode(f"/wadispatch/visibility/numbers/{number}".encode()).decode()
+        etcd = hosts.etcd.endpoints[0]
+        httpx.post(f"{etcd}/v3/kv/deleterange", json={"key": key}, timeout=5.0).raise_for_status()
+        wait_until(lambda: number not in running(hosts, owner), 10.0, "the roster's truth is etcd's")
+        hosts.procs[owner].send_signal(signal.SIGKILL)
+        hosts.procs[owner].wait()
+        survivors = [i for i in range(3) if i != owner]
+        wait_until(
+            lambda: any(number in running(hosts, i) for i in survivors),
+            4 * TTL,
+            f"nobody runs {number} again",
+        )
+        found = httpx.post(f"{etcd}/v3/kv/range", json={"key": key}, timeout=5.0).json()
+        assert found.get("count") == "1"  # published again by the bucket's new owner
