@@ -83,7 +83,7 @@ def start_hosts(
     etcd = None if flock else EtcdCluster(tmp_path / "etcd")
     sim_port = free_port()
     sim = start_simulator(sim_port)
-    ports = [free_port() for _ in range(3)]
+    ports, peers, lanes = (distinct_ports(9)[i::3] for i in range(3))
     roots = [tmp_path / ("root" if flock or shared else f"host{i}") for i in range(3)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -114,7 +114,15 @@ request_timeout = 0.5
         for i, port in enumerate(ports):
             cfg = tmp_path / f"d{i}.toml"
             extra = waba_section(sim_port) if waba else ""
-            text = config_text(roots[i], port, sim_port, cluster=section, extra=extra)
+            # Every port chosen here: a daemon binding port 0 could take the port meant for the next one.
+            listens = f'peer_listen = "127.0.0.1:{peers[i]}"\nlane_listen = "127.0.0.1:{lanes[i]}"\n'
+            text = config_text(
+                roots[i],
+                port,
+                sim_port,
+                cluster=section.replace("[cluster]\n", "[cluster]\n" + listens),
+                extra=extra,
+            )
             if waba:
                 text = text.replace(
                     "[server]\n", f'[server]\npublic_url = "http://127.0.0.1:{ports[0]}"\n', 1
@@ -138,6 +146,14 @@ request_timeout = 0.5
         stop(sim)
         if etcd is not None:
             etcd.stop()
+
+
+def distinct_ports(count: int) -> list[int]:
+    found: list[int] = []
+    while len(found) < count:
+        if (port := free_port()) not in found:
+            found.append(port)
+    return found
 
 
 @pytest.fixture
