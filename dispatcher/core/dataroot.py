@@ -77,7 +77,8 @@ def open_root(path: str | os.PathLike[str], wanted: int | None = None) -> DataRo
         if wanted is not None:
             check_count(wanted)
         datadir.prepare(root)
-        found = _read(root) if (root / LAYOUT_FILE).exists() else _create(root, wanted or 1)
+        with _layout_lock(root):
+            found = _read(root) if (root / LAYOUT_FILE).exists() else _create(root, wanted or 1)
     except BucketCountError as exc:
         raise DataRootError(f"store.buckets: {exc}") from None
     except OSError as exc:
@@ -146,6 +147,20 @@ def _write(found: DataRoot) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _layout_lock(root: Path) -> Iterator[None]:
+    """An exclusive flock on the root directory itself (no file of its own) while the root is
+    opened: the workers of ``--workers N`` start together on a new root, and one that read the
+    layout file while another was still making the bucket directories found a bucket missing.
+    Each now waits for the one creating it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read(root: Path) -> DataRoot:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,31 @@ def test_daemons_share_the_root_and_rebucket_needs_it_alone(tmp_path: Path) -> N
         dataroot.held(root),
     ):
         pass
+
+
+_OPEN_AT = """
+import sys, time
+from dispatcher.core.dataroot import open_root
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+root = open_root(sys.argv[1], 16)
+missing = [str(d) for d in root.dirs() if not d.is_dir()]
+print("missing " + " ".join(missing) if missing else "ok")
+"""
+
+
+def test_workers_opening_a_new_root_together_each_find_it_whole(tmp_path: Path) -> None:
+    """``--workers N`` starts N processes on a new root at once (seen in bench.cluster: one found
+    a bucket directory missing, read from a layout file written before its directories). Each
+    waits for the one creating the root and finds every bucket."""
+    for attempt in range(3):
+        path = tmp_path / f"root{attempt}"
+        at = time.time() + 1.0  # all of them past their imports, then at the same instant
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, str(path), str(at)], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(6)
+        ]
+        outputs = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+        assert outputs == ["ok"] * 6, outputs
+        assert open_root(path).count == 16
