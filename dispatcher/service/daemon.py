@@ -60,6 +60,7 @@ from dispatcher.frontdoor.console.routes import ConsoleServices
 from dispatcher.frontdoor.errors import LastResort
 from dispatcher.frontdoor.fastlane import FastLane
 from dispatcher.frontdoor.forwarding import Forwarder, PeerPool, status_asker
+from dispatcher.frontdoor.forwarding import add_metrics as add_forwarding_metrics
 from dispatcher.frontdoor.hot_routes import HotRoutes
 from dispatcher.frontdoor.keepalive import CloseUnreadBody, ShieldFinalSend
 from dispatcher.frontdoor.lane_server import serve_lane
@@ -707,6 +708,7 @@ async def _run_on_root(
                         body_timeout=config.server.body_timeout,
                         admin_token=admin_token,
                     )
+                    add_forwarding_metrics(metrics.collector, app.statistics)
                 _callback_metrics(metrics.collector, buckets, sender)
                 _fallback_metrics(metrics.collector, buckets, messaging.fallbacks)
                 connections = ConnectionCap(config.server.max_connections)

@@ -40,6 +40,8 @@ async def test_a_lone_flock_daemon_owns_every_bucket_and_lets_them_go_at_shutdow
             metrics = (await client.get("/metrics", headers=ADMIN, auth=None)).text
             assert "wadispatch_buckets_owned 4.0" in metrics
             assert "wadispatch_cluster_members 1.0" in metrics
+            for counter in ("forwarded", "unowned", "failed"):  # the front door's forwarding, wired
+                assert f"wadispatch_forward_{counter}_total 0.0" in metrics
     root = open_root(data)
     for bucket in range(4):
         holder = read_record(root.lock_path(bucket))
