@@ -9,6 +9,7 @@ readable by an older version is fixed on start, with one log line each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -33,7 +34,10 @@ def prepare(path: Path) -> None:
     with os.scandir(path) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
-                _tighten(Path(entry.path), FILE_MODE)
+                # Another process opening the same dir at once (the workers of ``--workers N``
+                # each open every bucket) may remove its own file between listing and lstat.
+                with contextlib.suppress(FileNotFoundError):
+                    _tighten(Path(entry.path), FILE_MODE)
 
 
 def _tighten(path: Path, wanted: int) -> None:

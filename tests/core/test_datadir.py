@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from dispatcher.core import datadir
 from dispatcher.core.store import Store
 
 
@@ -69,3 +70,34 @@ def test_an_owner_only_data_dir_is_left_alone_silently(tmp_path: Path) -> None:
     with capture_logs() as logs:
         Store(data, map_size=8 << 20).close_env()
     assert [e for e in logs if e["event"] == "store.permissions_fixed"] == []
+
+
+def test_a_file_another_process_removes_while_the_dir_is_checked_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers of ``--workers N`` each open every bucket at start: one listed another's
+    ``.write-probe-<pid>`` just before that one removed it, and the lstat that followed failed the
+    worker's start ("data dir ... is not writable: No such file or directory", seen in bench.cluster)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    gone = data / ".write-probe-4242"
+    gone.write_bytes(b"")
+    real_scandir = os.scandir
+
+    class Listing:
+        """The real listing, taken before the other process removes its file."""
+
+        def __init__(self, path: Path) -> None:
+            with real_scandir(path) as entries:
+                self.entries = list(entries)
+            gone.unlink()
+
+        def __enter__(self) -> Iterator[os.DirEntry[str]]:
+            return iter(self.entries)
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(datadir.os, "scandir", Listing)
+    datadir.prepare(data)  # no FileNotFoundError
+    assert not gone.exists()
