@@ -532,6 +532,13 @@ class NumberActor:
         if self._budget.set_limit(limit) and self._queues.unpark_all():
             self._signal()
 
+    def templates_sendable(self) -> None:
+        """A template that was paused may be sent again: recipients waiting on the template gate
+        are looked at now rather than at their recheck (every parked recipient is; one whose hold
+        still stands, a pair rate or the budget, is parked again at once)."""
+        if self._queues.unpark_all():
+            self._signal()
+
     def hold(self, sid: str) -> bool:
         """Keep the actor off ``sid`` while it is edited (cancel): False once its send has started."""
         return self.holds.try_hold(sid)

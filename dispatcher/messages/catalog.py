@@ -19,7 +19,7 @@ started (Meta's seconds cannot say which came first: the webhook is believed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Literal, final
 
 import attrs
@@ -64,8 +64,17 @@ def _key(sid: str) -> bytes:
 class TemplateCatalog:
     """Templates by sid and by (WABA, name, language). ``policies``: each WABA's ``on_paused``."""
 
-    def __init__(self, store: Store, *, policies: Mapping[str, PausedPolicy]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        policies: Mapping[str, PausedPolicy],
+        on_sendable: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_sendable``: called when a template that was not sendable (paused) becomes sendable
+        again, to wake the actors whose messages of it wait (``WAIT_RECHECK`` is only the fallback)."""
         self._store = store
+        self._on_sendable = on_sendable
         self._policies = dict(policies)
         self._by_sid: dict[str, WaTemplate] = {}
         self._by_name: dict[tuple[str, str, str], str] = {}
@@ -186,8 +195,13 @@ class TemplateCatalog:
                 txn.put(b"meta", key, raw)
 
         await self._store.write(fn)
+        opened = False
         for template in templates:
+            old = self._by_sid.get(template.sid)
+            opened = opened or (template.sendable and old is not None and not old.sendable)
             self._index(template)
+        if opened and self._on_sendable is not None:
+            self._on_sendable()  # queued messages of a paused template go now, not at their recheck
 
 
 def not_sendable(template: WaTemplate) -> str:

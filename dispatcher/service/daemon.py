@@ -438,7 +438,16 @@ async def _run_on_root(
                     await io.start(bucket.run_writer)
                     root_nursery.start_soon(idempotency.sweep_forever, bucket, wall)
                 await root_nursery.start(notifier.watchdog, _writer_health(buckets, notifier))
-                catalog = TemplateCatalog(store, policies={w.id: w.on_paused for w in config.wabas})
+
+                def templates_sendable() -> None:  # the supervisor below exists by the first call
+                    for actor in supervisor.actors():
+                        actor.templates_sendable()
+
+                catalog = TemplateCatalog(
+                    store,
+                    policies={w.id: w.on_paused for w in config.wabas},
+                    on_sendable=templates_sendable,
+                )
                 template_sync = TemplateSync(
                     catalog=catalog,
                     wabas={w.id: _waba_sync(w, graph_client, sandbox) for w in config.wabas},

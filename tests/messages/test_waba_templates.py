@@ -165,7 +165,8 @@ async def test_a_paused_template_is_refused_at_create_and_its_queued_messages_wa
             assert sent(daemon) == []  # the queued ones wait (on_paused = "wait")
             sim.templates.review(WABA, doc["name"], "unpause")
             await until(lambda: daemon.catalog.get(sid).status == "APPROVED")  # type: ignore[union-attr]
-            await until(lambda: len(sent(daemon)) == 2, timeout=40)
+            # Woken by the unpause, not by the gate's recheck (WAIT_RECHECK, 30 s).
+            await until(lambda: len(sent(daemon)) == 2, timeout=5)
             # The simulator has them; their records say so once the actor's outcome commit lands.
             with trio.fail_after(10):
                 for q in queued:
