@@ -58,7 +58,7 @@ from bench._harness import ROOT, cpu_seconds, free_port, wait_ready
 from dispatcher.core.bucketing import bucket_of
 from dispatcher.core.dataroot import open_root
 from dispatcher.ownership.flock import read_record
-from tests.helpers.etcd import ETCD, EtcdCluster
+from tests.helpers.etcd import ETCD, EtcdCluster, cluster_section
 from tests.helpers.processes import ACCOUNT, REQUEST_TIMEOUT, TOKEN, config_text
 from tests.helpers.processes import start_simulator as start_process_simulator
 from tests.helpers.processes import stop as stop_process
@@ -493,20 +493,10 @@ async def etcd_part(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     try:
         cluster.start()
-        endpoints = json.dumps(cluster.endpoints)
         for d in daemons:
-            section = f"""
-[cluster]
-backend = "etcd"
-name = "bench"
-owner_id = "{d.name}"
-[cluster.etcd]
-endpoints = {endpoints}
-ttl = {TTL}
-margin = {MARGIN}
-grace = {GRACE}
-request_timeout = 0.5
-"""
+            section = cluster_section(
+                cluster.endpoints, name="bench", ttl=TTL, grace=GRACE, margin=MARGIN, owner_id=d.name
+            )
             configs[d.name] = write_config(
                 work / f"{d.name}.toml",
                 work / "data",

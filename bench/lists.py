@@ -32,7 +32,7 @@ import trio
 from actors.http.pool import H11Pool
 from bench._harness import free_port, post_creates, wait_ready
 from bench.cluster import TTL, Daemon, front_headers, number, start_simulator, stop, write_config
-from tests.helpers.etcd import ETCD, EtcdCluster
+from tests.helpers.etcd import ETCD, EtcdCluster, cluster_section
 from tests.helpers.processes import ACCOUNT
 
 BUCKETS = 8
@@ -107,18 +107,6 @@ async def gathered(work: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     daemons = [Daemon(f"g{i}", free_port(), work / f"g{i}.log") for i in range(3)]
     try:
         cluster.start()
-        section = f"""
-[cluster]
-backend = "etcd"
-name = "lists"
-owner_id = "{{name}}"
-[cluster.etcd]
-endpoints = {json.dumps(cluster.endpoints)}
-ttl = {TTL}
-margin = 0.5
-grace = 1.0
-request_timeout = 0.5
-"""
         for d in daemons:
             cfg = write_config(
                 work / f"{d.name}.toml",
@@ -127,7 +115,7 @@ request_timeout = 0.5
                 sim_port,
                 args.numbers,
                 buckets=BUCKETS,
-                cluster=section.replace("{name}", d.name),
+                cluster=cluster_section(cluster.endpoints, name="lists", ttl=TTL, grace=1.0, owner_id=d.name),
             )
             d.start(cfg)
         for d in daemons:

@@ -26,6 +26,31 @@ ETCD: Final = shutil.which("etcd")
 MISSING: Final = "etcd is not on PATH (Debian: apt-get install etcd-server; `make test` does it as root)"
 
 
+def cluster_section(
+    endpoints: list[str],
+    *,
+    name: str,
+    ttl: float,
+    grace: float,
+    margin: float = 0.5,
+    owner_id: str | None = None,
+) -> str:
+    """A daemon's ``[cluster]`` table on these etcd members, as the tests and benches run them
+    (requests to etcd time out after 0.5 s)."""
+    owner = "" if owner_id is None else f'owner_id = "{owner_id}"\n'
+    return f"""
+[cluster]
+backend = "etcd"
+name = "{name}"
+{owner}[cluster.etcd]
+endpoints = {json.dumps(endpoints)}
+ttl = {ttl}
+margin = {margin}
+grace = {grace}
+request_timeout = 0.5
+"""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

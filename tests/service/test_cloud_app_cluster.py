@@ -22,7 +22,7 @@ import pytest
 from dispatcher.core.bucketing import bucket_of
 from dispatcher.frontdoor.cloud_routes import signature
 from tests.helpers.configs import cloud_table
-from tests.helpers.etcd import ETCD, MISSING, free_port, running_etcd
+from tests.helpers.etcd import ETCD, MISSING, cluster_section, free_port, running_etcd
 from tests.helpers.processes import ACCOUNT, ROOT, TOKEN, config_text, start_simulator, stop, wait_healthy
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
@@ -100,15 +100,7 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
 token = {{ value = "{ADMIN_TOKEN}" }}
 [watch]
 check_at_start = false
-[cluster]
-backend = "etcd"
-name = "cloudapp"
-[cluster.etcd]
-endpoints = {json.dumps(etcd.endpoints)}
-ttl = {TTL}
-margin = 0.5
-grace = {GRACE}
-request_timeout = 0.5
+{cluster_section(etcd.endpoints, name="cloudapp", ttl=TTL, grace=GRACE)}
 {clouds}
 """
             try:

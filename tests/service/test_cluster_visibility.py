@@ -24,7 +24,7 @@ import pytest
 from twilio.rest import Client
 
 from dispatcher.core.bucketing import bucket_of
-from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, free_port
+from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, cluster_section, free_port
 from tests.helpers.processes import (
     ACCOUNT,
     NUMBERS,
@@ -92,16 +92,7 @@ def start_hosts(
         section = f"""
 [admin]
 token = {{ value = "{ADMIN_TOKEN}" }}
-[cluster]
-backend = "etcd"
-name = "visibility"
-[cluster.etcd]
-endpoints = {json.dumps(etcd.endpoints if etcd is not None else [])}
-ttl = {TTL}
-margin = 0.5
-grace = {GRACE}
-request_timeout = 0.5
-"""
+""" + cluster_section(etcd.endpoints if etcd is not None else [], name="visibility", ttl=TTL, grace=GRACE)
         if flock:
             section = section.split("[cluster]")[0] + '[cluster]\nbackend = "flock"\n'
         if waba:

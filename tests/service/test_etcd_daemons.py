@@ -5,7 +5,6 @@ shows no two owners sending for one number at once."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from dispatcher.core.bucketing import bucket_of
-from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, free_port
+from tests.helpers.etcd import ETCD, MISSING, EtcdCluster, cluster_section, free_port
 from tests.helpers.processes import (
     NUMBERS,
     ROOT,
@@ -57,16 +56,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         section = f"""
 [admin]
 token = {{ value = "{ADMIN_TOKEN}" }}
-[cluster]
-backend = "etcd"
-name = "test"
-[cluster.etcd]
-endpoints = {json.dumps(etcd.endpoints)}
-ttl = {TTL}
-margin = 0.5
-grace = {GRACE}
-request_timeout = 0.5
-"""
+{cluster_section(etcd.endpoints, name="test", ttl=TTL, grace=GRACE)}"""
         for i, port in enumerate(ports):
             cfg = tmp_path / f"d{i}.toml"
             cfg.write_text(config_text(tmp_path / "data", port, sim_port, cluster=section))
